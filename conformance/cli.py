@@ -1,0 +1,194 @@
+"""The ``qemu-conformance`` command.
+
+Sub-commands import what they need when they run, so ``probe`` starts fast.
+Every ConformanceError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from conformance.errors import ConformanceError
+
+
+def _host_binaries() -> list[Path]:
+    import shutil
+
+    found = []
+    for name in ("qemu-system-x86_64", "qemu-system-aarch64"):
+        where = shutil.which(name)
+        if where:
+            found.append(Path(where))
+    return found
+
+
+# --- probe and caps -------------------------------------------------------------------
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from conformance.caps.fixture import to_xml, write_fixture
+    from conformance.caps.probe import probe_binary
+
+    caps = probe_binary(args.binary, accel=args.accel)
+    if args.output:
+        write_fixture(caps, args.output)
+        print(f"{args.output}: QEMU {caps.version} {caps.arch} ({caps.package or 'no package string'}), "
+              f"{len(caps.machines)} machine types, {len(caps.qom_types)} types, {len(caps.flags)} flags",
+              file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(to_xml(caps))
+    return 0
+
+
+def cmd_caps_list(args: argparse.Namespace) -> int:
+    from conformance.caps.store import fixture_files, load
+
+    rows = [("FIXTURE", "VERSION", "ARCH", "SOURCE", "MACHINES", "FLAGS", "FAILOVER", "PACKAGE / ORIGIN")]
+    for path in fixture_files(args.dir):
+        caps = load(path)
+        prov = caps.provenance
+        origin = prov.package or ""
+        if prov.source == "libvirt-import":
+            origin = f"libvirt {prov.libvirt_version or '?'} {Path(prov.imported_from or '').name}"
+        rows.append((path.name, str(caps.version), caps.arch, prov.source, str(len(caps.machines)),
+                     str(len(caps.flags)), "yes" if caps.has("virtio-net.failover") else "no", origin))
+    if len(rows) == 1:
+        print(f"no fixtures in {args.dir or 'capsdata/'}")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_caps_diff(args: argparse.Namespace) -> int:
+    from conformance.caps.diff import diff_caps
+    from conformance.caps.store import resolve
+
+    a, b = resolve(args.a), resolve(args.b)
+    result = diff_caps(a, b, f"{args.a} (QEMU {a.version} {a.arch})", f"{args.b} (QEMU {b.version} {b.arch})")
+    print(result.format(limit=args.limit))
+    return 1 if result.lost_anything else 0
+
+
+def cmd_caps_import(args: argparse.Namespace) -> int:
+    from conformance.caps.fixture import fixture_name, to_xml, write_fixture
+    from conformance.caps.libvirt_import import import_libvirt_caps
+    from conformance.paths import capsdata_dir
+
+    for source in args.files:
+        caps = import_libvirt_caps(source, libvirt_version=args.libvirt_version)
+        if args.output and len(args.files) == 1:
+            target: Path | None = Path(args.output)
+        elif args.capsdata:
+            target = capsdata_dir() / fixture_name(caps)
+        else:
+            target = None
+        if target is None:
+            sys.stdout.buffer.write(to_xml(caps))
+            continue
+        write_fixture(caps, target)
+        implied = ", ".join(i.flag for i in caps.provenance.implied) or "none"
+        print(f"{target}: QEMU {caps.version} {caps.arch} from libvirt {caps.provenance.libvirt_version or '?'}"
+              f"; implied: {implied}", file=sys.stderr)
+    return 0
+
+
+def cmd_caps_show(args: argparse.Namespace) -> int:
+    from conformance.caps.store import resolve
+
+    caps = resolve(args.caps)
+    prov = caps.provenance
+    print(f"QEMU {caps.version} {caps.arch} {caps.package}".rstrip())
+    print(f"source: {prov.source} {prov.binary or ''} {prov.imported_from or ''}".rstrip())
+    default = caps.default_machine()
+    print(f"machines: {len(caps.machines)} (default {default.name if default else '-'})")
+    for imp in prov.implied:
+        print(f"implied: {imp.flag}: {imp.reason}")
+    print("flags: " + " ".join(sorted(caps.flags)))
+    return 0
+
+
+# --- main job ---------------------------------------------------------------------------
+
+def cmd_qualify(args: argparse.Namespace) -> int:
+    from conformance.qualify import qualify
+
+    binaries = [Path(b) for b in args.qemu] or _host_binaries()
+    return qualify(binaries, output=Path(args.output))
+
+
+def cmd_builds(args: argparse.Namespace) -> int:
+    from conformance.builds import cli_builds
+
+    return cli_builds(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qemu-conformance",
+        description="Capability-aware compatibility and conformance suite for QEMU builds.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="probe a QEMU binary over QMP and write its capability fixture")
+    p.add_argument("binary", help="path of a qemu-system-* binary")
+    p.add_argument("-o", "--output", type=Path, help="write the fixture here (default: print it)")
+    p.add_argument("--accel", choices=["kvm", "tcg"], help="accelerator for the probe (default: kvm if usable)")
+    p.set_defaults(func=cmd_probe)
+
+    caps = sub.add_parser("caps", help="stored capability fixtures: list, diff, import, show")
+    csub = caps.add_subparsers(dest="caps_command", required=True, metavar="ACTION")
+    p = csub.add_parser("list", help="the fixtures in capsdata/ as a table")
+    p.add_argument("--dir", type=Path, help="another fixture folder")
+    p.set_defaults(func=cmd_caps_list)
+    p = csub.add_parser("diff", help="what B gained and lost against A; exit 1 when B lost anything")
+    p.add_argument("a", help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("b", help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("--limit", type=int, default=40, help="items shown per section (default %(default)s)")
+    p.set_defaults(func=cmd_caps_diff)
+    p = csub.add_parser("import", help="convert libvirt capability XML into this project's fixture")
+    p.add_argument("files", nargs="+", type=Path, help="libvirt caps XML (test fixture or host cache)")
+    p.add_argument("-o", "--output", type=Path, help="output file (one input only)")
+    p.add_argument("--capsdata", action="store_true", help="write into capsdata/ under the standard name")
+    p.add_argument("--libvirt-version", help="libvirt release that wrote the file, when the file cannot tell")
+    p.set_defaults(func=cmd_caps_import)
+    p = csub.add_parser("show", help="summary and flags of one fixture")
+    p.add_argument("caps", help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.set_defaults(func=cmd_caps_show)
+
+    p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")
+    p.add_argument("--qemu", action="append", default=[], metavar="PATH", help="QEMU binary (repeatable)")
+    p.add_argument("-o", "--output", default="reports/latest", help="output folder (default %(default)s)")
+    p.set_defaults(func=cmd_qualify)
+
+    p = sub.add_parser("builds", help="extra real QEMU builds unpacked beside the host's (10.0, 5.2)")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = bsub.add_parser("fetch", help="download and unpack builds (default: all known)")
+    b.add_argument("names", nargs="*", help="e.g. 10.0 5.2")
+    b.add_argument("--dest", type=Path, help="folder (default: $QEMU_CONFORMANCE_BUILDS)")
+    b.set_defaults(func=cmd_builds)
+    b = bsub.add_parser("list", help="the prepared builds")
+    b.add_argument("--dest", type=Path)
+    b.set_defaults(func=cmd_builds, names=[])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConformanceError as exc:
+        print(f"qemu-conformance: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("qemu-conformance: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Release qualification of QEMU builds: the main job.
+
+For each binary: probe it, store the fixture in the output folder, and diff
+it against the stored fixture of the same version and arch (nothing may be
+lost) and against the newest stored older version (what changed since).
+Results go to OUTPUT/results.jsonl; a summary is printed as it goes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conformance.caps.diff import diff_caps
+from conformance.caps.fixture import fixture_name, write_fixture
+from conformance.caps.model import Capabilities
+from conformance.caps.probe import probe_binary
+from conformance.caps.store import fixture_files, load
+from conformance.errors import ConformanceError
+from conformance.results.records import QemuBuild, ResultWriter, StageResult
+
+
+def _stored_for(caps: Capabilities) -> tuple[Path | None, Path | None]:
+    """(same version fixture, newest older-version fixture) of this arch in capsdata/."""
+    same = older = None
+    older_caps: Capabilities | None = None
+    for path in fixture_files():
+        stored = load(path)
+        if stored.arch != caps.arch:
+            continue
+        if stored.version == caps.version:
+            same = path
+        elif stored.version < caps.version and (older_caps is None or stored.version > older_caps.version):
+            older, older_caps = path, stored
+    return same, older
+
+
+def qualify_caps(binary: Path, output: Path, writer: ResultWriter, say: Callable[[str], None]) -> bool:
+    """Probe one binary and check it against the stored fixtures; True when nothing regressed."""
+    started = time.monotonic()
+    try:
+        caps = probe_binary(binary)
+    except ConformanceError as exc:
+        writer.write(StageResult(case="probe", stage="probe", verdict="error", reason=exc.message,
+                                 qemu=QemuBuild(str(binary)), duration_s=time.monotonic() - started))
+        say(f"  probe: ERROR {exc}")
+        return False
+    build = QemuBuild(str(binary), str(caps.version), caps.package, caps.arch)
+    fixture = write_fixture(caps, output / "caps" / fixture_name(caps))
+    writer.write(StageResult(
+        case="probe", stage="probe", verdict="pass", arch=caps.arch, qemu=build, accel=caps.provenance.accel or "",
+        duration_s=time.monotonic() - started, artifacts={"fixture": str(fixture.relative_to(output))},
+        details={"flags": len(caps.flags), "machines": len(caps.machines), "types": len(caps.qom_types)}))
+    failover = "yes" if caps.has("virtio-net.failover") else "NO"
+    say(f"  QEMU {caps.version} {caps.arch} ({caps.package or 'no package string'}): {len(caps.machines)} machine"
+        f" types, {len(caps.qom_types)} types, {len(caps.flags)} flags, virtio-net failover: {failover}")
+    same, older = _stored_for(caps)
+    ok = True
+    for label, stored_path, must_keep in (("stored", same, True), ("previous", older, False)):
+        if stored_path is None:
+            if must_keep:
+                say(f"  {label}: no stored fixture for {caps.version} {caps.arch} "
+                    f"(add it: qemu-conformance probe {binary} -o capsdata/{fixture_name(caps)})")
+            continue
+        result = diff_caps(load(stored_path), caps, stored_path.name, f"probed {binary}")
+        lost = sum(len(lost) for _, lost in result.sections.values())
+        gained = sum(len(gained) for gained, _ in result.sections.values())
+        regressed = must_keep and result.lost_anything
+        ok &= not regressed
+        verdict = "fail" if regressed else "pass"
+        reason = f"lost {lost}, gained {gained} against {stored_path.name}"
+        writer.write(StageResult(case=f"caps-vs-{label}", stage="caps", verdict=verdict, reason=reason,
+                                 arch=caps.arch, qemu=build, details={"diff": result.format(limit=200)}))
+        say(f"  against {label} {stored_path.name}: {verdict.upper()} ({reason})")
+        if result.lost_anything:
+            lost_lines = [line for line in result.format(limit=10).splitlines() if line.startswith("  -")]
+            for line in lost_lines[:10]:
+                say(f"    {line.strip()}")
+    return ok
+
+
+def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None) -> int:
+    """Run the qualification; exit status 0 when every build passed."""
+    say = say or (lambda text: print(text, flush=True))
+    if not binaries:
+        print("qemu-conformance: error: no QEMU binary found: install qemu-system-x86 / qemu-system-arm "
+              "or pass --qemu PATH", file=sys.stderr)
+        return 2
+    output.mkdir(parents=True, exist_ok=True)
+    results = output / "results.jsonl"
+    results.unlink(missing_ok=True)
+    writer = ResultWriter(output)
+    ok = True
+    for i, binary in enumerate(binaries, 1):
+        say(f"[{i}/{len(binaries)}] {binary}")
+        ok &= qualify_caps(binary, output, writer, say)
+    say(f"results: {results}")
+    say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")
+    return 0 if ok else 1

@@ -1,0 +1,83 @@
+"""Stage results: one record per (case, QEMU build, stage), written as JSON lines.
+
+Every record carries its verdict and why, so a report never has to guess:
+pass / fail / skip / error / known-bug / not-reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERDICTS = ("pass", "fail", "skip", "error", "known-bug", "not-reproduced")
+
+
+@dataclass
+class QemuBuild:
+    """The QEMU a result was obtained with."""
+
+    path: str
+    version: str = ""
+    package: str = ""
+    arch: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.version or '?'} {self.arch}".strip()
+
+
+@dataclass
+class StageResult:
+    case: str
+    stage: str  # probe | caps | parse | argv | boot | migrate
+    verdict: str
+    reason: str = ""
+    arch: str = ""
+    qemu: QemuBuild | None = None
+    accel: str = ""
+    duration_s: float = 0.0
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the output folder
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["duration_s"] = round(self.duration_s, 3)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageResult:
+        data = dict(data)
+        if data.get("qemu"):
+            data["qemu"] = QemuBuild(**data["qemu"])
+        return cls(**data)
+
+
+class ResultWriter:
+    """Appends records to DIR/results.jsonl; one write per line, safe across processes (O_APPEND)."""
+
+    def __init__(self, output: str | Path, name: str = "results.jsonl") -> None:
+        self.path = Path(output) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, result: StageResult) -> None:
+        line = (result.to_json() + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def read_results(path: str | Path) -> Iterator[StageResult]:
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield StageResult.from_dict(json.loads(line))
