@@ -111,6 +111,14 @@ def cmd_caps_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- domains and argv -------------------------------------------------------------------
+
+def cmd_argv(args: argparse.Namespace) -> int:
+    from conformance.argv.command import cli_argv
+
+    return cli_argv(args)
+
+
 # --- main job ---------------------------------------------------------------------------
 
 def cmd_qualify(args: argparse.Namespace) -> int:
@@ -157,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("show", help="summary and flags of one fixture")
     p.add_argument("caps", help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.set_defaults(func=cmd_caps_show)
+
+    p = sub.add_parser("argv", help="the QEMU command line for a libvirt domain XML and capabilities")
+    p.add_argument("domain", type=Path, help="libvirt domain XML")
+    p.add_argument("--caps", required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("--json", action="store_true", help="print a JSON list of strings (argv[0] = emulator)")
+    p.set_defaults(func=cmd_argv)
 
     p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")
     p.add_argument("--qemu", action="append", default=[], metavar="PATH", help="QEMU binary (repeatable)")
