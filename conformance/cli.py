@@ -113,6 +113,40 @@ def cmd_caps_show(args: argparse.Namespace) -> int:
 
 # --- domains and argv -------------------------------------------------------------------
 
+def _parse_set(items: list[str]) -> dict[str, object]:
+    """--set NAME=VALUE: VALUE is read as a TOML value when it is one (4, true, [..]), else as text."""
+    import tomllib
+
+    from conformance.errors import CaseError
+
+    values: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise CaseError(f"--set {item!r} is not NAME=VALUE")
+        try:
+            values[name] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[name] = text
+    return values
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from conformance.caps.store import resolve
+    from conformance.cases import load_catalogue
+    from conformance.errors import CaseError
+    from conformance.static import StaticRunner
+
+    catalogue = load_catalogue()
+    case = catalogue.get(args.case)
+    caps = resolve(args.caps)
+    machine = case.machine_for(caps.arch)
+    if machine is None:
+        raise CaseError(f"case {case.name} is for {', '.join(case.arches)}, not {caps.arch}", path=case.source)
+    sys.stdout.write(StaticRunner(catalogue).render(case, caps, machine, _parse_set(args.set)))
+    return 0
+
+
 def cmd_argv(args: argparse.Namespace) -> int:
     from conformance.argv.command import cli_argv
 
@@ -165,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("show", help="summary and flags of one fixture")
     p.add_argument("caps", help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.set_defaults(func=cmd_caps_show)
+
+    p = sub.add_parser("render", help="render a case's domain template to libvirt domain XML")
+    p.add_argument("case", help="case name (templates/cases.toml)")
+    p.add_argument("--caps", required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a template variable")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("argv", help="the QEMU command line for a libvirt domain XML and capabilities")
     p.add_argument("domain", type=Path, help="libvirt domain XML")

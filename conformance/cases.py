@@ -1,0 +1,180 @@
+"""The case catalogue (templates/cases.toml): what each case renders, needs and expects.
+
+A case is data. ``plan(case, caps)`` says what a case means for one
+capability fixture: run it (on which machine type), expect a capability
+error, or skip it and why.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from conformance.caps.model import Capabilities
+from conformance.errors import CaseError
+from conformance.paths import templates_dir
+
+STAGES = ("parse", "argv", "boot", "migrate")
+_CASE_KEYS = {"template", "description", "targets", "stages", "needs", "error_without", "expect_error", "vars",
+              "arch_vars", "live", "argv_contains"}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    template: str
+    description: str
+    targets: tuple[tuple[str, str], ...]  # (arch, machine)
+    stages: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    error_without: str | None = None
+    expect_error: str | None = None
+    argv_contains: tuple[str, ...] = ()  # substrings the built argv must contain
+    vars: dict[str, Any] = field(default_factory=dict, hash=False)
+    arch_vars: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    live: dict[str, Any] = field(default_factory=dict, hash=False)
+    source: str = ""
+
+    def machine_for(self, arch: str) -> str | None:
+        return next((m for a, m in self.targets if a == arch), None)
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a for a, _ in self.targets))
+
+    @property
+    def substitutes(self) -> dict[str, str]:
+        """PCI host address -> emulated NIC model, for live runs without that hardware."""
+        return dict(self.live.get("substitute", {}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one case on one fixture."""
+
+    run: bool
+    machine: str | None = None
+    skip_reason: str = ""
+    expect_error: str | None = None  # message the run must fail with
+
+
+def plan(case: Case, caps: Capabilities) -> Plan:
+    machine = case.machine_for(caps.arch)
+    if machine is None:
+        return Plan(False, skip_reason=f"case is for {', '.join(case.arches)}, not {caps.arch}")
+    if caps.machine(machine) is None:
+        return Plan(False, skip_reason=f"QEMU {caps.version} {caps.arch} has no machine type {machine}")
+    missing = [flag for flag in case.needs if not caps.has(flag)]
+    if missing and case.error_without:
+        return Plan(True, machine, expect_error=case.error_without)
+    if missing:
+        return Plan(False, machine, skip_reason=f"capability missing: {', '.join(missing)}")
+    return Plan(True, machine, expect_error=case.expect_error)
+
+
+def case_variables(case: Case, caps: Capabilities, machine: str, *, image_dir: str, defaults: dict[str, Any],
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Template variables: runner defaults < catalogue defaults < case vars < arch vars < overrides."""
+    variables: dict[str, Any] = {
+        "name": case.name,
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"qemu-conformance:{case.name}")),
+        "arch": caps.arch,
+        "machine": machine,
+        "emulator": f"/usr/bin/qemu-system-{caps.arch}",
+        "domain_type": "qemu",
+        "image_dir": image_dir,
+        **defaults,
+        **case.vars,
+        **case.arch_vars.get(caps.arch, {}),
+        **(overrides or {}),
+    }
+    return variables
+
+
+@dataclass
+class Catalogue:
+    path: Path
+    cases: dict[str, Case]
+    defaults: dict[str, Any]
+
+    def select(self, patterns: list[str] | None = None) -> list[Case]:
+        import fnmatch
+
+        if not patterns:
+            return list(self.cases.values())
+        chosen = [c for c in self.cases.values() if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+        if not chosen:
+            raise CaseError(f"no case matches {' '.join(patterns)}", path=self.path,
+                            hint=f"known: {', '.join(sorted(self.cases))}")
+        return chosen
+
+    def get(self, name: str) -> Case:
+        try:
+            return self.cases[name]
+        except KeyError:
+            raise CaseError(f"unknown case {name!r}", path=self.path,
+                            hint=f"known: {', '.join(sorted(self.cases))}") from None
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    return None
+
+
+def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
+    line = _line_of(text, f"[cases.{name}]")
+
+    def fail(message: str, hint: str | None = None) -> CaseError:
+        return CaseError(f"case {name}: {message}", path=path, line=line, hint=hint)
+
+    unknown = set(raw) - _CASE_KEYS
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(sorted(unknown))}", hint=f"known: {', '.join(sorted(_CASE_KEYS))}")
+    for key in ("template", "description", "targets", "stages"):
+        if key not in raw:
+            raise fail(f"missing '{key}'")
+    if not (templates_dir() / "domains" / raw["template"]).exists() and path.parent == templates_dir():
+        raise fail(f"template {raw['template']} not found", hint="templates live in templates/domains/")
+    targets = []
+    for target in raw["targets"]:
+        arch, sep, machine = str(target).partition(":")
+        if not sep or not arch or not machine:
+            raise fail(f"target {target!r} is not ARCH:MACHINE", hint='e.g. "x86_64:q35"')
+        targets.append((arch, machine))
+    bad_stages = [s for s in raw["stages"] if s not in STAGES]
+    if bad_stages:
+        raise fail(f"unknown stage(s) {', '.join(bad_stages)}", hint=f"stages: {', '.join(STAGES)}")
+    return Case(
+        name=name, template=raw["template"], description=raw["description"], targets=tuple(targets),
+        stages=tuple(raw["stages"]), needs=tuple(raw.get("needs", ())), error_without=raw.get("error_without"),
+        expect_error=raw.get("expect_error"), argv_contains=tuple(raw.get("argv_contains", ())), vars=dict(raw.get("vars", {})),
+        arch_vars={k: dict(v) for k, v in raw.get("arch_vars", {}).items()}, live=dict(raw.get("live", {})),
+        source=f"{path}:{line}" if line else str(path),
+    )
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    path = path or templates_dir() / "cases.toml"
+    return _load_catalogue(str(path))
+
+
+@lru_cache(maxsize=4)
+def _load_catalogue(path_text: str) -> Catalogue:
+    path = Path(path_text)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CaseError(f"cannot read the case catalogue: {exc.strerror}", path=path) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise CaseError(f"malformed TOML: {exc}", path=path, line=line) from None
+    cases = {name: _parse_case(name, raw, path, text) for name, raw in data.get("cases", {}).items()}
+    return Catalogue(path=path, cases=cases, defaults=dict(data.get("defaults", {})))

@@ -1,0 +1,63 @@
+"""Render domain templates (jinja2 -> libvirt domain XML).
+
+Templates render with StrictUndefined (an undefined variable is an error
+naming the template and line) and XML autoescaping of every substituted
+value, so a value such as ``a'/><x`` stays text and cannot change the
+document's structure.
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from conformance.errors import TemplateError
+from conformance.paths import templates_dir
+
+
+@lru_cache(maxsize=8)
+def environment(folder: str) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,  # escapes & < > " ' in every {{ value }}
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _template_line(exc: BaseException, template_path: Path) -> int | None:
+    """The template line an exception was raised at (jinja maps its frames to template lines)."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).name == template_path.name:
+            line = frame.lineno
+    return line
+
+
+def render_template(name: str, variables: dict[str, Any], folder: Path | None = None) -> str:
+    """Render templates/NAME with ``variables``; TemplateError on any problem."""
+    folder = folder or templates_dir() / "domains"
+    path = folder / name
+    env = environment(str(folder))
+    try:
+        template = env.get_template(name)
+    except jinja2.TemplateNotFound:
+        raise TemplateError("template not found", path=path,
+                            hint=f"templates live in {folder}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message}", path=exc.filename or path,
+                            line=exc.lineno) from None
+    try:
+        return template.render(**variables)
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"undefined variable: {exc.message}", path=path, line=_template_line(exc, path),
+                            hint="define it in the case's vars in templates/cases.toml or pass --set NAME=VALUE"
+                            ) from None
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template error: {exc}", path=path, line=_template_line(exc, path)) from None

@@ -1,0 +1,158 @@
+"""The static stages: render -> schema -> parse -> semantics (parse stage) and argv (argv stage).
+
+Rendering, schema validation and parsing depend only on the case and the
+arch/machine/emulator, not on the rest of the capabilities, so a
+StaticRunner does them once per (case, arch, machine) and runs the semantic
+checks and the argv builder per fixture: that is what makes the matrix
+fast.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.caps.model import Capabilities
+from conformance.cases import Case, Catalogue, case_variables, load_catalogue, plan
+from conformance.domain.render import render_template
+from conformance.domain.schema import SchemaStatus, validate_schema
+from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
+from conformance.results.records import QemuBuild, StageResult
+
+STATIC_IMAGE_DIR = "/var/lib/qemu-conformance/images"  # never touched by static stages
+
+
+@dataclass
+class Rendered:
+    xml: str
+    domain: Any = None  # conformance.domain.model.Domain when parsing succeeded
+    error: ConformanceError | None = None
+    schema: SchemaStatus | None = None
+
+
+@dataclass
+class StaticOutcome:
+    case: str
+    caps: str
+    verdict: str
+    stage: str
+    reason: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+def _contains(argv: list[str], wanted: str) -> bool:
+    joined = "\n".join(argv)
+    return any(alternative in joined for alternative in wanted.split("|"))
+
+
+class StaticRunner:
+    """Runs the static stages of cases against fixtures, memoising what does not depend on the fixture."""
+
+    def __init__(self, catalogue: Catalogue | None = None, image_dir: str = STATIC_IMAGE_DIR) -> None:
+        self.catalogue = catalogue or load_catalogue()
+        self.image_dir = image_dir
+        self._rendered: dict[tuple[str, str, str], Rendered] = {}
+
+    def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
+        variables = case_variables(case, caps, machine, image_dir=self.image_dir,
+                                   defaults=self.catalogue.defaults, overrides=overrides)
+        return render_template(case.template, variables)
+
+    def prepare(self, case: Case, caps: Capabilities, machine: str) -> Rendered:
+        """render + schema + parse, once per (case, arch, machine)."""
+        key = (case.name, caps.arch, machine)
+        cached = self._rendered.get(key)
+        if cached is not None:
+            return cached
+        from conformance.domain.parse import parse_domain
+
+        source = f"{case.name}.xml (from {case.template})"
+        try:
+            xml = self.render(case, caps, machine)
+        except ConformanceError as exc:
+            result = Rendered("", error=exc)
+        else:
+            result = Rendered(xml)
+            try:
+                result.schema = validate_schema(xml, source=source)
+                result.domain = parse_domain(xml, source=source)
+            except ConformanceError as exc:
+                result.error = exc
+        self._rendered[key] = result
+        return result
+
+    def run(self, case: Case, caps: Capabilities) -> list[StaticOutcome]:
+        """Outcomes of the parse and argv stages (those the case declares) on one fixture."""
+        label = caps.label
+        what = plan(case, caps)
+        stages = [s for s in ("parse", "argv") if s in case.stages]
+        if not what.run:
+            return [StaticOutcome(case.name, label, "skip", s, what.skip_reason) for s in stages]
+        assert what.machine is not None
+        rendered = self.prepare(case, caps, what.machine)
+        outcomes = []
+        # parse stage: render, schema, parse, then the semantic rules (which may need caps)
+        parse_error: ConformanceError | None = rendered.error
+        if parse_error is None:
+            from conformance.domain.semantics import validate_domain
+
+            try:
+                validate_domain(rendered.domain, None)
+            except DomainInvalid as exc:
+                parse_error = exc
+        expected = case.expect_error
+        if expected is not None:
+            if parse_error is None:
+                outcomes.append(StaticOutcome(case.name, label, "fail", "parse",
+                                              f"expected the error {expected!r}, the domain was accepted"))
+            elif expected in parse_error.message:
+                outcomes.append(StaticOutcome(case.name, label, "pass", "parse", f"rejected: {parse_error.message}"))
+            else:
+                outcomes.append(StaticOutcome(case.name, label, "fail", "parse",
+                                              f"expected {expected!r}, got: {parse_error}"))
+            return outcomes
+        if parse_error is not None:
+            return [StaticOutcome(case.name, label, "error" if s == "parse" else "skip", s,
+                                  str(parse_error) if s == "parse" else "parse stage failed") for s in stages]
+        note = "" if rendered.schema is None or rendered.schema.available else rendered.schema.why
+        outcomes.append(StaticOutcome(case.name, label, "pass", "parse", note))
+        if "argv" in stages:
+            outcomes.append(self._argv(case, caps, rendered, what.expect_error))
+        return outcomes
+
+    def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
+        from conformance.argv import build_argv
+        from conformance.domain.semantics import validate_domain
+
+        label = caps.label
+        try:
+            validate_domain(rendered.domain, caps)
+            argv = build_argv(rendered.domain, caps)
+        except (UnsupportedByQemu, DomainInvalid) as exc:
+            if expect_error and expect_error in exc.message:
+                return StaticOutcome(case.name, label, "pass", "argv", f"rejected as expected: {exc.message}")
+            return StaticOutcome(case.name, label, "fail", "argv", str(exc))
+        if expect_error:
+            return StaticOutcome(case.name, label, "fail", "argv",
+                                 f"expected the error {expect_error!r}, got an argv", argv)
+        missing = [w for w in case.argv_contains if not _contains(argv, w)]
+        if missing:
+            return StaticOutcome(case.name, label, "fail", "argv", f"argv lacks {', '.join(missing)}", argv)
+        return StaticOutcome(case.name, label, "pass", "argv", "", argv)
+
+
+def to_result(outcome: StaticOutcome, caps: Capabilities, duration_s: float = 0.0) -> StageResult:
+    return StageResult(case=outcome.case, stage=outcome.stage, verdict=outcome.verdict, reason=outcome.reason,
+                       arch=caps.arch, qemu=QemuBuild(caps.provenance.binary or "", str(caps.version), caps.package,
+                                                      caps.arch),
+                       duration_s=duration_s, details={"fixture": caps.label, "argv": outcome.argv})
+
+
+def run_matrix(cases: list[Case], fixtures: list[Capabilities],
+               runner: StaticRunner | None = None) -> tuple[list[StaticOutcome], float]:
+    """Every case x fixture; returns the outcomes and the seconds it took."""
+    runner = runner or StaticRunner()
+    started = time.perf_counter()
+    outcomes = [o for case in cases for caps in fixtures for o in runner.run(case, caps)]
+    return outcomes, time.perf_counter() - started

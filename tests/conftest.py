@@ -1,0 +1,48 @@
+"""Shared fixtures of the suite's own tests: real binaries, or a skip that says why."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conformance.paths import capsdata_dir, libvirt_corpus_dir
+
+
+def _binary(name: str) -> Path:
+    where = shutil.which(name)
+    if not where:
+        pytest.skip(f"{name} not installed (Debian: apt-get install "
+                    f"{'qemu-system-x86' if 'x86' in name else 'qemu-system-arm'})")
+    return Path(where)
+
+
+@pytest.fixture(scope="session")
+def qemu_x86_64() -> Path:
+    return _binary("qemu-system-x86_64")
+
+
+@pytest.fixture(scope="session")
+def qemu_aarch64() -> Path:
+    return _binary("qemu-system-aarch64")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = libvirt_corpus_dir()
+    if not (path / "index.json").exists():
+        pytest.skip(f"libvirt corpus not found at {path} (it lives in ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def capsdata() -> Path:
+    return capsdata_dir()
+
+
+def processes_matching(pattern: str) -> list[str]:
+    """Command lines of running processes that contain ``pattern`` (pgrep -f)."""
+    out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]

@@ -1,0 +1,121 @@
+"""Probing real QEMU binaries over QMP, and the ways a probe can fail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.caps.probe import PROBE_TIMEOUT, SchemaIndex, probe_binary
+from conformance.errors import ProbeFailed
+from tests.conftest import processes_matching
+
+
+def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
+    caps = probe_binary(qemu_x86_64)
+    assert (caps.version.major, caps.version.minor) >= (7, 2)
+    assert caps.arch == "x86_64"
+    assert caps.package, "Debian's QEMU reports a package string"
+    assert caps.has("virtio-net.failover")
+    assert caps.has_property("virtio-net-pci", "failover")
+    assert caps.has_property("vfio-pci", "failover_pair_id")
+    q35 = caps.machine("q35")
+    assert q35 is not None and q35.name.startswith("pc-q35-")
+    assert caps.default_machine() is not None and caps.default_machine().name.startswith("pc-i440fx-")
+    assert {"device_add", "query-pci", "migrate"} <= caps.commands
+    assert {"FAILOVER_NEGOTIATED", "UNPLUG_PRIMARY", "MIGRATION"} <= caps.events
+    assert "events" in caps.migration_capabilities
+    assert caps.has("migration.wait-unplug") and caps.has("device.json") and caps.has("netdev.json")
+    assert "tcg" in caps.accelerators
+    assert any(c.name == "qemu64" for c in caps.cpu_models)
+    assert caps.provenance.source == "probe" and caps.provenance.binary == str(qemu_x86_64)
+
+
+def test_probe_aarch64_7_2(qemu_aarch64: Path) -> None:
+    caps = probe_binary(qemu_aarch64, accel="tcg")
+    assert caps.arch == "aarch64"
+    assert caps.version >= caps.version.parse("7.2")
+    assert caps.has("virtio-net.failover")
+    virt = caps.machine("virt")
+    assert virt is not None and virt.name.startswith("virt-")
+    assert caps.has("pcie-root-port")
+    assert any(c.name == "cortex-a57" for c in caps.cpu_models)
+    assert caps.provenance.accel == "tcg"
+
+
+def test_probe_cli_writes_fixture_and_is_quick(qemu_x86_64: Path, tmp_path: Path) -> None:
+    out = tmp_path / "caps.xml"
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "probe", str(qemu_x86_64), "-o", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes().startswith(b"<?xml")
+    assert "x86_64" in proc.stderr and "flags" in proc.stderr
+
+
+def _fake(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_missing_binary(tmp_path: Path) -> None:
+    with pytest.raises(ProbeFailed, match="no such file"):
+        probe_binary(tmp_path / "qemu-system-nothing")
+
+
+def test_not_executable(tmp_path: Path) -> None:
+    path = tmp_path / "qemu"
+    path.write_text("data")
+    with pytest.raises(ProbeFailed, match="not executable"):
+        probe_binary(path)
+
+
+def test_not_qemu(tmp_path: Path) -> None:
+    with pytest.raises(ProbeFailed, match="not a QEMU binary"):
+        probe_binary(_fake(tmp_path, "true-like", "exit 0"))
+
+
+def test_binary_dying_with_sigsegv(tmp_path: Path) -> None:
+    fake = _fake(tmp_path, "segv", 'echo "about to crash" >&2; kill -SEGV $$')
+    with pytest.raises(ProbeFailed, match="SIGSEGV") as info:
+        probe_binary(fake)
+    assert "about to crash" in str(info.value), "the stderr tail is part of the message"
+
+
+def test_binary_that_never_answers_is_killed(tmp_path: Path) -> None:
+    marker = f"{abs(hash(str(tmp_path))) % 10**8 + 10**8}"
+    fake = _fake(tmp_path, "hang", f"exec sleep {marker}")
+    started = time.monotonic()
+    with pytest.raises(ProbeFailed, match="did not answer QMP"):
+        probe_binary(fake, timeout=2.0)
+    assert time.monotonic() - started < 2.0 + 5, "bounded by the timeout plus the stop sequence"
+    assert processes_matching(f"sleep {marker}") == [], "no process may be left behind"
+
+
+def test_cli_failure_is_one_line_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "probe", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_schema_queries() -> None:
+    schema = [
+        {"name": "device_add", "meta-type": "command", "arg-type": "0", "ret-type": "1",
+         "features": ["json-cli-hotplug"]},
+        {"name": "netdev_add", "meta-type": "command", "arg-type": "2", "ret-type": "1"},
+        {"name": "2", "meta-type": "object", "members": [{"name": "type", "type": "3"}]},
+        {"name": "3", "meta-type": "enum", "values": ["user", "dgram"]},
+    ]
+    index = SchemaIndex(schema)
+    assert index.holds("device_add/$json-cli-hotplug")
+    assert not index.holds("netdev_add/$json-cli-hotplug")
+    assert index.holds("netdev_add/arg-type/type/^dgram")
+    assert not index.holds("netdev_add/arg-type/type/^stream")
+    assert not index.holds("object-add/arg-type/qom-type/^secret")
+    assert PROBE_TIMEOUT <= 10
