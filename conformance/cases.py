@@ -153,7 +153,8 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
     return Case(
         name=name, template=raw["template"], description=raw["description"], targets=tuple(targets),
         stages=tuple(raw["stages"]), needs=tuple(raw.get("needs", ())), error_without=raw.get("error_without"),
-        expect_error=raw.get("expect_error"), argv_contains=tuple(raw.get("argv_contains", ())), vars=dict(raw.get("vars", {})),
+        expect_error=raw.get("expect_error"), argv_contains=tuple(raw.get("argv_contains", ())),
+        vars=dict(raw.get("vars", {})),
         arch_vars={k: dict(v) for k, v in raw.get("arch_vars", {}).items()}, live=dict(raw.get("live", {})),
         source=f"{path}:{line}" if line else str(path),
     )
