@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from conformance.caps.flags import RULES
 from conformance.caps.model import Capabilities
 
 
@@ -56,9 +57,12 @@ def _properties(caps: Capabilities) -> set[str]:
 
 def diff_caps(a: Capabilities, b: Capabilities, a_name: str = "A", b_name: str = "B") -> CapsDiff:
     """Compare two fixtures section by section (property lists only where both probed the type)."""
+    # properties: compare the types both recorded, plus the properties the flag rules name
+    # (an imported fixture records only those), so 4.1.0 -> 4.2.0 shows virtio-net-pci.failover
     common_types = set(a.type_properties) & set(b.type_properties)
-    props_a = {p for p in _properties(a) if p.split(".", 1)[0] in common_types}
-    props_b = {p for p in _properties(b) if p.split(".", 1)[0] in common_types}
+    named = {f"{r.what}.{r.prop}" for r in RULES if r.kind == "property"}
+    props_a = {p for p in _properties(a) if p.split(".", 1)[0] in common_types or p in named}
+    props_b = {p for p in _properties(b) if p.split(".", 1)[0] in common_types or p in named}
     pairs = {
         "flags": (set(a.flags), set(b.flags)),
         "machine types": (_machine_names(a), _machine_names(b)),

@@ -1,0 +1,70 @@
+"""nox sessions: how CI and people run the suite.
+
+    nox -s tests            the suite's own tests (pytest-xdist, all cores)
+    nox -s lint             ruff
+    nox -s static           the static matrix: every case x every fixture in capsdata/
+    nox -s live             live boots of the cases on the host's QEMU (TCG here)
+    nox -s libvirt-corpus   score the argv builder against libvirt's own expectations (needs ../shared)
+    nox -s qualify          qualify the host's QEMU builds and write an HTML report to reports/host
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+CORPUS = ROOT.parent / "shared" / "peer" / "libvirt-corpus"
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The suite's own tests in parallel; extra arguments go to pytest."""
+    _install(session)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "conformance", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def static(session: nox.Session) -> None:
+    """Every case x every capability fixture through render -> validate -> parse -> argv."""
+    _install(session)
+    session.run("pytest", "-n", "auto", "tests/static", *session.posargs)
+
+
+@nox.session
+def live(session: nox.Session) -> None:
+    """Boot every bootable case on the host's QEMU binaries (pytest -m live)."""
+    _install(session)
+    session.run("pytest", "-n", "auto", "-m", "live", "tests", *session.posargs)
+
+
+@nox.session(name="libvirt-corpus")
+def libvirt_corpus(session: nox.Session) -> None:
+    """Score `qemu-conformance argv` against libvirt's own domain XML -> argv expectations."""
+    if not (CORPUS / "index.json").exists():
+        session.skip(f"libvirt corpus not found at {CORPUS}")
+    _install(session)
+    session.run("python", str(CORPUS.parent.parent / "tools" / "libvirt_argv_compare.py"), "--corpus", str(CORPUS),
+                "--summary-json", str(ROOT / "reports" / "libvirt-corpus.json"), *session.posargs,
+                "--", "qemu-conformance", "argv", "{domain}", "--caps", "{caps}", "--json")
+
+
+@nox.session
+def qualify(session: nox.Session) -> None:
+    """Qualify the host's QEMU builds; the report lands in reports/host/."""
+    _install(session)
+    session.run("qemu-conformance", "qualify", "-o", "reports/host", *session.posargs)

@@ -1,0 +1,590 @@
+"""Tests for conformance/builds.py.
+
+The first part needs no network: recipe data, the text of the files written, the wrapper
+run against a fake binary (pid, arguments, inherited fds, the module-folder bind). The
+second part runs the real prepared builds and skips, naming the command, when a build is
+not prepared (``qemu-conformance builds fetch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conformance import builds
+from conformance.builds import KNOWN_BUILDS, BuildSpec, Package, Source
+from conformance.errors import QemuBuildError
+
+HOST_MODULES = "/usr/lib/x86_64-linux-gnu/qemu"
+
+
+def _namespace_works() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    return subprocess.run([unshare, "--mount", "--", "true"], capture_output=True, check=False).returncode == 0
+
+
+# --- recipe data ------------------------------------------------------------------------------
+
+
+def test_known_builds_are_data_for_10_0_and_5_2() -> None:
+    assert set(KNOWN_BUILDS) >= {"10.0", "5.2"}
+    for name, spec in KNOWN_BUILDS.items():
+        assert spec.name == name
+        assert spec.version_prefix == name + "."
+        assert "x86_64" in spec.arches
+        names = [p.name for p in spec.packages]
+        assert len(names) == len(set(names)), f"{name}: a package is listed twice"
+        assert {"qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"} <= set(names)
+        if "aarch64" in spec.arches:
+            assert "qemu-system-arm" in names
+        assert spec.binary("x86_64") == "usr/bin/qemu-system-x86_64"
+        assert spec.host_module_dir == HOST_MODULES
+
+
+def test_10_0_takes_qemu_from_bookworm_backports_and_needs_no_extra_libraries() -> None:
+    spec = KNOWN_BUILDS["10.0"]
+    suites = {s.suite for s in spec.sources}
+    assert "bookworm-backports" in suites
+    qemu = [p for p in spec.packages if p.name.startswith("qemu-system-")]
+    assert qemu and all(p.release == "bookworm-backports" for p in qemu)
+    assert spec.library_dirs == ()
+
+
+def test_5_2_pins_bullseye_qemu_and_brings_bullseye_libraries() -> None:
+    spec = KNOWN_BUILDS["5.2"]
+    assert {s.suite for s in spec.sources} == {"bullseye", "bullseye-security"}
+    qemu = [p for p in spec.packages if p.name.startswith("qemu-system-")]
+    assert {p.version for p in qemu} == {"1:5.2+dfsg-11+deb11u5"}
+    names = {p.name for p in spec.packages}
+    assert {"liburing1", "libvirglrenderer1", "libxenmisc4.14", "libxenstore3.0", "libyajl2"} <= names
+    assert "usr/lib/x86_64-linux-gnu" in spec.library_dirs
+
+
+@pytest.mark.parametrize(("package", "pinned", "expected"), [
+    (Package("seabios"), True, "seabios"),
+    (Package("seabios", release="bookworm-backports"), True, "seabios/bookworm-backports"),
+    (Package("qemu-system-x86", version="1:5.2+dfsg-11+deb11u5"), True, "qemu-system-x86=1:5.2+dfsg-11+deb11u5"),
+    (Package("qemu-system-x86", version="1:5.2+dfsg-11+deb11u5"), False, "qemu-system-x86"),
+    (Package("qemu-system-x86", release="bullseye", version="1:5.2"), False, "qemu-system-x86/bullseye"),
+])
+def test_package_apt_spec(package: Package, pinned: bool, expected: str) -> None:
+    assert package.apt_spec(pinned=pinned) == expected
+
+
+# --- private apt state ------------------------------------------------------------------------
+
+
+def test_sources_list_holds_only_the_recipe_sources_signed_by_the_debian_keyring() -> None:
+    spec = KNOWN_BUILDS["5.2"]
+    lines = [line for line in builds.sources_list_text(spec).splitlines() if not line.startswith("#")]
+    assert lines == [
+        f"deb [signed-by={builds.DEBIAN_KEYRING}] http://deb.debian.org/debian bullseye main",
+        f"deb [signed-by={builds.DEBIAN_KEYRING}] http://deb.debian.org/debian-security bullseye-security main",
+    ]
+
+
+def test_apt_config_points_all_state_into_the_private_folder(tmp_path: Path) -> None:
+    apt_dir = tmp_path / "apt"
+    text = builds.apt_config_text(apt_dir)
+    dir_lines = [line for line in text.splitlines() if line.startswith("Dir::")]
+    assert len(dir_lines) >= 8
+    for line in dir_lines:
+        assert f'"{apt_dir}/' in line, line
+    for hook in ("APT::Update::Post-Invoke-Success", "DPkg::Post-Invoke", "DPkg::Pre-Install-Pkgs"):
+        assert f"#clear {hook};" in text
+
+
+@pytest.mark.skipif(shutil.which("apt-config") is None, reason="apt-config not installed")
+def test_apt_reads_the_private_config_after_the_hosts(tmp_path: Path) -> None:
+    apt_dir = tmp_path / "apt"
+    apt_dir.mkdir()
+    (apt_dir / "apt.conf").write_text(builds.apt_config_text(apt_dir))
+    dump = subprocess.run(["apt-config", "-c", str(apt_dir / "apt.conf"), "dump"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f'Dir::State::status "{apt_dir}/status";' in dump
+    assert f'Dir::Etc::sourcelist "{apt_dir}/sources.list";' in dump
+    assert f'Dir::State::lists "{apt_dir}/lists";' in dump
+    # the host's update hooks (packagekit, appstream) are gone
+    assert not re.search(r'^APT::Update::Post-Invoke-Success:: ".+"', dump, re.MULTILINE)
+
+
+def test_apt_config_rejects_a_folder_apt_cannot_quote(tmp_path: Path) -> None:
+    with pytest.raises(QemuBuildError, match="quotes"):
+        builds.apt_config_text(tmp_path / 'a"b')
+
+
+def test_download_falls_back_when_a_pinned_version_left_the_archive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_apt(apt_dir: Path, args: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(args, 100, "", "E: Version '1:5.2+dfsg-11+deb11u5' for "
+                                               "'qemu-system-x86' was not found\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(builds, "_apt", fake_apt)
+    spec = BuildSpec(name="t", title="t", sources=(), arches=("x86_64",), version_prefix="5.2.",
+                     packages=(Package("qemu-system-x86", version="1:5.2+dfsg-11+deb11u5"), Package("seabios")))
+    logged: list[str] = []
+    builds._apt_download(spec, tmp_path / "apt", tmp_path / "debs", logged.append, "fetch")
+    assert calls[0] == ["download", "qemu-system-x86=1:5.2+dfsg-11+deb11u5", "seabios"]
+    assert calls[1] == ["download", "qemu-system-x86", "seabios"]
+    assert any("has left the archive" in line for line in logged)
+
+
+def test_download_error_is_one_line_naming_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_apt(apt_dir: Path, args: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 100, "", "E: Unable to locate package nosuch\n")
+
+    monkeypatch.setattr(builds, "_apt", fake_apt)
+    spec = BuildSpec(name="t", title="t", sources=(), arches=("x86_64",), version_prefix="1.",
+                     packages=(Package("nosuch"),))
+    with pytest.raises(QemuBuildError) as info:
+        builds._apt_download(spec, tmp_path / "apt", tmp_path / "debs", print, "`qemu-conformance builds fetch t`")
+    text = str(info.value)
+    assert "\n" not in text
+    assert "Unable to locate package nosuch" in text
+    assert "builds fetch t" in text
+
+
+# --- the wrapper ------------------------------------------------------------------------------
+
+
+def _fake_root(tmp_path: Path, spec: BuildSpec, arch: str = "x86_64") -> Path:
+    """A root whose qemu-system-<arch> reports its pid, args, LD_LIBRARY_PATH and the module
+    folder's content, and writes to the inherited fd $QC_FD."""
+    root = tmp_path / "fake root"  # a space, to test the quoting
+    for sub in (*spec.library_dirs[:1], *spec.firmware_dirs, spec.module_dir):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / spec.module_dir / "build-module.so").write_text("")
+    binary = root / spec.binary(arch)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    binary.write_text(f"#!{sys.executable}\n" + textwrap.dedent("""\
+        import os, sys
+        modules = os.environ["QC_MODULES"]
+        lines = [f"pid={os.getpid()}", "ld=" + os.environ.get("LD_LIBRARY_PATH", ""),
+                 "modules=" + " ".join(sorted(os.listdir(modules) if os.path.isdir(modules) else []))]
+        lines += [f"arg={arg}" for arg in sys.argv[1:]]
+        with open(os.environ["QC_OUT"], "w") as out:
+            out.write("\\n".join(lines) + "\\n")
+        if os.environ.get("QC_FD"):
+            os.write(int(os.environ["QC_FD"]), b"hello through fd\\n")
+        """))
+    binary.chmod(0o755)
+    return root
+
+
+def _run_wrapper(tmp_path: Path, spec: BuildSpec, root: Path, host_modules: Path,
+                 pass_fd: int | None = None) -> tuple[int, dict[str, list[str]]]:
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules),
+                                             unshare=shutil.which("unshare") or "/usr/bin/unshare",
+                                             mount=shutil.which("mount") or "/bin/mount"))
+    wrapper.chmod(0o755)
+    out = tmp_path / "out.txt"
+    env = {"PATH": os.environ["PATH"], "QC_OUT": str(out), "QC_MODULES": str(host_modules)}
+    if pass_fd is not None:
+        env["QC_FD"] = str(pass_fd)
+    proc = subprocess.Popen([str(wrapper), "-machine", "q35", "-name", "two words"], env=env,
+                            pass_fds=(pass_fd,) if pass_fd is not None else (),
+                            stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    report: dict[str, list[str]] = {}
+    for line in out.read_text().splitlines():
+        key, _, value = line.partition("=")
+        report.setdefault(key, []).append(value)
+    return proc.pid, report
+
+
+def test_wrapper_text_is_valid_sh_and_always_execs(tmp_path: Path) -> None:
+    for spec in KNOWN_BUILDS.values():
+        root = _fake_root(tmp_path / spec.name, spec)
+        text = builds.wrapper_script(spec, root, "x86_64", package_version="1:9.9")
+        script = tmp_path / f"{spec.name}.sh"
+        script.write_text(text)
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+        assert text.startswith("#!/bin/sh\n")
+        assert "(Debian 1:9.9)" in text
+        # the only commands that start a program are execs: the pid stays QEMU's
+        commands = [line.strip() for line in text.splitlines()
+                    if line.strip() and not line.startswith(("#", " ", "root=", "host_modules=", "set --"))
+                    and line.strip() not in {"fi", 'if [ -d "$host_modules" ]; then'} and not line.endswith("\\")]
+        assert commands == ['exec "$@"'], commands
+        assert "exec /usr/bin/unshare --mount -- /bin/sh -c" in text
+        assert ("LD_LIBRARY_PATH=" in text) == bool(spec.library_dirs)
+
+
+def test_wrapper_without_host_modules_execs_the_binary_with_firmware_dirs(tmp_path: Path) -> None:
+    spec = KNOWN_BUILDS["5.2"]
+    root = _fake_root(tmp_path, spec)
+    host_modules = tmp_path / "no-such-module-folder"
+    pid, report = _run_wrapper(tmp_path, spec, root, host_modules)
+    assert report["pid"] == [str(pid)]
+    assert report["arg"] == ["-L", f"{root}/usr/share/qemu", "-L", f"{root}/usr/share/seabios",
+                             "-L", f"{root}/usr/lib/ipxe/qemu", "-machine", "q35", "-name", "two words"]
+    assert report["ld"][0].split(":")[0] == f"{root}/usr/lib/x86_64-linux-gnu"
+
+
+def test_wrapper_leaves_out_missing_firmware_and_library_dirs(tmp_path: Path) -> None:
+    spec = KNOWN_BUILDS["10.0"]
+    root = _fake_root(tmp_path, spec)
+    shutil.rmtree(root / "usr/lib/ipxe/qemu")
+    text = builds.wrapper_script(spec, root, "x86_64")
+    assert '-L "$root/usr/share/seabios"' in text
+    assert "ipxe" not in text.split("set --", 1)[1]
+    assert "LD_LIBRARY_PATH" not in text
+
+
+@pytest.mark.skipif(not _namespace_works(), reason="no private mount namespace here (needs root)")
+def test_wrapper_binds_the_build_modules_over_the_host_folder_and_keeps_pid_and_fds(tmp_path: Path) -> None:
+    spec = KNOWN_BUILDS["10.0"]
+    root = _fake_root(tmp_path, spec)
+    host_modules = tmp_path / "host-modules"
+    host_modules.mkdir()
+    (host_modules / "host-module.so").write_text("")
+    ours, theirs = socket.socketpair()
+    try:
+        pid, report = _run_wrapper(tmp_path, spec, root, host_modules, pass_fd=theirs.fileno())
+        ours.settimeout(5)
+        assert ours.recv(100) == b"hello through fd\n"
+    finally:
+        ours.close()
+        theirs.close()
+    assert report["pid"] == [str(pid)]
+    assert report["modules"] == ["build-module.so"]  # the build's folder, not the host's
+    assert report["arg"][-4:] == ["-machine", "q35", "-name", "two words"]
+    # the bind lived in the private namespace only
+    assert sorted(p.name for p in host_modules.iterdir()) == ["host-module.so"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_wrapper_run_without_root_says_it_needs_root() -> None:
+    spec = KNOWN_BUILDS["10.0"]
+    with tempfile.TemporaryDirectory() as temp:  # not under pytest's 0700 folder: nobody must enter it
+        base = Path(temp)
+        base.chmod(0o755)
+        root = _fake_root(base, spec)
+        host_modules = base / "host-modules"
+        host_modules.mkdir()
+        wrapper = base / "qemu-system-x86_64"
+        wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules),
+                                                 unshare=shutil.which("unshare") or "/usr/bin/unshare"))
+        wrapper.chmod(0o755)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(wrapper),
+                               "--version"], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 126
+    assert "QEMU 10.0 needs a private mount namespace" in proc.stderr
+    assert "run it as root" in proc.stderr
+
+
+# --- stamp, find, list, CLI -------------------------------------------------------------------
+
+
+def _fake_prepared(base: Path, name: str) -> Path:
+    spec = KNOWN_BUILDS[name]
+    folder = builds.build_folder(name, base).resolve()
+    (folder / "bin").mkdir(parents=True)
+    for arch in spec.arches:
+        wrapper = folder / "bin" / f"qemu-system-{arch}"
+        wrapper.write_text("#!/bin/sh\n")
+        wrapper.chmod(0o755)
+    (folder / builds.BUILD_JSON_NAME).write_text(json.dumps({
+        "name": name, "version": name + ".7", "version_line": f"QEMU emulator version {name}.7",
+        "package_version": "1:" + name, "arches": list(spec.arches)}))
+    (folder / builds.STAMP_NAME).write_text(builds.fingerprint(spec, folder) + "\n")
+    return folder
+
+
+def test_fingerprint_follows_recipe_folder_and_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = KNOWN_BUILDS["10.0"]
+    first = builds.fingerprint(spec, tmp_path / "a")
+    assert first == builds.fingerprint(spec, tmp_path / "a")
+    assert first != builds.fingerprint(spec, tmp_path / "b")
+    changed = BuildSpec(**{**spec.__dict__, "packages": (*spec.packages, Package("extra"))})
+    assert first != builds.fingerprint(changed, tmp_path / "a")
+    monkeypatch.setattr(builds, "WRAPPER_FORMAT", builds.WRAPPER_FORMAT + 1)
+    assert first != builds.fingerprint(spec, tmp_path / "a")
+
+
+def test_find_qemu_needs_the_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMU_CONFORMANCE_BUILDS", str(tmp_path))
+    assert builds.find_qemu("10.0") is None
+    folder = _fake_prepared(tmp_path, "10.0")
+    assert builds.find_qemu("10.0") == builds.build_folder("10.0") / "bin" / "qemu-system-x86_64"
+    assert builds.find_qemu("10.0", "aarch64") == builds.build_folder("10.0") / "bin" / "qemu-system-aarch64"
+    assert builds.find_qemu("10.0", "riscv64") is None
+    assert builds.find_qemu("5.2") is None
+    (folder / builds.STAMP_NAME).unlink()
+    assert builds.find_qemu("10.0") is None
+
+
+def test_list_builds_reports_prepared_builds_and_stale_recipes(tmp_path: Path) -> None:
+    assert builds.list_builds(tmp_path / "nothing-here") == []
+    folder = _fake_prepared(tmp_path, "5.2")
+    (tmp_path / "qemu-half").mkdir()  # no build.json, no stamp: not listed
+    listed = builds.list_builds(tmp_path)
+    assert [(b["name"], b["current"], b["path"]) for b in listed] == [("5.2", True, str(folder))]
+    assert builds.is_prepared("5.2", base=tmp_path)
+    (folder / builds.STAMP_NAME).write_text("an older recipe\n")
+    assert builds.list_builds(tmp_path)[0]["current"] is False
+    assert not builds.is_prepared("5.2", base=tmp_path)
+
+
+def test_prepare_build_returns_at_once_when_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_prepared(tmp_path, "10.0")
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(builds, "_prepare", must_not_run)
+    started = time.monotonic()
+    assert builds.prepare_build("10.0", dest=tmp_path, log=must_not_run) == folder
+    assert time.monotonic() - started < 0.5
+
+
+def test_prepare_build_rejects_unknown_names(tmp_path: Path) -> None:
+    with pytest.raises(QemuBuildError, match=r"unknown QEMU build '9\.9'.*known builds: 10\.0, 5\.2"):
+        builds.prepare_build("9.9", dest=tmp_path)
+    assert not (tmp_path / "qemu-9.9").exists()
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get not installed")
+def test_prepare_build_reports_an_unreachable_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = BuildSpec(name="bogus", title="unreachable", sources=(Source("http://127.0.0.1:9/debian", "bookworm"),),
+                     packages=(Package("qemu-system-x86"),), arches=("x86_64",), version_prefix="1.",
+                     module_dir="nonexistent/qemu-modules")  # no namespace check: runs as any user
+    monkeypatch.setitem(KNOWN_BUILDS, "bogus", spec)
+    logged: list[str] = []
+    with pytest.raises(QemuBuildError) as info:
+        builds.prepare_build("bogus", dest=tmp_path, log=logged.append)
+    text = str(info.value)
+    assert "apt-get update failed" in text and "127.0.0.1" in text
+    assert "`qemu-conformance builds fetch bogus`" in text
+    assert "\n" not in text
+    assert builds.find_qemu("bogus", base=tmp_path) is None
+    assert not (tmp_path / "qemu-bogus" / builds.STAMP_NAME).exists()
+    assert logged and "apt-get update" in logged[0]
+
+
+def test_cli_list_names_the_fetch_command_for_missing_builds(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_prepared(tmp_path, "5.2")
+    rc = builds.cli_builds(argparse.Namespace(action="list", names=[], dest=tmp_path))
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "run `qemu-conformance builds fetch 10.0`" in out
+    line_52 = next(line for line in out.splitlines() if line.startswith("5.2"))
+    assert "5.2.7" in line_52 and "x86_64,aarch64" in line_52 and "not prepared" not in line_52
+
+
+def test_cli_fetch_refuses_unknown_names_before_fetching(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    rc = builds.cli_builds(argparse.Namespace(action="fetch", names=["10.0", "4.0"], dest=tmp_path))
+    assert rc == 2
+    assert "unknown QEMU build '4.0'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_fetch_of_prepared_builds_prints_their_versions(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_prepared(tmp_path, "10.0")
+    _fake_prepared(tmp_path, "5.2")
+    rc = builds.cli_builds(argparse.Namespace(action="fetch", names=[], dest=tmp_path))
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "QEMU 10.0: QEMU emulator version 10.0.7" in out
+    assert "QEMU 5.2: QEMU emulator version 5.2.7" in out
+
+
+# --- the real prepared builds -----------------------------------------------------------------
+
+REAL = [(name, arch) for name, spec in KNOWN_BUILDS.items() for arch in spec.arches]
+MACHINE = {"x86_64": "q35", "aarch64": "virt"}
+
+
+def _real_wrapper(name: str, arch: str) -> Path:
+    wrapper = builds.find_qemu(name, arch)
+    if wrapper is None:
+        pytest.skip(f"QEMU {name} build not prepared: run `qemu-conformance builds fetch {name}`")
+    return wrapper
+
+
+def _wait_for_exe(pid: int, binary: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    exe = ""
+    while time.monotonic() < deadline:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return exe
+        if exe == str(binary):
+            return exe
+        time.sleep(0.02)
+    return exe
+
+
+def _kill_marked(marker: str) -> None:
+    """SIGKILL every process whose command line holds ``marker`` (cleanup when a test failed)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in {"Z", "X"}
+
+
+@pytest.mark.parametrize(("name", "arch"), REAL)
+def test_real_version(name: str, arch: str) -> None:
+    wrapper = _real_wrapper(name, arch)
+    first = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True, timeout=30,
+                           check=True).stdout.splitlines()[0]
+    assert re.match(rf"QEMU emulator version {re.escape(KNOWN_BUILDS[name].version_prefix)}\d+ \(Debian ", first)
+    info = json.loads((wrapper.parent.parent / builds.BUILD_JSON_NAME).read_text())
+    assert info["version_line"] == first
+    assert arch in info["arches"]
+    versions = {p["name"]: p["version"] for p in info["packages"]}
+    assert versions["qemu-system-x86"] == info["package_version"]
+    assert f"(Debian {info['package_version']})" in first
+
+
+@pytest.mark.parametrize(("name", "arch"), REAL)
+def test_real_qom_list_types_loads_only_the_builds_own_modules(name: str, arch: str) -> None:
+    wrapper = _real_wrapper(name, arch)
+    commands = '{"execute":"qmp_capabilities"}\n{"execute":"qom-list-types"}\n{"execute":"quit"}\n'
+    proc = subprocess.run([str(wrapper), "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+                          input=commands, capture_output=True, text=True, timeout=60, check=False)
+    assert not builds.MODULE_TROUBLE.search(proc.stderr), proc.stderr
+    assert "Assertion" not in proc.stderr
+    replies = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert replies[0]["QMP"]["version"]["qemu"]["major"] == int(name.split(".")[0])
+    types = next(r["return"] for r in replies if isinstance(r.get("return"), list))
+    names = {t["name"] for t in types}
+    assert len(types) > 300
+    assert "virtio-net-pci" in names
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("name", "arch"), REAL)
+def test_real_wrapper_pid_is_qemus_in_a_private_mount_namespace(name: str, arch: str) -> None:
+    wrapper = _real_wrapper(name, arch)
+    binary = Path(json.loads((wrapper.parent.parent / builds.BUILD_JSON_NAME).read_text())["root"]) / \
+        KNOWN_BUILDS[name].binary(arch)
+    marker = f"qc-test-{uuid.uuid4().hex}"
+    proc = subprocess.Popen([str(wrapper), "-machine", MACHINE[arch], "-display", "none", "-nodefaults", "-S",
+                             "-name", marker],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _wait_for_exe(proc.pid, binary) == str(binary)
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        if os.path.isdir(HOST_MODULES):
+            assert os.readlink(f"/proc/{proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+            theirs = Path(f"/proc/{proc.pid}/mountinfo").read_text()
+            assert f" {HOST_MODULES} " in theirs
+            assert f" {HOST_MODULES} " not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+        _kill_marked(marker)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize(("name", "arch"), REAL)
+def test_real_parent_death_signal_survives_the_wrapper(name: str, arch: str) -> None:
+    wrapper = _real_wrapper(name, arch)
+    marker = f"qc-test-{uuid.uuid4().hex}"
+    parent_code = textwrap.dedent(f"""\
+        import ctypes, signal, subprocess, sys, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        def die_with_parent():
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        child = subprocess.Popen([{str(wrapper)!r}, "-machine", {MACHINE[arch]!r}, "-display", "none",
+                                  "-nodefaults", "-S", "-name", {marker!r}], preexec_fn=die_with_parent,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(child.pid, flush=True)
+        time.sleep(120)
+        """)
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        qemu_pid = int(parent.stdout.readline())
+        binary = Path(json.loads((wrapper.parent.parent / builds.BUILD_JSON_NAME).read_text())["root"]) / \
+            KNOWN_BUILDS[name].binary(arch)
+        assert _wait_for_exe(qemu_pid, binary) == str(binary)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not _gone(qemu_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(qemu_pid), "QEMU outlived its parent: PR_SET_PDEATHSIG was lost in the wrapper"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if parent.stdout:
+            parent.stdout.close()
+        _kill_marked(marker)
+
+
+@pytest.mark.parametrize("name", list(KNOWN_BUILDS))
+def test_real_qmp_over_an_inherited_socket(name: str) -> None:
+    wrapper = _real_wrapper(name, "x86_64")
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([str(wrapper), "-machine", "none", "-nodefaults", "-display", "none",
+                             "-chardev", f"socket,id=qmp,fd={theirs.fileno()}", "-mon", "chardev=qmp,mode=control"],
+                            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    try:
+        ours.settimeout(10)
+        greeting = json.loads(ours.makefile("r").readline())
+        assert greeting["QMP"]["version"]["qemu"]["major"] == int(name.split(".")[0])
+    finally:
+        ours.close()
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.mark.parametrize("name", list(KNOWN_BUILDS))
+def test_real_prepare_build_again_is_instant(name: str) -> None:
+    _real_wrapper(name, "x86_64")
+    if not builds.is_prepared(name):
+        pytest.skip(f"QEMU {name} was prepared by an older recipe: run `qemu-conformance builds fetch {name}`")
+    started = time.monotonic()
+    assert builds.prepare_build(name, log=lambda line: None) == builds.build_folder(name).resolve()
+    assert time.monotonic() - started < 0.5
