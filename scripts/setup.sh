@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for qemu-conformance. Idempotent: a second run takes seconds.
+#   - apt: the host's QEMU 7.2 (x86_64 + aarch64), qemu-img, libvirt's domain schema (libvirt0)
+#   - pip: this package with its test extras (editable: capsdata/ and templates/ are read in place)
+#   - the extra real QEMU builds 10.0 (bookworm-backports) and 5.2 (bullseye), unpacked beside 7.2
+#     under $QEMU_CONFORMANCE_BUILDS (default ~/.cache/qemu-conformance/builds), nothing installed
+#   - the test guests (Debian cloud kernel + busybox initramfs), cached under ~/.cache/qemu-conformance
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils libvirt0 procps)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "setup: pip install -e .[test]"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "setup: extra QEMU builds (10.0, 5.2)"
+qemu-conformance builds fetch || echo "setup: WARNING: extra QEMU builds unavailable; cross-version tests will skip"
+
+if qemu-conformance guest --help >/dev/null 2>&1; then
+  echo "setup: test guests"
+  qemu-conformance guest build --arch x86_64
+  qemu-conformance guest build --arch aarch64
+fi
+echo "setup: done"
