@@ -1,1 +1,1 @@
-"""knownbugs stage."""
+"""Known QEMU bugs (bugs.toml) and the matcher that explains failures with them."""

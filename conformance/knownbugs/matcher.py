@@ -1,0 +1,78 @@
+"""Match a failing (or passing) stage result against the known-bugs database.
+
+A failure explained by a bug that affects this QEMU version is a *known bug*;
+a version-matching bug whose symptom did not show is *not reproduced* (fixed
+or backported?); anything else is a plain failure (a regression candidate).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from conformance.caps.model import QemuVersion
+from conformance.errors import CaseError
+
+BUGS_FILE = Path(__file__).with_name("bugs.toml")
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    id: str
+    title: str
+    first: QemuVersion
+    last: QemuVersion
+    fixed: str
+    stages: tuple[str, ...]
+    signals: tuple[str, ...]
+    patterns: tuple[re.Pattern[str], ...]
+    needs: tuple[str, ...]
+
+    def affects(self, version: QemuVersion) -> bool:
+        return self.first <= version <= self.last
+
+    def explains(self, *, stage: str, signal: str | None, text: str) -> bool:
+        if stage not in self.stages:
+            return False
+        if self.signals and signal not in self.signals:
+            return False
+        return not self.patterns or any(p.search(text) for p in self.patterns)
+
+
+@lru_cache(maxsize=2)
+def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CaseError(f"malformed known-bugs file: {exc}", path=path) from None
+    bugs = []
+    for bug_id, raw in data.get("bugs", {}).items():
+        try:
+            first, last = (QemuVersion.parse(v) for v in raw["affected"])
+            match = raw.get("match", {})
+            bugs.append(KnownBug(
+                id=bug_id, title=raw["title"], first=first, last=last, fixed=raw.get("fixed", ""),
+                stages=tuple(raw.get("stages", ())), signals=tuple(match.get("signal", ())),
+                patterns=tuple(re.compile(p) for p in match.get("text", ())), needs=tuple(raw.get("needs", ())),
+            ))
+        except (KeyError, ValueError, re.error) as exc:
+            raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
+    return tuple(bugs)
+
+
+def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None,
+                    text: str = "") -> KnownBug | None:
+    """The known bug of this QEMU version that explains a failure, if any."""
+    for bug in load_bugs():
+        if bug.affects(version) and bug.explains(stage=stage, signal=signal, text=text):
+            return bug
+    return None
+
+
+def expected_bugs(version: QemuVersion, stage: str, available: set[str] | frozenset[str] = frozenset()
+                  ) -> list[KnownBug]:
+    """Bugs this version should show in this stage, given the hardware/features available."""
+    return [b for b in load_bugs() if b.affects(version) and stage in b.stages and set(b.needs) <= set(available)]

@@ -1,0 +1,45 @@
+"""The known-bugs database and its matcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.caps.model import QemuVersion
+from conformance.errors import CaseError
+from conformance.knownbugs.matcher import expected_bugs, explain_failure, load_bugs
+
+
+def test_database_loads_with_the_research_entries() -> None:
+    ids = {b.id for b in load_bugs()}
+    assert {"vfio-irqchip-notifier-unplug-segv", "pcie-aer-uncor-mask-migration",
+            "failover-paused-guest"} <= ids
+
+
+def test_version_ranges_decide() -> None:
+    v420, v421 = QemuVersion(4, 2, 0), QemuVersion(4, 2, 1)
+    hit = explain_failure(v420, "boot", signal="SIGSEGV", text="vfio-pci unplug")
+    assert hit is not None and hit.id == "vfio-irqchip-notifier-unplug-segv"
+    later = explain_failure(v421, "boot", signal="SIGSEGV", text="vfio-pci unplug")
+    assert later is None or later.id != "vfio-irqchip-notifier-unplug-segv"
+    assert explain_failure(QemuVersion(7, 2, 22), "boot", signal="SIGSEGV", text="vfio unplug") is None
+
+
+def test_symptom_must_match() -> None:
+    assert explain_failure(QemuVersion(8, 0, 0), "migrate", text="Missing section footer for 0000:00:02.0/pcie")
+    assert explain_failure(QemuVersion(8, 0, 0), "migrate", text="guest never booted") is None
+    assert explain_failure(QemuVersion(8, 0, 0), "boot", text="Missing section footer") is None
+
+
+def test_expected_bugs_respect_needed_hardware() -> None:
+    v = QemuVersion(4, 2, 0)
+    assert "vfio-irqchip-notifier-unplug-segv" not in {b.id for b in expected_bugs(v, "boot")}
+    assert "vfio-irqchip-notifier-unplug-segv" in {b.id for b in expected_bugs(v, "boot", {"vfio"})}
+
+
+def test_bad_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bugs.toml"
+    bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2"]\n')
+    with pytest.raises(CaseError, match="known bug x: bad entry"):
+        load_bugs(str(bad))
