@@ -164,6 +164,17 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     return qualify(binaries, output=Path(args.output))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from conformance.errors import ConformanceError
+    from conformance.report.html import write_report
+
+    missing = [str(p) for p in args.results if not p.exists()]
+    if missing:
+        raise ConformanceError(f"no such results file: {', '.join(missing)}", hint="give results.jsonl files")
+    print(write_report(args.results, args.output))
+    return 0
+
+
 def cmd_builds(args: argparse.Namespace) -> int:
     from conformance.builds import cli_builds
 
@@ -218,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qemu", action="append", default=[], metavar="PATH", help="QEMU binary (repeatable)")
     p.add_argument("-o", "--output", default="reports/latest", help="output folder (default %(default)s)")
     p.set_defaults(func=cmd_qualify)
+
+    p = sub.add_parser("report", help="merge results.jsonl files (CI shards, machines) into one HTML report")
+    p.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
+    p.add_argument("-o", "--output", type=Path, default=Path("reports/merged"), help="folder (default %(default)s)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("builds", help="extra real QEMU builds unpacked beside the host's (10.0, 5.2)")
     bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,1 +1,1 @@
-"""report stage."""
+"""HTML compatibility report from stage results (results/records.py)."""
