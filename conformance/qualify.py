@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +38,9 @@ def _stored_for(caps: Capabilities) -> tuple[Path | None, Path | None]:
     return same, older
 
 
-def qualify_caps(binary: Path, output: Path, writer: ResultWriter, say: Callable[[str], None]) -> bool:
-    """Probe one binary and check it against the stored fixtures; True when nothing regressed."""
+def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
+                 say: Callable[[str], None]) -> tuple[bool, Capabilities | None]:
+    """Probe one binary and check it against the stored fixtures; (nothing regressed, its capabilities)."""
     started = time.monotonic()
     try:
         caps = probe_binary(binary)
@@ -46,7 +48,7 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter, say: Callable
         writer.write(StageResult(case="probe", stage="probe", verdict="error", reason=exc.message,
                                  qemu=QemuBuild(str(binary)), duration_s=time.monotonic() - started))
         say(f"  probe: ERROR {exc}")
-        return False
+        return False, None
     build = QemuBuild(str(binary), str(caps.version), caps.package, caps.arch)
     fixture = write_fixture(caps, output / "caps" / fixture_name(caps))
     writer.write(StageResult(
@@ -78,7 +80,28 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter, say: Callable
             lost_lines = [line for line in result.format(limit=10).splitlines() if line.startswith("  -")]
             for line in lost_lines[:10]:
                 say(f"    {line.strip()}")
-    return ok
+    return ok, caps
+
+
+def qualify_static(caps: Capabilities, writer: ResultWriter, say: Callable[[str], None]) -> bool:
+    """Every case of this arch through render -> validate -> parse -> argv on the probed capabilities."""
+    from conformance.cases import load_catalogue
+    from conformance.static import StaticRunner, to_result
+
+    catalogue = load_catalogue()
+    runner = StaticRunner(catalogue)
+    cases = [c for c in catalogue.cases.values() if caps.arch in c.arches]
+    counts: Counter[str] = Counter()
+    started = time.monotonic()
+    for case in cases:
+        for outcome in runner.run(case, caps):
+            counts[outcome.verdict] += 1
+            writer.write(to_result(outcome, caps))
+            if outcome.verdict in ("fail", "error"):
+                say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
+    summary = ", ".join(f"{v} {n}" for v, n in sorted(counts.items()))
+    say(f"  static: {len(cases)} cases ({summary}) in {time.monotonic() - started:.2f} s")
+    return not (counts["fail"] or counts["error"])
 
 
 def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None) -> int:
@@ -95,7 +118,13 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     ok = True
     for i, binary in enumerate(binaries, 1):
         say(f"[{i}/{len(binaries)}] {binary}")
-        ok &= qualify_caps(binary, output, writer, say)
+        caps_ok, caps = qualify_caps(binary, output, writer, say)
+        ok &= caps_ok
+        if caps is not None:
+            ok &= qualify_static(caps, writer, say)
+    from conformance.report.html import write_report
+
     say(f"results: {results}")
+    say(f"report: {write_report([results], output, title='QEMU qualification')}")
     say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")
     return 0 if ok else 1
