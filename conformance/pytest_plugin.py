@@ -56,14 +56,14 @@ class StaticCombo:
 
 
 @functools.cache
-def _static_runner():  # noqa: ANN202 - lazy import keeps plugin loading cheap
+def _static_runner():
     """One StaticRunner per process, so render/parse are shared by the fixtures of a case."""
     from conformance.static import StaticRunner
 
     return StaticRunner(_catalogue())
 
 
-def _catalogue():  # noqa: ANN202 - lazy import keeps plugin loading cheap
+def _catalogue():
     from conformance.cases import load_catalogue
 
     return load_catalogue()

@@ -1,0 +1,78 @@
+"""Domain + Capabilities -> QEMU argv, in libvirt's option order (qemuBuildCommandLine)."""
+
+from __future__ import annotations
+
+from conformance.argv import audio, chardev, controllers, defaults, disk, graphics, hostdev, input, machine, misc, net
+from conformance.argv import video as video_
+from conformance.argv.context import Ctx
+from conformance.argv.pci import assign_pci_addresses
+from conformance.caps.model import Capabilities
+from conformance.domain.model import Domain
+from conformance.errors import UnsupportedByQemu
+
+
+def resolve_machine(domain: Domain, caps: Capabilities) -> tuple[str, object]:
+    """The machine type libvirt runs: the XML's (aliases resolved to the canonical name) or the default."""
+    name = domain.os.machine
+    if not name:
+        default = caps.default_machine()
+        if default is None:
+            raise UnsupportedByQemu("the domain names no machine type and these capabilities have no default",
+                                    path=domain.source, hint="add <type machine='q35'> to <os>")
+        return default.name, default
+    found = caps.machine(name)
+    if found is None:
+        return name, None
+    return found.name, found
+
+
+def new_context(domain: Domain, caps: Capabilities) -> Ctx:
+    arch = domain.os.arch or caps.arch
+    if arch != caps.arch and not (arch == "i686" and caps.arch == "x86_64"):
+        raise UnsupportedByQemu(f"the domain is for {arch} but the capabilities are of a {caps.arch} QEMU",
+                                path=domain.source, hint="pick capabilities of the same architecture")
+    name, found = resolve_machine(domain, caps)
+    return Ctx(domain=domain, caps=caps, arch=arch, machine_name=name, machine=found)  # type: ignore[arg-type]
+
+
+def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
+    """The QEMU command line libvirt would build for this domain on a QEMU with these capabilities.
+
+    Pure: reads the domain and caps, mutates neither, does no I/O.
+    """
+    ctx = new_context(domain, caps)
+    defaults.prepare(ctx)
+    assign_pci_addresses(ctx)
+    ctx.add(domain.devices.emulator or f"/usr/bin/qemu-system-{ctx.arch}")
+    machine.pflash(ctx)
+    machine.machine(ctx)
+    machine.cpu(ctx)
+    machine.memory(ctx)
+    machine.smp(ctx)
+    machine.iothreads(ctx)
+    machine.numa(ctx)
+    machine.clock_and_pm(ctx)
+    machine.boot(ctx)
+    misc.iommu(ctx)
+    controllers.controllers(ctx)
+    misc.memory_devices(ctx)
+    disk.disks(ctx)
+    disk.filesystems(ctx)
+    net.interfaces(ctx)
+    chardev.serials(ctx)
+    chardev.parallels(ctx)
+    chardev.channels(ctx)
+    chardev.consoles(ctx)
+    misc.tpms(ctx)
+    input.inputs(ctx)
+    audio.audiodevs(ctx)
+    graphics.graphics(ctx)
+    video_.videos(ctx)
+    audio.sounds(ctx)
+    misc.watchdogs(ctx)
+    hostdev.hostdevs(ctx)
+    misc.memballoon(ctx)
+    misc.rngs(ctx)
+    misc.launch_security(ctx)
+    misc.panics(ctx)
+    return ctx.argv

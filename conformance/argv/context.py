@@ -1,0 +1,161 @@
+"""The state of one argv build: the domain, the capabilities, what libvirt derives from them.
+
+Nothing here mutates the parsed Domain: devices libvirt adds implicitly
+(controllers, PS/2 inputs, a memballoon, ...) live in the context's own
+lists, and derived facts (aliases, addresses, node names) in dicts keyed by
+the device object's id().
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.caps.model import Capabilities, MachineType
+from conformance.domain.model import Address, Controller, Device, Domain
+
+
+def _scalar(value: Any) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return str(value).replace(",", ",,")
+
+
+def comma_syntax(lead: str, props: dict[str, Any]) -> str:
+    """{"driver": "x", "id": "y"} -> 'x,id=y' (QEMU's key=value syntax, commas doubled)."""
+    parts = [_scalar(props[lead])] if lead in props else []
+    for key, value in props.items():
+        if key == lead or value is None:
+            continue
+        if isinstance(value, list):
+            parts.extend(f"{key}={_scalar(v)}" for v in value)
+        else:
+            parts.append(f"{key}={_scalar(value)}")
+    return ",".join(parts)
+
+
+def to_json(props: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in props.items() if v is not None}, separators=(",", ":"))
+
+
+@dataclass
+class Ctx:
+    domain: Domain
+    caps: Capabilities
+    arch: str
+    machine_name: str
+    machine: MachineType | None
+    argv: list[str] = field(default_factory=list)
+    # the device lists libvirt works on: the domain's plus implicit ones, in libvirt's order
+    controllers: list[Controller] = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    serials: list = field(default_factory=list)
+    consoles: list = field(default_factory=list)
+    videos: list = field(default_factory=list)
+    watchdogs: list = field(default_factory=list)
+    hostdevs: list = field(default_factory=list)  # (Hostdev | Interface of type hostdev)
+    memballoon: Any = None
+    disks: list = field(default_factory=list)
+    aliases: dict[int, str] = field(default_factory=dict)
+    addresses: dict[int, Address] = field(default_factory=dict)
+    boot_index: dict[int, int] = field(default_factory=dict)
+    node_index: dict[int, int] = field(default_factory=dict)
+    audio_id: int | None = None
+
+    def __post_init__(self) -> None:
+        has = self.caps.has
+        self.json_device = has("device.json")
+        self.json_netdev = has("netdev.json")
+        self.json_object = has("object.qapified")
+        self.blockdev = has("blockdev")
+        # behaviour that changed with libvirt itself, not with QEMU: follow the libvirt release that wrote
+        # imported capabilities (provenance), the newest behaviour otherwise
+        lv = self.caps.provenance.libvirt_version
+        self.modern_libvirt = lv is None or tuple(int(x) for x in lv.split(".")[:2]) >= (10, 0)
+        name = self.machine_name
+        self.is_i440fx = name == "pc" or name.startswith(("pc-i440fx", "pc-0.", "pc-1."))
+        self.is_q35 = name == "q35" or name.startswith("pc-q35")
+        self.is_x86 = self.arch in ("x86_64", "i686")
+        self.is_arm_virt = self.arch in ("aarch64", "armv7l") and (name == "virt" or name.startswith("virt-"))
+        self.is_s390 = self.arch.startswith("s390")
+
+    # --- emitting options --------------------------------------------------------------
+
+    def add(self, *args: str) -> None:
+        self.argv.extend(args)
+
+    def device(self, props: dict[str, Any]) -> None:
+        props = {k: v for k, v in props.items() if v is not None}
+        self.argv += ["-device", to_json(props) if self.json_device else comma_syntax("driver", props)]
+
+    def object(self, props: dict[str, Any]) -> None:
+        props = {k: v for k, v in props.items() if v is not None}
+        self.argv += ["-object", to_json(props) if self.json_object else comma_syntax("qom-type", props)]
+
+    def netdev(self, props: dict[str, Any]) -> None:
+        props = {k: v for k, v in props.items() if v is not None}
+        self.argv += ["-netdev", to_json(props) if self.json_netdev else comma_syntax("type", props)]
+
+    def blockdev_arg(self, props: dict[str, Any]) -> None:
+        self.argv += ["-blockdev", to_json(props)]
+
+    # --- derived facts ------------------------------------------------------------------
+
+    def alias(self, dev: Device) -> str | None:
+        return self.aliases.get(id(dev)) or dev.alias
+
+    def address(self, dev: Device) -> Address | None:
+        return self.addresses.get(id(dev)) or dev.address
+
+    def pci_bus_alias(self, bus: int) -> str:
+        for cont in self.controllers:
+            if cont.type == "pci" and cont.index == bus:
+                if cont.model == "pcie-root":
+                    return "pcie.0"
+                if cont.model == "pci-root":
+                    return "pci.0" if bus == 0 else self.alias(cont) or f"pci.{bus}"
+                return self.alias(cont) or f"pci.{bus}"
+        return f"pci.{bus}"
+
+    def address_props(self, dev: Device) -> dict[str, Any]:
+        """bus/addr (PCI), or the CCW/ISA equivalents, as libvirt puts them on -device."""
+        addr = self.address(dev)
+        if addr is None:
+            return {}
+        if addr.type == "pci":
+            props: dict[str, Any] = {"bus": self.pci_bus_alias(addr.bus or 0)}
+            if addr.multifunction is not None:
+                props["multifunction"] = addr.multifunction
+            slot = f"0x{addr.slot or 0:x}"
+            props["addr"] = slot if not addr.function else f"{slot}.0x{addr.function:x}"
+            return props
+        if addr.type == "ccw":
+            devno = addr.extra.get("devno", "0x0000")
+            return {"devno": f"{addr.extra.get('cssid', '0xfe')}.{addr.extra.get('ssid', '0x0')}.{devno}"}
+        if addr.type == "spapr-vio" and "reg" in addr.extra:
+            return {"reg": int(addr.extra["reg"], 0)}
+        if addr.type == "isa":
+            props = {}
+            if "iobase" in addr.extra:
+                props["iobase"] = int(addr.extra["iobase"], 0)
+            if "irq" in addr.extra:
+                props["irq"] = int(addr.extra["irq"], 0)
+            return props
+        return {}
+
+    def controller(self, type_: str, index: int) -> Controller | None:
+        for cont in self.controllers:
+            if cont.type == type_ and cont.index == index:
+                return cont
+        return None
+
+    @property
+    def has_pcie_root(self) -> bool:
+        return any(c.type == "pci" and c.model == "pcie-root" for c in self.controllers)
+
+    @property
+    def has_pci_root(self) -> bool:
+        return any(c.type == "pci" and c.model == "pci-root" for c in self.controllers)

@@ -1,0 +1,126 @@
+"""Controllers: PCI controllers first (by index), then USB, SCSI, IDE, SATA, FDC, virtio-serial, CCID."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.context import Ctx
+from conformance.argv.pci import PCI_MODEL_NAMES
+from conformance.domain.model import Controller
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+USB_DRIVERS = {
+    "piix3-uhci": "piix3-usb-uhci", "piix4-uhci": "piix4-usb-uhci", "ehci": "usb-ehci",
+    "ich9-ehci1": "ich9-usb-ehci1", "ich9-uhci1": "ich9-usb-uhci1", "ich9-uhci2": "ich9-usb-uhci2",
+    "ich9-uhci3": "ich9-usb-uhci3", "vt82c686b-uhci": "vt82c686b-usb-uhci", "pci-ohci": "pci-ohci",
+    "nec-xhci": "nec-usb-xhci", "qemu-xhci": "qemu-xhci",
+}
+SCSI_DRIVERS = {
+    "virtio-scsi": "virtio-scsi-pci", "virtio-transitional": "virtio-scsi-pci-transitional",
+    "virtio-non-transitional": "virtio-scsi-pci-non-transitional", "lsilogic": "lsi", "lsisas1068": "mptsas1068",
+    "lsisas1078": "megasas", "vmpvscsi": "pvscsi", "ibmvscsi": "spapr-vscsi", "buslogic": "lsi",
+    "am53c974": "am53c974", "dc390": "dc390",
+}
+_ORDER = ("usb", "scsi", "ide", "sata", "fdc", "virtio-serial", "ccid", "isa")
+
+
+def _bad_model(ctx: Ctx, cont: Controller) -> DomainInvalid:
+    return DomainInvalid(f"unknown {cont.type} controller model {cont.model!r}", path=ctx.domain.source,
+                         line=cont.line)
+
+
+def _pci(ctx: Ctx, cont: Controller) -> None:
+    if cont.model in ("pci-root", "pcie-root"):
+        return
+    driver = cont.model_name or PCI_MODEL_NAMES.get(cont.model or "")
+    if cont.model == "pcie-root-port" and not cont.model_name:
+        driver = "pcie-root-port" if ctx.caps.has("pcie-root-port") else "ioh3420"
+    if driver is None:
+        raise _bad_model(ctx, cont)
+    t = cont.target
+    props: dict[str, Any] = {"driver": driver}
+    if cont.model == "pci-bridge":
+        props["chassis_nr"] = int(t.get("chassisNr", cont.index or 0))
+    elif cont.model in ("pcie-root-port", "pcie-switch-downstream-port"):
+        props["port"] = int(t.get("port", "0"), 0)
+        props["chassis"] = int(t.get("chassis", cont.index or 0))
+    elif cont.model in ("pci-expander-bus", "pcie-expander-bus"):
+        props["bus_nr"] = int(t.get("busNr", "0"))
+    props["id"] = ctx.alias(cont)
+    if t.get("hotplug") == "off":
+        props["hotplug"] = False
+    props.update(ctx.address_props(cont))
+    ctx.device(props)
+
+
+def _other(ctx: Ctx, cont: Controller) -> None:
+    t = cont.type
+    props: dict[str, Any]
+    if t == "usb":
+        if cont.model == "none":
+            return
+        driver = USB_DRIVERS.get(cont.model or "")
+        if driver is None:
+            raise _bad_model(ctx, cont)
+        props = {"driver": driver}
+        ports = cont.attrs.get("ports")
+        if ports and cont.model in ("qemu-xhci", "nec-xhci"):
+            props.update({"p2": int(ports), "p3": int(ports)})
+        if cont.master_startport is not None:
+            props["masterbus"] = "usb.0" if cont.index == 0 else f"usb{cont.index}.0"
+            props["firstport"] = cont.master_startport
+        props["id"] = ctx.alias(cont)
+    elif t == "scsi":
+        driver = SCSI_DRIVERS.get(cont.model or "")
+        if driver is None:
+            raise _bad_model(ctx, cont)
+        addr = ctx.address(cont)
+        if cont.model == "virtio-scsi" and addr is not None and addr.type == "ccw":
+            driver = "virtio-scsi-ccw"
+        props = {"driver": driver}
+        drv = cont.driver
+        if drv.get("iothread"):
+            props["iothread"] = f"iothread{drv['iothread']}"
+        props["id"] = ctx.alias(cont)
+        if drv.get("queues"):
+            props["num_queues"] = int(drv["queues"])
+        if drv.get("cmd_per_lun"):
+            props["cmd_per_lun"] = int(drv["cmd_per_lun"])
+        if drv.get("max_sectors"):
+            props["max_sectors"] = int(drv["max_sectors"])
+        if drv.get("ioeventfd"):
+            props["ioeventfd"] = drv["ioeventfd"] == "on"
+    elif t == "sata":
+        if ctx.is_q35 and cont.index == 0:
+            return
+        props = {"driver": "ahci", "id": ctx.alias(cont)}
+    elif t == "ide":
+        if ctx.is_i440fx and cont.index == 0:
+            return
+        raise UnsupportedByQemu("only the i440fx machine's built-in IDE controller is supported",
+                                path=ctx.domain.source, line=cont.line)
+    elif t == "fdc":
+        return
+    elif t == "virtio-serial":
+        props = {"driver": "virtio-serial-pci", "id": ctx.alias(cont)}
+        if cont.attrs.get("ports"):
+            props["max_ports"] = int(cont.attrs["ports"])
+        if cont.attrs.get("vectors"):
+            props["vectors"] = int(cont.attrs["vectors"])
+    else:
+        raise UnsupportedByQemu(f"<controller type='{t}'> is not supported by the argv builder",
+                                path=ctx.domain.source, line=cont.line)
+    props.update(ctx.address_props(cont))
+    ctx.device(props)
+
+
+def controllers(ctx: Ctx) -> None:
+    for cont in sorted((c for c in ctx.controllers if c.type == "pci"), key=lambda c: c.index or 0):
+        _pci(ctx, cont)
+    for kind in _ORDER:
+        for cont in ctx.controllers:
+            if cont.type == kind:
+                _other(ctx, cont)
+    for cont in ctx.controllers:
+        if cont.type not in _ORDER and cont.type != "pci":
+            _other(ctx, cont)

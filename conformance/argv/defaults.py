@@ -1,0 +1,411 @@
+"""What libvirt fills in before it builds a command line (post-parse defaults and aliases).
+
+Implicit controllers and devices, default models, drive addresses, USB and
+virtio-serial ports, aliases and boot indexes -- all recorded in the Ctx,
+never written back into the parsed Domain.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from conformance.argv.context import Ctx
+from conformance.domain.model import Address, Chardev, Controller, Disk, Input, Interface, Memballoon, Video, Watchdog
+from conformance.errors import DomainInvalid
+
+# libvirt's default number of ports per USB controller model (domain_addr.c)
+USB_PORTS = {"piix3-uhci": 2, "piix4-uhci": 2, "vt82c686b-uhci": 2, "ehci": 6, "ich9-ehci1": 6, "pci-ohci": 3,
+             "nec-xhci": 4, "qemu-xhci": 4, "ich9-uhci1": 0, "ich9-uhci2": 0, "ich9-uhci3": 0}
+
+_DISK_PREFIX = {"ide": "hd", "sata": "sd", "scsi": "sd", "usb": "sd", "virtio": "vd", "fdc": "fd", "xen": "xvd",
+                "sd": "mmcblk"}
+
+
+def disk_index(name: str) -> int:
+    """'vda' -> 0, 'sdb' -> 1, 'hdaa' -> 26 (libvirt's virDiskNameToIndex)."""
+    m = re.match(r"^(?:hd|sd|vd|fd|xvd|ubd|mmcblk)([a-z]+)", name)
+    if not m:
+        return 0
+    idx = 0
+    for ch in m[1]:
+        idx = idx * 26 + (ord(ch) - ord("a") + 1)
+    return idx - 1
+
+
+def disk_bus(disk: Disk) -> str:
+    if disk.target_bus:
+        return disk.target_bus
+    dev = disk.target_dev
+    if dev.startswith("hd"):
+        return "ide"
+    if dev.startswith("sd"):
+        return "scsi"
+    if dev.startswith("vd"):
+        return "virtio"
+    if dev.startswith("fd"):
+        return "fdc"
+    return "ide"
+
+
+def prepare(ctx: Ctx) -> None:
+    d = ctx.domain.devices
+    _controllers(ctx)
+    _disks(ctx)
+    ctx.inputs = list(d.inputs)
+    if ctx.is_x86 and (ctx.is_i440fx or ctx.is_q35):
+        ctx.inputs += [Input(type="mouse", bus="ps2"), Input(type="keyboard", bus="ps2")]
+    _chardevs(ctx)
+    ctx.videos = [v for v in d.videos]
+    if d.graphics and not ctx.videos:
+        ctx.videos = [Video(model=None)]
+    ctx.watchdogs = list(d.watchdogs)
+    if ctx.is_q35 and ctx.modern_libvirt and not any(w.model == "itco" for w in ctx.watchdogs):
+        ctx.watchdogs.append(Watchdog(model="itco", action="reset"))
+    ctx.memballoon = d.memballoon
+    if ctx.memballoon is None and (ctx.is_x86 or ctx.is_s390):
+        ctx.memballoon = Memballoon(model="virtio")
+    # a <interface type='hostdev'> is also a host device: libvirt lists those first
+    ctx.hostdevs = [n for n in d.interfaces if n.type == "hostdev"] + list(d.hostdevs)
+    ctx.audio_id = d.audios[0].id if d.audios else 1
+    _usb_ports(ctx)
+    _virtio_serial_ports(ctx)
+    _aliases(ctx)
+    _boot_indexes(ctx)
+
+
+# --- controllers ---------------------------------------------------------------------------
+
+
+def default_usb_model(ctx: Ctx) -> str:
+    if ctx.is_i440fx:
+        return "piix3-uhci"
+    if ctx.caps.has("qemu-xhci") or ctx.is_q35 or ctx.is_arm_virt:
+        return "qemu-xhci"
+    return "piix3-uhci"
+
+
+def default_scsi_model(ctx: Ctx) -> str:
+    if ctx.is_s390 or ctx.is_arm_virt:
+        return "virtio-scsi"
+    if ctx.caps.has("lsi"):
+        return "lsilogic"
+    return "virtio-scsi"
+
+
+def insert_controller(conts: list[Controller], cont: Controller) -> None:
+    """Keep controllers of one type together and ordered by index (virDomainControllerInsert)."""
+    at = len(conts)
+    for i in range(len(conts) - 1, -1, -1):
+        cur = conts[i]
+        if cur.type != cont.type:
+            continue
+        if (cur.index or 0) > (cont.index or 0):
+            at = i
+        elif at == len(conts):
+            at = i + 1
+            break
+    conts.insert(at, cont)
+
+
+def _controllers(ctx: Ctx) -> None:
+    conts: list[Controller] = []
+    next_index: dict[str, int] = {}
+    for orig in ctx.domain.devices.controllers:
+        cont = copy.copy(orig)
+        if cont.index is None:
+            used = {c.index for c in conts if c.type == cont.type}
+            idx = next_index.get(cont.type, 0)
+            while idx in used:
+                idx += 1
+            cont.index = idx
+        next_index[cont.type] = max(next_index.get(cont.type, 0), cont.index + 1)
+        if cont.type == "pci" and cont.model is None:
+            cont.model = "pcie-root" if cont.index == 0 and (ctx.is_q35 or ctx.is_arm_virt) else (
+                "pci-root" if cont.index == 0 else None)
+        insert_controller(conts, cont)
+    ctx.controllers = conts
+
+    def have(type_: str, index: int | None = None) -> bool:
+        return any(c.type == type_ and (index is None or c.index == index) for c in conts)
+
+    if not have("pci", 0) and (ctx.is_q35 or ctx.is_arm_virt):
+        insert_controller(conts, Controller(type="pci", index=0, model="pcie-root"))
+    elif not have("pci", 0) and (ctx.is_x86 or ctx.arch.startswith("ppc")):
+        insert_controller(conts, Controller(type="pci", index=0, model="pci-root"))
+    if ctx.is_q35 and not have("sata", 0):
+        insert_controller(conts, Controller(type="sata", index=0))
+    if ctx.is_i440fx and not have("ide", 0):
+        insert_controller(conts, Controller(type="ide", index=0))
+    if ctx.is_x86 and not have("usb"):
+        insert_controller(conts, Controller(type="usb", index=0, model=default_usb_model(ctx)))
+    # controllers the disks and channels need
+    for disk in ctx.domain.devices.disks:
+        bus = disk_bus(disk)
+        if bus in ("scsi", "sata", "fdc", "ide") and disk.address is None:
+            idx = _drive_address(ctx, disk, bus).controller or 0
+        elif bus in ("scsi", "sata", "fdc", "ide") and disk.address is not None:
+            idx = disk.address.controller or 0
+        else:
+            continue
+        if bus == "fdc" or (bus == "ide" and ctx.is_i440fx and idx == 0) or (bus == "sata" and ctx.is_q35 and idx == 0):
+            if not have(bus, idx):
+                insert_controller(conts, Controller(type=bus, index=idx))
+            continue
+        if not have(bus, idx):
+            insert_controller(conts, Controller(type=bus, index=idx))
+    needs_vserial = any(c.target_type == "virtio" for c in ctx.domain.devices.channels) or any(
+        c.target_type == "virtio" for c in ctx.domain.devices.consoles)
+    if needs_vserial and not have("virtio-serial"):
+        insert_controller(conts, Controller(type="virtio-serial", index=0))
+    vio_regs: set[int] = set()
+    for cont in conts:
+        if cont.type == "scsi" and cont.model == "ibmvscsi" and cont.address is None:
+            reg = 0x2000  # libvirt's default spapr-vio register for SCSI (VIO_ADDR_SCSI)
+            while reg in vio_regs:
+                reg += 0x1000
+            vio_regs.add(reg)
+            ctx.addresses[id(cont)] = Address(type="spapr-vio", extra={"reg": hex(reg)})
+        if cont.model is None:
+            if cont.type == "usb":
+                cont.model = default_usb_model(ctx)
+            elif cont.type == "scsi":
+                cont.model = default_scsi_model(ctx)
+
+
+# --- disks ---------------------------------------------------------------------------------
+
+
+def _drive_address(ctx: Ctx, disk: Disk, bus: str) -> Address:
+    idx = disk_index(disk.target_dev)
+    if bus == "ide":
+        return Address(type="drive", controller=idx // 4, bus=(idx % 4) // 2, target=0, unit=idx % 2)
+    if bus == "sata":
+        return Address(type="drive", controller=idx // 6, bus=0, target=0, unit=idx % 6)
+    if bus == "fdc":
+        return Address(type="drive", controller=0, bus=0, target=0, unit=idx)
+    # scsi: 7 units per controller as libvirt maps sdX
+    return Address(type="drive", controller=idx // 7, bus=0, target=0, unit=idx % 7)
+
+
+def _disks(ctx: Ctx) -> None:
+    """libvirt's disk order: grouped by bus in order of first appearance, by target index within a bus."""
+    order: list[Disk] = []
+    for disk in ctx.domain.devices.disks:
+        bus = disk_bus(disk)
+        at = len(order)
+        for i in range(len(order) - 1, -1, -1):
+            if disk_bus(order[i]) != bus:
+                continue
+            if disk_index(order[i].target_dev) > disk_index(disk.target_dev):
+                at = i
+            elif at == len(order):
+                at = i + 1
+                break
+        order.insert(at, disk)
+        if bus in ("ide", "sata", "fdc", "scsi") and disk.address is None:
+            ctx.addresses[id(disk)] = _drive_address(ctx, disk, bus)
+    ctx.disks = order
+    # node names: libvirt numbers storage sources in reverse order of the disk list
+    with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")]
+    for n, disk in enumerate(with_source):
+        ctx.node_index[id(disk)] = len(with_source) - n
+
+
+# --- character devices ---------------------------------------------------------------------
+
+
+def console_is_serial(ctx: Ctx, console: Chardev) -> bool:
+    target = console.target_type
+    if target is None:
+        target = "sclp" if ctx.is_s390 else "serial"
+    return target == "serial"
+
+
+def _chardevs(ctx: Ctx) -> None:
+    d = ctx.domain.devices
+    ctx.serials = list(d.serials)
+    ctx.consoles = list(d.consoles)
+    if ctx.consoles and console_is_serial(ctx, ctx.consoles[0]) and not ctx.serials:
+        serial = copy.copy(ctx.consoles[0])
+        serial.kind = "serial"
+        serial.target_type = None
+        serial.alias = None
+        ctx.serials = [serial]
+
+
+# --- USB and virtio-serial ports -----------------------------------------------------------
+
+
+def usb_devices(ctx: Ctx) -> list:
+    """Devices that sit on a USB port, in libvirt's order (virDomainUSBDeviceDefForeach)."""
+    d = ctx.domain.devices
+    out: list = [i for i in ctx.inputs if i.bus == "usb"]
+    out += [s for s in d.sounds if s.model == "usb"]
+    out += [k for k in ctx.disks if disk_bus(k) == "usb"]
+    out += [h for h in d.hostdevs if h.type == "usb"]
+    return out
+
+
+def _usb_ports(ctx: Ctx) -> None:
+    usb = [c for c in ctx.controllers if c.type == "usb" and c.model != "none"]
+    if not usb:
+        return
+    taken: dict[int, set[str]] = {}
+    for dev in usb_devices(ctx):
+        if dev.address is not None and dev.address.type == "usb" and dev.address.port:
+            taken.setdefault(dev.address.bus or 0, set()).add(dev.address.port)
+    for dev in usb_devices(ctx):
+        if dev.address is not None and dev.address.type == "usb" and dev.address.port:
+            continue
+        for cont in usb:
+            nports = int(cont.attrs.get("ports", 0)) or USB_PORTS.get(cont.model or "", 4)
+            used = taken.setdefault(cont.index or 0, set())
+            port = next((str(p) for p in range(1, nports + 1) if str(p) not in used), None)
+            if port is not None:
+                used.add(port)
+                ctx.addresses[id(dev)] = Address(type="usb", bus=cont.index or 0, port=port)
+                break
+        else:
+            raise DomainInvalid("no free USB port for a USB device", path=ctx.domain.source, line=dev.line,
+                                hint="add a USB hub or a controller with more ports")
+
+
+def _virtio_serial_ports(ctx: Ctx) -> None:
+    conts = sorted((c for c in ctx.controllers if c.type == "virtio-serial"), key=lambda c: c.index or 0)
+    if not conts:
+        return
+    used: dict[int, set[int]] = {c.index or 0: set() for c in conts}
+    chans = [c for c in ctx.domain.devices.channels if c.target_type == "virtio"]
+    for chan in chans:
+        if chan.address is not None and chan.address.port:
+            used.setdefault(chan.address.controller or 0, set()).add(int(chan.address.port))
+    for chan in chans:
+        if chan.address is not None and chan.address.port:
+            continue
+        want = chan.address.controller if chan.address is not None else None
+        for cont in conts:
+            if want is not None and cont.index != want:
+                continue
+            nports = int(cont.attrs.get("ports", 31))
+            ports = used[cont.index or 0]
+            port = next((p for p in range(1, nports) if p not in ports), None)
+            if port is not None:
+                ports.add(port)
+                ctx.addresses[id(chan)] = Address(type="virtio-serial", controller=cont.index or 0, bus=0,
+                                                  port=str(port))
+                break
+
+
+# --- aliases -------------------------------------------------------------------------------
+
+
+def controller_alias(ctx: Ctx, cont: Controller) -> str:
+    t, i = cont.type, cont.index or 0
+    if t == "pci":
+        if cont.model == "pcie-root":
+            return "pcie.0"
+        return f"pci.{i}"
+    if t == "ide" and i == 0 and ctx.is_i440fx:
+        return "ide"
+    if t == "sata" and i == 0 and ctx.is_q35:
+        return "ide"
+    if t == "usb" and i == 0:
+        return "usb"
+    return f"{t}{i}"
+
+
+def disk_alias(ctx: Ctx, disk: Disk) -> str:
+    bus = disk_bus(disk)
+    addr = ctx.address(disk)
+    if bus in ("ide", "sata", "fdc", "scsi") and addr is not None:
+        prefix = {"fdc": "fdc"}.get(bus, bus)
+        if bus == "scsi":
+            cont = ctx.controller("scsi", addr.controller or 0)
+            if cont is not None and cont.model == "lsilogic":
+                return f"scsi{addr.controller or 0}-{addr.bus or 0}-{addr.unit or 0}"
+            return f"scsi{addr.controller or 0}-{addr.bus or 0}-{addr.target or 0}-{addr.unit or 0}"
+        return f"{prefix}{addr.controller or 0}-{addr.bus or 0}-{addr.unit or 0}"
+    if bus == "usb":
+        return f"usb-disk{disk_index(disk.target_dev)}"
+    return f"{bus}-disk{disk_index(disk.target_dev)}"
+
+
+def _aliases(ctx: Ctx) -> None:
+    d = ctx.domain.devices
+    a = ctx.aliases
+    for disk in ctx.disks:
+        a[id(disk)] = disk.alias if _user_alias(disk.alias) else disk_alias(ctx, disk)
+    for cont in ctx.controllers:
+        a[id(cont)] = controller_alias(ctx, cont)
+    _numbered(ctx, d.filesystems, "fs")
+    net_index = 0
+    for net in d.interfaces:
+        if net.type == "hostdev":
+            continue
+        a[id(net)] = net.alias if _user_alias(net.alias) else f"net{net_index}"
+        net_index += 1
+    _numbered(ctx, ctx.hostdevs, "hostdev")
+    _numbered(ctx, ctx.serials, "serial")
+    _numbered(ctx, d.parallels, "parallel")
+    _numbered(ctx, d.channels, "channel")
+    for i, con in enumerate(ctx.consoles):
+        if i == 0 and console_is_serial(ctx, con) and ctx.serials:
+            a[id(con)] = "serial0"
+        else:
+            a[id(con)] = f"console{i}"
+    _numbered(ctx, ctx.inputs, "input")
+    _numbered(ctx, d.sounds, "sound")
+    _numbered(ctx, ctx.videos, "video")
+    _numbered(ctx, ctx.watchdogs, "watchdog")
+    _numbered(ctx, d.rngs, "rng")
+    _numbered(ctx, d.tpms, "tpm")
+    if ctx.memballoon is not None:
+        a[id(ctx.memballoon)] = "balloon0"
+    if d.iommu is not None:
+        a[id(d.iommu)] = "iommu0"
+    counters: dict[str, int] = {}
+    for mem in d.memories:
+        prefix = {"nvdimm": "nvdimm", "virtio-pmem": "virtiopmem", "virtio-mem": "virtiomem"}.get(mem.model, "dimm")
+        n = counters.get(prefix, 0)
+        counters[prefix] = n + 1
+        a[id(mem)] = mem.alias if _user_alias(mem.alias) else f"{prefix}{n}"
+
+
+def _user_alias(alias: str | None) -> bool:
+    return bool(alias and alias.startswith("ua-"))
+
+
+def _numbered(ctx: Ctx, devices: list, prefix: str) -> None:
+    for i, dev in enumerate(devices):
+        ctx.aliases[id(dev)] = dev.alias if _user_alias(dev.alias) else f"{prefix}{i}"
+
+
+# --- boot order ----------------------------------------------------------------------------
+
+
+def _boot_indexes(ctx: Ctx) -> None:
+    """<boot order=> per device, or <os><boot dev=> turned into bootindex on the first device of each kind."""
+    devices = [*ctx.disks, *ctx.domain.devices.interfaces, *ctx.hostdevs]
+    explicit = [dev for dev in devices if dev.boot_order is not None]
+    if explicit:
+        for dev in explicit:
+            ctx.boot_index[id(dev)] = dev.boot_order  # type: ignore[assignment]
+        return
+    n = 0
+    boot_devs = ctx.domain.os.boot_devs
+    if not boot_devs and not ctx.domain.os.kernel:
+        boot_devs = ["hd"]  # libvirt's default boot device
+    for dev in boot_devs:
+        target = None
+        if dev == "hd":
+            target = next((k for k in ctx.disks if k.device == "disk" and disk_bus(k) != "fdc"), None)
+        elif dev == "cdrom":
+            target = next((k for k in ctx.disks if k.device == "cdrom"), None)
+        elif dev == "fd":
+            target = next((k for k in ctx.disks if k.device == "floppy"), None)
+        elif dev == "network":
+            target = next((i for i in ctx.domain.devices.interfaces if isinstance(i, Interface)), None)
+        if target is not None and id(target) not in ctx.boot_index:
+            n += 1
+            ctx.boot_index[id(target)] = n

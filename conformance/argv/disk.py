@@ -1,0 +1,201 @@
+"""Disks: -blockdev node chains (QEMU 4.2+ with libvirt) or -drive, and the front-end -device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.context import Ctx
+from conformance.argv.defaults import disk_bus, disk_index
+from conformance.domain.model import Disk
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+# cache mode -> (cache.direct, cache.no-flush, write-cache)
+_CACHE = {
+    "none": (True, False, True), "writeback": (False, False, True), "writethrough": (False, False, False),
+    "directsync": (True, False, False), "unsafe": (False, True, True),
+}
+
+
+def _storage_props(ctx: Ctx, disk: Disk, node: str) -> dict[str, Any]:
+    src = disk.source
+    assert src is not None
+    if disk.type == "block":
+        return {"driver": "host_cdrom" if disk.device == "cdrom" else "host_device", "filename": src.attrs["dev"],
+                "node-name": node}
+    if disk.type == "file":
+        return {"driver": "file", "filename": src.attrs["file"], "node-name": node}
+    if disk.type == "dir":
+        return {"driver": "vvfat", "dir": src.attrs["dir"], "floppy": disk.device == "floppy", "rw": False,
+                "node-name": node}
+    if disk.type == "network":
+        protocol = src.attrs.get("protocol", "")
+        host = src.hosts[0] if src.hosts else {}
+        if protocol == "nbd":
+            server: dict[str, Any] = ({"type": "unix", "path": host["socket"]} if host.get("transport") == "unix"
+                                      else {"type": "inet", "host": host.get("name", ""),
+                                            "port": host.get("port", "10809")})
+            props: dict[str, Any] = {"driver": "nbd", "server": server}
+            if src.attrs.get("name"):
+                props["export"] = src.attrs["name"]
+            props["node-name"] = node
+            return props
+        if protocol in ("http", "https", "ftp", "ftps"):
+            url = f"{protocol}://{host.get('name', '')}"
+            if host.get("port"):
+                url += f":{host['port']}"
+            return {"driver": protocol, "url": f"{url}/{src.attrs.get('name', '').lstrip('/')}", "node-name": node}
+        if protocol == "iscsi":
+            target, _, lun = src.attrs.get("name", "").partition("/")
+            return {"driver": "iscsi", "portal": f"{host.get('name', '')}:{host.get('port', '3260')}",
+                    "target": target, "lun": int(lun or 0), "transport": "tcp", "node-name": node}
+        raise UnsupportedByQemu(f"network disk protocol {protocol!r} is not supported", path=ctx.domain.source,
+                                line=disk.line)
+    raise UnsupportedByQemu(f"disk type {disk.type!r} is not supported", path=ctx.domain.source, line=disk.line)
+
+
+def _readonly(disk: Disk) -> bool:
+    return disk.readonly or disk.device == "cdrom"
+
+
+def blockdev(ctx: Ctx, disk: Disk) -> str | None:
+    """Emit the -blockdev chain; return the node name the front-end uses (None: empty drive)."""
+    if disk.source is None or id(disk) not in ctx.node_index:
+        return None
+    n = ctx.node_index[id(disk)]
+    fmt = disk.driver.get("type") or "raw"
+    cache = _CACHE.get(disk.driver.get("cache", ""))
+    storage = f"libvirt-{n}-storage"
+    props = _storage_props(ctx, disk, storage)
+    # libvirt drops the format layer for raw images (an unset format is raw) without cache/discard options
+    raw = disk.driver.get("type", "raw") == "raw"
+    options = bool(cache or disk.driver.get("discard") or disk.driver.get("detect_zeroes"))
+    layered = not raw or not ctx.modern_libvirt or options
+    if layered:
+        props["auto-read-only"] = True
+        props["discard"] = "unmap"
+    else:
+        props["read-only"] = _readonly(disk)
+    if cache:
+        props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
+    ctx.blockdev_arg(props)
+    if not layered:
+        return storage
+    fmt_props: dict[str, Any] = {"node-name": f"libvirt-{n}-format", "read-only": _readonly(disk)}
+    if cache:
+        fmt_props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
+    if disk.driver.get("discard"):
+        fmt_props["discard"] = disk.driver["discard"]
+    fmt_props["driver"] = fmt
+    fmt_props["file"] = storage
+    ctx.blockdev_arg(fmt_props)
+    return f"libvirt-{n}-format"
+
+
+def _drive(ctx: Ctx, disk: Disk) -> str | None:
+    """Pre-blockdev QEMU: -drive file=...,format=...,if=none,id=drive-ALIAS."""
+    alias = ctx.alias(disk)
+    opts = []
+    if disk.source is not None and disk.source.path:
+        opts.append("file=" + disk.source.path.replace(",", ",,"))
+        if disk.driver.get("type"):
+            opts.append(f"format={disk.driver['type']}")
+    if disk.driver.get("cache"):
+        opts.append(f"cache={disk.driver['cache']}")
+    if _readonly(disk) and disk.source is not None:
+        opts.append("readonly=on")
+    opts += ["if=none", f"id=drive-{alias}"]
+    ctx.add("-drive", ",".join(opts))
+    return f"drive-{alias}"
+
+
+def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
+    bus = disk_bus(disk)
+    alias = ctx.alias(disk)
+    addr = ctx.address(disk)
+    props: dict[str, Any]
+    cache = _CACHE.get(disk.driver.get("cache", ""))
+    if bus == "ide" or bus == "sata":
+        assert addr is not None
+        props = {"driver": "ide-cd" if disk.device == "cdrom" else "ide-hd"}
+        if bus == "ide":
+            cont = ctx.controller("ide", addr.controller or 0)
+            props["bus"] = f"{ctx.alias(cont) if cont else 'ide'}.{addr.bus or 0}"
+            props["unit"] = addr.unit or 0
+        else:
+            cont = ctx.controller("sata", addr.controller or 0)
+            props["bus"] = f"{ctx.alias(cont) if cont else 'ide'}.{addr.unit or 0}"
+    elif bus == "fdc":
+        assert addr is not None
+        props = {"driver": "floppy", "unit": addr.unit or 0}
+    elif bus == "scsi":
+        assert addr is not None
+        cont = ctx.controller("scsi", addr.controller or 0)
+        driver = "scsi-cd" if disk.device == "cdrom" else "scsi-block" if disk.device == "lun" else "scsi-hd"
+        props = {"driver": driver, "bus": f"{ctx.alias(cont) if cont else 'scsi0'}.{addr.bus or 0}"}
+        if cont is not None and cont.model == "lsilogic":
+            props["scsi-id"] = addr.unit or 0
+        else:
+            props.update({"channel": addr.bus or 0, "scsi-id": addr.target or 0, "lun": addr.unit or 0})
+        if disk.device != "lun":
+            props["device_id"] = disk.serial or f"drive-{alias}"
+    elif bus == "virtio":
+        props = {"driver": "virtio-blk-ccw" if addr is not None and addr.type == "ccw" else "virtio-blk-pci"}
+        if ctx.caps.has("virtio-blk-pci.scsi") and not ctx.modern_libvirt and props["driver"] == "virtio-blk-pci":
+            props["scsi"] = False
+        if disk.driver.get("iothread"):
+            props["iothread"] = f"iothread{disk.driver['iothread']}"
+        if disk.driver.get("queues"):
+            props["num-queues"] = int(disk.driver["queues"])
+        props.update(ctx.address_props(disk))
+    elif bus == "usb":
+        props = {"driver": "usb-storage"}
+        if addr is not None and addr.type == "usb":
+            props.update({"bus": f"usb.{addr.bus or 0}" if (addr.bus or 0) == 0 else f"usb{addr.bus}.0",
+                          "port": addr.port})
+    else:
+        raise UnsupportedByQemu(f"disk bus {bus!r} is not supported by the argv builder", path=ctx.domain.source,
+                                line=disk.line)
+    if drive is not None:
+        props["drive"] = drive
+    props["id"] = alias
+    if id(disk) in ctx.boot_index:
+        props["bootindex"] = ctx.boot_index[id(disk)]
+    if bus == "usb":
+        props["removable"] = disk.target_attrs.get("removable") == "on"
+    if disk.serial and bus != "scsi":
+        props["serial"] = disk.serial
+    if disk.serial and bus == "scsi":
+        props["serial"] = disk.serial
+    if disk.wwn:
+        props["wwn"] = int(disk.wwn, 16)
+    if cache and disk.device != "cdrom" and bus != "fdc":
+        props["write-cache"] = "on" if cache[2] else "off"
+    ctx.device(props)
+
+
+def disks(ctx: Ctx) -> None:
+    for disk in ctx.disks:
+        if disk.source is not None and disk.type == "network" and not disk.source.hosts and \
+                disk.source.attrs.get("protocol") != "nbd":
+            raise DomainInvalid("network disk without <host>", path=ctx.domain.source, line=disk.line)
+        drive = blockdev(ctx, disk) if ctx.blockdev else _drive(ctx, disk)
+        disk_device(ctx, disk, drive)
+
+
+def filesystems(ctx: Ctx) -> None:
+    for fs in ctx.domain.devices.filesystems:
+        alias = ctx.alias(fs)
+        driver = fs.driver.get("type", "path")
+        if driver == "virtiofs":
+            raise UnsupportedByQemu("virtiofs filesystems are not supported by the argv builder",
+                                    path=ctx.domain.source, line=fs.line)
+        opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
+                f"path={fs.source.get('dir', '')}"]
+        if fs.readonly:
+            opts.append("readonly=on")
+        ctx.add("-fsdev", ",".join(opts))
+        ctx.device({"driver": "virtio-9p-pci", "id": alias, "fsdev": f"fsdev-{alias}", "mount_tag": fs.target_dir,
+                    **ctx.address_props(fs)})
+
+
+__all__ = ["disk_index", "disks", "filesystems"]

@@ -1,0 +1,44 @@
+"""Input devices: USB and virtio mice, tablets and keyboards, virtio passthrough (PS/2 is built in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.context import Ctx
+from conformance.errors import DomainInvalid
+
+_USB = {"mouse": "usb-mouse", "tablet": "usb-tablet", "keyboard": "usb-kbd"}
+_VIRTIO = {"mouse": "virtio-mouse-pci", "tablet": "virtio-tablet-pci", "keyboard": "virtio-keyboard-pci",
+           "passthrough": "virtio-input-host-pci"}
+
+
+def usb_bus_props(ctx: Ctx, dev) -> dict[str, Any]:
+    addr = ctx.address(dev)
+    if addr is None or addr.type != "usb":
+        return {}
+    cont = ctx.controller("usb", addr.bus or 0)
+    return {"bus": f"{ctx.alias(cont) if cont else 'usb'}.0", "port": addr.port}
+
+
+def inputs(ctx: Ctx) -> None:
+    for inp in ctx.inputs:
+        if inp.bus in ("ps2", None, "xen"):
+            continue
+        props: dict[str, Any]
+        if inp.bus == "usb":
+            driver = _USB.get(inp.type)
+            if driver is None:
+                raise DomainInvalid(f"unknown USB input type {inp.type!r}", path=ctx.domain.source, line=inp.line)
+            props = {"driver": driver, "id": ctx.alias(inp), **usb_bus_props(ctx, inp)}
+        elif inp.bus == "virtio":
+            driver = _VIRTIO.get(inp.type)
+            if driver is None:
+                raise DomainInvalid(f"unknown virtio input type {inp.type!r}", path=ctx.domain.source, line=inp.line)
+            props = {"driver": driver, "id": ctx.alias(inp)}
+            if inp.type == "passthrough":
+                props["evdev"] = inp.source.get("evdev")
+            props.update(ctx.address_props(inp))
+        else:
+            raise DomainInvalid(f"unknown input bus {inp.bus!r}", path=ctx.domain.source, line=inp.line,
+                                hint="use ps2, usb or virtio")
+        ctx.device(props)

@@ -1,0 +1,315 @@
+"""-machine, -accel, -cpu, -m and the RAM backends, -smp, iothreads, NUMA, and the early globals."""
+
+from __future__ import annotations
+
+from conformance.argv.context import Ctx
+from conformance.argv.cpu_host import host_model_cpu
+from conformance.errors import UnsupportedByQemu
+
+_MIB = 1024
+
+
+def aligned_kib(kib: int) -> int:
+    """libvirt rounds guest RAM (and each NUMA cell) up to whole MiB on x86/ARM."""
+    return -(-kib // _MIB) * _MIB
+
+
+def _node_list(nodeset: str) -> list[int]:
+    nodes: set[int] = set()
+    excluded: set[int] = set()
+    for part in nodeset.split(","):
+        part = part.strip()
+        target = excluded if part.startswith("^") else nodes
+        part = part.lstrip("^")
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            target.update(range(int(lo), int(hi) + 1))
+        else:
+            target.add(int(part))
+    return sorted(nodes - excluded)
+
+
+def pflash(ctx: Ctx) -> None:
+    loader = ctx.domain.os.loader
+    if loader is None or loader.attrs.get("type") != "pflash" or not loader.path:
+        return
+    nvram = ctx.domain.os.nvram
+    images = [("pflash0", loader.path, loader.attrs.get("format", "raw"), True)]
+    if nvram is not None or loader.attrs.get("readonly") == "yes":
+        path = nvram.path if nvram is not None and nvram.path else \
+            f"/var/lib/libvirt/qemu/nvram/{ctx.domain.name}_VARS.fd"
+        fmt = nvram.attrs.get("format", "raw") if nvram is not None else "raw"
+        images.append(("pflash1", path, fmt, False))
+    for name, path, fmt, readonly in images:
+        storage = f"libvirt-{name}-storage"
+        ctx.blockdev_arg({"driver": "file", "filename": path, "node-name": storage, "auto-read-only": True,
+                          "discard": "unmap"})
+        fmt_node = {"node-name": f"libvirt-{name}-format", "read-only": readonly, "driver": fmt, "file": storage}
+        if fmt == "qcow2":
+            fmt_node["backing"] = None
+            ctx.argv += ["-blockdev", _json_keep_null(fmt_node)]
+        else:
+            ctx.blockdev_arg(fmt_node)
+
+
+def _json_keep_null(props: dict) -> str:
+    import json
+
+    return json.dumps(props, separators=(",", ":"))
+
+
+def uses_default_ram_backend(ctx: Ctx) -> bool:
+    cpu = ctx.domain.cpu
+    return bool(ctx.machine and ctx.machine.default_ram_id and not (cpu and cpu.numa))
+
+
+def machine(ctx: Ctx) -> None:
+    d = ctx.domain
+    opts = [ctx.machine_name, "usb=off"]
+    feats = d.features
+    vmport = feats.get("vmport")
+    if vmport is not None and ctx.is_x86:
+        opts.append(f"vmport={vmport.attrs.get('state', 'on')}")
+    smm = feats.get("smm")
+    if smm is not None and smm.attrs.get("state") == "off":
+        opts.append("smm=off")
+    if ctx.is_arm_virt:
+        gic = feats.get("gic")
+        version = gic.attrs.get("version") if gic is not None else None
+        if not version or version == "host":
+            # libvirt picks what the host supports under KVM (GICv3 on current hosts), GICv2 under TCG
+            version = "3" if d.type == "kvm" else "2"
+        opts.append(f"gic-version={version}")
+    i8042 = feats.get("ps2")
+    if i8042 is not None and "state" in i8042.attrs:
+        if not ctx.caps.has("machine-i8042-opt"):
+            raise UnsupportedByQemu("i8042 is not available for this QEMU binary", path=d.source,
+                                    hint="needs QEMU 7.0+")
+        opts.append(f"i8042={i8042.attrs['state']}")
+    opts.append("dump-guest-core=off")
+    if any(m.model == "nvdimm" for m in d.devices.memories):
+        opts.append("nvdimm=on")
+    if uses_default_ram_backend(ctx):
+        opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
+    loader = d.os.loader
+    if loader is not None and loader.attrs.get("type") == "pflash" and loader.path:
+        opts.append("pflash0=libvirt-pflash0-format")
+        if d.os.nvram is not None or loader.attrs.get("readonly") == "yes":
+            opts.append("pflash1=libvirt-pflash1-format")
+    if d.launch_security is not None:
+        opts.append("confidential-guest-support=lsec0")
+    hpet = _timer(ctx, "hpet")
+    if hpet is not None and "present" in hpet and ctx.caps.has("machine-hpet"):
+        opts.append(f"hpet={'on' if hpet['present'] == 'yes' else 'off'}")
+    if ctx.machine is not None and ctx.machine.acpi is not None:
+        opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
+    ctx.add("-machine", ",".join(opts))
+    ctx.add("-accel", "kvm" if d.type == "kvm" else "tcg")
+
+
+def _timer(ctx: Ctx, name: str) -> dict[str, str] | None:
+    clock = ctx.domain.clock
+    if clock is None:
+        return None
+    for t in clock.timers:
+        if t.name == name:
+            return t.attrs
+    return None
+
+
+def cpu(ctx: Ctx) -> None:
+    d = ctx.domain
+    c = d.cpu
+    feats: list[str] = []
+    if c is not None and c.mode == "host-passthrough":
+        model = "host"
+        if ctx.is_x86 and c.attrs.get("migratable", "on") == "on":
+            feats.append("migratable=on")
+    elif c is not None and c.mode == "maximum":
+        model = "max"
+    elif c is not None and c.mode == "host-model":
+        model, extra = host_model_cpu(ctx)
+        feats += extra
+    elif c is not None and c.model:
+        model = c.model
+    else:
+        model = default_cpu_model(ctx)
+        if model is None:
+            return
+    if c is not None and c.mode not in ("host-model",):
+        for policy, name in c.features:
+            if policy in ("require", "force"):
+                feats.append(f"{name}=on")
+            elif policy in ("disable", "forbid"):
+                feats.append(f"{name}=off")
+    hyperv = d.features.get("hyperv")
+    if hyperv is not None:
+        if hyperv.attrs.get("mode") == "passthrough":
+            feats.append("hv-passthrough=on")
+        for child in hyperv.children:
+            if child.get("state") == "on":
+                name = {"vpindex": "hv-vpindex", "spinlocks": "hv-spinlocks"}.get(child.tag, f"hv-{child.tag}")
+                if child.tag == "spinlocks" and child.get("retries"):
+                    feats.append(f"hv-spinlocks={int(child.get('retries')):#x}")
+                else:
+                    feats.append(f"{name}=on")
+    kvm = d.features.get("kvm")
+    if kvm is not None:
+        for child in kvm.children:
+            if child.tag == "hidden" and child.get("state") == "on":
+                feats.append("kvm=off")
+    ctx.add("-cpu", ",".join([model, *feats]))
+
+
+def default_cpu_model(ctx: Ctx) -> str | None:
+    """The machine type's default CPU (libvirt sets it explicitly on x86, s390, ppc64 and for TCG)."""
+    if ctx.domain.type != "qemu" and not (ctx.is_x86 or ctx.is_s390 or ctx.arch.startswith("ppc64")):
+        return None
+    typename = ctx.machine.default_cpu if ctx.machine else None
+    if not typename:
+        return None
+    for model in ctx.caps.cpu_models:
+        if model.typename == typename:
+            return model.name
+    for suffix in (f"-{ctx.arch}-cpu", "-x86_64-cpu", "-arm-cpu", "-s390x-cpu", "-powerpc64-cpu"):
+        if typename.endswith(suffix):
+            return typename[: -len(suffix)]
+    return typename
+
+
+def memory(ctx: Ctx) -> None:
+    d = ctx.domain
+    cells = d.cpu.numa if d.cpu else []
+    total = sum(aligned_kib(c.memory_kib) for c in cells) if cells else aligned_kib(d.memory_kib or 0)
+    if ctx.modern_libvirt or d.max_memory_kib is not None:
+        opt = f"size={total}k"
+        if d.max_memory_kib is not None:
+            if d.max_memory_slots is not None:
+                opt += f",slots={d.max_memory_slots}"
+            opt += f",maxmem={aligned_kib(d.max_memory_kib)}k"
+    else:  # libvirt before 10: MiB, maxmem in MiB too
+        opt = str(total // 1024)
+        if d.max_memory_kib is not None:
+            if d.max_memory_slots is not None:
+                opt += f",slots={d.max_memory_slots}"
+            opt += f",maxmem={aligned_kib(d.max_memory_kib) // 1024}M"
+    ctx.add("-m", opt)
+    if uses_default_ram_backend(ctx):
+        ctx.object(ram_backend(ctx, ctx.machine.default_ram_id, total * 1024))  # type: ignore[union-attr]
+    ctx.add("-overcommit", "mem-lock=off")
+
+
+def ram_backend(ctx: Ctx, ident: str, size: int, extra: dict | None = None) -> dict:
+    mb = ctx.domain.memory_backing
+    if mb is not None and mb.hugepages is not None:
+        props = {"qom-type": "memory-backend-file", "id": ident,
+                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/-1-{ctx.domain.name}"}
+        if ctx.caps.has("memory-backend-file.x-use-canonical-path-for-ramblock-id") or ctx.json_object:
+            props["x-use-canonical-path-for-ramblock-id"] = False
+        props["prealloc"] = True
+        props["size"] = size
+        return props
+    return {"qom-type": "memory-backend-ram", "id": ident, "size": size, **(extra or {})}
+
+
+def smp(ctx: Ctx) -> None:
+    d = ctx.domain
+    current = d.vcpu_attrs.get("current")
+    opt = str(int(current) if current else d.vcpus)
+    if current and int(current) != d.vcpus:
+        opt += f",maxcpus={d.vcpus}"
+    topo = d.cpu.topology if d.cpu else {}
+    if topo.get("sockets"):
+        opt += f",sockets={topo['sockets']}"
+        if ctx.caps.has("smp-dies") or ctx.json_device or "dies" in topo:
+            opt += f",dies={topo.get('dies', 1)}"
+        if ctx.caps.has("smp-clusters") or "clusters" in topo or ctx.caps.version >= _v(7, 0):
+            opt += f",clusters={topo.get('clusters', 1)}"
+        opt += f",cores={topo.get('cores', 1)},threads={topo.get('threads', 1)}"
+    else:
+        opt += f",sockets={d.vcpus},cores=1,threads=1"
+    ctx.add("-smp", opt)
+
+
+def _v(major: int, minor: int):
+    from conformance.caps.model import QemuVersion
+
+    return QemuVersion(major, minor)
+
+
+def iothreads(ctx: Ctx) -> None:
+    for i in range(1, (ctx.domain.iothreads or 0) + 1):
+        ctx.object({"qom-type": "iothread", "id": f"iothread{i}"})
+
+
+def numa(ctx: Ctx) -> None:
+    d = ctx.domain
+    cells = d.cpu.numa if d.cpu else []
+    memnodes = {int(m.get("cellid", -1)): m for m in (d.numatune.memnodes if d.numatune else [])}
+    for i, cell in enumerate(cells):
+        node = cell.id if cell.id is not None else i
+        extra: dict = {}
+        mn = memnodes.get(node)
+        default = d.numatune.memory if d.numatune else {}
+        if (mn is None or not mn.get("nodeset")) and default.get("nodeset") and \
+                default.get("placement", "static") == "static" and default.get("mode") != "restrictive":
+            mn = default
+        if mn is not None and mn.get("nodeset"):
+            extra["host-nodes"] = _node_list(mn["nodeset"])
+            extra["policy"] = {"strict": "bind", "restrictive": "bind"}.get(mn.get("mode", "strict"),
+                                                                           mn.get("mode", "strict"))
+        ctx.object(ram_backend(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, extra))
+        opt = f"node,nodeid={node}"
+        if cell.cpus:
+            opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))
+        opt += f",memdev=ram-node{node}"
+        ctx.add("-numa", opt)
+
+
+def clock_and_pm(ctx: Ctx) -> None:
+    d = ctx.domain
+    ctx.add("-uuid", d.uuid) if d.uuid else None
+    if not d.devices.graphics:
+        ctx.add("-display", "none")
+    ctx.add("-no-user-config", "-nodefaults")
+    clock = d.clock
+    rtc = f"base={'localtime' if clock and clock.offset == 'localtime' else 'utc'}"
+    rtc_timer = _timer(ctx, "rtc")
+    if rtc_timer and rtc_timer.get("tickpolicy") == "catchup":
+        rtc += ",driftfix=slew"
+    ctx.add("-rtc", rtc)
+    pit = _timer(ctx, "pit")
+    if pit and pit.get("tickpolicy") in ("delay", "discard"):
+        ctx.add("-global", f"kvm-pit.lost_tick_policy={pit['tickpolicy']}")
+    ctx.add("-no-shutdown")
+    if (ctx.is_x86 or ctx.arch == "aarch64") and "acpi" not in d.features and \
+            (ctx.machine is None or ctx.machine.acpi is None):
+        ctx.add("-no-acpi")
+    if ctx.is_x86 and d.pm:
+        dev = "ICH9-LPC" if ctx.is_q35 else "PIIX4_PM"
+        for tag, name in (("suspend-to-mem", "disable_s3"), ("suspend-to-disk", "disable_s4")):
+            if tag in d.pm:
+                ctx.add("-global", f"{dev}.{name}={0 if d.pm[tag] == 'yes' else 1}")
+
+
+def boot(ctx: Ctx) -> None:
+    o = ctx.domain.os
+    opts = []
+    if o.bootmenu.get("enable") == "yes":
+        opts.append("menu=on")
+        if o.bootmenu.get("timeout"):
+            opts.append(f"splash-time={o.bootmenu['timeout']}")
+    if o.bios.get("rebootTimeout"):
+        opts.append(f"reboot-timeout={o.bios['rebootTimeout']}")
+    opts.append("strict=on")
+    ctx.add("-boot", ",".join(opts))
+    if o.kernel:
+        ctx.add("-kernel", o.kernel)
+    if o.initrd:
+        ctx.add("-initrd", o.initrd)
+    if o.cmdline:
+        ctx.add("-append", o.cmdline)
+    if o.dtb:
+        ctx.add("-dtb", o.dtb)

@@ -1,0 +1,192 @@
+"""Small device families: watchdog, memballoon, RNG, panic, IOMMU, TPM, memory devices, launch security."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.chardev import chardev_backend
+from conformance.argv.context import Ctx
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+
+def watchdogs(ctx: Ctx) -> None:
+    action = None
+    for wd in ctx.watchdogs:
+        if wd.model == "itco":
+            ctx.add("-global", "ICH9-LPC.noreboot=off")
+        elif wd.model in ("i6300esb", "ib700", "diag288"):
+            ctx.device({"driver": wd.model, "id": ctx.alias(wd), **ctx.address_props(wd)})
+        else:
+            raise DomainInvalid(f"unknown watchdog model {wd.model!r}", path=ctx.domain.source, line=wd.line)
+        action = action or wd.action or "reset"
+    if action is not None:
+        ctx.add("-watchdog-action", {"dump": "pause"}.get(action, action))
+
+
+def memballoon(ctx: Ctx) -> None:
+    mb = ctx.memballoon
+    if mb is None or mb.model == "none":
+        return
+    if not mb.model.startswith("virtio"):
+        raise DomainInvalid(f"unknown memballoon model {mb.model!r}", path=ctx.domain.source, line=mb.line)
+    addr = ctx.address(mb)
+    driver = "virtio-balloon-ccw" if addr is not None and addr.type == "ccw" else "virtio-balloon-pci"
+    props: dict[str, Any] = {"driver": driver, "id": ctx.alias(mb), **ctx.address_props(mb)}
+    if mb.attrs.get("autodeflate"):
+        props["deflate-on-oom"] = mb.attrs["autodeflate"] == "on"
+    if mb.attrs.get("freePageReporting"):
+        props["free-page-reporting"] = mb.attrs["freePageReporting"] == "on"
+    ctx.device(props)
+
+
+def rngs(ctx: Ctx) -> None:
+    for rng in ctx.domain.devices.rngs:
+        alias = ctx.alias(rng)
+        obj = f"obj{alias}"
+        if rng.backend_model == "random":
+            ctx.object({"qom-type": "rng-random", "id": obj, "filename": rng.backend_path or "/dev/random"})
+        elif rng.backend_model == "builtin":
+            ctx.object({"qom-type": "rng-builtin", "id": obj})
+        elif rng.backend_model == "egd" and rng.egd is not None:
+            chardev_backend(ctx, rng.egd, f"char{alias}")
+            ctx.object({"qom-type": "rng-egd", "id": obj, "chardev": f"char{alias}"})
+        else:
+            raise DomainInvalid(f"unknown rng backend {rng.backend_model!r}", path=ctx.domain.source, line=rng.line)
+        addr = ctx.address(rng)
+        driver = "virtio-rng-ccw" if addr is not None and addr.type == "ccw" else "virtio-rng-pci"
+        props: dict[str, Any] = {"driver": driver, "rng": obj, "id": alias}
+        if rng.rate.get("bytes"):
+            props["max-bytes"] = int(rng.rate["bytes"])
+            props["period"] = int(rng.rate.get("period", 1000))
+        props.update(ctx.address_props(rng))
+        ctx.device(props)
+
+
+def panics(ctx: Ctx) -> None:
+    for panic in ctx.domain.devices.panics:
+        model = panic.model or ("isa" if ctx.is_x86 else "s390" if ctx.is_s390 else "pvpanic")
+        if model == "isa":
+            props: dict[str, Any] = {"driver": "pvpanic"}
+            addr = ctx.address(panic)
+            if addr is not None and "iobase" in addr.extra:
+                props["ioport"] = int(addr.extra["iobase"], 0)
+            ctx.device(props)
+        elif model == "pvpanic":
+            ctx.device({"driver": "pvpanic-pci", "id": ctx.alias(panic), **ctx.address_props(panic)})
+        elif model in ("hyperv", "s390"):
+            continue
+        else:
+            raise DomainInvalid(f"unknown panic model {model!r}", path=ctx.domain.source, line=panic.line)
+
+
+def iommu(ctx: Ctx) -> None:
+    dev = ctx.domain.devices.iommu
+    if dev is None:
+        return
+    if dev.model == "virtio":
+        ctx.device({"driver": "virtio-iommu", "id": ctx.alias(dev), **ctx.address_props(dev)})
+    elif dev.model == "intel":
+        props: dict[str, Any] = {"driver": "intel-iommu", "id": ctx.alias(dev)}
+        drv = dev.driver
+        if drv.get("intremap"):
+            props["intremap"] = drv["intremap"]
+        if drv.get("caching_mode"):
+            props["caching-mode"] = drv["caching_mode"] == "on"
+        if drv.get("eim"):
+            props["eim"] = drv["eim"]
+        if drv.get("iotlb"):
+            props["device-iotlb"] = drv["iotlb"] == "on"
+        ctx.device(props)
+    elif dev.model == "smmuv3":
+        return  # a machine option on ARM virt
+    else:
+        raise DomainInvalid(f"unknown iommu model {dev.model!r}", path=ctx.domain.source, line=dev.line)
+
+
+def tpms(ctx: Ctx) -> None:
+    for tpm in ctx.domain.devices.tpms:
+        alias = ctx.alias(tpm)
+        model = tpm.model or "tpm-tis"  # libvirt's default on x86
+        if tpm.backend_type == "passthrough":
+            path = tpm.backend_source.get("path", "/dev/tpm0")
+            ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path={path}")
+        elif tpm.backend_type in ("emulator", "external"):
+            path = tpm.backend_source.get("path") or f"/run/libvirt/qemu/swtpm/-1-{ctx.domain.name}-swtpm.sock"
+            ctx.add("-chardev", f"socket,id=chrtpm,path={path}")
+            ctx.add("-tpmdev", f"emulator,id=tpm-{alias},chardev=chrtpm")
+        else:
+            raise DomainInvalid(f"unknown TPM backend {tpm.backend_type!r}", path=ctx.domain.source, line=tpm.line)
+        driver = {"tpm-tis": "tpm-tis", "tpm-crb": "tpm-crb", "tpm-spapr": "tpm-spapr"}.get(model)
+        if driver is None:
+            raise DomainInvalid(f"unknown TPM model {model!r}", path=ctx.domain.source, line=tpm.line)
+        ctx.device({"driver": driver, "tpmdev": f"tpm-{alias}", "id": alias})
+
+
+def memory_device_kib(ctx: Ctx, kib: int) -> int:
+    """libvirt rounds hotpluggable memory up to 2 MiB on x86 (256 MiB on ppc64), 1 MiB elsewhere."""
+    step = 2048 if ctx.is_x86 else 262144 if ctx.arch.startswith("ppc64") else 1024
+    return -(-kib // step) * step
+
+
+def memory_devices(ctx: Ctx) -> None:
+    slot = 0
+    for mem in ctx.domain.devices.memories:
+        alias = ctx.alias(mem)
+        size = memory_device_kib(ctx, mem.target_size_kib or 0) * 1024
+        backend = f"mem{alias}"
+        if mem.model in ("nvdimm", "virtio-pmem"):
+            props: dict[str, Any] = {"qom-type": "memory-backend-file", "id": backend,
+                                     "mem-path": mem.source.get("path", "")}
+            props["share"] = mem.attrs.get("access") == "shared" or (mem.model == "virtio-pmem" and \
+                mem.attrs.get("access") != "private")
+            if mem.model == "nvdimm" and mem.target_readonly:
+                props["prealloc"] = True
+            props["size"] = size
+            if mem.source_pmem:
+                props["pmem"] = True
+            ctx.object(props)
+        elif mem.model == "dimm":
+            ctx.object({"qom-type": "memory-backend-ram", "id": backend, "size": size})
+        else:
+            raise UnsupportedByQemu(f"memory device model {mem.model!r} is not supported by the argv builder",
+                                    path=ctx.domain.source, line=mem.line)
+        if mem.model == "virtio-pmem":
+            base = next((t.get("base") for t in mem.target_children if t.tag == "address"), None)
+            dev: dict[str, Any] = {"driver": "virtio-pmem-pci", "memdev": backend}
+            if base:
+                dev["memaddr"] = int(base, 0)
+            dev.update({"id": alias, **ctx.address_props(mem)})
+            ctx.device(dev)
+            continue
+        dev = {"driver": mem.model if mem.model == "nvdimm" else "pc-dimm"}
+        if mem.target_node is not None:
+            dev["node"] = mem.target_node
+        if mem.model == "nvdimm" and mem.target_label_kib:
+            dev["label-size"] = mem.target_label_kib * 1024
+        if mem.model == "nvdimm" and mem.target_readonly:
+            dev["unarmed"] = True
+        dev["memdev"] = backend
+        dev["id"] = alias
+        addr = mem.address
+        dev["slot"] = int(addr.extra.get("slot", slot)) if addr is not None and addr.type == "dimm" else slot
+        slot = dev["slot"] + 1
+        ctx.device(dev)
+
+
+def launch_security(ctx: Ctx) -> None:
+    ls = ctx.domain.launch_security
+    if ls is None:
+        return
+    if ls.type != "sev":
+        raise UnsupportedByQemu(f"<launchSecurity type='{ls.type}'> is not supported by the argv builder",
+                                path=ctx.domain.source)
+    v = ls.values
+    props: dict[str, Any] = {"qom-type": "sev-guest", "id": "lsec0", "cbitpos": int(v.get("cbitpos", "47")),
+                             "reduced-phys-bits": int(v.get("reducedPhysBits", "1")),
+                             "policy": int(v.get("policy", "0x0"), 0)}
+    home = f"/var/lib/libvirt/qemu/domain--1-{ctx.domain.name}"
+    if v.get("dhCert"):
+        props["dh-cert-file"] = f"{home}/dh_cert.base64"
+    if v.get("session"):
+        props["session-file"] = f"{home}/session.base64"
+    ctx.object(props)

@@ -1,0 +1,454 @@
+"""PCI addresses the way libvirt assigns them when the XML has none.
+
+The rules (libvirt's qemu_domain_address.c and conf/domain_addr.c): every
+device gets "connect flags" (conventional PCI, PCI Express, a controller
+kind); buses accept some flags; the first pass runs "dry" and grows the bus
+list (pci-bridge on pci-root machines, pcie-root-port on pcie-root machines,
+pcie-root-port + pcie-to-pci-bridge for a conventional device on a pure PCIe
+machine); the auto-added controllers join the domain and a second pass
+assigns the real addresses in libvirt's device order. pcie-root-ports share
+a slot (functions 0-7) when they are auto-placed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from conformance.argv.context import Ctx
+from conformance.argv.defaults import disk_bus, insert_controller
+from conformance.argv.net import nic_model
+from conformance.domain.model import Address, Controller, Device
+from conformance.errors import DomainInvalid
+
+HOTPLUGGABLE, AUTOASSIGN, AGGREGATE, INTEGRATED = 1, 2, 4, 8
+PCI_DEVICE, PCIE_DEVICE, ROOT_PORT, SWITCH_UP, SWITCH_DOWN = 16, 32, 64, 128, 256
+DMI_BRIDGE, PXB, PXB_PCIE, PCI_BRIDGE, PCIE_TO_PCI = 512, 1024, 2048, 4096, 8192
+TYPES = (PCI_DEVICE | PCIE_DEVICE | ROOT_PORT | SWITCH_UP | SWITCH_DOWN | DMI_BRIDGE | PXB | PXB_PCIE | PCI_BRIDGE
+         | PCIE_TO_PCI)
+ENDPOINT = PCI_DEVICE | PCIE_DEVICE
+
+CONTROLLER_CONNECT = {
+    "pci-bridge": PCI_BRIDGE, "pci-expander-bus": PXB, "pcie-expander-bus": PXB_PCIE,
+    "dmi-to-pci-bridge": DMI_BRIDGE, "pcie-to-pci-bridge": PCIE_TO_PCI, "pcie-root-port": ROOT_PORT | AGGREGATE,
+    "pcie-switch-upstream-port": SWITCH_UP, "pcie-switch-downstream-port": SWITCH_DOWN,
+}
+
+# controller model -> the QEMU device libvirt uses for it
+PCI_MODEL_NAMES = {
+    "pci-bridge": "pci-bridge", "dmi-to-pci-bridge": "i82801b11-bridge", "pcie-to-pci-bridge": "pcie-pci-bridge",
+    "pcie-switch-upstream-port": "x3130-upstream", "pcie-switch-downstream-port": "xio3130-downstream",
+    "pci-expander-bus": "pxb", "pcie-expander-bus": "pxb-pcie",
+}
+
+
+@dataclass
+class Bus:
+    model: str
+    flags: int
+    min_slot: int
+    max_slot: int
+    functions: list[int] = field(default_factory=lambda: [0] * 32)
+    aggregate: list[bool] = field(default_factory=lambda: [False] * 32)
+
+
+def _bus(model: str, hotplug: bool = True) -> Bus:
+    hp = HOTPLUGGABLE if hotplug else 0
+    if model == "pci-root":
+        return Bus(model, AUTOASSIGN | PCI_DEVICE | PCI_BRIDGE | PXB | hp, 1, 31)
+    if model == "pci-bridge":
+        return Bus(model, AUTOASSIGN | PCI_DEVICE | PCI_BRIDGE | hp, 1, 31)
+    if model == "pci-expander-bus":
+        return Bus(model, AUTOASSIGN | PCI_DEVICE | PCI_BRIDGE | hp, 0, 31)
+    if model == "pcie-root":
+        return Bus(model, PCIE_DEVICE | ROOT_PORT | DMI_BRIDGE | PXB_PCIE, 1, 31)
+    if model == "dmi-to-pci-bridge":
+        return Bus(model, PCI_DEVICE | PCI_BRIDGE, 0, 31)
+    if model == "pcie-to-pci-bridge":
+        return Bus(model, AUTOASSIGN | PCI_DEVICE | PCI_BRIDGE | hp, 1, 31)
+    if model in ("pcie-root-port", "pcie-switch-downstream-port"):
+        return Bus(model, AUTOASSIGN | PCIE_DEVICE | SWITCH_UP | PCIE_TO_PCI | hp, 0, 0)
+    if model == "pcie-switch-upstream-port":
+        return Bus(model, SWITCH_DOWN, 0, 31)
+    if model == "pcie-expander-bus":
+        return Bus(model, ROOT_PORT | DMI_BRIDGE, 0, 31)
+    raise DomainInvalid(f"unknown PCI controller model {model!r}",
+                        hint="use pci-root, pcie-root, pci-bridge, pcie-root-port, dmi-to-pci-bridge, ...")
+
+
+def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) -> bool:
+    if dev_flags & INTEGRATED:
+        if bus_no != 0:
+            return False
+        bus_flags |= AUTOASSIGN
+    if from_config:
+        if bus_flags & ENDPOINT:
+            bus_flags |= ENDPOINT
+        if dev_flags & PCI_BRIDGE:
+            dev_flags |= PCI_DEVICE
+    elif dev_flags & AUTOASSIGN and not bus_flags & AUTOASSIGN:
+        return False
+    if dev_flags & HOTPLUGGABLE and not bus_flags & HOTPLUGGABLE:
+        return False
+    return bool(dev_flags & bus_flags & TYPES)
+
+
+class AddressSet:
+    def __init__(self, ctx: Ctx, dry_run: bool, pcie_to_pci_ok: bool) -> None:
+        self.ctx = ctx
+        self.dry_run = dry_run
+        self.pcie_to_pci_ok = pcie_to_pci_ok
+        self.buses: list[Bus] = []
+
+    def fail(self, message: str) -> DomainInvalid:
+        return DomainInvalid(message, path=self.ctx.domain.source)
+
+    def grow(self, addr: Address, flags: int) -> None:
+        add = (addr.bus or 0) - len(self.buses) + 1
+        if add <= 0:
+            return
+        need_dmi = need_p2p = False
+        if flags & PCI_DEVICE:
+            model = "pci-bridge"
+            if not any(b.flags & PCI_BRIDGE for b in self.buses):
+                need_dmi, need_p2p = not self.pcie_to_pci_ok, self.pcie_to_pci_ok
+                if add == 1:
+                    add += 1
+                    addr.bus = (addr.bus or 0) + 1
+        elif flags & (PCIE_DEVICE | SWITCH_UP):
+            model = "pcie-root-port"
+        else:
+            raise self.fail("no PCI slot for a PCI controller, and none can be added automatically")
+        new: list[Bus] = []
+        if need_dmi:
+            new.append(_bus("dmi-to-pci-bridge", hotplug=False))
+        if need_p2p:
+            port = _bus("pcie-root-port")
+            port.flags = PCIE_TO_PCI
+            new += [port, _bus("pcie-to-pci-bridge")]
+        while len(new) < add:
+            new.append(_bus(model))
+        self.buses += new
+
+    def reserve(self, addr: Address, flags: int, from_config: bool) -> None:
+        if self.dry_run:
+            self.grow(addr, flags)
+        b, slot, fn = addr.bus or 0, addr.slot or 0, addr.function or 0
+        where = f"{addr.domain or 0:04x}:{b:02x}:{slot:02x}.{fn}"
+        if b >= len(self.buses):
+            raise self.fail(f"invalid PCI address {where}: only PCI buses up to {len(self.buses) - 1} are available")
+        bus = self.buses[b]
+        if not _compatible(b, bus.flags, flags, from_config):
+            raise self.fail(f"the device at PCI address {where} cannot be plugged into the PCI controller "
+                            f"with index='{b}' ({bus.model})")
+        if slot < bus.min_slot or slot > bus.max_slot:
+            raise self.fail(f"invalid PCI address {where}: slot must be {bus.min_slot}..{bus.max_slot}")
+        if bus.functions[slot] & (1 << fn):
+            raise self.fail(f"attempted double use of PCI address {where}")
+        if not bus.functions[slot] and flags & AGGREGATE:
+            bus.aggregate[slot] = True
+        bus.functions[slot] |= 1 << fn
+
+    def _find_on_bus(self, b: int, flags: int) -> Address | None:
+        bus = self.buses[b]
+        if not _compatible(b, bus.flags, flags, False):
+            return None
+        for slot in range(bus.min_slot, bus.max_slot + 1):
+            if bus.functions[slot] == 0:
+                return Address(type="pci", domain=0, bus=b, slot=slot, function=0)
+            if flags & AGGREGATE and bus.aggregate[slot]:
+                for fn in range(8):
+                    if not bus.functions[slot] & (1 << fn):
+                        return Address(type="pci", domain=0, bus=b, slot=slot, function=fn)
+        return None
+
+    def next_addr(self, flags: int) -> Address:
+        for b in range(len(self.buses)):
+            found = self._find_on_bus(b, flags)
+            if found is not None:
+                return found
+        if self.dry_run:
+            addr = Address(type="pci", domain=0, bus=len(self.buses), slot=0, function=0)
+            self.grow(addr, flags)
+            addr.slot = self.buses[addr.bus or 0].min_slot
+            return addr
+        raise self.fail("no more available PCI slots")
+
+    def reserve_next(self, flags: int) -> Address:
+        addr = self.next_addr(flags)
+        self.reserve(addr, flags, False)
+        return addr
+
+    def slot_in_use(self, bus: int, slot: int) -> bool:
+        return bool(self.buses[bus].functions[slot])
+
+
+# --- device connect flags ----------------------------------------------------------------------
+
+
+def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
+    """Devices that want a PCI address with their connect flags, in libvirt's assignment order."""
+    pcie = (PCIE_DEVICE if ctx.has_pcie_root else PCI_DEVICE) | AUTOASSIGN
+    pci = PCI_DEVICE | AUTOASSIGN
+    virtio = pcie
+    d = ctx.domain.devices
+    out: list[tuple[Device, int]] = []
+    for cont in ctx.controllers:
+        if cont.type == "pci" and cont.model not in ("pci-root", "pcie-root"):
+            out.append((cont, CONTROLLER_CONNECT.get(cont.model or "", 0)))
+    out += [(fs, virtio) for fs in d.filesystems]
+    for net in d.interfaces:
+        if net.type == "hostdev" or net.model == "usb-net":
+            continue
+        model = nic_model(ctx, net)
+        if model in ("virtio", "virtio-non-transitional"):
+            flags = virtio
+        elif model == "virtio-transitional":
+            flags = pci
+        elif model in ("e1000e", "igb") or model not in _KNOWN_NIC_MODELS:
+            flags = pcie
+        else:
+            flags = pci
+        out.append((net, flags))
+    for snd in d.sounds:
+        if snd.model not in ("sb16", "pcspk", "usb", "ich7"):
+            out.append((snd, pci))
+    for cont in ctx.controllers:
+        if cont.type in ("pci", "fdc", "ccid") or (cont.type == "usb" and cont.model == "none"):
+            continue
+        if cont.type == "ide" and cont.index == 0:
+            continue
+        flags = pci
+        if cont.type == "usb" and cont.model in ("nec-xhci", "qemu-xhci"):
+            flags = pcie
+        elif cont.type == "scsi":
+            if cont.model in ("virtio-scsi", "virtio-non-transitional"):
+                flags = virtio
+            elif cont.model in (None, "ncr53c90", "ibmvscsi"):
+                continue
+        elif cont.type == "virtio-serial":
+            flags = pci if cont.model == "virtio-transitional" else virtio
+        elif cont.type not in ("usb", "sata", "ide"):
+            continue
+        out.append((cont, flags))
+    for disk in ctx.disks:
+        if disk_bus(disk) == "virtio":
+            out.append((disk, pci if disk.model == "virtio-transitional" else virtio))
+    for hd in ctx.hostdevs:
+        if getattr(hd, "type", "") in ("pci", "hostdev", "scsi_host", "mdev"):
+            out.append((hd, pcie))
+    mb = ctx.memballoon
+    if mb is not None and mb.model in ("virtio", "virtio-non-transitional", "virtio-transitional"):
+        out.append((mb, pci if mb.model == "virtio-transitional" else virtio))
+    out += [(rng, pci if rng.model == "virtio-transitional" else virtio) for rng in d.rngs]
+    out += [(wd, pci) for wd in ctx.watchdogs if wd.model == "i6300esb"]
+    for vid in ctx.videos:
+        model = video_model(ctx, vid)
+        if model in ("none", "ramfb"):
+            continue
+        out.append((vid, virtio if model == "virtio" else pcie if model == "bochs" else pci))
+    for inp in ctx.inputs:
+        if inp.bus == "virtio":
+            out.append((inp, pci if inp.model == "virtio-transitional" else virtio))
+    for ser in ctx.serials:
+        if ser.target_type == "pci-serial" or ser.target_model == "pci-serial":
+            out.append((ser, pci))
+    if d.iommu is not None and d.iommu.model == "virtio":
+        out.append((d.iommu, virtio | INTEGRATED))
+    for mem in d.memories:
+        if mem.model in ("virtio-pmem", "virtio-mem"):
+            out.append((mem, virtio))
+    for panic in d.panics:
+        if panic.model == "pvpanic":
+            out.append((panic, pci | INTEGRATED))
+    return out
+
+
+_KNOWN_NIC_MODELS = {
+    "virtio", "virtio-transitional", "virtio-non-transitional", "e1000", "e1000e", "igb", "rtl8139", "vmxnet3",
+    "ne2k_pci", "pcnet", "netfront", "i82551", "i82557b", "i82559er", "ne2k_isa", "lan9118", "smc91c111",
+    "spapr-vlan", "usb-net", "vhost-user",
+}
+
+
+def video_model(ctx: Ctx, vid) -> str:
+    if vid.model:
+        return vid.model
+    if ctx.is_arm_virt or ctx.is_s390:
+        return "virtio"
+    return "cirrus"
+
+
+# --- the two passes ------------------------------------------------------------------------------
+
+
+def _new_set(ctx: Ctx, dry_run: bool, nbuses: int) -> AddressSet:
+    addrs = AddressSet(ctx, dry_run, ctx.caps.has("pcie-pci-bridge"))
+    root_model = "pcie-root" if ctx.has_pcie_root else "pci-root"
+    buses: list[Bus | None] = [None] * nbuses
+    for cont in ctx.controllers:
+        if cont.type == "pci" and cont.index is not None and cont.index < nbuses:
+            buses[cont.index] = _bus(cont.model or "pci-bridge", cont.target.get("hotplug") != "off")
+    default = "pcie-root-port" if ctx.has_pcie_root else "pci-bridge"
+    if nbuses and buses[0] is None:
+        buses[0] = _bus(root_model)
+    addrs.buses = [b if b is not None else _bus(default) for b in buses]
+    return addrs
+
+
+def _collect(ctx: Ctx, addrs: AddressSet, wanted: list[tuple[Device, int]]) -> None:
+    """Reserve the addresses the XML gives (libvirt: qemuDomainCollectPCIAddress)."""
+    flags_of = {id(dev): flags for dev, flags in wanted}
+    for dev in _all_with_info(ctx):
+        addr = dev.address
+        if addr is None or addr.type != "pci":
+            continue
+        if isinstance(dev, Controller) and (addr.bus or 0) == 0 and addr.slot == 1 and (
+                (dev.type == "ide" and dev.index == 0 and addr.function == 1)
+                or (dev.type == "usb" and dev.index == 0 and dev.model == "piix3-uhci" and addr.function == 2)):
+            continue
+        full = Address(type="pci", domain=addr.domain, bus=addr.bus, slot=addr.slot, function=addr.function)
+        addrs.reserve(full, flags_of.get(id(dev)) or PCI_DEVICE, True)
+
+
+def _all_with_info(ctx: Ctx) -> list[Device]:
+    d = ctx.domain.devices
+    out: list[Device] = [*ctx.disks, *ctx.controllers, *d.filesystems, *d.interfaces, *ctx.serials, *d.channels,
+                         *ctx.inputs, *d.sounds, *ctx.videos, *d.hostdevs, *ctx.watchdogs, *d.rngs, *d.memories,
+                         *d.panics]
+    if ctx.memballoon is not None:
+        out.append(ctx.memballoon)
+    if d.iommu is not None:
+        out.append(d.iommu)
+    return out
+
+
+def _chipset(ctx: Ctx, addrs: AddressSet) -> None:
+    """Fixed addresses of the i440fx/q35 integrated devices and the primary video card."""
+    flags = AUTOASSIGN | PCI_DEVICE
+    if ctx.is_i440fx:
+        for cont in ctx.controllers:
+            fixed = None
+            if cont.type == "ide" and cont.index == 0:
+                fixed = 1
+            elif cont.type == "usb" and cont.index == 0 and cont.model == "piix3-uhci":
+                fixed = 2
+            if fixed is None:
+                continue
+            if cont.address is None:
+                ctx.addresses[id(cont)] = Address(type="pci", domain=0, bus=0, slot=1, function=fixed)
+            if addrs.buses:
+                addrs.reserve(Address(type="pci", domain=0, bus=0, slot=1, function=fixed), flags, True)
+        if addrs.buses:
+            addrs.reserve(Address(type="pci", domain=0, bus=0, slot=1, function=0), flags, True)
+            addrs.reserve(Address(type="pci", domain=0, bus=0, slot=1, function=3), flags, True)
+        _primary_video(ctx, addrs, 2, flags)
+    elif ctx.is_q35:
+        flags = PCIE_DEVICE
+        for cont in ctx.controllers:
+            if cont.type == "sata" and cont.index == 0 and cont.address is None:
+                ctx.addresses[id(cont)] = Address(type="pci", domain=0, bus=0, slot=0x1F, function=2)
+            elif cont.type == "pci" and cont.model == "dmi-to-pci-bridge" and cont.address is None \
+                    and not addrs.slot_in_use(0, 0x1E):
+                addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1E, function=0), flags, True)
+                ctx.addresses[id(cont)] = Address(type="pci", domain=0, bus=0, slot=0x1E, function=0)
+        if addrs.buses:
+            for cont in ctx.controllers:
+                if cont.type == "sata" and cont.index == 0 and cont.address is None:
+                    addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1F, function=2), flags, True)
+            addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1F, function=0), flags, True)
+            addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1F, function=3), flags, True)
+        _primary_video(ctx, addrs, 1, flags)
+
+
+def _primary_video(ctx: Ctx, addrs: AddressSet, slot: int, flags: int) -> None:
+    if not ctx.videos or not addrs.buses:
+        return
+    vid = ctx.videos[0]
+    if video_model(ctx, vid) in ("none", "ramfb") or vid.address is not None or id(vid) in ctx.addresses:
+        return
+    if addrs.slot_in_use(0, slot):
+        return  # assigned with the other videos later
+    addr = Address(type="pci", domain=0, bus=0, slot=slot, function=0)
+    addrs.reserve(addr, flags, True)
+    ctx.addresses[id(vid)] = addr
+
+
+def _wants(ctx: Ctx, dev: Device) -> bool:
+    return dev.address is None and id(dev) not in ctx.addresses
+
+
+def _assign(ctx: Ctx, addrs: AddressSet, wanted: list[tuple[Device, int]], record: bool) -> None:
+    for dev, flags in wanted:
+        if not flags or not _wants(ctx, dev):
+            continue
+        addr = addrs.reserve_next(flags)
+        if record:
+            ctx.addresses[id(dev)] = addr
+
+
+def assign_pci_addresses(ctx: Ctx) -> None:
+    if not (ctx.has_pcie_root or ctx.has_pci_root):
+        return
+    max_idx = max((c.index or 0 for c in ctx.controllers if c.type == "pci"), default=-1)
+    nbuses = max_idx + 1
+    wanted = _device_flags(ctx)
+    primary_before = dict(ctx.addresses)
+    # pass 1 (dry run): how many buses are needed
+    addrs = _new_set(ctx, True, nbuses)
+    _collect(ctx, addrs, wanted)
+    _chipset(ctx, addrs)
+    if ctx.has_pci_root and any(any(f == 0 for f in b.functions[b.min_slot:b.max_slot + 1]) for b in addrs.buses):
+        addrs.reserve_next(AUTOASSIGN | PCI_DEVICE)  # keep a slot free for a future bridge
+    _assign(ctx, addrs, wanted, record=False)
+    if max_idx <= 0 and len(addrs.buses) > max_idx + 1 and ctx.has_pcie_root:
+        addrs.reserve_next(AUTOASSIGN | PCIE_DEVICE)  # one spare hotpluggable root port
+    for i in range(1, len(addrs.buses)):
+        if ctx.controller("pci", i) is not None:
+            continue
+        cont = Controller(type="pci", index=i, model=addrs.buses[i].model)
+        insert_controller(ctx.controllers, cont)
+        ctx.aliases[id(cont)] = f"pci.{i}"
+        addrs.reserve_next(CONTROLLER_CONNECT.get(cont.model or "", 0))
+    # pass 2: the real addresses
+    ctx.addresses = primary_before
+    addrs = _new_set(ctx, False, len(addrs.buses))
+    wanted = _device_flags(ctx)
+    _collect(ctx, addrs, wanted)
+    _chipset(ctx, addrs)
+    _assign(ctx, addrs, wanted, record=True)
+    _set_multifunction(ctx)
+    _controller_defaults(ctx)
+
+
+def _set_multifunction(ctx: Ctx) -> None:
+    """multifunction=on at function 0 of every slot that has other functions in use, unless set off."""
+    used: dict[tuple[int, int], list[tuple[Device, Address]]] = {}
+    for dev in _all_with_info(ctx):
+        addr = ctx.address(dev)
+        if addr is not None and addr.type == "pci":
+            used.setdefault((addr.bus or 0, addr.slot or 0), []).append((dev, addr))
+    for pairs in used.values():
+        if any(a.function for _, a in pairs):
+            for dev, a in pairs:
+                if not a.function and a.multifunction is None:
+                    ctx.addresses[id(dev)] = replace(a, multifunction=True)
+
+
+def _controller_defaults(ctx: Ctx) -> None:
+    """QEMU model, chassis and port of PCI controllers (qemuDomainAssignPCIAddresses' last loop)."""
+    for cont in ctx.controllers:
+        if cont.type != "pci":
+            continue
+        addr = ctx.address(cont)
+        extra: dict[str, str] = {}
+        if cont.model == "pci-bridge" and "chassisNr" not in cont.target:
+            extra["chassisNr"] = str(cont.index)
+        elif cont.model in ("pcie-root-port", "pcie-switch-downstream-port"):
+            if "chassis" not in cont.target:
+                extra["chassis"] = str(cont.index)
+            if "port" not in cont.target and addr is not None:
+                port = ((addr.slot or 0) << 3) + (addr.function or 0) if cont.model == "pcie-root-port" \
+                    else (addr.slot or 0)
+                extra["port"] = hex(port)
+        if extra:
+            cont.target = {**cont.target, **extra}  # cont is the build's own copy

@@ -1,0 +1,47 @@
+"""Video cards: VGA, cirrus, qxl, virtio-gpu/virtio-vga, bochs, ramfb."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.context import Ctx
+from conformance.argv.pci import video_model
+from conformance.errors import DomainInvalid
+
+_PRIMARY = {"vga": "VGA", "cirrus": "cirrus-vga", "vmvga": "vmware-svga", "qxl": "qxl-vga", "virtio": "virtio-vga",
+            "bochs": "bochs-display", "ramfb": "ramfb"}
+_SECONDARY = {"qxl": "qxl", "virtio": "virtio-gpu-pci", "bochs": "bochs-display", "vga": "VGA"}
+# libvirt's default video RAM in KiB (virDomainVideoDefaultRAM)
+_DEFAULT_VRAM = {"vga": 16384, "cirrus": 16384, "vmvga": 4096, "qxl": 65536}
+
+
+def videos(ctx: Ctx) -> None:
+    for i, vid in enumerate(ctx.videos):
+        model = video_model(ctx, vid)
+        if model == "none":
+            continue
+        primary = i == 0
+        table = _PRIMARY if primary else _SECONDARY
+        driver = table.get(model)
+        if model == "virtio" and primary and (not ctx.caps.has("virtio-vga") or ctx.is_arm_virt or ctx.is_s390):
+            driver = "virtio-gpu-pci"
+        if driver is None:
+            raise DomainInvalid(f"unknown video model {model!r}" if model not in _PRIMARY else
+                                f"video model {model!r} cannot be a secondary card", path=ctx.domain.source,
+                                line=vid.line, hint="use vga, cirrus, qxl, virtio, bochs, ramfb or none")
+        props: dict[str, Any] = {"driver": driver, "id": ctx.alias(vid)}
+        m = vid.model_attrs
+        if model in ("virtio", "qxl"):
+            props["max_outputs"] = int(m.get("heads", 1))
+        if model == "qxl":
+            props["ram_size"] = int(m.get("ram", 65536)) * 1024
+            props["vram_size"] = int(m.get("vram", 65536)) * 1024
+            props["vram64_size_mb"] = int(m.get("vram64", 0)) // 1024
+            props["vgamem_mb"] = int(m.get("vgamem", 16384)) // 1024
+        elif model in ("vga", "vmvga"):
+            vram = int(m.get("vram", _DEFAULT_VRAM[model]))
+            props["vgamem_mb"] = vram // 1024
+        if model == "bochs" and m.get("vram"):
+            props["vgamem"] = int(m["vram"]) * 1024
+        props.update(ctx.address_props(vid))
+        ctx.device(props)

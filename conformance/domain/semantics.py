@@ -1,0 +1,101 @@
+"""Semantic rules the RelaxNG schema cannot express, with libvirt's messages where it has one.
+
+DomainInvalid: the domain contradicts itself (teaming partners, aliases).
+UnsupportedByQemu: the domain is fine but these capabilities cannot run it.
+"""
+
+from __future__ import annotations
+
+from conformance.caps.model import Capabilities, QemuVersion
+from conformance.domain.model import Device, Domain, Hostdev, Interface
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+TEAMING_UNSUPPORTED = "unsupported configuration: virtio-net failover (teaming) is not supported with this QEMU binary"
+
+
+def _invalid(domain: Domain, message: str, dev: Device | None = None, hint: str | None = None) -> DomainInvalid:
+    return DomainInvalid(message, path=domain.source, line=dev.line if dev is not None else None, hint=hint)
+
+
+def _unsupported(domain: Domain, message: str, dev: Device | None = None, hint: str | None = None) -> UnsupportedByQemu:
+    return UnsupportedByQemu(message, path=domain.source, line=dev.line if dev is not None else None, hint=hint)
+
+
+def validate_domain(domain: Domain, caps: Capabilities | None = None) -> None:
+    """Raise DomainInvalid / UnsupportedByQemu for the first rule the domain breaks."""
+    _aliases(domain)
+    _teaming(domain)
+    if caps is not None:
+        _capabilities(domain, caps)
+
+
+def _aliases(domain: Domain) -> None:
+    seen: dict[str, Device] = {}
+    for dev in domain.all_devices():
+        alias = dev.alias
+        if alias is None:
+            continue
+        if not alias.startswith("ua-"):
+            raise _invalid(domain, f"user-defined alias {alias!r} must start with 'ua-'", dev,
+                           hint=f"rename it to 'ua-{alias}'")
+        if alias in seen:
+            raise _invalid(domain, f"non-unique alias detected: {alias}", dev)
+        seen[alias] = dev
+
+
+def _teaming(domain: Domain) -> None:
+    d = domain.devices
+    persistent = {n.alias: n for n in d.interfaces if n.teaming is not None and n.teaming.type == "persistent"}
+    teamed: list[Interface | Hostdev] = [*d.interfaces, *d.hostdevs]
+    for dev in teamed:
+        team = dev.teaming
+        if team is None:
+            continue
+        if team.type == "persistent":
+            if not isinstance(dev, Interface) or (dev.model or "") not in ("virtio", "virtio-transitional",
+                                                                            "virtio-non-transitional"):
+                raise _invalid(domain, "teaming persistent interface must be <model type='virtio'/>", dev)
+            if team.persistent:
+                raise _invalid(domain, "teaming persistent attribute not allowed if teaming type is 'persistent'",
+                               dev)
+            if not dev.alias:
+                raise _invalid(domain, "teaming persistent interface needs a user alias", dev,
+                               hint="add <alias name='ua-NAME'/> and name it in the transient partner")
+        elif team.type == "transient":
+            if isinstance(dev, Interface) and dev.type != "hostdev" and not (
+                    dev.type == "network" and dev.source.get("type") == "hostdev"):
+                raise _invalid(domain, f"interface - teaming transient device must be type='hostdev', "
+                                       f"not '{dev.type}'", dev)
+            if isinstance(dev, Hostdev) and dev.type != "pci":
+                raise _invalid(domain, "teaming transient <hostdev> must be a PCI device", dev)
+            if not team.persistent:
+                raise _invalid(domain, "teaming persistent attribute must be set if teaming type is 'transient'",
+                               dev)
+            if team.persistent not in persistent:
+                raise _invalid(domain, f"teaming transient device names persistent={team.persistent!r}, "
+                                       f"but no <interface> with that alias has <teaming type='persistent'/>", dev)
+        else:
+            raise _invalid(domain, f"unknown teaming type {team.type!r}", dev, hint="use persistent or transient")
+
+
+def _capabilities(domain: Domain, caps: Capabilities) -> None:
+    d = domain.devices
+    teaming = any(n.teaming is not None for n in d.interfaces) or any(h.teaming is not None for h in d.hostdevs)
+    if teaming and not caps.has("virtio-net.failover"):
+        raise _unsupported(domain, TEAMING_UNSUPPORTED, hint="needs QEMU 4.2+ (virtio-net-pci 'failover')")
+    ps2 = domain.features.get("ps2")
+    if ps2 is not None and "state" in ps2.attrs and not caps.has("machine-i8042-opt"):
+        raise _unsupported(domain, "unsupported configuration: i8042 is not supported with this QEMU binary",
+                           hint="needs QEMU 7.0+")
+    if d.iommu is not None and d.iommu.model == "virtio":
+        # libvirt: virtio-iommu on x86 (q35) needs QEMU 6.2+ (ACPI VIOT)
+        arch = domain.os.arch or caps.arch
+        if not caps.has("virtio-iommu-pci") and not caps.has_type("virtio-iommu-pci"):
+            raise _unsupported(domain, "unsupported configuration: IOMMU model 'virtio' is not supported with "
+                                       "this QEMU binary", d.iommu)
+        if arch in ("x86_64", "i686") and caps.version < QemuVersion(6, 2):
+            raise _unsupported(domain, "unsupported configuration: IOMMU model 'virtio' is not supported with "
+                                       "this QEMU binary", d.iommu, hint="x86 needs QEMU 6.2+ for virtio-iommu")
+    for net in d.interfaces:
+        if net.mtu is not None and net.type not in ("network", "bridge", "ethernet", "vhostuser", "user"):
+            raise _unsupported(domain, f"setting MTU on interface type {net.type} is not supported yet", net)

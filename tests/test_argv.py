@@ -1,0 +1,301 @@
+"""Domain + Capabilities -> argv: addresses, syntax switches, teaming, errors, and the libvirt corpus score."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.argv import build_argv
+from conformance.argv.command import argv_for_file, cli_argv, format_args, load_caps
+from conformance.caps.store import resolve
+from conformance.domain.parse import parse_domain
+from conformance.domain.semantics import validate_domain
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+TEAMING = """<domain type='qemu'>
+  <name>team</name>
+  <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+  <memory unit='MiB'>512</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <controller type='usb' model='none'/>
+    <interface type='user'>
+      <mac address='52:54:00:11:22:33'/>
+      <model type='virtio'/>
+      <teaming type='persistent'/>
+      <alias name='ua-standby0'/>
+    </interface>
+    <interface type='hostdev' managed='yes'>
+      <mac address='52:54:00:11:22:33'/>
+      <source><address type='pci' domain='0x0000' bus='0x03' slot='0x07' function='0x1'/></source>
+      <teaming type='transient' persistent='ua-standby0'/>
+    </interface>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+def options(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
+
+
+def devices(argv: list[str]) -> list[dict]:
+    """-device values as dicts, whichever syntax."""
+    out = []
+    for value in options(argv, "-device"):
+        if value.startswith("{"):
+            out.append(json.loads(value))
+        else:
+            driver, *rest = value.split(",")
+            out.append({"driver": driver, **dict(kv.split("=", 1) for kv in rest)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def caps_10(corpus: Path):
+    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml"))
+
+
+@pytest.fixture(scope="module")
+def caps_62(corpus: Path):
+    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_6.2.0_x86_64.xml"))
+
+
+def argv_of(xml: str, caps) -> list[str]:
+    dom = parse_domain(xml)
+    validate_domain(dom, caps)
+    return build_argv(dom, caps)
+
+
+# --- syntax switches -----------------------------------------------------------------------
+
+
+def test_json_device_and_netdev_on_new_qemu(caps_10) -> None:
+    argv = argv_of(TEAMING, caps_10)
+    assert all(v.startswith("{") for v in options(argv, "-device"))
+    assert all(v.startswith("{") for v in options(argv, "-netdev"))
+    assert json.loads(options(argv, "-object")[0])["qom-type"] == "memory-backend-ram"
+
+
+def test_comma_syntax_on_62_despite_broken_device_json(caps_62) -> None:
+    assert caps_62.has("device.json-broken-hotplug") or not caps_62.has("device.json")
+    argv = argv_of(TEAMING, caps_62)
+    assert not any(v.startswith("{") for v in options(argv, "-device"))
+    assert "user,id=hostua-standby0" in options(argv, "-netdev")
+    assert "-no-acpi" in argv  # pc-q35-6.2 has no acpi machine property
+
+
+def test_machine_options_follow_machine_type(caps_10, caps_62) -> None:
+    new = options(argv_of(TEAMING, caps_10), "-machine")[0]
+    old = options(argv_of(TEAMING, caps_62), "-machine")[0]
+    assert "memory-backend=pc.ram" in new and new.endswith("acpi=off")
+    assert old.startswith("pc-q35-6.2,") and "acpi=" not in old
+
+
+def test_probed_fixture_builds(capsdata: Path) -> None:
+    fixture = capsdata / "qemu-7.2.22-x86_64.xml"
+    if not fixture.exists():
+        pytest.skip(f"{fixture} not stored")
+    caps = resolve(str(fixture))
+    argv = argv_of(TEAMING, caps)
+    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert options(argv, "-machine")[0].startswith(caps.machine("q35").name)  # type: ignore[union-attr]
+    nic = next(d for d in devices(argv) if d["driver"] == "virtio-net-pci")
+    assert nic["failover"] in (True, "on")
+
+
+# --- teaming -------------------------------------------------------------------------------
+
+
+def test_teaming_argv(caps_10) -> None:
+    devs = devices(argv_of(TEAMING, caps_10))
+    standby = next(d for d in devs if d["driver"] == "virtio-net-pci")
+    primary = next(d for d in devs if d["driver"] == "vfio-pci")
+    assert standby["failover"] is True and standby["id"] == "ua-standby0"
+    assert primary["failover_pair_id"] == "ua-standby0"
+    assert primary["host"] == "0000:03:07.1"
+    # both on their own pcie-root-port, as QEMU requires for a hidden primary
+    ports = {d["id"] for d in devs if d["driver"] == "pcie-root-port"}
+    assert standby["bus"] in ports and primary["bus"] in ports and standby["bus"] != primary["bus"]
+
+
+def test_teaming_comma_syntax(caps_62) -> None:
+    devs = devices(argv_of(TEAMING, caps_62))
+    assert next(d for d in devs if d["driver"] == "virtio-net-pci")["failover"] == "on"
+    assert next(d for d in devs if d["driver"] == "vfio-pci")["failover_pair_id"] == "ua-standby0"
+
+
+def test_teaming_refused_without_failover(corpus: Path) -> None:
+    caps = load_caps(str(corpus / "caps" / "libvirt-7.0.0" / "caps_4.1.0.x86_64.xml"))
+    domain = corpus / "cases" / "net-virtio-teaming" / "libvirt-7.0.0" / "net-virtio-teaming.xml"
+    with pytest.raises(UnsupportedByQemu, match="failover"):
+        argv_for_file(domain, str(corpus / "caps" / "libvirt-7.0.0" / "caps_4.1.0.x86_64.xml"))
+    assert not caps.has("virtio-net.failover")
+
+
+# --- PCI addresses -------------------------------------------------------------------------
+
+
+def test_i440fx_slots(caps_10) -> None:
+    xml = TEAMING.replace("machine='q35'", "machine='pc'").replace("<memballoon model='none'/>", "")
+    devs = devices(argv_of(xml, caps_10))
+    addr = {d["driver"]: (d.get("bus"), d.get("addr")) for d in devs}
+    assert addr["virtio-net-pci"] == ("pci.0", "0x2")  # slot 1 is the PIIX3, nets come first
+    assert addr["vfio-pci"] == ("pci.0", "0x3")
+    assert addr["virtio-balloon-pci"] == ("pci.0", "0x4")
+    assert not any(d["driver"] == "pcie-root-port" for d in devs)
+
+
+def test_q35_autoadds_root_ports_plus_one_spare(caps_10) -> None:
+    devs = devices(argv_of(TEAMING, caps_10))
+    ports = [d for d in devs if d["driver"] == "pcie-root-port"]
+    assert [p["id"] for p in ports] == ["pci.1", "pci.2", "pci.3"]
+    assert [p["addr"] for p in ports] == ["0x1", "0x1.0x1", "0x1.0x2"]
+    assert ports[0]["multifunction"] is True and [p["port"] for p in ports] == [8, 9, 10]
+    assert [p["chassis"] for p in ports] == [1, 2, 3]
+
+
+def test_explicit_addresses_are_kept(caps_10) -> None:
+    xml = TEAMING.replace("machine='q35'", "machine='pc'").replace(
+        "<model type='virtio'/>",
+        "<model type='virtio'/><address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/>")
+    nic = next(d for d in devices(argv_of(xml, caps_10)) if d["driver"] == "virtio-net-pci")
+    assert nic["addr"] == "0x9"
+
+
+def test_conventional_pci_device_on_pcie_machine_gets_a_bridge(corpus: Path) -> None:
+    caps = load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_8.2.0_aarch64.xml"))
+    dom = parse_domain((corpus / "cases" / "aarch64-pci-serial" / "aarch64-pci-serial.xml").read_bytes())
+    devs = devices(build_argv(dom, caps))
+    bridge = next(d for d in devs if d["driver"] == "pcie-pci-bridge")
+    serial = next(d for d in devs if d["driver"] == "pci-serial")
+    assert serial["bus"] == bridge["id"] and serial["addr"] == "0x1"
+
+
+def test_build_does_not_mutate_the_domain(caps_10) -> None:
+    dom = parse_domain(TEAMING)
+    before = repr(dom)
+    first = build_argv(dom, caps_10)
+    assert repr(dom) == before
+    assert build_argv(dom, caps_10) == first
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_device_model_is_a_clear_error(caps_10) -> None:
+    xml = TEAMING.replace("<memballoon model='none'/>", "<video><model type='hologram'/></video>")
+    with pytest.raises(DomainInvalid, match="unknown video model 'hologram'"):
+        argv_of(xml, caps_10)
+    xml = TEAMING.replace("<controller type='usb' model='none'/>", "<controller type='scsi' model='quantum'/>")
+    with pytest.raises(DomainInvalid, match="unknown scsi controller model 'quantum'") as err:
+        argv_of(xml, caps_10)
+    assert err.value.line is not None
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, corpus: Path, capsys) -> None:
+    from conformance.cli import main
+
+    caps = str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml")
+    assert main(["argv", str(tmp_path / "missing.xml"), "--caps", caps]) == 2
+    err = capsys.readouterr().err
+    assert "missing.xml" in err and "not found" in err and "Traceback" not in err
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<domain>\n<name>x</name>\n<oops>\n</domain>\n")
+    assert main(["argv", str(bad), "--caps", caps]) == 2
+    assert "bad.xml:" in capsys.readouterr().err
+
+
+def test_cli_prints_args_style_and_json(tmp_path: Path, corpus: Path, capsys) -> None:
+    import argparse
+
+    domain = tmp_path / "team.xml"
+    domain.write_text(TEAMING)
+    caps = str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml")
+    assert cli_argv(argparse.Namespace(domain=domain, caps=caps, json=True)) == 0
+    argv = json.loads(capsys.readouterr().out)
+    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert cli_argv(argparse.Namespace(domain=domain, caps=caps, json=False)) == 0
+    text = capsys.readouterr().out
+    assert text == format_args(argv)
+    assert " \\\n-machine " in text and "'{\"driver\"" in text
+
+
+# --- the libvirt corpus ----------------------------------------------------------------------
+
+
+def _comparer(corpus: Path):
+    tool = corpus.parent.parent / "tools" / "libvirt_argv_compare.py"
+    if not tool.exists():
+        pytest.skip(f"compare tool not found at {tool}")
+    spec = importlib.util.spec_from_file_location("libvirt_argv_compare", tool)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def corpus_results(corpus: Path, tree: str = "libvirt-11.3.0") -> dict[str, bool]:
+    """The compare tool's scoring, in-process: case label -> passed."""
+    tool = _comparer(corpus)
+    index = json.loads((corpus / "index.json").read_text())
+    results: dict[str, bool] = {}
+    for case in index["cases"]:
+        for var in case["variants"]:
+            if var["tree"] != tree or any(n.startswith(tool.SKIP_NEEDS) for n in var.get("needs", [])):
+                continue
+            for out in var["outputs"]:
+                if out["kind"] not in ("argv", "error") or not out.get("caps_file"):
+                    continue
+                label = f"{case['name']} [{out['arch']}-{out['qemu_version']}] {Path(out['file']).name}"
+                try:
+                    got = argv_for_file(corpus / var["input"], str(corpus / out["caps_file"]))
+                except (DomainInvalid, UnsupportedByQemu):
+                    results[label] = out["kind"] == "error"
+                    continue
+                if out["kind"] == "error":
+                    results[label] = False
+                    continue
+                want = tool.normalise(tool.parse_args_file((corpus / out["file"]).read_text()))
+                results[label] = tool.normalise(got) == want
+    return results
+
+
+@pytest.fixture(scope="module")
+def score(corpus: Path) -> dict[str, bool]:
+    return corpus_results(corpus)
+
+
+def test_corpus_teaming_cases_pass(score: dict[str, bool]) -> None:
+    teaming = {k: v for k, v in score.items() if k.startswith("net-virtio-teaming")}
+    assert len(teaming) >= 2
+    assert all(teaming.values()), teaming
+
+
+def test_corpus_score_floor(score: dict[str, bool]) -> None:
+    """Regression floor: what passes today (host-model CPUs are the known gap, see the goal below)."""
+    ratio = sum(score.values()) / len(score)
+    assert len(score) >= 80
+    assert ratio >= 0.65, f"{ratio:.2f}: " + ", ".join(k for k, v in score.items() if not v)
+
+
+@pytest.mark.xfail(reason="<cpu mode='host-model'> (21 cases) needs libvirt's x86 CPU map to pick the model "
+                          "and features from the probed host CPU; not implemented yet", strict=False)
+def test_corpus_score_goal(score: dict[str, bool]) -> None:
+    assert sum(score.values()) / len(score) >= 0.85
+
+
+def test_throughput(corpus: Path, caps_10) -> None:
+    """parse + validate + argv stays cheap: the static matrix runs thousands of combinations."""
+    xml = (corpus / "cases" / "x86_64-q35-headless" / "x86_64-q35-headless.xml").read_bytes()
+    n, start = 300, time.perf_counter()
+    for _ in range(n):
+        dom = parse_domain(xml)
+        validate_domain(dom, caps_10)
+        build_argv(dom, caps_10)
+    rate = n / (time.perf_counter() - start)
+    assert rate > 500, f"{rate:.0f} cases/s"

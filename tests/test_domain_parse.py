@@ -1,0 +1,163 @@
+"""Domain XML -> model -> XML, and the semantic rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.caps.store import resolve
+from conformance.domain.format import format_domain
+from conformance.domain.parse import parse_domain
+from conformance.domain.semantics import TEAMING_UNSUPPORTED, validate_domain
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+MINIMAL = """<domain type='qemu'>
+  <name>guest</name>
+  <memory unit='MiB'>512</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/images/guest.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+    </disk>
+    <interface type='user'>
+      <mac address='52:54:00:11:22:33'/>
+      <model type='virtio'/>
+      <teaming type='persistent'/>
+      <alias name='ua-net0'/>
+    </interface>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source><address domain='0x0000' bus='0x03' slot='0x07' function='0x1'/></source>
+      <teaming type='transient' persistent='ua-net0'/>
+    </hostdev>
+    <frobnicator speed='11'/>
+  </devices>
+</domain>
+"""
+
+
+def corpus_inputs(corpus: Path) -> list[Path]:
+    """Every input NAME.xml of the corpus, all trees (index.json lists them)."""
+    index = json.loads((corpus / "index.json").read_text())
+    return sorted({corpus / var["input"] for case in index["cases"] for var in case["variants"]})
+
+
+def test_parse_reads_the_typed_fields() -> None:
+    dom = parse_domain(MINIMAL, source="minimal.xml")
+    assert dom.name == "guest"
+    assert dom.memory_kib == 512 * 1024
+    assert dom.os.machine == "q35"
+    disk = dom.devices.disks[0]
+    assert (disk.type, disk.target_dev, disk.target_bus, disk.driver["cache"]) == ("file", "vda", "virtio", "none")
+    assert disk.source is not None and disk.source.path == "/images/guest.qcow2"
+    assert disk.address is not None and (disk.address.type, disk.address.bus, disk.address.slot) == ("pci", 1, 0)
+    net = dom.devices.interfaces[0]
+    assert net.teaming is not None and net.teaming.type == "persistent" and net.alias == "ua-net0"
+    hd = dom.devices.hostdevs[0]
+    assert hd.source_address is not None and hd.source_address.function == 1
+    assert hd.teaming is not None and hd.teaming.persistent == "ua-net0"
+
+
+def test_unknown_device_is_kept_verbatim() -> None:
+    text = format_domain(parse_domain(MINIMAL))
+    assert "<frobnicator speed='11'/>" in text
+
+
+def test_malformed_xml_names_file_and_line() -> None:
+    with pytest.raises(DomainInvalid) as err:
+        parse_domain("<domain type='kvm'>\n  <name>x</name>\n  <memory>1</memory\n</domain>", source="bad.xml")
+    assert "bad.xml:" in str(err.value)
+    assert err.value.line is not None and err.value.line >= 3
+    assert "malformed XML" in str(err.value)
+
+
+def test_bad_values_are_domain_errors() -> None:
+    with pytest.raises(DomainInvalid, match="unknown unit"):
+        parse_domain("<domain><name>x</name><memory unit='parsecs'>1</memory></domain>")
+    with pytest.raises(DomainInvalid, match="not a libvirt domain"):
+        parse_domain("<network><name>x</name></network>")
+    with pytest.raises(DomainInvalid, match="no <name>"):
+        parse_domain("<domain><memory>1024</memory></domain>")
+
+
+def test_round_trip_is_stable_for_minimal() -> None:
+    once = format_domain(parse_domain(MINIMAL))
+    assert format_domain(parse_domain(once)) == once
+
+
+def test_round_trip_is_stable_over_the_corpus(corpus: Path) -> None:
+    inputs = corpus_inputs(corpus)
+    assert len(inputs) > 60
+    unstable = []
+    for path in inputs:
+        once = format_domain(parse_domain(path.read_bytes(), source=str(path)))
+        if format_domain(parse_domain(once)) != once:
+            unstable.append(path.name)
+    assert unstable == []
+
+
+def test_format_keeps_what_libvirt_output_has(corpus: Path) -> None:
+    path = corpus / "cases" / "net-virtio-teaming" / "net-virtio-teaming.xml"
+    text = format_domain(parse_domain(path.read_bytes()))
+    assert "<teaming type='transient' persistent='ua-backup0'/>" in text
+    assert "<memory unit='KiB'>219100</memory>" in text
+
+
+# --- semantics -------------------------------------------------------------------------------
+
+
+def test_valid_teaming_passes() -> None:
+    validate_domain(parse_domain(MINIMAL))
+
+
+def test_teaming_persistent_must_be_virtio() -> None:
+    xml = MINIMAL.replace("<model type='virtio'/>", "<model type='e1000'/>")
+    with pytest.raises(DomainInvalid, match="virtio"):
+        validate_domain(parse_domain(xml))
+
+
+def test_teaming_transient_must_be_hostdev() -> None:
+    xml = MINIMAL.replace("</devices>", """<interface type='user'>
+      <model type='virtio'/><teaming type='transient' persistent='ua-net0'/></interface></devices>""")
+    with pytest.raises(DomainInvalid, match="type='hostdev'"):
+        validate_domain(parse_domain(xml))
+
+
+def test_teaming_transient_must_name_a_persistent_alias() -> None:
+    xml = MINIMAL.replace("persistent='ua-net0'", "persistent='ua-nothere'")
+    with pytest.raises(DomainInvalid, match="ua-nothere"):
+        validate_domain(parse_domain(xml))
+
+
+def test_user_alias_needs_ua_prefix() -> None:
+    xml = MINIMAL.replace("ua-net0", "net0")
+    with pytest.raises(DomainInvalid, match="must start with 'ua-'"):
+        validate_domain(parse_domain(xml))
+
+
+def test_teaming_needs_the_failover_capability(corpus: Path) -> None:
+    old = resolve(str(corpus / "caps" / "libvirt-7.0.0" / "caps_4.1.0.x86_64.xml"))
+    new = resolve(str(corpus / "caps" / "libvirt-7.0.0" / "caps_4.2.0.x86_64.xml"))
+    dom = parse_domain((corpus / "cases" / "net-virtio-teaming" / "libvirt-7.0.0" / "net-virtio-teaming.xml")
+                       .read_bytes())
+    with pytest.raises(UnsupportedByQemu) as err:
+        validate_domain(dom, old)
+    assert TEAMING_UNSUPPORTED in str(err.value)
+    validate_domain(dom, new)
+
+
+def test_i8042_needs_qemu_7(corpus: Path) -> None:
+    dom = parse_domain((corpus / "cases" / "machine-i8042-off" / "machine-i8042-off.xml").read_bytes())
+    with pytest.raises(UnsupportedByQemu, match="i8042"):
+        validate_domain(dom, resolve(str(corpus / "caps" / "libvirt-11.3.0" / "caps_6.2.0_x86_64.xml")))
+    validate_domain(dom, resolve(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml")))
+
+
+def test_virtio_iommu_on_x86_needs_qemu_6_2(corpus: Path) -> None:
+    dom = parse_domain((corpus / "cases" / "virtio-iommu-x86_64" / "virtio-iommu-x86_64.xml").read_bytes())
+    with pytest.raises(UnsupportedByQemu, match="virtio"):
+        validate_domain(dom, resolve(str(corpus / "caps" / "libvirt-9.0.0" / "caps_6.1.0.x86_64.xml")))
