@@ -134,10 +134,15 @@ class QmpSession:
             new = self._proto.get_events(wait=wait) if wait else self._proto.get_events(wait=False)
         except (QMPError, OSError, TimeoutError, EOFError):
             new = []
-        self._proto.clear_events()
         for event in new:
             self._log("event", event)
         self.events.extend(new)
+
+    def poll_events(self) -> list[dict[str, Any]]:
+        """Events that arrived since the last poll, without waiting."""
+        before = len(self.events)
+        self._collect(0)
+        return self.events[before:]
 
     def wait_event(self, names: str | Iterable[str], timeout: float,
                    match: Callable[[dict[str, Any]], bool] | None = None,

@@ -1,0 +1,109 @@
+"""A QEMU process running the test guest, with its serial console watched.
+
+GuestVm is the unit the boot stage (and, next, migration: a source and a
+destination GuestVm of the same domain, each in its own folder) works with:
+it starts QEMU paused (-S), connects QMP, starts the CPUs and follows the
+guest's report on the console log. It notices a QEMU that exits on its own
+and a guest that stops with internal-error or guest-panicked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from conformance.live.guest_report import GuestReport, ReportReader
+from conformance.live.process import Exit, QemuProcess, QmpError
+
+BAD_STATES = {"internal-error", "guest-panicked", "shutdown", "io-error"}
+BAD_EVENTS = {"GUEST_PANICKED", "SHUTDOWN"}
+
+
+@dataclass
+class WaitOutcome:
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+
+
+class GuestVm:
+    def __init__(self, binary: str | Path, args: list[str], vm_dir: Path, console: Path, *, name: str = "vm",
+                 env: dict[str, str] | None = None) -> None:
+        self.process = QemuProcess(binary, args, vm_dir, name=name, env=env)
+        self.console = console
+        self.reader = ReportReader()
+        self.cont_at: float | None = None
+        self.trouble: str | None = None  # why the guest stopped running, once seen
+
+    @property
+    def report(self) -> GuestReport:
+        return self.reader.report
+
+    def start(self, *, paused: bool = False) -> GuestVm:
+        """Spawn QEMU (it was given -S), connect QMP, and start the CPUs unless ``paused``."""
+        self.process.start()
+        if not paused:
+            self.process.qmp.cmd("cont")
+            self.cont_at = time.monotonic()
+        return self
+
+    def alive(self) -> bool:
+        """Running and not stopped by a panic or an internal error (looks at QMP events, cheaply)."""
+        if self.trouble:
+            return False
+        if not self.process.is_running():
+            self.trouble = f"QEMU {self.process.exit.describe()}"
+            return False
+        session = self.process.qmp
+        for event in session.poll_events():
+            name = event.get("event")
+            if name in BAD_EVENTS:
+                self.trouble = f"guest stopped: {name} {event.get('data', {})}"
+                return False
+            if name == "STOP":  # nothing here pauses the guest: find out why it stopped
+                status = self._status()
+                if status in BAD_STATES:
+                    self.trouble = f"guest stopped: {status}"
+                    return False
+        return True
+
+    def _status(self) -> str:
+        try:
+            return str(self.process.qmp.cmd("query-status", timeout=5).get("status"))
+        except QmpError:
+            return "unknown"
+
+    def wait_report(self, until: str = "boot", timeout: float = 45.0) -> WaitOutcome:
+        """Wait for the boot report ('boot'), or any condition on the report (callable)."""
+        started = time.monotonic()
+        condition = (lambda r: r.boot_complete) if until == "boot" else until  # type: ignore[assignment]
+        ok = self.reader.wait_file(self.console, condition, timeout=timeout, alive=self.alive)
+        seconds = time.monotonic() - (self.cont_at or started)
+        if ok:
+            return WaitOutcome(True, seconds=seconds)
+        if self.report.panic:
+            return WaitOutcome(False, f"guest kernel panic: {self.report.panic}", seconds)
+        if self.trouble:
+            return WaitOutcome(False, self.trouble, seconds)
+        what = "boot report (END-OF-BOOT-REPORT)" if until == "boot" else "the expected report"
+        seen = "nothing on the console" if not self.reader.report.init_started else "the guest's init started"
+        return WaitOutcome(False, f"boot timeout: no {what} in {timeout:g} s ({seen})", seconds)
+
+    def console_tail(self, lines: int = 30) -> str:
+        try:
+            data = self.console.read_bytes()[-16384:]
+        except OSError:
+            return ""
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+    def stop(self) -> Exit:
+        return self.process.stop()
+
+    def __enter__(self) -> GuestVm:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
