@@ -161,7 +161,34 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     from conformance.qualify import qualify
 
     binaries = [Path(b) for b in args.qemu] or _host_binaries()
-    return qualify(binaries, output=Path(args.output))
+    return qualify(binaries, output=Path(args.output), boot=not args.no_boot, jobs=args.jobs)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from conformance.errors import CaseError
+    from conformance.runner import run_stages
+
+    stages = [s.strip() for s in ",".join(args.stages).split(",") if s.strip()] or ["parse", "argv", "boot"]
+    unknown = sorted(set(stages) - {"parse", "argv", "boot"})
+    if unknown:
+        raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot")
+    binaries = [Path(b) for b in args.qemu] or _host_binaries()
+    if not binaries:
+        raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm or pass --qemu PATH")
+    return run_stages(stages, binaries, args.cases, Path(args.output), lambda text: print(text, flush=True),
+                      jobs=args.jobs)
+
+
+def cmd_guest(args: argparse.Namespace) -> int:
+    from conformance.live.guest import build_guest, describe
+
+    def log(text: str) -> None:
+        print(f"guest: {text}", file=sys.stderr, flush=True)
+
+    for arch in args.arch or ["x86_64"]:
+        guest = build_guest(arch, kernel=args.kernel, modules=args.modules, refresh=args.refresh, log=log)
+        print(describe(guest))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -225,9 +252,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of strings (argv[0] = emulator)")
     p.set_defaults(func=cmd_argv)
 
+    p = sub.add_parser("run", help="run stages of cases on QEMU binaries; results to DIR/results.jsonl")
+    p.add_argument("--stages", action="append", default=[], metavar="LIST",
+                   help="comma-separated: parse, argv, boot (default: all)")
+    p.add_argument("--qemu", action="append", default=[], metavar="PATH",
+                   help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64)")
+    p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
+    p.add_argument("-o", "--output", default="reports/run", help="output folder (default %(default)s)")
+    p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("guest", help="the test guest (Debian cloud kernel + busybox initramfs)")
+    gsub = p.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
+    g = gsub.add_parser("build", help="build (once, cached) the test guest")
+    g.add_argument("--arch", action="append", choices=["x86_64", "aarch64"], help="repeatable (default x86_64)")
+    g.add_argument("--kernel", type=Path, help="your own kernel image instead of Debian's cloud kernel")
+    g.add_argument("--modules", type=Path, help="its modules folder (lib/modules/VERSION)")
+    g.add_argument("--refresh", action="store_true", help="look for a newer kernel package")
+    g.set_defaults(func=cmd_guest)
+
     p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")
     p.add_argument("--qemu", action="append", default=[], metavar="PATH", help="QEMU binary (repeatable)")
-    p.add_argument("-o", "--output", default="reports/latest", help="output folder (default %(default)s)")
+    p.add_argument("-o", "--output", default="reports/host", help="output folder (default %(default)s)")
+    p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
+    p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
     p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("report", help="merge results.jsonl files (CI shards, machines) into one HTML report")

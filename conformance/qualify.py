@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,29 +82,13 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
     return ok, caps
 
 
-def qualify_static(caps: Capabilities, writer: ResultWriter, say: Callable[[str], None]) -> bool:
-    """Every case of this arch through render -> validate -> parse -> argv on the probed capabilities."""
-    from conformance.cases import load_catalogue
-    from conformance.static import StaticRunner, to_result
-
-    catalogue = load_catalogue()
-    runner = StaticRunner(catalogue)
-    cases = [c for c in catalogue.cases.values() if caps.arch in c.arches]
-    counts: Counter[str] = Counter()
-    started = time.monotonic()
-    for case in cases:
-        for outcome in runner.run(case, caps):
-            counts[outcome.verdict] += 1
-            writer.write(to_result(outcome, caps))
-            if outcome.verdict in ("fail", "error"):
-                say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
-    summary = ", ".join(f"{v} {n}" for v, n in sorted(counts.items()))
-    say(f"  static: {len(cases)} cases ({summary}) in {time.monotonic() - started:.2f} s")
-    return not (counts["fail"] or counts["error"])
-
-
-def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None) -> int:
+def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None, *,
+            boot: bool = True, jobs: int | None = None) -> int:
     """Run the qualification; exit status 0 when every build passed."""
+    from conformance.cases import load_catalogue
+    from conformance.report.html import write_report
+    from conformance.runner import make_target, run_boots, run_static
+
     say = say or (lambda text: print(text, flush=True))
     if not binaries:
         print("qemu-conformance: error: no QEMU binary found: install qemu-system-x86 / qemu-system-arm "
@@ -115,15 +98,26 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     results = output / "results.jsonl"
     results.unlink(missing_ok=True)
     writer = ResultWriter(output)
+    catalogue = load_catalogue()
+    cases = list(catalogue.cases.values())
     ok = True
+    targets = []
     for i, binary in enumerate(binaries, 1):
         say(f"[{i}/{len(binaries)}] {binary}")
         caps_ok, caps = qualify_caps(binary, output, writer, say)
         ok &= caps_ok
-        if caps is not None:
-            ok &= qualify_static(caps, writer, say)
-    from conformance.report.html import write_report
-
+        if caps is None:
+            continue
+        target = make_target(binary, say)
+        targets.append(target)
+        counts = run_static(cases, target, writer, catalogue, say)
+        ok &= not (counts["fail"] or counts["error"])
+        say(f"  static (parse, argv): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
+        say(f"  live: accel {target.accel.accel} ({target.accel.reason})")
+    if boot and targets:
+        say("boot stage:")
+        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        ok &= not (counts["fail"] or counts["error"])
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")
     say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")

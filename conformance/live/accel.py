@@ -21,9 +21,13 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance.caps.probe import kvm_openable
 from conformance.paths import cache_dir
+
+if TYPE_CHECKING:
+    from conformance.live.guest import Guest
 
 PVM_MODULE = Path("/sys/module/kvm_pvm")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -80,3 +84,31 @@ def decide_accel(boot_probe: Callable[[], tuple[bool, str]] | None = None, *, ca
     tmp.write_text(json.dumps({"host": key, **asdict(decision)}))
     tmp.replace(path)
     return decision
+
+
+KVM_PROBE_TIMEOUT = 25.0  # s: a working KVM boots the test guest in ~1 s; the PVM one prints nothing for minutes
+
+
+def kvm_boot_probe(binary: Path, guest: Guest, timeout: float = KVM_PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Boot the test guest under -accel kvm; (True, detail) when its boot report arrives in time."""
+    import tempfile
+    import time
+
+    from conformance.live.guest_report import ReportReader
+    from conformance.live.process import QemuProcess
+
+    machine = "virt,gic-version=host" if guest.arch == "aarch64" else "q35"
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-kvm-probe-") as tmp:
+        console = Path(tmp) / "console.log"
+        args = ["-machine", machine, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config",
+                "-display", "none", "-no-reboot", "-serial", f"file:{console}", *guest.boot_args()]
+        reader = ReportReader()
+        with QemuProcess(binary, args, tmp, name="kvm boot probe", qmp=False) as qemu:
+            started = time.monotonic()
+            booted = reader.wait_file(console, lambda r: r.boot_ok, timeout=timeout, alive=qemu.is_running)
+            took = time.monotonic() - started
+            if booted:
+                return True, f"the test guest booted under KVM in {took:.1f} s"
+            if not qemu.is_running():
+                return False, f"QEMU {qemu.exit.describe()}: {qemu.stderr_tail(1)}"
+            return False, f"no guest report under KVM in {timeout:g} s"

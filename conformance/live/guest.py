@@ -1,0 +1,887 @@
+"""The test guest: a Linux kernel plus a tiny initramfs whose /init reports what it sees.
+
+``build_guest()`` returns a :class:`Guest` (kernel, initrd, recommended kernel command
+line). It is built once and cached under ``cache_dir()/guest/<arch>-<key>/``; the key
+hashes every input (kernel package version and hash, module list, init script, busybox,
+builder version), so a second call costs a few milliseconds. Builds are atomic (a temporary
+folder renamed into place, under a file lock), so pytest-xdist workers can call it at once.
+
+Where the pieces come from (nothing is installed on the host):
+
+* Debian's cloud kernel: ``apt-get download linux-image-cloud-<debarch>`` resolved to the
+  versioned package it depends on, and ``busybox-static``; both unpacked with ``dpkg-deb -x``.
+  The .deb files stay in ``cache_dir()/guest/debs/<debarch>/`` and are reused. A foreign
+  architecture (arm64 on an amd64 host) uses private apt lists in
+  ``cache_dir()/guest/apt/<debarch>/`` so the host's dpkg and apt state stay untouched; the
+  native architecture uses the host's lists first and the private ones when those fail.
+* Or the user's own kernel (``kernel=``) and modules folder (``modules=``: ``lib/modules/<ver>``
+  or a folder holding it), e.g. on another distribution; busybox then comes from ``busybox=``,
+  Debian's busybox-static when apt works, or a static busybox on PATH.
+
+The initramfs (cpio newc written here) holds busybox, the modules (the closure of
+:data:`MODULE_ROOTS` over each module's ``.modinfo`` ``depends=``, in load order), /dev/console,
+/dev/null and ``/init`` (guest_init.sh; its serial protocol is documented there and parsed by
+conformance/live/guest_report.py). Roots the kernel has built in or lacks are recorded in
+``Guest.builtin`` / ``Guest.missing`` (Debian's cloud kernel has no ahci, e1000, e1000e).
+
+Speed, measured on the 2-core Debian 12 lab host: QEMU 7.2, ``-accel tcg``, 1 vCPU, 256 MiB,
+kernel 6.1.0-56-cloud, ``-nodefaults -no-user-config -display none``, 2 virtio-net NICs and a
+virtio-blk disk (aarch64: 1 NIC behind a pcie-root-port + the disk). Time from spawning QEMU to
+BOOT-OK in the ``-serial file:`` log, polled every 10 ms; medians of 9-15 boots, the variants
+interleaved; END-OF-BOOT-REPORT follows BOOT-OK by 0.02-0.03 s. Boot-to-boot noise is +-0.2 s.
+
+===================================================  ===============  =====================
+kernel command line / initramfs                      x86_64 q35       aarch64 virt, a57
+===================================================  ===============  =====================
+A ``console=X``, signed modules (starting point)     2.13 s           1.25 s
+B + ``quiet``                                        1.92 s           1.24 s
+C + ``cryptomgr.notests``                            1.69-1.79 s      1.03 s
+D + module signatures stripped                       1.69-1.74 s      0.93 s
+E final: ``console=X`` + ``_APPEND_COMMON``          1.64-1.66 s      0.93 s
+===================================================  ===============  =====================
+
+* ``quiet`` (-0.2 to -0.35 s on x86_64, nothing on aarch64): every kernel line crosses an
+  emulated 16550 UART. Panics (KERN_EMERG) and oopses (KERN_ALERT) are still printed.
+* ``cryptomgr.notests`` (-0.2 s): Debian's kernels run the crypto self-tests at boot
+  (initcall_debug: crypto_algapi_init 166 ms, crypto_kdf108_init 38 ms).
+* Stripped module signatures (-0.1 s): the kernel checks each module's signature, ~5 ms a
+  module under TCG. Unsigned modules only taint the kernel ("E") unless it enforces
+  signatures (CONFIG_MODULE_SIG_FORCE, read from the kernel's config; kept signed when unknown).
+* ``panic=-1`` (with QEMU's ``-no-reboot``: a panic ends QEMU at once instead of hanging) and
+  ``scsi_mod.scan=sync`` (SCSI disks are in the boot report) cost nothing measurable.
+* Fewer modules: only the 9 virtio-net/blk ones instead of these 22 saves ~0.08 s more; not
+  taken (scsi, console, rng, balloon and vmxnet3 must be loaded before a hotplug).
+* No measurable effect (within noise): ``mitigations=off``, ``nokaslr``, ``tsc=reliable``,
+  ``i8042.noaux i8042.nomux i8042.nopnp``, ``-machine q35,i8042=off,smbus=off,sata=off,vmport=off``,
+  ``hpet=off``, initramfs uncompressed / gzip -1 / gzip -9 (4.6 / 1.9 / 1.7 MB),
+  ``-bios /usr/share/qemu/qboot.rom`` instead of SeaBIOS (1.71 s vs 1.61 s, 9 interleaved boots).
+* What is left on x86_64: ~0.45 s QEMU + SeaBIOS + kernel decompression before the kernel's
+  clock starts, ~1.0 s kernel init (ftrace/alternatives patching, ACPI 90 ms), ~0.25 s in /init
+  (22 insmods, most of it virtio device probing).
+* Failover (q35, virtio-net standby + vmxnet3 primary on root ports): FAILOVER_NEGOTIATED
+  1.3-1.6 s after spawn, the boot report at 1.5-1.8 s already shows master, standby and primary.
+* Recommended QEMU options: ``-no-reboot``, ``-nodefaults -no-user-config -display none``, the
+  console ``-serial`` first (it becomes ttyS0), ``romfile=`` on NICs to skip option ROMs.
+* First build: apt-get download 0.6 s (27 MB kernel + busybox) + 1.1 s unpack and initramfs on
+  x86_64 (2.4-2.8 s in all); aarch64 adds ~2 s for the private ``apt-get update`` (3.5-3.9 s).
+  A cached call takes ~0.2 ms.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from conformance.errors import GuestBuildError
+from conformance.paths import cache_dir
+
+#: Bump when the builder's output changes for the same inputs.
+BUILDER_VERSION = "1"
+
+#: Modules the guest loads when the kernel has them, with everything they depend on.
+#: Every module costs ~4 ms of boot under TCG: keep the list short.
+MODULE_ROOTS: tuple[str, ...] = (
+    "virtio_pci",      # virtio over PCI (+ virtio, virtio_ring, virtio_pci_*_dev)
+    "virtio_mmio",     # virtio-mmio transports (aarch64 virt: -device virtio-*-device)
+    "virtio_net",      # + failover, net_failover
+    "net_failover",
+    "virtio_blk",
+    "virtio_scsi",     # + scsi_mod
+    "sd_mod",          # SCSI/SATA disks
+    "sr_mod",          # CD-ROMs (+ cdrom)
+    "virtio_console",
+    "virtio_rng",
+    "virtio_balloon",
+    "vmxnet3",         # a failover primary Debian's cloud kernel has
+    "e1000",           # not in Debian's cloud kernel
+    "e1000e",          # not in Debian's cloud kernel
+    "ahci",            # SATA (q35); not in Debian's cloud kernel
+    "ata_piix",        # IDE (pc machine)
+)
+
+#: arch -> (Debian architecture, console)
+_ARCHES: dict[str, tuple[str, str]] = {
+    "x86_64": ("amd64", "ttyS0"),
+    "aarch64": ("arm64", "ttyAMA0"),
+}
+_ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+
+#: Kernel command line after console= (see the module docstring for what each option gains).
+_APPEND_COMMON = "panic=-1 quiet cryptomgr.notests scsi_mod.scan=sync"
+
+#: gzip level of the initramfs (no measurable boot difference between none, 1 and 9).
+_GZIP_LEVEL = 1
+
+_APT_TIMEOUT = 300
+_INIT_SCRIPT = "guest_init.sh"
+_SIG_MAGIC = b"~Module signature appended~\n"
+
+_NO_DEBIAN_HINT = ("on a host without apt/dpkg pass --kernel IMAGE --modules lib/modules/VERSION "
+                   "(a kernel with virtio drivers) and a static busybox (--busybox PATH, or install "
+                   "busybox-static / a static busybox on PATH)")
+
+
+def _no_log(_message: str) -> None:
+    pass
+
+
+class GuestDownloadError(GuestBuildError):
+    """The guest's packages could not be downloaded (no network, no such package)."""
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A bootable test guest: ``-kernel kernel -initrd initrd -append append``.
+
+    Extra kernel options the guest's /init reads: ``guest.shell=<tty>`` runs a command shell
+    (no echo) on that tty (e.g. ttyS1: give QEMU a second ``-serial``), ``guest.hb=<s>`` sets
+    the heartbeat period.
+    """
+
+    arch: str
+    kernel: Path
+    initrd: Path
+    kernel_version: str
+    console: str
+    append: str
+    key: str
+    modules: tuple[str, ...] = ()  # loaded by /init, in this order
+    builtin: tuple[str, ...] = ()  # MODULE_ROOTS the kernel has built in
+    missing: tuple[str, ...] = ()  # MODULE_ROOTS the kernel has neither built in nor as a module
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.initrd.parent
+
+    def has_driver(self, module: str) -> bool:
+        """Whether the guest can drive what needs ``module`` (loaded or built in)."""
+        name = _modname(module)
+        return name in self.modules or name in self.builtin
+
+    def boot_args(self, extra_append: str = "") -> list[str]:
+        """``-kernel``, ``-initrd`` and ``-append`` arguments for QEMU."""
+        append = f"{self.append} {extra_append}".strip()
+        return ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", append]
+
+
+def build_guest(arch: str = "x86_64", *, kernel: Path | None = None, modules: Path | None = None,
+                busybox: Path | None = None, cache: Path | None = None, refresh: bool = False,
+                log: Callable[[str], None] = _no_log) -> Guest:
+    """Build (once) and return the test guest for ``arch`` ("x86_64" or "aarch64").
+
+    ``kernel``/``modules`` replace Debian's cloud kernel (``modules`` is ``lib/modules/<ver>`` or
+    a folder holding one); without ``modules`` a user's kernel gets ``/lib/modules/<its
+    version>`` when present, else no modules (it needs virtio built in). ``busybox`` is a static
+    busybox for ``arch``. ``cache`` is the guest cache folder (default ``cache_dir()/guest``).
+    ``refresh`` asks apt for the newest packages instead of reusing those downloaded before.
+    Raises GuestBuildError, GuestDownloadError when a download failed.
+    """
+    if arch not in _ARCHES:
+        raise GuestBuildError(f"unknown guest architecture {arch!r}",
+                              hint=f"use one of {', '.join(sorted(_ARCHES))}")
+    if modules is not None and kernel is None:
+        raise GuestBuildError("a modules folder was given without its kernel", path=modules,
+                              hint="pass the kernel image too (--kernel)")
+    root = Path(cache) if cache is not None else cache_dir() / "guest"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GuestBuildError(f"cannot create the guest cache ({exc.strerror})", path=root,
+                              hint="set QEMU_CONFORMANCE_CACHE to a writable folder") from exc
+    init_text = init_script_text()
+    debarch = _ARCHES[arch][0]
+
+    debs: dict[str, _Deb] = {}
+    sources: dict[str, object] = {}
+    if kernel is None:
+        debs = _debian_debs(root, debarch, want_kernel=True, refresh=refresh, log=log)
+        sources["kernel-deb"] = debs["kernel"].identity()
+    else:
+        kernel = Path(kernel)
+        if not kernel.is_file():
+            raise GuestBuildError("kernel image not found", path=kernel,
+                                  hint="pass a bootable kernel image (x86 bzImage, arm64 Image)")
+        if modules is not None:
+            modules = _modules_folder(Path(modules))
+        else:
+            host_modules = Path("/lib/modules") / (kernel_version_of(kernel) or "unknown")
+            if (host_modules / "kernel").is_dir():
+                modules = host_modules
+                log(f"using the modules in {modules}")
+        sources["kernel"] = _file_identity(kernel)
+        sources["modules"] = _folder_identity(modules) if modules is not None else None
+        if busybox is None and shutil.which("apt-get"):
+            try:
+                debs = _debian_debs(root, debarch, want_kernel=False, refresh=refresh, log=log)
+            except GuestBuildError as exc:
+                log(f"busybox-static not downloadable ({exc.message}); looking for a static busybox")
+    busybox_file: Path | None = None
+    if "busybox" in debs and busybox is None:
+        sources["busybox-deb"] = debs["busybox"].identity()
+    else:
+        busybox_file = _find_busybox(arch, busybox)
+        sources["busybox"] = _file_identity(busybox_file)
+
+    key_input = {"builder": BUILDER_VERSION, "arch": arch, "sources": sources, "roots": MODULE_ROOTS,
+                 "init": hashlib.sha256(init_text.encode()).hexdigest(), "append": _APPEND_COMMON,
+                 "gzip": _GZIP_LEVEL}
+    key = hashlib.sha256(json.dumps(key_input, sort_keys=True).encode()).hexdigest()[:16]
+    final = root / f"{arch}-{key}"
+    guest = _load_guest(final)
+    if guest is not None:
+        return guest
+    with _locked(root):
+        guest = _load_guest(final)
+        if guest is not None:
+            return guest
+        for stale in root.glob(".tmp-*"):  # left by a killed build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.monotonic()
+        log(f"building the {arch} test guest in {final}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{arch}-{key}-", dir=root))
+        try:
+            meta = _build(arch, key, tmp, init_text, debs=debs, kernel=kernel, modules=modules,
+                          busybox=busybox_file)
+            (tmp / "guest.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            tmp.chmod(0o755)
+            if final.exists():  # an incomplete leftover (no guest.json): replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"built the {arch} test guest in {time.monotonic() - started:.1f} s")
+    guest = _load_guest(final)
+    if guest is None:  # pragma: no cover - the rename above is atomic
+        raise GuestBuildError("the guest build left no usable result", path=final)
+    return guest
+
+
+def init_script_text() -> str:
+    """The guest's /init (guest_init.sh, package data beside this module)."""
+    path = Path(__file__).with_name(_INIT_SCRIPT)
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise GuestBuildError(f"the guest init script is missing ({exc.strerror})", path=path,
+                              hint="reinstall qemu-conformance with its package data") from exc
+
+
+def recommended_append(arch: str) -> str:
+    """The kernel command line the guest was measured with (console first)."""
+    return f"console={_ARCHES[arch][1]} {_APPEND_COMMON}"
+
+
+def describe(guest: Guest) -> str:
+    """One line for logs: arch, key, kernel version, module count, what the kernel lacks."""
+    missing = f", lacks {' '.join(guest.missing)}" if guest.missing else ""
+    return (f"{guest.arch} guest {guest.key} (kernel {guest.kernel_version}, "
+            f"{len(guest.modules)} modules{missing})")
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+def _load_guest(folder: Path) -> Guest | None:
+    try:
+        meta = json.loads((folder / "guest.json").read_text())
+        guest = Guest(arch=meta["arch"], kernel=folder / meta["kernel"], initrd=folder / meta["initrd"],
+                      kernel_version=meta["kernel_version"], console=meta["console"],
+                      append=meta["append"], key=meta["key"], modules=tuple(meta["modules"]),
+                      builtin=tuple(meta["builtin"]), missing=tuple(meta["missing"]),
+                      notes=tuple(meta.get("notes", ())))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (guest.kernel.is_file() and guest.initrd.is_file()):
+        return None
+    return guest
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the guest cache: concurrent builders take turns."""
+    with open(root / ".lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_identity(path: Path) -> dict[str, object]:
+    """Path, size and content hash of a file (a 27 MB kernel hashes in ~0.1 s)."""
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": _sha256_file(path)}
+
+
+def _folder_identity(folder: Path) -> dict[str, object]:
+    """Cheap identity of a modules folder: every module's relative path, size and mtime."""
+    digest = hashlib.sha256()
+    for path in sorted(_iter_module_files(folder)):
+        st = path.stat()
+        digest.update(f"{path.relative_to(folder)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return {"path": str(folder.resolve()), "sha256": digest.hexdigest()}
+
+
+# --------------------------------------------------------------------------------------------
+# Debian packages
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Deb:
+    package: str
+    version: str
+    file: Path
+    sha256: str
+
+    def identity(self) -> dict[str, str]:
+        return {"package": self.package, "version": self.version, "sha256": self.sha256}
+
+
+def _debian_debs(root: Path, debarch: str, *, want_kernel: bool, refresh: bool,
+                 log: Callable[[str], None]) -> dict[str, _Deb]:
+    """{"kernel": ..., "busybox": ...} .debs for ``debarch``, downloaded once into the cache."""
+    record = root / f"sources-{debarch}.json"
+    debdir = root / "debs" / debarch
+    wanted = ("kernel", "busybox") if want_kernel else ("busybox",)
+    if not refresh:
+        known = _read_record(record, debdir)
+        if all(role in known for role in wanted):
+            return known
+    with _locked(root):
+        known = _read_record(record, debdir)
+        if not refresh and all(role in known for role in wanted):
+            return known
+        found = _download(root, debarch, debdir, wanted, log=log)
+        known.update(found)
+        _write_json_atomic(record, {role: {**deb.identity(), "file": deb.file.name}
+                                    for role, deb in known.items()})
+        return known
+
+
+def _read_record(record: Path, debdir: Path) -> dict[str, _Deb]:
+    try:
+        data = json.loads(record.read_text())
+        debs = {role: _Deb(item["package"], item["version"], debdir / item["file"], item["sha256"])
+                for role, item in data.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {role: deb for role, deb in debs.items() if deb.file.is_file()}
+
+
+def _host_debarch() -> str | None:
+    try:
+        proc = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None
+
+
+class _Apt:
+    """apt-get/apt-cache for one architecture, with the host's or private package lists."""
+
+    def __init__(self, root: Path, debarch: str, *, private: bool) -> None:
+        self.debarch = debarch
+        self.private = private
+        self.folder = root / "apt" / debarch
+        self.opts = ["-o", "APT::Sandbox::User=root"] if os.getuid() == 0 else []
+        if private:
+            lists, cachedir, status = self.folder / "lists", self.folder / "cache", self.folder / "status"
+            (lists / "partial").mkdir(parents=True, exist_ok=True)
+            (cachedir / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+            status.touch()
+            self.opts += ["-o", f"APT::Architecture={debarch}", "-o", f"APT::Architectures={debarch}",
+                          "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cachedir}",
+                          "-o", f"Dir::State::status={status}", "-o", "Debug::NoLocking=1"]
+
+    def run(self, tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+        what = f"{tool} {' '.join(a for a in args if not a.startswith('-'))}"
+        try:
+            proc = subprocess.run([tool, *self.opts, *args], cwd=cwd, env=env, capture_output=True,
+                                  text=True, timeout=_APT_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise GuestDownloadError(f"{what} did not finish in {_APT_TIMEOUT} s",
+                                     hint="check the network and the apt sources") from exc
+        except OSError as exc:
+            raise GuestBuildError(f"cannot run {tool}: {exc.strerror}", hint=_NO_DEBIAN_HINT) from exc
+        if proc.returncode != 0:
+            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("E:")]
+            reason = (errors or proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[0]
+            raise GuestDownloadError(f"{what} failed ({self.debarch}): {reason}",
+                                     hint="check the network and the apt sources, or pass --kernel "
+                                          "and --modules")
+        return proc
+
+    def lists_present(self) -> bool:
+        return any((self.folder / "lists").glob("*_Packages*"))
+
+    def update(self) -> None:
+        proc = self.run("apt-get", "-q", "update")
+        if not self.lists_present():
+            problems = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:"))]
+            reason = problems[0] if problems else "no Packages file"
+            raise GuestDownloadError(f"apt-get update ({self.debarch}, private lists) fetched no package "
+                                     f"lists: {reason}", hint="check the network and the apt sources")
+
+    def versioned_kernel(self, meta: str) -> str:
+        """linux-image-cloud-amd64 -> linux-image-6.1.0-NN-cloud-amd64 (what it depends on)."""
+        out = self.run("apt-cache", "depends", "--important", meta).stdout
+        match = re.search(r"^\s*\|?Depends:\s*(linux-image-[^\s<>]+)", out, re.MULTILINE)
+        return match.group(1) if match else meta
+
+    def uris(self, packages: Iterable[str]) -> dict[str, tuple[str, int, str]]:
+        """package -> (file name, size, sha256) as apt would download it (nothing downloaded)."""
+        out = self.run("apt-get", "-q", "--print-uris", "download", *packages).stdout
+        found = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[0].startswith("'"):
+                digest = parts[3].split(":", 1)[1] if parts[3].upper().startswith("SHA256:") else ""
+                found[parts[1].split("_", 1)[0]] = (parts[1], int(parts[2]), digest)
+        return found
+
+
+def _download(root: Path, debarch: str, debdir: Path, roles: tuple[str, ...], *,
+              log: Callable[[str], None]) -> dict[str, _Deb]:
+    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+        raise GuestBuildError("cannot fetch Debian's kernel: apt-get/dpkg-deb not found",
+                              hint=_NO_DEBIAN_HINT)
+    debdir.mkdir(parents=True, exist_ok=True)
+    routes = [False, True] if _host_debarch() == debarch else [True]
+    error: GuestBuildError | None = None
+    for private in routes:
+        apt = _Apt(root, debarch, private=private)
+        for fresh in ([False, True] if private and apt.lists_present() else [private]):
+            try:
+                if fresh:
+                    log(f"apt-get update ({debarch}, private lists in {apt.folder})")
+                    apt.update()
+                names = {"busybox": "busybox-static"}
+                if "kernel" in roles:
+                    names["kernel"] = apt.versioned_kernel(f"linux-image-cloud-{debarch}")
+                wanted = {role: names[role] for role in roles}
+                return _fetch(apt, wanted, debdir, log=log)
+            except GuestDownloadError as exc:
+                error = error or exc  # the first failure says most (the host's lists route)
+    assert error is not None
+    raise error
+
+
+def _fetch(apt: _Apt, wanted: dict[str, str], debdir: Path, *,
+           log: Callable[[str], None]) -> dict[str, _Deb]:
+    uris = apt.uris(wanted.values())
+    absent = [pkg for pkg in wanted.values() if pkg not in uris]
+    if absent:
+        raise GuestDownloadError(f"apt offers no {' '.join(absent)} for {apt.debarch}",
+                                 hint="check the apt sources (Debian bookworm or later)")
+    def have(pkg: str) -> bool:
+        path = debdir / uris[pkg][0]
+        return path.is_file() and path.stat().st_size == uris[pkg][1]
+
+    todo = [pkg for pkg in wanted.values() if not have(pkg)]
+    if todo:
+        log(f"apt-get download {' '.join(todo)} ({apt.debarch})")
+        apt.run("apt-get", "-q", "download", *todo, cwd=debdir)
+    debs = {}
+    for role, pkg in wanted.items():
+        name, _size, sha = uris[pkg]
+        path = debdir / name
+        if not path.is_file():
+            raise GuestDownloadError(f"apt-get download left no {name}", path=debdir)
+        version = unquote(name).split("_")[1]
+        debs[role] = _Deb(pkg, version, path, sha or _sha256_file(path))
+    return debs
+
+
+def _dpkg_extract(deb: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GuestBuildError(f"cannot unpack the package ({exc})", path=deb) from exc
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise GuestBuildError(f"cannot unpack the package: {reason}", path=deb,
+                              hint="delete the file to download it again")
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels, modules, busybox
+# --------------------------------------------------------------------------------------------
+
+_MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
+
+def _modname(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _module_name_of(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    for suffix in _MODULE_SUFFIXES:
+        if name.endswith(suffix):
+            return _modname(name[: -len(suffix)])
+    return _modname(name)
+
+
+def _iter_module_files(folder: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.endswith(_MODULE_SUFFIXES):
+                yield Path(dirpath) / name
+
+
+def _modules_folder(path: Path) -> Path:
+    """lib/modules/<ver> itself, or the one folder of that kind inside ``path``."""
+    hint = "pass lib/modules/<version> of the kernel given"
+    if not path.is_dir():
+        raise GuestBuildError("modules folder not found", path=path, hint=hint)
+    if (path / "kernel").is_dir() or (path / "modules.order").is_file():
+        return path
+    for base in (path / "lib" / "modules", path / "usr" / "lib" / "modules", path):
+        found = [p for p in base.glob("*") if (p / "kernel").is_dir()] if base.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+    raise GuestBuildError("not a kernel modules folder (no kernel/ inside)", path=path, hint=hint)
+
+
+def read_modinfo(data: bytes) -> dict[str, list[str]]:
+    """The ``.modinfo`` section of a kernel module (64-bit little-endian ELF): key -> values."""
+    if data[:4] != b"\x7fELF" or data[4:6] != b"\x02\x01":
+        raise ValueError("not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab = data[sections[shstrndx][4]:sections[shstrndx][4] + sections[shstrndx][5]]
+    info: dict[str, list[str]] = {}
+    for name_off, _type, _flags, _addr, offset, size in sections:
+        if strtab[name_off:strtab.find(b"\0", name_off)] != b".modinfo":
+            continue
+        for item in data[offset:offset + size].split(b"\0"):
+            key, sep, value = item.decode("utf-8", "replace").partition("=")
+            if sep:
+                info.setdefault(key, []).append(value)
+    return info
+
+
+def strip_signature(data: bytes) -> bytes:
+    """A module without its appended signature (unchanged when it has none)."""
+    if not data.endswith(_SIG_MAGIC) or len(data) < len(_SIG_MAGIC) + 12:
+        return data
+    sig_len, = struct.unpack_from(">I", data, len(data) - len(_SIG_MAGIC) - 4)
+    end = len(data) - len(_SIG_MAGIC) - 12 - sig_len
+    return data[:end] if end > 0 else data
+
+
+def _module_bytes(path: Path) -> bytes:
+    name = path.name
+    if name.endswith(".ko.xz"):
+        return lzma.decompress(path.read_bytes())
+    if name.endswith(".ko.gz"):
+        return gzip.decompress(path.read_bytes())
+    if name.endswith(".ko.zst"):
+        if not shutil.which("zstd"):
+            raise GuestBuildError("zstd-compressed kernel modules need the zstd tool", path=path,
+                                  hint="install zstd")
+        return subprocess.run(["zstd", "-dcq", str(path)], capture_output=True, check=True,
+                              timeout=60).stdout
+    return path.read_bytes()
+
+
+@dataclass
+class _ModulePlan:
+    order: list[str]          # load order
+    blobs: dict[str, bytes]   # name -> .ko as loaded
+    builtin: list[str]
+    missing: list[str]
+
+
+def _read_config(path: Path | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    config = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("CONFIG_"):
+            config[key] = value
+    return config
+
+
+def _builtin_names(folder: Path) -> set[str]:
+    try:
+        lines = (folder / "modules.builtin").read_text().splitlines()
+    except OSError:
+        return set()
+    return {_module_name_of(line.strip()) for line in lines if line.strip()}
+
+
+def _plan_modules(folder: Path | None, *, strip: bool) -> _ModulePlan:
+    """MODULE_ROOTS and what they depend on (``.modinfo`` ``depends=``), in load order."""
+    if folder is None:
+        return _ModulePlan([], {}, [], list(MODULE_ROOTS))
+    index: dict[str, Path] = {}
+    for path in sorted(_iter_module_files(folder)):
+        index.setdefault(_module_name_of(path.name), path)
+    builtin = _builtin_names(folder)
+    order: list[str] = []
+    blobs: dict[str, bytes] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> bool:
+        if name in blobs or name in builtin:
+            return True
+        path = index.get(name)
+        if path is None:
+            return False
+        if name in visiting:
+            raise GuestBuildError(f"kernel modules depend on each other in a cycle at {name}", path=path)
+        visiting.add(name)
+        data = _module_bytes(path)
+        try:
+            info = read_modinfo(data)
+        except (ValueError, struct.error, IndexError) as exc:
+            raise GuestBuildError(f"unreadable kernel module ({exc})", path=path) from exc
+        for dep in (d for value in info.get("depends", []) for d in value.split(",") if d):
+            if not visit(_modname(dep)):
+                raise GuestBuildError(f"module {name} needs {dep}, which is not in the modules folder",
+                                      path=folder, hint="pass the complete lib/modules/<version>")
+        visiting.discard(name)
+        blobs[name] = strip_signature(data) if strip else data
+        order.append(name)
+        return True
+
+    missing = [root for root in MODULE_ROOTS if not visit(root)]
+    return _ModulePlan(order, blobs, [r for r in MODULE_ROOTS if r in builtin], missing)
+
+
+def _elf_static_for(path: Path, arch: str) -> bool:
+    """Whether ``path`` is a statically linked ELF executable for ``arch``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4:6] != b"\x02\x01":
+                return False
+            machine, = struct.unpack_from("<H", head, 0x12)
+            phoff, = struct.unpack_from("<Q", head, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+            handle.seek(phoff)
+            table = handle.read(phentsize * phnum)
+    except OSError:
+        return False
+    if machine != _ELF_MACHINE[arch] or len(table) < phentsize * phnum:
+        return False
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))  # PT_INTERP
+
+
+def _find_busybox(arch: str, given: Path | None) -> Path:
+    if given is not None:
+        if _elf_static_for(Path(given), arch):
+            return Path(given)
+        raise GuestBuildError(f"not a statically linked {arch} busybox", path=given,
+                              hint="pass busybox from busybox-static (Debian/Ubuntu) or a static build")
+    for name in ("busybox", "busybox.static", "busybox-static"):
+        found = shutil.which(name)
+        if found and _elf_static_for(Path(found), arch):
+            return Path(found)
+    raise GuestBuildError(f"no statically linked {arch} busybox found",
+                          hint="install busybox-static (Debian/Ubuntu) or a static busybox, or pass "
+                               "--busybox PATH")
+
+
+def kernel_version_of(image: Path) -> str | None:
+    """The release in an x86 bzImage header or an uncompressed arm64 Image, None if not found."""
+    try:
+        with open(image, "rb") as handle:
+            head = handle.read(0x1000)
+            if head[0x202:0x206] == b"HdrS":
+                pointer, = struct.unpack_from("<H", head, 0x20E)
+                handle.seek(pointer + 0x200)
+                words = handle.read(256).split(b"\0", 1)[0].split()
+                return words[0].decode("ascii", "replace") if words else None
+            handle.seek(0)
+            data = handle.read()
+    except OSError:
+        return None
+    match = re.search(rb"Linux version (\S+)", data)
+    return match.group(1).decode("ascii", "replace") if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# Initramfs
+# --------------------------------------------------------------------------------------------
+
+class CpioWriter:
+    """A minimal cpio "newc" writer (the format the kernel's initramfs unpacker reads)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._ino = 0
+        self._size = 0
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", *, rdev: tuple[int, int] = (0, 0),
+               nlink: int = 1) -> None:
+        self._ino += 1
+        encoded = name.encode() + b"\0"
+        fields = (self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
+        self._append(b"070701" + b"".join(b"%08X" % value for value in fields) + encoded)
+        self._append(data)
+
+    def _append(self, blob: bytes) -> None:
+        self._parts.append(blob)
+        self._size += len(blob)
+        pad = -self._size % 4
+        if pad:
+            self._parts.append(b"\0" * pad)
+            self._size += pad
+
+    def add_dir(self, name: str, mode: int = 0o755) -> None:
+        self._entry(name, 0o040000 | mode, nlink=2)
+
+    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, 0o100000 | mode, data)
+
+    def add_symlink(self, name: str, target: str) -> None:
+        self._entry(name, 0o120777, target.encode())
+
+    def add_chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
+        self._entry(name, 0o020000 | mode, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return b"".join(self._parts)
+
+
+@dataclass(frozen=True)
+class CpioEntry:
+    name: str
+    mode: int
+    data: bytes
+    rdev: tuple[int, int] = (0, 0)
+
+
+def read_cpio(data: bytes) -> Iterator[CpioEntry]:
+    """The entries of a newc archive (gzip-compressed or not); ValueError when malformed."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    offset = 0
+    while True:
+        if data[offset:offset + 6] != b"070701":
+            raise ValueError(f"no cpio newc header at offset {offset}")
+        fields = [int(data[offset + 6 + 8 * i:offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, filesize, namesize = fields[1], fields[6], fields[11]
+        name_start = offset + 110
+        name = data[name_start:name_start + namesize - 1].decode()
+        body = name_start + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return
+        if body + filesize > len(data):
+            raise ValueError(f"cpio entry {name} runs past the end of the archive")
+        yield CpioEntry(name, mode, data[body:body + filesize], (fields[9], fields[10]))
+        offset = body + filesize + (-filesize % 4)
+
+
+def _initramfs(init_text: str, key: str, busybox: bytes, plan: _ModulePlan) -> bytes:
+    cpio = CpioWriter()
+    for folder in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "run", "sbin", "sys", "tmp",
+                   "usr", "usr/bin", "usr/sbin"):
+        cpio.add_dir(folder)
+    cpio.add_chardev("dev/console", 5, 1)
+    cpio.add_chardev("dev/null", 1, 3, 0o666)
+    cpio.add_file("bin/busybox", busybox, 0o755)
+    cpio.add_symlink("bin/sh", "busybox")
+    for name in plan.order:
+        cpio.add_file(f"lib/modules/{name}.ko", plan.blobs[name])
+    cpio.add_file("lib/modules/load.list", "".join(f"{name}\n" for name in plan.order).encode())
+    init = init_text.replace("@GUEST_INIT_VERSION@", f"{BUILDER_VERSION}-{key}")
+    cpio.add_file("init", init.encode(), 0o755)
+    archive = cpio.finish()
+    return gzip.compress(archive, compresslevel=_GZIP_LEVEL, mtime=0) if _GZIP_LEVEL else archive
+
+
+def _build(arch: str, key: str, out: Path, init_text: str, *, debs: dict[str, _Deb],
+           kernel: Path | None, modules: Path | None, busybox: Path | None) -> dict[str, object]:
+    work = out / "unpack"
+    notes: list[str] = []
+    if kernel is None:
+        _dpkg_extract(debs["kernel"].file, work / "kernel")
+        images = sorted((work / "kernel" / "boot").glob("vmlinuz-*"))
+        folders = sorted((work / "kernel" / "lib" / "modules").glob("*"))
+        if len(images) != 1 or len(folders) != 1:
+            raise GuestBuildError("unexpected kernel package layout (want one boot/vmlinuz-* and one "
+                                  "lib/modules/*)", path=debs["kernel"].file)
+        image, modules, version = images[0], folders[0], folders[0].name
+        config = _read_config(work / "kernel" / "boot" / f"config-{version}")
+    else:
+        image = kernel
+        version = modules.name if modules is not None else (kernel_version_of(kernel) or "unknown")
+        if modules is not None:
+            notes.append(f"modules from {modules}")
+        else:
+            notes.append("no modules folder: the kernel needs virtio built in")
+        config = None
+        for candidate in ([modules / "build" / ".config"] if modules else []) + \
+                [Path("/boot") / f"config-{version}"]:
+            config = _read_config(candidate)
+            if config is not None:
+                break
+    if busybox is None:
+        _dpkg_extract(debs["busybox"].file, work / "busybox")
+        busybox = work / "busybox" / "bin" / "busybox"
+        if not busybox.is_file():
+            raise GuestBuildError("busybox-static package without bin/busybox", path=debs["busybox"].file)
+    strip = config is not None and config.get("CONFIG_MODULE_SIG_FORCE") != "y"
+    if not strip:
+        notes.append("module signatures kept (kernel config unknown or enforcing)")
+    plan = _plan_modules(modules, strip=strip)
+    (out / "initrd.img").write_bytes(_initramfs(init_text, key, busybox.read_bytes(), plan))
+    kernel_name = f"vmlinuz-{version}"
+    if kernel is None:
+        os.replace(image, out / kernel_name)
+    else:
+        shutil.copyfile(image, out / kernel_name)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"arch": arch, "kernel": kernel_name, "initrd": "initrd.img", "kernel_version": version,
+            "console": _ARCHES[arch][1], "append": recommended_append(arch), "key": key,
+            "modules": plan.order, "builtin": plan.builtin, "missing": plan.missing, "notes": notes,
+            "builder": BUILDER_VERSION}
+
+
+__all__ = ["MODULE_ROOTS", "CpioEntry", "CpioWriter", "Guest", "GuestDownloadError", "build_guest",
+           "describe", "init_script_text", "kernel_version_of", "read_cpio", "read_modinfo",
+           "recommended_append", "strip_signature"]

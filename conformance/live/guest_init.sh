@@ -1,0 +1,327 @@
+#!/bin/sh
+# /init of the qemu-conformance test guest (busybox sh, shipped in the initramfs
+# that conformance/live/guest.py builds). It reports what the guest sees on the
+# console, one fact a line; conformance/live/guest_report.py parses it.
+#
+#   GUEST-INIT start version=<v>
+#   MODFAIL <module> rc=<n>                         (only when insmod failed)
+#   BOOT-OK uptime=<s>
+#   SYS kernel=<release> cpus=<online list> mem=<MemTotal kB>
+#   PCI <addr> <vendor>:<device> class=<class> drv=<driver|-> vdrv=<virtio driver|->
+#   NET <if> addr=<mac> master=<if|-> dev=<pci addr|-> drv=<driver|-> ppn=<phys_port_name|-> \
+#       role=<failover-master|standby|primary|-> state=<operstate|->
+#   BLK <name> size=<512-byte sectors> dev=<pci addr|-> drv=<driver|-> hba=<driver|-> ro=<0|1> rm=<0|1>
+#   CON <tty> drv=<driver|->
+#   PORT <vportNpM> name=<name|->
+#   END-OF-BOOT-REPORT
+#   HB <n> <uptime>                                 (every second)
+#   REPORT <k> uptime=<s>            (when PCI devices, drivers, disks, disk sizes, interfaces,
+#                                     their links or states, consoles or online CPUs change)
+#   SYS/PCI/NET/BLK/CON/PORT lines as above
+#   END-OF-REPORT <k>
+#
+# Values never contain spaces; an unknown value is "-". Kernel command line
+# options read here: guest.shell=<tty> runs a command shell on that tty, e.g.
+# ttyS1 (non-interactive: no prompt, no echo, "\n" line ends: send a line, read
+# the output); guest.hb=<seconds> sets the heartbeat period (default 1).
+# Shell errors go to /dev/null so that they never mix with the protocol.
+
+GUEST_INIT_VERSION=@GUEST_INIT_VERSION@
+echo "GUEST-INIT start version=$GUEST_INIT_VERSION"
+PATH=/bin:/sbin
+export PATH
+exec 2>/dev/null
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s
+mkdir -p /tmp /run
+
+# Modules in dependency order, one name a line (written by the builder).
+if [ -r /lib/modules/load.list ]; then
+    while read -r m; do
+        [ -n "$m" ] || continue
+        insmod "/lib/modules/$m.ko"
+        rc=$?
+        [ "$rc" = 0 ] || echo "MODFAIL $m rc=$rc"
+    done </lib/modules/load.list
+fi
+
+uptime_now() {
+    UP=-
+    read -r UP _ </proc/uptime
+}
+
+# R := last path element of the directory that $1 resolves to, "-" if none.
+lname() {
+    R=-
+    if [ -e "$1" ] && cd -P "$1"; then
+        R=${PWD##*/}
+        cd /
+    fi
+}
+
+# V := first line of file $1, "-" if unreadable or empty.
+val() {
+    V=
+    read -r V <"$1"
+    [ -n "$V" ] || V=-
+}
+
+# PCIADDR := PCI address of device link $1 or its nearest PCI ancestor, PCIDRV := that PCI
+# device's driver; ANYDRV := the driver of the nearest ancestor of $1 (not $1) that has one.
+pci_of() {
+    local p b s0
+    PCIADDR=-
+    PCIDRV=-
+    ANYDRV=-
+    [ -e "$1" ] && cd -P "$1" || return
+    p=$PWD
+    s0=$p
+    cd /
+    while [ -n "$p" ] && [ "$p" != /sys/devices ]; do
+        b=${p##*/}
+        if [ "$ANYDRV" = - ] && [ "$p" != "$s0" ] && [ -e "$p/driver" ]; then
+            lname "$p/driver"
+            ANYDRV=$R
+        fi
+        case $b in
+        [0-9a-f][0-9a-f][0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7])
+            PCIADDR=$b
+            lname "$p/driver"
+            PCIDRV=$R
+            return
+            ;;
+        esac
+        p=${p%/*}
+    done
+}
+
+report_sys() {
+    local k c mem key value
+    val /proc/sys/kernel/osrelease
+    k=$V
+    val /sys/devices/system/cpu/online
+    c=$V
+    mem=-
+    while read -r key value _; do
+        if [ "$key" = MemTotal: ]; then
+            mem=$value
+            break
+        fi
+    done </proc/meminfo
+    echo "SYS kernel=$k cpus=$c mem=$mem"
+}
+
+report_pci() {
+    local d v i c drv vdrv s
+    for d in /sys/bus/pci/devices/*; do
+        [ -e "$d" ] || continue
+        val "$d/vendor"
+        v=${V#0x}
+        val "$d/device"
+        i=${V#0x}
+        val "$d/class"
+        c=${V#0x}
+        lname "$d/driver"
+        drv=$R
+        vdrv=-
+        for s in "$d"/virtio*; do
+            [ -e "$s/driver" ] || continue
+            lname "$s/driver"
+            vdrv=$R
+        done
+        echo "PCI ${d##*/} $v:$i class=$c drv=$drv vdrv=$vdrv"
+    done
+}
+
+# PPN := phys_port_name of interface $1 ("-" when the driver has none).
+ppn_of() {
+    PPN=
+    read -r PPN <"/sys/class/net/$1/phys_port_name"
+    [ -n "$PPN" ] || PPN=-
+}
+
+# ROLE := failover role of interface $1.
+role_of() {
+    local l
+    ROLE=-
+    for l in "/sys/class/net/$1"/lower_*; do
+        [ -e "$l" ] || continue
+        ppn_of "${l##*/lower_}"
+        if [ "$PPN" = sby ]; then
+            ROLE=failover-master
+            return
+        fi
+    done
+    [ -e "/sys/class/net/$1/master" ] || return
+    ppn_of "$1"
+    if [ "$PPN" = sby ]; then
+        ROLE=standby
+        return
+    fi
+    lname "/sys/class/net/$1/master"
+    for l in "/sys/class/net/$R"/lower_*; do
+        [ -e "$l" ] || continue
+        ppn_of "${l##*/lower_}"
+        if [ "$PPN" = sby ]; then
+            ROLE=primary
+            return
+        fi
+    done
+}
+
+report_net() {
+    local n i a m drv
+    for n in /sys/class/net/*; do
+        [ -e "$n" ] || continue
+        i=${n##*/}
+        [ "$i" = lo ] && continue
+        val "$n/address"
+        a=$V
+        lname "$n/master"
+        m=$R
+        pci_of "$n/device"
+        lname "$n/device/driver"
+        drv=$R
+        role_of "$i"
+        [ "$ROLE" = failover-master ] && drv=net_failover
+        ppn_of "$i"
+        val "$n/operstate"
+        echo "NET $i addr=$a master=$m dev=$PCIADDR drv=$drv ppn=$PPN role=$ROLE state=$V"
+    done
+}
+
+report_blk() {
+    local b s drv ro
+    for b in /sys/block/*; do
+        [ -e "$b/device" ] || continue
+        val "$b/size"
+        s=$V
+        lname "$b/device/driver"
+        drv=$R
+        pci_of "$b/device"
+        val "$b/ro"
+        ro=$V
+        val "$b/removable"
+        echo "BLK ${b##*/} size=$s dev=$PCIADDR drv=$drv hba=$ANYDRV ro=$ro rm=$V"
+    done
+}
+
+report_con() {
+    local t p
+    for t in /sys/class/tty/ttyS* /sys/class/tty/ttyAMA* /sys/class/tty/hvc*; do
+        [ -e "$t" ] || continue
+        case ${t##*/} in
+        ttyS*)
+            val "$t/type"
+            [ "$V" = 0 ] && continue
+            ;;
+        esac
+        lname "$t/device/driver"
+        echo "CON ${t##*/} drv=$R"
+    done
+    for p in /sys/class/virtio-ports/*; do
+        [ -e "$p" ] || continue
+        val "$p/name"
+        echo "PORT ${p##*/} name=$V"
+    done
+}
+
+report_all() {
+    report_sys
+    report_pci
+    report_net
+    report_blk
+    report_con
+}
+
+# Bring every interface that is administratively down up (the failover master
+# opens its slaves itself).
+links_up() {
+    local n i
+    for n in /sys/class/net/*; do
+        [ -e "$n" ] || continue
+        i=${n##*/}
+        [ -e "$n/master" ] && continue
+        val "$n/flags"
+        case $V in
+        *[13579bdf]) ;;
+        *) ip link set dev "$i" up ;;
+        esac
+    done
+}
+
+# SIG := what a re-report depends on: PCI devices and their drivers, disks and their sizes,
+# interfaces, their links and states, online CPUs. No forks: this runs every heartbeat.
+signature() {
+    local n s
+    set -- /sys/bus/pci/devices/* /sys/bus/pci/devices/*/driver /sys/class/net/*/master \
+        /sys/class/net/*/lower_* /sys/class/tty/hvc* /sys/class/virtio-ports/*
+    SIG="$*"
+    for n in /sys/class/net/* /sys/block/*; do
+        s=-
+        case $n in
+        /sys/block/*) read -r s <"$n/size" ;;
+        *) read -r s <"$n/operstate" ;;
+        esac
+        SIG="$SIG ${n##*/}=$s"
+    done
+    s=-
+    read -r s </sys/devices/system/cpu/online
+    SIG="$SIG cpus=$s"
+}
+
+HB_PERIOD=1
+SHELL_TTY=
+read -r cmdline </proc/cmdline
+for w in $cmdline; do
+    case $w in
+    guest.shell=*) SHELL_TTY=${w#guest.shell=} ;;
+    guest.hb=*) HB_PERIOD=${w#guest.hb=} ;;
+    esac
+done
+case $HB_PERIOD in
+'' | 0 | *[!0-9.]* | .*) HB_PERIOD=1 ;;
+esac
+# The command shell's tty stays open in init (fd 3) from before the boot report on: input that
+# arrives after END-OF-BOOT-REPORT is never lost and never echoed. (A failed "exec 3<>" would end
+# this shell, and the kernel with it: try the open in a subshell first.)
+if [ -n "$SHELL_TTY" ] && (exec 3<>"/dev/$SHELL_TTY"); then
+    exec 3<>"/dev/$SHELL_TTY"
+    stty -echo -onlcr <&3
+    (
+        while :; do
+            sh -c 'while read -r line; do eval "$line"; done' <&3 >&3 2>&3
+            sleep 1
+        done
+    ) &
+fi
+
+links_up
+uptime_now
+echo "BOOT-OK uptime=$UP"
+signature
+last=$SIG
+report_all
+echo "END-OF-BOOT-REPORT"
+
+hb=0
+k=0
+while :; do
+    sleep "$HB_PERIOD"
+    hb=$((hb + 1))
+    uptime_now
+    echo "HB $hb $UP"
+    signature
+    if [ "$SIG" != "$last" ]; then
+        links_up
+        signature
+        last=$SIG
+        k=$((k + 1))
+        uptime_now
+        echo "REPORT $k uptime=$UP"
+        report_all
+        echo "END-OF-REPORT $k"
+    fi
+done

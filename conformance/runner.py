@@ -1,0 +1,145 @@
+"""Run stages of cases on QEMU binaries and write their results: what `run` and `qualify` share.
+
+For each binary: probe it (its capabilities decide the argv), decide the
+accelerator once per host, build the test guest for its arch once, then run
+the static stages (parse, argv) and the boot stage of every selected case.
+Boots run in parallel (``jobs``, default: the number of cores); each VM has
+its own folder under OUTPUT/live/, and results are appended to
+OUTPUT/results.jsonl as they finish, with a progress line per result.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conformance.cases import Case, Catalogue
+from conformance.errors import ConformanceError
+from conformance.live.accel import AccelDecision, decide_accel
+from conformance.results.records import ResultWriter, StageResult
+
+if TYPE_CHECKING:
+    from conformance.live.boot import Target
+    from conformance.live.guest import Guest
+
+Say = Callable[[str], None]
+
+
+def make_target(binary: Path, say: Say, *, accel: AccelDecision | None = None) -> Target:
+    """Probe a binary and prepare what its boots need; raises ConformanceError when it cannot be probed."""
+    from conformance.caps.probe import probe_binary
+    from conformance.live.boot import Target
+    from conformance.live.guest import build_guest
+
+    caps = probe_binary(binary)
+    guest, problem = None, ""
+    try:
+        guest = build_guest(caps.arch, log=lambda m: say(f"  guest: {m}"))
+    except ConformanceError as exc:
+        problem = exc.message
+        say(f"  no test guest for {caps.arch}: {exc}")
+    if accel is None:
+        accel = host_accel(binary, guest)
+    return Target(binary, caps, accel, guest, problem)
+
+
+_ACCEL_LOCK = threading.Lock()
+
+
+def host_accel(binary: Path, guest: Guest | None) -> AccelDecision:
+    """decide_accel with a real KVM boot probe of this binary and guest (run once per host boot)."""
+    from conformance.live.accel import kvm_boot_probe
+
+    with _ACCEL_LOCK:
+        return decide_accel(lambda: kvm_boot_probe(binary, guest) if guest is not None else (False, "no guest"))
+
+
+def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
+               say: Say) -> Counter[str]:
+    from conformance.static import StaticRunner, to_result
+
+    runner = StaticRunner(catalogue)
+    counts: Counter[str] = Counter()
+    for case in cases:
+        if target.caps.arch not in case.arches:
+            continue
+        for outcome in runner.run(case, target.caps):
+            counts[outcome.verdict] += 1
+            result = to_result(outcome, target.caps)
+            result.qemu = target.build
+            writer.write(result)
+            if outcome.verdict in ("fail", "error"):
+                say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
+    return counts
+
+
+def run_boots(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue, output: Path,
+              say: Say, jobs: int | None = None) -> Counter[str]:
+    """The boot stage of every case on every target, ``jobs`` at a time."""
+    from conformance.live.boot import run_boot
+
+    work = [(case, target) for target in targets for case in cases
+            if target.caps.arch in case.arches and "boot" in case.stages]
+    counts: Counter[str] = Counter()
+    if not work:
+        return counts
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    started = time.monotonic()
+    done = 0
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="boot") as pool:
+        futures = {pool.submit(run_boot, case, target, catalogue, output): (case, target) for case, target in work}
+        for future in as_completed(futures):
+            case, target = futures[future]
+            try:
+                result = future.result().result
+            except Exception as exc:
+                result = StageResult(case=case.name, stage="boot", verdict="error", arch=target.caps.arch,
+                                     qemu=target.build, reason=f"suite error: {type(exc).__name__}: {exc}")
+            writer.write(result)
+            counts[result.verdict] += 1
+            done += 1
+            why = "" if result.verdict == "pass" else f" {result.reason}"
+            say(f"  [{done}/{len(work)}] boot {case.name} on QEMU {target.caps.version} {target.caps.arch}: "
+                f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
+    say(f"  boot: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
+        f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")
+    return counts
+
+
+def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
+               jobs: int | None = None, catalogue: Catalogue | None = None) -> int:
+    """`qemu-conformance run`: 0 when nothing failed, 1 otherwise."""
+    from conformance.cases import load_catalogue
+
+    catalogue = catalogue or load_catalogue()
+    cases = catalogue.select(case_globs)
+    output.mkdir(parents=True, exist_ok=True)
+    writer = ResultWriter(output)
+    targets = []
+    bad = 0
+    for binary in binaries:
+        say(f"{binary}:")
+        try:
+            target = make_target(binary, say)
+        except ConformanceError as exc:
+            say(f"  probe: ERROR {exc}")
+            writer.write(StageResult(case="probe", stage="probe", verdict="error", reason=exc.message))
+            bad += 1
+            continue
+        say(f"  QEMU {target.caps.version} {target.caps.arch}, accel {target.accel.accel} ({target.accel.reason})")
+        targets.append(target)
+        if {"parse", "argv"} & set(stages):
+            counts = run_static(cases, target, writer, catalogue, say)
+            bad += counts["fail"] + counts["error"]
+            say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
+    if "boot" in stages and targets:
+        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        bad += counts["fail"] + counts["error"]
+    say(f"results: {writer.path}")
+    return 1 if bad else 0
