@@ -1,11 +1,18 @@
 """pytest plugin (registered through the pytest11 entry point).
 
-Parametrisation: a test that asks for ``static_combo`` runs once per case x
-capability fixture of that case's arch, with readable ids such as
-``teaming-q35[4.2.0-x86_64]``. Options narrow it down:
+Parametrisation:
+- a test that asks for ``static_combo`` runs once per case x capability fixture
+  of that case's arch, with ids such as ``teaming-q35[4.2.0-x86_64]``;
+- a test that asks for ``live_combo`` runs once per bootable case x QEMU binary
+  of that case's arch (default: the host's qemu-system-x86_64 and -aarch64),
+  with ids such as ``teaming-q35[x86_64]``; it is marked ``live``.
+
+Options:
 
     --conformance-cases GLOB   only these cases (repeatable)
     --conformance-caps GLOB    only fixtures whose file name matches (repeatable)
+    --conformance-qemu PATH    QEMU binaries for live tests (repeatable)
+    --conformance-output DIR   keep live artefacts and results.jsonl here (default: pytest's temp folder)
 
 Process hygiene: every pytest process, xdist workers included, dies with its
 parent (PR_SET_PDEATHSIG), and every QEMU dies with the process that started
@@ -31,6 +38,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only the cases matching GLOB (repeatable)")
     group.addoption("--conformance-caps", action="append", default=[], metavar="GLOB",
                     help="use only the capsdata/ fixtures whose file name matches GLOB (repeatable)")
+    group.addoption("--conformance-qemu", action="append", default=[], metavar="PATH",
+                    help="QEMU binaries for live tests (repeatable; default: the host's)")
+    group.addoption("--conformance-output", metavar="DIR",
+                    help="folder for live artefacts and results.jsonl (default: pytest's temp folder)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,8 +98,71 @@ def static_combos(case_globs: list[str], caps_globs: list[str]) -> list[tuple[st
     return combos
 
 
+def live_binaries(config: pytest.Config) -> list[Path]:
+    import shutil
+
+    given = [Path(p) for p in config.option.conformance_qemu]
+    if given:
+        return given
+    return [Path(w) for w in map(shutil.which, ("qemu-system-x86_64", "qemu-system-aarch64")) if w]
+
+
+def _binary_arch(binary: Path) -> str:
+    return binary.name.removeprefix("qemu-system-")
+
+
+def _binary_label(binary: Path) -> str:
+    """x86_64 for /usr/bin/qemu-system-x86_64, x86_64-qemu-10.0 for a build folder's wrapper."""
+    arch = _binary_arch(binary)
+    return arch if binary.parent in (Path("/usr/bin"), Path("/bin")) else f"{arch}-{binary.parent.parent.name}"
+
+
+@dataclass(frozen=True)
+class LiveCombo:
+    """One bootable case on one QEMU binary."""
+
+    case_name: str
+    binary: Path
+
+    def run(self, output: Path):  # noqa: ANN201 - BootRun (imported lazily)
+        from conformance.live.boot import run_boot
+        from conformance.results.records import ResultWriter
+
+        run = run_boot(_catalogue().get(self.case_name), _live_target(self.binary), _catalogue(), output)
+        ResultWriter(output).write(run.result)
+        return run
+
+
+@functools.cache
+def _live_target(binary: Path):  # noqa: ANN202 - Target (imported lazily)
+    """Probe, accelerator and guest for a binary: once per pytest process."""
+    from conformance.runner import make_target
+
+    return make_target(binary, lambda _text: None)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    opts = metafunc.config.option
     if "static_combo" in metafunc.fixturenames:
-        opts = metafunc.config.option
         combos = static_combos(opts.conformance_cases, opts.conformance_caps)
         metafunc.parametrize("static_combo", [c for _, c in combos], ids=[i for i, _ in combos])
+    if "live_combo" in metafunc.fixturenames:
+        params = []
+        for binary in live_binaries(metafunc.config):
+            for case in _catalogue().cases.values():
+                if "boot" in case.stages and _binary_arch(binary) in case.arches \
+                        and _matches(case.name, opts.conformance_cases):
+                    params.append(pytest.param(LiveCombo(case.name, binary), id=f"{case.name}[{_binary_label(binary)}]",
+                                               marks=pytest.mark.live))
+        metafunc.parametrize("live_combo", params)
+
+
+@pytest.fixture(scope="session")
+def conformance_output(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where live tests keep their VM folders and results.jsonl."""
+    given = request.config.option.conformance_output
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.getbasetemp() / "conformance"

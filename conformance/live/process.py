@@ -10,8 +10,9 @@ Guarantees, whatever happens to the caller:
   which then stops QEMU in order: QMP ``quit``, SIGTERM, SIGKILL.
 - QMP is a private socketpair (``-chardev socket,fd=N``): no socket file, no
   port, nothing another process can connect to.
-- Every process has a private folder; stderr goes to ``stderr.log`` there and
-  the QMP transcript to ``qmp.jsonl``. How it ended (exit code or signal) is
+- Every process has a private folder; stderr goes to ``stderr.log`` there,
+  the QMP transcript to ``qmp.jsonl``, the command line to ``cmdline.json``
+  and the pid to ``qemu.pid``. How it ended (exit code or signal) is
   kept as an ``Exit``.
 """
 
@@ -240,6 +241,7 @@ class QemuProcess:
             if child_sock is not None:
                 child_sock.close()
         self.started_at = time.monotonic()
+        (self.workdir / "qemu.pid").write_text(f"{self.proc.pid}\n")
         return self
 
     @property
