@@ -28,8 +28,14 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # imported lazily at run time: loading the plugin stays cheap
+    from conformance.cases import Catalogue
+    from conformance.live.boot import BootRun, Target
+    from conformance.static import StaticOutcome, StaticRunner
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,7 +66,7 @@ class StaticCombo:
     case_name: str
     fixture: Path
 
-    def run(self) -> list:
+    def run(self) -> list[StaticOutcome]:
         from conformance.caps.store import load
 
         return _static_runner().run(_catalogue().get(self.case_name), load(self.fixture))
@@ -124,7 +130,7 @@ class LiveCombo:
     case_name: str
     binary: Path
 
-    def run(self, output: Path):  # noqa: ANN201 - BootRun (imported lazily)
+    def run(self, output: Path) -> BootRun:
         from conformance.live.boot import run_boot
         from conformance.results.records import ResultWriter
 
@@ -134,7 +140,7 @@ class LiveCombo:
 
 
 @functools.cache
-def _live_target(binary: Path):  # noqa: ANN202 - Target (imported lazily)
+def _live_target(binary: Path) -> Target:
     """Probe, accelerator and guest for a binary: once per pytest process."""
     from conformance.runner import make_target
 
