@@ -73,14 +73,14 @@ class StaticCombo:
 
 
 @functools.cache
-def _static_runner():
+def _static_runner() -> StaticRunner:
     """One StaticRunner per process, so render/parse are shared by the fixtures of a case."""
     from conformance.static import StaticRunner
 
     return StaticRunner(_catalogue())
 
 
-def _catalogue():
+def _catalogue() -> Catalogue:
     from conformance.cases import load_catalogue
 
     return load_catalogue()
