@@ -66,11 +66,10 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     cache = _CACHE.get(disk.driver.get("cache", ""))
     storage = f"libvirt-{n}-storage"
     props = _storage_props(ctx, disk, storage)
-    # libvirt (10.x+) drops the format layer of raw images (an unset format is raw) without cache/discard
-    # options, once QEMU's block jobs can mask the protocol layer (blockjob.backing-mask-protocol)
+    # libvirt drops the format layer for raw images (an unset format is raw) without cache/discard options
     raw = disk.driver.get("type", "raw") == "raw"
     options = bool(cache or disk.driver.get("discard") or disk.driver.get("detect_zeroes"))
-    layered = not raw or options or not ctx.modern_libvirt or not ctx.caps.has("blockjob.backing-mask-protocol")
+    layered = not raw or not ctx.modern_libvirt or options
     if layered:
         props["auto-read-only"] = True
         props["discard"] = "unmap"

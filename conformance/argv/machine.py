@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
-from conformance.argv.harness import DOMAIN_ID
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -206,7 +205,7 @@ def ram_backend(ctx: Ctx, ident: str, size: int, extra: dict | None = None) -> d
     mb = ctx.domain.memory_backing
     if mb is not None and mb.hugepages is not None:
         props = {"qom-type": "memory-backend-file", "id": ident,
-                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/{DOMAIN_ID}-{ctx.domain.name}"}
+                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/-1-{ctx.domain.name}"}
         if ctx.caps.has("memory-backend-file.x-use-canonical-path-for-ramblock-id") or ctx.json_object:
             props["x-use-canonical-path-for-ramblock-id"] = False
         props["prealloc"] = True

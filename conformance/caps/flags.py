@@ -86,8 +86,6 @@ RULES: tuple[Rule, ...] = (
     Rule("blockdev", "command", "blockdev-add", min_version="4.2.0",
          doc="-blockdev instead of -drive (libvirt uses it from QEMU 4.2)"),
     Rule("machine.acpi", "machine-attr", "acpi", doc="-machine acpi=on|off instead of -no-acpi, QEMU 8.0+"),
-    Rule("blockjob.backing-mask-protocol", "schema", "block-stream/arg-type/backing-mask-protocol",
-         doc="block jobs can mask the protocol layer (QEMU 9.0+): libvirt then drops the format node of raw disks"),
     Rule("machine-hpet", "property", "generic-pc-machine", "hpet", doc="-machine hpet=off, QEMU 8.0+"),
     Rule("machine-i8042-opt", "property", "generic-pc-machine", "i8042"),
     Rule("machine-vmport-opt", "property", "generic-pc-machine", "vmport"),

@@ -58,45 +58,6 @@ class CpuModel:
     typename: str | None = None
     usable: bool | None = None
     deprecated: bool = False
-    # features QEMU cannot provide for this model here (query-cpu-definitions unavailable-features)
-    blockers: tuple[str, ...] = ()
-    # the accelerator QEMU answered under; None in fixtures written before it was recorded
-    accel: str | None = None
-
-
-@dataclass(frozen=True)
-class CpuProperty:
-    """One property of QEMU's host CPU expansion (query-cpu-model-expansion)."""
-
-    name: str
-    type: str  # "boolean" | "number" | "string"
-    value: str  # as libvirt writes it: "true"/"false", "23", "AuthenticAMD"
-    migratable: bool | None = None  # None: QEMU did not say (libvirt: attribute absent)
-
-    @property
-    def enabled(self) -> bool:
-        return self.type == "boolean" and self.value == "true"
-
-
-@dataclass(frozen=True)
-class HostCpu:
-    """QEMU's expansion of its host CPU model under one accelerator ('host' under KVM, 'max' under TCG).
-
-    libvirt computes ``<cpu mode='host-model'>`` from it (libvirt's ``<hostCPU>``).
-    """
-
-    accel: str  # "kvm" | "tcg"
-    model: str  # the model QEMU expanded to ("base" for a static expansion)
-    migratability: bool  # whether each enabled property says if it is migratable
-    properties: tuple[CpuProperty, ...] = ()
-
-
-@dataclass(frozen=True)
-class SevInfo:
-    """AMD SEV platform facts (query-sev-capabilities; libvirt's ``<sev>``)."""
-
-    cbitpos: int
-    reduced_phys_bits: int
 
 
 @dataclass(frozen=True)
@@ -140,9 +101,6 @@ class Capabilities:
     schema: frozenset[str] = frozenset()
     migration_capabilities: frozenset[str] = frozenset()
     cpu_models: tuple[CpuModel, ...] = ()
-    # QEMU's host CPU expansion per accelerator (host-model CPUs); empty when not probed/imported
-    host_cpus: tuple[HostCpu, ...] = ()
-    sev: SevInfo | None = None
     # flags that come from an import and are not expressible as raw facts
     extra_flags: frozenset[str] = frozenset()
     provenance: Provenance = field(default_factory=lambda: Provenance(source="unknown"))
@@ -150,8 +108,7 @@ class Capabilities:
     def __post_init__(self) -> None:
         # one canonical order, so that equality does not depend on how the data arrived
         self.machines = tuple(sorted(self.machines, key=lambda m: m.name))
-        self.cpu_models = tuple(sorted(self.cpu_models, key=lambda c: (c.name, c.accel or "")))
-        self.host_cpus = tuple(sorted(self.host_cpus, key=lambda h: h.accel))
+        self.cpu_models = tuple(sorted(self.cpu_models, key=lambda c: c.name))
 
     @cached_property
     def flags(self) -> frozenset[str]:
@@ -182,15 +139,6 @@ class Capabilities:
         """A machine type by name or alias ('q35' -> pc-q35-7.2)."""
         return self._machines_by_name.get(name)
 
-    def host_cpu(self, accel: str) -> HostCpu | None:
-        """QEMU's host CPU expansion under ``accel`` ("kvm" or "tcg"), when the fixture carries it."""
-        return next((h for h in self.host_cpus if h.accel == accel), None)
-
-    def cpu_models_for(self, accel: str) -> tuple[CpuModel, ...]:
-        """The CPU models QEMU offers under ``accel`` (models of fixtures that do not say count for any)."""
-        mine = tuple(c for c in self.cpu_models if c.accel == accel)
-        return mine or tuple(c for c in self.cpu_models if c.accel is None)
-
     def default_machine(self) -> MachineType | None:
         return next((m for m in self.machines if m.is_default), None)
 
@@ -208,6 +156,5 @@ class Capabilities:
 
 _EQ_FIELDS = (
     "version", "arch", "package", "accelerators", "machines", "qom_types", "type_properties",
-    "commands", "events", "schema", "migration_capabilities", "cpu_models", "host_cpus", "sev", "extra_flags",
-    "provenance",
+    "commands", "events", "schema", "migration_capabilities", "cpu_models", "extra_flags", "provenance",
 )
