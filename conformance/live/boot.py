@@ -13,10 +13,12 @@ known-bugs database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,8 @@ class BootRun:
 
 
 def vm_folder(output: Path, case: Case, target: Target) -> Path:
-    folder = output / "live" / case.name / f"{target.caps.arch}-{target.caps.version}-{target.binary.parent.name}"
+    tag = hashlib.sha1(str(target.binary).encode()).hexdigest()[:6]  # two builds of one version stay apart
+    folder = output / "live" / case.name / f"{target.caps.arch}-{target.caps.version}-{tag}"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -264,8 +267,14 @@ def _qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str,
     missing = sorted(wanted - present)
     if missing:
         failures.append(f"QMP: devices missing from /machine/peripheral: {', '.join(missing)}")
-    qdev_ids = {dev.get("qdev_id") for bus in pci for dev in _walk_pci(bus.get("devices", []))}
-    details["qmp"] = {"peripheral": len(present), "pci_devices": len(qdev_ids)}
+    qmp_pci = [dev for bus in pci for dev in _walk_pci(bus.get("devices", []))]
+    qmp_ids = Counter(f"{d['id']['vendor']:04x}:{d['id']['device']:04x}" for d in qmp_pci if "id" in d)
+    guest_ids = Counter(dev.id for dev in vm.report.pci)
+    unseen = sorted(f"{pci_id} x{n - guest_ids[pci_id]}" for pci_id, n in qmp_ids.items() if guest_ids[pci_id] < n)
+    if unseen:
+        failures.append(f"QMP query-pci lists PCI functions the guest does not see: {', '.join(unseen)}")
+    details["qmp"] = {"peripheral": len(present), "pci_functions": sum(qmp_ids.values()),
+                      "guest_pci_functions": sum(guest_ids.values())}
     return failures
 
 

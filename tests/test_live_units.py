@@ -1,0 +1,115 @@
+"""Units of the live stage that need no QEMU: argv adaptation and the report checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.live.adapt import NeedsHardware, adapt_for_live, devices, format_props, parse_props
+from conformance.live.checks import MachineFacts, check_report
+from conformance.live.guest_report import parse_report
+
+STATIC = [
+    "/usr/bin/qemu-system-x86_64", "-machine", "pc-q35-7.2,usb=off", "-accel", "tcg", "-m", "size=262144k",
+    "-smp", "1,sockets=1,cores=1,threads=1", "-nodefaults",
+    "-chardev", "pty,id=charserial0",
+    "-device", '{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0}',
+    "-chardev", "socket,id=charchannel0,fd=1729,server=on,wait=off",
+    "-netdev", '{"type":"user","id":"hostua-backup0"}',
+    "-device", '{"driver":"virtio-net-pci","failover":true,"netdev":"hostua-backup0","id":"ua-backup0",'
+               '"mac":"52:54:00:fa:11:01","bus":"pci.1","addr":"0x0"}',
+    "-device", '{"driver":"vfio-pci","host":"0000:03:07.1","id":"hostdev0","failover_pair_id":"ua-backup0",'
+               '"bus":"pci.2","addr":"0x0"}',
+]
+
+
+def test_props_both_syntaxes() -> None:
+    assert parse_props("virtio-net-pci,mac=52:54:00:00:00:01,romfile=,x=a,,b") == {
+        "driver": "virtio-net-pci", "mac": "52:54:00:00:00:01", "romfile": "", "x": "a,b"}
+    assert parse_props('{"driver":"e1000","id":"n"}') == {"driver": "e1000", "id": "n"}
+    props = {"driver": "vmxnet3", "failover_pair_id": "ua", "x": "a,b"}
+    assert parse_props(format_props(props, "comma")) == props
+    assert json.loads(format_props(props, "{")) == props
+
+
+def test_adapt_substitutes_records_and_keeps_the_rest(tmp_path: Path) -> None:
+    live = adapt_for_live(STATIC, binary="/opt/qemu", accel="kvm", vm_dir=tmp_path,
+                          boot_args=["-kernel", "K", "-initrd", "I", "-append", "console=ttyS0"],
+                          substitutes={"0000:03:07.1": "vmxnet3"}, macs={"0000:03:07.1": "52:54:00:fa:11:01"})
+    argv = live.argv
+    assert argv[0] == "/opt/qemu" and argv[argv.index("-accel") + 1] == "kvm"
+    devs = {d["id"]: d for d in devices(argv) if "id" in d}
+    primary = devs["hostdev0"]
+    assert primary["driver"] == "vmxnet3" and primary["failover_pair_id"] == "ua-backup0"
+    assert primary["mac"] == "52:54:00:fa:11:01" and primary["bus"] == "pci.2" and primary["romfile"] == ""
+    assert devs["ua-backup0"]["romfile"] == "" and devs["ua-backup0"]["failover"] is True
+    assert f"file,id=charserial0,path={tmp_path}/charserial0.log" in argv
+    assert "socket,id=charchannel0,path=charchannel0.sock,server=on,wait=off" in argv
+    assert live.console_log == tmp_path / "charserial0.log"
+    assert live.substitutions == {"hostdev0": "0000:03:07.1 -> vmxnet3"}
+    assert any("hostdev 0000:03:07.1" in c for c in live.changes) and any("-accel" in c for c in live.changes)
+    assert argv[-2:] == ["-S", "-no-reboot"] and "-kernel" in argv
+
+
+def test_adapt_without_substitute_needs_the_hardware(tmp_path: Path) -> None:
+    with pytest.raises(NeedsHardware, match=r"needs PCI device 0000:03:07\.1"):
+        adapt_for_live(STATIC, binary="q", accel="tcg", vm_dir=tmp_path, boot_args=[])
+
+
+def test_adapt_adds_a_console_when_there_is_none(tmp_path: Path) -> None:
+    live = adapt_for_live(["/usr/bin/qemu-system-aarch64", "-machine", "virt"], binary="q", accel="tcg",
+                          vm_dir=tmp_path, boot_args=[])
+    assert live.console_log == tmp_path / "console.log"
+    assert "chardev:conformance-console" in live.argv
+
+
+REPORT = """\
+GUEST-INIT start version=1-x
+BOOT-OK uptime=1.44
+SYS kernel=6.1.0 cpus=0 mem=223632
+PCI 0000:01:00.0 1af4:1041 class=020000 drv=virtio-pci vdrv=virtio_net
+PCI 0000:02:00.0 15ad:07b0 class=020000 drv=vmxnet3 vdrv=-
+NET eth0 addr=52:54:00:fa:11:01 master=- dev=0000:01:00.0 drv=net_failover ppn=- role=failover-master state=down
+NET eth1 addr=52:54:00:fa:11:01 master=eth0 dev=0000:01:00.0 drv=virtio_net ppn=sby role=standby state=unknown
+NET eth2 addr=52:54:00:fa:11:01 master=eth0 dev=0000:02:00.0 drv=vmxnet3 ppn=- role=primary state=down
+CON ttyS0 drv=serial
+END-OF-BOOT-REPORT
+"""
+DEVICES = [
+    {"driver": "virtio-net-pci", "failover": True, "id": "ua-backup0", "mac": "52:54:00:fa:11:01"},
+    {"driver": "vmxnet3", "failover_pair_id": "ua-backup0", "id": "hostdev0", "mac": "52:54:00:fa:11:01"},
+    {"driver": "isa-serial", "id": "serial0", "index": 0},
+]
+FACTS = MachineFacts("pc-q35-7.2", cpus=1, memory_mib=256)
+
+
+def test_checks_pass_on_a_good_failover_report() -> None:
+    result = check_report(parse_report(REPORT.splitlines()), DEVICES, lambda _m: True, FACTS)
+    assert result.ok, result.failures
+    assert any(c.startswith("failover ua-backup0 + hostdev0: master eth0") for c in result.checked)
+
+
+def test_checks_fail_without_the_enslaved_primary() -> None:
+    broken = REPORT.replace("master=eth0 dev=0000:02:00.0", "master=- dev=0000:02:00.0")
+    result = check_report(parse_report(broken.splitlines()), DEVICES, lambda _m: True, FACTS)
+    assert any("primary (vmxnet3) is not enslaved" in f for f in result.failures)
+
+
+def test_checks_fail_on_missing_pci_wrong_cpus_and_console() -> None:
+    report = parse_report(REPORT.replace("PCI 0000:02:00.0 15ad:07b0", "PCI 0000:02:00.0 15ad:0000")
+                          .replace("CON ttyS0 drv=serial\n", "").splitlines())
+    result = check_report(report, DEVICES, lambda _m: True, MachineFacts("pc-q35-7.2", cpus=2, memory_mib=256))
+    text = "\n".join(result.failures)
+    assert "PCI 15ad:07b0: guest sees 0 of 1" in text
+    assert "vCPUs: guest has 1 online, -smp gave 2" in text
+    assert "serial ttyS0: not in the guest" in text
+
+
+def test_missing_driver_is_a_note_not_a_pass_of_nothing() -> None:
+    devs = [{"driver": "e1000e", "id": "net0", "mac": "52:54:00:00:00:09"}]
+    report = parse_report(REPORT.splitlines())
+    result = check_report(report, devs, lambda m: m != "e1000e", FACTS)
+    assert any("no e1000e driver" in n for n in result.notes)
+    assert any("PCI 8086:10d3" in f for f in result.failures), "the PCI function must still be there"
