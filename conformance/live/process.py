@@ -53,6 +53,18 @@ def die_with_parent_self() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def file_tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
+    """The last lines of a log file ('' when it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
 @dataclass(frozen=True)
 class Exit:
     """How a QEMU process ended."""
@@ -284,11 +296,7 @@ class QemuProcess:
         return f"{state}" + (f": {tail}" if tail else "")
 
     def stderr_tail(self, lines: int = 20) -> str:
-        try:
-            data = self.stderr_path.read_bytes()[-8192:]
-        except OSError:
-            return ""
-        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+        return file_tail(self.stderr_path, lines)
 
     def stop(self, timeout: float = 3.0) -> Exit:
         """quit over QMP, then SIGTERM, then SIGKILL; always returns how it ended."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from conformance.live.guest_report import GuestReport, ReportReader
-from conformance.live.process import Exit, QemuProcess, QmpError
+from conformance.live.process import Exit, QemuProcess, QmpError, file_tail
 
 BAD_STATES = {"internal-error", "guest-panicked", "shutdown", "io-error"}
 BAD_EVENTS = {"GUEST_PANICKED", "SHUTDOWN"}
@@ -92,11 +92,7 @@ class GuestVm:
         return WaitOutcome(False, f"boot timeout: no {what} in {timeout:g} s ({seen})", seconds)
 
     def console_tail(self, lines: int = 30) -> str:
-        try:
-            data = self.console.read_bytes()[-16384:]
-        except OSError:
-            return ""
-        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+        return file_tail(self.console, lines)
 
     def stop(self) -> Exit:
         return self.process.stop()

@@ -121,33 +121,28 @@ def _assert_no_qemu_left(marker: str) -> None:
     raise AssertionError(f"QEMU processes survived their runner: {left}")
 
 
+def _kill_mid_boot(command: list[str], marker: str) -> None:
+    """Start a runner, SIGKILL it once a QEMU of its run exists, then require that QEMU to die too."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for_qemu(marker), "a QEMU of the run should have started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _assert_no_qemu_left(marker)
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_sigkill_of_pytest_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path, workers: str) -> None:
     out = tmp_path / "pytest-out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider",
-         f"--conformance-output={out}", "--conformance-cases=teaming-q35", "--conformance-cases=net-user-virtio",
-         f"--conformance-qemu={qemu_x86_64}", str(ROOT / "tests/live/test_boot_cases.py")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert _wait_for_qemu(str(out)), "a QEMU of the run should have started"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        _assert_no_qemu_left(str(out))
-    finally:
-        proc.kill()
+    _kill_mid_boot([sys.executable, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider",
+                    f"--conformance-output={out}", "--conformance-cases=teaming-q35",
+                    "--conformance-cases=net-user-virtio", f"--conformance-qemu={qemu_x86_64}",
+                    str(ROOT / "tests/live/test_boot_cases.py")], str(out))
 
 
 def test_sigkill_of_the_cli_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conformance.cli", "run", "--stages", "boot", "--qemu", str(qemu_x86_64),
-         "--cases", "teaming-q35", "--cases", "net-*", "-o", str(out)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert _wait_for_qemu(str(out)), "a QEMU of the run should have started"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        _assert_no_qemu_left(str(out))
-    finally:
-        proc.kill()
+    _kill_mid_boot([sys.executable, "-m", "conformance.cli", "run", "--stages", "boot", "--qemu", str(qemu_x86_64),
+                    "--cases", "teaming-q35", "--cases", "net-*", "-o", str(out)], str(out))
