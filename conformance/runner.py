@@ -62,10 +62,13 @@ def host_accel(binary: Path, guest: Guest | None) -> AccelDecision:
 
 def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
                say: Say) -> Counter[str]:
+    """parse and argv stages on the target's probed capabilities; each argv is kept as OUTPUT/argv/.../CASE.args."""
+    from conformance.argv.command import format_args
     from conformance.static import StaticRunner, to_result
 
     runner = StaticRunner(catalogue)
     counts: Counter[str] = Counter()
+    argv_dir = writer.path.parent / "argv" / f"{target.caps.arch}-{target.caps.version}"
     for case in cases:
         if target.caps.arch not in case.arches:
             continue
@@ -73,6 +76,11 @@ def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogu
             counts[outcome.verdict] += 1
             result = to_result(outcome, target.caps)
             result.qemu = target.build
+            if outcome.argv:
+                argv_dir.mkdir(parents=True, exist_ok=True)
+                args_file = argv_dir / f"{case.name}.args"
+                args_file.write_text(format_args(outcome.argv))
+                result.artifacts["argv"] = str(args_file.relative_to(writer.path.parent))
             writer.write(result)
             if outcome.verdict in ("fail", "error"):
                 say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
