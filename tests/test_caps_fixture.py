@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,34 @@ def test_bad_fixture_errors_name_file_and_line(tmp_path: Path, text: bytes, mess
 def test_missing_fixture(tmp_path: Path) -> None:
     with pytest.raises(FixtureError, match="not found"):
         read_fixture(tmp_path / "none.xml")
+
+
+def test_round_trip_host_cpus_sev_and_per_accel_models(tmp_path: Path) -> None:
+    from conformance.caps.model import CpuModel, CpuProperty, HostCpu, SevInfo
+
+    props = (CpuProperty("vendor", "string", "AuthenticAMD"), CpuProperty("family", "number", "23"),
+             CpuProperty("invtsc", "boolean", "true", False), CpuProperty("aes", "boolean", "true", True),
+             CpuProperty("avx512f", "boolean", "false"))
+    caps = replace(_small(), host_cpus=(HostCpu("tcg", "base", True, props), HostCpu("kvm", "host", False, ())),
+                   sev=SevInfo(cbitpos=51, reduced_phys_bits=1),
+                   cpu_models=(CpuModel("EPYC", "EPYC-x86_64-cpu", False, blockers=("xsaves", "ibpb"), accel="kvm"),
+                               CpuModel("EPYC", "EPYC-x86_64-cpu", True, accel="tcg")),
+                   machines=(MachineType("s390-ccw-virtio-4.2", default_cpu="host-s390x-cpu",
+                                         default_cpu_tcg="qemu-s390x-cpu"),))
+    again = read_fixture(write_fixture(caps, tmp_path / "f.xml"))
+    assert again == caps
+    assert [h.accel for h in again.host_cpus] == ["kvm", "tcg"]
+    tcg = again.host_cpu("tcg")
+    assert tcg is not None and tcg.migratability and {p.name for p in tcg.properties} == {p.name for p in props}
+    assert next(p for p in tcg.properties if p.name == "invtsc").migratable is False
+    assert again.sev == SevInfo(51, 1)
+    assert [m.blockers for m in again.cpu_models_for("kvm")] == [("xsaves", "ibpb")]
+    assert again.machines[0].default_cpu_for("tcg") == "qemu-s390x-cpu"
+    assert again.machines[0].default_cpu_for("kvm") == "host-s390x-cpu"
+
+
+def test_fixture_without_host_cpus_still_loads(tmp_path: Path) -> None:
+    text = to_xml(_small())
+    assert b"host-cpus" not in text and b"<sev" not in text
+    caps = from_xml(text)
+    assert caps.host_cpus == () and caps.sev is None and caps.host_cpu("kvm") is None

@@ -80,3 +80,23 @@ def test_bad_libvirt_caps(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(FixtureError, match=message) as info:
         import_libvirt_caps(path)
     assert str(path) in str(info.value)
+
+
+def test_import_carries_host_cpus_blockers_and_sev(corpus: Path) -> None:
+    caps = import_libvirt_caps(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64+amdsev.xml")
+    assert {h.accel for h in caps.host_cpus} == {"kvm", "tcg"}
+    kvm = caps.host_cpu("kvm")
+    assert kvm is not None and kvm.model == "base" and kvm.migratability
+    family = next(p for p in kvm.properties if p.name == "family")
+    assert family.type == "number" and int(family.value) >= 23  # an AMD Zen host
+    assert caps.sev is not None and (caps.sev.cbitpos, caps.sev.reduced_phys_bits) == (51, 1)
+    rome = {m.accel: m for m in caps.cpu_models if m.name == "EPYC-Rome"}
+    assert set(rome) == {"kvm", "tcg"} and "xsaves" in rome["tcg"].blockers
+    assert caps.has("cpu-unavailable-features") and caps.has("blockjob.backing-mask-protocol")
+
+
+def test_import_keeps_tcg_default_cpu(corpus: Path) -> None:
+    caps = import_libvirt_caps(corpus / "caps" / "libvirt-9.0.0" / "caps_4.2.0.s390x.xml")
+    machine = caps.machine("s390-ccw-virtio-4.2")
+    assert machine is not None
+    assert (machine.default_cpu_for("kvm"), machine.default_cpu_for("tcg")) == ("host-s390x-cpu", "qemu-s390x-cpu")

@@ -119,3 +119,39 @@ def test_schema_queries() -> None:
     assert not index.holds("netdev_add/arg-type/type/^stream")
     assert not index.holds("object-add/arg-type/qom-type/^secret")
     assert PROBE_TIMEOUT <= 10
+
+
+def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
+    caps = probe_binary(qemu_x86_64)
+    accel = caps.provenance.accel
+    assert accel in ("kvm", "tcg")
+    host = caps.host_cpu(accel)  # type: ignore[arg-type]
+    assert host is not None and host.model == "base" and host.migratability
+    names = {p.name for p in host.properties}
+    assert {"vendor", "family", "model", "stepping"} <= names
+    assert any(p.enabled for p in host.properties)
+    assert all(c.accel == accel for c in caps.cpu_models)
+    assert caps.has("cpu-unavailable-features")
+    assert caps.type_properties["max-x86_64-cpu"] == {"unavailable-features": "strList"}
+
+
+def test_host_cpu_from_recorded_replies() -> None:
+    from conformance.caps.probe import host_cpu_from_replies, host_cpu_queries
+
+    assert host_cpu_queries("x86_64", kvm=True)[0] == {"type": "static", "model": {"name": "host"}}
+    assert host_cpu_queries("x86_64", kvm=False)[1]["model"] == {"name": "max", "props": {"migratable": False}}
+    assert host_cpu_queries("aarch64", kvm=False) == [{"type": "full", "model": {"name": "max"}}]
+    migratable = {"model": {"name": "base", "props": {"aes": True, "invtsc": False, "family": 23,
+                                                      "vendor": "AuthenticAMD", "pmu": False}}}
+    everything = {"model": {"name": "base", "props": {"aes": True, "invtsc": True, "family": 23,
+                                                      "vendor": "AuthenticAMD", "pmu": False}}}
+    host = host_cpu_from_replies([migratable, everything], "kvm")
+    assert host is not None and host.migratability
+    by_name = {p.name: p for p in host.properties}
+    assert (by_name["aes"].value, by_name["aes"].migratable) == ("true", True)
+    assert (by_name["invtsc"].value, by_name["invtsc"].migratable) == ("true", False)  # libvirt: migratable='no'
+    assert (by_name["pmu"].value, by_name["pmu"].migratable) == ("false", None)
+    assert (by_name["family"].type, by_name["family"].value) == ("number", "23")
+    assert host_cpu_from_replies([RuntimeError("no")], "kvm") is None
+    single = host_cpu_from_replies([migratable], "tcg")
+    assert single is not None and not single.migratability

@@ -13,8 +13,18 @@ Format (``<qemu-capabilities format="1">``), every list sorted so files diff wel
     <types><type name="e1000"/>...</types>
     <properties><type name="virtio-net-pci"><property name="failover" type="bool"/></type></properties>
     <commands>, <events>, <schema> (<fact query="device_add/$json-cli-hotplug"/>),
-    <migration-capabilities>, <cpu-models>, <flags> (extra flags from an import)
+    <migration-capabilities>, <cpu-models> (<cpu name= accel= usable=><blocker name=/></cpu>),
+    <host-cpus> (optional: QEMU's host CPU expansion per accelerator, for host-model CPUs)
+      <host-cpu accel="kvm" model="base" migratability="yes">
+        <property name="aes" type="boolean" value="true" migratable="yes"/>
+      </host-cpu>
+    </host-cpus>
+    <sev cbitpos="51" reduced-phys-bits="1"/>                (optional: AMD SEV platform)
+    <flags> (extra flags from an import)
   </qemu-capabilities>
+
+Fixtures written before host CPUs, SEV, CPU blockers and accelerators were recorded
+still load (those parts are optional; same format version).
 
 Flags derived from the raw facts are written as a comment for readers and
 recomputed on load, never read back.
@@ -26,7 +36,17 @@ from pathlib import Path
 
 from lxml import etree
 
-from conformance.caps.model import Capabilities, CpuModel, Implied, MachineType, Provenance, QemuVersion
+from conformance.caps.model import (
+    Capabilities,
+    CpuModel,
+    CpuProperty,
+    HostCpu,
+    Implied,
+    MachineType,
+    Provenance,
+    QemuVersion,
+    SevInfo,
+)
 from conformance.errors import FixtureError
 
 FORMAT_VERSION = "1"
@@ -74,6 +94,8 @@ def to_xml(caps: Capabilities) -> bytes:
             attrs["max-cpus"] = str(m.max_cpus)
         if m.default_cpu:
             attrs["default-cpu"] = m.default_cpu
+        if m.default_cpu_tcg:
+            attrs["default-cpu-tcg"] = m.default_cpu_tcg
         if m.hotplug_cpus:
             attrs["hotplug-cpus"] = "yes"
         etree.SubElement(machines, "machine", attrs)
@@ -88,15 +110,32 @@ def to_xml(caps: Capabilities) -> bytes:
     _names(root, "schema", "fact", caps.schema, attr="query")
     _names(root, "migration-capabilities", "capability", caps.migration_capabilities)
     cpus = etree.SubElement(root, "cpu-models")
-    for c in sorted(caps.cpu_models, key=lambda c: c.name):
+    for c in sorted(caps.cpu_models, key=lambda c: (c.name, c.accel or "")):
         attrs = {"name": c.name}
+        if c.accel:
+            attrs["accel"] = c.accel
         if c.typename:
             attrs["typename"] = c.typename
         if c.usable is not None:
             attrs["usable"] = _yesno(c.usable)
         if c.deprecated:
             attrs["deprecated"] = "yes"
-        etree.SubElement(cpus, "cpu", attrs)
+        cnode = etree.SubElement(cpus, "cpu", attrs)
+        for blocker in c.blockers:
+            etree.SubElement(cnode, "blocker", name=blocker)
+    if caps.host_cpus:
+        hosts = etree.SubElement(root, "host-cpus")
+        for h in caps.host_cpus:
+            hnode = etree.SubElement(hosts, "host-cpu", accel=h.accel, model=h.model,
+                                     migratability=_yesno(h.migratability))
+            for prop in sorted(h.properties, key=lambda p: p.name):
+                pattrs = {"name": prop.name, "type": prop.type, "value": prop.value}
+                if prop.migratable is not None:
+                    pattrs["migratable"] = _yesno(prop.migratable)
+                etree.SubElement(hnode, "property", pattrs)
+    if caps.sev is not None:
+        etree.SubElement(root, "sev", cbitpos=str(caps.sev.cbitpos),
+                         **{"reduced-phys-bits": str(caps.sev.reduced_phys_bits)})
     _names(root, "flags", "flag", caps.extra_flags)
     derived = sorted(caps.flags - caps.extra_flags)
     root.append(etree.Comment(" derived flags (recomputed on load): " + " ".join(derived) + " "))
@@ -210,6 +249,7 @@ class _Reader:
                 default_ram_id=m.get("default-ram-id"),
                 max_cpus=self.integer(m, "max-cpus") if m.get("max-cpus") is not None else None,
                 default_cpu=m.get("default-cpu"), hotplug_cpus=m.get("hotplug-cpus") == "yes",
+                default_cpu_tcg=m.get("default-cpu-tcg"),
             ))
         props: dict[str, dict[str, str]] = {}
         for t in self.root.iterfind("properties/type"):
@@ -217,7 +257,8 @@ class _Reader:
                                            for p in t.iterfind("property")}
         cpus = tuple(
             CpuModel(name=self.attr(c, "name"), typename=c.get("typename"), usable=_opt_bool(c.get("usable")),
-                     deprecated=c.get("deprecated") == "yes")
+                     deprecated=c.get("deprecated") == "yes",
+                     blockers=tuple(self.attr(b, "name") for b in c.iterfind("blocker")), accel=c.get("accel"))
             for c in self.root.iterfind("cpu-models/cpu")
         )
         return Capabilities(
@@ -228,9 +269,29 @@ class _Reader:
             commands=self.names("commands", "command"), events=self.names("events", "event"),
             schema=self.names("schema", "fact", "query"),
             migration_capabilities=self.names("migration-capabilities", "capability"),
-            cpu_models=tuple(sorted(cpus, key=lambda c: c.name)),
+            cpu_models=cpus, host_cpus=self.host_cpus(), sev=self.sev(),
             extra_flags=self.names("flags", "flag"), provenance=provenance,
         )
+
+    def host_cpus(self) -> tuple[HostCpu, ...]:
+        hosts = []
+        for h in self.root.iterfind("host-cpus/host-cpu"):
+            props = []
+            for p in h.iterfind("property"):
+                ptype = self.attr(p, "type")
+                if ptype not in ("boolean", "number", "string"):
+                    raise self.fail(p, f"<property type={ptype!r}> is not boolean, number or string")
+                props.append(CpuProperty(name=self.attr(p, "name"), type=ptype, value=self.attr(p, "value"),
+                                         migratable=_opt_bool(p.get("migratable"))))
+            hosts.append(HostCpu(accel=self.attr(h, "accel"), model=self.attr(h, "model"),
+                                 migratability=h.get("migratability") == "yes", properties=tuple(props)))
+        return tuple(hosts)
+
+    def sev(self) -> SevInfo | None:
+        node = self.root.find("sev")
+        if node is None:
+            return None
+        return SevInfo(cbitpos=self.integer(node, "cbitpos"), reduced_phys_bits=self.integer(node, "reduced-phys-bits"))
 
 
 def fixture_name(caps: Capabilities) -> str:

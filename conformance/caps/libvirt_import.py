@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,17 @@ from lxml import etree
 
 from conformance import __version__
 from conformance.caps.flags import LIBVIRT_ALIASES, apply_flag
-from conformance.caps.model import Capabilities, CpuModel, Implied, MachineType, Provenance, QemuVersion
+from conformance.caps.model import (
+    Capabilities,
+    CpuModel,
+    CpuProperty,
+    HostCpu,
+    Implied,
+    MachineType,
+    Provenance,
+    QemuVersion,
+    SevInfo,
+)
 from conformance.errors import FixtureError
 
 HISTORY_FILE = Path(__file__).with_name("libvirt_history.json")
@@ -169,7 +180,12 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
     for m in root.iterfind("machine"):
         accels.add(m.get("type", "kvm"))
         name = m.get("name")
-        if not name or name in machines:
+        if not name:
+            continue
+        if name in machines:
+            first = machines[name]
+            if m.get("type") == "tcg" and m.get("defaultCPU") and m.get("defaultCPU") != first.default_cpu:
+                machines[name] = replace(first, default_cpu_tcg=m.get("defaultCPU"))
             continue
         machines[name] = MachineType(
             name=name, alias=m.get("alias"), is_default=m.get("default") == "yes",
@@ -179,13 +195,16 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
             max_cpus=int(m.get("maxCpus")) if (m.get("maxCpus") or "").isdigit() else None,
             default_cpu=m.get("defaultCPU"), hotplug_cpus=m.get("hotplugCpus") == "yes",
         )
-    cpus: dict[str, CpuModel] = {}
+    cpus: dict[tuple[str, str], CpuModel] = {}
     for c in root.iterfind("cpu"):
         name = c.get("name")
-        if name and (name not in cpus or c.get("type") == "tcg"):
-            cpus[name] = CpuModel(name=name, typename=c.get("typename"),
-                                  usable=None if c.get("usable") is None else c.get("usable") == "yes",
-                                  deprecated=c.get("deprecated") == "yes")
+        accel = c.get("type", "kvm")
+        if name and (name, accel) not in cpus:
+            cpus[name, accel] = CpuModel(
+                name=name, typename=c.get("typename"),
+                usable=None if c.get("usable") is None else c.get("usable") == "yes",
+                deprecated=c.get("deprecated") == "yes",
+                blockers=tuple(b.get("name", "") for b in c.iterfind("blocker")), accel=accel)
 
     props: dict[str, dict[str, str]] = {}
     for item in raw.get("type_properties", set()):
@@ -203,6 +222,8 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
         schema=frozenset(raw.get("schema", set())),
         migration_capabilities=frozenset(raw.get("migration_capabilities", set())),
         cpu_models=tuple(cpus.values()),
+        host_cpus=tuple(_host_cpu(node) for node in root.iterfind("hostCPU")),
+        sev=_sev(root, path),
         extra_flags=frozenset(extra),
         provenance=Provenance(
             source="libvirt-import", binary=text("emulator"), package=package or None,
@@ -210,6 +231,29 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
             libvirt_version=libvirt_version, implied=tuple(sorted(implied, key=lambda i: i.flag)),
         ),
     )
+
+
+def _host_cpu(node: etree._Element) -> HostCpu:
+    """libvirt's <hostCPU type= model= migratability=> with its <property> lines."""
+    return HostCpu(
+        accel=node.get("type", "kvm"), model=node.get("model", ""), migratability=node.get("migratability") == "yes",
+        properties=tuple(
+            CpuProperty(name=p.get("name", ""), type=p.get("type", "boolean"), value=p.get("value", ""),
+                        migratable=None if p.get("migratable") is None else p.get("migratable") == "yes")
+            for p in node.iterfind("property")),
+    )
+
+
+def _sev(root: etree._Element, path: Path) -> SevInfo | None:
+    node = root.find("sev")
+    if node is None:
+        return None
+    try:
+        return SevInfo(cbitpos=int(node.findtext("cbitpos", "")),
+                       reduced_phys_bits=int(node.findtext("reducedPhysBits", "")))
+    except ValueError:
+        raise FixtureError("malformed <sev>: cbitpos and reducedPhysBits must be numbers", path=path,
+                           line=node.sourceline) from None
 
 
 def _display_path(path: Path) -> str:

@@ -10,7 +10,7 @@ a flag means.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -50,6 +50,12 @@ class MachineType:
     max_cpus: int | None = None
     default_cpu: str | None = None
     hotplug_cpus: bool = False
+    # the default CPU under TCG where it differs from default_cpu (libvirt files list machines per
+    # accelerator; s390x: host-s390x-cpu under KVM, qemu-s390x-cpu under TCG)
+    default_cpu_tcg: str | None = None
+
+    def default_cpu_for(self, accel: str) -> str | None:
+        return self.default_cpu_tcg if accel == "tcg" and self.default_cpu_tcg else self.default_cpu
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,45 @@ class CpuModel:
     typename: str | None = None
     usable: bool | None = None
     deprecated: bool = False
+    # features QEMU cannot provide for this model here (query-cpu-definitions unavailable-features)
+    blockers: tuple[str, ...] = ()
+    # the accelerator QEMU answered under; None in fixtures written before it was recorded
+    accel: str | None = None
+
+
+@dataclass(frozen=True)
+class CpuProperty:
+    """One property of QEMU's host CPU expansion (query-cpu-model-expansion)."""
+
+    name: str
+    type: str  # "boolean" | "number" | "string"
+    value: str  # as libvirt writes it: "true"/"false", "23", "AuthenticAMD"
+    migratable: bool | None = None  # None: QEMU did not say (libvirt: attribute absent)
+
+    @property
+    def enabled(self) -> bool:
+        return self.type == "boolean" and self.value == "true"
+
+
+@dataclass(frozen=True)
+class HostCpu:
+    """QEMU's expansion of its host CPU model under one accelerator ('host' under KVM, 'max' under TCG).
+
+    libvirt computes ``<cpu mode='host-model'>`` from it (libvirt's ``<hostCPU>``).
+    """
+
+    accel: str  # "kvm" | "tcg"
+    model: str  # the model QEMU expanded to ("base" for a static expansion)
+    migratability: bool  # whether each enabled property says if it is migratable
+    properties: tuple[CpuProperty, ...] = ()
+
+
+@dataclass(frozen=True)
+class SevInfo:
+    """AMD SEV platform facts (query-sev-capabilities; libvirt's ``<sev>``)."""
+
+    cbitpos: int
+    reduced_phys_bits: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +146,9 @@ class Capabilities:
     schema: frozenset[str] = frozenset()
     migration_capabilities: frozenset[str] = frozenset()
     cpu_models: tuple[CpuModel, ...] = ()
+    # QEMU's host CPU expansion per accelerator (host-model CPUs); empty when not probed/imported
+    host_cpus: tuple[HostCpu, ...] = ()
+    sev: SevInfo | None = None
     # flags that come from an import and are not expressible as raw facts
     extra_flags: frozenset[str] = frozenset()
     provenance: Provenance = field(default_factory=lambda: Provenance(source="unknown"))
@@ -108,7 +156,11 @@ class Capabilities:
     def __post_init__(self) -> None:
         # one canonical order, so that equality does not depend on how the data arrived
         self.machines = tuple(sorted(self.machines, key=lambda m: m.name))
-        self.cpu_models = tuple(sorted(self.cpu_models, key=lambda c: c.name))
+        self.cpu_models = tuple(sorted(self.cpu_models, key=lambda c: (c.name, c.accel or "")))
+        self.host_cpus = tuple(sorted(
+            (h if list(h.properties) == sorted(h.properties, key=lambda p: p.name)
+             else replace(h, properties=tuple(sorted(h.properties, key=lambda p: p.name)))
+             for h in self.host_cpus), key=lambda h: h.accel))
 
     @cached_property
     def flags(self) -> frozenset[str]:
@@ -139,6 +191,15 @@ class Capabilities:
         """A machine type by name or alias ('q35' -> pc-q35-7.2)."""
         return self._machines_by_name.get(name)
 
+    def host_cpu(self, accel: str) -> HostCpu | None:
+        """QEMU's host CPU expansion under ``accel`` ("kvm" or "tcg"), when the fixture carries it."""
+        return next((h for h in self.host_cpus if h.accel == accel), None)
+
+    def cpu_models_for(self, accel: str) -> tuple[CpuModel, ...]:
+        """The CPU models QEMU offers under ``accel`` (models of fixtures that do not say count for any)."""
+        mine = tuple(c for c in self.cpu_models if c.accel == accel)
+        return mine or tuple(c for c in self.cpu_models if c.accel is None)
+
     def default_machine(self) -> MachineType | None:
         return next((m for m in self.machines if m.is_default), None)
 
@@ -156,5 +217,6 @@ class Capabilities:
 
 _EQ_FIELDS = (
     "version", "arch", "package", "accelerators", "machines", "qom_types", "type_properties",
-    "commands", "events", "schema", "migration_capabilities", "cpu_models", "extra_flags", "provenance",
+    "commands", "events", "schema", "migration_capabilities", "cpu_models", "host_cpus", "sev", "extra_flags",
+    "provenance",
 )

@@ -23,7 +23,16 @@ from typing import Any
 
 from conformance import __version__
 from conformance.caps.flags import PROBED_TYPES, RULES
-from conformance.caps.model import Capabilities, CpuModel, MachineType, Provenance, QemuVersion
+from conformance.caps.model import (
+    Capabilities,
+    CpuModel,
+    CpuProperty,
+    HostCpu,
+    MachineType,
+    Provenance,
+    QemuVersion,
+    SevInfo,
+)
 from conformance.errors import LiveError, ProbeFailed
 from conformance.live.process import QemuProcess
 
@@ -40,6 +49,7 @@ _QUERIES: dict[str, dict[str, Any]] = {
     "query-migrate-capabilities": {},
     "query-cpu-definitions": {},
     "query-kvm": {},
+    "query-sev-capabilities": {},  # fails (recorded, not fatal) on hosts without AMD SEV
 }
 
 
@@ -135,16 +145,68 @@ async def _converse(sock: socket.socket, timeout: float) -> dict[str, Any]:
             types = replies["qom-list-types"]
             names = {t["name"] for t in types} if isinstance(types, list) else set()
             wanted = [t for t in PROBED_TYPES if t in names or t.endswith("-machine")]
-            props = await asyncio.wait_for(asyncio.gather(*(
-                ask("qom-list-properties" if t.endswith("-machine") else "device-list-properties",
-                    {"typename": t}) for t in wanted)), timeout)
+            expansions = host_cpu_queries(_ok(replies.get("query-target"), {}).get("arch", ""),
+                                          bool(_ok(replies.get("query-kvm"), {}).get("enabled")))
+            second = await asyncio.wait_for(asyncio.gather(
+                *(ask("qom-list-properties" if t.endswith(("-machine", "-cpu")) else "device-list-properties",
+                      {"typename": t}) for t in wanted),
+                *(ask("query-cpu-model-expansion", args) for args in expansions)), timeout)
         except (TimeoutError, QMPError, OSError, EOFError) as exc:
             raise _ConversationFailed(f"QMP conversation broke off: {type(exc).__name__}") from None
-        replies["properties"] = dict(zip(wanted, props, strict=True))
+        replies["properties"] = dict(zip(wanted, second[:len(wanted)], strict=True))
+        replies["host-cpu"] = second[len(wanted):]
         return replies
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
+
+
+def host_cpu_queries(arch: str, kvm: bool) -> list[dict[str, Any]]:
+    """query-cpu-model-expansion arguments for the host CPU, as libvirt asks: ``host`` under KVM, ``max``
+    under TCG; a static expansion on x86 (QEMU's canonical feature names), a full one on Arm; the
+    second time with ``migratable: false`` to learn which features do not migrate (x86 only)."""
+    model = "host" if kvm else "max"
+    if arch in ("x86_64", "i386"):
+        return [{"type": "static", "model": {"name": model}},
+                {"type": "static", "model": {"name": model, "props": {"migratable": False}}}]
+    if arch in ("aarch64", "arm"):
+        return [{"type": "full", "model": {"name": model}}]
+    return []
+
+
+def host_cpu_from_replies(replies: list[Any], accel: str) -> HostCpu | None:
+    """libvirt's <hostCPU>: every property of the expansion; with the non-migratable expansion, enabled
+    properties say whether they migrate (those only that expansion enables are added as not migrating)."""
+    if not replies or isinstance(replies[0], Exception) or not isinstance(replies[0], dict):
+        return None
+    model = replies[0].get("model", {})
+    extra = replies[1] if len(replies) > 1 and isinstance(replies[1], dict) else None
+    others = (extra or {}).get("model", {}).get("props", {})
+    props = []
+    for name, value in sorted(model.get("props", {}).items()):
+        migratable: bool | None = None
+        if isinstance(value, bool):
+            kind, text = "boolean", "true" if value else "false"
+            if extra is not None:
+                if value:
+                    migratable = True
+                elif others.get(name) is True:
+                    text, migratable = "true", False
+        elif isinstance(value, int | float):
+            kind, text = "number", str(int(value))
+        elif isinstance(value, str):
+            kind, text = "string", value
+        else:
+            continue
+        props.append(CpuProperty(name=name, type=kind, value=text, migratable=migratable))
+    return HostCpu(accel=accel, model=model.get("name", ""), migratability=extra is not None,
+                   properties=tuple(props))
+
+
+def _sev(reply: Any) -> SevInfo | None:
+    if not isinstance(reply, dict) or "cbitpos" not in reply:
+        return None
+    return SevInfo(cbitpos=int(reply["cbitpos"]), reduced_phys_bits=int(reply.get("reduced-phys-bits", 0)))
 
 
 def _ok(value: Any, default: Any) -> Any:
@@ -174,12 +236,17 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
     cpus = tuple(
         CpuModel(name=c["name"], typename=c.get("typename"),
                  usable=(not c["unavailable-features"]) if "unavailable-features" in c else None,
-                 deprecated=bool(c.get("deprecated")))
+                 deprecated=bool(c.get("deprecated")), blockers=tuple(c.get("unavailable-features", ())),
+                 accel=accel)
         for c in _ok(replies.get("query-cpu-definitions"), [])
     )
+    host_cpu = host_cpu_from_replies(replies.get("host-cpu", []), accel)
     props: dict[str, dict[str, str]] = {}
     for tname, reply in replies.get("properties", {}).items():
         if isinstance(reply, list):
+            if tname.endswith("-cpu"):  # CPU types have hundreds of feature properties: keep the rules' ones
+                kept = {r.prop for r in RULES if r.kind == "property" and r.what == tname}
+                reply = [p for p in reply if p["name"] in kept]
             props[tname] = {p["name"]: p.get("type", "") for p in reply}
     schema_facts = SchemaIndex(schema).facts(r.what for r in RULES if r.kind == "schema")
     return Capabilities(
@@ -196,6 +263,8 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
         migration_capabilities=frozenset(
             c["capability"] for c in _ok(replies.get("query-migrate-capabilities"), [])),
         cpu_models=cpus,
+        host_cpus=(host_cpu,) if host_cpu is not None else (),
+        sev=_sev(replies.get("query-sev-capabilities")),
         provenance=Provenance(
             source="probe", binary=binary, package=package or None, accel=accel, host=socket.gethostname(),
             created=datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
