@@ -11,10 +11,30 @@ _SOUND = {"ich6": "intel-hda", "ich9": "ich9-intel-hda", "ac97": "AC97", "es1370
           "usb": "usb-audio", "ich7": "intel-hda"}
 
 
+def default_audio_backend(ctx: Ctx) -> str | None:
+    """The <audio> libvirt adds when the domain has none (qemu.conf defaults, no QEMU_AUDIO_DRV):
+    the last VNC or SPICE display decides ('none' / 'spice'), SDL passes host audio through (none
+    added), other displays add nothing, and a domain without graphics gets 'none'."""
+    graphics = ctx.domain.devices.graphics
+    if not graphics:
+        return "none"
+    backend, add = "none", False
+    for gr in graphics:
+        if gr.type == "vnc":
+            backend, add = "none", True
+        elif gr.type == "spice":
+            backend, add = "spice", True
+        elif gr.type == "sdl":
+            backend, add = "", False  # passthrough of the host's audio: without QEMU_AUDIO_DRV none is added
+    return backend if add else None
+
+
 def audiodevs(ctx: Ctx) -> None:
     audios = ctx.domain.devices.audios
     if not audios:
-        ctx.add("-audiodev", '{"id":"audio1","driver":"none"}')
+        backend = default_audio_backend(ctx)
+        if backend is not None:
+            ctx.add("-audiodev", _json({"id": "audio1", "driver": backend}))
         return
     for audio in audios:
         props: dict[str, Any] = {"id": f"audio{audio.id}", "driver": audio.type}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from conformance.argv import audio, chardev, controllers, defaults, disk, graphics, hostdev, input, machine, misc, net
 from conformance.argv import video as video_
+from conformance.argv.ccw import assign_ccw_addresses
 from conformance.argv.context import Ctx
+from conformance.argv.firmware import resolve_firmware
 from conformance.argv.pci import assign_pci_addresses
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Domain
@@ -42,11 +44,15 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     """
     ctx = new_context(domain, caps)
     defaults.prepare(ctx)
+    firmware = resolve_firmware(ctx)
+    ctx.pflash, ctx.bios = (None, firmware) if isinstance(firmware, str) else (firmware, None)
     assign_pci_addresses(ctx)
+    assign_ccw_addresses(ctx)
     ctx.add(domain.devices.emulator or f"/usr/bin/qemu-system-{ctx.arch}")
     machine.pflash(ctx)
     machine.machine(ctx)
     machine.cpu(ctx)
+    machine.loader_globals(ctx)
     machine.memory(ctx)
     machine.smp(ctx)
     machine.iothreads(ctx)
@@ -70,6 +76,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     video_.videos(ctx)
     audio.sounds(ctx)
     misc.watchdogs(ctx)
+    chardev.redirdevs(ctx)
     hostdev.hostdevs(ctx)
     misc.memballoon(ctx)
     misc.rngs(ctx)

@@ -24,13 +24,29 @@ def _scalar(value: Any) -> str:
     return str(value).replace(",", ",,")
 
 
-def comma_syntax(lead: str, props: dict[str, Any]) -> str:
-    """{"driver": "x", "id": "y"} -> 'x,id=y' (QEMU's key=value syntax, commas doubled)."""
+def _ranges(numbers: list[int]) -> list[str]:
+    """[0, 1, 2, 5] -> ['0-2', '5']."""
+    out: list[str] = []
+    for n in sorted(set(numbers)):
+        if out and n == int(out[-1].rpartition("-")[2]) + 1:
+            out[-1] = f"{out[-1].partition('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return out
+
+
+def comma_syntax(lead: str, props: dict[str, Any], *, bitmap_arrays: bool = False) -> str:
+    """{"driver": "x", "id": "y"} -> 'x,id=y' (QEMU's key=value syntax, commas doubled).
+
+    A list repeats its key per item; with ``bitmap_arrays`` (how libvirt writes -object) a list of
+    numbers becomes ranges: host-nodes=0-7."""
     parts = [_scalar(props[lead])] if lead in props else []
     for key, value in props.items():
         if key == lead or value is None:
             continue
         if isinstance(value, list):
+            if bitmap_arrays and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                value = _ranges(value)
             parts.extend(f"{key}={_scalar(v)}" for v in value)
         else:
             parts.append(f"{key}={_scalar(value)}")
@@ -64,6 +80,8 @@ class Ctx:
     boot_index: dict[int, int] = field(default_factory=dict)
     node_index: dict[int, int] = field(default_factory=dict)
     audio_id: int | None = None
+    pflash: Any = None  # firmware.Pflash: the pflash images (given or auto-selected firmware)
+    bios: str | None = None  # a ROM firmware (-bios)
 
     def __post_init__(self) -> None:
         has = self.caps.has
@@ -93,7 +111,8 @@ class Ctx:
 
     def object(self, props: dict[str, Any]) -> None:
         props = {k: v for k, v in props.items() if v is not None}
-        self.argv += ["-object", to_json(props) if self.json_object else comma_syntax("qom-type", props)]
+        self.argv += ["-object", to_json(props) if self.json_object
+                      else comma_syntax("qom-type", props, bitmap_arrays=True)]
 
     def netdev(self, props: dict[str, Any]) -> None:
         props = {k: v for k, v in props.items() if v is not None}
@@ -132,9 +151,10 @@ class Ctx:
             slot = f"0x{addr.slot or 0:x}"
             props["addr"] = slot if not addr.function else f"{slot}.0x{addr.function:x}"
             return props
-        if addr.type == "ccw":
-            devno = addr.extra.get("devno", "0x0000")
-            return {"devno": f"{addr.extra.get('cssid', '0xfe')}.{addr.extra.get('ssid', '0x0')}.{devno}"}
+        if addr.type == "ccw":  # libvirt writes CSSID.SSID.DEVNO in hex: fe.0.000a
+            cssid, ssid, devno = (int(addr.extra.get(k, d), 0) for k, d in
+                                  (("cssid", "0xfe"), ("ssid", "0"), ("devno", "0")))
+            return {"devno": f"{cssid:x}.{ssid:x}.{devno:04x}"}
         if addr.type == "spapr-vio" and "reg" in addr.extra:
             return {"reg": int(addr.extra["reg"], 0)}
         if addr.type == "isa":

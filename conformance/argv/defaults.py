@@ -238,12 +238,15 @@ def _chardevs(ctx: Ctx) -> None:
 
 
 def usb_devices(ctx: Ctx) -> list:
-    """Devices that sit on a USB port, in libvirt's order (virDomainUSBDeviceDefForeach)."""
+    """Devices that sit on a USB port, in libvirt's order (virDomainDeviceInfoIterate: disks, NICs,
+    sounds, host devices, ..., inputs, ..., redirected devices)."""
     d = ctx.domain.devices
-    out: list = [i for i in ctx.inputs if i.bus == "usb"]
+    out: list = [k for k in ctx.disks if disk_bus(k) == "usb"]
+    out += [n for n in d.interfaces if n.model == "usb-net"]
     out += [s for s in d.sounds if s.model == "usb"]
-    out += [k for k in ctx.disks if disk_bus(k) == "usb"]
     out += [h for h in d.hostdevs if h.type == "usb"]
+    out += [i for i in ctx.inputs if i.bus == "usb"]
+    out += [r for r in d.redirdevs if r.attrs.get("bus", "usb") == "usb"]
     return out
 
 
@@ -358,6 +361,7 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, d.sounds, "sound")
     _numbered(ctx, ctx.videos, "video")
     _numbered(ctx, ctx.watchdogs, "watchdog")
+    _numbered(ctx, d.redirdevs, "redir")
     _numbered(ctx, d.rngs, "rng")
     _numbered(ctx, d.tpms, "tpm")
     if ctx.memballoon is not None:
@@ -386,7 +390,7 @@ def _numbered(ctx: Ctx, devices: list, prefix: str) -> None:
 
 def _boot_indexes(ctx: Ctx) -> None:
     """<boot order=> per device, or <os><boot dev=> turned into bootindex on the first device of each kind."""
-    devices = [*ctx.disks, *ctx.domain.devices.interfaces, *ctx.hostdevs]
+    devices = [*ctx.disks, *ctx.domain.devices.interfaces, *ctx.hostdevs, *ctx.domain.devices.redirdevs]
     explicit = [dev for dev in devices if dev.boot_order is not None]
     if explicit:
         for dev in explicit:
@@ -394,8 +398,8 @@ def _boot_indexes(ctx: Ctx) -> None:
         return
     n = 0
     boot_devs = ctx.domain.os.boot_devs
-    if not boot_devs and not ctx.domain.os.kernel:
-        boot_devs = ["hd"]  # libvirt's default boot device
+    if not boot_devs and ctx.domain.os.type == "hvm":
+        boot_devs = ["hd"]  # libvirt's default boot device (also with a direct kernel boot)
     for dev in boot_devs:
         target = None
         if dev == "hd":

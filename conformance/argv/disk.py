@@ -57,6 +57,34 @@ def _readonly(disk: Disk) -> bool:
     return disk.readonly or disk.device == "cdrom"
 
 
+def _luks(disk: Disk) -> bool:
+    """The image is LUKS-encrypted for QEMU to decrypt (raw format then means a 'luks' format node)."""
+    nodes = [*(disk.source.children if disk.source else []), *disk.extra]
+    return any(getattr(n, "tag", None) == "encryption" and n.get("format") == "luks"
+               and n.get("engine") != "librbd" for n in nodes)
+
+
+def needs_format_layer(ctx: Ctx, disk: Disk) -> bool:
+    """libvirt (10.x+) gives raw images (an unset format is raw) no format node once QEMU's block jobs can
+    mask the protocol layer (blockjob.backing-mask-protocol); LUKS images keep it."""
+    raw = disk.driver.get("type", "raw") == "raw" and not _luks(disk)
+    return not raw or not ctx.modern_libvirt or not ctx.caps.has("blockjob.backing-mask-protocol")
+
+
+def _effective_node_props(disk: Disk) -> dict[str, Any]:
+    """read-only, discard, detect-zeroes of the node the guest device uses (libvirt's effective node)."""
+    props: dict[str, Any] = {"read-only": _readonly(disk)}
+    discard = disk.driver.get("discard")
+    if discard and discard != "default":
+        props["discard"] = discard
+    zeroes = disk.driver.get("detect_zeroes")
+    if zeroes == "unmap" and discard != "unmap":
+        zeroes = "on"  # QEMU unmaps zeroes only where discards are passed down
+    if zeroes and zeroes != "default":
+        props["detect-zeroes"] = zeroes
+    return props
+
+
 def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     """Emit the -blockdev chain; return the node name the front-end uses (None: empty drive)."""
     if disk.source is None or id(disk) not in ctx.node_index:
@@ -66,25 +94,20 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     cache = _CACHE.get(disk.driver.get("cache", ""))
     storage = f"libvirt-{n}-storage"
     props = _storage_props(ctx, disk, storage)
-    # libvirt drops the format layer for raw images (an unset format is raw) without cache/discard options
-    raw = disk.driver.get("type", "raw") == "raw"
-    options = bool(cache or disk.driver.get("discard") or disk.driver.get("detect_zeroes"))
-    layered = not raw or not ctx.modern_libvirt or options
+    layered = needs_format_layer(ctx, disk)
     if layered:
         props["auto-read-only"] = True
         props["discard"] = "unmap"
-    else:
-        props["read-only"] = _readonly(disk)
+    else:  # the storage node is the one the guest sees: it takes the options of the format node
+        props.update(_effective_node_props(disk))
     if cache:
         props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
     ctx.blockdev_arg(props)
     if not layered:
         return storage
-    fmt_props: dict[str, Any] = {"node-name": f"libvirt-{n}-format", "read-only": _readonly(disk)}
+    fmt_props: dict[str, Any] = {"node-name": f"libvirt-{n}-format", **_effective_node_props(disk)}
     if cache:
         fmt_props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
-    if disk.driver.get("discard"):
-        fmt_props["discard"] = disk.driver["discard"]
     fmt_props["driver"] = fmt
     fmt_props["file"] = storage
     ctx.blockdev_arg(fmt_props)
@@ -140,10 +163,15 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
             props["device_id"] = disk.serial or f"drive-{alias}"
     elif bus == "virtio":
         props = {"driver": "virtio-blk-ccw" if addr is not None and addr.type == "ccw" else "virtio-blk-pci"}
-        if ctx.caps.has("virtio-blk-pci.scsi") and not ctx.modern_libvirt and props["driver"] == "virtio-blk-pci":
-            props["scsi"] = False
         if disk.driver.get("iothread"):
             props["iothread"] = f"iothread{disk.driver['iothread']}"
+        # libvirt before 10 set the legacy 'scsi' property where QEMU had it: on for LUNs, else off unless
+        # QEMU already defaults it to off (virtio-blk-pci.scsi.default.disabled, QEMU 5.0+)
+        if ctx.caps.has("virtio-blk-pci.scsi") and not ctx.modern_libvirt:
+            if disk.device == "lun":
+                props["scsi"] = True
+            elif not ctx.caps.has("virtio-blk-pci.scsi.default.disabled"):
+                props["scsi"] = False
         if disk.driver.get("queues"):
             props["num-queues"] = int(disk.driver["queues"])
         props.update(ctx.address_props(disk))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
+from conformance.argv.harness import DOMAIN_ID
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -32,18 +33,18 @@ def _node_list(nodeset: str) -> list[int]:
 
 
 def pflash(ctx: Ctx) -> None:
-    loader = ctx.domain.os.loader
-    if loader is None or loader.attrs.get("type") != "pflash" or not loader.path:
+    """-blockdev chains of pflash0 (the firmware code: always a format node) and pflash1 (its variables)."""
+    fw = ctx.pflash
+    if fw is None:
         return
-    nvram = ctx.domain.os.nvram
-    images = [("pflash0", loader.path, loader.attrs.get("format", "raw"), True)]
-    if nvram is not None or loader.attrs.get("readonly") == "yes":
-        path = nvram.path if nvram is not None and nvram.path else \
-            f"/var/lib/libvirt/qemu/nvram/{ctx.domain.name}_VARS.fd"
-        fmt = nvram.attrs.get("format", "raw") if nvram is not None else "raw"
-        images.append(("pflash1", path, fmt, False))
-    for name, path, fmt, readonly in images:
+    images = [("pflash0", fw.code, fw.code_format, fw.code_readonly, True)]
+    if fw.vars:
+        images.append(("pflash1", fw.vars, fw.vars_format, False, False))
+    for name, path, fmt, readonly, always_layered in images:
         storage = f"libvirt-{name}-storage"
+        if not always_layered and not _pflash_vars_layered(ctx, fmt):
+            ctx.blockdev_arg({"driver": "file", "filename": path, "node-name": storage, "read-only": readonly})
+            continue
         ctx.blockdev_arg({"driver": "file", "filename": path, "node-name": storage, "auto-read-only": True,
                           "discard": "unmap"})
         fmt_node = {"node-name": f"libvirt-{name}-format", "read-only": readonly, "driver": fmt, "file": storage}
@@ -52,6 +53,24 @@ def pflash(ctx: Ctx) -> None:
             ctx.argv += ["-blockdev", _json_keep_null(fmt_node)]
         else:
             ctx.blockdev_arg(fmt_node)
+
+
+def _pflash_vars_layered(ctx: Ctx, fmt: str) -> bool:
+    """The NVRAM store follows the disk rule: raw stores lose the format node once QEMU can mask it."""
+    return fmt != "raw" or not ctx.modern_libvirt or not ctx.caps.has("blockjob.backing-mask-protocol")
+
+
+def pflash_node(ctx: Ctx, name: str, fmt: str, always_layered: bool) -> str:
+    layered = always_layered or _pflash_vars_layered(ctx, fmt)
+    return f"libvirt-{name}-{'format' if layered else 'storage'}"
+
+
+def loader_globals(ctx: Ctx) -> None:
+    """A ROM firmware (-bios), or firmware whose flash is writable only from SMM (<loader secure='yes'>)."""
+    if ctx.bios:
+        ctx.add("-bios", ctx.bios)
+    if ctx.pflash is not None and ctx.pflash.secure:
+        ctx.add("-global", "driver=cfi.pflash01,property=secure,value=on")
 
 
 def _json_keep_null(props: dict) -> str:
@@ -75,6 +94,8 @@ def machine(ctx: Ctx) -> None:
     smm = feats.get("smm")
     if smm is not None and smm.attrs.get("state") == "off":
         opts.append("smm=off")
+    elif (smm is not None and smm.attrs.get("state", "on") == "on") or (ctx.pflash is not None and ctx.pflash.smm):
+        opts.append("smm=on")
     if ctx.is_arm_virt:
         gic = feats.get("gic")
         version = gic.attrs.get("version") if gic is not None else None
@@ -93,11 +114,11 @@ def machine(ctx: Ctx) -> None:
         opts.append("nvdimm=on")
     if uses_default_ram_backend(ctx):
         opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
-    loader = d.os.loader
-    if loader is not None and loader.attrs.get("type") == "pflash" and loader.path:
+    fw = ctx.pflash
+    if fw is not None:
         opts.append("pflash0=libvirt-pflash0-format")
-        if d.os.nvram is not None or loader.attrs.get("readonly") == "yes":
-            opts.append("pflash1=libvirt-pflash1-format")
+        if fw.vars:
+            opts.append(f"pflash1={pflash_node(ctx, 'pflash1', fw.vars_format, False)}")
     if d.launch_security is not None:
         opts.append("confidential-guest-support=lsec0")
     hpet = _timer(ctx, "hpet")
@@ -167,7 +188,7 @@ def default_cpu_model(ctx: Ctx) -> str | None:
     """The machine type's default CPU (libvirt sets it explicitly on x86, s390, ppc64 and for TCG)."""
     if ctx.domain.type != "qemu" and not (ctx.is_x86 or ctx.is_s390 or ctx.arch.startswith("ppc64")):
         return None
-    typename = ctx.machine.default_cpu if ctx.machine else None
+    typename = ctx.machine.default_cpu_for("kvm" if ctx.domain.type == "kvm" else "tcg") if ctx.machine else None
     if not typename:
         return None
     for model in ctx.caps.cpu_models:
@@ -205,7 +226,7 @@ def ram_backend(ctx: Ctx, ident: str, size: int, extra: dict | None = None) -> d
     mb = ctx.domain.memory_backing
     if mb is not None and mb.hugepages is not None:
         props = {"qom-type": "memory-backend-file", "id": ident,
-                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/-1-{ctx.domain.name}"}
+                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/{DOMAIN_ID}-{ctx.domain.name}"}
         if ctx.caps.has("memory-backend-file.x-use-canonical-path-for-ramblock-id") or ctx.json_object:
             props["x-use-canonical-path-for-ramblock-id"] = False
         props["prealloc"] = True
@@ -283,6 +304,9 @@ def clock_and_pm(ctx: Ctx) -> None:
     pit = _timer(ctx, "pit")
     if pit and pit.get("tickpolicy") in ("delay", "discard"):
         ctx.add("-global", f"kvm-pit.lost_tick_policy={pit['tickpolicy']}")
+    hpet = _timer(ctx, "hpet")
+    if hpet and hpet.get("present") == "no" and not ctx.caps.has("machine-hpet"):
+        ctx.add("-no-hpet")  # before QEMU 8.0 (later: -machine hpet=off)
     ctx.add("-no-shutdown")
     if (ctx.is_x86 or ctx.arch == "aarch64") and "acpi" not in d.features and \
             (ctx.machine is None or ctx.machine.acpi is None):

@@ -6,6 +6,7 @@ from typing import Any
 
 from conformance.argv.chardev import chardev_backend
 from conformance.argv.context import Ctx
+from conformance.argv.harness import SWTPM_SOCKET, domain_dir
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 
@@ -111,7 +112,7 @@ def tpms(ctx: Ctx) -> None:
             path = tpm.backend_source.get("path", "/dev/tpm0")
             ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path={path}")
         elif tpm.backend_type in ("emulator", "external"):
-            path = tpm.backend_source.get("path") or f"/run/libvirt/qemu/swtpm/-1-{ctx.domain.name}-swtpm.sock"
+            path = SWTPM_SOCKET if tpm.backend_type == "emulator" else tpm.backend_source.get("path", "")
             ctx.add("-chardev", f"socket,id=chrtpm,path={path}")
             ctx.add("-tpmdev", f"emulator,id=tpm-{alias},chardev=chrtpm")
         else:
@@ -173,6 +174,20 @@ def memory_devices(ctx: Ctx) -> None:
         ctx.device(dev)
 
 
+def _sev_platform(ctx: Ctx, values: dict[str, str]) -> tuple[int, int]:
+    """(cbitpos, reduced-phys-bits): the domain's, else the QEMU's SEV capabilities (as libvirt fills them)."""
+    sev = ctx.caps.sev
+    if sev is None and ("cbitpos" not in values or "reducedPhysBits" not in values):
+        raise UnsupportedByQemu("<launchSecurity type='sev'> without cbitpos/reducedPhysBits needs the SEV "
+                                f"platform info of the QEMU, which these capabilities ({ctx.caps.label}) lack",
+                                path=ctx.domain.source,
+                                hint="give <cbitpos> and <reducedPhysBits>, or probe/import on an SEV host")
+    cbitpos = int(values["cbitpos"]) if "cbitpos" in values else sev.cbitpos  # type: ignore[union-attr]
+    reduced = int(values["reducedPhysBits"]) if "reducedPhysBits" in values \
+        else sev.reduced_phys_bits  # type: ignore[union-attr]
+    return cbitpos, reduced
+
+
 def launch_security(ctx: Ctx) -> None:
     ls = ctx.domain.launch_security
     if ls is None:
@@ -181,10 +196,10 @@ def launch_security(ctx: Ctx) -> None:
         raise UnsupportedByQemu(f"<launchSecurity type='{ls.type}'> is not supported by the argv builder",
                                 path=ctx.domain.source)
     v = ls.values
-    props: dict[str, Any] = {"qom-type": "sev-guest", "id": "lsec0", "cbitpos": int(v.get("cbitpos", "47")),
-                             "reduced-phys-bits": int(v.get("reducedPhysBits", "1")),
-                             "policy": int(v.get("policy", "0x0"), 0)}
-    home = f"/var/lib/libvirt/qemu/domain--1-{ctx.domain.name}"
+    cbitpos, reduced = _sev_platform(ctx, v)
+    props: dict[str, Any] = {"qom-type": "sev-guest", "id": "lsec0", "cbitpos": cbitpos,
+                             "reduced-phys-bits": reduced, "policy": int(v.get("policy", "0x0"), 0)}
+    home = domain_dir(ctx.domain.name, ctx.modern_libvirt)
     if v.get("dhCert"):
         props["dh-cert-file"] = f"{home}/dh_cert.base64"
     if v.get("session"):

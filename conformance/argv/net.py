@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
+from conformance.argv.harness import TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
 from conformance.domain.model import Interface
 from conformance.errors import UnsupportedByQemu
 
@@ -12,8 +13,6 @@ from conformance.errors import UnsupportedByQemu
 NIC_DRIVERS = {"virtio": "virtio-net-pci", "virtio-transitional": "virtio-net-pci-transitional",
                "virtio-non-transitional": "virtio-net-pci-non-transitional", "usb-net": "usb-net"}
 
-# fixed fds of libvirt's test harness (index.json fixed_env): tap of bridge/network, vhost, ethernet tap
-TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD = 102, 3, 44
 
 
 def default_nic_model(ctx: Ctx) -> str:

@@ -358,6 +358,21 @@ def _chipset(ctx: Ctx, addrs: AddressSet) -> None:
             addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1F, function=0), flags, True)
             addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1F, function=3), flags, True)
         _primary_video(ctx, addrs, 1, flags)
+        _ich9_sound(ctx, addrs, flags)
+
+
+def _ich9_sound(ctx: Ctx, addrs: AddressSet, flags: int) -> None:
+    """q35: the first ICH9 sound card without an address goes where real ICH9 has its HD audio, 00:1b.0,
+    unless that slot is taken."""
+    if not addrs.buses or addrs.slot_in_use(0, 0x1B):
+        return
+    for snd in ctx.domain.devices.sounds:
+        if snd.model != "ich9" or not _wants(ctx, snd):
+            continue
+        addr = Address(type="pci", domain=0, bus=0, slot=0x1B, function=0)
+        addrs.reserve(addr, flags, True)
+        ctx.addresses[id(snd)] = addr
+        return
 
 
 def _primary_video(ctx: Ctx, addrs: AddressSet, slot: int, flags: int) -> None:

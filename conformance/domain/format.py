@@ -207,7 +207,9 @@ def _teaming(parent: _E, teaming: Teaming | None) -> None:
 
 def _loader(parent: _E, tag: str, loader: Loader) -> None:
     el = etree.SubElement(parent, tag, loader.attrs)
-    if loader.path:
+    if loader.path and tag == "nvram" and loader.attrs.get("type") == "file":
+        etree.SubElement(el, "source", file=loader.path)
+    elif loader.path:
         el.text = loader.path
 
 
@@ -298,6 +300,12 @@ def _devices(root: _E, d: Domain) -> None:
         if wd.action:
             attrs["action"] = wd.action
         _info(etree.SubElement(el, "watchdog", attrs), wd)
+    for redir in dv.redirdevs:
+        _chardev(el, redir)
+    if dv.redirfilter is not None:
+        rf = etree.SubElement(el, "redirfilter")
+        for usbdev in dv.redirfilter:
+            etree.SubElement(rf, "usbdev", usbdev)
     if dv.memballoon is not None:
         mb = dv.memballoon
         m = etree.SubElement(el, "memballoon", model=mb.model, **mb.attrs)

@@ -293,6 +293,8 @@ class Devices:
     videos: list[Video] = field(default_factory=list)
     hostdevs: list[Hostdev] = field(default_factory=list)
     watchdogs: list[Watchdog] = field(default_factory=list)
+    redirdevs: list[Chardev] = field(default_factory=list)  # kind 'redirdev', attrs carry bus
+    redirfilter: list[Attrs] | None = None  # <redirfilter><usbdev class= vendor= product= version= allow=/>
     memballoon: Memballoon | None = None
     rngs: list[Rng] = field(default_factory=list)
     panics: list[Panic] = field(default_factory=list)

@@ -217,8 +217,10 @@ def _os(ctx: _Ctx, el: etree._Element) -> Os:
             os_.machine = c.get("machine")
         elif tag == "loader":
             os_.loader = Loader(path=_text(c) or None, attrs=_a(c))
-        elif tag == "nvram":
-            os_.nvram = Loader(path=_text(c) or None, attrs=_a(c))
+        elif tag == "nvram":  # <nvram>PATH</nvram>, or <nvram type='file'><source file=PATH/></nvram>
+            source = c.find("source")
+            path = _text(c) or (source.get("file") if source is not None else None)
+            os_.nvram = Loader(path=path or None, attrs=_a(c))
         elif tag == "boot":
             os_.boot_devs.append(c.get("dev", ""))
         elif tag == "bootmenu":
@@ -299,6 +301,10 @@ def _devices(ctx: _Ctx, el: etree._Element) -> Devices:
         elif tag == "iommu":
             devs.iommu = Iommu(model=c.get("model", "intel"), line=c.sourceline)
             _device_children(ctx, c, devs.iommu, {"driver": lambda e: devs.iommu.driver.update(_a(e))})
+        elif tag == "redirdev":
+            devs.redirdevs.append(_chardev(ctx, c, "redirdev"))
+        elif tag == "redirfilter":
+            devs.redirfilter = [_a(u) for u in c if u.tag == "usbdev"]
         elif tag == "audio":
             devs.audios.append(Audio(id=ctx.int(c.get("id", "0"), c, "id"), type=c.get("type", "none"),
                                      attrs={k: v for k, v in c.attrib.items() if k not in ("id", "type")},

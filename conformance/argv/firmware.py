@@ -1,0 +1,204 @@
+"""Firmware: libvirt's pflash set-up and its auto-selection from QEMU firmware descriptors.
+
+``<os firmware='efi'>`` (or 'bios') asks libvirt to pick the firmware. It reads QEMU's
+firmware descriptors (JSON, QEMU's docs/interop/firmware.json) from, in this order of
+precedence, $XDG_CONFIG_HOME/qemu/firmware, /etc/qemu/firmware and /usr/share/qemu/firmware
+(a file name in an earlier folder hides the same name in later ones, an empty file just
+hides), sorts them by file name and takes the first that fits the domain: interface
+(uefi/bios), architecture and machine type pattern, the requested firmware features
+(secure-boot, enrolled-keys), S3/S4, SMM, SEV, the loader's type, format and statelessness.
+When libvirt loads an existing definition it also requires a raw image (its behaviour before
+9.2); this builder does the same. Set QEMU_CONFORMANCE_FIRMWARE_DIRS (folders separated by
+':') to use other descriptors, e.g. libvirt's own test descriptors (tests/qemufirmwaredata),
+which the libvirt corpus's expected command lines were made with.
+
+The chosen (or given) loader becomes pflash0 (read-only, always with a format node); the
+NVRAM store pflash1, whose path libvirt generates when the domain names none:
+/var/lib/libvirt/qemu/nvram/NAME_VARS.fd (.qcow2 for qcow2 stores).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conformance.errors import UnsupportedByQemu
+
+if TYPE_CHECKING:
+    from conformance.argv.context import Ctx
+
+ENV_FIRMWARE_DIRS = "QEMU_CONFORMANCE_FIRMWARE_DIRS"
+NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
+_SEV_ES_POLICY = 1 << 2
+
+
+@dataclass(frozen=True)
+class Pflash:
+    """The pflash images of a domain: the code (pflash0) and the variable store (pflash1)."""
+
+    code: str
+    code_format: str
+    code_readonly: bool
+    vars: str | None = None
+    vars_format: str = "raw"
+    secure: bool = False  # pflash writes restricted to SMM (-global cfi.pflash01 secure=on)
+    smm: bool = False  # the firmware requires SMM: -machine smm=on
+
+
+def firmware_dirs() -> tuple[Path, ...]:
+    env = os.environ.get(ENV_FIRMWARE_DIRS)
+    if env:
+        return tuple(Path(p) for p in env.split(":") if p)
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "qemu" / "firmware", Path("/etc/qemu/firmware"), Path("/usr/share/qemu/firmware")
+
+
+@lru_cache(maxsize=8)
+def load_descriptors(dirs: tuple[Path, ...]) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(file name, descriptor) in libvirt's order: by name, earlier folders hiding later ones."""
+    chosen: dict[str, Path] = {}
+    for folder in dirs:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.suffix == ".json" and entry.name not in chosen:
+                chosen[entry.name] = entry
+    out = []
+    for name in sorted(chosen):
+        path = chosen[name]
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if not text.strip():
+            continue  # an empty file masks a descriptor of the same name
+        try:
+            out.append((str(path), json.loads(text)))
+        except ValueError as exc:
+            raise UnsupportedByQemu(f"malformed firmware descriptor: {exc}", path=path) from None
+    return tuple(out)
+
+
+def _feature_requests(ctx: Ctx) -> dict[str, bool]:
+    return {c.get("name"): c.get("enabled") == "yes" for c in ctx.domain.os.firmware_children
+            if getattr(c, "tag", None) == "feature"}
+
+
+def _matches(ctx: Ctx, desc: dict[str, Any], lattrs: dict[str, str], code: str | None) -> bool:
+    d = ctx.domain
+    want = {"efi": "uefi", "bios": "bios"}.get(d.os.firmware or "")
+    if want not in desc.get("interface-types", []):
+        return False
+    mapping = desc.get("mapping", {})
+    device = mapping.get("device")
+    if code:
+        filename = (mapping.get("executable") or {}).get("filename") if device == "flash" else mapping.get("filename")
+        if filename != code:
+            return False
+    arch = ctx.arch
+    if not any(t.get("architecture") == arch and any(fnmatch.fnmatchcase(ctx.machine_name, m)
+                                                       for m in t.get("machines", []))
+               for t in desc.get("targets", [])):
+        return False
+    features = set(desc.get("features", []))
+    if d.pm.get("suspend-to-mem") == "yes" and "acpi-s3" not in features:
+        return False
+    if d.pm.get("suspend-to-disk") == "yes" and "acpi-s4" not in features:
+        return False
+    for name, feature in (("secure-boot", "secure-boot"), ("enrolled-keys", "enrolled-keys")):
+        wanted = _feature_requests(ctx).get(name)
+        if wanted is not None and wanted != (feature in features):
+            return False
+    smm = d.features.get("smm")
+    if "requires-smm" in features:
+        if (smm is not None and smm.attrs.get("state") == "off") or lattrs.get("secure") == "no":
+            return False
+    elif lattrs.get("secure") == "yes":
+        return False
+    if device == "flash":
+        mode = mapping.get("mode", "split")
+        if lattrs.get("type") not in (None, "pflash"):
+            return False
+        if mode != ("stateless" if lattrs.get("stateless") == "yes" else "split"):
+            return False
+        fmt = (mapping.get("executable") or {}).get("format", "raw")
+        # an existing definition keeps libvirt's historical raw images
+        if fmt not in ("raw", "qcow2") or fmt != lattrs.get("format", "raw"):
+            return False
+        if mode == "split" and (mapping.get("nvram-template") or {}).get("format", "raw") not in ("raw", "qcow2"):
+            return False
+    elif device == "memory" and (lattrs.get("type") not in (None, "rom") or lattrs.get("readonly") == "no"):
+        return False
+    ls = d.launch_security
+    if ls is not None and ls.type == "sev":
+        if "amd-sev" not in features:
+            return False
+        if int(ls.values.get("policy", "0"), 0) & _SEV_ES_POLICY and "amd-sev-es" not in features:
+            return False
+    return True
+
+
+def select_descriptor(ctx: Ctx, lattrs: dict[str, str], code: str | None) -> dict[str, Any]:
+    dirs = firmware_dirs()
+    for _path, desc in load_descriptors(dirs):
+        if _matches(ctx, desc, lattrs, code):
+            return desc
+    raise UnsupportedByQemu(
+        f"<os firmware='{ctx.domain.os.firmware}'>: no firmware descriptor fits this domain "
+        f"({ctx.arch}, {ctx.machine_name})", path=ctx.domain.source,
+        hint=f"install the distribution's firmware package (ovmf, qemu-efi-aarch64) or point {ENV_FIRMWARE_DIRS} "
+             f"at descriptor folders; searched: {', '.join(map(str, dirs))}")
+
+
+def resolve_firmware(ctx: Ctx) -> Pflash | str | None:
+    """The firmware libvirt would use: pflash images, a ROM path (-bios), or None (QEMU's default)."""
+    d = ctx.domain
+    loader = d.os.loader
+    nvram = d.os.nvram
+    lattrs = dict(loader.attrs) if loader is not None else {}
+    if loader is not None and loader.path and "type" not in lattrs:
+        lattrs["type"] = "rom"  # libvirt's default loader type
+    if loader is None and nvram is not None and nvram.attrs.get("format"):
+        lattrs["format"] = nvram.attrs["format"]  # <nvram format=X> alone asks for an X firmware build
+    code = loader.path if loader is not None else None
+    template_format = None
+    smm = False
+    if d.os.firmware:
+        ctx_loader = (lattrs, code)
+        desc = select_descriptor(ctx, *ctx_loader)
+        mapping = desc.get("mapping", {})
+        if mapping.get("device") == "memory":
+            return mapping.get("filename")
+        if mapping.get("device") != "flash":
+            return None  # a kernel as firmware
+        executable = mapping.get("executable") or {}
+        code = executable.get("filename")
+        lattrs.update(type="pflash", readonly="yes", format=executable.get("format", "raw"))
+        if mapping.get("mode", "split") == "split":
+            template_format = (mapping.get("nvram-template") or {}).get("format") or lattrs["format"]
+        if "requires-smm" in desc.get("features", []):
+            smm = True
+            lattrs["secure"] = "yes"
+    if code and lattrs.get("type") == "rom":
+        return code
+    if not code or lattrs.get("type") != "pflash":
+        return None
+    code_format = lattrs.get("format", "raw")
+    vars_path: str | None = None
+    vars_format = code_format
+    if nvram is not None and nvram.path:
+        vars_path = nvram.path
+        vars_format = nvram.attrs.get("format", code_format)
+    elif lattrs.get("readonly") == "yes" and lattrs.get("stateless") != "yes":
+        # an <nvram> without a source is replaced: the template's format, libvirt's path for it
+        vars_format = template_format or code_format
+        vars_path = f"{NVRAM_DIR}/{d.name}_VARS{'.qcow2' if vars_format == 'qcow2' else '.fd'}"
+    return Pflash(code=code, code_format=code_format, code_readonly=lattrs.get("readonly") == "yes",
+                  vars=vars_path, vars_format=vars_format, secure=lattrs.get("secure") == "yes", smm=smm)

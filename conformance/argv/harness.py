@@ -1,0 +1,33 @@
+"""Values libvirt's test harness fixes where a running libvirt would pick them at run time.
+
+The argv builder reproduces libvirt's test suite output (../shared/peer/libvirt-corpus,
+index.json ``fixed_env``), so the run-time parts of a command line take the values that
+harness gives them. They are all here, so a caller that needs real values knows what to
+replace.
+"""
+
+from __future__ import annotations
+
+DOMAIN_ID = -1  # domain--1-NAME folders, -1-NAME sockets
+MONITOR_FD = 1729  # pre-opened listening socket of the QMP monitor
+TAP_FD_BRIDGE = 102  # tap of <interface type='bridge'|'network'>
+TAP_FD_ETHERNET = 3  # tap of <interface type='ethernet'>
+VHOST_FD = 44
+# the swtpm socket of <tpm><backend type='emulator'/>: the harness replaces libvirt's
+# /run/libvirt/qemu/swtpm/<id>-<name>-swtpm.sock with this path
+SWTPM_SOCKET = "/dev/test"
+# qemu.conf of the harness: spice_password is set (so no disable-ticketing=on); spice_tls is on in
+# the harness of libvirt before 10 and off since (libvirt's own default; a few SPICE tests turn it on)
+SPICE_PASSWORD_CONFIGURED = True
+SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
+
+
+def spice_tls(modern_libvirt: bool) -> bool:
+    return not modern_libvirt
+
+
+def domain_dir(name: str, modern_libvirt: bool) -> str:
+    """The domain's private folder (libvirt's HOME for QEMU): the harness of libvirt 10+ uses the real
+    /var/lib/libvirt/qemu, older harnesses /tmp/lib (index.json fixed_env HOME)."""
+    base = "/var/lib/libvirt/qemu" if modern_libvirt else "/tmp/lib"
+    return f"{base}/domain-{DOMAIN_ID}-{name}"

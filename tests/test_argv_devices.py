@@ -1,0 +1,214 @@
+"""argv rules added with the host-model work: SPICE, USB redirection, default audio, SEV platform facts,
+raw disks without a format node, the harness's fixed values, firmware auto-selection, s390 CCW."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conformance.argv import build_argv
+from conformance.argv.command import load_caps
+from conformance.argv.firmware import ENV_FIRMWARE_DIRS
+from conformance.caps.model import SevInfo
+from conformance.domain.parse import parse_domain
+from conformance.domain.semantics import validate_domain
+from conformance.errors import UnsupportedByQemu
+
+
+@pytest.fixture(scope="module")
+def caps_10(corpus: Path):
+    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml"))
+
+
+@pytest.fixture(scope="module")
+def caps_aarch64(corpus: Path):
+    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_8.2.0_aarch64.xml"))
+
+
+def domain(devices: str = "", *, os_extra: str = "", os_attrs: str = "", arch: str = "x86_64",
+           machine: str = "q35", extra: str = "", dtype: str = "kvm") -> str:
+    return f"""<domain type='{dtype}'>
+  <name>guest</name>
+  <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+  <memory unit='MiB'>512</memory>
+  <os{os_attrs}><type arch='{arch}' machine='{machine}'>hvm</type>{os_extra}</os>
+  {extra}
+  <devices>
+    <controller type='usb' model='qemu-xhci'/>
+    {devices}
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+def argv_of(xml: str, caps) -> list[str]:
+    dom = parse_domain(xml)
+    validate_domain(dom, caps)
+    return build_argv(dom, caps)
+
+
+def opts(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
+
+
+def test_spice_autoport_takes_libvirts_pretend_port_and_spice_audio(caps_10) -> None:
+    argv = argv_of(domain("<graphics type='spice' autoport='yes'><image compression='off'/></graphics>"), caps_10)
+    assert opts(argv, "-spice") == ["port=5901,addr=127.0.0.1,image-compression=off,seamless-migration=on"]
+    assert json.loads(opts(argv, "-audiodev")[0]) == {"id": "audio1", "driver": "spice"}
+
+
+def test_spice_tls_channels_and_listen(caps_10) -> None:
+    xml = domain("<graphics type='spice' port='5903' tlsPort='5904' defaultMode='secure'>"
+                 "<listen type='address' address='0.0.0.0'/><channel name='main' mode='insecure'/>"
+                 "<clipboard copypaste='no'/><mouse mode='client'/></graphics>")
+    assert opts(argv_of(xml, caps_10), "-spice") == [
+        "port=5903,tls-port=5904,addr=0.0.0.0,agent-mouse=on,x509-dir=/etc/pki/libvirt-spice,"
+        "tls-channel=default,plaintext-channel=main,disable-copy-paste=on,seamless-migration=on"]
+
+
+def test_spice_refused_without_the_capability(caps_10) -> None:
+    no_spice = replace(caps_10, commands=caps_10.commands - {"query-spice"},
+                       extra_flags=caps_10.extra_flags - {"spice"})
+    with pytest.raises(UnsupportedByQemu, match="spice graphics are not supported"):
+        argv_of(domain("<graphics type='spice' autoport='yes'/>"), no_spice)
+
+
+def test_default_audio_follows_the_graphics(caps_10) -> None:
+    assert json.loads(opts(argv_of(domain("<graphics type='vnc'/>"), caps_10), "-audiodev")[0])["driver"] == "none"
+    assert json.loads(opts(argv_of(domain(), caps_10), "-audiodev")[0])["driver"] == "none"
+
+
+def test_usb_redirection_with_filter(caps_10) -> None:
+    xml = domain("<graphics type='spice' autoport='yes'/>"
+                 "<redirdev bus='usb' type='spicevmc'/><redirdev bus='usb' type='spicevmc'/>"
+                 "<redirfilter><usbdev class='0x08' vendor='0x1234' product='0xbeef' version='2.0' allow='yes'/>"
+                 "<usbdev allow='no'/></redirfilter>")
+    argv = argv_of(xml, caps_10)
+    assert "spicevmc,id=charredir0,name=usbredir" in opts(argv, "-chardev")
+    redirs = [json.loads(v) for v in opts(argv, "-device") if "usb-redir" in v]
+    assert [(r["id"], r["chardev"], r["bus"], r["port"]) for r in redirs] == [
+        ("redir0", "charredir0", "usb.0", "1"), ("redir1", "charredir1", "usb.0", "2")]
+    assert redirs[0]["filter"] == "0x08:0x1234:0xBEEF:0x0200:1|-1:-1:-1:-1:0"
+
+
+def test_spice_agent_channel_is_vdagent(caps_10) -> None:
+    xml = domain("<controller type='virtio-serial' index='0'/><channel type='spicevmc'>"
+                 "<target type='virtio' name='com.redhat.spice.0'/></channel><graphics type='spice'/>")
+    assert "spicevmc,id=charchannel0,name=vdagent" in opts(argv_of(xml, caps_10), "-chardev")
+
+
+def test_ich9_sound_sits_at_1b_on_q35(caps_10) -> None:
+    argv = argv_of(domain("<sound model='ich9'/>"), caps_10)
+    hda = next(json.loads(v) for v in opts(argv, "-device") if "ich9-intel-hda" in v)
+    assert (hda["bus"], hda["addr"]) == ("pcie.0", "0x1b")
+
+
+def test_sev_platform_facts_come_from_the_capabilities(caps_10) -> None:
+    xml = domain(extra="<launchSecurity type='sev'><policy>0x0001</policy></launchSecurity>", machine="pc")
+    sev = replace(caps_10, sev=SevInfo(cbitpos=51, reduced_phys_bits=1))
+    obj = next(json.loads(v) for v in opts(argv_of(xml, sev), "-object") if "sev-guest" in v)
+    assert (obj["cbitpos"], obj["reduced-phys-bits"]) == (51, 1)
+    given = xml.replace("<policy>", "<cbitpos>47</cbitpos><reducedPhysBits>2</reducedPhysBits><policy>")
+    obj = next(json.loads(v) for v in opts(argv_of(given, replace(caps_10, sev=None)), "-object") if "sev" in v)
+    assert (obj["cbitpos"], obj["reduced-phys-bits"]) == (47, 2)
+    with pytest.raises(UnsupportedByQemu, match="SEV platform info"):
+        argv_of(xml, replace(caps_10, sev=None))
+
+
+def test_raw_disk_format_node_depends_on_the_block_job_capability(caps_10, caps_aarch64) -> None:
+    disk = "<disk type='file' device='disk'><source file='/a.raw'/><target dev='vda' bus='virtio'/></disk>"
+    assert caps_10.has("blockjob.backing-mask-protocol") and not caps_aarch64.has("blockjob.backing-mask-protocol")
+    new = [json.loads(v) for v in opts(argv_of(domain(disk), caps_10), "-blockdev")]
+    assert [b["node-name"] for b in new] == ["libvirt-1-storage"] and new[0]["read-only"] is False
+    old = [json.loads(v) for v in opts(argv_of(domain(disk, arch="aarch64", machine="virt"), caps_aarch64),
+                                       "-blockdev")]
+    assert [b["node-name"] for b in old] == ["libvirt-1-storage", "libvirt-1-format"]
+    qcow2 = disk.replace("<source", "<driver name='qemu' type='qcow2'/><source")
+    assert len(opts(argv_of(domain(qcow2), caps_10), "-blockdev")) == 2
+
+
+def test_swtpm_socket_is_the_harness_path(caps_10) -> None:
+    argv = argv_of(domain("<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"), caps_10)
+    assert "socket,id=chrtpm,path=/dev/test" in opts(argv, "-chardev")
+
+
+# --- firmware auto-selection from descriptors (our own descriptors, QEMU's interop format) ---------
+
+
+def _descriptor(name: str, code: str, fmt: str, *, arch: str = "aarch64", machines: str = "virt-*",
+                features: list[str] | None = None) -> dict:
+    return {"description": name, "interface-types": ["uefi"],
+            "mapping": {"device": "flash", "mode": "split", "executable": {"filename": code, "format": fmt},
+                        "nvram-template": {"filename": code + ".vars", "format": fmt}},
+            "targets": [{"architecture": arch, "machines": [machines]}], "features": features or [], "tags": []}
+
+
+@pytest.fixture
+def descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    etc, share = tmp_path / "etc", tmp_path / "share"
+    etc.mkdir()
+    share.mkdir()
+    (share / "50-qcow2.json").write_text(json.dumps(_descriptor("q", "/fw/code.qcow2", "qcow2")))
+    (share / "51-raw.json").write_text(json.dumps(_descriptor("r", "/fw/code.raw", "raw")))
+    (share / "52-x86-sb.json").write_text(json.dumps(
+        _descriptor("sb", "/fw/ovmf.sb.fd", "raw", arch="x86_64", machines="pc-q35-*",
+                    features=["secure-boot", "requires-smm", "enrolled-keys"])))
+    (share / "53-x86.json").write_text(json.dumps(
+        _descriptor("plain", "/fw/ovmf.fd", "raw", arch="x86_64", machines="pc-q35-*")))
+    (etc / "51-raw.json").write_text("")  # masked
+    monkeypatch.setenv(ENV_FIRMWARE_DIRS, f"{etc}:{share}")
+    return tmp_path
+
+
+def test_firmware_autoselection_keeps_raw_for_existing_definitions(caps_aarch64, descriptors: Path) -> None:
+    xml = domain(os_attrs=" firmware='efi'", arch="aarch64", machine="virt-4.0", dtype="qemu")
+    with pytest.raises(UnsupportedByQemu, match="no firmware descriptor fits"):
+        argv_of(xml, caps_aarch64)  # the raw descriptor is masked, qcow2 is not taken for an old definition
+    (descriptors / "etc" / "51-raw.json").unlink()
+    from conformance.argv.firmware import load_descriptors
+
+    load_descriptors.cache_clear()
+    argv = argv_of(xml, caps_aarch64)
+    nodes = [json.loads(v) for v in opts(argv, "-blockdev")]
+    assert nodes[0]["filename"] == "/fw/code.raw"
+    assert nodes[2]["filename"] == "/var/lib/libvirt/qemu/nvram/guest_VARS.fd"
+    assert "pflash0=libvirt-pflash0-format,pflash1=libvirt-pflash1-format" in opts(argv, "-machine")[0]
+    fmt = argv_of(xml.replace("</os>", "<nvram format='qcow2'/></os>"), caps_aarch64)
+    assert json.loads(opts(fmt, "-blockdev")[0])["filename"] == "/fw/code.qcow2"
+
+
+def test_firmware_features_pick_the_secure_boot_build(caps_10, descriptors: Path) -> None:
+    sb = "<firmware><feature enabled='yes' name='secure-boot'/></firmware>"
+    argv = argv_of(domain(os_attrs=" firmware='efi'", os_extra=sb, machine="pc-q35-10.0"), caps_10)
+    assert json.loads(opts(argv, "-blockdev")[0])["filename"] == "/fw/ovmf.sb.fd"
+    assert "smm=on" in opts(argv, "-machine")[0]
+    assert "driver=cfi.pflash01,property=secure,value=on" in opts(argv, "-global")
+    plain = argv_of(domain(os_attrs=" firmware='efi'", os_extra=sb.replace("yes", "no"), machine="pc-q35-10.0"),
+                    caps_10)
+    assert json.loads(opts(plain, "-blockdev")[0])["filename"] == "/fw/ovmf.fd"
+    # the variable store of a raw build on QEMU 10 has no format node (like raw disks)
+    assert "pflash1=libvirt-pflash1-storage" in opts(plain, "-machine")[0]
+
+
+def test_rom_loader_is_bios(caps_10) -> None:
+    argv = argv_of(domain(os_extra="<loader>/usr/share/seabios/bios.bin</loader>", machine="pc"), caps_10)
+    assert opts(argv, "-bios") == ["/usr/share/seabios/bios.bin"]
+
+
+def test_s390_virtio_devices_get_ccw_addresses(corpus: Path) -> None:
+    caps = load_caps(str(corpus / "caps" / "libvirt-9.0.0" / "caps_4.2.0.s390x.xml"))
+    xml = """<domain type='qemu'><name>g</name><memory unit='MiB'>256</memory>
+      <os><type arch='s390x' machine='s390-ccw-virtio'>hvm</type></os>
+      <devices>
+        <disk type='block' device='disk'><source dev='/dev/a'/><target dev='vda' bus='virtio'/></disk>
+        <disk type='block' device='disk'><source dev='/dev/b'/><target dev='vdb' bus='virtio'/>
+          <address type='ccw' cssid='0xfe' ssid='0x0' devno='0x0000'/></disk>
+        <controller type='usb' model='none'/>
+      </devices></domain>"""
+    argv = argv_of(xml, caps)
+    devnos = [d.split("devno=")[1].split(",")[0] for d in opts(argv, "-device") if "devno=" in d]
+    assert devnos == ["fe.0.0001", "fe.0.0000", "fe.0.0002"]  # vda, vdb (given), the balloon
+    assert opts(argv, "-cpu") == ["qemu"]  # TCG's default CPU of the s390 machine, not KVM's 'host'
