@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import QemuBuildError
-from conformance.paths import builds_dir
+from conformance.paths import builds_dir, cache_dir
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -130,6 +130,10 @@ class BuildSpec:
     @property
     def host_module_dir(self) -> str:
         return "/" + self.module_dir
+
+    @property
+    def label(self) -> str:
+        return f"QEMU {self.name}"
 
 
 _BPO = "bookworm-backports"
@@ -238,7 +242,7 @@ def fingerprint(spec: BuildSpec, folder: Path) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def sources_list_text(spec: BuildSpec) -> str:
+def sources_list_text(spec: BuildSpec | CpuMapSpec) -> str:
     lines = [f"# private sources for the {spec.title} build (qemu-conformance)"]
     lines += [source.line(spec.keyring) for source in spec.sources]
     return "\n".join(lines) + "\n"
@@ -467,7 +471,7 @@ def _host_tools(spec: BuildSpec) -> dict[str, str]:
     return tools
 
 
-def _write_apt_state(spec: BuildSpec, apt_dir: Path) -> None:
+def _write_apt_state(spec: BuildSpec | CpuMapSpec, apt_dir: Path) -> None:
     for sub in ("sources.list.d", "preferences.d", "state", "lists/partial", "cache/archives/partial", "log"):
         (apt_dir / sub).mkdir(parents=True, exist_ok=True)
     (apt_dir / "status").write_text("")  # empty dpkg status: the host's packages do not count
@@ -479,17 +483,18 @@ def _apt(apt_dir: Path, args: list[str], *, cwd: Path | None = None) -> subproce
     return _run(["apt-get", "-q", "-c", str(apt_dir / "apt.conf"), *args], cwd=cwd, timeout=APT_TIMEOUT)
 
 
-def _apt_update(spec: BuildSpec, apt_dir: Path, fetch: str) -> None:
+def _apt_update(spec: BuildSpec | CpuMapSpec, apt_dir: Path, fetch: str) -> None:
     proc = _apt(apt_dir, ["--error-on=any", "update"])
     trouble = _apt_errors(proc.stdout + proc.stderr)
     if proc.returncode != 0 or trouble:
         reason = trouble[0] if trouble else f"exit code {proc.returncode}"
-        raise QemuBuildError(f"cannot prepare QEMU {spec.name}: apt-get update failed: {reason}",
+        raise QemuBuildError(f"cannot prepare {spec.label}: apt-get update failed: {reason}",
                              hint=f"check network access to deb.debian.org (or the proxy in "
                                   f"/etc/apt/apt.conf.d), then run {fetch} again")
 
 
-def _apt_download(spec: BuildSpec, apt_dir: Path, debs: Path, log: Callable[[str], None], fetch: str) -> None:
+def _apt_download(spec: BuildSpec | CpuMapSpec, apt_dir: Path, debs: Path, log: Callable[[str], None],
+                  fetch: str) -> None:
     wanted = {p.name: p.apt_spec() for p in spec.packages}
     by_name = {p.name: p for p in spec.packages}
     for attempt in (1, 2):
@@ -502,12 +507,12 @@ def _apt_download(spec: BuildSpec, apt_dir: Path, debs: Path, log: Callable[[str
         if attempt == 1 and missing:
             for version, pkg in missing:
                 wanted[pkg] = by_name[pkg].apt_spec(pinned=False)
-                log(f"QEMU {spec.name}: {pkg}={version} has left the archive; taking {wanted[pkg]} instead")
+                log(f"{spec.label}: {pkg}={version} has left the archive; taking {wanted[pkg]} instead")
             continue
         trouble = _apt_errors(proc.stderr)
         reason = trouble[0] if trouble else f"exit code {proc.returncode}"
-        raise QemuBuildError(f"cannot prepare QEMU {spec.name}: apt-get download failed: {reason}",
-                             hint=f"check network access to deb.debian.org and KNOWN_BUILDS in "
+        raise QemuBuildError(f"cannot prepare {spec.label}: apt-get download failed: {reason}",
+                             hint=f"check network access to deb.debian.org and the recipe in "
                                   f"conformance/builds.py, then run {fetch} again")
 
 
@@ -608,6 +613,114 @@ def qmp_module_check(wrapper: Path) -> int:
                          hint="run the wrapper by hand with -machine none -qmp stdio to see why")
 
 
+# --- libvirt's CPU map -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuMapSpec:
+    """Where libvirt's CPU map comes from: one Debian package, of which only ``member`` is kept.
+
+    libvirt's CPU map (x86 feature names -> CPUID/MSR bits, CPU models with their vendors,
+    signatures and features) is what turns QEMU's host CPU expansion into the model and
+    feature list of ``<cpu mode='host-model'>``. It is read at run time, never copied into
+    the project (conformance/caps/cpu_map.py picks the folder).
+    """
+
+    name: str
+    title: str
+    sources: tuple[Source, ...]
+    packages: tuple[Package, ...]
+    member: str = "usr/share/libvirt/cpu_map"
+    keyring: str = DEBIAN_KEYRING
+
+    @property
+    def label(self) -> str:
+        return self.title
+
+
+CPU_MAP = CpuMapSpec(
+    name="libvirt-trixie",
+    title="libvirt's CPU map from Debian trixie (libvirt 11.3)",
+    sources=(Source(DEBIAN_MIRROR, "trixie"),),
+    # bookworm ships /usr/share/libvirt/cpu_map in libvirt0; trixie moved it to libvirt-common
+    # (which libvirt0 depends on, same version)
+    packages=(Package("libvirt-common", release="trixie"),),
+)
+CPU_MAP_JSON_NAME = "cpu-map.json"
+
+
+def cpu_map_folder(base: Path | None = None, spec: CpuMapSpec = CPU_MAP) -> Path:
+    """``<base>/cpu-map/<name>``; base defaults to the cache root (QEMU_CONFORMANCE_CACHE)."""
+    return Path(base if base is not None else cache_dir()) / "cpu-map" / spec.name
+
+
+def fetched_cpu_map(base: Path | None = None, spec: CpuMapSpec = CPU_MAP) -> tuple[Path, str] | None:
+    """(the cpu_map folder, the libvirt package version) of a fetched map, or None."""
+    folder = cpu_map_folder(base, spec)
+    try:
+        info = json.loads((folder / CPU_MAP_JSON_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    cpu_map = folder / "cpu_map"
+    if not isinstance(info, dict) or not (cpu_map / "index.xml").is_file():
+        return None
+    return cpu_map, str(info.get("version", ""))
+
+
+def prepare_cpu_map(*, dest: Path | None = None, spec: CpuMapSpec = CPU_MAP,
+                    log: Callable[[str], None] = print) -> Path:
+    """Fetch ``spec``'s package with a private apt state and keep only its CPU map.
+
+    Returns the cpu_map folder (``<dest>/cpu-map/<name>/cpu_map``). Idempotent: a fetched map
+    is returned at once. Needs apt-get, dpkg-deb and network access to deb.debian.org.
+    """
+    found = fetched_cpu_map(dest, spec)
+    if found is not None:
+        return found[0]
+    folder = cpu_map_folder(dest, spec).resolve()
+    fetch = "`qemu-conformance builds cpu-map`"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QemuBuildError(f"cannot create the CPU map folder {folder}: {exc.strerror}",
+                             hint="set QEMU_CONFORMANCE_CACHE to a writable folder") from exc
+    with _locked(folder / ".lock"):
+        found = fetched_cpu_map(dest, spec)
+        if found is not None:
+            return found[0]
+        for tool in ("apt-get", "dpkg-deb"):
+            if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin") is None:
+                raise QemuBuildError(f"cannot fetch {spec.title}: `{tool}` not found",
+                                     hint="run on Debian or Ubuntu, or point QEMU_CONFORMANCE_CPU_MAP at a "
+                                          "libvirt cpu_map folder")
+        apt_dir = folder / "apt"
+        _write_apt_state(spec, apt_dir)
+        log(f"{spec.title}: apt-get update ({', '.join(s.suite for s in spec.sources)}), private lists in {apt_dir}")
+        _apt_update(spec, apt_dir, fetch)
+        debs = folder / "debs"
+        _apt_download(spec, apt_dir, debs, log, fetch)
+        root = folder / "root"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        packages = [_unpack(deb, root) for deb in sorted(debs.glob("*.deb"))]
+        source = root / spec.member
+        if not (source / "index.xml").is_file():
+            raise QemuBuildError(f"{spec.title}: the packages hold no {spec.member}/index.xml",
+                                 hint="fix CPU_MAP in conformance/builds.py")
+        target = folder / "cpu_map"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(source), str(target))
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(debs, ignore_errors=True)
+        version = next((p["version"] for p in packages if p["name"] == spec.packages[0].name), "")
+        info = {"name": spec.name, "title": spec.title, "version": version, "packages": packages,
+                "sources": [s.line(spec.keyring) for s in spec.sources],
+                "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        (folder / CPU_MAP_JSON_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        log(f"{spec.title}: {spec.packages[0].name} {version} -> {target}")
+    return target
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -649,5 +762,13 @@ def cli_builds(args: argparse.Namespace) -> int:
             print(f"QEMU {name}: {info['version_line']} ({','.join(info['arches'])}) -> {folder / 'bin'}"
                   f"  [{time.monotonic() - started:.1f} s]")
         return status
-    print(f"error: unknown builds action {action!r} (use fetch or list)", file=sys.stderr)
+    if action == "cpu-map":
+        try:
+            print(prepare_cpu_map(dest=dest))
+        except QemuBuildError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        return 0
+    print(f"error: unknown builds action {action!r} (use fetch, list or cpu-map)", file=sys.stderr)
     return 2
+

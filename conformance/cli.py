@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("list", help="the prepared builds")
     b.add_argument("--dest", type=Path)
     b.set_defaults(func=cmd_builds, names=[])
+    b = bsub.add_parser("cpu-map", help="fetch libvirt 11.3's x86 CPU map (host-model CPUs) into the cache")
+    b.add_argument("--dest", type=Path, help="cache root (default: $QEMU_CONFORMANCE_CACHE)")
+    b.set_defaults(func=cmd_builds, names=[])
     return parser
 
 

@@ -27,6 +27,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "setup: extra QEMU builds (10.0, 5.2)"
 qemu-conformance builds fetch || echo "setup: WARNING: extra QEMU builds unavailable; cross-version tests will skip"
+qemu-conformance builds cpu-map || echo "setup: WARNING: libvirt 11.3's CPU map unavailable; host-model CPUs fall back to /usr/share/libvirt/cpu_map"
 
 if qemu-conformance guest --help >/dev/null 2>&1; then
   echo "setup: test guests"

@@ -588,3 +588,57 @@ def test_real_prepare_build_again_is_instant(name: str) -> None:
     started = time.monotonic()
     assert builds.prepare_build(name, log=lambda line: None) == builds.build_folder(name).resolve()
     assert time.monotonic() - started < 0.5
+
+
+# --- libvirt's CPU map ---------------------------------------------------------------------------
+
+
+def test_cpu_map_recipe_is_trixie_libvirt_common() -> None:
+    spec = builds.CPU_MAP
+    assert {s.suite for s in spec.sources} == {"trixie"}
+    assert [p.name for p in spec.packages] == ["libvirt-common"]  # trixie moved cpu_map out of libvirt0
+    assert spec.member == "usr/share/libvirt/cpu_map"
+    assert "trixie" in builds.sources_list_text(spec)  # type: ignore[arg-type]
+
+
+def test_fetched_cpu_map_is_found_and_prepare_returns_at_once(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert builds.fetched_cpu_map(tmp_path) is None
+    folder = builds.cpu_map_folder(tmp_path)
+    (folder / "cpu_map").mkdir(parents=True)
+    (folder / "cpu_map" / "index.xml").write_text("<cpus/>")
+    (folder / builds.CPU_MAP_JSON_NAME).write_text(json.dumps({"version": "11.3.0-3+deb13u3"}))
+    assert builds.fetched_cpu_map(tmp_path) == (folder / "cpu_map", "11.3.0-3+deb13u3")
+    monkeypatch.setattr(builds, "_apt_update", lambda *a: pytest.fail("no apt for a fetched map"))
+    assert builds.prepare_cpu_map(dest=tmp_path, log=lambda _: None) == folder / "cpu_map"
+
+
+def test_cpu_map_fetch_reports_an_unreachable_archive(tmp_path: Path) -> None:
+    spec = builds.CpuMapSpec(name="bogus", title="unreachable map",
+                             sources=(Source("http://127.0.0.1:9/debian", "trixie"),),
+                             packages=(Package("libvirt-common"),))
+    with pytest.raises(QemuBuildError) as info:
+        builds.prepare_cpu_map(dest=tmp_path, spec=spec, log=lambda _: None)
+    text = str(info.value)
+    assert "cannot prepare unreachable map: apt-get update failed" in text
+    assert "qemu-conformance builds cpu-map" in text and "\n" not in text
+    assert builds.fetched_cpu_map(tmp_path, spec) is None
+
+
+def test_newest_cpu_map_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.argv import cpu_map
+
+    monkeypatch.delenv(cpu_map.ENV_CPU_MAP, raising=False)
+    monkeypatch.setenv("QEMU_CONFORMANCE_CACHE", str(tmp_path))
+    folder = builds.cpu_map_folder(tmp_path)
+    (folder / "cpu_map").mkdir(parents=True)
+    (folder / "cpu_map" / "index.xml").write_text("<cpus/>")
+    (folder / builds.CPU_MAP_JSON_NAME).write_text(json.dumps({"version": "11.3.0-3"}))
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "index.xml").write_text("<cpus/>")
+    monkeypatch.setattr(cpu_map, "SYSTEM_CPU_MAP", system)
+    monkeypatch.setattr(cpu_map, "_system_map_version", lambda: (9, 0, 0))
+    assert cpu_map.find_cpu_map() == folder / "cpu_map"
+    monkeypatch.setattr(cpu_map, "_system_map_version", lambda: (12, 0, 0))
+    assert cpu_map.find_cpu_map() == system
