@@ -126,3 +126,13 @@ def test_schema_unavailable_is_said(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("QEMU_CONFORMANCE_SCHEMA_DIR", str(tmp_path))
     status = validate_schema("<domain/>")
     assert not status.available and "libvirt0" in status.why
+
+
+def test_unknown_device_model_names_the_element(tmp_path: Path) -> None:
+    xml = cli("render", "net-user-virtio", "--caps", "7.2:x86_64").stdout.replace(
+        "<model type='virtio'/>", "<model type='nosuchnic'/>")
+    domain = tmp_path / "d.xml"
+    domain.write_text(xml)
+    line = next(i for i, text in enumerate(xml.splitlines(), 1) if "<interface" in text)
+    assert_one_line_error(cli("argv", str(domain), "--caps", "7.2:x86_64"), f"{domain}:{line}:",
+                          "model 'nosuchnic'", "has no device type")

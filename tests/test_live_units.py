@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.live.adapt import NeedsHardware, adapt_for_live, devices, format_props, parse_props
+from conformance.argv.options import devices, format_props, parse_props
+from conformance.live.adapt import NeedsHardware, adapt_for_live
 from conformance.live.checks import MachineFacts, check_report
 from conformance.live.guest_report import parse_report
 

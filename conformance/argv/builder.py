@@ -6,6 +6,7 @@ from conformance.argv import audio, chardev, controllers, defaults, disk, graphi
 from conformance.argv import video as video_
 from conformance.argv.ccw import assign_ccw_addresses
 from conformance.argv.context import Ctx
+from conformance.argv.device_types import check_device_types
 from conformance.argv.firmware import resolve_firmware
 from conformance.argv.pci import assign_pci_addresses
 from conformance.caps.model import Capabilities
@@ -82,4 +83,5 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.rngs(ctx)
     misc.launch_security(ctx)
     misc.panics(ctx)
+    check_device_types(ctx.argv, domain, caps)
     return ctx.argv

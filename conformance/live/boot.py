@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.argv.options import devices
 from conformance.caps.model import Capabilities
 from conformance.cases import Case, Catalogue, case_variables, plan
 from conformance.errors import ConformanceError, LiveError
 from conformance.knownbugs.matcher import explain_failure
 from conformance.live.accel import AccelDecision
-from conformance.live.adapt import NeedsHardware, adapt_for_live, devices
+from conformance.live.adapt import NeedsHardware, adapt_for_live
 from conformance.live.checks import MachineFacts, check_report, failover_pairs
 from conformance.live.guest import Guest
 from conformance.live.process import QmpError

@@ -103,7 +103,7 @@ class MachineFacts:
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> MachineFacts:
-        from conformance.live.adapt import options
+        from conformance.argv.options import options
 
         machine, cpus, mem, serials = "", None, None, 0
         for _, opt, value in options(argv):

@@ -1,0 +1,77 @@
+"""Reading a built argv back: option/value pairs and -device properties (JSON or comma syntax).
+
+Used to check an argv against the capabilities (device_types.py) and to adapt it for a live run
+(conformance/live/adapt.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+
+def parse_props(value: str) -> dict[str, Any]:
+    """A -device/-netdev/-chardev value, JSON or comma syntax ('driver,k=v'), as a dict.
+
+    In comma syntax the leading bare word is the driver (key "driver"; for -chardev/-netdev
+    the backend type, key "type"); ",," is a literal comma.
+    """
+    if value.startswith("{"):
+        return json.loads(value)
+    props: dict[str, Any] = {}
+    for index, part in enumerate(_split_commas(value)):
+        key, sep, val = part.partition("=")
+        if not sep and index == 0:
+            props["driver"] = key
+        else:
+            props[key] = val if sep else "on"
+    return props
+
+
+def _split_commas(value: str) -> Iterator[str]:
+    part = []
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == ",":
+            if value[i + 1:i + 2] == ",":
+                part.append(",")
+                i += 2
+                continue
+            yield "".join(part)
+            part = []
+        else:
+            part.append(ch)
+        i += 1
+    yield "".join(part)
+
+
+def format_props(props: dict[str, Any], like: str, head_key: str = "driver") -> str:
+    """props back into the syntax of ``like`` (JSON when it was JSON, else comma syntax)."""
+    if like.startswith("{"):
+        return json.dumps(props, separators=(",", ":"))
+    head = str(props[head_key]).replace(",", ",,")
+    rest = []
+    for key, value in props.items():
+        if key == head_key:
+            continue
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        rest.append(f"{key}={str(value).replace(',', ',,')}")
+    return ",".join([head, *rest])
+
+
+def options(argv: list[str]) -> Iterator[tuple[int, str, str | None]]:
+    """(index, option, value) over argv[1:], pairing options with their value."""
+    i = 1
+    while i < len(argv):
+        opt = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None
+        yield i, opt, value
+        i += 2 if value is not None else 1
+
+
+def devices(argv: list[str]) -> list[dict[str, Any]]:
+    """Every -device of an argv as a dict (driver, id, bus, addr, ...)."""
+    return [parse_props(value) for _, opt, value in options(argv) if opt == "-device" and value]
