@@ -9,7 +9,6 @@ fast.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,12 +146,3 @@ def to_result(outcome: StaticOutcome, caps: Capabilities, duration_s: float = 0.
                        arch=caps.arch, qemu=QemuBuild(caps.provenance.binary or "", str(caps.version), caps.package,
                                                       caps.arch),
                        duration_s=duration_s, details={"fixture": caps.label, "argv": outcome.argv})
-
-
-def run_matrix(cases: list[Case], fixtures: list[Capabilities],
-               runner: StaticRunner | None = None) -> tuple[list[StaticOutcome], float]:
-    """Every case x fixture; returns the outcomes and the seconds it took."""
-    runner = runner or StaticRunner()
-    started = time.perf_counter()
-    outcomes = [o for case in cases for caps in fixtures for o in runner.run(case, caps)]
-    return outcomes, time.perf_counter() - started

@@ -47,10 +47,6 @@ def load(path: str | Path) -> Capabilities:
     return _load_cached(str(p), mtime)
 
 
-def load_all(folder: Path | None = None) -> list[Capabilities]:
-    return [load(p) for p in fixture_files(folder)]
-
-
 def resolve(spec: str, folder: Path | None = None) -> Capabilities:
     """A caps argument -> Capabilities (see the module docstring)."""
     path = Path(spec)
