@@ -146,3 +146,21 @@ def test_sigkill_of_the_cli_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path) ->
     out = tmp_path / "cli-out"
     _kill_mid_boot([sys.executable, "-m", "conformance.cli", "run", "--stages", "boot", "--qemu", str(qemu_x86_64),
                     "--cases", "teaming-q35", "--cases", "net-*", "-o", str(out)], str(out))
+
+
+def test_kvm_boot_probe_is_bounded_and_cleans_up(x86_target: Target, qemu_x86_64: Path) -> None:
+    from conformance.caps.probe import kvm_openable
+    from conformance.live.accel import PVM_MODULE, kvm_boot_probe
+
+    if not kvm_openable():
+        pytest.skip("no KVM: /dev/kvm cannot be opened here")
+    assert x86_target.guest is not None
+    started = time.monotonic()
+    booted, detail = kvm_boot_probe(qemu_x86_64, x86_target.guest, timeout=3 if PVM_MODULE.exists() else 30)
+    assert time.monotonic() - started < 40
+    if PVM_MODULE.exists():  # the nested PVM hypervisor: QEMU aborts (-cpu host) or the guest never reports
+        assert not booted
+        assert "no guest report under KVM" in detail or "QEMU killed by" in detail, detail
+    else:
+        assert booted, detail
+    assert _qemus("kvm-probe") == [] and _qemus("-accel kvm") == []
