@@ -245,8 +245,12 @@ def _wait_failover(vm: GuestVm, pairs: list[tuple[dict[str, Any], dict[str, Any]
         mac = str(standby.get("mac", "")).lower()
 
         def enslaved(report: Any, mac: str = mac) -> bool:
-            roles = {n.role for n in report.nets if (n.mac or "").lower() == mac and n.master}
-            return {"standby", "primary"} <= roles
+            """Standby and primary enslaved, in a report that also lists the primary's PCI function (the
+            guest lists PCI before NICs: a report taken during the hot-plug can have the NIC only)."""
+            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
+            primary_pci = {n.pci for n in team if n.role == "primary"}
+            listed = {p.addr for p in report.pci}
+            return {"standby", "primary"} <= {n.role for n in team} and primary_pci <= listed
 
         waited = vm.wait_report(enslaved, NEGOTIATION_TIMEOUT)
         if not waited.ok:
