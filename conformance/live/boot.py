@@ -179,8 +179,7 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
         exit_ = vm.stop()
         details["exit"] = exit_.describe()
         run.report = vm.report
-        if vm.process._session is not None:
-            run.events = list(vm.process._session.events)
+        run.events = vm.process.events
         artifacts.update({"console": rel(live.console_log) if live.console_log.exists() else "",
                           "qmp": rel(vm.process.transcript_path), "stderr": rel(vm.process.stderr_path),
                           "cmdline": rel(vm_dir / "cmdline.json")})

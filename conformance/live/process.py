@@ -270,6 +270,11 @@ class QemuProcess:
                 raise QmpError(f"{self.name}: {exc.message}; {self.exit_text()}") from None
         return self._session
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """QMP events seen so far (none when QMP was never connected)."""
+        return list(self._session.events) if self._session is not None else []
+
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
