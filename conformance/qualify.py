@@ -108,7 +108,7 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         ok &= caps_ok
         if caps is None:
             continue
-        target = make_target(binary, say)
+        target = make_target(binary, say, caps=caps)
         targets.append(target)
         counts = run_static(cases, target, writer, catalogue, say)
         ok &= not (counts["fail"] or counts["error"])

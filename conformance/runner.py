@@ -25,19 +25,24 @@ from conformance.live.accel import AccelDecision, decide_accel
 from conformance.results.records import ResultWriter, StageResult
 
 if TYPE_CHECKING:
+    from conformance.caps.model import Capabilities
     from conformance.live.boot import Target
     from conformance.live.guest import Guest
 
 Say = Callable[[str], None]
 
 
-def make_target(binary: Path, say: Say, *, accel: AccelDecision | None = None) -> Target:
-    """Probe a binary and prepare what its boots need; raises ConformanceError when it cannot be probed."""
+def make_target(binary: Path, say: Say, *, caps: Capabilities | None = None,
+                accel: AccelDecision | None = None) -> Target:
+    """Probe a binary (unless its capabilities are given) and prepare what its boots need.
+
+    Raises ConformanceError when it cannot be probed.
+    """
     from conformance.caps.probe import probe_binary
     from conformance.live.boot import Target
     from conformance.live.guest import build_guest
 
-    caps = probe_binary(binary)
+    caps = caps or probe_binary(binary)
     guest, problem = None, ""
     try:
         guest = build_guest(caps.arch, log=lambda m: say(f"  guest: {m}"))
