@@ -38,9 +38,6 @@ class AccelDecision:
     accel: str  # "kvm" or "tcg"
     reason: str
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
 
 def _host_key() -> str:
     try:

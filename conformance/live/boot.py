@@ -113,8 +113,8 @@ def _hostdev_macs(domain: Any) -> dict[str, str]:
 
 def _pci_text(address: Any) -> str:
     """Address(domain=0, bus=3, slot=7, function=1) -> '0000:03:07.1'."""
-    return (f"{address.domain or 0:04x}:{address.bus or 0:02x}:{address.slot or 0:02x}."
-            f"{address.function or 0:x}")
+    domain, bus, slot, function = address.pci_tuple()
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"
 
 
 def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
