@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.caps.model import Capabilities
 from conformance.paths import capsdata_dir, libvirt_corpus_dir
 
 
@@ -35,6 +36,14 @@ def corpus() -> Path:
     if not (path / "index.json").exists():
         pytest.skip(f"libvirt corpus not found at {path} (it lives in ../shared beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def caps_10(corpus: Path) -> Capabilities:
+    """libvirt 11.3.0's QEMU 10.0.0 x86_64 capabilities, imported (the corpus' "latest")."""
+    from conformance.argv.command import load_caps
+
+    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml"))
 
 
 @pytest.fixture(scope="session")

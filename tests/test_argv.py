@@ -57,11 +57,6 @@ def devices(argv: list[str]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def caps_10(corpus: Path):
-    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml"))
-
-
-@pytest.fixture(scope="module")
 def caps_62(corpus: Path):
     return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_6.2.0_x86_64.xml"))
 

@@ -19,11 +19,6 @@ from conformance.errors import UnsupportedByQemu
 
 
 @pytest.fixture(scope="module")
-def caps_10(corpus: Path):
-    return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_10.0.0_x86_64.xml"))
-
-
-@pytest.fixture(scope="module")
 def caps_aarch64(corpus: Path):
     return load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_8.2.0_aarch64.xml"))
 

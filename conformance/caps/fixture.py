@@ -171,11 +171,16 @@ def read_fixture(path: str | Path) -> Capabilities:
     return from_xml(data, path)
 
 
-def from_xml(data: bytes, path: str | Path = "<fixture>") -> Capabilities:
+def parse_caps_xml(data: bytes, path: str | Path) -> etree._Element:
+    """Capability XML (ours or libvirt's) -> root element; FixtureError naming file and line when malformed."""
     try:
-        root = etree.fromstring(data, etree.XMLParser(remove_comments=True, resolve_entities=False))
+        return etree.fromstring(data, etree.XMLParser(remove_comments=True, resolve_entities=False))
     except etree.XMLSyntaxError as exc:
         raise FixtureError(f"malformed XML: {exc.msg}", path=path, line=exc.lineno) from None
+
+
+def from_xml(data: bytes, path: str | Path = "<fixture>") -> Capabilities:
+    root = parse_caps_xml(data, path)
     if root.tag != ROOT_TAG:
         hint = ("this looks like libvirt's capability XML: convert it with `qemu-conformance caps import`"
                 if root.tag == "qemuCaps" else f"expected <{ROOT_TAG}>")

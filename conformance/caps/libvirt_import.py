@@ -26,6 +26,7 @@ from typing import Any
 from lxml import etree
 
 from conformance import __version__
+from conformance.caps.fixture import parse_caps_xml
 from conformance.caps.flags import LIBVIRT_ALIASES, apply_flag
 from conformance.caps.model import (
     Capabilities,
@@ -120,10 +121,7 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
         data = path.read_bytes()
     except OSError as exc:
         raise FixtureError(f"cannot read libvirt capabilities: {exc.strerror}", path=path) from None
-    try:
-        root = etree.fromstring(data, etree.XMLParser(remove_comments=True, resolve_entities=False))
-    except etree.XMLSyntaxError as exc:
-        raise FixtureError(f"malformed XML: {exc.msg}", path=path, line=exc.lineno) from None
+    root = parse_caps_xml(data, path)
     if root.tag != "qemuCaps":
         raise FixtureError(f"not libvirt capability XML: root element <{root.tag}>", path=path,
                            line=root.sourceline, hint="expected <qemuCaps> as in /var/cache/libvirt/qemu/capabilities")
