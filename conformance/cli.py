@@ -64,13 +64,15 @@ def cmd_caps_list(args: argparse.Namespace) -> int:
 
 
 def cmd_caps_diff(args: argparse.Namespace) -> int:
-    from conformance.caps.diff import diff_caps
+    from conformance.caps.diff import diff_caps, origin
     from conformance.caps.store import resolve
 
     a, b = resolve(args.a), resolve(args.b)
-    result = diff_caps(a, b, f"{args.a} (QEMU {a.version} {a.arch})", f"{args.b} (QEMU {b.version} {b.arch})")
-    print(result.format(limit=args.limit))
-    return 1 if result.lost_anything else 0
+    result = diff_caps(a, b, f"{args.a} (QEMU {a.version} {a.arch}, {origin(a)})",
+                       f"{args.b} (QEMU {b.version} {b.arch}, {origin(b)})")
+    # the summary line, what was not compared and why, then every gained and lost fact
+    print(result.full_text(limit=args.limit))
+    return 1 if result.regressed else 0  # only a loss a user of A would miss
 
 
 def cmd_caps_import(args: argparse.Namespace) -> int:

@@ -57,6 +57,8 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
     failover = "yes" if caps.has("virtio-net.failover") else "NO"
     say(f"  QEMU {caps.version} {caps.arch} ({caps.package or 'no package string'}): {len(caps.machines)} machine"
         f" types, {len(caps.qom_types)} types, {len(caps.flags)} flags, virtio-net failover: {failover}")
+    from conformance.caps.diff import origin
+
     same, older = _stored_for(caps)
     ok = True
     for label, stored_path, must_keep in (("stored", same, True), ("previous", older, False)):
@@ -65,20 +67,26 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
                 say(f"  {label}: no stored fixture for {caps.version} {caps.arch} "
                     f"(add it: qemu-conformance probe {binary} -o capsdata/{fixture_name(caps)})")
             continue
-        result = diff_caps(load(stored_path), caps, stored_path.name, f"probed {binary}")
-        lost = sum(len(lost) for _, lost in result.sections.values())
-        gained = sum(len(gained) for gained, _ in result.sections.values())
-        regressed = must_keep and result.lost_anything
+        stored = load(stored_path)
+        result = diff_caps(stored, caps, f"{stored_path.name} ({origin(stored)})", f"probed {binary}")
+        # only a loss a user would miss counts; against the stored fixture of this version it is a regression
+        regressed = must_keep and result.regressed
         ok &= not regressed
         verdict = "fail" if regressed else "pass"
-        reason = f"lost {lost}, gained {gained} against {stored_path.name}"
-        writer.write(StageResult(case=f"caps-vs-{label}", stage="caps", verdict=verdict, reason=reason,
-                                 arch=caps.arch, qemu=build, details={"diff": result.format(limit=200)}))
+        reason = result.summary()
+        full = output / "caps" / f"diff-{caps.label}-vs-{label}-{stored.version}.txt"
+        full.write_text(result.full_text(limit=1_000_000) + "\n")
+        writer.write(StageResult(
+            case=f"caps-vs-{label}", stage="caps", verdict=verdict, reason=reason, arch=caps.arch, qemu=build,
+            artifacts={"diff": str(full.relative_to(output))},
+            details={"diff": result.full_text(limit=200), "not_compared": result.not_compared,
+                     "lost": result.loud_losses}))
         say(f"  against {label} {stored_path.name}: {verdict.upper()} ({reason})")
-        if result.lost_anything:
-            lost_lines = [line for line in result.format(limit=10).splitlines() if line.startswith("  -")]
-            for line in lost_lines[:10]:
-                say(f"    {line.strip()}")
+        if result.not_compared:
+            say(f"    not compared (one of the two fixtures does not record them): {result.not_compared_line()}")
+        if result.regressed:
+            say(f"    {'LOST' if regressed else 'WARNING: lost'}, a user of {stored.version} would miss: "
+                f"{result.loud_line()}")
     return ok, caps
 
 

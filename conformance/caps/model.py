@@ -127,6 +127,64 @@ class Provenance:
     implied: tuple[Implied, ...] = ()
 
 
+# The kinds of fact a fixture can hold (the sections ``caps diff`` compares, plus schema facts)
+FACT_KINDS: tuple[str, ...] = (
+    "machine types", "devices and objects", "properties", "commands", "events", "schema",
+    "migration capabilities", "cpu models", "flags",
+)
+
+# Flags of the rules in flags.py that libvirt has no capability string for (this project's own names; libvirt
+# spells two of the facts differently and they are not aliased: 'migration-event', 'device-del-event'), so an
+# imported libvirt file can never say them. Kept with the fact kinds; checked against libvirt's corpus in
+# tests/test_caps_diff.py.
+NOT_LIBVIRT_FLAGS: frozenset[str] = frozenset({
+    "migration.wait-unplug", "event.failover-negotiated", "event.unplug-primary", "migration-events",
+    "device.deleted-event",
+})
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Which facts of one kind a fixture records: only within this scope does absence mean QEMU lacks it.
+
+    ``only`` None: every fact of the kind; otherwise just these (``"TYPE.*"``: every property of TYPE), and
+    ``outside`` and ``because`` say in words what falls outside and why: "[205 flags] only libvirt derives",
+    "the probe does not derive them". ``never``: groups of facts of the kind this fixture cannot hold (or
+    holds only by inference), each ``(facts, outside, because)``.
+    """
+
+    only: frozenset[str] | None = None
+    outside: str = ""
+    because: str = ""
+    never: tuple[tuple[frozenset[str], str, str], ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.only is None and not any(facts for facts, _, _ in self.never)
+
+    def covers(self, fact: str) -> bool:
+        return self.left_out(fact) is None
+
+    def left_out(self, fact: str) -> tuple[str, str] | None:
+        """Why ``fact`` is outside this record, as (outside, because); None when it is recorded."""
+        for facts, outside, because in self.never:
+            if fact in facts:
+                return outside, because
+        if self.only is None or fact in self.only:
+            return None
+        dot = fact.find(".")
+        while dot > 0:  # "pc-q35-4.0.1-machine.hpet": try every dot as the type/property split
+            if fact[:dot] + ".*" in self.only:
+                return None
+            dot = fact.find(".", dot + 1)
+        return self.outside, self.because
+
+
+def _is_machine_or_cpu_type(qom_type: str) -> bool:
+    """QOM types behind machine types and CPU models (``pc-q35-7.2-machine``, ``max-x86_64-cpu``)."""
+    return qom_type.endswith(("-machine", "-cpu"))
+
+
 @dataclass(eq=True)
 class Capabilities:
     """Raw capabilities of one QEMU binary plus the flags derived from them."""
@@ -170,6 +228,122 @@ class Capabilities:
 
     def has(self, flag: str) -> bool:
         return flag in self.flags
+
+    def facts(self, kind: str) -> frozenset[str]:
+        """The facts of one kind (FACT_KINDS) as strings: names, "TYPE.PROPERTY", schema queries, flags.
+
+        "devices and objects" leaves out the QOM types behind machine types and CPU models (those
+        are the "machine types" and "cpu models" kinds); machine types include their aliases.
+        """
+        match kind:
+            case "machine types":
+                return frozenset({m.name for m in self.machines} | {m.alias for m in self.machines if m.alias})
+            case "devices and objects":
+                return frozenset(t for t in self.qom_types if not _is_machine_or_cpu_type(t))
+            case "properties":
+                return frozenset(f"{t}.{p}" for t, props in self.type_properties.items() for p in props)
+            case "commands":
+                return self.commands
+            case "events":
+                return self.events
+            case "schema":
+                return self.schema
+            case "migration capabilities":
+                return self.migration_capabilities
+            case "cpu models":
+                return frozenset(c.name for c in self.cpu_models)
+            case "flags":
+                return self.flags
+        raise ValueError(f"unknown fact kind {kind!r} (one of {', '.join(FACT_KINDS)})")
+
+    @cached_property
+    def records(self) -> dict[str, Recorded]:
+        """What this fixture records of each fact kind, derived from its provenance and its own contents.
+
+        A probe (``provenance.source == "probe"``, also fixtures of unknown source) records every machine
+        type, QOM type, command, event, migration capability and CPU model of the binary, the schema facts
+        and flags the rules in flags.py name, and the properties of the types it lists properties for. An
+        import of libvirt's caps XML records the machine types (except ``none``) and CPU models libvirt
+        lists, the flags libvirt's file says (not those libvirt has no name for or has retired, nor those the
+        import restored as implied: inferred, not said), and of the raw facts only those behind the flags it
+        records.
+        """
+        if self.provenance.source == "libvirt-import":
+            return self._import_records()
+        return self._probe_records()
+
+    def _probe_records(self) -> dict[str, Recorded]:
+        from conformance.caps.flags import PROBED_TYPES, RULES
+
+        rule_props = {f"{r.what}.{r.prop}" for r in RULES if r.kind == "property"}
+        props: set[str] = set()
+        for qom_type in dict.fromkeys([*PROBED_TYPES, *self.type_properties]):
+            # a type it listed properties for, or one this binary does not have (so it has no properties)
+            if qom_type in self.type_properties or qom_type not in self.qom_types:
+                if qom_type.endswith("-cpu"):  # CPU types: only the rules' properties are kept
+                    props |= {p for p in rule_props if p.startswith(qom_type + ".")}
+                else:
+                    props.add(qom_type + ".*")
+        return {
+            kind: Recorded() for kind in FACT_KINDS
+        } | {
+            "properties": Recorded(
+                only=frozenset(props), outside="of types the probe does not list properties for",
+                because="it lists the properties of the types the suite builds argv for"),
+            "schema": Recorded(only=frozenset(r.what for r in RULES if r.kind == "schema"),
+                               outside="no flag rule asks about",
+                               because="the probe evaluates only the rules' schema queries"),
+            "flags": Recorded(
+                only=frozenset({r.flag for r in RULES} | self.extra_flags),
+                outside="only libvirt derives", because="the probe does not derive them",
+                # no kvm-accel type: a QEMU for another arch than the probing host's, built without KVM there
+                never=() if "kvm" in self.accelerators else (
+                    (frozenset({"kvm"}), "(kvm)", "probed on a host of another arch, where this QEMU has no KVM"),)),
+        }
+
+    def _import_records(self) -> dict[str, Recorded]:
+        from conformance.caps.flags import LIBVIRT_ALIASES, RULES
+        from conformance.caps.libvirt_import import history
+
+        writer = self.provenance.libvirt_version
+        # flags the import restored because libvirt retired them: inferred, not in libvirt's file
+        inferred = {LIBVIRT_ALIASES.get(i.flag, i.flag) for i in self.provenance.implied}
+        retired = set()
+        for entry in [*history()["retired"], *history().get("retired_before_7_0_0", [])]:
+            ours = LIBVIRT_ALIASES.get(entry["flag"], entry["flag"])
+            if ours in inferred or ours in self.flags:
+                continue
+            since = entry.get("retired_in_earliest") or entry.get("retired_in") or entry.get("retired_in_latest")
+            # retired by the libvirt that wrote the file (or it may have been): its absence says nothing
+            if writer is None or since is None or QemuVersion.parse(writer) >= QemuVersion.parse(since):
+                retired.add(ours)
+        unsaid = NOT_LIBVIRT_FLAGS | retired | inferred
+        recorded_rules = [r for r in RULES if r.flag not in unsaid
+                          and (r.min_version is None or self.version >= QemuVersion.parse(r.min_version))]
+
+        def raw(kind: str, fact_kind: str) -> Recorded:
+            facts = {f"{r.what}.{r.prop}" if r.kind == "property" else r.what for r in recorded_rules
+                     if r.kind == kind}
+            return Recorded(only=frozenset(facts), outside="libvirt has no flag for",
+                            because=f"libvirt's caps XML names only the {fact_kind} behind its flags")
+
+        return {
+            "machine types": Recorded(never=((frozenset({"none"}), "('none')",
+                                              "libvirt does not list the 'none' machine"),)),
+            "devices and objects": raw("type", "types"),
+            "properties": raw("property", "properties"),
+            "commands": raw("command", "commands"),
+            "events": raw("event", "events"),
+            "schema": raw("schema", "schema facts"),
+            "migration capabilities": raw("migration", "migration capabilities"),
+            "cpu models": Recorded(),
+            "flags": Recorded(never=(
+                (NOT_LIBVIRT_FLAGS, "libvirt has no name for", "libvirt's caps XML cannot say them"),
+                (frozenset(retired), "libvirt has retired", "libvirt's caps XML no longer says them"),
+                (frozenset(inferred), "restored as implied",
+                 "libvirt retired them; the import inferred them, libvirt's file does not say them"),
+            )),
+        }
 
     def has_type(self, qom_type: str) -> bool:
         return qom_type in self.qom_types
