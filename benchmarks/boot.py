@@ -24,7 +24,7 @@ from pathlib import Path
 from conformance.cases import load_catalogue
 from conformance.live.boot import run_boot
 from conformance.live.guest_report import ReportReader
-from conformance.live.process import QemuProcess
+from conformance.qemu.process import QemuProcess
 from conformance.runner import make_target
 
 
@@ -38,7 +38,7 @@ def raw_boot(binary: Path, machine: str, boot_args: list[str], accel: str, folde
     started = time.perf_counter()
     with QemuProcess(binary, args, folder, name="raw boot", qmp=False) as qemu:
         if not reader.wait_file(console, lambda r: r.boot_complete, timeout=60, alive=qemu.is_running):
-            raise SystemExit(f"raw boot failed: {qemu.exit_text()}")
+            raise SystemExit(f"raw boot failed: QEMU {qemu.wait(0.5).describe()}: {qemu.stderr_tail(3)}")
         return time.perf_counter() - started
 
 

@@ -592,25 +592,32 @@ def qemu_version_line(wrapper: Path) -> str:
 
 
 def qmp_module_check(wrapper: Path) -> int:
-    """Run ``-machine none`` with QMP on stdio, ask qom-list-types (which loads every module)
-    and return the number of types. QemuBuildError if QEMU reports another build's modules."""
-    argv = [str(wrapper), "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"]
-    commands = ['{"execute": "qmp_capabilities"}', '{"execute": "qom-list-types"}', '{"execute": "quit"}']
-    proc = _run(argv, timeout=QEMU_TIMEOUT, stdin="\n".join(commands) + "\n")
-    trouble = [line for line in proc.stderr.splitlines() if MODULE_TROUBLE.search(line)]
+    """Run ``-machine none``, ask qom-list-types over QMP (which loads every module) and return the
+    number of types. QemuBuildError if QEMU reports another build's modules or does not answer."""
+    import tempfile
+
+    from conformance.errors import LiveError
+    from conformance.qemu.process import QemuProcess, file_tail
+
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-module-check-") as tmp:
+        qemu = QemuProcess(wrapper, ["-machine", "none", "-nodefaults", "-display", "none"], tmp,
+                           name=f"{wrapper.name} module check", qmp_timeout=QEMU_TIMEOUT)
+        types: Any = None
+        failure = ""
+        try:
+            with qemu:
+                types = qemu.qmp.cmd("qom-list-types", timeout=QEMU_TIMEOUT)
+        except LiveError as exc:
+            failure = exc.message
+        stderr = file_tail(qemu.stderr_path, 200)
+    trouble = [line for line in stderr.splitlines() if MODULE_TROUBLE.search(line)]
     if trouble:
         raise QemuBuildError(f"{wrapper.name} loads modules of another QEMU: {trouble[0].strip()}",
                              hint="run it as root so the wrapper can bind its own module folder")
-    for line in proc.stdout.splitlines():
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(reply, dict) and isinstance(reply.get("return"), list):
-            return len(reply["return"])
-    raise QemuBuildError(f"{wrapper.name} did not answer qom-list-types: "
-                         f"{_last_line(proc.stderr) or f'exit code {proc.returncode}'}",
-                         hint="run the wrapper by hand with -machine none -qmp stdio to see why")
+    if not isinstance(types, list):
+        raise QemuBuildError(f"{wrapper.name} did not answer qom-list-types: {failure or _last_line(stderr)}",
+                             hint="run the wrapper by hand with -machine none -qmp stdio to see why")
+    return len(types)
 
 
 # --- libvirt's CPU map -----------------------------------------------------------------------

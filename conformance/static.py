@@ -1,4 +1,5 @@
-"""The static stages: render -> schema -> parse -> semantics (parse stage) and argv (argv stage).
+"""The static stages: render -> schema -> parse -> semantics (parse stage) and argv (argv stage),
+walking conformance/pipeline.py.
 
 Rendering, schema validation and parsing depend only on the case and the
 arch/machine/emulator, not on the rest of the capabilities, so a
@@ -13,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.caps.model import Capabilities
-from conformance.cases import Case, Catalogue, case_variables, load_catalogue, plan
-from conformance.domain.render import render_template
-from conformance.domain.schema import SchemaStatus, validate_schema
+from conformance.cases import Case, Catalogue, load_catalogue, plan
+from conformance.domain.schema import SchemaStatus
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
+from conformance.pipeline import domain_argv, parse_xml, render_case
 from conformance.results.records import QemuBuild, StageResult
 
 STATIC_IMAGE_DIR = "/var/lib/qemu-conformance/images"  # never touched by static stages
@@ -54,9 +55,8 @@ class StaticRunner:
         self._rendered: dict[tuple[str, str, str], Rendered] = {}
 
     def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
-        variables = case_variables(case, caps, machine, image_dir=self.image_dir,
-                                   defaults=self.catalogue.defaults, overrides=overrides)
-        return render_template(case.template, variables)
+        return render_case(case, caps, machine, defaults=self.catalogue.defaults, image_dir=self.image_dir,
+                           overrides=overrides)
 
     def prepare(self, case: Case, caps: Capabilities, machine: str) -> Rendered:
         """render + schema + parse, once per (case, arch, machine)."""
@@ -64,8 +64,6 @@ class StaticRunner:
         cached = self._rendered.get(key)
         if cached is not None:
             return cached
-        from conformance.domain.parse import parse_domain
-
         source = f"{case.name}.xml (from {case.template})"
         try:
             xml = self.render(case, caps, machine)
@@ -74,8 +72,7 @@ class StaticRunner:
         else:
             result = Rendered(xml)
             try:
-                result.schema = validate_schema(xml, source=source)
-                result.domain = parse_domain(xml, source=source)
+                result.domain, result.schema = parse_xml(xml, source)
             except ConformanceError as exc:
                 result.error = exc
         self._rendered[key] = result
@@ -121,13 +118,9 @@ class StaticRunner:
         return outcomes
 
     def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
-        from conformance.argv import build_argv
-        from conformance.domain.semantics import validate_domain
-
         label = caps.label
         try:
-            validate_domain(rendered.domain, caps)
-            argv = build_argv(rendered.domain, caps)
+            argv = domain_argv(rendered.domain, caps)
         except (UnsupportedByQemu, DomainInvalid) as exc:
             if expect_error and expect_error in exc.message:
                 return StaticOutcome(case.name, label, "pass", "argv", f"rejected as expected: {exc.message}")

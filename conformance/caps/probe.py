@@ -10,8 +10,6 @@ happened: missing, not executable, not QEMU, crashed (with the signal), hung.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 import stat
@@ -34,7 +32,9 @@ from conformance.caps.model import (
     SevInfo,
 )
 from conformance.errors import LiveError, ProbeFailed
-from conformance.live.process import QemuProcess
+from conformance.qemu.host import kvm_openable
+from conformance.qemu.process import LaunchFailed, QemuProcess
+from conformance.qemu.qmp import QmpMonitorGone, QmpSession
 
 PROBE_TIMEOUT = 5.0  # seconds per QMP phase (measured: the whole probe takes ~0.15 s)
 
@@ -51,16 +51,6 @@ _QUERIES: dict[str, dict[str, Any]] = {
     "query-kvm": {},
     "query-sev-capabilities": {},  # fails (recorded, not fatal) on hosts without AMD SEV
 }
-
-
-def kvm_openable() -> bool:
-    """Whether /dev/kvm can be opened read-write (not whether guests work under it)."""
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 def _check_binary(binary: Path) -> None:
@@ -85,28 +75,23 @@ def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float
     for name in accels:  # QEMU takes the first accelerator that initialises
         args += ["-accel", name]
     with tempfile.TemporaryDirectory(prefix="qemu-conformance-probe-") as tmp:
-        qemu = QemuProcess(path, args, tmp, name=f"probe {path}")
+        qemu = QemuProcess(path, args, tmp, name=f"probe {path}", qmp_timeout=timeout)
         try:
             qemu.start()
         except LiveError as exc:
             raise ProbeFailed(exc.message, path=path) from None
         try:
-            assert qemu.qmp_socket is not None
-            replies = asyncio.run(_converse(qemu.qmp_socket, timeout))
-        except _ConversationFailed as exc:
-            message = _why(qemu, exc.reason, timeout)  # before stopping it: was it still running?
+            replies = _converse(qemu.qmp, timeout)
+        except LaunchFailed as exc:
+            raise ProbeFailed(_why(qemu, f"no QMP greeting: {exc.message}", timeout), path=path) from None
+        except QmpMonitorGone as exc:
+            message = _why(qemu, f"QMP conversation broke off: {exc.cause}", timeout)  # before stopping it
             raise ProbeFailed(message, path=path) from None
         finally:
             qemu.stop(timeout=2.0)
     kvm = _ok(replies.get("query-kvm"), {})
     used = "kvm" if kvm.get("enabled") else accels[-1]
     return capabilities_from_replies(replies, binary=str(path.absolute()), accel=used)
-
-
-class _ConversationFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _why(qemu: QemuProcess, reason: str, timeout: float) -> str:
@@ -122,43 +107,24 @@ def _why(qemu: QemuProcess, reason: str, timeout: float) -> str:
     return f"exited with code {ex.returncode} before answering QMP{tail_text}"
 
 
-async def _converse(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    from qemu.qmp import ExecuteError, QMPClient, QMPError
+def _converse(session: QmpSession, timeout: float) -> dict[str, Any]:
+    """Two pipelined rounds: the queries, then the properties of the types this QEMU has and its host CPU.
 
-    client = QMPClient("probe")
-    try:
-        try:
-            await asyncio.wait_for(client.connect(sock), timeout)
-        except (TimeoutError, QMPError, OSError, EOFError) as exc:
-            raise _ConversationFailed(f"no QMP greeting: {type(exc).__name__}") from None
-
-        async def ask(name: str, args: dict[str, Any]) -> Any:
-            try:
-                return await client.execute(name, args or None)
-            except ExecuteError as exc:
-                return exc  # a command this QEMU lacks or refuses: recorded, not fatal
-
-        try:
-            first = await asyncio.wait_for(
-                asyncio.gather(*(ask(n, a) for n, a in _QUERIES.items())), timeout)
-            replies = dict(zip(_QUERIES, first, strict=True))
-            types = replies["qom-list-types"]
-            names = {t["name"] for t in types} if isinstance(types, list) else set()
-            wanted = [t for t in PROBED_TYPES if t in names or t.endswith("-machine")]
-            expansions = host_cpu_queries(_ok(replies.get("query-target"), {}).get("arch", ""),
-                                          bool(_ok(replies.get("query-kvm"), {}).get("enabled")))
-            second = await asyncio.wait_for(asyncio.gather(
-                *(ask("qom-list-properties" if t.endswith(("-machine", "-cpu")) else "device-list-properties",
-                      {"typename": t}) for t in wanted),
-                *(ask("query-cpu-model-expansion", args) for args in expansions)), timeout)
-        except (TimeoutError, QMPError, OSError, EOFError) as exc:
-            raise _ConversationFailed(f"QMP conversation broke off: {type(exc).__name__}") from None
-        replies["properties"] = dict(zip(wanted, second[:len(wanted)], strict=True))
-        replies["host-cpu"] = second[len(wanted):]
-        return replies
-    finally:
-        with contextlib.suppress(Exception):
-            await client.disconnect()
+    A command this QEMU lacks or refuses is recorded as its QmpCommandFailed, not fatal.
+    """
+    first = session.cmd_many(list(_QUERIES.items()), timeout)
+    replies = dict(zip(_QUERIES, first, strict=True))
+    types = replies["qom-list-types"]
+    names = {t["name"] for t in types} if isinstance(types, list) else set()
+    wanted = [t for t in PROBED_TYPES if t in names or t.endswith("-machine")]
+    expansions = host_cpu_queries(_ok(replies.get("query-target"), {}).get("arch", ""),
+                                  bool(_ok(replies.get("query-kvm"), {}).get("enabled")))
+    second = session.cmd_many(
+        [("qom-list-properties" if t.endswith(("-machine", "-cpu")) else "device-list-properties", {"typename": t})
+         for t in wanted] + [("query-cpu-model-expansion", args) for args in expansions], timeout)
+    replies["properties"] = dict(zip(wanted, second[:len(wanted)], strict=True))
+    replies["host-cpu"] = second[len(wanted):]
+    return replies
 
 
 def host_cpu_queries(arch: str, kvm: bool) -> list[dict[str, Any]]:

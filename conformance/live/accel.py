@@ -23,28 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conformance.caps.probe import kvm_openable
 from conformance.paths import cache_dir
+from conformance.qemu.host import host_boot_key, kvm_openable
 
 if TYPE_CHECKING:
     from conformance.live.guest import Guest
 
 PVM_MODULE = Path("/sys/module/kvm_pvm")
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclass(frozen=True)
 class AccelDecision:
     accel: str  # "kvm" or "tcg"
     reason: str
-
-
-def _host_key() -> str:
-    try:
-        boot = BOOT_ID.read_text().strip()
-    except OSError:
-        boot = "unknown-boot"
-    return f"{os.uname().nodename}-{os.uname().release}-{boot}"
 
 
 def decide_accel(boot_probe: Callable[[], tuple[bool, str]] | None = None, *, cache: Path | None = None,
@@ -65,7 +56,7 @@ def decide_accel(boot_probe: Callable[[], tuple[bool, str]] | None = None, *, ca
     if boot_probe is None:
         return AccelDecision("kvm", "/dev/kvm usable (no boot probe run)")
     path = (cache or cache_dir()) / "accel.json"
-    key = _host_key()
+    key = host_boot_key()
     if use_cache:
         try:
             stored = json.loads(path.read_text())
@@ -92,7 +83,7 @@ def kvm_boot_probe(binary: Path, guest: Guest, timeout: float = KVM_PROBE_TIMEOU
     import time
 
     from conformance.live.guest_report import ReportReader
-    from conformance.live.process import QemuProcess
+    from conformance.qemu.process import QemuProcess
 
     machine = "virt,gic-version=host" if guest.arch == "aarch64" else "q35"
     with tempfile.TemporaryDirectory(prefix="qemu-conformance-kvm-probe-") as tmp:

@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from conformance.argv.options import devices
-from conformance.caps.model import Capabilities
-from conformance.cases import Case, Catalogue, case_variables, plan
+from conformance.caps.model import Capabilities, QemuVersion
+from conformance.cases import Case, Catalogue, plan
 from conformance.errors import ConformanceError, LiveError
 from conformance.knownbugs.matcher import explain_failure
 from conformance.live.accel import AccelDecision
-from conformance.live.adapt import NeedsHardware, adapt_for_live
+from conformance.live.adapt import LiveArgv, NeedsHardware, adapt_for_live
 from conformance.live.checks import MachineFacts, check_report, failover_pairs
 from conformance.live.guest import Guest
-from conformance.live.process import QmpError
 from conformance.live.vm import GuestVm
+from conformance.qemu.process import LaunchFailed
+from conformance.qemu.qmp import QmpError
 from conformance.results.records import QemuBuild, StageResult
 
 BOOT_TIMEOUT = 60.0  # s to the guest's boot report; measured 2-6 s under TCG, more on a loaded 2-core CI
@@ -76,7 +77,8 @@ def vm_folder(output: Path, case: Case, target: Target) -> Path:
 
 
 def _create_images(domain: Any, vm_dir: Path) -> list[str]:
-    """Create the file-backed disks the domain names inside the VM folder (qemu-img or sparse files)."""
+    """Create the file-backed disks the domain names inside ``vm_dir`` that do not exist yet
+    (qemu-img or sparse files)."""
     made = []
     for disk in domain.devices.disks:
         path = (disk.source.attrs.get("file") if disk.source else None) or ""
@@ -117,111 +119,180 @@ def _pci_text(address: Any) -> str:
     return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"
 
 
+@dataclass
+class PreparedVm:
+    """A case made ready to start on one target: its folder, domain, static argv and live argv."""
+
+    case: Case
+    target: Target
+    vm_dir: Path
+    argv: list[str]  # the static argv (what libvirt would run)
+    live: LiveArgv  # what runs here
+    details: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # relative to the output folder
+
+
+def boot_skip(case: Case, target: Target) -> str | None:
+    """Why this case cannot boot on this target (plan step), or None."""
+    what = plan(case, target.caps)
+    if "boot" not in case.stages:
+        return "the case does not boot (argv only)"
+    if not what.run:
+        return what.skip_reason
+    if what.expect_error:
+        return f"expected to fail before boot: {what.expect_error}"
+    if target.guest is None:
+        return f"no test guest: {target.guest_problem}"
+    return None
+
+
+def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, vm_dir: Path, *,
+               machine: str | None = None, image_dir: Path | None = None) -> PreparedVm:
+    """Render, validate, parse and build the argv for the target's capabilities (conformance/pipeline.py),
+    create the disk images, adapt the argv for a live run. ``machine`` pins the machine type (migration
+    across builds); ``image_dir`` points the disks at another VM's images (a migration destination
+    shares the source's storage). Raises NeedsHardware or another ConformanceError."""
+    from conformance.pipeline import domain_argv, parse_xml, render_case
+
+    caps = target.caps
+    assert target.guest is not None
+    images_in = image_dir or vm_dir
+    prepared = PreparedVm(case, target, vm_dir, [], None,  # type: ignore[arg-type]  # set below
+                          artifacts={"folder": str(vm_dir.relative_to(output))})
+    xml = render_case(case, caps, machine or case.machine_for(caps.arch) or "", defaults=catalogue.defaults,
+                      image_dir=str(images_in),
+                      overrides={"domain_type": "kvm" if target.accel.accel == "kvm" else "qemu",
+                                 "emulator": str(target.binary)})
+    domain_file = vm_dir / "domain.xml"
+    domain_file.write_text(xml)
+    prepared.artifacts["domain"] = str(domain_file.relative_to(output))
+    domain, _ = parse_xml(xml, str(domain_file))
+    prepared.argv = domain_argv(domain, caps)
+    images = _create_images(domain, images_in)
+    prepared.live = adapt_for_live(prepared.argv, binary=str(target.binary), accel=target.accel.accel,
+                                   vm_dir=vm_dir, boot_args=target.guest.boot_args(),
+                                   substitutes=case.substitutes, macs=_hostdev_macs(domain))
+    (vm_dir / "argv.json").write_text(json.dumps(prepared.argv, indent=1) + "\n")
+    prepared.artifacts["argv"] = str((vm_dir / "argv.json").relative_to(output))
+    prepared.details = {"changes": prepared.live.changes, "substitutions": prepared.live.substitutions,
+                        "images": images, "accel_reason": target.accel.reason}
+    return prepared
+
+
+def launch(prepared: PreparedVm, name: str, *, incoming: bool = False) -> GuestVm:
+    """Start QEMU for a prepared VM (start step). With ``incoming``, it waits for a migration stream
+    (``-incoming defer``, no ``-S``: it runs as soon as the stream is in) and its CPUs are not started.
+    Raises LaunchFailed when QEMU does not come up."""
+    argv = prepared.live.argv[1:]
+    if incoming:
+        argv = [a for a in argv if a != "-S"] + ["-incoming", "defer"]
+        prepared.details["changes"] = [*prepared.details["changes"], "destination: -incoming defer, without -S"]
+    vm = GuestVm(prepared.target.binary, argv, prepared.vm_dir, prepared.live.console_log, name=name)
+    try:
+        return vm.start(paused=incoming)
+    except BaseException:
+        vm.stop()
+        raise
+
+
+def vm_artifacts(vm: GuestVm, output: Path) -> dict[str, str]:
+    """Console, QMP transcript, stderr and command line of a VM, relative to the output folder."""
+    def rel(path: Path) -> str:
+        return str(path.relative_to(output)) if path.exists() else ""
+
+    found = {"console": rel(vm.console), "qmp": rel(vm.process.transcript_path),
+             "stderr": rel(vm.process.stderr_path), "cmdline": rel(vm.process.workdir / "cmdline.json")}
+    return {k: v for k, v in found.items() if v}
+
+
+def launch_failure(exc: LiveError) -> str:
+    """One line for a QEMU that did not come up: how it ended and its last stderr line."""
+    if isinstance(exc, LaunchFailed):
+        last = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else ""
+        state = "it is still running" if exc.exit.returncode is None else exc.exit.describe()
+        return f"QEMU did not start ({state})" + (f": {last}" if last else "")
+    return f"QEMU did not start: {exc.message}"
+
+
 def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
              timeout: float = BOOT_TIMEOUT) -> BootRun:
-    """Boot one case on one QEMU binary; always returns a result (never raises for a QEMU problem)."""
+    """Boot one case on one QEMU binary; always returns a result (never raises for a QEMU problem).
+
+    plan -> prepare -> start -> check -> explain; the result is built once, at the end."""
     caps = target.caps
-    base = {"case": case.name, "stage": "boot", "arch": caps.arch, "qemu": target.build,
-            "accel": target.accel.accel}
-    what = plan(case, caps)
-    if "boot" not in case.stages:
-        return BootRun(StageResult(**base, verdict="skip", reason="the case does not boot (argv only)"))
-    if not what.run:
-        return BootRun(StageResult(**base, verdict="skip", reason=what.skip_reason))
-    if what.expect_error:
-        return BootRun(StageResult(**base, verdict="skip", reason=f"expected to fail before boot: {what.expect_error}"))
-    if target.guest is None:
-        return BootRun(StageResult(**base, verdict="skip", reason=f"no test guest: {target.guest_problem}"))
     started = time.monotonic()
-    vm_dir = vm_folder(output, case, target)
-    artifacts = {"folder": str(vm_dir.relative_to(output))}
-
-    def rel(path: Path) -> str:
-        return str(path.relative_to(output))
-
-    try:
-        from conformance.argv import build_argv
-        from conformance.domain.parse import parse_domain
-        from conformance.domain.render import render_template
-        from conformance.domain.schema import validate_schema
-        from conformance.domain.semantics import validate_domain
-
-        variables = case_variables(case, caps, what.machine or "", image_dir=str(vm_dir),
-                                   defaults=catalogue.defaults,
-                                   overrides={"domain_type": "kvm" if target.accel.accel == "kvm" else "qemu",
-                                              "emulator": str(target.binary)})
-        xml = render_template(case.template, variables)
-        (vm_dir / "domain.xml").write_text(xml)
-        artifacts["domain"] = rel(vm_dir / "domain.xml")
-        validate_schema(xml, source=str(vm_dir / "domain.xml"))
-        domain = parse_domain(xml, source=str(vm_dir / "domain.xml"))
-        validate_domain(domain, caps)
-        argv = build_argv(domain, caps)
-        images = _create_images(domain, vm_dir)
-        live = adapt_for_live(argv, binary=str(target.binary), accel=target.accel.accel, vm_dir=vm_dir,
-                              boot_args=target.guest.boot_args(), substitutes=case.substitutes,
-                              macs=_hostdev_macs(domain))
-    except NeedsHardware as exc:
-        return BootRun(StageResult(**base, verdict="skip", reason=exc.message, artifacts=artifacts,
-                                   duration_s=time.monotonic() - started))
-    except ConformanceError as exc:
-        return BootRun(StageResult(**base, verdict="error", reason=f"cannot prepare the boot: {exc}",
-                                   artifacts=artifacts, duration_s=time.monotonic() - started))
-    (vm_dir / "argv.json").write_text(json.dumps(argv, indent=1) + "\n")
-    artifacts["argv"] = rel(vm_dir / "argv.json")
-    details: dict[str, Any] = {"changes": live.changes, "substitutions": live.substitutions, "images": images,
-                               "accel_reason": target.accel.reason}
-    vm = GuestVm(target.binary, live.argv[1:], vm_dir, live.console_log, name=f"{case.name} on {target.binary}")
-    run = BootRun(StageResult(**base, verdict="error", reason="not run"), argv=live.argv)
-    try:
-        run.result = _boot_and_check(vm, live.argv, target, timeout, details)
-    finally:
-        exit_ = vm.stop()
-        details["exit"] = exit_.describe()
-        run.report = vm.report
-        run.events = vm.process.events
-        artifacts.update({"console": rel(live.console_log) if live.console_log.exists() else "",
-                          "qmp": rel(vm.process.transcript_path), "stderr": rel(vm.process.stderr_path),
-                          "cmdline": rel(vm_dir / "cmdline.json")})
-        run.result.artifacts = {k: v for k, v in artifacts.items() if v}
-        run.result.details = {**details, **run.result.details}
-        run.result.duration_s = time.monotonic() - started
-        run.result.case, run.result.stage = case.name, "boot"
-        run.result.arch, run.result.qemu, run.result.accel = caps.arch, target.build, target.accel.accel
-        _explain(run.result, vm, caps)
+    verdict, reason = "error", "not run"
+    artifacts: dict[str, str] = {}
+    details: dict[str, Any] = {}
+    run = BootRun(StageResult(case=case.name, stage="boot", verdict="skip"))
+    skip = boot_skip(case, target)
+    if skip:
+        verdict, reason = "skip", skip
+    else:
+        vm_dir = vm_folder(output, case, target)
+        try:
+            prepared = prepare_vm(case, target, catalogue, output, vm_dir)
+        except NeedsHardware as exc:
+            verdict, reason = "skip", exc.message
+        except ConformanceError as exc:
+            verdict, reason = "error", f"cannot prepare the boot: {exc}"
+        else:
+            artifacts, details = prepared.artifacts, prepared.details
+            run.argv = prepared.live.argv
+            verdict, reason, vm = _start_and_check(prepared, timeout, details)
+            if vm is not None:
+                details["exit"] = vm.stop().describe()
+                run.report, run.events = vm.report, vm.process.events
+                artifacts.update(vm_artifacts(vm, output))
+                if verdict == "fail":
+                    verdict, reason = explain(verdict, reason, [vm], caps, "boot", details)
+            if not artifacts.get("console"):
+                artifacts.pop("console", None)
+    run.result = StageResult(case=case.name, stage="boot", verdict=verdict, reason=reason, arch=caps.arch,
+                             qemu=target.build, accel=target.accel.accel, duration_s=time.monotonic() - started,
+                             artifacts=artifacts, details=details)
     return run
 
 
-def _boot_and_check(vm: GuestVm, argv: list[str], target: Target, timeout: float,
-                    details: dict[str, Any]) -> StageResult:
-    def result(verdict: str, reason: str = "") -> StageResult:
-        return StageResult(case="", stage="boot", verdict=verdict, reason=reason)
-
+def _start_and_check(prepared: PreparedVm, timeout: float, details: dict[str, Any]
+                     ) -> tuple[str, str, GuestVm | None]:
+    """(verdict, reason, the VM to stop) for a prepared boot."""
     try:
-        vm.start()
-    except (LiveError, QmpError) as exc:
-        return result("fail", f"QEMU did not start: {exc.message}; {vm.process.exit_text()}")
-    waited = vm.wait_report("boot", timeout)
-    details["boot_s"] = round(waited.seconds, 3)
-    if not waited.ok:
-        details["console_tail"] = vm.console_tail()
-        details["stderr_tail"] = vm.process.stderr_tail()
-        return result("fail", waited.reason)
+        vm = launch(prepared, f"{prepared.case.name} on {prepared.target.binary}")
+    except LiveError as exc:
+        return "fail", launch_failure(exc), None
+    try:
+        waited = vm.wait_report("boot", timeout)
+        details["boot_s"] = round(waited.seconds, 3)
+        if not waited.ok:
+            details["console_tail"] = vm.console_tail()
+            details["stderr_tail"] = vm.process.stderr_tail()
+            return "fail", waited.reason, vm
+        failures, checked, notes = check_guest(vm, prepared, details)
+    except BaseException:
+        vm.stop()
+        raise
+    if failures:
+        return "fail", "; ".join(failures), vm
+    return "pass", (f"booted in {waited.seconds:.1f} s; {checked} checks passed"
+                    + (f"; {notes} notes" if notes else "")), vm
+
+
+def check_guest(vm: GuestVm, prepared: PreparedVm, details: dict[str, Any]) -> tuple[list[str], int, int]:
+    """Check step: failover negotiated and enslaved, the guest's report against the devices QEMU was
+    given, and QMP's view against the guest's. (failures, checks passed, notes)."""
+    target, argv = prepared.target, prepared.live.argv
     devs = devices(argv)
     pairs = failover_pairs(devs)
     if pairs:
         failure = _wait_failover(vm, pairs, target, details)
         if failure:
-            return result("fail", failure)
+            return [failure], 0, 0
     checks = check_report(vm.report, devs, target.guest.has_driver if target.guest else (lambda _m: False),
                           MachineFacts.from_argv(argv))
-    qmp_failures = _qmp_cross_check(vm, devs, details)
+    qmp_failures = qmp_cross_check(vm, devs, details)
     details.update({"checked": checks.checked, "notes": checks.notes})
-    failures = checks.failures + qmp_failures
-    if failures:
-        return result("fail", "; ".join(failures))
-    return result("pass", f"booted in {waited.seconds:.1f} s; {len(checks.checked)} checks passed"
-                          + (f"; {len(checks.notes)} notes" if checks.notes else ""))
+    return checks.failures + qmp_failures, len(checks.checked), len(checks.notes)
 
 
 def _wait_failover(vm: GuestVm, pairs: list[tuple[dict[str, Any], dict[str, Any]]], target: Target,
@@ -258,8 +329,10 @@ def _wait_failover(vm: GuestVm, pairs: list[tuple[dict[str, Any], dict[str, Any]
     return None
 
 
-def _qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str, Any]) -> list[str]:
-    """Every -device id is a child of /machine/peripheral; query-pci agrees with the guest."""
+def qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str, Any], *,
+                    report: Any = None) -> list[str]:
+    """Every -device id is a child of /machine/peripheral; query-pci agrees with the guest's ``report``
+    (default: the VM's own)."""
     failures = []
     try:
         children = vm.process.qmp.cmd("qom-list", path="/machine/peripheral")
@@ -273,7 +346,7 @@ def _qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str,
         failures.append(f"QMP: devices missing from /machine/peripheral: {', '.join(missing)}")
     qmp_pci = [dev for bus in pci for dev in _walk_pci(bus.get("devices", []))]
     qmp_ids = Counter(f"{d['id']['vendor']:04x}:{d['id']['device']:04x}" for d in qmp_pci if "id" in d)
-    guest_ids = Counter(dev.id for dev in vm.report.pci)
+    guest_ids = Counter(dev.id for dev in (report or vm.report).pci)
     unseen = sorted(f"{pci_id} x{n - guest_ids[pci_id]}" for pci_id, n in qmp_ids.items() if guest_ids[pci_id] < n)
     if unseen:
         failures.append(f"QMP query-pci lists PCI functions the guest does not see: {', '.join(unseen)}")
@@ -291,16 +364,19 @@ def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _explain(result: StageResult, vm: GuestVm, caps: Capabilities) -> None:
-    """A failure that a known bug of this QEMU version explains becomes known-bug."""
-    if result.verdict != "fail":
-        return
-    exit_ = vm.process.exit
-    text = "\n".join([result.reason, vm.process.stderr_tail(), vm.console_tail(10)])
-    signal = None if exit_.requested else exit_.signal
-    bug = explain_failure(caps.version, "boot", signal=signal, text=text)
-    if signal:
-        result.details["signal"] = signal
-    if bug is not None:
-        result.verdict = "known-bug"
-        result.reason = f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {result.reason}"
+def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, stage: str,
+            details: dict[str, Any], *, peer: QemuVersion | None = None) -> tuple[str, str]:
+    """Explain step: a failure that a known bug of this QEMU version explains becomes known-bug."""
+    if verdict != "fail":
+        return verdict, reason
+    for vm in vms:
+        exit_ = vm.process.exit
+        signal = None if exit_.requested else exit_.signal
+        if signal:
+            details.setdefault("signal", signal)
+        text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
+        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer)
+        if bug is not None:
+            details["known_bug"] = bug.id
+            return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
+    return verdict, reason

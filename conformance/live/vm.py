@@ -15,7 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 from conformance.live.guest_report import GuestReport, ReportReader
-from conformance.live.process import Exit, QemuProcess, QmpError, file_tail
+from conformance.qemu.process import Exit, QemuProcess, file_tail
+from conformance.qemu.qmp import EventListener, QmpError
 
 BAD_STATES = {"internal-error", "guest-panicked", "shutdown", "io-error"}
 BAD_EVENTS = {"GUEST_PANICKED", "SHUTDOWN"}
@@ -36,6 +37,8 @@ class GuestVm:
         self.reader = ReportReader()
         self.cont_at: float | None = None
         self.trouble: str | None = None  # why the guest stopped running, once seen
+        self.expect_stop = False  # a STOP the suite asked for (pause, migration) is no trouble
+        self._watch: EventListener | None = None
 
     @property
     def report(self) -> GuestReport:
@@ -56,13 +59,14 @@ class GuestVm:
         if not self.process.is_running():
             self.trouble = f"QEMU {self.process.exit.describe()}"
             return False
-        session = self.process.qmp
-        for event in session.poll_events():
+        if self._watch is None:  # its own queue: other waiters taking events never hide one from it
+            self._watch = self.process.qmp.listen({*BAD_EVENTS, "STOP"})
+        for event in self._watch.drain():
             name = event.get("event")
             if name in BAD_EVENTS:
                 self.trouble = f"guest stopped: {name} {event.get('data', {})}"
                 return False
-            if name == "STOP":  # nothing here pauses the guest: find out why it stopped
+            if name == "STOP" and not self.expect_stop:  # an unrequested stop: find out why
                 status = self._status()
                 if status in BAD_STATES:
                     self.trouble = f"guest stopped: {status}"

@@ -149,8 +149,8 @@ def test_sigkill_of_the_cli_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path) ->
 
 
 def test_kvm_boot_probe_is_bounded_and_cleans_up(x86_target: Target, qemu_x86_64: Path) -> None:
-    from conformance.caps.probe import kvm_openable
     from conformance.live.accel import PVM_MODULE, kvm_boot_probe
+    from conformance.qemu.host import kvm_openable
 
     if not kvm_openable():
         pytest.skip("no KVM: /dev/kvm cannot be opened here")

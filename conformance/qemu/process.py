@@ -10,7 +10,7 @@ Guarantees, whatever happens to the caller:
   which then stops QEMU in order: QMP ``quit``, SIGTERM, SIGKILL.
 - QMP is a private socketpair (``-chardev socket,fd=N``): no socket file, no
   port, nothing another process can connect to.
-- Every process has a private folder; stderr goes to ``stderr.log`` there,
+- Every process has a private folder (its working directory); stderr goes to ``stderr.log`` there,
   the QMP transcript to ``qmp.jsonl``, the command line to ``cmdline.json``
   and the pid to ``qemu.pid``. How it ended (exit code or signal) is
   kept as an ``Exit``.
@@ -26,13 +26,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from conformance.errors import LiveError
+from conformance.qemu.qmp import QmpError, QmpSession
 
 PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | None = None
@@ -85,101 +86,19 @@ class Exit:
         return f"exit code {self.returncode}" + (" (requested stop)" if self.requested else "")
 
 
-class QmpError(LiveError):
-    """A QMP command failed or the monitor went away."""
+class LaunchFailed(LiveError):
+    """QEMU did not come up: it exited (or never answered QMP) right after start.
 
-
-class QmpSession:
-    """Synchronous QMP over qemu.qmp, with a transcript of everything said.
-
-    Events are collected whenever the session talks to QEMU; ``wait_event``
-    waits for a named one. Every command, reply and event is appended to the
-    transcript file as one JSON line with a monotonic timestamp.
+    Keeps what QEMUMachine's VMLaunchFailure keeps: how it ended, the command and its output.
     """
 
-    def __init__(self, sock: socket.socket, transcript: Path | None = None) -> None:
-        from qemu.qmp.legacy import QEMUMonitorProtocol
-
-        self._proto = QEMUMonitorProtocol(sock)
-        self._transcript = transcript.open("a", encoding="utf-8") if transcript else None
-        self.events: list[dict[str, Any]] = []
-        self._seen = 0
-        self.greeting: dict[str, Any] | None = None
-
-    def _log(self, direction: str, message: object) -> None:
-        if self._transcript:
-            self._transcript.write(json.dumps({"t": round(time.monotonic(), 4), direction: message}) + "\n")
-            self._transcript.flush()
-
-    def connect(self, timeout: float = 5.0) -> dict[str, Any]:
-        from qemu.qmp import QMPError
-
-        self._proto.settimeout(timeout)
-        try:
-            self.greeting = self._proto.connect(negotiate=True) or {}
-        except (QMPError, OSError, TimeoutError) as exc:
-            raise QmpError(f"QMP handshake failed: {exc or type(exc).__name__}") from None
-        self._log("greeting", self.greeting)
-        return self.greeting
-
-    def cmd(self, name: str, timeout: float = 30.0, **arguments: Any) -> Any:
-        from qemu.qmp import ExecuteError, QMPError
-
-        self._log("execute", {"execute": name, "arguments": arguments} if arguments else {"execute": name})
-        self._proto.settimeout(timeout)
-        try:
-            ret = self._proto.cmd(name, **arguments)
-        except ExecuteError as exc:
-            self._log("error", {"execute": name, "error": exc.error.desc})
-            raise QmpError(f"QMP {name} failed: {exc.error.desc}") from None
-        except (QMPError, OSError, TimeoutError, EOFError) as exc:
-            self._log("error", {"execute": name, "error": repr(exc)})
-            raise QmpError(f"QMP {name}: monitor gone ({exc or type(exc).__name__})") from None
-        finally:
-            self._collect(0)
-        self._log("return", ret)
-        return ret
-
-    def _collect(self, wait: float) -> None:
-        from qemu.qmp import QMPError
-
-        try:
-            new = self._proto.get_events(wait=wait) if wait else self._proto.get_events(wait=False)
-        except (QMPError, OSError, TimeoutError, EOFError):
-            new = []
-        for event in new:
-            self._log("event", event)
-        self.events.extend(new)
-
-    def poll_events(self) -> list[dict[str, Any]]:
-        """Events that arrived since the last poll, without waiting."""
-        before = len(self.events)
-        self._collect(0)
-        return self.events[before:]
-
-    def wait_event(self, names: str | Iterable[str], timeout: float,
-                   match: Callable[[dict[str, Any]], bool] | None = None,
-                   alive: Callable[[], bool] | None = None) -> dict[str, Any] | None:
-        """The first event (not seen by an earlier wait) named in ``names``; None on timeout."""
-        wanted = {names} if isinstance(names, str) else set(names)
-        deadline = time.monotonic() + timeout
-        while True:
-            for i in range(self._seen, len(self.events)):
-                ev = self.events[i]
-                if ev.get("event") in wanted and (match is None or match(ev)):
-                    self._seen = i + 1
-                    return ev
-            left = deadline - time.monotonic()
-            if left <= 0 or (alive is not None and not alive()):
-                return None
-            self._collect(min(left, 0.2))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._proto.close()
-        if self._transcript:
-            self._transcript.close()
-            self._transcript = None
+    def __init__(self, name: str, exit: Exit, command: list[str], stderr_tail: str, cause: str = "") -> None:
+        self.exit = exit
+        self.command = command
+        self.stderr_tail = stderr_tail
+        state = "still running" if exit.returncode is None else f"QEMU {exit.describe()}"
+        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else ""
+        super().__init__(f"{name}: {cause + '; ' if cause else ''}{state}" + (f": {last}" if last else ""))
 
 
 class QemuProcess:
@@ -192,13 +111,15 @@ class QemuProcess:
     """
 
     def __init__(self, binary: str | Path, args: Sequence[str], workdir: str | Path, *,
-                 name: str = "qemu", env: dict[str, str] | None = None, qmp: bool = True) -> None:
+                 name: str = "qemu", env: dict[str, str] | None = None, qmp: bool = True,
+                 qmp_timeout: float = 5.0) -> None:
         self.binary = str(binary)
         self.args = list(args)
         self.workdir = Path(workdir)
         self.name = name
         self.env = env
         self.use_qmp = qmp
+        self.qmp_timeout = qmp_timeout  # s for the QMP greeting after start
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp_socket: socket.socket | None = None
         self._session: QmpSession | None = None
@@ -262,12 +183,12 @@ class QemuProcess:
         if self._session is None:
             if self.qmp_socket is None:
                 raise LiveError(f"{self.name}: started without QMP")
-            session = QmpSession(self.qmp_socket, self.transcript_path)
+            session = QmpSession(self.qmp_socket, self.transcript_path, name=self.name)
             self._session = session
             try:
-                session.connect()
+                session.connect(self.qmp_timeout)
             except QmpError as exc:
-                raise QmpError(f"{self.name}: {exc.message}; {self.exit_text()}") from None
+                raise LaunchFailed(self.name, self.wait(0.5), self.argv, self.stderr_tail(5), exc.message) from None
         return self._session
 
     @property
@@ -292,13 +213,6 @@ class QemuProcess:
         rc = self.proc.returncode
         sig = signal.Signals(-rc).name if rc < 0 else None
         return Exit(rc, sig, requested=self._stop_requested)
-
-    def exit_text(self) -> str:
-        """'QEMU exited: exit code 1: <last stderr line>' for error messages."""
-        ex = self.wait(0.2) if self.proc is not None else Exit(None)
-        tail = self.stderr_tail(3).strip().replace("\n", " | ")
-        state = "still running" if ex.returncode is None else f"QEMU {ex.describe()}"
-        return f"{state}" + (f": {tail}" if tail else "")
 
     def stderr_tail(self, lines: int = 20) -> str:
         return file_tail(self.stderr_path, lines)

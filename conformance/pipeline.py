@@ -1,0 +1,47 @@
+"""The one pipeline from a case to a QEMU command line: render -> validate -> parse -> semantics -> argv.
+
+Three callers walk it: the static stages (conformance/static.py, which keeps the
+fixture-independent first half per case and machine), the live stages
+(conformance/live/boot.py, for the binary under test) and ``qemu-conformance
+argv`` (conformance/argv/command.py, from a domain file). Each step is a
+function here, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conformance.caps.model import Capabilities
+    from conformance.cases import Case
+    from conformance.domain.model import Domain
+    from conformance.domain.schema import SchemaStatus
+
+
+def render_case(case: Case, caps: Capabilities, machine: str, *, defaults: dict[str, Any], image_dir: str,
+                overrides: dict[str, Any] | None = None) -> str:
+    """The case's domain XML for this arch and machine type (TemplateError on a broken template)."""
+    from conformance.cases import case_variables
+    from conformance.domain.render import render_template
+
+    variables = case_variables(case, caps, machine, image_dir=image_dir, defaults=defaults, overrides=overrides)
+    return render_template(case.template, variables)
+
+
+def parse_xml(xml: str | bytes, source: str, *, schema: bool = True) -> tuple[Domain, SchemaStatus | None]:
+    """libvirt's RelaxNG schema (when asked), then the typed model (DomainInvalid on either)."""
+    from conformance.domain.parse import parse_domain
+    from conformance.domain.schema import validate_schema
+
+    status = validate_schema(xml, source=source) if schema else None
+    return parse_domain(xml, source=source), status
+
+
+def domain_argv(domain: Domain, caps: Capabilities) -> list[str]:
+    """The semantic rules for these capabilities, then the argv libvirt would build
+    (DomainInvalid / UnsupportedByQemu when the domain cannot run on them)."""
+    from conformance.argv import build_argv
+    from conformance.domain.semantics import validate_domain
+
+    validate_domain(domain, caps)
+    return build_argv(domain, caps)
