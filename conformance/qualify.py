@@ -95,7 +95,7 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     """Run the qualification; exit status 0 when every build passed."""
     from conformance.cases import load_catalogue
     from conformance.report.html import write_report
-    from conformance.runner import make_target, run_boots, run_static
+    from conformance.runner import make_target, run_boots, run_migrations, run_static
 
     say = say or (lambda text: print(text, flush=True))
     if not binaries:
@@ -125,6 +125,9 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     if boot and targets:
         say("boot stage:")
         counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        ok &= not (counts["fail"] or counts["error"])
+        say("migrate stage (each build with itself, and across builds of one arch both ways):")
+        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
         ok &= not (counts["fail"] or counts["error"])
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")

@@ -2,9 +2,11 @@
 
 For each binary: probe it (its capabilities decide the argv), decide the
 accelerator once per host, build the test guest for its arch once, then run
-the static stages (parse, argv) and the boot stage of every selected case.
-Boots run in parallel (``jobs``, default: the number of cores); each VM has
-its own folder under OUTPUT/live/, and results are appended to
+the static stages (parse, argv), the boot stage of every selected case and
+the migrate stage of every bootable case on every pair of builds of one arch
+(each build with itself, and across builds both ways). Live work runs in
+parallel (``jobs``, default: the number of cores for boots, half for
+migrations, which run two QEMUs each); each VM has its own folder under OUTPUT/live/, and results are appended to
 OUTPUT/results.jsonl as they finish, with a progress line per result.
 """
 
@@ -97,30 +99,58 @@ def run_boots(cases: list[Case], targets: list[Target], writer: ResultWriter, ca
     """The boot stage of every case on every target, ``jobs`` at a time."""
     from conformance.live.boot import run_boot
 
-    work = [(case, target) for target in targets for case in cases
+    work = [(case, target, target) for target in targets for case in cases
             if target.caps.arch in case.arches and "boot" in case.stages]
+    return _run_live("boot", work, lambda c, t, _: run_boot(c, t, catalogue, output).result, writer, say,
+                     jobs or os.cpu_count() or 1)
+
+
+def migration_pairs(targets: list[Target]) -> list[tuple[Target, Target]]:
+    """Every build with itself, and every ordered pair of two builds of one arch (both directions)."""
+    return [(a, b) for a in targets for b in targets if a.caps.arch == b.caps.arch]
+
+
+def run_migrations(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue,
+                   output: Path, say: Say, jobs: int | None = None) -> Counter[str]:
+    """The migrate stage of every bootable case on every pair (two QEMUs each: half the jobs of boots)."""
+    from conformance.live.migrate import run_migrate
+
+    work = [(case, a, b) for a, b in migration_pairs(targets) for case in cases
+            if a.caps.arch in case.arches and "boot" in case.stages]
+    return _run_live("migrate", work, lambda c, a, b: run_migrate(c, a, b, catalogue, output), writer, say,
+                     jobs or max(1, (os.cpu_count() or 2) // 2))
+
+
+def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
+              run: Callable[[Case, Target, Target], StageResult], writer: ResultWriter, say: Say,
+              jobs: int) -> Counter[str]:
+    """Run live work items ``jobs`` at a time, writing each result and a progress line as it finishes."""
     counts: Counter[str] = Counter()
     if not work:
         return counts
-    jobs = max(1, jobs or os.cpu_count() or 1)
+    jobs = max(1, jobs)
     started = time.monotonic()
     done = 0
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="boot") as pool:
-        futures = {pool.submit(run_boot, case, target, catalogue, output): (case, target) for case, target in work}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
+        futures = {pool.submit(run, *item): item for item in work}
         for future in as_completed(futures):
-            case, target = futures[future]
+            case, target, peer = futures[future]
+            on = f"QEMU {target.caps.version} {target.caps.arch}"
+            if stage == "migrate":
+                on = f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}"
             try:
-                result = future.result().result
+                result = future.result()
             except Exception as exc:
-                result = StageResult(case=case.name, stage="boot", verdict="error", arch=target.caps.arch,
-                                     qemu=target.build, reason=f"suite error: {type(exc).__name__}: {exc}")
+                result = StageResult(case=case.name, stage=stage, verdict="error", arch=target.caps.arch,
+                                     qemu=target.build, peer=peer.build if stage == "migrate" else None,
+                                     reason=f"suite error: {type(exc).__name__}: {exc}")
             writer.write(result)
             counts[result.verdict] += 1
             done += 1
             why = "" if result.verdict == "pass" else f" {result.reason}"
-            say(f"  [{done}/{len(work)}] boot {case.name} on QEMU {target.caps.version} {target.caps.arch}: "
+            say(f"  [{done}/{len(work)}] {stage} {case.name} on {on}: "
                 f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
-    say(f"  boot: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
+    say(f"  {stage}: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
         f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")
     return counts
 
@@ -153,6 +183,9 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     if "boot" in stages and targets:
         counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        bad += counts["fail"] + counts["error"]
+    if "migrate" in stages and targets:
+        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
         bad += counts["fail"] + counts["error"]
     say(f"results: {writer.path}")
     return 1 if bad else 0

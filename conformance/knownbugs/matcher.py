@@ -30,9 +30,13 @@ class KnownBug:
     signals: tuple[str, ...]
     patterns: tuple[re.Pattern[str], ...]
     needs: tuple[str, ...]
+    side: str = ""  # migrate: "source" or "destination" when the bug shows on one side only
+    peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
 
-    def affects(self, version: QemuVersion) -> bool:
-        return self.first <= version <= self.last
+    def affects(self, version: QemuVersion, peer: QemuVersion | None = None) -> bool:
+        if not self.first <= version <= self.last:
+            return False
+        return self.peer is None or (peer is not None and self.peer[0] <= peer <= self.peer[1])
 
     def explains(self, *, stage: str, signal: str | None, text: str) -> bool:
         if stage not in self.stages:
@@ -57,17 +61,19 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 id=bug_id, title=raw["title"], first=first, last=last, fixed=raw.get("fixed", ""),
                 stages=tuple(raw.get("stages", ())), signals=tuple(match.get("signal", ())),
                 patterns=tuple(re.compile(p) for p in match.get("text", ())), needs=tuple(raw.get("needs", ())),
+                side=raw.get("side", ""),
+                peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
     return tuple(bugs)
 
 
-def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None,
-                    text: str = "") -> KnownBug | None:
-    """The known bug of this QEMU version that explains a failure, if any."""
+def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None, text: str = "",
+                    peer: QemuVersion | None = None) -> KnownBug | None:
+    """The known bug of this QEMU version (migrating with ``peer``, when given) that explains a failure."""
     for bug in load_bugs():
-        if bug.affects(version) and bug.explains(stage=stage, signal=signal, text=text):
+        if bug.affects(version, peer) and bug.explains(stage=stage, signal=signal, text=text):
             return bug
     return None
 

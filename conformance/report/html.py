@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from conformance.results.records import StageResult, read_results
+from conformance.results.records import QemuBuild, StageResult, read_results
 
 STAGE_ORDER = ("probe", "caps", "parse", "argv", "boot", "migrate")
 
@@ -39,12 +39,22 @@ def _build_key(r: StageResult) -> str:
     return f"{label} ({q.package})" if q.package else f"{label} {q.path}".strip()
 
 
+def _pair_key(r: StageResult) -> str:
+    """``7.2.22 x86_64 -> 10.0.2 x86_64``: a migration's column."""
+    def short(q: QemuBuild | None) -> str:
+        return f"{q.version or '?'} {q.arch or r.arch}" if q else "?"
+
+    return f"{short(r.qemu)} -> {short(r.peer)}"
+
+
 def merge(result_files: list[Path]) -> tuple[list[StageResult], dict[int, Path]]:
-    """All records, deduplicated by (case, build, stage, fixture); remembers which file each came from."""
-    latest: dict[tuple[str, str, str, str], tuple[StageResult, Path]] = {}
+    """All records, deduplicated by (case, build, peer build, stage, fixture); remembers which file each
+    came from. A migration keys on its pair, so cross-build results never collapse into one."""
+    latest: dict[tuple[str, str, str, str, str], tuple[StageResult, Path]] = {}
     for path in result_files:
         for r in read_results(path):
-            latest[(r.case, _build_key(r), r.stage, str(r.details.get("fixture", "")))] = (r, path)
+            peer = _build_key(StageResult(case="", stage="", verdict="pass", qemu=r.peer)) if r.peer else ""
+            latest[(r.case, _build_key(r), peer, r.stage, str(r.details.get("fixture", "")))] = (r, path)
     records = [r for r, _ in latest.values()]
     origin = {id(r): p for r, p in latest.values()}
     return records, origin
@@ -62,10 +72,15 @@ def write_report(result_files: list[Path], output: Path, title: str = "QEMU comp
     records, origin = merge(result_files)
     output.mkdir(parents=True, exist_ok=True)
     builds = sorted({_build_key(r) for r in records})
-    stages = [s for s in STAGE_ORDER if any(r.stage == s for r in records)]
+    stages = [s for s in STAGE_ORDER if s != "migrate" and any(r.stage == s for r in records)]
     grid: dict[str, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Cell)))
+    migrations: dict[str, dict[str, StageResult]] = defaultdict(dict)  # case -> pair -> result
     for r in records:
-        grid[r.case][_build_key(r)][r.stage].results.append(r)
+        if r.stage == "migrate":
+            migrations[r.case][_pair_key(r)] = r
+        else:
+            grid[r.case][_build_key(r)][r.stage].results.append(r)
+    pairs = sorted({pair for row in migrations.values() for pair in row})
     cases = sorted(grid, key=lambda c: (c not in ("probe", "caps-vs-stored", "caps-vs-previous"), c))
     totals = Counter(r.verdict for r in records)
     problems = [r for r in records if r.verdict in ("fail", "error", "known-bug")]
@@ -73,7 +88,8 @@ def write_report(result_files: list[Path], output: Path, title: str = "QEMU comp
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     page = env.get_template("report.html.j2").render(
         title=title, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), builds=builds, stages=stages,
-        cases=cases, grid=grid, totals=totals, problems=problems, build_key=_build_key,
+        cases=cases, grid=grid, migrations=migrations, pairs=pairs, totals=totals, problems=problems,
+        build_key=_build_key,
         links=lambda r: _artifact_links(r, origin[id(r)], output), sources=[str(p) for p in result_files],
         escape=html.escape,
     )

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS = ("pass", "fail", "skip", "error", "known-bug", "not-reproduced")
+REASON_LIMIT = 300  # characters: a reason is one readable line; the whole text stays in details
+
+
+def one_line(text: str, limit: int = REASON_LIMIT) -> str:
+    """``text`` on one line (white space folded), cut at ``limit`` with a pointer to the rest."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[:limit - 40].rstrip() + " ... (full text: details.full_reason)"
 
 
 @dataclass
@@ -37,7 +46,8 @@ class StageResult:
     verdict: str
     reason: str = ""
     arch: str = ""
-    qemu: QemuBuild | None = None
+    qemu: QemuBuild | None = None  # the build under test; for migrate, the source
+    peer: QemuBuild | None = None  # migrate: the destination build
     accel: str = ""
     duration_s: float = 0.0
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the output folder
@@ -48,6 +58,10 @@ class StageResult:
             raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
 
     def to_json(self) -> str:
+        short = one_line(self.reason)
+        if short != self.reason and "full_reason" not in self.details:
+            self.details["full_reason"] = self.reason
+        self.reason = short
         data = asdict(self)
         data["duration_s"] = round(self.duration_s, 3)
         return json.dumps(data, sort_keys=True)
@@ -55,8 +69,9 @@ class StageResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageResult:
         data = dict(data)
-        if data.get("qemu"):
-            data["qemu"] = QemuBuild(**data["qemu"])
+        for key in ("qemu", "peer"):
+            if data.get(key):
+                data[key] = QemuBuild(**data[key])
         return cls(**data)
 
 

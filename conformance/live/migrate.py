@@ -1,0 +1,604 @@
+"""The migrate stage: a case booted on a source QEMU, migrated live to a destination QEMU.
+
+For one case and a (source, destination) pair of targets of one arch, the same
+build or two builds:
+
+1. plan: both builds can boot the case; across builds the machine type is
+   pinned to the newest versioned type both have (``pc-q35-7.2``), the CPU
+   model must be known to both, and a flag the older build lacks is a skip
+   that names it;
+2. the source boots exactly as in the boot stage (prepare -> start -> check of
+   conformance/live/boot.py); its checks must pass first;
+3. the destination is prepared the same way for its own capabilities, in its
+   own folder with its own console, sharing the source's disk images, and
+   starts with ``-incoming defer``;
+4. ``migrate-incoming`` listens on a UNIX socket in the destination's folder,
+   ``migrate`` starts the stream; every status (from MIGRATION events on both
+   sides) and every event is recorded with its time, and each wait has a
+   deadline (MigrationTimeouts). A deadline that passes cancels the migration
+   and checks that the source runs again with its guest alive (and, with
+   failover, that the primary came back);
+5. pass means: the source ends ``postmigrate`` and the destination
+   ``running``; the guest's heartbeat goes on in the destination's console
+   without a restart; the guest's view of its devices is unchanged, or its new
+   report passes the boot checks (failover: the primary is plugged back after
+   FAILOVER_NEGOTIATED and enslaved again); QMP on the destination agrees.
+   The source's word alone is never enough: a destination that failed to load
+   the stream is a fail with the destination's own error.
+
+``migrate_vms`` is the core over two running GuestVms, so a test can write a
+scenario (a refused stream, a cancel in wait-unplug, a killed side) in a few lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.argv.options import devices, options
+from conformance.caps.model import Capabilities
+from conformance.cases import Case, Catalogue, plan
+from conformance.errors import ConformanceError, LiveError
+from conformance.live.adapt import NeedsHardware
+from conformance.live.boot import (
+    BOOT_TIMEOUT,
+    PreparedVm,
+    Target,
+    boot_skip,
+    check_guest,
+    explain,
+    launch,
+    launch_failure,
+    prepare_vm,
+    qmp_cross_check,
+    vm_artifacts,
+)
+from conformance.live.checks import check_report, failover_pairs
+from conformance.live.vm import GuestVm
+from conformance.qemu.qmp import QmpCommandFailed, QmpError
+from conformance.results.records import StageResult
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _setting(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class MigrationTimeouts:
+    """Deadlines, in seconds (research/live-lab.md: what fits TCG on 2 cores), each one a setting."""
+
+    migration: float = 30.0  # migrate -> completed            QEMU_CONFORMANCE_MIGRATE_TIMEOUT
+    wait_unplug: float = 15.0  # time spent in wait-unplug       QEMU_CONFORMANCE_WAIT_UNPLUG_TIMEOUT
+    replug: float = 10.0  # primary back (destination, cancel)  QEMU_CONFORMANCE_REPLUG_TIMEOUT
+    heartbeat: float = 10.0  # the guest's heartbeat after a switch  QEMU_CONFORMANCE_HEARTBEAT_TIMEOUT
+
+    @classmethod
+    def from_env(cls) -> MigrationTimeouts:
+        return cls(_setting("QEMU_CONFORMANCE_MIGRATE_TIMEOUT", cls.migration),
+                   _setting("QEMU_CONFORMANCE_WAIT_UNPLUG_TIMEOUT", cls.wait_unplug),
+                   _setting("QEMU_CONFORMANCE_REPLUG_TIMEOUT", cls.replug),
+                   _setting("QEMU_CONFORMANCE_HEARTBEAT_TIMEOUT", cls.heartbeat))
+
+
+def pair_label(source: Target, destination: Target) -> str:
+    """``7.2.22-x86_64->10.0.2-x86_64``: how results, ids and folders name a pair."""
+    return f"{source.caps.version}-{source.caps.arch}->{destination.caps.version}-{destination.caps.arch}"
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+_VERSIONED = re.compile(r"^(?P<family>.+?)-(?P<major>\d+)\.(?P<minor>\d+)$")
+
+
+def pinned_machine(machine: str, a: Capabilities, b: Capabilities) -> tuple[str | None, str]:
+    """The newest versioned machine type of ``machine``'s family that both builds have: (name, '') or
+    (None, why not). ``q35`` on 5.2 and 7.2 -> ``pc-q35-5.2``; ``virt`` on 7.2 and 10.0 -> ``virt-7.2``."""
+    mine = a.machine(machine)
+    if mine is None:
+        return None, f"QEMU {a.version} has no machine type {machine}"
+    match = _VERSIONED.match(mine.name)
+    family = match["family"] if match else mine.name
+
+    def versioned(caps: Capabilities) -> dict[str, tuple[int, int]]:
+        found = {}
+        for m in caps.machines:
+            for name in (m.name, m.alias):
+                hit = _VERSIONED.match(name or "")
+                if hit and hit["family"] == family:
+                    found[name] = (int(hit["major"]), int(hit["minor"]))
+        return found
+
+    va, vb = versioned(a), versioned(b)
+    common = set(va) & set(vb)
+    if not common:
+        return None, f"no versioned {family} machine type is known to both QEMU {a.version} and {b.version}"
+    return max(common, key=lambda n: va[n]), ""
+
+
+def _cpu_model(argv: list[str]) -> str | None:
+    for _, opt, value in options(argv):
+        if opt == "-cpu" and value:
+            return value.split(",")[0]
+    return None
+
+
+def migrate_skip(case: Case, source: Target, destination: Target) -> str | None:
+    """Why this case cannot be migrated between these targets, or None."""
+    if source.caps.arch != destination.caps.arch:
+        return f"{source.caps.arch} cannot migrate to {destination.caps.arch}"
+    if case.live.get("migrate") is False:
+        return f"kept out of migration on purpose: {case.live.get('migrate_why', 'see templates/cases.toml')}"
+    for side, target in (("source", source), ("destination", destination)):
+        why = boot_skip(case, target)
+        if why:
+            return f"{side} QEMU {target.caps.version}: {why}"
+        what = plan(case, target.caps)
+        if not what.run:
+            return f"{side} QEMU {target.caps.version}: {what.skip_reason}"
+    return None
+
+
+def pair_folder(output: Path, case: Case, source: Target, destination: Target, side: str) -> Path:
+    tag = hashlib.sha1(f"{source.binary}->{destination.binary}".encode()).hexdigest()[:6]
+    folder = output / "live" / case.name / f"migrate-{pair_label(source, destination).replace('>', '')}-{tag}" / side
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+# --- the core: two running VMs ------------------------------------------------------------------
+
+@dataclass
+class Migration:
+    """What a migration did: statuses with times (seconds from ``migrate``), events of both sides,
+    query-migrate's figures, and the verdict."""
+
+    verdict: str = "error"
+    reason: str = "not run"
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # {"side", "status", "t"}
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # side -> events with "t"
+    stats: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    record: Callable[[], None] = lambda: None  # takes in the events that arrived since (set by migrate_vms)
+
+    def statuses(self, side: str) -> list[str]:
+        return [s["status"] for s in self.timeline if s["side"] == side]
+
+
+WATCHED = ("MIGRATION", "MIGRATION_PASS", "UNPLUG_PRIMARY", "FAILOVER_NEGOTIATED", "DEVICE_DELETED", "STOP",
+           "RESUME", "SHUTDOWN", "GUEST_PANICKED")
+
+
+def _event_time(event: dict[str, Any], t0_wall: float) -> float:
+    stamp = event.get("timestamp") or {}
+    return round(stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6 - t0_wall, 3)
+
+
+def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[dict[str, Any], dict[str, Any]]],
+                timeouts: MigrationTimeouts, on_status: Callable[[str, str], None] | None = None) -> Migration:
+    """Migrate a running, checked source into a destination started with ``-incoming defer``.
+
+    Returns the Migration with verdict pass/fail/skip (a migration blocker is a skip with QEMU's
+    reason); never raises for a QEMU problem. ``on_status(side, status)`` is called on each new
+    status (a test cancels or kills from there). The caller stops both VMs.
+    """
+    mig = Migration()
+    src_q, dst_q = source.process.qmp, destination.process.qmp
+    listeners = {"source": src_q.listen(WATCHED, replay=False), "destination": dst_q.listen(WATCHED, replay=False)}
+    negotiated = bool(failover) and any(e.get("event") == "FAILOVER_NEGOTIATED" for e in src_q.events)
+    paused = _status(source) == "paused"
+    if paused:
+        mig.checks.append("the source guest was paused before the migration")
+    socket_name = "migrate.sock"
+    try:
+        # events: MIGRATION on both sides; return-path: the destination tells the source when it cannot
+        # load the stream, so the source fails and resumes its guest instead of ending "completed"
+        for q in (src_q, dst_q):
+            q.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True},
+                                                             {"capability": "return-path", "state": True}])
+        dst_q.cmd("migrate-incoming", uri=f"unix:{socket_name}")  # relative: QEMU runs in its VM folder
+        source.expect_stop = destination.expect_stop = True
+        t0_wall, t0 = time.time(), time.monotonic()
+        uri = f"unix:{os.path.relpath(destination.process.workdir / socket_name, source.process.workdir)}"
+        src_q.cmd("migrate", uri=uri)
+    except QmpCommandFailed as exc:
+        mig.verdict, mig.reason = "skip", f"QEMU refuses to migrate: {exc.desc}"
+        return mig
+    except QmpError as exc:
+        mig.verdict, mig.reason = "fail", f"could not start the migration: {exc.message}"
+        return mig
+    seen = {"source": "", "destination": ""}
+    deadline = t0 + timeouts.migration
+    unplug_since: float | None = None
+    problem = ""
+    last_query = 0.0
+    def record() -> None:
+        for side, listener in listeners.items():
+            for event in listener.drain():
+                t = _event_time(event, t0_wall)
+                mig.events.setdefault(side, []).append({"t": t, "event": event.get("event"),
+                                                        **({"data": event["data"]} if event.get("data") else {})})
+                if event.get("event") == "MIGRATION":
+                    status = event.get("data", {}).get("status", "")
+                    if status != seen[side]:
+                        seen[side] = status
+                        mig.timeline.append({"side": side, "status": status, "t": t})
+                        if on_status:
+                            on_status(side, status)
+
+    mig.record = record
+    while True:
+        record()
+        now = time.monotonic()
+        if seen["source"] == "wait-unplug" and unplug_since is None:
+            unplug_since = now
+        if now - last_query > 0.5 and seen["source"] not in TERMINAL:  # a missed event must not hang us
+            last_query = now
+            with contextlib.suppress(QmpError):
+                status = src_q.cmd("query-migrate", timeout=5).get("status", "")
+                if status and status != seen["source"] and status in TERMINAL:
+                    seen["source"] = status
+                    mig.timeline.append({"side": "source", "status": status, "t": round(now - t0, 3),
+                                         "from": "query-migrate"})
+        if seen["source"] in TERMINAL:
+            break
+        if not source.process.is_running():
+            problem = f"the source QEMU died during the migration ({source.process.exit.describe()})"
+            break
+        if not destination.process.is_running() and seen["source"] not in ("completed",):
+            # the source may still be sending into a broken pipe: let it notice, briefly
+            if now - t0 > 0 and not _source_notices(listeners["source"], mig, seen, t0_wall, 3.0):
+                problem = f"the destination QEMU died during the migration ({destination.process.exit.describe()})"
+                break
+            continue
+        if unplug_since is not None and seen["source"] == "wait-unplug" and now - unplug_since > timeouts.wait_unplug:
+            problem = (f"wait-unplug timeout: still in wait-unplug after {timeouts.wait_unplug:g} s"
+                       + (" with the guest paused" if paused else ""))
+            break
+        if now > deadline:
+            problem = f"migration timeout: status {seen['source'] or 'none'} after {timeouts.migration:g} s"
+            break
+        src_q.poll(0.02)
+    mig.evidence["source_status_final"] = seen["source"]
+    if problem:
+        return _cancelled(mig, problem, source, destination, failover, negotiated, timeouts)
+    return _judge(mig, source, destination, failover, negotiated, timeouts, t0)
+
+
+def _source_notices(listener: Any, mig: Migration, seen: dict[str, str], t0_wall: float, wait: float) -> bool:
+    """After the destination died: does the source reach a terminal status within ``wait`` s?"""
+    event = listener.get(wait, match=lambda e: e.get("event") == "MIGRATION"
+                         and e.get("data", {}).get("status") in TERMINAL)
+    if event is None:
+        return False
+    status = event["data"]["status"]
+    seen["source"] = status
+    mig.timeline.append({"side": "source", "status": status, "t": _event_time(event, t0_wall)})
+    return True
+
+
+def _query_stats(vm: GuestVm) -> dict[str, Any]:
+    """query-migrate's figures; read again shortly after completion (right at it some read 0)."""
+    try:
+        info = vm.process.qmp.cmd("query-migrate", timeout=5)
+    except QmpError:
+        return {}
+    ram = info.get("ram", {})
+    stats = {k: info.get(k) for k in ("status", "total-time", "downtime", "setup-time", "error-desc")
+             if info.get(k) is not None}
+    stats.update({f"ram-{k}": ram[k] for k in ("transferred", "total", "duplicate", "normal") if k in ram})
+    return stats
+
+
+def _status(vm: GuestVm) -> str:
+    try:
+        return str(vm.process.qmp.cmd("query-status", timeout=5).get("status"))
+    except QmpError as exc:
+        return f"unknown ({exc.message})"
+
+
+def _side_error(vm: GuestVm) -> str:
+    """A dead or failing side's own words: exit and the last stderr line."""
+    lines = [line.strip() for line in vm.process.stderr_tail(8).splitlines() if line.strip()]
+    said = [line for line in lines if "warning:" not in line][-2:] or lines[-1:]
+    state = "running" if vm.process.is_running() else vm.process.exit.describe()
+    return f"{state}" + (f": {' | '.join(said)}" if said else "")
+
+
+def _heartbeat_goes_on(vm: GuestVm, after: int | None, timeout: float) -> tuple[bool, str]:
+    """A heartbeat numbered after ``after`` on the VM's console, with no new boot of the guest."""
+    vm.reader.poll_file(vm.console)
+    inits = vm.report.inits  # the source booted once; a destination's console starts empty
+
+    def beat(report: Any) -> bool:
+        return report.inits > inits or (report.last_heartbeat is not None
+                                        and (after is None or report.last_heartbeat > after))
+
+    waited = vm.wait_report(beat, timeout)
+    if vm.report.inits > inits:
+        return False, "the guest restarted (GUEST-INIT on the console)"
+    if not waited.ok:
+        return False, f"no heartbeat after HB {after} within {timeout:g} s ({waited.reason})"
+    return True, f"heartbeat HB {vm.report.last_heartbeat} after HB {after}"
+
+
+def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
+           failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
+           timeouts: MigrationTimeouts, t0: float) -> Migration:
+    """The source reached a terminal status: check both sides (the source's word is not enough)."""
+    final = mig.evidence["source_status_final"]
+    source.reader.poll_file(source.console)  # the source's last heartbeat before the switch
+    time.sleep(0.2)
+    mig.stats = _query_stats(source)
+    if final != "completed":
+        notes = [f"migration {final} on the source"
+                 + (f": {mig.stats['error-desc']}" if mig.stats.get("error-desc") else "")]
+        if not destination.process.is_running():
+            notes.append(f"destination {_side_error(destination)}")
+        notes += _source_recovers(source, failover, negotiated, timeouts)
+        mig.record()
+        mig.verdict, mig.reason = "fail", "; ".join(notes)
+        return mig
+    failures: list[str] = []
+    if failover and negotiated:
+        src = mig.statuses("source")
+        unplugs = [e for e in mig.events.get("source", []) if e["event"] == "UNPLUG_PRIMARY"]
+        if "wait-unplug" not in src or not unplugs:
+            failures.append("failover: the source never went through wait-unplug with UNPLUG_PRIMARY")
+        elif "active" in src and src.index("active") < src.index("wait-unplug"):
+            failures.append("failover: active before wait-unplug")
+        else:
+            mig.checks.append(f"source: UNPLUG_PRIMARY {unplugs[0].get('data', {}).get('device-id')}, "
+                              "wait-unplug before active")
+    elif failover:
+        if any(e["event"] == "UNPLUG_PRIMARY" for e in mig.events.get("source", [])):
+            failures.append("failover not negotiated, yet the source sent UNPLUG_PRIMARY")
+        else:
+            mig.checks.append("failover not negotiated by the guest: migrated without UNPLUG_PRIMARY")
+    src_status = _status(source)
+    if src_status != "postmigrate":
+        failures.append(f"source ends {src_status}, not postmigrate")
+    dst_status = ""
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:  # the destination finishes loading a moment after the source completes
+        if not destination.process.is_running():
+            break
+        dst_status = _status(destination)
+        if dst_status == "running":
+            break
+        time.sleep(0.05)
+    if not destination.process.is_running():
+        failures.append(f"the source says completed, but the destination {_side_error(destination)}")
+        mig.verdict, mig.reason = "fail", "; ".join(failures)
+        return mig
+    if dst_status != "running":
+        failures.append(f"destination ends {dst_status}, not running")
+    ok, beat = _heartbeat_goes_on(destination, source.report.last_heartbeat, timeouts.heartbeat)
+    (mig.checks if ok else failures).append(f"destination: {beat}")
+    failures += _destination_devices(mig, source, destination, failover, negotiated, timeouts)
+    mig.record()
+    if failures:
+        mig.verdict, mig.reason = "fail", "; ".join(failures)
+        return mig
+    total = mig.stats.get("total-time")
+    downtime = mig.stats.get("downtime")
+    mig.verdict = "pass"
+    mig.reason = (f"migrated in {total / 1000:.2f} s" if isinstance(total, int | float) else "migrated") \
+        + (f", downtime {downtime} ms" if downtime is not None else "") + f"; {len(mig.checks)} checks passed"
+    return mig
+
+
+def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,
+                         failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
+                         timeouts: MigrationTimeouts) -> list[str]:
+    """Failover re-plug, then the guest's view and QMP's on the destination."""
+    failures: list[str] = []
+    q = destination.process.qmp
+    for standby, primary in failover if negotiated else []:
+        sid = standby.get("id")
+        if q.wait_event("FAILOVER_NEGOTIATED", timeouts.replug,
+                        match=lambda e, s=sid: e.get("data", {}).get("device-id") == s) is None:
+            failures.append(f"destination: no FAILOVER_NEGOTIATED for {sid} within {timeouts.replug:g} s")
+            continue
+        mac = str(standby.get("mac", "")).lower()
+
+        def enslaved(report: Any, mac: str = mac) -> bool:
+            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
+            return {"standby", "primary"} <= {n.role for n in team}
+
+        if destination.wait_report(enslaved, timeouts.replug).ok:
+            mig.checks.append(f"destination: primary {primary.get('id')} plugged back and enslaved")
+        else:
+            failures.append(f"destination: the guest did not enslave the primary {primary.get('id')} again "
+                            f"within {timeouts.replug:g} s")
+    argv = destination.process.argv
+    devs = devices(argv)
+    report = destination.report if destination.report.latest is not None else source.report
+    if destination.report.latest is not None:  # the guest re-reported on the destination: check it all
+        from conformance.live.checks import MachineFacts
+
+        checks = check_report(report, devs, lambda _m: True, MachineFacts.from_argv(argv))
+        failures += [f"destination: {f}" for f in checks.failures]
+        mig.checks.append(f"destination: the guest's new report passes {len(checks.checked)} checks")
+    else:
+        mig.checks.append("destination: the guest's view of its devices is unchanged (no re-report)")
+    cross = qmp_cross_check(destination, devs, mig.evidence, report=report)
+    failures += [f"destination: {f}" for f in cross]
+    if not cross:
+        mig.checks.append("destination: QMP peripheral and query-pci agree with the guest")
+    return failures
+
+
+def _source_recovers(source: GuestVm, failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
+                     timeouts: MigrationTimeouts, *, after: str = "", migration: str = "") -> list[str]:
+    """After a failed or cancelled migration: is the source running, its guest alive and, with failover,
+    the primary back in the guest? One note each."""
+    run_state = _status(source)
+    ok, beat = _heartbeat_goes_on(source, source.report.last_heartbeat, timeouts.heartbeat) \
+        if run_state == "running" else (False, f"source {run_state}")
+    prefix = f"after {after}: migration {migration or '?'}, " if after else ""
+    notes = [f"{prefix}source {run_state}, guest {'alive' if ok else 'NOT alive (' + beat + ')'}"]
+    for standby, primary in failover if negotiated and ok else []:
+        mac = str(standby.get("mac", "")).lower()
+
+        def back(report: Any, mac: str = mac) -> bool:
+            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
+            return {"standby", "primary"} <= {n.role for n in team}
+
+        came_back = source.wait_report(back, timeouts.replug).ok
+        notes.append(f"primary {primary.get('id')} {'came back' if came_back else 'did NOT come back'}")
+    return notes
+
+
+def _cancelled(mig: Migration, problem: str, source: GuestVm, destination: GuestVm,
+               failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
+               timeouts: MigrationTimeouts) -> Migration:
+    """A deadline passed or a side died: cancel, then check that the source and its guest are back."""
+    notes = [problem]
+    if source.process.is_running():
+        try:
+            source.process.qmp.cmd("migrate_cancel", timeout=5)
+        except QmpError as exc:
+            notes.append(f"migrate_cancel: {exc.message}")
+        end = time.monotonic() + 5.0
+        status = ""
+        while time.monotonic() < end:
+            status = str(_query_stats(source).get("status", ""))
+            if status in TERMINAL:
+                break
+            time.sleep(0.05)
+        mig.stats = _query_stats(source)
+        notes += _source_recovers(source, failover, negotiated, timeouts, after="migrate_cancel",
+                                  migration=status)
+    else:
+        notes.append(f"source {_side_error(source)}")
+    if not destination.process.is_running():
+        notes.append(f"destination {_side_error(destination)}")
+    mig.record()
+    mig.verdict, mig.reason = "fail", "; ".join(notes)
+    return mig
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+def run_migrate(case: Case, source: Target, destination: Target, catalogue: Catalogue, output: Path, *,
+                timeouts: MigrationTimeouts | None = None) -> StageResult:
+    """Migrate one case from ``source`` to ``destination`` (one build or two); always a result."""
+    timeouts = timeouts or MigrationTimeouts.from_env()
+    started = time.monotonic()
+    caps = source.caps
+    details: dict[str, Any] = {"pair": pair_label(source, destination)}
+    artifacts: dict[str, str] = {}
+
+    def result(verdict: str, reason: str) -> StageResult:
+        return StageResult(case=case.name, stage="migrate", verdict=verdict, reason=reason, arch=caps.arch,
+                           qemu=source.build, peer=destination.build, accel=source.accel.accel,
+                           duration_s=time.monotonic() - started, artifacts=artifacts, details=details)
+
+    skip = migrate_skip(case, source, destination)
+    if skip:
+        return result("skip", skip)
+    machine = None
+    cross = source.binary != destination.binary
+    if cross:
+        base = case.machine_for(caps.arch) or ""
+        machine, why = pinned_machine(base, source.caps, destination.caps)
+        if machine is None:
+            return result("skip", why)
+        details["machine"] = machine
+    src_dir = pair_folder(output, case, source, destination, "source")
+    dst_dir = src_dir.parent / "destination"
+    dst_dir.mkdir()
+    vms: list[GuestVm] = []
+    try:
+        try:
+            src_prep = prepare_vm(case, source, catalogue, output, src_dir, machine=machine)
+            dst_prep = prepare_vm(case, destination, catalogue, output, dst_dir, machine=machine, image_dir=src_dir)
+        except NeedsHardware as exc:
+            return result("skip", exc.message)
+        except ConformanceError as exc:
+            return result("error", f"cannot prepare the migration: {exc}")
+        cpu = _cpu_model(src_prep.argv)
+        for target in (source, destination) if cross and cpu else ():
+            models = {c.name for c in target.caps.cpu_models}
+            if models and cpu not in models:
+                return result("skip", f"CPU model {cpu} unknown to QEMU {target.caps.version}")
+        details["source"], details["destination"] = src_prep.details, dst_prep.details
+        artifacts.update({f"source-{k}": v for k, v in src_prep.artifacts.items()})
+        artifacts.update({f"destination-{k}": v for k, v in dst_prep.artifacts.items()})
+        verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
+        if mig is not None:
+            details.update({"timeline": mig.timeline, "events": mig.events, "stats": mig.stats,
+                            "checks": mig.checks, **mig.evidence})
+    finally:
+        for vm, side in zip(vms, ("source", "destination"), strict=False):
+            details.setdefault("exits", {})[side] = vm.stop().describe()
+            artifacts.update({f"{side}-{k}": v for k, v in vm_artifacts(vm, output).items()})
+    if verdict == "fail":
+        for vm, side in zip(vms, ("source", "destination"), strict=False):
+            details[f"{side}_console_tail"] = vm.console_tail(15)
+            details[f"{side}_stderr_tail"] = vm.process.stderr_tail(10)
+        verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details)
+    return result(verdict, reason)
+
+
+class PairNotReady(LiveError):
+    """The source did not boot and pass its checks, or the destination did not start."""
+
+
+def start_pair(src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm]) -> tuple[GuestVm, GuestVm]:
+    """Boot and check the source, then start the destination with ``-incoming defer``; each VM started
+    is appended to ``vms`` (the caller stops them). Raises PairNotReady with the reason."""
+    name = f"{src_prep.case.name} {pair_label(src_prep.target, dst_prep.target)}"
+    try:
+        source = launch(src_prep, f"{name} source")
+    except LiveError as exc:
+        raise PairNotReady(f"source: {launch_failure(exc)}") from None
+    vms.append(source)
+    waited = source.wait_report("boot", BOOT_TIMEOUT)
+    if not waited.ok:
+        raise PairNotReady(f"source did not boot: {waited.reason}")
+    failures, _, _ = check_guest(source, src_prep, src_prep.details)
+    if failures:
+        raise PairNotReady(f"source failed its boot checks: {'; '.join(failures)}")
+    try:
+        destination = launch(dst_prep, f"{name} destination", incoming=True)
+    except LiveError as exc:
+        raise PairNotReady(f"destination: {launch_failure(exc)}") from None
+    vms.append(destination)
+    return source, destination
+
+
+def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],
+                       timeouts: MigrationTimeouts) -> tuple[str, str, Migration | None]:
+    try:
+        source, destination = start_pair(src_prep, dst_prep, vms)
+    except PairNotReady as exc:
+        return "fail", exc.message, None
+    mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts)
+    return mig.verdict, mig.reason, mig
+
+
+def explain_pair(verdict: str, reason: str, vms: list[GuestVm], source: Capabilities, destination: Capabilities,
+                 details: dict[str, Any]) -> tuple[str, str]:
+    """Known bugs of either side's version (the source's first) that explain a failed migration."""
+    for vm, caps, peer in zip(vms, (source, destination), (destination, source), strict=False):
+        verdict, reason = explain(verdict, reason, [vm], caps, "migrate", details, peer=peer.version)
+        if verdict != "fail":
+            break
+    return verdict, reason

@@ -1,0 +1,29 @@
+"""Every bootable case migrated live on every (source, destination) pair of QEMU binaries of one arch.
+
+By default the host's binaries, each with itself; ``--conformance-qemu`` adds builds (10.0, 5.2), and
+then every pair is migrated both ways with the machine type pinned. A known bug is an xfail naming it;
+any other failure fails the test with the migration's timeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.pytest_plugin import MigrateCombo
+
+
+def test_migrate(migrate_combo: MigrateCombo, conformance_output: Path) -> None:
+    result = migrate_combo.run(conformance_output)
+    if result.verdict == "skip":
+        pytest.skip(result.reason)
+    if result.verdict == "known-bug":
+        pytest.xfail(result.reason)
+    evidence = {k: result.details.get(k) for k in ("timeline", "checks", "stats") if result.details.get(k)}
+    assert result.verdict == "pass", f"{result.reason}\nartifacts: {result.artifacts}\n{evidence}"
+    assert result.peer is not None and result.qemu is not None
+    source_statuses = [s["status"] for s in result.details["timeline"] if s["side"] == "source"]
+    assert source_statuses[-1] == "completed", source_statuses
+    assert result.details["stats"].get("ram-transferred", 0) > 0
+    assert any("heartbeat" in check for check in result.details["checks"])
