@@ -2,26 +2,55 @@
 
 Sub-commands import what they need when they run, so ``probe`` starts fast.
 Every ConformanceError becomes one line on stderr and exit code 2.
+
+Every path argument may be relative: argparse makes it absolute (``type=``) against the
+working folder, here at the edge, so the rest of the code never sees a relative path (QEMU runs
+in its VM folder, and libvirt's schema rejects relative disk paths).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from conformance.errors import ConformanceError
+from conformance.paths import absolute
+
+
+def path_arg(value: str) -> Path:
+    """``type=`` of every path argument: the path made absolute (conformance.paths.absolute)."""
+    try:
+        return absolute(value)
+    except OSError as exc:  # the working folder was deleted
+        raise argparse.ArgumentTypeError(f"cannot make {value!r} absolute: {exc.strerror}") from None
+
+
+def binary_arg(value: str) -> Path:
+    """A QEMU binary: a bare name (qemu-system-x86_64) is looked up in $PATH, as a shell would; a path is
+    made absolute."""
+    if os.sep not in value:
+        found = shutil.which(value)
+        if found:
+            return path_arg(found)
+    return path_arg(value)
+
+
+def caps_arg(value: str) -> str:
+    """A caps argument: a file (fixture or libvirt caps XML) made absolute; VERSION:ARCH as given."""
+    path = Path(value)
+    return str(path_arg(value)) if path.suffix == ".xml" or path.exists() else value
 
 
 def _host_binaries() -> list[Path]:
-    import shutil
-
     found = []
     for name in ("qemu-system-x86_64", "qemu-system-aarch64"):
         where = shutil.which(name)
         if where:
-            found.append(Path(where))
+            found.append(path_arg(where))
     return found
 
 
@@ -83,7 +112,7 @@ def cmd_caps_import(args: argparse.Namespace) -> int:
     for source in args.files:
         caps = import_libvirt_caps(source, libvirt_version=args.libvirt_version)
         if args.output and len(args.files) == 1:
-            target: Path | None = Path(args.output)
+            target: Path | None = args.output
         elif args.capsdata:
             target = capsdata_dir() / fixture_name(caps)
         else:
@@ -162,8 +191,8 @@ def cmd_argv(args: argparse.Namespace) -> int:
 def cmd_qualify(args: argparse.Namespace) -> int:
     from conformance.qualify import qualify
 
-    binaries = [Path(b) for b in args.qemu] or _host_binaries()
-    return qualify(binaries, output=Path(args.output), boot=not args.no_boot, jobs=args.jobs)
+    binaries = list(args.qemu) or _host_binaries()
+    return qualify(binaries, output=args.output, boot=not args.no_boot, jobs=args.jobs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -174,10 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     unknown = sorted(set(stages) - {"parse", "argv", "boot"})
     if unknown:
         raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot")
-    binaries = [Path(b) for b in args.qemu] or _host_binaries()
+    binaries = list(args.qemu) or _host_binaries()
     if not binaries:
         raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm or pass --qemu PATH")
-    return run_stages(stages, binaries, args.cases, Path(args.output), lambda text: print(text, flush=True),
+    return run_stages(stages, binaries, args.cases, args.output, lambda text: print(text, flush=True),
                       jobs=args.jobs)
 
 
@@ -217,50 +246,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("probe", help="probe a QEMU binary over QMP and write its capability fixture")
-    p.add_argument("binary", help="path of a qemu-system-* binary")
-    p.add_argument("-o", "--output", type=Path, help="write the fixture here (default: print it)")
+    p.add_argument("binary", type=binary_arg, help="path of a qemu-system-* binary")
+    p.add_argument("-o", "--output", type=path_arg, help="write the fixture here (default: print it)")
     p.add_argument("--accel", choices=["kvm", "tcg"], help="accelerator for the probe (default: kvm if usable)")
     p.set_defaults(func=cmd_probe)
 
     caps = sub.add_parser("caps", help="stored capability fixtures: list, diff, import, show")
     csub = caps.add_subparsers(dest="caps_command", required=True, metavar="ACTION")
     p = csub.add_parser("list", help="the fixtures in capsdata/ as a table")
-    p.add_argument("--dir", type=Path, help="another fixture folder")
+    p.add_argument("--dir", type=path_arg, help="another fixture folder")
     p.set_defaults(func=cmd_caps_list)
     p = csub.add_parser("diff", help="what B gained and lost against A; exit 1 when B lost anything")
-    p.add_argument("a", help="fixture file, libvirt caps XML or VERSION:ARCH")
-    p.add_argument("b", help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("a", type=caps_arg, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("b", type=caps_arg, help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.add_argument("--limit", type=int, default=40, help="items shown per section (default %(default)s)")
     p.set_defaults(func=cmd_caps_diff)
     p = csub.add_parser("import", help="convert libvirt capability XML into this project's fixture")
-    p.add_argument("files", nargs="+", type=Path, help="libvirt caps XML (test fixture or host cache)")
-    p.add_argument("-o", "--output", type=Path, help="output file (one input only)")
+    p.add_argument("files", nargs="+", type=path_arg, help="libvirt caps XML (test fixture or host cache)")
+    p.add_argument("-o", "--output", type=path_arg, help="output file (one input only)")
     p.add_argument("--capsdata", action="store_true", help="write into capsdata/ under the standard name")
     p.add_argument("--libvirt-version", help="libvirt release that wrote the file, when the file cannot tell")
     p.set_defaults(func=cmd_caps_import)
     p = csub.add_parser("show", help="summary and flags of one fixture")
-    p.add_argument("caps", help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("caps", type=caps_arg, help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.set_defaults(func=cmd_caps_show)
 
     p = sub.add_parser("render", help="render a case's domain template to libvirt domain XML")
     p.add_argument("case", help="case name (templates/cases.toml)")
-    p.add_argument("--caps", required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("--caps", type=caps_arg, required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a template variable")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("argv", help="the QEMU command line for a libvirt domain XML and capabilities")
-    p.add_argument("domain", type=Path, help="libvirt domain XML")
-    p.add_argument("--caps", required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("domain", type=path_arg, help="libvirt domain XML")
+    p.add_argument("--caps", type=caps_arg, required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
     p.add_argument("--json", action="store_true", help="print a JSON list of strings (argv[0] = emulator)")
     p.set_defaults(func=cmd_argv)
 
     p = sub.add_parser("run", help="run stages of cases on QEMU binaries; results to DIR/results.jsonl")
     p.add_argument("--stages", action="append", default=[], metavar="LIST",
                    help="comma-separated: parse, argv, boot (default: all)")
-    p.add_argument("--qemu", action="append", default=[], metavar="PATH",
+    p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
                    help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64)")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
-    p.add_argument("-o", "--output", default="reports/run", help="output folder (default %(default)s)")
+    p.add_argument("-o", "--output", type=path_arg, default="reports/run",
+                   help="output folder (default %(default)s, in the working folder)")
     p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
     p.set_defaults(func=cmd_run)
 
@@ -268,34 +298,37 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = p.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
     g = gsub.add_parser("build", help="build (once, cached) the test guest")
     g.add_argument("--arch", action="append", choices=["x86_64", "aarch64"], help="repeatable (default x86_64)")
-    g.add_argument("--kernel", type=Path, help="your own kernel image instead of Debian's cloud kernel")
-    g.add_argument("--modules", type=Path, help="its modules folder (lib/modules/VERSION)")
+    g.add_argument("--kernel", type=path_arg, help="your own kernel image instead of Debian's cloud kernel")
+    g.add_argument("--modules", type=path_arg, help="its modules folder (lib/modules/VERSION)")
     g.add_argument("--refresh", action="store_true", help="look for a newer kernel package")
     g.set_defaults(func=cmd_guest)
 
     p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")
-    p.add_argument("--qemu", action="append", default=[], metavar="PATH", help="QEMU binary (repeatable)")
-    p.add_argument("-o", "--output", default="reports/host", help="output folder (default %(default)s)")
+    p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
+                   help="QEMU binary (repeatable)")
+    p.add_argument("-o", "--output", type=path_arg, default="reports/host",
+                   help="output folder (default %(default)s, in the working folder)")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
     p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("report", help="merge results.jsonl files (CI shards, machines) into one HTML report")
-    p.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
-    p.add_argument("-o", "--output", type=Path, default=Path("reports/merged"), help="folder (default %(default)s)")
+    p.add_argument("results", nargs="+", type=path_arg, help="results.jsonl files")
+    p.add_argument("-o", "--output", type=path_arg, default="reports/merged",
+                   help="folder (default %(default)s, in the working folder)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("builds", help="extra real QEMU builds unpacked beside the host's (10.0, 5.2)")
     bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = bsub.add_parser("fetch", help="download and unpack builds (default: all known)")
     b.add_argument("names", nargs="*", help="e.g. 10.0 5.2")
-    b.add_argument("--dest", type=Path, help="folder (default: $QEMU_CONFORMANCE_BUILDS)")
+    b.add_argument("--dest", type=path_arg, help="folder (default: $QEMU_CONFORMANCE_BUILDS)")
     b.set_defaults(func=cmd_builds)
     b = bsub.add_parser("list", help="the prepared builds")
-    b.add_argument("--dest", type=Path)
+    b.add_argument("--dest", type=path_arg, help="folder (default: $QEMU_CONFORMANCE_BUILDS)")
     b.set_defaults(func=cmd_builds, names=[])
     b = bsub.add_parser("cpu-map", help="fetch libvirt 11.3's x86 CPU map (host-model CPUs) into the cache")
-    b.add_argument("--dest", type=Path, help="cache root (default: $QEMU_CONFORMANCE_CACHE)")
+    b.add_argument("--dest", type=path_arg, help="cache root (default: $QEMU_CONFORMANCE_CACHE)")
     b.set_defaults(func=cmd_builds, names=[])
     return parser
 

@@ -7,6 +7,13 @@ Settings (environment variables):
                            i.e. ~/.cache/qemu-conformance)
   QEMU_CONFORMANCE_BUILDS  folder of extra QEMU builds unpacked beside the host's
                            (default: <cache root>/builds); see conformance/builds.py
+  QEMU_CONFORMANCE_SHARED  reference data beside the checkout (default: ../shared)
+
+Every path the suite is given, on the command line or in a setting, may be
+relative: it is made absolute once, where it is read (``absolute``,
+``env_path``), against the working folder of that moment. The rest of the code
+only sees absolute paths, so a QEMU started in its VM folder, or libvirt's
+schema (which rejects relative ``<source file=...>``), never gets a relative one.
 """
 
 from __future__ import annotations
@@ -17,10 +24,36 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def absolute(value: str | os.PathLike[str]) -> Path:
+    """``value`` as an absolute path against the current working folder.
+
+    Path.absolute(), not resolve(): a user's symlinked folder stays as they named it, and
+    nothing needs to exist yet. Also the ``type=`` of every path option of the command line.
+    """
+    return Path(value).absolute()
+
+
+def env_path(name: str) -> Path | None:
+    """The path setting ``name`` made absolute; None when it is unset or empty."""
+    value = os.environ.get(name)
+    return absolute(value) if value else None
+
+
+def env_paths(name: str) -> tuple[Path, ...] | None:
+    """A colon-separated list of paths (like $PATH), each made absolute; None when unset or empty."""
+    value = os.environ.get(name)
+    return tuple(absolute(p) for p in value.split(":") if p) if value else None
+
+
+def xdg_dir(name: str, default: str) -> Path:
+    """$XDG_CACHE_HOME and friends: the XDG spec says to ignore a relative value; else ~/DEFAULT."""
+    value = os.environ.get(name)
+    return Path(value) if value and os.path.isabs(value) else Path.home() / default
+
+
 def project_dir() -> Path:
     """The folder with capsdata/ and templates/ (a source checkout)."""
-    env = os.environ.get("QEMU_CONFORMANCE_DATA")
-    return Path(env) if env else PACKAGE_DIR.parent
+    return env_path("QEMU_CONFORMANCE_DATA") or PACKAGE_DIR.parent
 
 
 def capsdata_dir() -> Path:
@@ -33,7 +66,7 @@ def templates_dir() -> Path:
 
 def shared_dir() -> Path:
     """../shared beside the checkout: reference data (libvirt corpus, research)."""
-    return Path(os.environ.get("QEMU_CONFORMANCE_SHARED", project_dir().parent / "shared"))
+    return env_path("QEMU_CONFORMANCE_SHARED") or project_dir().parent / "shared"
 
 
 def libvirt_corpus_dir() -> Path:
@@ -41,13 +74,8 @@ def libvirt_corpus_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("QEMU_CONFORMANCE_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "qemu-conformance"
+    return env_path("QEMU_CONFORMANCE_CACHE") or xdg_dir("XDG_CACHE_HOME", ".cache") / "qemu-conformance"
 
 
 def builds_dir() -> Path:
-    env = os.environ.get("QEMU_CONFORMANCE_BUILDS")
-    return Path(env) if env else cache_dir() / "builds"
+    return env_path("QEMU_CONFORMANCE_BUILDS") or cache_dir() / "builds"

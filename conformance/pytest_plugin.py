@@ -38,15 +38,30 @@ if TYPE_CHECKING:  # imported lazily at run time: loading the plugin stays cheap
     from conformance.static import StaticOutcome, StaticRunner
 
 
+def _path_option(value: str) -> str:
+    """``type=`` of the path options: absolute (against the working folder pytest started in), as a str
+    (pytest-xdist sends the options to its workers, and execnet cannot send Path objects)."""
+    from conformance.cli import path_arg
+
+    return str(path_arg(value))
+
+
+def _binary_option(value: str) -> str:
+    """A QEMU binary option: a bare name looked up in $PATH, a path made absolute (as a str, see above)."""
+    from conformance.cli import binary_arg
+
+    return str(binary_arg(value))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qemu-conformance")
     group.addoption("--conformance-cases", action="append", default=[], metavar="GLOB",
                     help="run only the cases matching GLOB (repeatable)")
     group.addoption("--conformance-caps", action="append", default=[], metavar="GLOB",
                     help="use only the capsdata/ fixtures whose file name matches GLOB (repeatable)")
-    group.addoption("--conformance-qemu", action="append", default=[], metavar="PATH",
+    group.addoption("--conformance-qemu", action="append", default=[], metavar="PATH", type=_binary_option,
                     help="QEMU binaries for live tests (repeatable; default: the host's)")
-    group.addoption("--conformance-output", metavar="DIR",
+    group.addoption("--conformance-output", metavar="DIR", type=_path_option,
                     help="folder for live artefacts and results.jsonl (default: pytest's temp folder)")
 
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.argv.options import escape_opt_value
 from conformance.caps.model import Capabilities, MachineType
 from conformance.domain.model import Address, Controller, Device, Domain
 
@@ -21,7 +22,7 @@ def _scalar(value: Any) -> str:
         return "on"
     if value is False:
         return "off"
-    return str(value).replace(",", ",,")
+    return escape_opt_value(value)
 
 
 def _ranges(numbers: list[int]) -> list[str]:

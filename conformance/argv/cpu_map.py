@@ -24,6 +24,7 @@ from pathlib import Path
 from lxml import etree
 
 from conformance.errors import UnsupportedByQemu
+from conformance.paths import env_path
 
 SYSTEM_CPU_MAP = Path("/usr/share/libvirt/cpu_map")
 ENV_CPU_MAP = "QEMU_CONFORMANCE_CPU_MAP"
@@ -60,11 +61,10 @@ def _system_map_version() -> tuple[int, ...]:
 
 def find_cpu_map() -> Path:
     """The cpu_map folder to use (see the module docstring); UnsupportedByQemu when there is none."""
-    env = os.environ.get(ENV_CPU_MAP)
-    if env:
-        folder = Path(env)
+    folder = env_path(ENV_CPU_MAP)
+    if folder is not None:
         if not (folder / "index.xml").is_file():
-            raise UnsupportedByQemu(f"{ENV_CPU_MAP}={env} holds no index.xml", path=folder,
+            raise UnsupportedByQemu(f"{ENV_CPU_MAP}={os.environ[ENV_CPU_MAP]} holds no index.xml", path=folder,
                                     hint="point it at a libvirt cpu_map folder, or unset it")
         return folder
     from conformance.builds import fetched_cpu_map

@@ -6,6 +6,7 @@ from typing import Any
 
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import disk_bus, disk_index
+from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Disk
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
@@ -119,7 +120,7 @@ def _drive(ctx: Ctx, disk: Disk) -> str | None:
     alias = ctx.alias(disk)
     opts = []
     if disk.source is not None and disk.source.path:
-        opts.append("file=" + disk.source.path.replace(",", ",,"))
+        opts.append(f"file={escape_opt_value(disk.source.path)}")
         if disk.driver.get("type"):
             opts.append(f"format={disk.driver['type']}")
     if disk.driver.get("cache"):
@@ -218,7 +219,7 @@ def filesystems(ctx: Ctx) -> None:
             raise UnsupportedByQemu("virtiofs filesystems are not supported by the argv builder",
                                     path=ctx.domain.source, line=fs.line)
         opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
-                f"path={fs.source.get('dir', '')}"]
+                f"path={escape_opt_value(fs.source.get('dir', ''))}"]
         if fs.readonly:
             opts.append("readonly=on")
         ctx.add("-fsdev", ",".join(opts))

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import UnsupportedByQemu
+from conformance.paths import env_paths, xdg_dir
 
 if TYPE_CHECKING:
     from conformance.argv.context import Ctx
@@ -51,11 +51,11 @@ class Pflash:
 
 
 def firmware_dirs() -> tuple[Path, ...]:
-    env = os.environ.get(ENV_FIRMWARE_DIRS)
-    if env:
-        return tuple(Path(p) for p in env.split(":") if p)
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(xdg) / "qemu" / "firmware", Path("/etc/qemu/firmware"), Path("/usr/share/qemu/firmware")
+    given = env_paths(ENV_FIRMWARE_DIRS)
+    if given is not None:
+        return given
+    return xdg_dir("XDG_CONFIG_HOME", ".config") / "qemu" / "firmware", Path("/etc/qemu/firmware"), \
+        Path("/usr/share/qemu/firmware")
 
 
 @lru_cache(maxsize=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conformance.argv.context import Ctx
 from conformance.argv.harness import SPICE_PASSWORD_CONFIGURED, SPICE_TLS_X509_DIR, spice_tls
+from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Graphics
 from conformance.errors import UnsupportedByQemu
 
@@ -42,7 +43,7 @@ def _vnc(ctx: Ctx, gr: Graphics) -> None:
     if listen.get("type") == "none":
         opt = "none"
     elif listen.get("type") == "socket" or a.get("socket"):
-        opt = f"unix:{listen.get('socket') or a.get('socket')}"
+        opt = f"unix:{escape_opt_value(listen.get('socket') or a.get('socket'))}"
     else:
         host = listen.get("address") or a.get("listen") or DEFAULT_LISTEN
         port = int(a.get("port", "-1"))
@@ -101,7 +102,7 @@ def _spice(ctx: Ctx, gr: Graphics) -> None:
     secure = insecure = False
     kind = listen.get("type", "address")
     if kind == "socket":
-        opts.append("unix=on,addr=" + (listen.get("socket") or "").replace(",", ",,"))
+        opts.append(f"unix=on,addr={escape_opt_value(listen.get('socket') or '')}")
         insecure = True
     elif kind in ("address", "network"):
         port, tls_port = _spice_ports(gr, spice_tls(ctx.modern_libvirt))
@@ -154,7 +155,7 @@ def _spice(ctx: Ctx, gr: Graphics) -> None:
         opts.append("gl=on")
         rendernode = _first(gr, "gl", "rendernode")
         if rendernode:
-            opts.append("rendernode=" + rendernode.replace(",", ",,"))
+            opts.append(f"rendernode={escape_opt_value(rendernode)}")
     opts.append("seamless-migration=on")  # libvirt always turns it on
     ctx.add("-spice", ",".join(opts))
     if a.get("keymap"):

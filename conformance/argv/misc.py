@@ -7,6 +7,7 @@ from typing import Any
 from conformance.argv.chardev import chardev_backend
 from conformance.argv.context import Ctx
 from conformance.argv.harness import SWTPM_SOCKET, domain_dir
+from conformance.argv.options import escape_opt_value
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 
@@ -110,10 +111,10 @@ def tpms(ctx: Ctx) -> None:
         model = tpm.model or "tpm-tis"  # libvirt's default on x86
         if tpm.backend_type == "passthrough":
             path = tpm.backend_source.get("path", "/dev/tpm0")
-            ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path={path}")
+            ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path={escape_opt_value(path)}")
         elif tpm.backend_type in ("emulator", "external"):
             path = SWTPM_SOCKET if tpm.backend_type == "emulator" else tpm.backend_source.get("path", "")
-            ctx.add("-chardev", f"socket,id=chrtpm,path={path}")
+            ctx.add("-chardev", f"socket,id=chrtpm,path={escape_opt_value(path)}")
             ctx.add("-tpmdev", f"emulator,id=tpm-{alias},chardev=chrtpm")
         else:
             raise DomainInvalid(f"unknown TPM backend {tpm.backend_type!r}", path=ctx.domain.source, line=tpm.line)

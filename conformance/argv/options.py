@@ -11,16 +11,26 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def escape_opt_value(value: object) -> str:
+    """A value for QEMU's ``key=value,key=value`` option syntax: a comma is written doubled.
+
+    Every path or other user-chosen string put into a comma-syntax option goes through this
+    (libvirt's virQEMUBuildBufferEscapeComma); ``split_opts``/``parse_props`` undo it. JSON
+    options (-blockdev, and -device/-netdev/-object as JSON) need no escaping.
+    """
+    return str(value).replace(",", ",,")
+
+
 def parse_props(value: str) -> dict[str, Any]:
     """A -device/-netdev/-chardev value, JSON or comma syntax ('driver,k=v'), as a dict.
 
-    In comma syntax the leading bare word is the driver (key "driver"; for -chardev/-netdev
-    the backend type, key "type"); ",," is a literal comma.
+    In comma syntax the leading bare word (no "=") is the driver, key "driver" (for -chardev
+    and -netdev: the backend type); ",," is a literal comma. The inverse of format_props.
     """
     if value.startswith("{"):
         return json.loads(value)
     props: dict[str, Any] = {}
-    for index, part in enumerate(_split_commas(value)):
+    for index, part in enumerate(split_opts(value)):
         key, sep, val = part.partition("=")
         if not sep and index == 0:
             props["driver"] = key
@@ -29,7 +39,8 @@ def parse_props(value: str) -> dict[str, Any]:
     return props
 
 
-def _split_commas(value: str) -> Iterator[str]:
+def split_opts(value: str) -> Iterator[str]:
+    """'a,,b,k=v' -> 'a,b', 'k=v': the comma-syntax items, doubled commas undone (see escape_opt_value)."""
     part = []
     i = 0
     while i < len(value):
@@ -48,17 +59,17 @@ def _split_commas(value: str) -> Iterator[str]:
 
 
 def format_props(props: dict[str, Any], like: str, head_key: str = "driver") -> str:
-    """props back into the syntax of ``like`` (JSON when it was JSON, else comma syntax)."""
+    """props back into the syntax of ``like`` (JSON when it was JSON, else comma syntax, values escaped)."""
     if like.startswith("{"):
         return json.dumps(props, separators=(",", ":"))
-    head = str(props[head_key]).replace(",", ",,")
+    head = escape_opt_value(props[head_key])
     rest = []
     for key, value in props.items():
         if key == head_key:
             continue
         if isinstance(value, bool):
             value = "on" if value else "off"
-        rest.append(f"{key}={str(value).replace(',', ',,')}")
+        rest.append(f"{key}={escape_opt_value(value)}")
     return ",".join([head, *rest])
 
 

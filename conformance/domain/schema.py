@@ -11,7 +11,6 @@ reported element, and report that element's path and line.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,12 +18,13 @@ from pathlib import Path
 from lxml import etree
 
 from conformance.errors import DomainInvalid
+from conformance.paths import env_path
 
 SYSTEM_SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
 
 
 def schema_dir() -> Path:
-    return Path(os.environ.get("QEMU_CONFORMANCE_SCHEMA_DIR", SYSTEM_SCHEMA_DIR))
+    return env_path("QEMU_CONFORMANCE_SCHEMA_DIR") or SYSTEM_SCHEMA_DIR
 
 
 @dataclass(frozen=True)

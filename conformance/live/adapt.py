@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conformance.argv.options import devices, format_props, options, parse_props
+from conformance.argv.options import devices, escape_opt_value, format_props, options, parse_props, split_opts
 from conformance.errors import LiveError
 
 NIC_DRIVERS = frozenset({"virtio-net-pci", "e1000", "e1000e", "rtl8139", "vmxnet3", "virtio-net-device",
@@ -106,7 +106,8 @@ def adapt_for_live(argv: list[str], *, binary: str, accel: str, vm_dir: Path, bo
     if serial_chardevs and serial_chardevs[0] in files:
         console = files[serial_chardevs[0]]
     elif not has_serial:
-        out += ["-chardev", f"file,id=conformance-console,path={console}", "-serial", "chardev:conformance-console"]
+        out += ["-chardev", f"file,id=conformance-console,path={escape_opt_value(console)}",
+                "-serial", "chardev:conformance-console"]
         changes.append("added a serial console (file) for the guest's report")
     out += [*boot_args, "-S", "-no-reboot"]
     changes.append("added the test guest (-kernel/-initrd/-append), -S and -no-reboot")
@@ -122,17 +123,21 @@ def _live_chardev(value: str, vm_dir: Path, files: dict[str, Path], changes: lis
         path = vm_dir / f"{chardev_id}.log"
         files[chardev_id] = path
         changes.append(f"chardev {chardev_id}: pty -> file {path.name}")
-        return f"file,id={chardev_id},path={path}"
+        return f"file,id={escape_opt_value(chardev_id)},path={escape_opt_value(path)}"
     if backend == "socket" and "fd" in props and "path" not in props and "host" not in props:
         # relative to QEMU's working directory (the VM folder): UNIX socket paths are limited to 107 bytes
         name = f"{chardev_id}.sock"
         rest = {k: v for k, v in props.items() if k not in ("driver", "id", "fd")}
         changes.append(f"chardev {chardev_id}: passed fd -> UNIX socket {name} in the VM folder")
-        return ",".join(["socket", f"id={chardev_id}", f"path={name}", *(f"{k}={v}" for k, v in rest.items())])
+        return format_props({"driver": "socket", "id": chardev_id, "path": name, **rest}, like="socket")
     return value
 
 
 def _relative_vnc(value: str, vm_dir: Path) -> str:
-    """-vnc unix:/VM/FOLDER/vnc.sock -> unix:vnc.sock (QEMU runs in the VM folder)."""
+    """-vnc unix:/VM/FOLDER/vnc.sock,... -> unix:vnc.sock,... (QEMU runs in the VM folder; UNIX socket
+    paths are limited to 107 bytes). The display is comma syntax: a comma in the path is doubled."""
+    display, *rest = split_opts(value)
     prefix = f"unix:{vm_dir}/"
-    return "unix:" + value[len(prefix):] if value.startswith(prefix) else value
+    if not display.startswith(prefix):
+        return value
+    return ",".join(escape_opt_value(item) for item in ["unix:" + display[len(prefix):], *rest])
