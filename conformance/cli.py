@@ -199,10 +199,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conformance.errors import CaseError
     from conformance.runner import run_stages
 
-    stages = [s.strip() for s in ",".join(args.stages).split(",") if s.strip()] or ["parse", "argv", "boot"]
-    unknown = sorted(set(stages) - {"parse", "argv", "boot"})
+    stages = [s.strip() for s in ",".join(args.stages).split(",") if s.strip()] or ["parse", "argv", "boot", "migrate"]
+    unknown = sorted(set(stages) - {"parse", "argv", "boot", "migrate"})
     if unknown:
-        raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot")
+        raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot, migrate")
     binaries = list(args.qemu) or _host_binaries()
     if not binaries:
         raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm or pass --qemu PATH")
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run stages of cases on QEMU binaries; results to DIR/results.jsonl")
     p.add_argument("--stages", action="append", default=[], metavar="LIST",
-                   help="comma-separated: parse, argv, boot (default: all)")
+                   help="comma-separated: parse, argv, boot, migrate (default: all)")
     p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
                    help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64)")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")

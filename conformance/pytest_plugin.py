@@ -5,7 +5,11 @@ Parametrisation:
   of that case's arch, with ids such as ``teaming-q35[4.2.0-x86_64]``;
 - a test that asks for ``live_combo`` runs once per bootable case x QEMU binary
   of that case's arch (default: the host's qemu-system-x86_64 and -aarch64),
-  with ids such as ``teaming-q35[x86_64]``; it is marked ``live``.
+  with ids such as ``teaming-q35[x86_64]``; it is marked ``live``;
+- a test that asks for ``migrate_combo`` runs once per bootable case x (source,
+  destination) pair of QEMU binaries of one arch, each binary with itself
+  included, with ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``;
+  it is marked ``live``.
 
 Options:
 
@@ -28,13 +32,14 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:  # imported lazily at run time: loading the plugin stays cheap
     from conformance.cases import Catalogue
     from conformance.live.boot import BootRun, Target
+    from conformance.results.records import StageResult
     from conformance.static import StaticOutcome, StaticRunner
 
 
@@ -69,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "live: boots real QEMU guests (seconds each)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        from conformance.live.process import die_with_parent_self
+        from conformance.qemu.process import die_with_parent_self
 
         die_with_parent_self()
 
@@ -154,6 +159,54 @@ class LiveCombo:
         return run
 
 
+@dataclass(frozen=True)
+class MigrateCombo:
+    """One bootable case migrated from one QEMU binary to another (or the same) of one arch."""
+
+    case_name: str
+    source: Path
+    destination: Path
+
+    def run(self, output: Path) -> StageResult:
+        from conformance.live.migrate import run_migrate
+        from conformance.results.records import ResultWriter
+
+        result = run_migrate(_catalogue().get(self.case_name), _live_target(self.source),
+                             _live_target(self.destination), _catalogue(), output)
+        ResultWriter(output).write(result)
+        return result
+
+
+@functools.cache
+def _binary_version(binary: Path) -> str:
+    """``7.2.22`` from ``BINARY --version`` (cheap: ids are made at collection, in every worker)."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return _binary_label(binary)
+    found = re.search(r"version (\d+\.\d+\.\d+)", out)
+    return found[1] if found else _binary_label(binary)
+
+
+def migrate_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
+    """Every bootable case on every same-arch (source, destination) pair, the same binary included:
+    ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``."""
+    params = []
+    for src in binaries:
+        for dst in binaries:
+            if _binary_arch(src) != _binary_arch(dst):
+                continue
+            pair = f"{_binary_version(src)}-{_binary_arch(src)}->{_binary_version(dst)}-{_binary_arch(dst)}"
+            for case in _catalogue().cases.values():
+                if "boot" in case.stages and _binary_arch(src) in case.arches and _matches(case.name, case_globs):
+                    params.append(pytest.param(MigrateCombo(case.name, src, dst), id=f"{case.name}[{pair}]",
+                                               marks=pytest.mark.live))
+    return params
+
+
 @functools.cache
 def _live_target(binary: Path) -> Target:
     """Probe, accelerator and guest for a binary: once per pytest process."""
@@ -176,6 +229,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     params.append(pytest.param(LiveCombo(case.name, binary), id=f"{case.name}[{_binary_label(binary)}]",
                                                marks=pytest.mark.live))
         metafunc.parametrize("live_combo", params)
+    if "migrate_combo" in metafunc.fixturenames:
+        metafunc.parametrize("migrate_combo", migrate_params(live_binaries(metafunc.config), opts.conformance_cases))
 
 
 @pytest.fixture(scope="session")
