@@ -27,9 +27,18 @@ from conformance.paths import absolute, cache_dir
 HOSTILE = "we ird, =dir'\"ä"  # space, comma, '=', both quotes, non-ASCII
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_under_test() -> dict[str, str]:
+    """The environment for a CLI run outside the checkout: this checkout's package, not whichever
+    checkout the editable install points at."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     proc = subprocess.run([sys.executable, "-m", "conformance.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**code_under_test(), **(env or {})})
     assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout + proc.stderr
 

@@ -9,7 +9,6 @@ disk paths) and as an absolute one. Boots take ~2-3 s each under TCG.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import processes_matching
+from tests.test_paths import code_under_test
 
 pytestmark = pytest.mark.live
 
@@ -32,7 +32,7 @@ def _run(cwd: Path, output: str, cases: tuple[str, ...], qemu: Path, tmp_path: P
     for case in cases:
         args += ["--cases", case]
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LC_ALL": "C.UTF-8"})
+                          env={**code_under_test(), "LC_ALL": "C.UTF-8"})
     results = (cwd / output) / "results.jsonl"
     assert results.is_file(), (proc.returncode, proc.stdout, proc.stderr)
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
