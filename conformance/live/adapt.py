@@ -134,10 +134,11 @@ def _live_chardev(value: str, vm_dir: Path, files: dict[str, Path], changes: lis
 
 
 def _relative_vnc(value: str, vm_dir: Path) -> str:
-    """-vnc unix:/VM/FOLDER/vnc.sock,... -> unix:vnc.sock,... (QEMU runs in the VM folder; UNIX socket
-    paths are limited to 107 bytes). The display is comma syntax: a comma in the path is doubled."""
+    """-vnc unix:/SOME/FOLDER/vnc.sock,... -> unix:vnc.sock,...: the socket lives in this VM's folder, where
+    QEMU runs (UNIX socket paths are limited to 107 bytes; a migration destination rendered with the
+    source's image folder gets a socket of its own). The display is comma syntax: a comma in the path
+    is doubled."""
     display, *rest = split_opts(value)
-    prefix = f"unix:{vm_dir}/"
-    if not display.startswith(prefix):
+    if not display.startswith("unix:/"):
         return value
-    return ",".join(escape_opt_value(item) for item in ["unix:" + display[len(prefix):], *rest])
+    return ",".join(escape_opt_value(item) for item in ["unix:" + Path(display[len("unix:"):]).name, *rest])

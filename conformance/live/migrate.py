@@ -219,7 +219,7 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
     except QmpCommandFailed as exc:
         mig.verdict, mig.reason = "skip", f"QEMU refuses to migrate: {exc.desc}"
         return mig
-    except QmpError as exc:
+    except LiveError as exc:  # a monitor gone, a QEMU that died before the stream
         mig.verdict, mig.reason = "fail", f"could not start the migration: {exc.message}"
         return mig
     seen = {"source": "", "destination": ""}

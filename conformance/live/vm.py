@@ -47,6 +47,7 @@ class GuestVm:
     def start(self, *, paused: bool = False) -> GuestVm:
         """Spawn QEMU (it was given -S), connect QMP, and start the CPUs unless ``paused``."""
         self.process.start()
+        self.process.qmp  # connect now: a QEMU that does not come up fails here (LaunchFailed)  # noqa: B018
         if not paused:
             self.process.qmp.cmd("cont")
             self.cont_at = time.monotonic()
