@@ -18,24 +18,14 @@ import pytest
 
 from conformance.argv.options import devices
 from conformance.cases import load_catalogue
-from conformance.errors import GuestBuildError
 from conformance.live.boot import Target, prepare_vm
 from conformance.live.checks import failover_pairs
 from conformance.live.migrate import Migration, MigrationTimeouts, migrate_vms, start_pair
 from conformance.live.vm import GuestVm
-from conformance.runner import make_target
 from tests.conftest import processes_matching
 
 pytestmark = pytest.mark.live
 QUICK = MigrationTimeouts(migration=20.0, wait_unplug=6.0, replug=10.0, heartbeat=8.0)
-
-
-@pytest.fixture(scope="module")
-def x86_target(qemu_x86_64: Path) -> Target:
-    try:
-        return make_target(qemu_x86_64, lambda _text: None)
-    except GuestBuildError as exc:
-        pytest.skip(f"no test guest: {exc}")
 
 
 @contextlib.contextmanager

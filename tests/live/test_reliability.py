@@ -23,18 +23,9 @@ from conformance.cases import load_catalogue
 from conformance.errors import GuestBuildError
 from conformance.live.boot import Target, run_boot
 from conformance.live.guest import build_guest
-from conformance.runner import make_target
 from tests.conftest import processes_matching
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def x86_target(qemu_x86_64: Path) -> Target:
-    try:
-        return make_target(qemu_x86_64, lambda _text: None)
-    except GuestBuildError as exc:
-        pytest.skip(f"no test guest: {exc}")
 
 
 def _with_guest(target: Target, **changes: object) -> Target:
