@@ -30,7 +30,7 @@ from conformance.errors import ConformanceError, LiveError
 from conformance.knownbugs.matcher import explain_failure
 from conformance.live.accel import AccelDecision
 from conformance.live.adapt import LiveArgv, NeedsHardware, adapt_for_live
-from conformance.live.checks import MachineFacts, check_report, failover_pairs
+from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
 from conformance.live.guest import Guest
 from conformance.live.vm import GuestVm
 from conformance.qemu.process import LaunchFailed
@@ -312,15 +312,10 @@ def _wait_failover(vm: GuestVm, pairs: list[tuple[dict[str, Any], dict[str, Any]
             str(primary.get("driver")), "")
         if target.guest is not None and not target.guest.has_driver(module):
             continue
-        mac = str(standby.get("mac", "")).lower()
+        mac = str(standby.get("mac", ""))
 
         def enslaved(report: Any, mac: str = mac) -> bool:
-            """Standby and primary enslaved, in a report that also lists the primary's PCI function (the
-            guest lists PCI before NICs: a report taken during the hot-plug can have the NIC only)."""
-            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
-            primary_pci = {n.pci for n in team if n.role == "primary"}
-            listed = {p.addr for p in report.pci}
-            return {"standby", "primary"} <= {n.role for n in team} and primary_pci <= listed
+            return failover_team_enslaved(report, mac, primary_pci_listed=True)
 
         waited = vm.wait_report(enslaved, NEGOTIATION_TIMEOUT)
         if not waited.ok:

@@ -85,6 +85,16 @@ def _id_matches(wanted: str, ids: Counter[str]) -> str | None:
     return None
 
 
+def failover_team_enslaved(report: GuestReport, mac: str, *, primary_pci_listed: bool = False) -> bool:
+    """The guest enslaved both the standby and the primary of the failover team with this MAC. With
+    ``primary_pci_listed``, the report must also list the primary's PCI function (the guest lists PCI
+    before NICs: a report taken during the hot-plug can have the NIC only)."""
+    team = [n for n in report.nets if (n.mac or "").lower() == mac.lower() and n.master]
+    if not {"standby", "primary"} <= {n.role for n in team}:
+        return False
+    return not primary_pci_listed or {n.pci for n in team if n.role == "primary"} <= {p.addr for p in report.pci}
+
+
 def failover_pairs(devices: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(standby, primary) device pairs: failover=on and the device naming it in failover_pair_id."""
     standbys = {d.get("id"): d for d in devices if d.get("failover") in (True, "on")}

@@ -40,6 +40,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ from conformance.live.boot import (
     qmp_cross_check,
     vm_artifacts,
 )
-from conformance.live.checks import check_report, failover_pairs
+from conformance.live.checks import check_report, failover_pairs, failover_team_enslaved
 from conformance.live.vm import GuestVm
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 from conformance.results.records import StageResult
@@ -262,7 +263,7 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
             break
         if not destination.process.is_running() and seen["source"] not in ("completed",):
             # the source may still be sending into a broken pipe: let it notice, briefly
-            if now - t0 > 0 and not _source_notices(listeners["source"], mig, seen, t0_wall, 3.0):
+            if not _source_notices(listeners["source"], mig, seen, t0_wall, 3.0):
                 problem = f"the destination QEMU died during the migration ({destination.process.exit.describe()})"
                 break
             continue
@@ -415,13 +416,8 @@ def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,
                         match=lambda e, s=sid: e.get("data", {}).get("device-id") == s) is None:
             failures.append(f"destination: no FAILOVER_NEGOTIATED for {sid} within {timeouts.replug:g} s")
             continue
-        mac = str(standby.get("mac", "")).lower()
-
-        def enslaved(report: Any, mac: str = mac) -> bool:
-            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
-            return {"standby", "primary"} <= {n.role for n in team}
-
-        if destination.wait_report(enslaved, timeouts.replug).ok:
+        back = partial(failover_team_enslaved, mac=str(standby.get("mac", "")))
+        if destination.wait_report(back, timeouts.replug).ok:
             mig.checks.append(f"destination: primary {primary.get('id')} plugged back and enslaved")
         else:
             failures.append(f"destination: the guest did not enslave the primary {primary.get('id')} again "
@@ -454,13 +450,8 @@ def _source_recovers(source: GuestVm, failover: list[tuple[dict[str, Any], dict[
     prefix = f"after {after}: migration {migration or '?'}, " if after else ""
     notes = [f"{prefix}source {run_state}, guest {'alive' if ok else 'NOT alive (' + beat + ')'}"]
     for standby, primary in failover if negotiated and ok else []:
-        mac = str(standby.get("mac", "")).lower()
-
-        def back(report: Any, mac: str = mac) -> bool:
-            team = [n for n in report.nets if (n.mac or "").lower() == mac and n.master]
-            return {"standby", "primary"} <= {n.role for n in team}
-
-        came_back = source.wait_report(back, timeouts.replug).ok
+        came_back = source.wait_report(partial(failover_team_enslaved, mac=str(standby.get("mac", ""))),
+                                       timeouts.replug).ok
         notes.append(f"primary {primary.get('id')} {'came back' if came_back else 'did NOT come back'}")
     return notes
 
