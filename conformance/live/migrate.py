@@ -223,7 +223,8 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
     except LiveError as exc:  # a monitor gone, a QEMU that died before the stream
         mig.verdict, mig.reason = "fail", f"could not start the migration: {exc.message}"
         return mig
-    seen = {"source": "", "destination": ""}
+    seen = {"source": "", "destination": ""}  # the status each side is in, as far as we know
+    last_event = {"source": "", "destination": ""}  # the status of each side's last MIGRATION event
     deadline = t0 + timeouts.migration
     unplug_since: float | None = None
     problem = ""
@@ -236,9 +237,16 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
                                                         **({"data": event["data"]} if event.get("data") else {})})
                 if event.get("event") == "MIGRATION":
                     status = event.get("data", {}).get("status", "")
-                    if status != seen[side]:
+                    if status == last_event[side]:
+                        continue
+                    last_event[side] = status
+                    if any(x["side"] == side and x["status"] == status for x in mig.timeline):
+                        continue  # already known from query-migrate
+                    mig.timeline.append({"side": side, "status": status, "t": t})
+                    # the query-migrate fallback may have seen the end before this event came in
+                    mig.timeline.sort(key=lambda s: s["t"])
+                    if seen[side] not in TERMINAL:
                         seen[side] = status
-                        mig.timeline.append({"side": side, "status": status, "t": t})
                         if on_status:
                             on_status(side, status)
 
@@ -254,7 +262,7 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
                 status = src_q.cmd("query-migrate", timeout=5).get("status", "")
                 if status and status != seen["source"] and status in TERMINAL:
                     seen["source"] = status
-                    mig.timeline.append({"side": "source", "status": status, "t": round(now - t0, 3),
+                    mig.timeline.append({"side": "source", "status": status, "t": round(time.time() - t0_wall, 3),
                                          "from": "query-migrate"})
         if seen["source"] in TERMINAL:
             break
