@@ -70,7 +70,8 @@ def shared_dir() -> Path:
 
 
 def libvirt_corpus_dir() -> Path:
-    return shared_dir() / "peer" / "libvirt-corpus"
+    """libvirt's whole x86_64/aarch64 test corpus (the curated one is a subset of it)."""
+    return shared_dir() / "peer" / "libvirt-corpus-wide"
 
 
 def cache_dir() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -219,86 +218,6 @@ def test_cli_prints_args_style_and_json(tmp_path: Path, corpus: Path, capsys) ->
     text = capsys.readouterr().out
     assert text == format_args(argv)
     assert " \\\n-machine " in text and "'{\"driver\"" in text
-
-
-# --- the libvirt corpus ----------------------------------------------------------------------
-
-
-def _comparer(corpus: Path):
-    tool = corpus.parent.parent / "tools" / "libvirt_argv_compare.py"
-    if not tool.exists():
-        pytest.skip(f"compare tool not found at {tool}")
-    spec = importlib.util.spec_from_file_location("libvirt_argv_compare", tool)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def corpus_results(corpus: Path, tree: str = "libvirt-11.3.0") -> dict[str, bool]:
-    """The compare tool's scoring, in-process: case label -> passed."""
-    tool = _comparer(corpus)
-    index = json.loads((corpus / "index.json").read_text())
-    results: dict[str, bool] = {}
-    for case in index["cases"]:
-        for var in case["variants"]:
-            if var["tree"] != tree or any(n.startswith(tool.SKIP_NEEDS) for n in var.get("needs", [])):
-                continue
-            for out in var["outputs"]:
-                if out["kind"] not in ("argv", "error") or not out.get("caps_file"):
-                    continue
-                label = f"{case['name']} [{out['arch']}-{out['qemu_version']}] {Path(out['file']).name}"
-                try:
-                    got = argv_for_file(corpus / var["input"], str(corpus / out["caps_file"]))
-                except (DomainInvalid, UnsupportedByQemu):
-                    results[label] = out["kind"] == "error"
-                    continue
-                if out["kind"] == "error":
-                    results[label] = False
-                    continue
-                want = tool.normalise(tool.parse_args_file((corpus / out["file"]).read_text()))
-                results[label] = tool.normalise(got) == want
-    return results
-
-
-@pytest.fixture(scope="module")
-def score(corpus: Path) -> dict[str, bool]:
-    return corpus_results(corpus)
-
-
-def test_corpus_teaming_cases_pass(score: dict[str, bool]) -> None:
-    teaming = {k: v for k, v in score.items() if k.startswith("net-virtio-teaming")}
-    assert len(teaming) >= 2
-    assert all(teaming.values()), teaming
-
-
-def _cpu_map_or_skip() -> None:
-    from conformance.argv.cpu_map import find_cpu_map
-
-    try:
-        folder = find_cpu_map()
-    except UnsupportedByQemu as exc:
-        pytest.skip(f"host-model cases need libvirt's CPU map: {exc}")
-    if not (folder / "x86_EPYC-Rome-v1.xml").exists():
-        pytest.skip(f"{folder} predates libvirt 11 (run `qemu-conformance builds cpu-map`)")
-
-
-def test_corpus_score(score: dict[str, bool]) -> None:
-    """libvirt 11.3.0's cases: all but firmware-auto-efi-aarch64, which needs libvirt's test firmware
-    descriptors (one of its two outputs at most: they differ only by libvirt's ABI-update flag)."""
-    _cpu_map_or_skip()
-    ratio = sum(score.values()) / len(score)
-    assert len(score) >= 80
-    assert ratio >= 0.95, f"{ratio:.2f}: " + ", ".join(k for k, v in score.items() if not v)
-    failing = {k.split(" ")[0] for k, v in score.items() if not v}
-    assert failing <= {"firmware-auto-efi-aarch64"}, failing
-
-
-def test_corpus_score_libvirt_9(corpus: Path) -> None:
-    """libvirt 9.0.0's expectations (older syntax): all but fips-enabled (the harness fakes a FIPS host)."""
-    results = corpus_results(corpus, "libvirt-9.0.0")
-    assert len(results) >= 12
-    failing = {k.split(" ")[0] for k, v in results.items() if not v}
-    assert failing <= {"fips-enabled"}, failing
 
 
 def test_throughput(corpus: Path, caps_10) -> None:

@@ -258,6 +258,7 @@ def _display_path(path: Path) -> str:
     """Where an import came from, relative to the shared corpus when it lives there."""
     resolved = path.resolve()
     parts = resolved.parts
-    if "libvirt-corpus" in parts:
-        return "/".join(parts[parts.index("libvirt-corpus"):])
+    for top in ("libvirt-corpus", "libvirt-corpus-wide"):
+        if top in parts:
+            return "/".join(parts[parts.index(top):])
     return str(resolved)

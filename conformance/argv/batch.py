@@ -1,0 +1,71 @@
+"""`python -m conformance.argv.batch`: many domain + caps pairs through one Python process.
+
+Speaks the batch protocol of libvirt_argv_compare.py (``--batch``): each stdin line is a JSON object
+``{"domain": PATH, "caps": PATH}``; each stdout line answers one input, in order, with
+``{"argv": [...]}`` or ``{"error": "one-line message"}``. ``--jobs N`` forks N workers (default: the
+number of cores) that share the parsed capability fixtures; answers keep the input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from conformance.errors import ConformanceError
+
+
+def answer(request: dict) -> dict:
+    """One request -> one reply; a bug in the builder is an error reply that says so, never a crash."""
+    from conformance.argv.command import argv_for_file
+
+    try:
+        return {"argv": argv_for_file(Path(request["domain"]), str(request["caps"]))}
+    except ConformanceError as exc:
+        return {"error": exc.format()}
+    except Exception as exc:  # the batch goes on; the reply names the bug
+        return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def _answer_line(line: str) -> str:
+    try:
+        request = json.loads(line)
+    except ValueError as exc:
+        return json.dumps({"error": f"request is not JSON: {exc}"})
+    return json.dumps(answer(request))
+
+
+def answers(lines: Iterable[str], jobs: int = 1) -> Iterator[str]:
+    """Reply lines for request lines, in order."""
+    requests = [line for line in lines if line.strip()]
+    if jobs <= 1 or len(requests) < 2 * jobs:
+        yield from map(_answer_line, requests)
+        return
+    import multiprocessing
+
+    from conformance.argv.command import load_caps
+
+    for caps in sorted({json.loads(r).get("caps", "") for r in requests if r.lstrip().startswith("{")}):
+        with contextlib.suppress(ConformanceError):
+            load_caps(str(caps))  # parsed once here, shared with the forked workers
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_answer_line, requests, chunksize=8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m conformance.argv.batch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    ns = ap.parse_args(argv)
+    for reply in answers(sys.stdin, ns.jobs):
+        sys.stdout.write(reply + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
