@@ -1,0 +1,185 @@
+"""CI shards: a deterministic split of the work (case x build x stage x peer) into n parts.
+
+A work item is one stage result to be: a case, a stage, the build it runs on
+(``VERSION-ARCH``, as ``Capabilities.label``) and, for a migration, the peer
+build. Its shard is a stable hash (SHA-256, not Python's salted ``hash``) of
+those four names, modulo n: the same item lands in the same shard on every
+machine and every run, and the n shards cover every item exactly once.
+
+Each sharded run writes OUTPUT/shard.json (its shard and a fingerprint of
+the case catalogue it ran); ``check_merge`` refuses to merge shards of
+different catalogues or of different splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance.cases import Case, Catalogue
+from conformance.errors import ConformanceError
+
+MANIFEST = "shard.json"
+STATIC_STAGES = ("parse", "argv")
+
+
+class ShardError(ConformanceError):
+    """A bad --shard value, or shards that cannot be merged."""
+
+
+@dataclass(frozen=True, order=True)
+class WorkItem:
+    case: str
+    stage: str
+    build: str  # VERSION-ARCH of the build under test (the source of a migration)
+    peer: str = ""  # migrate: VERSION-ARCH of the destination
+
+    @property
+    def key(self) -> str:
+        return "\x1f".join((self.case, self.stage, self.build, self.peer))
+
+    @property
+    def id(self) -> str:
+        """``teaming-q35.boot[7.2.22-x86_64]``, ``teaming-q35.migrate[7.2.22-x86_64->10.0.2-x86_64]``."""
+        on = f"{self.build}->{self.peer}" if self.peer else self.build
+        return f"{self.case}.{self.stage}[{on}]"
+
+
+def shard_of(item: WorkItem, count: int) -> int:
+    """The shard (1..count) that owns ``item``."""
+    digest = hashlib.sha256(item.key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not found:
+            raise ShardError(f"--shard {text!r} is not I/N", hint="e.g. --shard 2/4: the second of four shards")
+        index, count = int(found[1]), int(found[2])
+        if count < 1 or not 1 <= index <= count:
+            raise ShardError(f"--shard {text!r}: I must be between 1 and N", hint="e.g. --shard 1/4 ... --shard 4/4")
+        return cls(index, count)
+
+    def owns(self, item: WorkItem) -> bool:
+        return self.count == 1 or shard_of(item, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+WHOLE = Shard(1, 1)
+
+
+def shard_arg(value: str) -> Shard:
+    """argparse ``type=`` of --shard."""
+    import argparse
+
+    try:
+        return Shard.parse(value)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def split(items: Iterable[WorkItem], count: int) -> dict[int, list[WorkItem]]:
+    """Every item in its shard: {1: [...], ..., count: [...]}."""
+    parts: dict[int, list[WorkItem]] = {i: [] for i in range(1, count + 1)}
+    for item in items:
+        parts[shard_of(item, count)].append(item)
+    return parts
+
+
+def static_items(case: Case, build: str, arch: str) -> list[WorkItem]:
+    """The parse and argv items of a case on one build (those the case declares)."""
+    if arch not in case.arches:
+        return []
+    return [WorkItem(case.name, s, build) for s in STATIC_STAGES if s in case.stages]
+
+
+def work_items(catalogue: Catalogue, builds: Sequence[tuple[str, str]], stages: Sequence[str],
+               case_names: Iterable[str] | None = None) -> list[WorkItem]:
+    """Every work item of the catalogue's cases on ``builds`` ((VERSION-ARCH, arch) pairs), as the runner
+    plans them: parse and argv where the case declares them, boot for every bootable case, and migrate for
+    every bootable case on every same-arch (source, destination) pair, each build with itself included."""
+    names = set(case_names) if case_names is not None else None
+    items: list[WorkItem] = []
+    for case in catalogue.cases.values():
+        if names is not None and case.name not in names:
+            continue
+        for build, arch in builds:
+            items += [i for i in static_items(case, build, arch) if i.stage in stages]
+            if arch in case.arches and "boot" in case.stages:
+                if "boot" in stages:
+                    items.append(WorkItem(case.name, "boot", build))
+                if "migrate" in stages:
+                    items += [WorkItem(case.name, "migrate", build, peer) for peer, peer_arch in builds
+                              if peer_arch == arch]
+    return items
+
+
+# --- the manifest and the merge check ---------------------------------------------------
+
+def catalogue_fingerprint(catalogue: Catalogue) -> str:
+    """SHA-256 (first 16 hex digits) of the catalogue file: shards of one commit agree on it."""
+    return hashlib.sha256(catalogue.path.read_bytes()).hexdigest()[:16]
+
+
+def write_manifest(output: Path, shard: Shard, catalogue: Catalogue) -> Path:
+    """OUTPUT/shard.json: which shard this run is and which catalogue it ran."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / MANIFEST
+    path.write_text(json.dumps({"shard": str(shard), "catalogue": catalogue_fingerprint(catalogue),
+                                "catalogue_file": str(catalogue.path), "cases": len(catalogue.cases)},
+                               indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(results_file: Path) -> dict[str, str] | None:
+    path = results_file.parent / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ShardError(f"unreadable shard manifest: {exc}", path=path,
+                         hint="re-run the shard, or remove the file to merge without the check") from None
+
+
+def check_merge(results_files: Sequence[Path]) -> list[str]:
+    """Refuse results of different catalogues or of different splits; notes on missing shards.
+
+    Only files with a shard.json beside them are checked (older runs and avocado jobs have none)."""
+    manifests = [(f, m) for f in results_files if (m := read_manifest(f)) is not None]
+    if not manifests:
+        return []
+    first_file, first = manifests[0]
+    for path, manifest in manifests[1:]:
+        if manifest.get("catalogue") != first.get("catalogue"):
+            raise ShardError(
+                f"cannot merge shards of different case catalogues: {first_file} (shard {first.get('shard')}) ran "
+                f"catalogue {first.get('catalogue')}, {path} (shard {manifest.get('shard')}) ran "
+                f"{manifest.get('catalogue')}",
+                hint="run every shard from the same commit of templates/cases.toml")
+    counts = {m["shard"].split("/")[1] for _, m in manifests if "/" in m.get("shard", "")}
+    if len(counts) > 1:
+        given = ", ".join(sorted(m["shard"] for _, m in manifests))
+        raise ShardError(f"cannot merge shards of different splits ({given})",
+                         hint="give the shards of one --shard I/N split")
+    notes = []
+    if counts:
+        count = int(counts.pop())
+        have = {int(m["shard"].split("/")[0]) for _, m in manifests}
+        missing = sorted(set(range(1, count + 1)) - have)
+        if missing and count > 1:
+            notes.append(f"note: shard(s) {', '.join(f'{i}/{count}' for i in missing)} not given: "
+                         "their results are missing from the report")
+    return notes
