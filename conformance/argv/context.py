@@ -54,6 +54,39 @@ def comma_syntax(lead: str, props: dict[str, Any], *, bitmap_arrays: bool = Fals
     return ",".join(parts)
 
 
+# <driver> attribute -> the virtio transport property libvirt sets from it (qemuBuildVirtioOptionsProps)
+_VIRTIO_OPTIONS = (("iommu", "iommu_platform"), ("ats", "ats"), ("packed", "packed"), ("page_per_vq", "page-per-vq"))
+
+
+def driver_attrs(dev: Device) -> dict[str, str]:
+    """A device's <driver> attributes, typed where the model has them, else from its verbatim children."""
+    attrs = getattr(dev, "driver", None)
+    if isinstance(attrs, dict) and attrs:
+        return attrs
+    for el in dev.extra:
+        if getattr(el, "tag", None) == "driver":
+            return dict(el.attrib)
+    return {}
+
+
+def virtio_options(dev: Device) -> dict[str, bool]:
+    attrs = driver_attrs(dev)
+    return {prop: attrs[xml] == "on" for xml, prop in _VIRTIO_OPTIONS if attrs.get(xml) in ("on", "off")}
+
+
+def rom_props(rom: dict[str, str]) -> dict[str, Any]:
+    """<rom bar= file= enabled=> of a PCI device: rombar is a number on QEMU's side; a disabled ROM is an
+    empty romfile (qemuBuildRomProps)."""
+    props: dict[str, Any] = {}
+    if rom.get("enabled") == "no":
+        return {"romfile": ""}
+    if rom.get("bar") in ("on", "off"):
+        props["rombar"] = int(rom["bar"] == "on")
+    if rom.get("file") is not None:
+        props["romfile"] = rom["file"]
+    return props
+
+
 def to_json(props: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in props.items() if v is not None}, separators=(",", ":"))
 
@@ -106,7 +139,10 @@ class Ctx:
     def add(self, *args: str) -> None:
         self.argv.extend(args)
 
-    def device(self, props: dict[str, Any]) -> None:
+    def device(self, props: dict[str, Any], *, virtio: Device | None = None) -> None:
+        """One -device; ``virtio``: the domain device whose <driver> virtio options follow the driver name."""
+        if virtio is not None and (options := virtio_options(virtio)):
+            props = {"driver": props["driver"], **options, **props}
         props = {k: v for k, v in props.items() if v is not None}
         self.argv += ["-device", to_json(props) if self.json_device else comma_syntax("driver", props)]
 

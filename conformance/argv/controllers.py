@@ -50,7 +50,7 @@ def _pci(ctx: Ctx, cont: Controller) -> None:
     if t.get("hotplug") == "off":
         props["hotplug"] = False
     props.update(ctx.address_props(cont))
-    ctx.device(props)
+    ctx.device(props, virtio=cont if props["driver"].startswith("virtio") else None)
 
 
 def _other(ctx: Ctx, cont: Controller) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import disk_bus, disk_index
+from conformance.argv.harness import HOST_CDROM_PATHS
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Disk
 from conformance.errors import DomainInvalid, UnsupportedByQemu
@@ -21,8 +22,8 @@ def _storage_props(ctx: Ctx, disk: Disk, node: str) -> dict[str, Any]:
     src = disk.source
     assert src is not None
     if disk.type == "block":
-        return {"driver": "host_cdrom" if disk.device == "cdrom" else "host_device", "filename": src.attrs["dev"],
-                "node-name": node}
+        cdrom = disk.device == "cdrom" and src.attrs["dev"] in HOST_CDROM_PATHS
+        return {"driver": "host_cdrom" if cdrom else "host_device", "filename": src.attrs["dev"], "node-name": node}
     if disk.type == "file":
         return {"driver": "file", "filename": src.attrs["file"], "node-name": node}
     if disk.type == "dir":
@@ -199,7 +200,7 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["wwn"] = int(disk.wwn, 16)
     if cache and disk.device != "cdrom" and bus != "fdc":
         props["write-cache"] = "on" if cache[2] else "off"
-    ctx.device(props)
+    ctx.device(props, virtio=disk if bus == "virtio" else None)
 
 
 def disks(ctx: Ctx) -> None:
@@ -224,7 +225,7 @@ def filesystems(ctx: Ctx) -> None:
             opts.append("readonly=on")
         ctx.add("-fsdev", ",".join(opts))
         ctx.device({"driver": "virtio-9p-pci", "id": alias, "fsdev": f"fsdev-{alias}", "mount_tag": fs.target_dir,
-                    **ctx.address_props(fs)})
+                    **ctx.address_props(fs)}, virtio=fs)
 
 
 __all__ = ["disk_index", "disks", "filesystems"]

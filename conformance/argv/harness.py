@@ -18,6 +18,9 @@ VHOST_FD = 44
 SWTPM_SOCKET = "/dev/test"
 # qemu.conf of the harness: spice_password is set (so no disable-ticketing=on); spice_tls is on in
 # the harness of libvirt before 10 and off since (libvirt's own default; a few SPICE tests turn it on)
+# block devices the harness reports as host CD-ROM drives (its mock of virFileIsCDROM): a cdrom <disk> backed
+# by one gets QEMU's host_cdrom driver, any other block device host_device
+HOST_CDROM_PATHS = ("/dev/cdrom",)
 SPICE_PASSWORD_CONFIGURED = True
 SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.argv.context import Ctx
+from conformance.argv.context import Ctx, rom_props
 from conformance.domain.model import Hostdev, Interface
 from conformance.errors import UnsupportedByQemu
 
@@ -28,8 +28,5 @@ def hostdevs(ctx: Ctx) -> None:
         if id(dev) in ctx.boot_index:
             props["bootindex"] = ctx.boot_index[id(dev)]
         props.update(ctx.address_props(dev))
-        if dev.rom.get("bar"):
-            props["rombar"] = dev.rom["bar"] == "on"
-        if dev.rom.get("file") is not None:
-            props["romfile"] = dev.rom["file"]
+        props.update(rom_props(dev.rom))
         ctx.device(props)

@@ -41,4 +41,4 @@ def inputs(ctx: Ctx) -> None:
         else:
             raise DomainInvalid(f"unknown input bus {inp.bus!r}", path=ctx.domain.source, line=inp.line,
                                 hint="use ps2, usb or virtio")
-        ctx.device(props)
+        ctx.device(props, virtio=inp if inp.bus == "virtio" else None)

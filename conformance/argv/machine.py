@@ -124,7 +124,7 @@ def machine(ctx: Ctx) -> None:
     hpet = _timer(ctx, "hpet")
     if hpet is not None and "present" in hpet and ctx.caps.has("machine-hpet"):
         opts.append(f"hpet={'on' if hpet['present'] == 'yes' else 'off'}")
-    if ctx.machine is not None and ctx.machine.acpi is not None:
+    if ctx.machine is not None and ctx.machine.acpi:  # only where the machine type has ACPI at all
         opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
     ctx.add("-machine", ",".join(opts))
     ctx.add("-accel", "kvm" if d.type == "kvm" else "tcg")

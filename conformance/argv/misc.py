@@ -38,7 +38,7 @@ def memballoon(ctx: Ctx) -> None:
         props["deflate-on-oom"] = mb.attrs["autodeflate"] == "on"
     if mb.attrs.get("freePageReporting"):
         props["free-page-reporting"] = mb.attrs["freePageReporting"] == "on"
-    ctx.device(props)
+    ctx.device(props, virtio=mb)
 
 
 def rngs(ctx: Ctx) -> None:
@@ -61,7 +61,7 @@ def rngs(ctx: Ctx) -> None:
             props["max-bytes"] = int(rng.rate["bytes"])
             props["period"] = int(rng.rate.get("period", 1000))
         props.update(ctx.address_props(rng))
-        ctx.device(props)
+        ctx.device(props, virtio=rng)
 
 
 def panics(ctx: Ctx) -> None:

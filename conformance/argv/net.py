@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.argv.context import Ctx
+from conformance.argv.context import Ctx, rom_props
 from conformance.argv.harness import TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
 from conformance.domain.model import Interface
 from conformance.errors import UnsupportedByQemu
@@ -88,11 +88,8 @@ def interfaces(ctx: Ctx) -> None:
         props.update(ctx.address_props(net))
         if id(net) in ctx.boot_index:
             props["bootindex"] = ctx.boot_index[id(net)]
-        if net.rom.get("bar"):
-            props["rombar"] = net.rom["bar"] == "on"
-        if net.rom.get("file") is not None:
-            props["romfile"] = net.rom["file"]
-        ctx.device(props)
+        props.update(rom_props(net.rom))
+        ctx.device(props, virtio=net if model.startswith("virtio") else None)
 
 
 def _generated_mac(ctx: Ctx, net: Interface) -> str:
