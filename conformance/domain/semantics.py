@@ -23,8 +23,13 @@ def _unsupported(domain: Domain, message: str, dev: Device | None = None, hint: 
 
 def validate_domain(domain: Domain, caps: Capabilities | None = None) -> None:
     """Raise DomainInvalid / UnsupportedByQemu for the first rule the domain breaks."""
+    from conformance.domain.rules import first_refusal
+
     _aliases(domain)
     _teaming(domain)
+    refusal = first_refusal(domain, caps)
+    if refusal is not None:
+        raise refusal.error(domain)
     if caps is not None:
         _capabilities(domain, caps)
 

@@ -1,0 +1,632 @@
+"""libvirt's validation of a domain, rule by rule: the configurations libvirt refuses, with its messages.
+
+Each rule reads the parsed Domain (and, where libvirt asks QEMU, the Capabilities) and returns the first
+refusal it finds, or None. The message is libvirt's own (its error class first: "XML error: ...",
+"unsupported configuration: ..."), prefixed with the element it is about, so a user sees which element
+to fix and a reader can find the check in libvirt (domain_conf.c parse checks, domain_validate.c,
+qemu_validate.c, qemu_domain_address.c). Rules are listed in RULES; validate_domain runs them in order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from conformance.caps.model import Capabilities
+from conformance.domain.model import Controller, Device, Disk, Domain
+from conformance.errors import DomainInvalid, UnsupportedByQemu
+
+XML = "XML error: "
+UNSUPPORTED = "unsupported configuration: "
+INTERNAL = "internal error: "
+
+
+@dataclass(frozen=True)
+class Refusal:
+    element: str  # '<controller>' or "<disk target='sda'>"
+    message: str  # libvirt's, with its error class
+    dev: Device | None = None
+    line: int | None = None
+    by_qemu: bool = False  # refused because of these capabilities (UnsupportedByQemu), not the domain itself
+
+    def error(self, domain: Domain) -> DomainInvalid | UnsupportedByQemu:
+        cls = UnsupportedByQemu if self.by_qemu else DomainInvalid
+        line = self.line if self.line is not None else (self.dev.line if self.dev is not None else None)
+        return cls(f"{self.element}: {self.message}", path=domain.source, line=line)
+
+
+Rule = Callable[[Domain, "Capabilities | None"], Iterator[Refusal]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def first_refusal(domain: Domain, caps: Capabilities | None) -> Refusal | None:
+    for check in RULES:
+        for refusal in check(domain, caps):
+            return refusal
+    return None
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def machine_name(domain: Domain, caps: Capabilities | None) -> str:
+    name = domain.os.machine or ""
+    if caps is not None:
+        found = caps.machine(name) if name else caps.default_machine()
+        if found is not None:
+            return found.name
+    return name
+
+
+def is_q35(name: str) -> bool:
+    return name == "q35" or name.startswith("pc-q35")
+
+
+def is_i440fx(name: str) -> bool:
+    return name == "pc" or name.startswith(("pc-i440fx", "pc-0.", "pc-1."))
+
+
+def is_arm_virt(domain: Domain, name: str) -> bool:
+    return (domain.os.arch or "").startswith(("aarch64", "arm")) and (name == "virt" or name.startswith("virt-"))
+
+
+def _on(value: str | None) -> bool:
+    return value in ("on", "yes")
+
+
+def _child(elements: list, tag: str):
+    return next((e for e in elements if getattr(e, "tag", None) == tag), None)
+
+
+def _children(elements: list, tag: str) -> list:
+    return [e for e in elements if getattr(e, "tag", None) == tag]
+
+
+def _ctl(cont: Controller) -> str:
+    return f"<controller type='{cont.type}' index='{cont.index}'>"
+
+
+def _disk(disk: Disk) -> str:
+    return f"<disk target='{disk.target_dev}'>"
+
+
+# --- controllers and PCI addresses --------------------------------------------------------------------
+
+
+@rule
+def controller_indexes(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    seen: set[tuple[str, int]] = set()
+    for cont in domain.devices.controllers:
+        if cont.index is not None and cont.index < 0:
+            yield Refusal("<controller>", f"{XML}Invalid value for attribute 'index' in element 'controller': "
+                                          f"'{cont.index}'. Expected non-negative value", cont)
+        if cont.index is not None:
+            key = (cont.type, cont.index)
+            if key in seen and cont.type != "usb":
+                yield Refusal(_ctl(cont), f"{XML}Multiple '{cont.type}' controllers with index '{cont.index}'", cont)
+            seen.add(key)
+        if cont.type == "pci" and cont.model in ("pci-root", "pcie-root") and (cont.index or 0) != 0:
+            yield Refusal(_ctl(cont), f"{XML}pci-root and pcie-root controllers should have index 0", cont)
+
+
+@rule
+def pci_root_matches_machine(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    name = machine_name(domain, caps)
+    want = "pcie-root" if is_q35(name) else "pci-root" if is_i440fx(name) else None
+    for cont in domain.devices.controllers:
+        if want and cont.type == "pci" and cont.index == 0 and cont.model and cont.model != want:
+            yield Refusal(_ctl(cont), f"{XML}The PCI controller with index='0' must be model='{want}' for this "
+                                      f"machine type, but model='{cont.model}' was found instead", cont)
+
+
+@rule
+def pci_address_ranges(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for dev in domain.all_devices():
+        addr = dev.address
+        if addr is None or addr.type != "pci":
+            continue
+        if addr.domain is not None and addr.domain > 0xFFFF:
+            yield Refusal("<address type='pci'>", f"{XML}Invalid PCI address domain='0x{addr.domain:x}', "
+                                                  "must be <= 0xFFFF", dev)
+        if addr.bus is not None and addr.bus > 0xFF:
+            yield Refusal("<address type='pci'>", f"{XML}Invalid PCI address bus='0x{addr.bus:x}', must be <= 0xFF",
+                          dev)
+        if addr.slot is not None and addr.slot > 0x1F:
+            yield Refusal("<address type='pci'>", f"{XML}Invalid PCI address slot='0x{addr.slot:x}', "
+                                                  "must be <= 0x1F", dev)
+        if addr.function is not None and addr.function > 7:
+            yield Refusal("<address type='pci'>", f"{XML}Invalid PCI address function=0x{addr.function:x}, "
+                                                  "must be <= 7", dev)
+
+
+@rule
+def zpci_needs_s390(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    if (domain.os.arch or (caps.arch if caps else "")).startswith("s390"):
+        return
+    for dev in domain.devices.hostdevs:
+        if dev.address is not None and dev.address.type == "pci" and "zpci" in dev.address.extra:
+            yield Refusal("<hostdev>", f"{UNSUPPORTED}This QEMU binary doesn't support zPCI", dev, by_qemu=True)
+
+
+# --- USB ----------------------------------------------------------------------------------------------
+
+USB_MAX_PORTS = {"nec-xhci": 15, "qemu-xhci": 15}
+_USB_COMPANIONS = ("ich9-uhci1", "ich9-uhci2", "ich9-uhci3")
+
+
+@rule
+def usb_controllers(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    usb = [c for c in domain.devices.controllers if c.type == "usb"]
+    if any(c.model == "none" for c in usb) and len(usb) > 1:
+        yield Refusal("<controller type='usb'>", "Can't add another USB controller: USB is disabled for this domain",
+                      usb[1])
+    for cont in usb:
+        limit = USB_MAX_PORTS.get(cont.model or "")
+        if limit and int(cont.attrs.get("ports", 0) or 0) > limit:
+            yield Refusal(_ctl(cont), f"{UNSUPPORTED}'{cont.model}' controller only supports up to '{limit}' ports",
+                          cont)
+        if cont.model in _USB_COMPANIONS:
+            masters = [c for c in usb if c.index == cont.index and c.model not in _USB_COMPANIONS]
+            if not masters:
+                yield Refusal(_ctl(cont), "No master USB controller specified", cont)
+        if caps is not None and cont.model == "nec-xhci" and not caps.has("nec-usb-xhci") and \
+                not caps.has_type("nec-usb-xhci"):
+            yield Refusal(_ctl(cont), f"{UNSUPPORTED}USB controller model 'nec-xhci' not supported in this QEMU "
+                                      "binary", cont, by_qemu=True)
+
+
+def _usb_devices(domain: Domain) -> list[tuple[str, Device | None, object]]:
+    """(element, device, address) of everything on a USB port, hubs (kept verbatim) included."""
+    d = domain.devices
+    out: list[tuple[str, Device | None, object]] = []
+    for inp in d.inputs:
+        if inp.bus == "usb":
+            out.append((f"<input type='{inp.type}' bus='usb'>", inp, inp.address))
+    for disk in d.disks:
+        if disk.target_bus == "usb":
+            out.append((_disk(disk), disk, disk.address))
+    for el in d.other:
+        if el.tag == "hub":
+            addr = _child(list(el), "address")
+            out.append(("<hub type='usb'>", None, (el, addr)))
+    return out
+
+
+def _usb_address(entry: object) -> tuple[str | None, str | None, int | None]:
+    """(bus, port, line) of a typed Address or a verbatim (<hub>, <address>) pair."""
+    if isinstance(entry, tuple):
+        el, addr = entry
+        if addr is None or addr.get("type") != "usb":
+            return None, None, el.sourceline
+        return addr.get("bus", "0"), addr.get("port"), el.sourceline
+    if entry is None or getattr(entry, "type", None) != "usb":
+        return None, None, None
+    return str(entry.bus or 0), entry.port, None
+
+
+@rule
+def usb_devices(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    usb = [c for c in domain.devices.controllers if c.type == "usb"]
+    disabled = any(c.model == "none" for c in usb)
+    hubs: dict[str, set[str]] = {}
+    ports: dict[tuple[str, str], str] = {}
+    for element, dev, entry in _usb_devices(domain):
+        bus, port, line = _usb_address(entry)
+        if disabled:
+            if element.startswith("<hub"):
+                yield Refusal(element, f"{UNSUPPORTED}Can't add USB hub: USB is disabled for this domain", dev, line)
+            elif element.startswith("<input"):
+                yield Refusal(element, f"{UNSUPPORTED}Can't add USB input device. USB bus is disabled", dev, line)
+        if bus is None:
+            continue
+        if usb and not any(str(c.index or 0) == bus for c in usb):
+            yield Refusal(element, f"{XML}USB bus {bus} requested but no controller with that index is present",
+                          dev, line)
+        if not port:
+            continue
+        parts = port.split(".")
+        if len(parts) > 5 or not all(p.isdigit() for p in parts):
+            yield Refusal(element, f"{INTERNAL}Cannot parse <address> 'port' attribute", dev, line)
+            continue
+        if (bus, port) in ports:
+            yield Refusal(element, f"{XML}Duplicate USB address bus {bus} port {port}", dev, line)
+        ports[(bus, port)] = element
+        if len(parts) > 1:
+            missing = next((".".join(parts[:n]) for n in range(1, len(parts))
+                            if ".".join(parts[:n]) not in hubs.get(bus, set())), None)
+            if missing is not None:
+                yield Refusal(element, f"{XML}there is no hub at port {missing} in USB address bus: {bus} "
+                                       f"port: {port}", dev, line)
+            elif int(parts[-1]) > 8:
+                yield Refusal(element, f"{XML}requested USB port {port} not present on USB bus {bus}", dev, line)
+        if element.startswith("<hub"):
+            hubs.setdefault(bus, set()).add(port)
+
+
+@rule
+def usb_disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for disk in domain.devices.disks:
+        if disk.target_bus != "usb":
+            continue
+        if disk.address is not None and disk.address.type not in ("usb", ""):
+            yield Refusal(_disk(disk), f"{INTERNAL}unexpected address type for usb disk", disk)
+        if disk.source is None or not disk.source.path:
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'usb' disk must not be empty", disk)
+
+
+# --- disks --------------------------------------------------------------------------------------------
+
+
+@rule
+def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    drive_addresses: dict[tuple, Disk] = {}
+    for disk in domain.devices.disks:
+        fmt = disk.driver.get("type")
+        if re.search(r"\d$", disk.target_dev) and disk.target_dev.startswith(("hd", "sd", "vd", "xvd")):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}invalid disk target '{disk.target_dev}', partitions can't "
+                                       "appear in disk targets", disk)
+        if len(disk.target_dev) > 8 and disk.address is None and disk.target_dev.startswith(("hd", "sd", "vd")):
+            yield Refusal(_disk(disk), f"{XML}Unknown disk name '{disk.target_dev}' and no address specified", disk)
+        if fmt == "cow":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'cow' storage format is not supported", disk)
+        if fmt in ("dir", "directory"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'directory' storage format is not directly supported by QEMU, "
+                                       "use 'dir' disk type instead", disk)
+        if fmt == "iso":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}storage format 'iso' is not directly supported by QEMU, "
+                                       "use 'raw' instead", disk)
+        if disk.device == "lun" and disk.type not in ("block", "network", "volume"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is only valid for block type disk source",
+                          disk)
+        bus = disk.target_bus or ""
+        if disk.vendor is not None and bus != "scsi":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}Only scsi disk supports 'vendor'", disk)
+        if disk.product is not None and bus != "scsi" and bus != "sata":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}Only scsi disk supports 'product'", disk)
+        if disk.vendor is not None and len(disk.vendor) > 8:
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk vendor is more than 8 characters", disk)
+        if disk.product is not None and len(disk.product) > 16:
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk product is more than 16 characters", disk)
+        if disk.shareable and fmt and fmt != "raw" and disk.device != "lun":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}shared access for disk '{disk.target_dev}' requires use of "
+                                       "supported storage format", disk)
+        addr = disk.address
+        if addr is not None and addr.type == "drive":
+            key = (bus, addr.controller or 0, addr.bus or 0, addr.target or 0, addr.unit or 0)
+            if key in drive_addresses:
+                yield Refusal(_disk(disk), f"{UNSUPPORTED}Found duplicate drive address for disk with target name "
+                                           f"'{disk.target_dev}' controller='{key[1]}' bus='{key[2]}' "
+                                           f"target='{key[3]}' unit='{key[4]}'", disk)
+            drive_addresses[key] = disk
+        if _child(disk.extra, "iotune") is not None and _child(disk.extra, "throttlefilters") is not None:
+            yield Refusal(_disk(disk), f"Operation not supported: block 'throttlefilters' can't be used together "
+                                       f"with 'iotune' for disk '{disk.target_dev}'", disk)
+
+
+# --- other devices ------------------------------------------------------------------------------------
+
+
+@rule
+def controllers_options(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for cont in domain.devices.controllers:
+        if cont.driver.get("iothread") and not (cont.type == "scsi" and (cont.model or "").startswith("virtio")):
+            yield Refusal(_ctl(cont), f"{XML}'iothread' attribute only supported for virtio scsi controllers", cont)
+
+
+@rule
+def interfaces(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for net in domain.devices.interfaces:
+        size = net.driver.get("rx_queue_size")
+        if size and size.isdigit() and int(size) & (int(size) - 1):
+            yield Refusal("<interface>", f"{UNSUPPORTED}rx_queue_size has to be a power of two", net)
+        queues = net.driver.get("queues")
+        if queues and queues.lstrip("-").isdigit() and int(queues) < 0:
+            yield Refusal("<interface>", f"{XML}Invalid value for attribute 'queues' in element 'driver': "
+                                         f"'{queues}'. Expected non-negative integer value", net)
+        if net.type == "user" and _child(net.extra, "portForward") is not None and net.backend.get("type") != "passt":
+            yield Refusal("<interface type='user'>", f"{UNSUPPORTED}The <portForward> element can only be used with "
+                                                     "the 'passt' backend of interface type='user' or "
+                                                     "type='vhostuser'", net)
+
+
+@rule
+def inputs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    ps2 = domain.features.get("ps2")
+    ps2_off = ps2 is not None and ps2.attrs.get("state") == "off"
+    for inp in domain.devices.inputs:
+        if ps2_off and inp.bus == "ps2":
+            yield Refusal("<input bus='ps2'>", f"{UNSUPPORTED}ps2 bus inputs require the ps2 feature not to be "
+                                               "disabled", inp)
+        if inp.model in ("virtio-transitional", "virtio-non-transitional") and inp.type not in ("passthrough",):
+            yield Refusal(f"<input type='{inp.type}'>", f"{UNSUPPORTED}virtio (non-)transitional models are not "
+                                                        f"supported for input type={inp.type}", inp)
+    vmport = domain.features.get("vmport")
+    if ps2_off and vmport is not None and vmport.attrs.get("state") == "on":
+        yield Refusal("<vmport>", f"{UNSUPPORTED}vmport feature requires the ps2 feature not to be disabled")
+
+
+@rule
+def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    vids = domain.devices.videos
+    if len(vids) > 1 and any(v.model == "none" for v in vids):
+        yield Refusal("<video>", f"{UNSUPPORTED}a 'none' video type must be the only video device defined for the "
+                                 "domain", vids[0])
+    if sum(v.primary for v in vids) > 1:
+        yield Refusal("<video>", f"{UNSUPPORTED}Only one primary video device is supported", vids[1])
+    for vid in vids:
+        if vid.model == "ramfb" and vid.address is not None:
+            yield Refusal("<video type='ramfb'>", f"{UNSUPPORTED}address not supported for video type ramfb", vid)
+
+
+@rule
+def iommu(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    dev = domain.devices.iommu
+    if dev is None:
+        return
+    name = machine_name(domain, caps)
+    element = f"<iommu model='{dev.model}'>"
+    if dev.model == "intel" and not is_q35(name):
+        yield Refusal(element, f"{UNSUPPORTED}IOMMU device: 'intel' is only supported with Q35 machines", dev)
+    if dev.model == "virtio":
+        if dev.driver:
+            yield Refusal(element, f"{XML}iommu model 'virtio' doesn't support additional attributes", dev)
+        if not (is_q35(name) or is_arm_virt(domain, name)):
+            yield Refusal(element, f"{UNSUPPORTED}IOMMU device: 'virtio' is only supported with Q35 and ARM Virt "
+                                   "machines", dev)
+        if dev.address is not None and dev.address.type != "pci":
+            yield Refusal(element, f"{UNSUPPORTED}IOMMU device: 'virtio' needs a PCI address", dev)
+        if "acpi" not in domain.features:
+            yield Refusal(element, f"{UNSUPPORTED}IOMMU device: 'virtio' requires ACPI", dev)
+
+
+@rule
+def tpms(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    arch = domain.os.arch or (caps.arch if caps else "")
+    for tpm in domain.devices.tpms:
+        if not tpm.backend_type:
+            yield Refusal("<tpm>", f"{XML}missing TPM device backend", tpm)
+        version = tpm.backend_attrs.get("version")
+        if arch == "aarch64" and tpm.model == "tpm-tis" and version in (None, "1.2"):
+            yield Refusal("<tpm model='tpm-tis'>", f"{UNSUPPORTED}TPM 1.2 is not supported on architecture "
+                                                   "'aarch64'", tpm)
+
+
+@rule
+def chardevs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    d = domain.devices
+    for chr_ in [*d.serials, *d.parallels, *d.channels, *d.consoles]:
+        element = f"<{chr_.kind} type='{chr_.type}'>"
+        if chr_.type == "unix" and not chr_.source_attr("path") and chr_.target_type != "virtio":
+            yield Refusal(element, f"{INTERNAL}Missing source path attribute for char device", chr_)
+        for src in chr_.sources:
+            rec = _child(src.children, "reconnect")
+            if rec is not None and rec.get("enabled") == "yes":
+                if src.attrs.get("mode", "connect") != "connect":
+                    yield Refusal(element, f"{INTERNAL}chardev reconnect is possible only for connect mode", chr_)
+                if rec.get("timeout") == "0":
+                    yield Refusal(element, "invalid argument: chardev reconnect source timeout cannot be '0'", chr_)
+        if chr_.type == "tcp" and chr_.protocol not in (None, "raw", "telnet", "telnets", "tls"):
+            yield Refusal(element, f"{UNSUPPORTED}tcp chardev protocol '{chr_.protocol}' not supported", chr_)
+        if chr_.type == "tcp" and chr_.protocol == "tls":
+            yield Refusal(element, f"{UNSUPPORTED}tcp chardev protocol 'tls' not supported", chr_)
+
+
+# --- machine features, CPU, memory --------------------------------------------------------------------
+
+_PSERIES_FEATURES = ("hpt", "htm", "nested-hv", "ccf-assist", "cfpc", "sbbc", "ibs")
+
+
+@rule
+def machine_features(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    name = machine_name(domain, caps)
+    arch = domain.os.arch or (caps.arch if caps else "")
+    gic = domain.features.get("gic")
+    if gic is not None:
+        version = gic.attrs.get("version")
+        if version is not None and version not in ("2", "3", "host"):
+            yield Refusal("<gic>", f"{XML}Invalid value for attribute 'version' in element 'gic': '{version}'.")
+        elif not is_arm_virt(domain, name):
+            yield Refusal("<gic>", f"{UNSUPPORTED}The 'gic' feature is not supported for architecture '{arch}' or "
+                                   f"machine type '{name}'")
+    for feat in _PSERIES_FEATURES:
+        if feat in domain.features and not name.startswith("pseries"):
+            yield Refusal(f"<{feat}>", f"{UNSUPPORTED}The '{feat}' feature is not supported for architecture "
+                                       f"'{arch}' or machine type '{name}'")
+    smm = domain.features.get("smm")
+    tseg = _child(smm.children, "tseg") if smm is not None else None
+    if tseg is not None:
+        if not is_q35(name):
+            yield Refusal("<tseg>", f"{UNSUPPORTED}SMM TSEG is only supported with q35 machine type")
+        unit = (tseg.get("unit") or "MiB").lower()
+        scale = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1 << 20, "m": 1 << 20, "gib": 1 << 30}.get(unit)
+        if scale and (tseg.text or "").strip().isdigit() and int(tseg.text) * scale % (1 << 20):
+            yield Refusal("<tseg>", f"{UNSUPPORTED}SMM TSEG size must be divisible by 1 MiB")
+    if caps is not None and "acpi" in domain.features:
+        found = caps.machine(name) if name else None
+        if found is not None and found.acpi is False:
+            yield Refusal("<acpi>", f"{UNSUPPORTED}machine type '{name}' does not support ACPI", by_qemu=True)
+    timeout = domain.os.bootmenu.get("timeout")
+    if timeout is not None and (not timeout.isdigit() or int(timeout) > 65535):
+        yield Refusal("<bootmenu>", f"{UNSUPPORTED}invalid value for boot menu timeout, must be in range [0,65535]")
+
+
+@rule
+def cpu(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    cpu = domain.cpu
+    if cpu is None:
+        return
+    cache = _child(cpu.extra, "cache")
+    if cache is not None:
+        mode = cache.get("mode")
+        if mode == "emulate" and cache.get("level") != "3":
+            yield Refusal("<cache>", f"{UNSUPPORTED}CPU cache mode 'emulate' can only be used with level='3'")
+        if mode == "passthrough" and cpu.mode not in ("host-passthrough", "maximum"):
+            yield Refusal("<cache>", f"{UNSUPPORTED}CPU cache mode 'passthrough' can only be used with "
+                                     "'host-passthrough' / 'maximum' CPUs")
+    phys = _child(cpu.extra, "maxphysaddr")
+    if phys is not None and phys.get("mode") == "passthrough" and phys.get("bits") and \
+            cpu.mode not in ("host-passthrough", "maximum"):
+        yield Refusal("<maxphysaddr>", f"{UNSUPPORTED}CPU maximum physical address bits number specification "
+                                       "cannot be used with mode='passthrough'")
+    disabled = {n for p, n in cpu.features if p in ("disable", "forbid")}
+    if "sve" in disabled and any(re.fullmatch(r"sve\d+", n) and p in ("require", "force")
+                                 for p, n in cpu.features):
+        yield Refusal("<feature name='sve'>", f"{UNSUPPORTED}SVE disabled, but SVE vector lengths provided")
+    ids = [i if c.id is None else c.id for i, c in enumerate(cpu.numa)]  # no id: the cell's position
+    if ids and sorted(ids) != list(range(len(ids))):
+        yield Refusal("<cell>", f"{XML}Exactly one 'cell' element per guest NUMA cell allowed, non-contiguous "
+                                "ranges or ranges not starting from 0 are not allowed")
+    for cell in cpu.numa:
+        dist = _child(cell.children, "distances")
+        for sib in _children(list(dist) if dist is not None else [], "sibling"):
+            if sib.get("id") is not None and int(sib.get("id")) not in ids:
+                yield Refusal("<sibling>", f"{XML}'sibling_id {sib.get('id')}' does not refer to a valid cell "
+                                           f"within NUMA 'cell id {cell.id}'", line=sib.sourceline)
+        access = cell.attrs.get("memAccess")
+        if access is not None and access not in ("shared", "private", "default"):
+            yield Refusal("<cell>", f"{XML}Invalid value for attribute 'memAccess' in element 'cell': '{access}'.")
+
+
+@rule
+def memory(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    if domain.max_memory_kib and (domain.cpu is None or not domain.cpu.numa) and \
+            any(m.model in ("dimm", "nvdimm") for m in domain.devices.memories):
+        yield Refusal("<maxMemory>", f"{UNSUPPORTED}At least one numa node has to be configured when enabling "
+                                     "memory hotplug")
+    cells = len(domain.cpu.numa) if domain.cpu is not None else 0
+    for mem in domain.devices.memories:
+        if mem.target_node is not None and cells and mem.target_node >= cells:
+            yield Refusal(f"<memory model='{mem.model}'>", f"can't add memory backend for guest node "
+                                                           f"'{mem.target_node}' as the guest has only '{cells}' NUMA "
+                                                           "nodes configured", mem)
+    nt = domain.numatune
+    if nt is not None:
+        mode = nt.memory.get("mode")
+        if nt.memnodes and not cells:
+            yield Refusal("<memnode>", f"{XML}Element 'memnode' is invalid without any guest NUMA cells")
+        for node in nt.memnodes:
+            if mode == "restrictive" and node.get("mode") != "restrictive":
+                yield Refusal("<memnode>", f"{XML}'restrictive' mode is required in memnode element when mode is "
+                                           "'restrictive' in memory element")
+            if node.get("mode") == "restrictive" and mode != "restrictive":
+                yield Refusal("<memnode>", f"{XML}'restrictive' mode is required in memory element when mode is "
+                                           "'restrictive' in memnode element")
+        if nt.memory.get("placement") == "static" and not nt.memory.get("nodeset") and \
+                domain.vcpu_attrs.get("placement") == "auto":
+            yield Refusal("<numatune>", f"{UNSUPPORTED}nodeset for NUMA memory tuning must be set if 'placement' "
+                                        "is 'static'")
+        if nt.memnodes and (nt.memory.get("placement") == "auto" or
+                            (not nt.memory.get("placement") and domain.vcpu_attrs.get("placement") == "auto"
+                             and not nt.memory.get("nodeset"))):
+            yield Refusal("<numatune>", f"{UNSUPPORTED}Per-node binding is not compatible with automatic NUMA "
+                                        "placement.")
+        nodeset = nt.memory.get("nodeset")
+        if nodeset is not None and _bitmap(nodeset) == set():
+            yield Refusal("<numatune>", f"{UNSUPPORTED}Invalid value of 'nodeset': {nodeset}")
+    cpuset = domain.vcpu_attrs.get("cpuset")
+    if cpuset is not None and _bitmap(cpuset) is None:
+        yield Refusal("<vcpu>", f"invalid argument: Failed to parse bitmap '{cpuset}'")
+
+
+def _bitmap(text: str) -> set[int] | None:
+    """libvirt's bitmap syntax ('0-3,^2'): the set, or None when it does not parse."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        neg = part.startswith("^")
+        part = part.lstrip("^")
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            return None
+        nums = set(range(int(m[1]), int(m[2] or m[1]) + 1))
+        out = out - nums if neg else out | nums
+    return out
+
+
+@rule
+def sysinfo(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for el in _children(domain.extra, "sysinfo"):
+        if el.get("type") != "smbios":
+            continue
+        for entry in el.iter("entry"):
+            name, value = entry.get("name"), (entry.text or "").strip()
+            if name == "date" and entry.getparent().tag == "bios" and \
+                    not re.fullmatch(r"\d{2}/\d{2}/(\d{2}|\d{4})", value):
+                yield Refusal("<sysinfo>", "Invalid BIOS 'date' format", line=entry.sourceline)
+            if name == "uuid" and entry.getparent().tag == "system" and domain.uuid and \
+                    value.replace("-", "").lower() != domain.uuid.replace("-", "").lower():
+                yield Refusal("<sysinfo>", "UUID mismatch between <uuid> and <sysinfo>", line=entry.sourceline)
+
+
+@rule
+def seclabels(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    labels = _children(domain.extra, "seclabel")
+    models = [s.get("model") for s in labels]
+    seen: set[str] = set()
+    for model in models:  # duplicates while reading the labels, a missing model after (virSecurityLabelDefsParseXML)
+        if model is not None and model in seen:
+            yield Refusal("<seclabel>", f"seclabel for model {model} is already provided")
+        if model is not None:
+            seen.add(model)
+    if len(labels) > 1 and None in models:
+        yield Refusal("<seclabel>", f"{XML}missing security model when using multiple labels",
+                      line=labels[0].sourceline)
+    for dev in domain.devices.disks:
+        nodes = [*(dev.source.children if dev.source else []), *dev.extra]
+        dlabels = _children(nodes, "seclabel")
+        if len(dlabels) > 1 and any(s.get("model") is None for s in dlabels):
+            yield Refusal(_disk(dev), f"{XML}missing security model when using multiple labels", dev)
+        for s in dlabels:
+            if s.get("relabel") == "yes" and _child(list(s), "label") is None and s.get("model"):
+                yield Refusal(_disk(dev), f"{XML}Cannot specify relabel if label is missing. model={s.get('model')}",
+                              dev)
+
+
+@rule
+def shmems(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for el in domain.devices.other:
+        if el.tag != "shmem":
+            continue
+        size = _child(list(el), "size")
+        if size is not None:
+            unit = (size.get("unit") or "b").lower()
+            scale = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
+                     "gib": 1 << 30}.get(unit, 1)
+            n = int((size.text or "0").strip() or 0) * scale
+            if n < (1 << 20) or n & (n - 1):
+                yield Refusal("<shmem>", f"{XML}shmem size must be a power of 2 and at least 1 MiB (1024 KiB)",
+                              line=el.sourceline)
+        addr = _child(list(el), "address")
+        if addr is not None and addr.get("type") != "pci":
+            yield Refusal("<shmem>", f"{UNSUPPORTED}only 'pci' addresses are supported for the shared memory device",
+                          line=el.sourceline)
+        msi = _child(list(el), "msi")
+        server = _child(list(el), "server")
+        if msi is not None and server is None:
+            yield Refusal("<shmem>", f"{XML}msi option is only supported with a server", line=el.sourceline)
+
+
+@rule
+def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    loader, nvram = domain.os.loader, domain.os.nvram
+    if loader is None:
+        return
+    stateless = loader.attrs.get("stateless") == "yes"
+    if nvram is not None:
+        if loader.attrs.get("type") == "rom":
+            yield Refusal("<nvram>", "Only pflash loader type permits NVRAM")
+        elif stateless and nvram.path:
+            yield Refusal("<nvram>", "NVRAM is not permitted when loader is stateless")
+        elif stateless and nvram.attrs.get("template"):
+            yield Refusal("<nvram>", "NVRAM template is not permitted when loader is stateless")
+    if not loader.path and domain.os.firmware is None:
+        yield Refusal("<loader>", "no loader path specified and firmware auto selection disabled")
+
+
+RULE_NAMES = [r.__name__ for r in RULES]

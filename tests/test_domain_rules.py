@@ -1,0 +1,74 @@
+"""libvirt's validation rules (conformance/domain/rules.py): each refusal names the element, carries
+libvirt's message, and valid neighbours of a refused domain still pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.domain.parse import parse_domain
+from conformance.domain.rules import RULES, first_refusal
+from conformance.domain.semantics import validate_domain
+from conformance.errors import DomainInvalid
+
+BASE = """<domain type='qemu'>
+  <name>g</name>
+  <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+  <memory unit='MiB'>512</memory>
+  <os><type arch='x86_64' machine='{machine}'>hvm</type></os>
+  <devices>
+{devices}
+  </devices>
+</domain>
+"""
+
+
+def refusal(devices: str, machine: str = "pc"):
+    return first_refusal(parse_domain(BASE.format(machine=machine, devices=devices)), None)
+
+
+@pytest.mark.parametrize(("devices", "machine", "element", "message"), [
+    ("<controller type='pci' index='0' model='pcie-root'/>", "pc", "<controller type='pci' index='0'>",
+     "must be model='pci-root' for this machine type, but model='pcie-root' was found instead"),
+    ("<controller type='pci' index='0' model='pci-root'/>", "q35", "<controller type='pci' index='0'>",
+     "must be model='pcie-root'"),
+    ("<interface type='user'><model type='rtl8139'/>"
+     "<address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x8'/></interface>", "pc",
+     "<address type='pci'>", "Invalid PCI address function=0x8, must be <= 7"),
+    ("<controller type='usb' index='0' model='none'/><input type='tablet' bus='usb'/>", "pc",
+     "<input type='tablet' bus='usb'>", "Can't add USB input device. USB bus is disabled"),
+    ("<controller type='usb' index='0' model='qemu-xhci' ports='16'/>", "q35", "<controller type='usb' index='0'>",
+     "'qemu-xhci' controller only supports up to '15' ports"),
+    ("<disk type='file' device='disk'><driver name='qemu' type='iso'/><source file='/a.iso'/>"
+     "<target dev='vda' bus='virtio'/></disk>", "pc", "<disk target='vda'>",
+     "storage format 'iso' is not directly supported by QEMU, use 'raw' instead"),
+    ("<video><model type='vga' primary='yes'/></video><video><model type='qxl' primary='yes'/></video>", "pc",
+     "<video>", "Only one primary video device is supported"),
+    ("<iommu model='intel'/>", "pc", "<iommu model='intel'>",
+     "IOMMU device: 'intel' is only supported with Q35 machines"),
+])
+def test_rule_refuses_with_libvirts_message(devices: str, machine: str, element: str, message: str) -> None:
+    found = refusal(devices, machine)
+    assert found is not None
+    assert found.element == element
+    assert message in found.message
+
+
+def test_valid_neighbours_pass() -> None:
+    assert refusal("<controller type='pci' index='0' model='pci-root'/>", "pc") is None
+    assert refusal("<controller type='usb' index='0' model='qemu-xhci' ports='15'/>", "q35") is None
+    assert refusal("<video><model type='vga' primary='yes'/></video><video><model type='qxl'/></video>") is None
+    assert refusal("<iommu model='intel'/>", "q35") is None
+
+
+def test_refusal_is_one_line_naming_element_and_line() -> None:
+    xml = BASE.format(machine="pc", devices="<controller type='pci' index='0' model='pcie-root'/>")
+    with pytest.raises(DomainInvalid) as err:
+        validate_domain(parse_domain(xml, source="g.xml"))
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("g.xml:7: <controller type='pci' index='0'>: XML error: ")
+
+
+def test_rules_are_named_and_unique() -> None:
+    names = [r.__name__ for r in RULES]
+    assert len(names) == len(set(names)) >= 20
