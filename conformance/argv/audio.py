@@ -37,8 +37,65 @@ def audiodevs(ctx: Ctx) -> None:
             ctx.add("-audiodev", _json({"id": "audio1", "driver": backend}))
         return
     for audio in audios:
-        props: dict[str, Any] = {"id": f"audio{audio.id}", "driver": audio.type}
-        ctx.add("-audiodev", _json(props))
+        ctx.add("-audiodev", _json(audiodev_props(audio)))
+
+
+# libvirt <audio type=> -> QEMU's audiodev driver where the names differ
+_DRIVERS = {"pulseaudio": "pa", "file": "wav"}
+# audio-level attributes QEMU takes (per type), XML name -> (QEMU name, kind); others (sdl driver, pipewire
+# runtimeDir) go to QEMU's environment, not to -audiodev
+_TOP = {"timerPeriod": ("timer-period", int), "path": ("path", str), "serverName": ("server", str),
+        "tryMMap": ("try-mmap", bool), "exclusive": ("exclusive", bool), "dspPolicy": ("dsp-policy", int)}
+_TOP_BY_TYPE = {"file": ("path",), "pulseaudio": ("serverName",), "oss": ("tryMMap", "exclusive", "dspPolicy")}
+# <input>/<output> attributes: the common ones, then those of each back-end
+_STREAM = {"mixingEngine": ("mixing-engine", bool), "fixedSettings": ("fixed-settings", bool),
+           "voices": ("voices", int), "bufferLength": ("buffer-length", int)}
+_STREAM_BY_TYPE = {
+    "alsa": {"dev": ("dev", str)},
+    "oss": {"dev": ("dev", str), "bufferCount": ("buffer-count", int), "tryPoll": ("try-poll", bool)},
+    "coreaudio": {"bufferCount": ("buffer-count", int)},
+    "sdl": {"bufferCount": ("buffer-count", int)},
+    "jack": {"serverName": ("server-name", str), "clientName": ("client-name", str),
+             "connectPorts": ("connect-ports", str), "exactName": ("exact-name", bool)},
+    "pulseaudio": {"name": ("name", str), "streamName": ("stream-name", str), "latency": ("latency", int)},
+    "pipewire": {"name": ("name", str), "streamName": ("stream-name", str), "latency": ("latency", int)},
+}
+
+
+def _value(text: str, kind: type) -> Any:
+    if kind is bool:
+        return text == "yes"
+    return int(text) if kind is int else text
+
+
+def _stream(audio_type: str, el: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for xml, (name, kind) in _STREAM.items():
+        if el.get(xml) is not None:
+            props[name] = _value(el.get(xml), kind)
+    settings = next((c for c in el if c.tag == "settings"), None)
+    if settings is not None:
+        for key, kind in (("frequency", int), ("channels", int), ("format", str)):
+            if settings.get(key) is not None:
+                props[key] = _value(settings.get(key), kind)
+    for xml, (name, kind) in _STREAM_BY_TYPE.get(audio_type, {}).items():
+        if el.get(xml) is not None:
+            props[name] = _value(el.get(xml), kind)
+    return props
+
+
+def audiodev_props(audio: Any) -> dict[str, Any]:
+    """One <audio> as -audiodev (qemuBuildAudioCommandLineArg)."""
+    props: dict[str, Any] = {"id": f"audio{audio.id}", "driver": _DRIVERS.get(audio.type, audio.type)}
+    for xml in ("timerPeriod", *_TOP_BY_TYPE.get(audio.type, ())):
+        if audio.attrs.get(xml) is not None:
+            name, kind = _TOP[xml]
+            props[name] = _value(audio.attrs[xml], kind)
+    for tag, key in (("input", "in"), ("output", "out")):
+        el = next((c for c in audio.children if getattr(c, "tag", None) == tag), None)
+        if el is not None and (stream := _stream(audio.type, el)):
+            props[key] = stream
+    return props
 
 
 def _json(props: dict[str, Any]) -> str:
