@@ -1,0 +1,103 @@
+"""The avocado plugins without a job: status mapping, resolver, runner messages, results collection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conformance.avocado.status import AVOCADO_STATUS, avocado_status
+from conformance.results.records import VERDICTS, QemuBuild, StageResult
+
+if TYPE_CHECKING:
+    from conformance.avocado.plugins import ConformanceResolver
+
+avocado = pytest.importorskip("avocado", reason="avocado-framework not installed (pip install -e '.[avocado]')")
+
+
+def test_every_verdict_has_an_avocado_status() -> None:
+    assert set(AVOCADO_STATUS) == set(VERDICTS)
+    assert set(AVOCADO_STATUS.values()) <= {"pass", "fail", "error", "skip", "warn"}
+
+
+@pytest.mark.parametrize(("verdict", "status", "message"), [
+    ("pass", "pass", None),
+    ("fail", "fail", "guest saw no NIC"),
+    ("error", "error", "guest saw no NIC"),
+    ("skip", "skip", "guest saw no NIC"),
+    ("known-bug", "warn", "known-bug: guest saw no NIC"),
+    ("not-reproduced", "warn", "not-reproduced: guest saw no NIC"),
+])
+def test_avocado_status(verdict: str, status: str, message: str | None) -> None:
+    assert avocado_status(verdict, "guest saw no NIC") == (status, message)
+
+
+def _resolver(qemu: list[str], stages: list[str]) -> ConformanceResolver:
+    from avocado.core.settings import settings
+
+    from conformance.avocado.plugins import ConformanceResolver
+
+    config = settings.as_dict()
+    config.update({"qemu_conformance.qemu": qemu, "qemu_conformance.stages": stages})
+    return ConformanceResolver(config=config)
+
+
+def test_resolver_one_runnable_per_case_stage_build_peer(qemu_x86_64: Path) -> None:
+    from avocado.core.resolver import ReferenceResolutionResult
+
+    resolution = _resolver([str(qemu_x86_64)], ["parse", "argv", "boot", "migrate"]).resolve(
+        "qemu-conformance:teaming-q35,q35-minimal")
+    assert resolution.result == ReferenceResolutionResult.SUCCESS
+    uris = sorted(r.uri for r in resolution.resolutions)
+    version = uris[0].split("[")[1].split("-")[0]
+    build = f"{version}-x86_64"
+    expected = [f"{case}.{stage}[{build}]" for case in ("teaming-q35", "q35-minimal")
+                for stage in ("parse", "argv", "boot")]
+    expected += [f"q35-minimal.migrate[{build}->{build}]", f"teaming-q35.migrate[{build}->{build}]"]
+    assert uris == sorted(expected)
+    migrate = next(r for r in resolution.resolutions if r.kwargs["stage"] == "migrate")
+    assert migrate.kind == "qemu-conformance"
+    assert migrate.kwargs == {"case": migrate.kwargs["case"], "stage": "migrate", "qemu": str(qemu_x86_64),
+                              "peer": str(qemu_x86_64)}
+
+
+def test_resolver_leaves_other_references_and_says_why_nothing_matched(qemu_x86_64: Path) -> None:
+    from avocado.core.resolver import ReferenceResolutionResult
+
+    resolver = _resolver([str(qemu_x86_64)], ["parse"])
+    assert resolver.resolve("tests/foo.py").result == ReferenceResolutionResult.NOTFOUND
+    nothing = resolver.resolve("qemu-conformance:no-such-case*")
+    assert nothing.result == ReferenceResolutionResult.NOTFOUND and "no-such-case*" in nothing.info
+    bad = _resolver([str(qemu_x86_64)], ["parse", "reboot"]).resolve("qemu-conformance:q35-minimal")
+    assert bad.result == ReferenceResolutionResult.ERROR and "reboot" in bad.info
+
+
+def test_runner_sends_the_record_and_its_artefacts_as_file_messages(tmp_path: Path) -> None:
+    from conformance.avocado.runner import artefact_messages
+
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "console.log").write_bytes(b"boot\x00report\n")
+    result = StageResult(case="q35-minimal", stage="boot", verdict="pass", arch="x86_64",
+                         qemu=QemuBuild("/usr/bin/qemu-system-x86_64", "7.2.22", "", "x86_64"),
+                         artifacts={"console": "live/console.log", "gone": "live/missing.log"})
+    sent = list(artefact_messages(result, tmp_path))
+    assert [m["path"] for m in sent] == ["qemu-conformance/live/console.log", "qemu-conformance/result.json"]
+    assert sent[0]["log"] == b"boot\x00report\n" and sent[0]["type"] == "file"
+    assert json.loads(sent[1]["log"])["case"] == "q35-minimal"
+
+
+def test_collect_results_makes_artefacts_relative_to_the_job(tmp_path: Path) -> None:
+    from conformance.avocado.plugins import collect_results
+
+    folder = tmp_path / "test-results" / "1-q35-minimal.boot[7.2.22-x86_64]" / "qemu-conformance"
+    folder.mkdir(parents=True)
+    record = StageResult(case="q35-minimal", stage="boot", verdict="known-bug", reason="known bug X",
+                         artifacts={"console": "live/console.log"})
+    (folder / "result.json").write_text(record.to_json() + "\n")
+    (got,) = collect_results(tmp_path)
+    assert got["artifacts"] == {"console": "test-results/1-q35-minimal.boot[7.2.22-x86_64]/qemu-conformance/"
+                                           "live/console.log"}
+    assert got["details"]["avocado_test"] == "1-q35-minimal.boot[7.2.22-x86_64]"
+    assert StageResult.from_dict(got).verdict == "known-bug"
