@@ -43,3 +43,35 @@ def test_bad_database_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2"]\n')
     with pytest.raises(CaseError, match="known bug x: bad entry"):
         load_bugs(str(bad))
+
+
+SLIRP = "destination exit code 1: Unknown savevm section or instance 'slirp' 1. Make sure that ..."
+
+
+def test_a_migration_bug_needs_its_side_and_its_peer_version() -> None:
+    """slirp's numbered sections (8.2+) break only an older destination, fed by an 8.2+ source."""
+    v72, v100 = QemuVersion(7, 2, 22), QemuVersion(10, 0, 2)
+    hit = explain_failure(v72, "migrate", text=SLIRP, peer=v100, side="destination")
+    assert hit is not None and hit.id == "slirp-instance-id-backward-migration"
+    assert explain_failure(v72, "migrate", text=SLIRP, peer=v100, side="source") is None
+    assert explain_failure(v72, "migrate", text=SLIRP, peer=QemuVersion(7, 2, 0), side="destination") is None
+    assert explain_failure(v100, "migrate", text=SLIRP, peer=v72, side="destination") is None
+
+
+def test_native_hotplug_wait_is_not_taken_for_a_paused_guest() -> None:
+    v52 = QemuVersion(5, 2, 0)
+    waited = "wait-unplug timeout: still in wait-unplug after 15 s; after migrate_cancel: ..."
+    hit = explain_failure(v52, "migrate", text=waited, side="source")
+    assert hit is not None and hit.id == "pcie-native-hotplug-plug-read-as-unplug"
+    assert explain_failure(QemuVersion(7, 2, 22), "migrate", text=waited, side="source") is None
+    paused = "wait-unplug timeout: still in wait-unplug after 15 s with the guest paused; ..."
+    for version in (v52, QemuVersion(7, 2, 22), QemuVersion(10, 0, 2)):
+        bug = explain_failure(version, "migrate", text=paused, side="source")
+        assert bug is not None and bug.id == "failover-paused-guest", version
+
+
+def test_a_bad_side_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bugs.toml"
+    bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2.0", "4.2.0"]\nside = "both"\n')
+    with pytest.raises(CaseError, match=r"known bug x: bad entry.*side must be"):
+        load_bugs(str(bad))

@@ -33,8 +33,11 @@ class KnownBug:
     side: str = ""  # migrate: "source" or "destination" when the bug shows on one side only
     peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
 
-    def affects(self, version: QemuVersion, peer: QemuVersion | None = None) -> bool:
+    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "") -> bool:
+        """True for this version (on ``side`` of a migration with ``peer``, when given)."""
         if not self.first <= version <= self.last:
+            return False
+        if self.side and side and self.side != side:
             return False
         return self.peer is None or (peer is not None and self.peer[0] <= peer <= self.peer[1])
 
@@ -61,7 +64,7 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 id=bug_id, title=raw["title"], first=first, last=last, fixed=raw.get("fixed", ""),
                 stages=tuple(raw.get("stages", ())), signals=tuple(match.get("signal", ())),
                 patterns=tuple(re.compile(p) for p in match.get("text", ())), needs=tuple(raw.get("needs", ())),
-                side=raw.get("side", ""),
+                side=_side(raw.get("side", "")),
                 peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
             ))
         except (KeyError, ValueError, re.error) as exc:
@@ -69,11 +72,18 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
     return tuple(bugs)
 
 
+def _side(side: str) -> str:
+    if side not in ("", "source", "destination"):
+        raise ValueError(f"side must be 'source' or 'destination', not {side!r}")
+    return side
+
+
 def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None, text: str = "",
-                    peer: QemuVersion | None = None) -> KnownBug | None:
-    """The known bug of this QEMU version (migrating with ``peer``, when given) that explains a failure."""
+                    peer: QemuVersion | None = None, side: str = "") -> KnownBug | None:
+    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, when given) that
+    explains a failure."""
     for bug in load_bugs():
-        if bug.affects(version, peer) and bug.explains(stage=stage, signal=signal, text=text):
+        if bug.affects(version, peer, side) and bug.explains(stage=stage, signal=signal, text=text):
             return bug
     return None
 

@@ -350,6 +350,12 @@ def qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str, 
     return failures
 
 
+def pci_device_ids(vm: GuestVm) -> set[str]:
+    """The ids (qdev_id) of the PCI devices QEMU lists now (query-pci); raises QmpError."""
+    pci = vm.process.qmp.cmd("query-pci")
+    return {str(d["qdev_id"]) for bus in pci for d in _walk_pci(bus.get("devices", [])) if d.get("qdev_id")}
+
+
 def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for dev in devs:
@@ -360,7 +366,7 @@ def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, stage: str,
-            details: dict[str, Any], *, peer: QemuVersion | None = None) -> tuple[str, str]:
+            details: dict[str, Any], *, peer: QemuVersion | None = None, side: str = "") -> tuple[str, str]:
     """Explain step: a failure that a known bug of this QEMU version explains becomes known-bug."""
     if verdict != "fail":
         return verdict, reason
@@ -370,7 +376,7 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
         if signal:
             details.setdefault("signal", signal)
         text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
-        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer)
+        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side)
         if bug is not None:
             details["known_bug"] = bug.id
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
