@@ -22,6 +22,16 @@ SWTPM_SOCKET = "/dev/test"
 # by one gets QEMU's host_cdrom driver, any other block device host_device
 HOST_CDROM_PATHS = ("/dev/cdrom",)
 SPICE_PASSWORD_CONFIGURED = True
+# the harness's hugetlbfs mounts (page size KiB -> mount point; the first is the default size), the host's
+# base page size, and qemu.conf's memory_backing_dir
+HUGETLBFS_MOUNTS = {2048: "/dev/hugepages2M", 1048576: "/dev/hugepages1G"}
+HUGEPAGE_DEFAULT_KIB = 2048
+SYSTEM_PAGE_KIB = 4
+MEMORY_BACKING_DIR = "/var/lib/libvirt/qemu/ram"
+# the harness's host: 4 NUMA nodes of 4 CPUs each (CPU n on node n // 4); numad's advice for placement='auto'
+# is every node
+HOST_NUMA_NODES = 4
+HOST_CPUS_PER_NODE = 4
 SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
 
 

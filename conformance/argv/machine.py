@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
-from conformance.argv.harness import DOMAIN_ID
+from conformance.argv.memory import backend_objects
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -13,23 +13,6 @@ _MIB = 1024
 def aligned_kib(kib: int) -> int:
     """libvirt rounds guest RAM (and each NUMA cell) up to whole MiB on x86/ARM."""
     return -(-kib // _MIB) * _MIB
-
-
-def _node_list(nodeset: str) -> list[int]:
-    nodes: set[int] = set()
-    excluded: set[int] = set()
-    for part in nodeset.split(","):
-        part = part.strip()
-        target = excluded if part.startswith("^") else nodes
-        part = part.lstrip("^")
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            target.update(range(int(lo), int(hi) + 1))
-        else:
-            target.add(int(part))
-    return sorted(nodes - excluded)
 
 
 def pflash(ctx: Ctx) -> None:
@@ -218,21 +201,9 @@ def memory(ctx: Ctx) -> None:
             opt += f",maxmem={aligned_kib(d.max_memory_kib) // 1024}M"
     ctx.add("-m", opt)
     if uses_default_ram_backend(ctx):
-        ctx.object(ram_backend(ctx, ctx.machine.default_ram_id, total * 1024))  # type: ignore[union-attr]
+        for obj in backend_objects(ctx, ctx.machine.default_ram_id, total * 1024, system=True):  # type: ignore[union-attr]
+            ctx.object(obj)
     ctx.add("-overcommit", "mem-lock=off")
-
-
-def ram_backend(ctx: Ctx, ident: str, size: int, extra: dict | None = None) -> dict:
-    mb = ctx.domain.memory_backing
-    if mb is not None and mb.hugepages is not None:
-        props = {"qom-type": "memory-backend-file", "id": ident,
-                 "mem-path": f"/dev/hugepages2M/libvirt/qemu/{DOMAIN_ID}-{ctx.domain.name}"}
-        if ctx.caps.has("memory-backend-file.x-use-canonical-path-for-ramblock-id") or ctx.json_object:
-            props["x-use-canonical-path-for-ramblock-id"] = False
-        props["prealloc"] = True
-        props["size"] = size
-        return props
-    return {"qom-type": "memory-backend-ram", "id": ident, "size": size, **(extra or {})}
 
 
 def smp(ctx: Ctx) -> None:
@@ -268,20 +239,12 @@ def iothreads(ctx: Ctx) -> None:
 def numa(ctx: Ctx) -> None:
     d = ctx.domain
     cells = d.cpu.numa if d.cpu else []
-    memnodes = {int(m.get("cellid", -1)): m for m in (d.numatune.memnodes if d.numatune else [])}
-    for i, cell in enumerate(cells):
-        node = cell.id if cell.id is not None else i
-        extra: dict = {}
-        mn = memnodes.get(node)
-        default = d.numatune.memory if d.numatune else {}
-        if (mn is None or not mn.get("nodeset")) and default.get("nodeset") and \
-                default.get("placement", "static") == "static" and default.get("mode") != "restrictive":
-            mn = default
-        if mn is not None and mn.get("nodeset"):
-            extra["host-nodes"] = _node_list(mn["nodeset"])
-            extra["policy"] = {"strict": "bind", "restrictive": "bind"}.get(mn.get("mode", "strict"),
-                                                                           mn.get("mode", "strict"))
-        ctx.object(ram_backend(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, extra))
+    numbered = sorted(((cell.id if cell.id is not None else i, cell) for i, cell in enumerate(cells)),
+                      key=lambda pair: pair[0])
+    for node, cell in numbered:
+        for obj in backend_objects(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, node=node,
+                                   access=cell.attrs.get("memAccess"), discard=cell.attrs.get("discard")):
+            ctx.object(obj)
         opt = f"node,nodeid={node}"
         if cell.cpus:
             opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))

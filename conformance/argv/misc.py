@@ -7,6 +7,7 @@ from typing import Any
 from conformance.argv.chardev import chardev_backend
 from conformance.argv.context import Ctx
 from conformance.argv.harness import SWTPM_SOCKET, domain_dir
+from conformance.argv.memory import backend_objects
 from conformance.argv.options import escape_opt_value
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
@@ -136,19 +137,10 @@ def memory_devices(ctx: Ctx) -> None:
         alias = ctx.alias(mem)
         size = memory_device_kib(ctx, mem.target_size_kib or 0) * 1024
         backend = f"mem{alias}"
-        if mem.model in ("nvdimm", "virtio-pmem"):
-            props: dict[str, Any] = {"qom-type": "memory-backend-file", "id": backend,
-                                     "mem-path": mem.source.get("path", "")}
-            props["share"] = mem.attrs.get("access") == "shared" or (mem.model == "virtio-pmem" and \
-                mem.attrs.get("access") != "private")
-            if mem.model == "nvdimm" and mem.target_readonly:
-                props["prealloc"] = True
-            props["size"] = size
-            if mem.source_pmem:
-                props["pmem"] = True
-            ctx.object(props)
-        elif mem.model == "dimm":
-            ctx.object({"qom-type": "memory-backend-ram", "id": backend, "size": size})
+        if mem.model in ("nvdimm", "virtio-pmem", "dimm"):
+            access = "shared" if mem.model == "virtio-pmem" else None  # virtio-pmem: shared unless told
+            for obj in backend_objects(ctx, backend, size, node=mem.target_node, mem=mem, access=access):
+                ctx.object(obj)
         else:
             raise UnsupportedByQemu(f"memory device model {mem.model!r} is not supported by the argv builder",
                                     path=ctx.domain.source, line=mem.line)
