@@ -66,10 +66,11 @@ def _other(ctx: Ctx, cont: Controller) -> None:
         ports = cont.attrs.get("ports")
         if ports and cont.model in ("qemu-xhci", "nec-xhci"):
             props.update({"p2": int(ports), "p3": int(ports)})
-        if cont.master_startport is not None:
+        if cont.master_startport is not None:  # a companion: on its master's bus, without an id of its own
             props["masterbus"] = "usb.0" if cont.index == 0 else f"usb{cont.index}.0"
             props["firstport"] = cont.master_startport
-        props["id"] = ctx.alias(cont)
+        else:
+            props["id"] = ctx.alias(cont)
     elif t == "scsi":
         driver = SCSI_DRIVERS.get(cont.model or "")
         if driver is None:

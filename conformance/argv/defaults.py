@@ -18,6 +18,10 @@ from conformance.errors import DomainInvalid
 USB_PORTS = {"piix3-uhci": 2, "piix4-uhci": 2, "vt82c686b-uhci": 2, "ehci": 6, "ich9-ehci1": 6, "pci-ohci": 3,
              "nec-xhci": 4, "qemu-xhci": 4, "ich9-uhci1": 0, "ich9-uhci2": 0, "ich9-uhci3": 0}
 
+# a USB2 set: ICH9's EHCI and its UHCI companions, each companion on its own first port of the EHCI's bus
+USB2_MODELS = ("ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3")
+USB2_COMPANION_START = {"ich9-uhci1": 0, "ich9-uhci2": 2, "ich9-uhci3": 4}
+
 _DISK_PREFIX = {"ide": "hd", "sata": "sd", "scsi": "sd", "usb": "sd", "virtio": "vd", "fdc": "fd", "xen": "xvd",
                 "sd": "mmcblk"}
 
@@ -94,13 +98,16 @@ def default_scsi_model(ctx: Ctx) -> str:
 
 
 def insert_controller(conts: list[Controller], cont: Controller) -> None:
-    """Keep controllers of one type together and ordered by index (virDomainControllerInsert)."""
+    """Keep controllers of one type together and ordered by index, a USB2 set's EHCI before its UHCI
+    companions (virDomainControllerInsert)."""
     at = len(conts)
+    ehci = cont.type == "usb" and cont.model == "ich9-ehci1"
     for i in range(len(conts) - 1, -1, -1):
         cur = conts[i]
         if cur.type != cont.type:
             continue
-        if (cur.index or 0) > (cont.index or 0):
+        if (cur.index or 0) > (cont.index or 0) or (ehci and cur.index == cont.index
+                                                     and cur.model in USB2_COMPANION_START):
             at = i
         elif at == len(conts):
             at = i + 1
@@ -111,8 +118,13 @@ def insert_controller(conts: list[Controller], cont: Controller) -> None:
 def _controllers(ctx: Ctx) -> None:
     conts: list[Controller] = []
     next_index: dict[str, int] = {}
+    last: Controller | None = None
     for orig in ctx.domain.devices.controllers:
         cont = copy.copy(orig)
+        if cont.index is None and cont.type == "usb" and cont.model in USB2_MODELS and last is not None \
+                and last.type == "usb" and last.model in USB2_MODELS and not any(
+                    c.type == "usb" and c.index == last.index and c.model == cont.model for c in conts):
+            cont.index = last.index  # joins the USB2 set just before it (one EHCI and its UHCI companions)
         if cont.index is None:
             used = {c.index for c in conts if c.type == cont.type}
             idx = next_index.get(cont.type, 0)
@@ -123,7 +135,10 @@ def _controllers(ctx: Ctx) -> None:
         if cont.type == "pci" and cont.model is None:
             cont.model = "pcie-root" if cont.index == 0 and (ctx.is_q35 or ctx.is_arm_virt) else (
                 "pci-root" if cont.index == 0 else None)
+        if cont.type == "usb" and cont.master_startport is None and cont.model in USB2_COMPANION_START:
+            cont.master_startport = USB2_COMPANION_START[cont.model]
         insert_controller(conts, cont)
+        last = cont
     ctx.controllers = conts
 
     def have(type_: str, index: int | None = None) -> bool:

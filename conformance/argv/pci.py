@@ -351,6 +351,16 @@ def _chipset(ctx: Ctx, addrs: AddressSet) -> None:
                     and not addrs.slot_in_use(0, 0x1E):
                 addrs.reserve(Address(type="pci", domain=0, bus=0, slot=0x1E, function=0), flags, True)
                 ctx.addresses[id(cont)] = Address(type="pci", domain=0, bus=0, slot=0x1E, function=0)
+        # the first USB2 set goes where real ICH9 has it, 00:1d (EHCI at .7), when that slot is free
+        # and the second at 00:1a (qemuDomainValidateDevicePCISlotsQ35)
+        for index, slot in ((0, 0x1D), (1, 0x1A)):
+            usb2 = [c for c in ctx.controllers if c.type == "usb" and c.index == index and c.model in USB2_FUNCTIONS]
+            if not (addrs.buses and usb2 and all(c.address is None for c in usb2)) or addrs.slot_in_use(0, slot):
+                continue
+            for cont in usb2:
+                addr = Address(type="pci", domain=0, bus=0, slot=slot, function=USB2_FUNCTIONS[cont.model or ""])
+                addrs.reserve(addr, flags, True)
+                ctx.addresses[id(cont)] = addr
         if addrs.buses:
             for cont in ctx.controllers:
                 if cont.type == "sata" and cont.index == 0 and cont.address is None:
@@ -392,9 +402,33 @@ def _wants(ctx: Ctx, dev: Device) -> bool:
     return dev.address is None and id(dev) not in ctx.addresses
 
 
+# the function of each USB2 controller in its shared slot: EHCI at 7, its UHCI companions at 0-2
+USB2_FUNCTIONS = {"ich9-ehci1": 7, "ich9-uhci1": 0, "ich9-uhci2": 1, "ich9-uhci3": 2}
+
+
+def _usb2_slot(ctx: Ctx, cont: Controller) -> Address | None:
+    """The slot an earlier controller of the same USB2 set (same index) already has."""
+    for other in ctx.controllers:
+        if other is cont:
+            return None
+        if other.type == "usb" and other.index == cont.index and other.model in USB2_FUNCTIONS:
+            addr = ctx.address(other)
+            if addr is not None and addr.type == "pci":
+                return addr
+    return None
+
+
 def _assign(ctx: Ctx, addrs: AddressSet, wanted: list[tuple[Device, int]], record: bool) -> None:
     for dev, flags in wanted:
         if not flags or not _wants(ctx, dev):
+            continue
+        if isinstance(dev, Controller) and dev.type == "usb" and dev.model in USB2_FUNCTIONS:
+            # one USB2 set shares a slot (qemuDomainAssignDevicePCISlots): the first takes a whole slot
+            fn = USB2_FUNCTIONS[dev.model]
+            shared = _usb2_slot(ctx, dev) or addrs.next_addr(flags)
+            addr = Address(type="pci", domain=0, bus=shared.bus, slot=shared.slot, function=fn)
+            addrs.reserve(addr, flags, True)
+            ctx.addresses[id(dev)] = addr
             continue
         addr = addrs.reserve_next(flags)
         if record:
