@@ -63,7 +63,7 @@ from conformance.live.boot import (
     qmp_cross_check,
     vm_artifacts,
 )
-from conformance.live.checks import check_report, failover_pairs, failover_team_enslaved
+from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
 from conformance.live.vm import GuestVm
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 from conformance.results.records import StageResult
@@ -451,11 +451,12 @@ def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,
             failures.append(f"destination: the guest did not enslave the primary {primary.get('id')} again "
                             f"within {timeouts.replug:g} s")
     argv = destination.process.argv
-    devs = devices(argv)
+    hidden = set() if negotiated else {str(primary.get("id")) for _, primary in failover}
+    devs = [d for d in devices(argv) if str(d.get("id")) not in hidden]  # QEMU keeps these unplugged
+    if hidden:
+        mig.checks.append(f"destination: primary {', '.join(sorted(hidden))} stays hidden (failover not negotiated)")
     report = destination.report if destination.report.latest is not None else source.report
     if destination.report.latest is not None:  # the guest re-reported on the destination: check it all
-        from conformance.live.checks import MachineFacts
-
         checks = check_report(report, devs, lambda _m: True, MachineFacts.from_argv(argv))
         failures += [f"destination: {f}" for f in checks.failures]
         mig.checks.append(f"destination: the guest's new report passes {len(checks.checked)} checks")

@@ -18,7 +18,7 @@ import pytest
 
 from conformance.argv.options import devices
 from conformance.cases import load_catalogue
-from conformance.live.boot import Target, prepare_vm
+from conformance.live.boot import BOOT_TIMEOUT, Target, launch, prepare_vm
 from conformance.live.checks import failover_pairs
 from conformance.live.migrate import Migration, MigrationTimeouts, migrate_vms, start_pair
 from conformance.live.vm import GuestVm
@@ -29,9 +29,11 @@ QUICK = MigrationTimeouts(migration=20.0, wait_unplug=6.0, replug=10.0, heartbea
 
 
 @contextlib.contextmanager
-def pair(target: Target, tmp_path: Path, case: str, destination_case: str | None = None
-         ) -> Iterator[tuple[GuestVm, GuestVm, list]]:
-    """A booted, checked source of ``case`` and a destination (of ``destination_case``) waiting for it."""
+def pair(target: Target, tmp_path: Path, case: str, destination_case: str | None = None, *,
+         append: str = "") -> Iterator[tuple[GuestVm, GuestVm, list]]:
+    """A booted source of ``case`` and a destination (of ``destination_case``) waiting for it. The
+    source passed its boot checks, unless ``append`` (extra kernel options) changes the guest: then
+    it has only booted."""
     catalogue = load_catalogue()
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()
@@ -40,7 +42,17 @@ def pair(target: Target, tmp_path: Path, case: str, destination_case: str | None
                      image_dir=tmp_path / "src")
     vms: list[GuestVm] = []
     try:
-        source, destination = start_pair(src, dst, vms)
+        if append:
+            for prepared in (src, dst):
+                at = prepared.live.argv.index("-append") + 1
+                prepared.live.argv[at] += f" {append}"
+            source = launch(src, f"{case} source")
+            vms.append(source)
+            assert source.wait_report("boot", BOOT_TIMEOUT).ok, source.console_tail()
+            destination = launch(dst, f"{case} destination", incoming=True)
+            vms.append(destination)
+        else:
+            source, destination = start_pair(src, dst, vms)
         yield source, destination, failover_pairs(devices(src.live.argv))
     finally:
         for vm in vms:
@@ -116,3 +128,18 @@ def test_source_killed_mid_migration(x86_target: Target, tmp_path: Path) -> None
         mig: Migration = migrate_vms(source, destination, failover=failover, timeouts=QUICK, on_status=kill)
         assert mig.verdict == "fail", mig.reason
         assert "source QEMU died" in mig.reason and "SIGKILL" in mig.reason, mig.reason
+
+
+def test_failover_the_guest_never_negotiated_migrates_without_unplug(x86_target: Target, tmp_path: Path) -> None:
+    """A standby whose feature the guest never acked (virtio_net kept from loading): QEMU keeps the
+    primary hidden, so the migration has nothing to unplug, and the result says so."""
+    with pair(x86_target, tmp_path, "teaming-q35", append="module_blacklist=virtio_net") as (
+            source, destination, failover):
+        assert failover, "teaming-q35 has a failover pair"
+        assert not any(e.get("event") == "FAILOVER_NEGOTIATED" for e in source.process.qmp.events)
+        mig = migrate_vms(source, destination, failover=failover, timeouts=QUICK)
+        assert not any(e["event"] == "UNPLUG_PRIMARY" for e in mig.events["source"]), mig.events
+        assert "wait-unplug" not in mig.statuses("source"), mig.timeline
+        assert mig.statuses("source")[-1] == "completed", mig.timeline
+        assert "failover not negotiated by the guest: migrated without UNPLUG_PRIMARY" in mig.checks, mig.checks
+        assert mig.verdict == "pass", mig.reason
