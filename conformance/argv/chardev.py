@@ -10,7 +10,7 @@ from conformance.argv.harness import MONITOR_FD
 from conformance.argv.input import usb_bus_props
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Chardev
-from conformance.errors import UnsupportedByQemu
+from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 _SPICEVMC_NAMES = {"redirdev": "usbredir", "smartcard": "smartcard"}
 
@@ -85,6 +85,34 @@ def serials(ctx: Ctx) -> None:
             props["index"] = int(port) if port is not None else i
         props.update(ctx.address_props(ser))
         ctx.device(props)
+
+
+def smartcards(ctx: Ctx) -> None:
+    """<smartcard>: an emulated card (the host's NSS database or given certificates) or a passthrough
+    chardev, on its CCID controller's bus."""
+    from conformance.domain.parse import chardev_from_element
+
+    for dev, el in ctx.smartcards:
+        alias = ctx.alias(dev)
+        addr = dev.address
+        cont = ctx.controller("ccid", addr.controller or 0 if addr is not None and addr.type == "ccid" else 0)
+        bus = f"{ctx.alias(cont) if cont else 'ccid0'}.0"
+        mode = el.get("mode", "host")
+        if mode == "host":
+            props: dict[str, Any] = {"driver": "ccid-card-emulated", "backend": "nss-emulated"}
+        elif mode == "host-certificates":
+            props = {"driver": "ccid-card-emulated", "backend": "certificates"}
+            for n, cert in enumerate((c.text or "" for c in el if c.tag == "certificate"), start=1):
+                props[f"cert{n}"] = cert
+            db = next((c.text for c in el if c.tag == "database"), None)
+            props["db"] = db or "/etc/pki/nssdb"
+        elif mode == "passthrough":
+            chr_ = chardev_from_element(el, "smartcard", ctx.domain.source)
+            chardev_backend(ctx, chr_, f"char{alias}")
+            props = {"driver": "ccid-card-passthru", "chardev": f"char{alias}"}
+        else:
+            raise DomainInvalid(f"unknown smartcard mode {mode!r}", path=ctx.domain.source, line=dev.line)
+        ctx.device({**props, "id": alias, "bus": bus})
 
 
 def parallels(ctx: Ctx) -> None:

@@ -108,6 +108,8 @@ class Ctx:
     watchdogs: list = field(default_factory=list)
     hostdevs: list = field(default_factory=list)  # (Hostdev | Interface of type hostdev)
     memballoon: Any = None
+    hubs: list = field(default_factory=list)  # <hub type='usb'> (kept verbatim by the model) as Devices
+    smartcards: list = field(default_factory=list)  # (Device, <smartcard> element)
     disks: list = field(default_factory=list)
     aliases: dict[int, str] = field(default_factory=dict)
     addresses: dict[int, Address] = field(default_factory=dict)
@@ -192,6 +194,9 @@ class Ctx:
             cssid, ssid, devno = (int(addr.extra.get(k, d), 0) for k, d in
                                   (("cssid", "0xfe"), ("ssid", "0"), ("devno", "0")))
             return {"devno": f"{cssid:x}.{ssid:x}.{devno:04x}"}
+        if addr.type == "usb":
+            cont = self.controller("usb", addr.bus or 0)
+            return {"bus": f"{self.alias(cont) if cont else 'usb'}.0", "port": addr.port}
         if addr.type == "spapr-vio" and "reg" in addr.extra:
             return {"reg": int(addr.extra["reg"], 0)}
         if addr.type == "isa":

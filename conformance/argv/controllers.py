@@ -102,6 +102,8 @@ def _other(ctx: Ctx, cont: Controller) -> None:
                                 path=ctx.domain.source, line=cont.line)
     elif t == "fdc":
         return
+    elif t == "ccid":  # a USB CCID reader: smart cards plug into it
+        props = {"driver": "usb-ccid", "id": ctx.alias(cont)}
     elif t == "virtio-serial":
         props = {"driver": "virtio-serial-pci", "id": ctx.alias(cont)}
         if cont.attrs.get("ports"):

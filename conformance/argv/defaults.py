@@ -11,7 +11,18 @@ import copy
 import re
 
 from conformance.argv.context import Ctx
-from conformance.domain.model import Address, Chardev, Controller, Disk, Input, Interface, Memballoon, Video, Watchdog
+from conformance.domain.model import (
+    Address,
+    Chardev,
+    Controller,
+    Device,
+    Disk,
+    Input,
+    Interface,
+    Memballoon,
+    Video,
+    Watchdog,
+)
 from conformance.errors import DomainInvalid
 
 # libvirt's default number of ports per USB controller model (domain_addr.c)
@@ -60,6 +71,7 @@ def prepare(ctx: Ctx) -> None:
     if ctx.is_x86 and (ctx.is_i440fx or ctx.is_q35):
         ctx.inputs += [Input(type="mouse", bus="ps2"), Input(type="keyboard", bus="ps2")]
     _chardevs(ctx)
+    _verbatim_devices(ctx)
     ctx.videos = [v for v in d.videos]
     if d.graphics and not ctx.videos:
         ctx.videos = [Video(model=None)]
@@ -113,6 +125,27 @@ def insert_controller(conts: list[Controller], cont: Controller) -> None:
             at = i + 1
             break
     conts.insert(at, cont)
+
+
+def _usb_address(el) -> Address | None:
+    addr = next((c for c in el if c.tag == "address"), None)
+    if addr is None:
+        return None
+    bus = addr.get("bus")
+    return Address(type=addr.get("type", ""), bus=int(bus) if bus and bus.isdigit() else 0, port=addr.get("port"),
+                   controller=int(addr.get("controller", "0")) if addr.get("controller", "0").isdigit() else 0)
+
+
+def _verbatim_devices(ctx: Ctx) -> None:
+    """USB hubs and smart cards, which the model keeps verbatim; a smart card gets the CCID controller it
+    sits on when the domain has none."""
+    for el in ctx.domain.devices.other:
+        if el.tag == "hub" and el.get("type") == "usb":
+            ctx.hubs.append(Device(address=_usb_address(el), line=el.sourceline))
+        elif el.tag == "smartcard":
+            ctx.smartcards.append((Device(address=_usb_address(el), line=el.sourceline), el))
+    if ctx.smartcards and not any(c.type == "ccid" for c in ctx.controllers):
+        insert_controller(ctx.controllers, Controller(type="ccid", index=0))
 
 
 def _controllers(ctx: Ctx) -> None:
@@ -257,10 +290,13 @@ def usb_devices(ctx: Ctx) -> list:
     sounds, host devices, ..., inputs, ..., redirected devices)."""
     d = ctx.domain.devices
     out: list = [k for k in ctx.disks if disk_bus(k) == "usb"]
+    out += [c for c in ctx.controllers if c.type == "ccid"]
     out += [n for n in d.interfaces if n.model == "usb-net"]
     out += [s for s in d.sounds if s.model == "usb"]
     out += [h for h in d.hostdevs if h.type == "usb"]
+    out += [s for s in ctx.serials if s.target_type == "usb-serial"]
     out += [i for i in ctx.inputs if i.bus == "usb"]
+    out += [f for f in d.filesystems if f.attrs.get("model") == "mtp" or f.driver.get("type") == "mtp"]
     out += [r for r in d.redirdevs if r.attrs.get("bus", "usb") == "usb"]
     return out
 
@@ -270,6 +306,8 @@ def _usb_ports(ctx: Ctx) -> None:
     if not usb:
         return
     taken: dict[int, set[str]] = {}
+    _add_usb_hubs(ctx, usb)
+    _usb_hubs(ctx, usb, taken)
     for dev in usb_devices(ctx):
         if dev.address is not None and dev.address.type == "usb" and dev.address.port:
             taken.setdefault(dev.address.bus or 0, set()).add(dev.address.port)
@@ -279,7 +317,10 @@ def _usb_ports(ctx: Ctx) -> None:
         for cont in usb:
             nports = int(cont.attrs.get("ports", 0)) or USB_PORTS.get(cont.model or "", 4)
             used = taken.setdefault(cont.index or 0, set())
-            port = next((str(p) for p in range(1, nports + 1) if str(p) not in used), None)
+            hub_ports = [f"{a.port}.{k}" for h in ctx.hubs if (a := ctx.address(h)) is not None and a.port
+                         and (a.bus or 0) == (cont.index or 0) for k in range(1, 9)]
+            candidates = [str(p) for p in range(1, nports + 1)] + hub_ports
+            port = next((p for p in candidates if p not in used), None)
             if port is not None:
                 used.add(port)
                 ctx.addresses[id(dev)] = Address(type="usb", bus=cont.index or 0, port=port)
@@ -287,6 +328,40 @@ def _usb_ports(ctx: Ctx) -> None:
         else:
             raise DomainInvalid("no free USB port for a USB device", path=ctx.domain.source, line=dev.line,
                                 hint="add a USB hub or a controller with more ports")
+
+
+def _add_usb_hubs(ctx: Ctx, usb: list[Controller]) -> None:
+    """More devices without a USB port than free ports: libvirt adds hubs, each costing one port and bringing
+    eight (qemuDomainUSBAddressAddHubs)."""
+    if ctx.hubs:
+        return
+    wanted = [d for d in usb_devices(ctx) if not (d.address is not None and d.address.type == "usb"
+                                                  and d.address.port)]
+    fixed = sum(1 for d in usb_devices(ctx) if d.address is not None and d.address.type == "usb"
+                and d.address.port)
+    free = sum(int(c.attrs.get("ports", 0)) or USB_PORTS.get(c.model or "", 4) for c in usb) - fixed
+    while free < len(wanted) and free > 0:
+        ctx.hubs.append(Device())
+        free += 7
+
+
+def _usb_hubs(ctx: Ctx, usb: list[Controller], taken: dict[int, set[str]]) -> None:
+    """Hubs take their ports first (qemuDomainAssignUSBHubs); a hub's own ports (PORT.1 .. PORT.8) are then
+    free for the other devices."""
+    for hub in ctx.hubs:
+        if hub.address is not None and hub.address.type == "usb" and hub.address.port:
+            taken.setdefault(hub.address.bus or 0, set()).add(hub.address.port)
+    for hub in ctx.hubs:
+        if hub.address is not None and hub.address.type == "usb" and hub.address.port:
+            continue
+        for cont in usb:
+            nports = int(cont.attrs.get("ports", 0)) or USB_PORTS.get(cont.model or "", 4)
+            used = taken.setdefault(cont.index or 0, set())
+            port = next((str(p) for p in range(1, nports + 1) if str(p) not in used), None)
+            if port is not None:
+                used.add(port)
+                ctx.addresses[id(hub)] = Address(type="usb", bus=cont.index or 0, port=port)
+                break
 
 
 def _virtio_serial_ports(ctx: Ctx) -> None:
@@ -378,6 +453,8 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, ctx.watchdogs, "watchdog")
     _numbered(ctx, d.redirdevs, "redir")
     _numbered(ctx, d.rngs, "rng")
+    _numbered(ctx, ctx.hubs, "hub")
+    _numbered(ctx, [dev for dev, _ in ctx.smartcards], "smartcard")
     _numbered(ctx, d.tpms, "tpm")
     if ctx.memballoon is not None:
         a[id(ctx.memballoon)] = "balloon0"

@@ -125,6 +125,11 @@ def tpms(ctx: Ctx) -> None:
         ctx.device({"driver": driver, "tpmdev": f"tpm-{alias}", "id": alias})
 
 
+def hubs(ctx: Ctx) -> None:
+    for hub in ctx.hubs:
+        ctx.device({"driver": "usb-hub", "id": ctx.alias(hub), **ctx.address_props(hub)})
+
+
 def memory_device_kib(ctx: Ctx, kib: int) -> int:
     """libvirt rounds hotpluggable memory up to 2 MiB on x86 (256 MiB on ppc64), 1 MiB elsewhere."""
     step = 2048 if ctx.is_x86 else 262144 if ctx.arch.startswith("ppc64") else 1024

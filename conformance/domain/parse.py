@@ -457,6 +457,11 @@ def _hostdev(ctx: _Ctx, el: etree._Element) -> Hostdev:
     return hd
 
 
+def chardev_from_element(el: etree._Element, kind: str, source: str = "<domain>") -> Chardev:
+    """A device element the model keeps verbatim (<smartcard mode='passthrough'>) read as a chardev."""
+    return _chardev(_Ctx(source), el, kind)
+
+
 def _chardev(ctx: _Ctx, el: etree._Element, kind: str) -> Chardev:
     chr_ = Chardev(kind=kind, type=el.get("type", "pty"), line=el.sourceline,
                    attrs={k: v for k, v in el.attrib.items() if k != "type"})

@@ -185,16 +185,16 @@ def _usb_devices(domain: Domain) -> list[tuple[str, Device | None, object]]:
     """(element, device, address) of everything on a USB port, hubs (kept verbatim) included."""
     d = domain.devices
     out: list[tuple[str, Device | None, object]] = []
+    for el in d.other:  # hubs first: the other devices' ports may sit on them
+        if el.tag == "hub":
+            addr = _child(list(el), "address")
+            out.append(("<hub type='usb'>", None, (el, addr)))
     for inp in d.inputs:
         if inp.bus == "usb":
             out.append((f"<input type='{inp.type}' bus='usb'>", inp, inp.address))
     for disk in d.disks:
         if disk.target_bus == "usb":
             out.append((_disk(disk), disk, disk.address))
-    for el in d.other:
-        if el.tag == "hub":
-            addr = _child(list(el), "address")
-            out.append(("<hub type='usb'>", None, (el, addr)))
     return out
 
 
