@@ -482,7 +482,8 @@ def _numbered(ctx: Ctx, devices: list, prefix: str) -> None:
 
 def _boot_indexes(ctx: Ctx) -> None:
     """<boot order=> per device, or <os><boot dev=> turned into bootindex on the first device of each kind."""
-    devices = [*ctx.disks, *ctx.domain.devices.interfaces, *ctx.hostdevs, *ctx.domain.devices.redirdevs]
+    devices = [*ctx.disks, *ctx.domain.devices.interfaces, *ctx.hostdevs, *ctx.domain.devices.redirdevs,
+               *ctx.domain.devices.filesystems]
     explicit = [dev for dev in devices if dev.boot_order is not None]
     if explicit:
         for dev in explicit:
@@ -495,7 +496,7 @@ def _boot_indexes(ctx: Ctx) -> None:
     for dev in boot_devs:
         target = None
         if dev == "hd":
-            target = next((k for k in ctx.disks if k.device == "disk" and disk_bus(k) != "fdc"), None)
+            target = next((k for k in ctx.disks if k.device in ("disk", "lun") and disk_bus(k) != "fdc"), None)
         elif dev == "cdrom":
             target = next((k for k in ctx.disks if k.device == "cdrom"), None)
         elif dev == "fd":

@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import disk_bus, disk_index
-from conformance.argv.harness import HOST_CDROM_PATHS
+from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Disk
 from conformance.errors import DomainInvalid, UnsupportedByQemu
@@ -216,9 +216,21 @@ def filesystems(ctx: Ctx) -> None:
     for fs in ctx.domain.devices.filesystems:
         alias = ctx.alias(fs)
         driver = fs.driver.get("type", "path")
-        if driver == "virtiofs":
-            raise UnsupportedByQemu("virtiofs filesystems are not supported by the argv builder",
-                                    path=ctx.domain.source, line=fs.line)
+        if driver == "mtp":  # a USB MTP device sharing the folder
+            ctx.device({"driver": "usb-mtp", "id": alias, "rootdir": fs.source.get("dir"), "desc": fs.target_dir,
+                        "readonly": fs.readonly, **ctx.address_props(fs)})
+            continue
+        if driver == "virtiofs":  # vhost-user-fs talking to virtiofsd on a UNIX socket
+            sock = fs.source.get("socket") or f"{domain_dir(ctx.domain.name, ctx.modern_libvirt)}/{alias}-fs.sock"
+            ctx.add("-chardev", f"socket,id=chr-vu-{alias},path={escape_opt_value(sock)}")
+            props: dict[str, Any] = {"driver": "vhost-user-fs-pci", "id": alias, "chardev": f"chr-vu-{alias}"}
+            if fs.driver.get("queue"):
+                props["queue-size"] = int(fs.driver["queue"])
+            props["tag"] = fs.target_dir
+            if id(fs) in ctx.boot_index:
+                props["bootindex"] = ctx.boot_index[id(fs)]
+            ctx.device({**props, **ctx.address_props(fs)}, virtio=fs)
+            continue
         opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
                 f"path={escape_opt_value(fs.source.get('dir', ''))}"]
         if fs.readonly:

@@ -195,7 +195,7 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     for cont in ctx.controllers:
         if cont.type == "pci" and cont.model not in ("pci-root", "pcie-root"):
             out.append((cont, CONTROLLER_CONNECT.get(cont.model or "", 0)))
-    out += [(fs, virtio) for fs in d.filesystems]
+    out += [(fs, virtio) for fs in d.filesystems if fs.driver.get("type") != "mtp"]
     for net in d.interfaces:
         if net.type == "hostdev" or net.model == "usb-net":
             continue
