@@ -189,6 +189,9 @@ class Ctx:
                 props["multifunction"] = addr.multifunction
             slot = f"0x{addr.slot or 0:x}"
             props["addr"] = slot if not addr.function else f"{slot}.0x{addr.function:x}"
+            acpi = next((e for e in dev.extra if getattr(e, "tag", None) == "acpi"), None)
+            if acpi is not None and acpi.get("index"):
+                props["acpi-index"] = int(acpi.get("index"))
             return props
         if addr.type == "ccw":  # libvirt writes CSSID.SSID.DEVNO in hex: fe.0.000a
             cssid, ssid, devno = (int(addr.extra.get(k, d), 0) for k, d in

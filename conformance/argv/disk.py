@@ -200,7 +200,43 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["wwn"] = int(disk.wwn, 16)
     if cache and disk.device != "cdrom" and bus != "fdc":
         props["write-cache"] = "on" if cache[2] else "off"
+    props.update(_device_options(disk, bus))
     ctx.device(props, virtio=disk if bus == "virtio" else None)
+
+
+def _device_options(disk: Disk, bus: str) -> dict[str, Any]:
+    """The front-end options libvirt derives from <driver>, <blockio>, <target>, <vendor>/<product>."""
+    props: dict[str, Any] = {}
+    drv = disk.driver
+    if bus == "virtio":
+        for key in ("ioeventfd", "event_idx"):
+            if drv.get(key) in ("on", "off"):
+                props[key] = drv[key] == "on"
+        if drv.get("queue_size"):
+            props["queue-size"] = int(drv["queue_size"])
+    blockio = next((e for e in disk.extra if getattr(e, "tag", None) == "blockio"), None)
+    if blockio is not None:
+        for key in ("logical_block_size", "physical_block_size", "discard_granularity"):
+            if blockio.get(key) is not None:
+                props[key] = int(blockio.get(key))
+    if disk.target_attrs.get("rotation_rate"):
+        props["rotation_rate"] = int(disk.target_attrs["rotation_rate"])
+    if bus == "scsi" and disk.target_attrs.get("removable") == "on":
+        props["removable"] = True
+    if bus == "scsi":
+        if disk.vendor is not None:
+            props["vendor"] = disk.vendor
+        if disk.product is not None:
+            props["product"] = disk.product
+    elif bus in ("ide", "sata") and disk.product is not None:
+        props["model"] = disk.product
+    werror = drv.get("error_policy")
+    rerror = drv.get("rerror_policy") or (werror if werror != "enospace" else None)
+    if werror:
+        props["werror"] = "enospc" if werror == "enospace" else werror
+    if rerror:
+        props["rerror"] = rerror
+    return props
 
 
 def disks(ctx: Ctx) -> None:
