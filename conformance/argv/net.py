@@ -41,18 +41,28 @@ KNOWN_NIC_MODELS = {
 
 def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
     if net.type == "user":
-        return {"type": "user", "id": ident}
-    if net.type in ("bridge", "network"):
-        props: dict[str, Any] = {"type": "tap", "fd": str(TAP_FD_BRIDGE)}
+        props = {"type": "user"}
+        for ip in (c for c in net.extra if getattr(c, "tag", None) == "ip"):
+            if ip.get("family", "ipv4") == "ipv4":
+                props["net"] = f"{ip.get('address')}/{ip.get('prefix', '24')}"
+            else:
+                props.update({"ipv6-prefix": ip.get("address"), "ipv6-prefixlen": int(ip.get("prefix", "64"))})
+        return {**props, "id": ident}
+    if net.type in ("bridge", "network", "ethernet"):
+        fd = TAP_FD_ETHERNET if net.type == "ethernet" else TAP_FD_BRIDGE
+        props: dict[str, Any] = {"type": "tap", "fd": str(fd)}
         if nic_model(ctx, net) == "virtio" and net.driver.get("name") != "qemu":
             props.update({"vhost": True, "vhostfd": str(VHOST_FD)})
         props["id"] = ident
         return props
-    if net.type == "ethernet":
-        return {"type": "tap", "fd": str(TAP_FD_ETHERNET), "id": ident}
-    if net.type == "mcast" or net.type in ("server", "client", "udp"):
-        raise UnsupportedByQemu(f"<interface type='{net.type}'> is not supported by the argv builder",
-                                path=ctx.domain.source, line=net.line)
+    if net.type in ("server", "client", "mcast", "udp"):  # QEMU's socket netdev
+        where = f"{net.source.get('address', '')}:{net.source.get('port', '')}"
+        key = {"server": "listen", "client": "connect"}.get(net.type, net.type)
+        props = {"type": "socket", key: where}
+        local = next((c for c in net.source_children if getattr(c, "tag", None) == "local"), None)
+        if net.type == "udp" and local is not None:
+            props["localaddr"] = f"{local.get('address', '')}:{local.get('port', '')}"
+        return {**props, "id": ident}
     raise UnsupportedByQemu(f"<interface type='{net.type}'> is not supported by the argv builder",
                             path=ctx.domain.source, line=net.line)
 
@@ -71,6 +81,7 @@ def interfaces(ctx: Ctx) -> None:
             driver = "virtio-net-ccw"
         props: dict[str, Any] = {"driver": driver}
         if model.startswith("virtio"):
+            props.update(_virtio_net_driver(net))
             if net.driver.get("queues") and int(net.driver["queues"]) > 1:
                 props["mq"] = True
                 props["vectors"] = 2 * int(net.driver["queues"]) + 2
@@ -90,6 +101,34 @@ def interfaces(ctx: Ctx) -> None:
             props["bootindex"] = ctx.boot_index[id(net)]
         props.update(rom_props(net.rom))
         ctx.device(props, virtio=net if model.startswith("virtio") else None)
+
+
+# <driver><host .../><guest .../></driver> offloads -> virtio-net-pci properties
+_HOST_OFFLOADS = {"csum": "csum", "gso": "gso", "tso4": "host_tso4", "tso6": "host_tso6", "ecn": "host_ecn",
+                  "ufo": "host_ufo", "mrg_rxbuf": "mrg_rxbuf"}
+_GUEST_OFFLOADS = {"csum": "guest_csum", "tso4": "guest_tso4", "tso6": "guest_tso6", "ecn": "guest_ecn",
+                   "ufo": "guest_ufo"}
+
+
+def _virtio_net_driver(net: Interface) -> dict[str, Any]:
+    """virtio-net options from <driver>: TX mode, RSS, offloads (qemuBuildNicDevProps)."""
+    props: dict[str, Any] = {}
+    txmode = net.driver.get("txmode")
+    if txmode in ("iothread", "timer"):
+        props["tx"] = "bh" if txmode == "iothread" else "timer"
+    for child, table in (("host", _HOST_OFFLOADS), ("guest", _GUEST_OFFLOADS)):
+        el = next((c for c in net.driver_children if getattr(c, "tag", None) == child), None)
+        for xml, prop in table.items():
+            if el is not None and el.get(xml) in ("on", "off"):
+                props[prop] = el.get(xml) == "on"
+    for key in ("ioeventfd", "event_idx"):
+        if net.driver.get(key) in ("on", "off"):
+            props[key] = net.driver[key] == "on"
+    if net.driver.get("rss") in ("on", "off"):
+        props["rss"] = net.driver["rss"] == "on"
+    if net.driver.get("rss_hash_report") in ("on", "off"):
+        props["hash"] = net.driver["rss_hash_report"] == "on"
+    return props
 
 
 def _generated_mac(ctx: Ctx, net: Interface) -> str:
