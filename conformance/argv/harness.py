@@ -31,6 +31,11 @@ MEMORY_BACKING_DIR = "/var/lib/libvirt/qemu/ram"
 # the harness's host: 4 NUMA nodes of 4 CPUs each (CPU n on node n // 4); numad's advice for placement='auto'
 # is every node
 HOST_NUMA_NODES = 4
+# the harness's host CPU (tests/testutilshostcpus.h, cpuDefault): an Intel core2duo with these extra
+# features; <feature policy='optional'> of a custom CPU is on exactly where this host has the feature
+HOST_CPU_MODEL = "core2duo"
+HOST_CPU_EXTRA_FEATURES = frozenset({"ds", "acpi", "ss", "ht", "tm", "pbe", "ds_cpl", "vmx", "est", "tm2", "cx16",
+                                     "xtpr", "lahf_lm"})
 HOST_CPUS_PER_NODE = 4
 SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
+from conformance.argv.cpu_map import find_cpu_map, load_x86_map
+from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
+from conformance.argv.harness import HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
 from conformance.argv.memory import backend_objects
 from conformance.errors import UnsupportedByQemu
 
@@ -129,8 +134,8 @@ def cpu(ctx: Ctx) -> None:
     feats: list[str] = []
     if c is not None and c.mode == "host-passthrough":
         model = "host"
-        if ctx.is_x86 and c.attrs.get("migratable", "on") == "on":
-            feats.append("migratable=on")
+        if ctx.is_x86:
+            feats.append(f"migratable={c.attrs.get('migratable', 'on')}")
     elif c is not None and c.mode == "maximum":
         model = "max"
     elif c is not None and c.mode == "host-model":
@@ -142,29 +147,118 @@ def cpu(ctx: Ctx) -> None:
         model = default_cpu_model(ctx)
         if model is None:
             return
+    canonical = ctx.is_x86 and ctx.caps.has("canonical-cpu-features")
     if c is not None and c.mode not in ("host-model",):
+        if c.model_attrs.get("vendor_id"):
+            feats.append(f"vendor={c.model_attrs['vendor_id']}")
         for policy, name in c.features:
-            if policy in ("require", "force"):
-                feats.append(f"{name}=on")
-            elif policy in ("disable", "forbid"):
-                feats.append(f"{name}=off")
+            qemu_name = LIBVIRT_TO_QEMU.get(name, name) if canonical else name
+            if policy in ("require", "force") or (policy == "optional" and _host_has(ctx, name)):
+                feats.append(f"{qemu_name}=on")
+            elif policy in ("disable", "forbid", "optional"):
+                feats.append(f"{qemu_name}=off")
+        if any(re.fullmatch(r"sve\d+", n) and p in ("require", "force") for p, n in c.features) and \
+                not any(n == "sve" for _, n in c.features):
+            feats.append("sve=on")  # SVE vector lengths imply SVE itself
+        feats += _cache_and_phys_bits(c)
+    feats += _cpu_extras(ctx)
+    ctx.add("-cpu", ",".join([model, *feats]))
+
+
+# <hyperv> children -> QEMU's hv-* name where it is not hv-TAG
+_HYPERV_NAMES = {"emsr_bitmap": "hv-emsr-bitmap", "xmm_input": "hv-xmm-input", "vendor_id": "hv-vendor-id"}
+_KVM_FEATURES = {"hint-dedicated": "kvm-hint-dedicated", "poll-control": "kvm-poll-control", "pv-ipi": "kvm-pv-ipi"}
+
+
+def _host_has(ctx: Ctx, feature: str) -> bool:
+    """An optional feature is on where the host CPU has it: the harness's host CPU, its model's features
+    from libvirt's CPU map plus its extra ones (on when no CPU map is at hand)."""
+    if feature in HOST_CPU_EXTRA_FEATURES:
+        return True
+    try:
+        cpu_map = load_x86_map(find_cpu_map())
+    except UnsupportedByQemu:
+        return True
+    model, feat = cpu_map.model_by_name.get(HOST_CPU_MODEL), cpu_map.feature_by_name.get(feature)
+    if model is None or feat is None:
+        return True
+    return model.bits & feat.bits == feat.bits
+
+
+def _cache_and_phys_bits(c) -> list[str]:
+    """<cache mode=> and <maxphysaddr> (qemuBuildCpuModelArgStr)."""
+    out: list[str] = []
+    cache = next((e for e in c.extra if getattr(e, "tag", None) == "cache"), None)
+    if cache is not None:
+        mode = cache.get("mode")
+        if mode == "passthrough":
+            out += ["host-cache-info=on", "l3-cache=off"]
+        elif mode == "disable":
+            out += ["host-cache-info=off", "l3-cache=off"]
+        elif mode == "emulate":
+            out += ["host-cache-info=off", "l3-cache=on"]
+    phys = next((e for e in c.extra if getattr(e, "tag", None) == "maxphysaddr"), None)
+    if phys is not None:
+        if phys.get("mode") == "emulate" and phys.get("bits"):
+            out.append(f"phys-bits={phys.get('bits')}")
+        elif phys.get("mode") == "passthrough":
+            out.append("host-phys-bits=on")
+            if phys.get("limit"):
+                out.append(f"host-phys-bits-limit={phys.get('limit')}")
+    return out
+
+
+def _cpu_extras(ctx: Ctx) -> list[str]:
+    """What libvirt appends to -cpu after the model: timers, EOI, PV spinlocks, Hyper-V enlightenments,
+    the Hyper-V crash MSRs of a hyperv panic device, KVM features, PMU (qemuBuildCpuCommandLine)."""
+    d = ctx.domain
+    out: list[str] = []
+    for timer in d.clock.timers if d.clock else []:
+        present = timer.attrs.get("present")
+        if timer.name == "kvmclock" and present in ("yes", "no"):
+            out.append(f"kvmclock={'on' if present == 'yes' else 'off'}")
+        elif timer.name == "hypervclock" and present == "yes":
+            out.append("hv-time=on")
+        elif timer.name == "armvtimer" and timer.attrs.get("tickpolicy") in ("discard", "delay"):
+            out.append(f"kvm-no-adjvtime={'on' if timer.attrs['tickpolicy'] == 'discard' else 'off'}")
+    apic = d.features.get("apic")
+    if apic is not None and apic.attrs.get("eoi") in ("on", "off"):
+        out.append(f"kvm-pv-eoi={apic.attrs['eoi']}")
+    pvspin = d.features.get("pvspinlock")
+    if pvspin is not None:
+        out.append(f"kvm-pv-unhalt={pvspin.attrs.get('state', 'on')}")
     hyperv = d.features.get("hyperv")
     if hyperv is not None:
         if hyperv.attrs.get("mode") == "passthrough":
-            feats.append("hv-passthrough=on")
+            out.append("hv-passthrough=on")
         for child in hyperv.children:
-            if child.get("state") == "on":
-                name = {"vpindex": "hv-vpindex", "spinlocks": "hv-spinlocks"}.get(child.tag, f"hv-{child.tag}")
-                if child.tag == "spinlocks" and child.get("retries"):
-                    feats.append(f"hv-spinlocks={int(child.get('retries')):#x}")
-                else:
-                    feats.append(f"{name}=on")
+            if child.get("state") != "on":
+                continue
+            name = _HYPERV_NAMES.get(child.tag, f"hv-{child.tag}")
+            if child.tag == "spinlocks" and child.get("retries"):
+                out.append(f"hv-spinlocks={int(child.get('retries')):#x}")
+            elif child.tag == "vendor_id" and child.get("value"):
+                out.append(f"hv-vendor-id={child.get('value')}")
+            else:
+                out.append(f"{name}=on")
+            for sub in child:
+                if sub.get("state") == "on":
+                    suffix = {"extended": "ext"}.get(sub.tag, sub.tag)
+                    out.append(f"{name}-{suffix}=on")
+    if any(p.model == "hyperv" for p in d.devices.panics):
+        out.append("hv-crash")
     kvm = d.features.get("kvm")
     if kvm is not None:
         for child in kvm.children:
-            if child.tag == "hidden" and child.get("state") == "on":
-                feats.append("kvm=off")
-    ctx.add("-cpu", ",".join([model, *feats]))
+            state = child.get("state")
+            if child.tag == "hidden" and state == "on":
+                out.append("kvm=off")
+            elif child.tag in _KVM_FEATURES and state == ("off" if child.tag == "pv-ipi" else "on"):
+                out.append(f"{_KVM_FEATURES[child.tag]}={state}")
+    pmu = d.features.get("pmu")
+    if pmu is not None and pmu.attrs.get("state") in ("on", "off"):
+        out.append(f"pmu={pmu.attrs['state']}")
+    return out
 
 
 def default_cpu_model(ctx: Ctx) -> str | None:
