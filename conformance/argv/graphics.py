@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conformance.argv.context import Ctx
-from conformance.argv.harness import SPICE_PASSWORD_CONFIGURED, SPICE_TLS_X509_DIR, spice_tls
+from conformance.argv.harness import SPICE_PASSWORD_CONFIGURED, SPICE_TLS_X509_DIR, domain_dir, spice_tls
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Graphics
 from conformance.errors import UnsupportedByQemu
@@ -43,17 +43,26 @@ def _vnc(ctx: Ctx, gr: Graphics) -> None:
     if listen.get("type") == "none":
         opt = "none"
     elif listen.get("type") == "socket" or a.get("socket"):
-        opt = f"unix:{escape_opt_value(listen.get('socket') or a.get('socket'))}"
+        path = listen.get("socket") or a.get("socket") or \
+            f"{domain_dir(ctx.domain.name, ctx.modern_libvirt)}/vnc.sock"  # an auto socket in the domain's folder
+        opt = f"{'vnc=' if ctx.modern_libvirt else ''}unix:{escape_opt_value(path)}"
     else:
         host = listen.get("address") or a.get("listen") or DEFAULT_LISTEN
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address
         port = int(a.get("port", "-1"))
         display = 0 if port < 5900 else port - 5900
         opt = f"{host}:{display}"
         if a.get("websocket"):
             opt += f",websocket={a['websocket']}"
+    if a.get("sharePolicy"):
+        opt += f",share={a['sharePolicy']}"
     if a.get("passwd") is not None:
         opt += ",password=on"
-    opt += f",audiodev=audio{ctx.audio_id}"
+    if a.get("powerControl") == "yes":
+        opt += ",power-control=on"
+    audio = next((c.get("id") for c in gr.extra if getattr(c, "tag", None) == "audio" and c.get("id")), None)
+    opt += f",audiodev=audio{audio or ctx.audio_id}"
     ctx.add("-vnc", opt)
     if a.get("keymap"):
         ctx.add("-k", a["keymap"])
@@ -102,7 +111,8 @@ def _spice(ctx: Ctx, gr: Graphics) -> None:
     secure = insecure = False
     kind = listen.get("type", "address")
     if kind == "socket":
-        opts.append(f"unix=on,addr={escape_opt_value(listen.get('socket') or '')}")
+        path = listen.get("socket") or f"{domain_dir(ctx.domain.name, ctx.modern_libvirt)}/spice.sock"
+        opts.append(f"unix=on,addr={escape_opt_value(path)}")
         insecure = True
     elif kind in ("address", "network"):
         port, tls_port = _spice_ports(gr, spice_tls(ctx.modern_libvirt))
@@ -114,6 +124,8 @@ def _spice(ctx: Ctx, gr: Graphics) -> None:
             secure = True
         if port > 0 or tls_port > 0:
             opts.append(f"addr={listen.get('address') or DEFAULT_LISTEN}")
+        else:
+            opts.append("port=0")  # neither a port nor a TLS port: no plain listener either
     elif kind == "none":
         opts.append("port=0")
         insecure = True
