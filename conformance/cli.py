@@ -203,11 +203,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     unknown = sorted(set(stages) - {"parse", "argv", "boot", "migrate"})
     if unknown:
         raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot, migrate")
-    binaries = list(args.qemu) or _host_binaries()
-    if not binaries:
-        raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm or pass --qemu PATH")
+    live = sorted({"boot", "migrate"} & set(stages))
+    if args.caps and live and not args.qemu:
+        raise CaseError(f"--caps runs only the static stages; {' and '.join(live)} cannot run without a QEMU binary",
+                        hint="add --qemu PATH, or --stages parse,argv")
+    binaries = list(args.qemu) or ([] if args.caps else _host_binaries())
+    if not binaries and not args.caps:
+        raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm, pass --qemu PATH, "
+                        "or run the static stages on stored fixtures with --caps VERSION:ARCH")
     return run_stages(stages, binaries, args.cases, args.output, lambda text: print(text, flush=True),
-                      jobs=args.jobs)
+                      jobs=args.jobs, fixtures=args.caps)
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
@@ -288,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: parse, argv, boot, migrate (default: all)")
     p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
                    help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64)")
+    p.add_argument("--caps", action="append", default=[], type=caps_arg, metavar="FIXTURE",
+                   help="static stages on a stored fixture, no binary: VERSION:ARCH (4.2.0:x86_64), a file, "
+                        "or 'all' (repeatable)")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder)")

@@ -20,6 +20,7 @@ from conformance.caps.probe import probe_binary
 from conformance.caps.store import fixture_files, load
 from conformance.errors import ConformanceError
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
+from conformance.results.verdicts import failures
 
 
 def _stored_for(caps: Capabilities) -> tuple[Path | None, Path | None]:
@@ -119,16 +120,16 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         target = make_target(binary, say, caps=caps)
         targets.append(target)
         counts = run_static(cases, target, writer, catalogue, say)
-        ok &= not (counts["fail"] or counts["error"])
+        ok &= not failures(counts)
         say(f"  static (parse, argv): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
         say(f"  live: accel {target.accel.accel} ({target.accel.reason})")
     if boot and targets:
         say("boot stage:")
         counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
-        ok &= not (counts["fail"] or counts["error"])
+        ok &= not failures(counts)
         say("migrate stage (each build with itself, and across builds of one arch both ways):")
         counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
-        ok &= not (counts["fail"] or counts["error"])
+        ok &= not failures(counts)
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")
     say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")

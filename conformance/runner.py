@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
-from conformance.results.records import ResultWriter, StageResult
+from conformance.results.records import QemuBuild, ResultWriter, StageResult
+from conformance.results.verdicts import failures, is_failure
 
 if TYPE_CHECKING:
     from conformance.caps.model import Capabilities
@@ -68,29 +69,56 @@ def host_accel(binary: Path, guest: Guest | None) -> AccelDecision:
 
 def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
                say: Say) -> Counter[str]:
-    """parse and argv stages on the target's probed capabilities; each argv is kept as OUTPUT/argv/.../CASE.args."""
+    """parse and argv stages on the target's probed capabilities (see run_static_caps)."""
+    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say)
+
+
+def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
+                    catalogue: Catalogue, say: Say) -> Counter[str]:
+    """parse and argv stages on one set of capabilities (probed or a stored fixture); each argv is
+    kept as OUTPUT/argv/ARCH-VERSION/CASE.args, and known bugs of this version the argv meets are
+    recorded with its result."""
     from conformance.argv.command import format_args
     from conformance.static import StaticRunner, to_result
 
     runner = StaticRunner(catalogue)
     counts: Counter[str] = Counter()
-    argv_dir = writer.path.parent / "argv" / f"{target.caps.arch}-{target.caps.version}"
+    argv_dir = writer.path.parent / "argv" / f"{caps.arch}-{caps.version}"
     for case in cases:
-        if target.caps.arch not in case.arches:
+        if caps.arch not in case.arches:
             continue
-        for outcome in runner.run(case, target.caps):
+        for outcome in runner.run(case, caps):
             counts[outcome.verdict] += 1
-            result = to_result(outcome, target.caps)
-            result.qemu = target.build
+            result = to_result(outcome, caps)
+            result.qemu = build
             if outcome.argv:
                 argv_dir.mkdir(parents=True, exist_ok=True)
                 args_file = argv_dir / f"{case.name}.args"
                 args_file.write_text(format_args(outcome.argv))
                 result.artifacts["argv"] = str(args_file.relative_to(writer.path.parent))
             writer.write(result)
-            if outcome.verdict in ("fail", "error"):
+            if is_failure(outcome.verdict):
                 say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
     return counts
+
+
+def fixture_build(caps: Capabilities) -> QemuBuild:
+    """The build a stored fixture stands for: no binary, the fixture named instead."""
+    from conformance.caps.fixture import fixture_name
+
+    return QemuBuild(f"fixture {fixture_name(caps)}", str(caps.version), caps.package, caps.arch)
+
+
+def resolve_fixtures(specs: list[str]) -> list[Capabilities]:
+    """--caps values (a fixture file, a libvirt caps XML, VERSION:ARCH, or ``all`` for every stored
+    fixture) -> their capabilities, each once."""
+    from conformance.caps.store import fixture_files, load, resolve
+
+    found: dict[tuple[str, str, str], Capabilities] = {}
+    for spec in specs:
+        for caps in [load(p) for p in fixture_files()] if spec == "all" else [resolve(spec)]:
+            found.setdefault((str(caps.version), caps.arch, caps.package), caps)
+    return list(found.values())
 
 
 def run_boots(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue, output: Path,
@@ -156,8 +184,9 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
 
 
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
-               jobs: int | None = None, catalogue: Catalogue | None = None) -> int:
-    """`qemu-conformance run`: 0 when nothing failed, 1 otherwise."""
+               jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None) -> int:
+    """`qemu-conformance run`: 0 when nothing failed, 1 otherwise. ``fixtures`` (--caps) run the static
+    stages on stored capabilities, with no binary."""
     from conformance.cases import load_catalogue
 
     catalogue = catalogue or load_catalogue()
@@ -166,6 +195,12 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     writer = ResultWriter(output)
     targets = []
     bad = 0
+    for caps in resolve_fixtures(fixtures or []):
+        build = fixture_build(caps)
+        say(f"{build.path}: QEMU {caps.version} {caps.arch} ({caps.provenance.source})")
+        counts = run_static_caps(cases, caps, build, writer, catalogue, say)
+        bad += failures(counts)
+        say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     for binary in binaries:
         say(f"{binary}:")
         try:
@@ -179,13 +214,13 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
         targets.append(target)
         if {"parse", "argv"} & set(stages):
             counts = run_static(cases, target, writer, catalogue, say)
-            bad += counts["fail"] + counts["error"]
+            bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     if "boot" in stages and targets:
         counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
-        bad += counts["fail"] + counts["error"]
+        bad += failures(counts)
     if "migrate" in stages and targets:
         counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
-        bad += counts["fail"] + counts["error"]
+        bad += failures(counts)
     say(f"results: {writer.path}")
     return 1 if bad else 0

@@ -17,6 +17,7 @@ from conformance.caps.model import Capabilities
 from conformance.cases import Case, Catalogue, load_catalogue, plan
 from conformance.domain.schema import SchemaStatus
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
+from conformance.knownbugs.matcher import KnownBug, bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
 from conformance.results.records import QemuBuild, StageResult
 
@@ -39,6 +40,7 @@ class StaticOutcome:
     stage: str
     reason: str = ""
     argv: list[str] = field(default_factory=list)
+    known_bugs: list[dict[str, str]] = field(default_factory=list)  # bugs of this version the argv meets
 
 
 def _contains(argv: list[str], wanted: str) -> bool:
@@ -114,7 +116,10 @@ class StaticRunner:
         note = "" if rendered.schema is None or rendered.schema.available else rendered.schema.why
         outcomes.append(StaticOutcome(case.name, label, "pass", "parse", note))
         if "argv" in stages:
-            outcomes.append(self._argv(case, caps, rendered, what.expect_error))
+            outcome = self._argv(case, caps, rendered, what.expect_error)
+            if outcome.argv:
+                outcome.known_bugs = [bug_flag(b) for b in bugs_concerning(caps.version, outcome.argv)]
+            outcomes.append(outcome)
         return outcomes
 
     def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
@@ -134,8 +139,17 @@ class StaticRunner:
         return StaticOutcome(case.name, label, "pass", "argv", "", argv)
 
 
+def bug_flag(bug: KnownBug) -> dict[str, str]:
+    """A known bug as a result records it: enough for a report to name it without the database."""
+    return {"id": bug.id, "title": bug.title, "fixed": bug.fixed,
+            "affected": f"{bug.first}..{bug.last}", "concerns": bug.concerns.says if bug.concerns else ""}
+
+
 def to_result(outcome: StaticOutcome, caps: Capabilities, duration_s: float = 0.0) -> StageResult:
+    details: dict[str, Any] = {"fixture": caps.label, "argv": outcome.argv}
+    if outcome.known_bugs:
+        details["known_bugs"] = outcome.known_bugs
     return StageResult(case=outcome.case, stage=outcome.stage, verdict=outcome.verdict, reason=outcome.reason,
                        arch=caps.arch, qemu=QemuBuild(caps.provenance.binary or "", str(caps.version), caps.package,
                                                       caps.arch),
-                       duration_s=duration_s, details={"fixture": caps.label, "argv": outcome.argv})
+                       duration_s=duration_s, details=details)

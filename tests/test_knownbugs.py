@@ -75,3 +75,49 @@ def test_a_bad_side_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2.0", "4.2.0"]\nside = "both"\n')
     with pytest.raises(CaseError, match=r"known bug x: bad entry.*side must be"):
         load_bugs(str(bad))
+
+
+def _argv_outcome(case: str, fixture: str):  # type: ignore[no-untyped-def]
+    from conformance.caps.store import resolve
+    from conformance.cases import load_catalogue
+    from conformance.static import StaticRunner
+
+    catalogue = load_catalogue()
+    return next(o for o in StaticRunner(catalogue).run(catalogue.get(case), resolve(fixture)) if o.stage == "argv")
+
+
+@pytest.mark.parametrize(("case", "fixture", "flagged"), [
+    ("teaming-q35-hostdev", "4.2.0:x86_64", True),
+    ("teaming-q35", "4.2.0:aarch64", True),
+    ("teaming-q35-hostdev", "5.2.0:x86_64", False),  # fixed in 4.2.1 and 5.0.0
+    ("q35-minimal", "4.2.0:x86_64", False),  # no VF to unplug
+])
+def test_static_stage_flags_the_4_2_0_vf_unplug_segfault_by_configuration(case: str, fixture: str,
+                                                                          flagged: bool) -> None:
+    outcome = _argv_outcome(case, fixture)
+    assert outcome.verdict == "pass", outcome.reason  # the flag does not change the stage's verdict
+    ids = {b["id"] for b in outcome.known_bugs}
+    assert ("vfio-irqchip-notifier-unplug-segv" in ids) is flagged, ids
+    if flagged:
+        bug = next(b for b in outcome.known_bugs if b["id"] == "vfio-irqchip-notifier-unplug-segv")
+        assert "4.2.1" in bug["fixed"] and "0446f81217" in bug["fixed"] and "teaming" in bug["concerns"]
+
+
+def test_concerns_match_the_argv_not_the_case_name() -> None:
+    from conformance.knownbugs.matcher import bugs_concerning
+
+    argv = ["qemu", "-machine", "pc-q35-4.2,usb=off", "-device", '{"driver":"virtio-net-pci","failover":true,"id":"n"}',
+            "-device", "vfio-pci,host=0000:03:07.1,id=hostdev0,failover_pair_id=n"]
+    ids = {b.id for b in bugs_concerning(QemuVersion(4, 2, 0), argv)}
+    assert {"vfio-irqchip-notifier-unplug-segv", "pcie-native-hotplug-plug-read-as-unplug"} <= ids
+    pc = [a.replace("pc-q35-4.2", "pc-i440fx-4.2") for a in argv]
+    assert "pcie-native-hotplug-plug-read-as-unplug" not in {b.id for b in bugs_concerning(QemuVersion(4, 2, 0), pc)}
+    plain = [*argv[:3], "-device", "virtio-net-pci,id=n"]
+    assert not {b.id for b in bugs_concerning(QemuVersion(4, 2, 0), plain)} & {"vfio-irqchip-notifier-unplug-segv"}
+
+
+def test_bad_concerns_are_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bugs.toml"
+    bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2.0", "4.2.0"]\nconcerns = { device = [] }\n')
+    with pytest.raises(CaseError, match=r"known bug x: bad entry.*unknown key"):
+        load_bugs(str(bad))

@@ -3,6 +3,9 @@
 A failure explained by a bug that affects this QEMU version is a *known bug*;
 a version-matching bug whose symptom did not show is *not reproduced* (fixed
 or backported?); anything else is a plain failure (a regression candidate).
+
+A bug also says which configurations it concerns (``concerns``, as data), so the static
+stages can flag "this domain on this version meets that bug" from the built argv alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+from conformance.argv.options import devices, options
 from conformance.caps.model import QemuVersion
 from conformance.errors import CaseError
 
@@ -32,6 +37,7 @@ class KnownBug:
     needs: tuple[str, ...]
     side: str = ""  # migrate: "source" or "destination" when the bug shows on one side only
     peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
+    concerns: Concerns | None = None  # the configurations it concerns (static flags); None: not said
 
     def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "") -> bool:
         """True for this version (on ``side`` of a migration with ``peer``, when given)."""
@@ -47,6 +53,43 @@ class KnownBug:
         if self.signals and signal not in self.signals:
             return False
         return not self.patterns or any(p.search(text) for p in self.patterns)
+
+
+_TRUE = {"on", "true", "yes", "1"}
+
+
+def _norm(value: object) -> str:
+    text = str(value).lower()
+    return "on" if text in _TRUE else "off" if text in {"off", "false", "no", "0"} else text
+
+
+@dataclass(frozen=True)
+class Concerns:
+    """Which configurations a bug concerns, read from the built argv (never from case names):
+    every pattern in ``devices`` must match some -device (a property given as "*" only has to be
+    present), and ``machine`` (a regex) must match the -machine type when given."""
+
+    devices: tuple[tuple[tuple[str, str], ...], ...] = ()
+    machine: re.Pattern[str] | None = None
+    says: str = ""  # the configuration in words, for reports
+
+    @classmethod
+    def from_toml(cls, raw: dict[str, Any]) -> Concerns:
+        unknown = set(raw) - {"devices", "machine", "says"}
+        if unknown:
+            raise ValueError(f"concerns: unknown key(s) {', '.join(sorted(unknown))} (devices, machine, says)")
+        pats = tuple(tuple(sorted((str(k), "*" if v == "*" else _norm(v)) for k, v in d.items()))
+                     for d in raw.get("devices", ()))
+        if not pats and "machine" not in raw:
+            raise ValueError("concerns: give devices and/or machine")
+        return cls(pats, re.compile(raw["machine"]) if "machine" in raw else None, str(raw.get("says", "")))
+
+    def match(self, machine: str, devs: list[dict[str, str]]) -> bool:
+        """``machine``: the -machine type; ``devs``: the -device dicts, values normalised (_norm)."""
+        if self.machine is not None and not self.machine.search(machine):
+            return False
+        return all(any(all(k in d and (want == "*" or d[k] == want) for k, want in pattern) for d in devs)
+                   for pattern in self.devices)
 
 
 @lru_cache(maxsize=2)
@@ -66,6 +109,7 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 patterns=tuple(re.compile(p) for p in match.get("text", ())), needs=tuple(raw.get("needs", ())),
                 side=_side(raw.get("side", "")),
                 peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
+                concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
@@ -92,3 +136,17 @@ def expected_bugs(version: QemuVersion, stage: str, available: set[str] | frozen
                   ) -> list[KnownBug]:
     """Bugs this version should show in this stage, given the hardware/features available."""
     return [b for b in load_bugs() if b.affects(version) and stage in b.stages and set(b.needs) <= set(available)]
+
+
+def bugs_concerning(version: QemuVersion, argv: list[str]) -> list[KnownBug]:
+    """Known bugs of this QEMU version whose configuration this argv has (the static flags)."""
+    joined = "\n".join(argv)
+    # cheap first: every property name a pattern needs must appear somewhere in the argv
+    candidates = [b for b in load_bugs() if b.concerns is not None and b.first <= version <= b.last
+                  and all(k in joined for pattern in b.concerns.devices for k, _ in pattern)]
+    if not candidates:
+        return []
+    machine = next((v for _, opt, v in options(argv) if opt == "-machine" and v), "")
+    machine = machine.split(",")[0].removeprefix("type=")
+    devs = [{k: _norm(v) for k, v in d.items()} for d in devices(argv)]
+    return [b for b in candidates if b.concerns is not None and b.concerns.match(machine, devs)]

@@ -1,7 +1,7 @@
 """Stage results: one record per (case, QEMU build, stage), written as JSON lines.
 
 Every record carries its verdict and why, so a report never has to guess:
-pass / fail / skip / error / known-bug / not-reproduced.
+one of the verdict table's (conformance/results/verdicts.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("pass", "fail", "skip", "error", "known-bug", "not-reproduced")
+from conformance.results.verdicts import VERDICTS, verdict
+
+__all__ = ["VERDICTS", "QemuBuild", "ResultWriter", "StageResult", "one_line", "read_results"]
+
 REASON_LIMIT = 300  # characters: a reason is one readable line; the whole text stays in details
 
 
@@ -54,8 +57,7 @@ class StageResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+        verdict(self.verdict)  # raises ValueError for a name that is not a verdict
 
     def to_json(self) -> str:
         short = one_line(self.reason)
