@@ -84,22 +84,41 @@ def machine(ctx: Ctx) -> None:
         opts.append("smm=off")
     elif (smm is not None and smm.attrs.get("state", "on") == "on") or (ctx.pflash is not None and ctx.pflash.smm):
         opts.append("smm=on")
+    ioapic = feats.get("ioapic")
+    driver = ioapic.attrs.get("driver") if ioapic is not None else None
+    iommu = d.devices.iommu
+    if driver is None and iommu is not None and iommu.model == "intel" and iommu.driver.get("intremap") == "on":
+        driver = "qemu"  # interrupt remapping needs QEMU's IOAPIC: libvirt adds <ioapic driver='qemu'/>
+    if driver in ("qemu", "kvm"):
+        opts.append(f"kernel_irqchip={'split' if driver == 'qemu' else 'on'}")
     if ctx.is_arm_virt:
         gic = feats.get("gic")
         version = gic.attrs.get("version") if gic is not None else None
-        if not version or version == "host":
+        if not version:
             # libvirt picks what the host supports under KVM (GICv3 on current hosts), GICv2 under TCG
             version = "3" if d.type == "kvm" else "2"
         opts.append(f"gic-version={version}")
+        if d.devices.iommu is not None and d.devices.iommu.model == "smmuv3":
+            opts.append("iommu=smmuv3")
+        ras = feats.get("ras")
+        if ras is not None and ras.attrs.get("state") in ("on", "off"):
+            opts.append(f"ras={ras.attrs['state']}")
     i8042 = feats.get("ps2")
     if i8042 is not None and "state" in i8042.attrs:
         if not ctx.caps.has("machine-i8042-opt"):
             raise UnsupportedByQemu("i8042 is not available for this QEMU binary", path=d.source,
                                     hint="needs QEMU 7.0+")
         opts.append(f"i8042={i8042.attrs['state']}")
-    opts.append("dump-guest-core=off")
+    opts.append(f"dump-guest-core={d.memory_dump_core or 'off'}")
+    mb = d.memory_backing
+    if mb is not None and any(c.tag == "nosharepages" for c in mb.children):
+        opts.append("mem-merge=off")
     if any(m.model == "nvdimm" for m in d.devices.memories):
         opts.append("nvdimm=on")
+    cells = d.cpu.numa if d.cpu else []
+    if any(any(getattr(ch, "tag", None) in ("cache",) for ch in c.children) for c in cells) or \
+            (d.cpu is not None and any(getattr(e, "tag", None) == "interconnects" for e in d.cpu.extra)):
+        opts.append("hmat=on")  # NUMA caches or interconnects: the ACPI HMAT table
     if uses_default_ram_backend(ctx):
         opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
     fw = ctx.pflash

@@ -58,7 +58,10 @@ def format_domain(domain: Domain) -> str:
             el.set("slots", str(d.max_memory_slots))
         el.set("unit", "KiB")
     if d.memory_kib is not None:
-        _text_el(root, "memory", str(d.memory_kib), unit="KiB")
+        el = _text_el(root, "memory", str(d.memory_kib))
+        if d.memory_dump_core is not None:
+            el.set("dumpCore", d.memory_dump_core)
+        el.set("unit", "KiB")
     if d.current_memory_kib is not None:
         _text_el(root, "currentMemory", str(d.current_memory_kib), unit="KiB")
     _extras(root, d.extra, _AFTER_MEMORY)

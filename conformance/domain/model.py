@@ -405,6 +405,7 @@ class Domain:
     description: str | None = None
     metadata: Raw | None = None
     memory_kib: int | None = None
+    memory_dump_core: str | None = None  # <memory dumpCore='on|off'>
     max_memory_kib: int | None = None
     max_memory_slots: int | None = None
     current_memory_kib: int | None = None

@@ -140,6 +140,7 @@ def _domain(ctx: _Ctx, root: etree._Element) -> Domain:
             dom.metadata = el
         elif tag == "memory":
             dom.memory_kib = ctx.size_kib(el)
+            dom.memory_dump_core = el.get("dumpCore")
         elif tag == "maxMemory":
             dom.max_memory_kib = ctx.size_kib(el)
             if el.get("slots"):
