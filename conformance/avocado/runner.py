@@ -12,6 +12,7 @@ remote host (remote spawner), whose file system the job cannot see.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from conformance.results.records import StageResult
 KIND = "qemu-conformance"
 ARTEFACTS = "qemu-conformance"  # folder in the test's results folder
 RESULT_FILE = "result.json"
+FILE_LIMIT = 8 << 20  # bytes; a message is one line in avocado's status server (32 MiB buffer), base64 inside
 
 
 def _run(runnable: Any, scratch: Path, box: dict[str, Any]) -> None:
@@ -44,12 +46,38 @@ def _run(runnable: Any, scratch: Path, box: dict[str, Any]) -> None:
         box["error"] = f"suite error: {type(exc).__name__}: {exc}"
 
 
-def artefact_messages(result: StageResult, scratch: Path) -> Iterator[dict[str, Any]]:
-    """File messages for every artefact the result names, then the record itself."""
-    for rel in sorted(set(result.artifacts.values())):
+def where() -> dict[str, str]:
+    """The host a runner runs on: its name and network namespace (which tells test hosts on one machine apart)."""
+    import os
+    import socket
+
+    host = {"hostname": socket.gethostname()}
+    with contextlib.suppress(OSError):
+        host["netns"] = os.readlink("/proc/self/ns/net")
+    return host
+
+
+def artefact_files(result: StageResult, scratch: Path) -> list[Path]:
+    """The files the result's artefacts name (a folder artefact: the files in it), each once."""
+    found: set[Path] = set()
+    for rel in result.artifacts.values():
         path = scratch / rel
-        if path.is_file():
-            yield messages.FileMessage.get(path.read_bytes(), f"{ARTEFACTS}/{rel}")
+        found.update([path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()))
+    return sorted(found)
+
+
+def artefact_messages(result: StageResult, scratch: Path) -> Iterator[dict[str, Any]]:
+    """File messages for every artefact the result names, then the record itself. Files over
+    FILE_LIMIT (a raw disk image) stay behind: the record says which."""
+    left = []
+    for path in artefact_files(result, scratch):
+        rel = path.relative_to(scratch)
+        if path.stat().st_size > FILE_LIMIT:
+            left.append(str(rel))
+            continue
+        yield messages.FileMessage.get(path.read_bytes(), f"{ARTEFACTS}/{rel}")
+    if left:
+        result.details["artefacts_left_behind"] = {"files": left, "why": f"over {FILE_LIMIT >> 20} MiB"}
     yield messages.FileMessage.get(result.to_json() + "\n", f"{ARTEFACTS}/{RESULT_FILE}")
 
 
@@ -80,6 +108,7 @@ class ConformanceRunner(BaseRunner):
                 yield messages.FinishedMessage.get("error", box.get("error", "no result"))
                 return
             yield messages.LogMessage.get(f"{result.stage} {result.case}: {result.verdict} {result.reason}\n")
+            result.details["avocado_host"] = where()
             yield from artefact_messages(result, scratch)
             status, reason = avocado_status(result.verdict, result.reason)
             yield messages.FinishedMessage.get(status, reason)

@@ -101,3 +101,21 @@ def test_collect_results_makes_artefacts_relative_to_the_job(tmp_path: Path) -> 
                                            "live/console.log"}
     assert got["details"]["avocado_test"] == "1-q35-minimal.boot[7.2.22-x86_64]"
     assert StageResult.from_dict(got).verdict == "known-bug"
+
+
+def test_runner_sends_a_folder_artefact_file_by_file_and_leaves_disk_images_behind(tmp_path: Path) -> None:
+    from conformance.avocado.runner import FILE_LIMIT, artefact_messages
+
+    vm = tmp_path / "live" / "q35-minimal" / "x86_64-7.2.22-abc"
+    vm.mkdir(parents=True)
+    (vm / "console.log").write_text("END-OF-BOOT-REPORT\n")
+    with (vm / "disk.raw").open("wb") as fh:  # sparse, FILE_LIMIT + 1 bytes long
+        fh.truncate(FILE_LIMIT + 1)
+    result = StageResult(case="q35-minimal", stage="boot", verdict="pass",
+                         artifacts={"folder": "live/q35-minimal/x86_64-7.2.22-abc",
+                                    "console": "live/q35-minimal/x86_64-7.2.22-abc/console.log"})
+    sent = list(artefact_messages(result, tmp_path))
+    assert [m["path"] for m in sent] == ["qemu-conformance/live/q35-minimal/x86_64-7.2.22-abc/console.log",
+                                         "qemu-conformance/result.json"]
+    record = json.loads(sent[-1]["log"])
+    assert record["details"]["artefacts_left_behind"]["files"] == ["live/q35-minimal/x86_64-7.2.22-abc/disk.raw"]

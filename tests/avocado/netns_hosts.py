@@ -1,0 +1,128 @@
+"""Test "hosts" on this machine: network namespaces, each with a veth address and its own sshd.
+
+``make_hosts(n, folder)`` is a context manager: it makes a key pair (the test's own), n namespaces
+``qc-hostI-PID`` with a veth pair each (host side 10.251.I.1/24, namespace side 10.251.I.2/24, a
+default route back to the host side), starts ``sshd -D`` inside each (Debian's openssh-server, a host
+key and an authorized_keys of the test's own, nothing of /etc/ssh used), and writes one aexpect
+slot file per host for avocado's remote spawner. Leaving the block stops the daemons and deletes the
+namespaces and veths, whatever happened. The namespaces share this machine's file system and
+processes, so a host has the same Python, package and QEMU: only the network is its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+SUBNET = "10.251"  # 10.251.I.0/24 per host; only these addresses, made here, are ever contacted
+
+
+@dataclass
+class Host:
+    name: str  # the namespace
+    address: str  # sshd listens here (namespace side)
+    gateway: str  # this machine, as the host sees it (host side of the veth)
+    slot: Path  # aexpect remote_login arguments, for spawner.remote.slots
+    sshd: subprocess.Popen[bytes]
+
+
+def why_not() -> str | None:
+    """Why namespaced sshd hosts cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (ip netns add)"
+    if not shutil.which("ip"):
+        return "no ip command (Debian: iproute2)"
+    if not Path(SSHD).exists():
+        return f"no {SSHD} (Debian: apt-get install openssh-server)"
+    if not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+        return "no ssh client (Debian: apt-get install openssh-client)"
+    probe = f"qc-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"ip netns add does not work here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str, netns: str | None = None) -> None:
+    command = ["ip", "netns", "exec", netns, "ip", *args] if netns else ["ip", *args]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+def _wait_port(netns: str, address: str, port: int, sshd: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sshd.poll() is not None:
+            raise RuntimeError(f"sshd in {netns} exited with {sshd.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"sshd in {netns} does not listen on {address}:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "id_ed25519"
+    host_key = folder / "ssh_host_ed25519_key"
+    for path in (key, host_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    (folder / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    config = folder / "sshd_config"
+    config.write_text(f"HostKey {host_key}\nAuthorizedKeysFile {folder}/authorized_keys\nPermitRootLogin yes\n"
+                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+                      f"PidFile none\nAcceptEnv LANG\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    hosts: list[Host] = []
+    made: list[tuple[str, str]] = []
+    tag = os.getpid() % 10000
+    try:
+        for i in range(1, count + 1):
+            netns, veth = f"qc-host{i}-{os.getpid()}", f"qc{tag}h{i}"
+            gateway, address = f"{SUBNET}.{i}.1", f"{SUBNET}.{i}.2"
+            _ip("netns", "add", netns)
+            made.append((netns, veth))
+            _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}n")
+            _ip("link", "set", f"{veth}n", "netns", netns)
+            _ip("addr", "add", f"{gateway}/24", "dev", veth)
+            _ip("link", "set", veth, "up")
+            _ip("addr", "add", f"{address}/24", "dev", f"{veth}n", netns=netns)
+            _ip("link", "set", f"{veth}n", "up", netns=netns)
+            _ip("link", "set", "lo", "up", netns=netns)
+            _ip("route", "add", "default", "via", gateway, netns=netns)
+            log = (folder / f"sshd-{i}.log").open("wb")
+            sshd = subprocess.Popen(["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(config),
+                                     "-o", f"ListenAddress={address}", "-p", "22"], stdout=log, stderr=log)
+            slot = folder / f"slot-{i}.json"
+            slot.write_text(json.dumps({
+                "client": "ssh", "host": address, "port": "22", "username": "root", "password": "",
+                "prompt": r"^.*[\#\$]\s*$", "identity_file": str(key), "preferred_authentication": "publickey",
+                "timeout": 30}))
+            hosts.append(Host(netns, address, gateway, slot, sshd))
+            _wait_port(netns, address, 22, sshd)
+        yield hosts
+    finally:
+        for host in hosts:
+            host.sshd.terminate()
+            try:
+                host.sshd.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                host.sshd.kill()
+                host.sshd.wait()
+        for netns, veth in made:
+            subprocess.run(["ip", "link", "delete", veth], capture_output=True)
+            # processes still in the namespace (a session sshd forked) go with it
+            pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
