@@ -117,7 +117,21 @@ def _other(ctx: Ctx, cont: Controller) -> None:
     ctx.device(props)
 
 
+def pci_hole64(ctx: Ctx) -> None:
+    """<pcihole64> of the PCI root: the host bridge's 64-bit PCI hole (qemuBuildGlobalControllerCommandLine)."""
+    for cont in ctx.controllers:
+        hole = next((e for e in cont.extra if getattr(e, "tag", None) == "pcihole64"), None)
+        if cont.type != "pci" or hole is None or cont.model not in ("pci-root", "pcie-root"):
+            continue
+        unit = (hole.get("unit") or "KiB").lower()
+        kib = int((hole.text or "0").strip()) * {"kib": 1, "k": 1, "mib": 1024, "m": 1024, "gib": 1 << 20,
+                                                  "g": 1 << 20, "b": 1 / 1024}.get(unit, 1)
+        host = "i440FX-pcihost" if cont.model == "pci-root" else "q35-pcihost"
+        ctx.add("-global", f"{host}.pci-hole64-size={int(kib)}K")
+
+
 def controllers(ctx: Ctx) -> None:
+    pci_hole64(ctx)
     for cont in sorted((c for c in ctx.controllers if c.type == "pci"), key=lambda c: c.index or 0):
         _pci(ctx, cont)
     for kind in _ORDER:

@@ -188,7 +188,7 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
     if drive is not None:
         props["drive"] = drive
     props["id"] = alias
-    if id(disk) in ctx.boot_index:
+    if id(disk) in ctx.boot_index and bus != "fdc":  # a floppy boots through its controller's bootindexA/B
         props["bootindex"] = ctx.boot_index[id(disk)]
     if bus == "usb":
         props["removable"] = disk.target_attrs.get("removable") == "on"
@@ -239,7 +239,26 @@ def _device_options(disk: Disk, bus: str) -> dict[str, Any]:
     return props
 
 
+def floppy_controller(ctx: Ctx) -> None:
+    """The ISA floppy controller's boot order (bootindexA/B per drive): a -global for the built-in one of
+    i440fx, an explicit isa-fdc device where the machine has none (q35) (qemuBuildFloppyCommandLine...)."""
+    floppies = [k for k in ctx.disks if disk_bus(k) == "fdc"]
+    if not floppies:
+        return
+    boot: dict[str, int] = {}
+    for disk in floppies:
+        addr = ctx.address(disk)
+        if id(disk) in ctx.boot_index:
+            boot[f"bootindex{'AB'[(addr.unit or 0) if addr is not None else 0]}"] = ctx.boot_index[id(disk)]
+    if ctx.is_q35:
+        ctx.device({"driver": "isa-fdc", **boot})
+    else:
+        for key, value in boot.items():
+            ctx.add("-global", f"isa-fdc.{key}={value}")
+
+
 def disks(ctx: Ctx) -> None:
+    floppy_controller(ctx)
     for disk in ctx.disks:
         if disk.source is not None and disk.type == "network" and not disk.source.hosts and \
                 disk.source.attrs.get("protocol") != "nbd":

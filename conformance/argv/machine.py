@@ -135,6 +135,12 @@ def machine(ctx: Ctx) -> None:
         opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
     ctx.add("-machine", ",".join(opts))
     ctx.add("-accel", "kvm" if d.type == "kvm" else "tcg")
+    smm = feats.get("smm")
+    tseg = next((c for c in smm.children if c.tag == "tseg"), None) if smm is not None else None
+    if tseg is not None and ctx.is_q35:
+        scale = {"b": 1 / (1 << 20), "kib": 1 / 1024, "k": 1 / 1024, "mib": 1, "m": 1, "gib": 1024, "g": 1024}
+        mib = int(int((tseg.text or "0").strip()) * scale.get((tseg.get("unit") or "MiB").lower(), 1))
+        ctx.add("-global", f"mch.extended-tseg-mbytes={mib}")
 
 
 def _timer(ctx: Ctx, name: str) -> dict[str, str] | None:
