@@ -32,10 +32,25 @@ def test_symptom_must_match() -> None:
     assert explain_failure(QemuVersion(8, 0, 0), "boot", text="Missing section footer") is None
 
 
+TEAM_Q35 = ["qemu", "-machine", "pc-q35-5.2", "-device", "virtio-net-pci,failover=on,id=n",
+            "-device", "vfio-pci,host=0000:03:07.1,id=hostdev0,failover_pair_id=n"]
+
+
 def test_expected_bugs_respect_needed_hardware() -> None:
     v = QemuVersion(4, 2, 0)
-    assert "vfio-irqchip-notifier-unplug-segv" not in {b.id for b in expected_bugs(v, "boot")}
-    assert "vfio-irqchip-notifier-unplug-segv" in {b.id for b in expected_bugs(v, "boot", {"vfio"})}
+    assert "vfio-irqchip-notifier-unplug-segv" not in {b.id for b in expected_bugs(v, "migrate", TEAM_Q35)}
+    assert "vfio-irqchip-notifier-unplug-segv" in {b.id for b in expected_bugs(v, "migrate", TEAM_Q35,
+                                                                               available={"vfio"})}
+
+
+def test_expected_bugs_need_the_configuration_the_stage_and_the_side() -> None:
+    v52 = QemuVersion(5, 2, 0)
+    assert [b.id for b in expected_bugs(v52, "migrate", TEAM_Q35, side="source")] == [
+        "pcie-native-hotplug-plug-read-as-unplug"]
+    assert expected_bugs(v52, "migrate", TEAM_Q35, side="destination") == []
+    assert expected_bugs(v52, "boot", TEAM_Q35) == []
+    assert expected_bugs(v52, "migrate", TEAM_Q35[:3]) == []  # no failover pair
+    assert expected_bugs(QemuVersion(7, 2, 22), "migrate", TEAM_Q35) == []
 
 
 def test_bad_database_is_a_clear_error(tmp_path: Path) -> None:

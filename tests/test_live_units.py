@@ -144,3 +144,24 @@ def test_failover_without_wait_unplug_needs_the_primary_gone_from_the_source() -
     assert "gone from query-pci" in mig.checks[-1]
     kept = _released_before_active(_FakeVm(["ua-backup0", "hostdev0"]), pairs, "hostdev0", Migration())  # type: ignore[arg-type]
     assert kept and "wait-unplug skipped" in kept[0] and "hostdev0" in kept[0]
+
+
+def test_a_passed_stage_where_a_known_bug_should_show_is_not_reproduced() -> None:
+    """5.2's native-hotplug bug should stop a failover migration: if that passed, the package may carry a
+    fix, so the verdict says not-reproduced and names the package string."""
+    from types import SimpleNamespace
+
+    from conformance.caps.model import QemuVersion
+    from conformance.live.boot import explain
+
+    argv = ["qemu", "-machine", "pc-q35-5.2", "-device", "virtio-net-pci,failover=on,id=n",
+            "-device", "vmxnet3,id=hostdev0,failover_pair_id=n"]
+    vm = SimpleNamespace(process=SimpleNamespace(argv=argv))
+    caps = SimpleNamespace(version=QemuVersion(5, 2, 0), package="Debian 1:5.2+dfsg-11+deb11u5")
+    details: dict[str, object] = {}
+    verdict, reason = explain("pass", "migrated", [vm], caps, "migrate", details, side="source")  # type: ignore[arg-type]
+    assert verdict == "not-reproduced", reason
+    assert "pcie-native-hotplug-plug-read-as-unplug" in reason and "Debian 1:5.2+dfsg-11+deb11u5" in reason
+    assert details["not_reproduced"] == ["pcie-native-hotplug-plug-read-as-unplug"]
+    later = SimpleNamespace(version=QemuVersion(7, 2, 22), package="Debian")
+    assert explain("pass", "migrated", [vm], later, "migrate", {}, side="source")[0] == "pass"  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ class KnownBug:
     side: str = ""  # migrate: "source" or "destination" when the bug shows on one side only
     peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
     concerns: Concerns | None = None  # the configurations it concerns (static flags); None: not said
+    reproduce: tuple[str, ...] = ()  # stages whose plain run (with ``concerns`` and ``needs``) shows it
 
     def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "") -> bool:
         """True for this version (on ``side`` of a migration with ``peer``, when given)."""
@@ -110,6 +111,7 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 side=_side(raw.get("side", "")),
                 peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
                 concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
+                reproduce=tuple(raw.get("reproduce", ())),
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
@@ -132,18 +134,21 @@ def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = No
     return None
 
 
-def expected_bugs(version: QemuVersion, stage: str, available: set[str] | frozenset[str] = frozenset()
-                  ) -> list[KnownBug]:
-    """Bugs this version should show in this stage, given the hardware/features available."""
-    return [b for b in load_bugs() if b.affects(version) and stage in b.stages and set(b.needs) <= set(available)]
+def expected_bugs(version: QemuVersion, stage: str, argv: list[str], *,
+                  available: set[str] | frozenset[str] = frozenset(), peer: QemuVersion | None = None,
+                  side: str = "") -> list[KnownBug]:
+    """Bugs a plain run of ``stage`` with this argv reproduces on this version (``reproduce``), given
+    the hardware/features available: when that run passes, each of them is *not reproduced*."""
+    return [b for b in bugs_concerning(version, argv)
+            if stage in b.reproduce and b.affects(version, peer, side) and set(b.needs) <= set(available)]
 
 
 def bugs_concerning(version: QemuVersion, argv: list[str]) -> list[KnownBug]:
     """Known bugs of this QEMU version whose configuration this argv has (the static flags)."""
     joined = "\n".join(argv)
-    # cheap first: every property name a pattern needs must appear somewhere in the argv
+    # cheap first: every property name (or driver) a pattern needs must appear somewhere in the argv
     candidates = [b for b in load_bugs() if b.concerns is not None and b.first <= version <= b.last
-                  and all(k in joined for pattern in b.concerns.devices for k, _ in pattern)]
+                  and all((v if k == "driver" else k) in joined for pattern in b.concerns.devices for k, v in pattern)]
     if not candidates:
         return []
     machine = next((v for _, opt, v in options(argv) if opt == "-machine" and v), "")
