@@ -29,6 +29,20 @@ def _bad_model(ctx: Ctx, cont: Controller) -> DomainInvalid:
                          line=cont.line)
 
 
+def _new_bus_nr(ctx: Ctx, cont: Controller) -> int:
+    """An expander bus without busNr gets one below every other expander's and below the buses behind it
+    (qemuDomainAddressFindNewBusNr): counting down from 255."""
+    lowest = 256
+    for other in ctx.controllers:
+        if other is cont:
+            break
+        if other.model in ("pci-expander-bus", "pcie-expander-bus"):
+            lowest = min(lowest, int(other.target.get("busNr") or 0) or lowest)
+    behind = sum(1 for c in ctx.controllers if c.type == "pci" and (a := ctx.address(c)) is not None
+                 and a.type == "pci" and a.bus == cont.index)
+    return lowest - 2 - behind
+
+
 def _pci(ctx: Ctx, cont: Controller) -> None:
     if cont.model in ("pci-root", "pcie-root"):
         return
@@ -45,12 +59,14 @@ def _pci(ctx: Ctx, cont: Controller) -> None:
         props["port"] = int(t.get("port", "0"), 0)
         props["chassis"] = int(t.get("chassis", cont.index or 0))
     elif cont.model in ("pci-expander-bus", "pcie-expander-bus"):
-        props["bus_nr"] = int(t.get("busNr", "0"))
+        props["bus_nr"] = int(t["busNr"]) if t.get("busNr") else _new_bus_nr(ctx, cont)
+        if cont.target_node is not None:
+            props["numa_node"] = cont.target_node
     props["id"] = ctx.alias(cont)
-    if t.get("hotplug") == "off":
-        props["hotplug"] = False
+    if t.get("hotplug") in ("on", "off"):
+        props["hotplug"] = t["hotplug"] == "on"
     props.update(ctx.address_props(cont))
-    ctx.device(props, virtio=cont if props["driver"].startswith("virtio") else None)
+    ctx.device(props)
 
 
 def _other(ctx: Ctx, cont: Controller) -> None:
@@ -114,7 +130,7 @@ def _other(ctx: Ctx, cont: Controller) -> None:
         raise UnsupportedByQemu(f"<controller type='{t}'> is not supported by the argv builder",
                                 path=ctx.domain.source, line=cont.line)
     props.update(ctx.address_props(cont))
-    ctx.device(props)
+    ctx.device(props, virtio=cont if str(props["driver"]).startswith("virtio") else None)
 
 
 def pci_hole64(ctx: Ctx) -> None:

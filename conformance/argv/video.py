@@ -29,10 +29,16 @@ def videos(ctx: Ctx) -> None:
             raise DomainInvalid(f"unknown video model {model!r}" if model not in _PRIMARY else
                                 f"video model {model!r} cannot be a secondary card", path=ctx.domain.source,
                                 line=vid.line, hint="use vga, cirrus, qxl, virtio, bochs, ramfb or none")
+        accel = next((c for c in vid.model_children if c.tag == "acceleration"), None)
+        if model == "virtio" and accel is not None and accel.get("accel3d") == "yes" and \
+                driver in ("virtio-vga", "virtio-gpu-pci") and ctx.caps.has("virtio-gpu-gl-pci"):
+            driver = {"virtio-vga": "virtio-vga-gl", "virtio-gpu-pci": "virtio-gpu-gl-pci"}[driver]  # virgl
         props: dict[str, Any] = {"driver": driver, "id": ctx.alias(vid)}
         m = vid.model_attrs
         if model in ("virtio", "qxl"):
             props["max_outputs"] = int(m.get("heads", 1))
+        if model == "virtio" and m.get("blob") in ("on", "off"):
+            props["blob"] = m["blob"] == "on"
         if model == "qxl":
             props["ram_size"] = int(m.get("ram", 65536)) * 1024
             props["vram_size"] = int(m.get("vram", 65536)) * 1024

@@ -370,8 +370,10 @@ def _controller(parent: _E, cont: Controller) -> None:
         etree.SubElement(el, "model", name=cont.model_name)
     if cont.driver:
         etree.SubElement(el, "driver", cont.driver)
-    if cont.target:
-        etree.SubElement(el, "target", cont.target)
+    if cont.target or cont.target_node is not None:
+        target = etree.SubElement(el, "target", cont.target)
+        if cont.target_node is not None:
+            _text_el(target, "node", str(cont.target_node))
     if cont.master_startport is not None:
         etree.SubElement(el, "master", startport=str(cont.master_startport))
     _info(el, cont)

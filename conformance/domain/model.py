@@ -91,6 +91,7 @@ class Controller(Device):
     driver: Attrs = field(default_factory=dict)  # queues, iothread, cmd_per_lun, max_sectors, ioeventfd
     model_name: str | None = None  # <model name='pcie-root-port'/>
     target: Attrs = field(default_factory=dict)  # chassisNr, chassis, port, busNr, index, hotplug
+    target_node: int | None = None  # <target><node>: the NUMA node of an expander bus
     master_startport: int | None = None  # <master startport=> of USB companions
 
 

@@ -392,9 +392,15 @@ def _controller(ctx: _Ctx, el: etree._Element) -> Controller:
     def master(c: etree._Element) -> None:
         cont.master_startport = ctx.int(c.get("startport"), c, "startport")
 
+    def target(c: etree._Element) -> None:
+        cont.target.update(_a(c))
+        node = next((n for n in c if n.tag == "node"), None)
+        if node is not None:
+            cont.target_node = ctx.int(_text(node), node, "node")
+
     _device_children(ctx, el, cont, {
         "driver": lambda c: cont.driver.update(_a(c)), "model": lambda c: setattr(cont, "model_name", c.get("name")),
-        "target": lambda c: cont.target.update(_a(c)), "master": master,
+        "target": target, "master": master,
     })
     return cont
 
