@@ -13,8 +13,8 @@ _SOUND = {"ich6": "intel-hda", "ich9": "ich9-intel-hda", "ac97": "AC97", "es1370
 
 def default_audio_backend(ctx: Ctx) -> str | None:
     """The <audio> libvirt adds when the domain has none (qemu.conf defaults, no QEMU_AUDIO_DRV):
-    the last VNC or SPICE display decides ('none' / 'spice'), SDL passes host audio through (none
-    added), other displays add nothing, and a domain without graphics gets 'none'."""
+    the last VNC, SPICE or RDP display decides ('none' / 'spice' / 'dbus'), SDL passes host audio through
+    (none added), other displays add nothing, and a domain without graphics gets 'none'."""
     graphics = ctx.domain.devices.graphics
     if not graphics:
         return "none"
@@ -26,6 +26,8 @@ def default_audio_backend(ctx: Ctx) -> str | None:
             backend, add = "spice", True
         elif gr.type == "sdl":
             backend, add = "", False  # passthrough of the host's audio: without QEMU_AUDIO_DRV none is added
+        elif gr.type == "rdp":
+            backend, add = "dbus", True  # the RDP server (qemu-rdp) takes the audio over D-Bus
     return backend if add else None
 
 

@@ -53,6 +53,9 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
         if bind:
             opts += [f"localaddr={escape_opt_value(bind.get('host', ''))}",
                      f"localport={escape_opt_value(bind.get('service', ''))}"]
+    elif t == "dbus":  # a channel of the D-Bus display
+        default = "org.qemu.usbredir" if chr_.kind == "redirdev" else f"org.qemu.console.{chr_.kind}.0"
+        opts = ["dbus", f"id={ident}", f"name={escape_opt_value(chr_.source_attr('channel') or default)}"]
     elif t == "spicevmc":  # the SPICE channel: usbredir for USB redirection, smartcard, else the agent
         opts = ["spicevmc", f"id={ident}", f"name={_SPICEVMC_NAMES.get(chr_.kind, 'vdagent')}"]
     else:

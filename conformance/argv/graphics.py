@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from conformance.argv.context import Ctx
-from conformance.argv.harness import SPICE_PASSWORD_CONFIGURED, SPICE_TLS_X509_DIR, domain_dir, spice_tls
+from conformance.argv.harness import (
+    DBUS_SOCKET_DIR,
+    DOMAIN_ID,
+    HARNESS_RENDER_NODE,
+    SPICE_PASSWORD_CONFIGURED,
+    SPICE_TLS_X509_DIR,
+    domain_dir,
+    spice_tls,
+)
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Graphics
 from conformance.errors import UnsupportedByQemu
@@ -23,9 +31,39 @@ def graphics(ctx: Ctx) -> None:
             _vnc(ctx, gr)
         elif gr.type == "spice":
             _spice(ctx, gr)
+        elif gr.type == "sdl":
+            if gr.attrs.get("fullscreen") == "yes":
+                ctx.add("-full-screen")
+            ctx.add("-display", "sdl" + (",gl=on" if _first(gr, "gl", "enable") == "yes" else ""))
+        elif gr.type == "egl-headless":
+            node = _first(gr, "gl", "rendernode") or HARNESS_RENDER_NODE
+            ctx.add("-display", f"egl-headless,rendernode={escape_opt_value(node)}")
+        elif gr.type == "dbus":
+            _dbus(ctx, gr)
+        elif gr.type == "rdp":
+            continue  # served by a helper process over the D-Bus display, not by QEMU itself
         else:
             raise UnsupportedByQemu(f"<graphics type='{gr.type}'> is not supported by the argv builder",
                                     path=ctx.domain.source, line=gr.line)
+
+
+def _dbus(ctx: Ctx, gr: Graphics) -> None:
+    """The D-Bus display: peer-to-peer, or on a bus (the domain's private bus socket by default)."""
+    a = gr.attrs
+    if a.get("p2p") == "yes":
+        opt = "dbus,p2p=on"
+    else:
+        addr = a.get("address") or f"unix:path={DBUS_SOCKET_DIR}/{DOMAIN_ID}-{ctx.domain.name[:20]}-dbus.sock"
+        opt = f"dbus,addr={escape_opt_value(addr)}"
+    if _first(gr, "gl", "enable") == "yes":
+        opt += ",gl=on"
+        node = _first(gr, "gl", "rendernode")
+        if node:
+            opt += f",rendernode={escape_opt_value(node)}"
+    audio = next((c.get("id") for c in gr.extra if getattr(c, "tag", None) == "audio" and c.get("id")), None)
+    if audio:
+        opt += f",audiodev=audio{audio}"
+    ctx.add("-display", opt)
 
 
 def _listen(gr: Graphics) -> dict[str, str]:
@@ -165,7 +203,7 @@ def _spice(ctx: Ctx, gr: Graphics) -> None:
         opts.append("disable-agent-file-xfer=on")
     if _first(gr, "gl", "enable") == "yes":
         opts.append("gl=on")
-        rendernode = _first(gr, "gl", "rendernode")
+        rendernode = _first(gr, "gl", "rendernode") or HARNESS_RENDER_NODE
         if rendernode:
             opts.append(f"rendernode={escape_opt_value(rendernode)}")
     opts.append("seamless-migration=on")  # libvirt always turns it on

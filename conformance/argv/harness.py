@@ -38,6 +38,9 @@ HOST_CPU_EXTRA_FEATURES = frozenset({"ds", "acpi", "ss", "ht", "tm", "pbe", "ds_
                                      "xtpr", "lahf_lm"})
 HOST_CPUS_PER_NODE = 4
 SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
+# the DRM render node the harness reports for OpenGL displays without one, and where D-Bus display sockets go
+HARNESS_RENDER_NODE = "/dev/dri/foo"
+DBUS_SOCKET_DIR = "/var/run/libvirt/qemu/dbus"
 
 
 def spice_tls(modern_libvirt: bool) -> bool:

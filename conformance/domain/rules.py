@@ -365,6 +365,20 @@ def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 
 @rule
+def graphics(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    grs = domain.devices.graphics
+    types = {g.type for g in grs}
+    if "egl-headless" in types and types - {"egl-headless", "vnc", "spice"}:
+        yield Refusal("<graphics type='egl-headless'>", f"{UNSUPPORTED}graphics type 'egl-headless' is only "
+                                                        "supported with one of: 'vnc', 'spice' graphics types")
+    gl = [g for g in grs if g.type == "egl-headless" or
+          any(getattr(c, "tag", None) == "gl" and c.get("enable") == "yes" for c in g.extra)]
+    if len(gl) > 1:
+        yield Refusal(f"<graphics type='{gl[1].type}'>", f"{UNSUPPORTED}multiple OpenGL displays are not "
+                                                         "supported by QEMU", gl[1])
+
+
+@rule
 def iommu(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     dev = domain.devices.iommu
     if dev is None:
