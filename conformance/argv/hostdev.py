@@ -16,13 +16,63 @@ def _host_address(dev: Hostdev | Interface) -> str:
     return f"{addr.domain or 0:04x}:{addr.bus or 0:02x}:{addr.slot or 0:02x}.{addr.function or 0}"
 
 
+def source_address(dev: Hostdev) -> dict[str, str] | None:
+    """The <source><address .../> of a non-PCI host device (kept verbatim by the model)."""
+    el = next((c for c in dev.source_children if getattr(c, "tag", None) == "address"), None)
+    return dict(el.attrib) if el is not None else None
+
+
+def _usb_host(ctx: Ctx, dev: Hostdev) -> None:
+    """A host USB device by bus/device number: usb-host on the guest's USB port."""
+    src = source_address(dev)
+    if src is None or src.get("bus") is None or src.get("device") is None:
+        raise UnsupportedByQemu("<hostdev type='usb'> by vendor/product needs the host's USB devices; name the "
+                                "device by <address bus= device=>", path=ctx.domain.source, line=dev.line)
+    props: dict[str, Any] = {"driver": "usb-host",
+                             "hostdevice": f"/dev/bus/usb/{int(src['bus'], 0):03d}/{int(src['device'], 0):03d}",
+                             "id": ctx.alias(dev)}
+    reset = dev.source_attrs.get("guestReset")
+    if reset is not None:  # off: no guest resets; uninitialized: only of a device not yet set up; on: all
+        props["guest-reset"] = reset != "off"
+        props["guest-resets-all"] = reset == "on"
+    if id(dev) in ctx.boot_index:
+        props["bootindex"] = ctx.boot_index[id(dev)]
+    props.update(ctx.address_props(dev))
+    ctx.device(props)
+
+
+def _display_props(dev: Hostdev | Interface) -> dict[str, Any]:
+    attrs = dev.attrs if isinstance(dev, Hostdev) else {}
+    props: dict[str, Any] = {}
+    if attrs.get("display") in ("on", "off"):
+        props["display"] = attrs["display"]
+    if attrs.get("ramfb") == "on":
+        props["ramfb"] = True
+    return props
+
+
 def hostdevs(ctx: Ctx) -> None:
     for dev in ctx.hostdevs:
         kind = dev.type if isinstance(dev, Hostdev) else "pci"
+        if kind == "usb" and isinstance(dev, Hostdev):
+            _usb_host(ctx, dev)
+            continue
+        # ramfb needs a device that is never hot-unplugged
+        driver = "vfio-pci-nohotplug" if _display_props(dev).get("ramfb") else "vfio-pci"
+        if kind == "mdev" and isinstance(dev, Hostdev) and dev.attrs.get("model", "vfio-pci") == "vfio-pci":
+            uuid = (source_address(dev) or {}).get("uuid", "")
+            props: dict[str, Any] = {"driver": driver, "id": ctx.alias(dev),
+                                     "sysfsdev": f"/sys/bus/mdev/devices/{uuid}",
+                                     "display": dev.attrs.get("display", "off"), **_display_props(dev)}
+            if id(dev) in ctx.boot_index:
+                props["bootindex"] = ctx.boot_index[id(dev)]
+            props.update(ctx.address_props(dev))
+            ctx.device(props)
+            continue
         if kind != "pci":
             raise UnsupportedByQemu(f"<hostdev type='{kind}'> is not supported by the argv builder",
                                     path=ctx.domain.source, line=dev.line)
-        props: dict[str, Any] = {"driver": "vfio-pci", "host": _host_address(dev), "id": ctx.alias(dev)}
+        props = {"driver": driver, "host": _host_address(dev), "id": ctx.alias(dev), **_display_props(dev)}
         if dev.teaming is not None and dev.teaming.type == "transient":
             props["failover_pair_id"] = dev.teaming.persistent
         if id(dev) in ctx.boot_index:

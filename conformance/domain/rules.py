@@ -365,6 +365,40 @@ def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 
 @rule
+def hostdevs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    seen: set[tuple] = set()
+    ramfb = 0
+    for dev in domain.devices.hostdevs:
+        element = f"<hostdev type='{dev.type}'>"
+        src = next((c for c in dev.source_children if getattr(c, "tag", None) == "address"), None)
+        key: tuple | None = None
+        if dev.type == "mdev":
+            if src is None or not src.get("uuid"):
+                yield Refusal(element, f"{UNSUPPORTED}Missing 'uuid' attribute for element <address>", dev)
+                continue
+            key = ("mdev", src.get("uuid"))
+            model = dev.attrs.get("model", "")
+            if dev.address is not None and dev.address.type not in ("pci", "") and model == "vfio-pci":
+                yield Refusal(element, f"{XML}Unsupported address type '{dev.address.type}' with mediated device "
+                                       f"model '{model}'", dev)
+        elif dev.type == "pci" and dev.source_address is not None:
+            key = ("pci", dev.source_address.pci_tuple())
+        elif src is not None:
+            key = (dev.type, tuple(sorted(src.attrib.items())))
+        if key is not None and key in seen:
+            yield Refusal(element, f"{XML}Hostdev already exists in the domain configuration", dev)
+        if key is not None:
+            seen.add(key)
+        if dev.attrs.get("display") == "on" and not domain.devices.graphics:
+            yield Refusal(element, f"{UNSUPPORTED}graphics device is needed for attribute value 'display=on' in "
+                                   "<hostdev>", dev)
+        if dev.attrs.get("ramfb") == "on":
+            ramfb += 1
+            if ramfb > 1:
+                yield Refusal(element, f"{UNSUPPORTED}Only one vgpu device can have 'ramfb' enabled", dev)
+
+
+@rule
 def graphics(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     grs = domain.devices.graphics
     types = {g.type for g in grs}
