@@ -17,7 +17,7 @@ from conformance.caps.model import Capabilities
 from conformance.cases import Case, Catalogue, load_catalogue, plan
 from conformance.domain.schema import SchemaStatus
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
-from conformance.knownbugs.matcher import KnownBug, bugs_concerning
+from conformance.knownbugs.matcher import bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
 from conformance.results.records import QemuBuild, StageResult
 
@@ -118,7 +118,7 @@ class StaticRunner:
         if "argv" in stages:
             outcome = self._argv(case, caps, rendered, what.expect_error)
             if outcome.argv:
-                outcome.known_bugs = [bug_flag(b) for b in bugs_concerning(caps.version, outcome.argv)]
+                outcome.known_bugs = [b.record() for b in bugs_concerning(caps.version, outcome.argv)]
             outcomes.append(outcome)
         return outcomes
 
@@ -137,12 +137,6 @@ class StaticRunner:
         if missing:
             return StaticOutcome(case.name, label, "fail", "argv", f"argv lacks {', '.join(missing)}", argv)
         return StaticOutcome(case.name, label, "pass", "argv", "", argv)
-
-
-def bug_flag(bug: KnownBug) -> dict[str, str]:
-    """A known bug as a result records it: enough for a report to name it without the database."""
-    return {"id": bug.id, "title": bug.title, "fixed": bug.fixed,
-            "affected": f"{bug.first}..{bug.last}", "concerns": bug.concerns.says if bug.concerns else ""}
 
 
 def to_result(outcome: StaticOutcome, caps: Capabilities, duration_s: float = 0.0) -> StageResult:

@@ -48,6 +48,11 @@ class KnownBug:
             return False
         return self.peer is None or (peer is not None and self.peer[0] <= peer <= self.peer[1])
 
+    def record(self) -> dict[str, str]:
+        """The bug as a result records it: enough for reports and JUnit to name it without the database."""
+        return {"id": self.id, "title": self.title, "fixed": self.fixed, "affected": f"{self.first}..{self.last}",
+                "concerns": self.concerns.says if self.concerns else ""}
+
     def explains(self, *, stage: str, signal: str | None, text: str) -> bool:
         if stage not in self.stages:
             return False

@@ -380,7 +380,7 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
         text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
         bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side)
         if bug is not None:
-            details["known_bug"] = bug.id
+            details["known_bug"] = bug.record()
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
     return verdict, reason
 
@@ -396,7 +396,7 @@ def _not_reproduced(reason: str, vms: list[GuestVm], caps: Capabilities, stage: 
         bugs = expected_bugs(caps.version, stage, vm.process.argv, available=AVAILABLE_FEATURES, peer=peer,
                              side=side)
         if bugs:
-            details["not_reproduced"] = [b.id for b in bugs]
+            details["not_reproduced"] = [b.record() for b in bugs]
             package = caps.package or "no package string"
             return "not-reproduced", (f"known bug {bugs[0].id} ({bugs[0].title}) affects QEMU {caps.version} "
                                       f"upstream but did not show with {package}: fixed or backported? {reason}")

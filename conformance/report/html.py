@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from conformance.results.junit import write_junit
 from conformance.results.records import QemuBuild, StageResult, read_results
 
 STAGE_ORDER = ("probe", "caps", "parse", "argv", "boot", "migrate")
@@ -69,8 +70,10 @@ def _artifact_links(r: StageResult, source: Path, report_dir: Path) -> list[tupl
 
 
 def write_report(result_files: list[Path], output: Path, title: str = "QEMU compatibility report") -> Path:
+    """OUTPUT/report.html and, from the same merged results, OUTPUT/junit.xml; the page's path."""
     records, origin = merge(result_files)
     output.mkdir(parents=True, exist_ok=True)
+    write_junit(records, output / "junit.xml")
     builds = sorted({_build_key(r) for r in records})
     stages = [s for s in STAGE_ORDER if s != "migrate" and any(r.stage == s for r in records)]
     grid: dict[str, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Cell)))

@@ -1,0 +1,99 @@
+"""JUnit XML for CI systems: one testcase per result, one testsuite per stage.
+
+A testcase is named ``case[build]`` (``case[source->destination]`` for a migration) with the stage
+as its classname; what a verdict becomes (failure, error, skipped, passed) comes from the verdict
+table. A known bug is a skip whose message names the bug, and a suite property as well (the common
+JUnit schemas have no per-testcase properties). The output validates against the Apache Ant JUnit
+schema (tests/data/junit/JUnit.xsd).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lxml import etree
+
+from conformance.results.records import QemuBuild, StageResult
+from conformance.results.verdicts import verdict
+
+STAGES = ("probe", "caps", "parse", "argv", "boot", "migrate")  # suites in pipeline order
+_NOT_XML = re.compile(r"[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(value: object) -> str:
+    """Text XML can hold: consoles and stderr carry control characters that XML 1.0 forbids."""
+    return _NOT_XML.sub("\N{REPLACEMENT CHARACTER}", str(value))
+
+
+def _build(q: QemuBuild | None, arch: str) -> str:
+    return f"{q.version or '?'}-{q.arch or arch}" if q else arch or "?"
+
+
+def testcase_name(r: StageResult) -> str:
+    """``teaming-q35[7.2.22-x86_64]``, or ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]`` for a migration;
+    a static result on a stored fixture names the fixture's version."""
+    build = _build(r.qemu, r.arch)
+    if r.peer is not None:
+        build += f"->{_build(r.peer, r.arch)}"
+    return f"{r.case}[{build}]"
+
+
+def to_junit(records: list[StageResult], *, hostname: str | None = None, when: datetime | None = None) -> bytes:
+    """The JUnit document for these results (UTF-8 bytes)."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S")
+    host = hostname or socket.gethostname() or "localhost"
+    by_stage: dict[str, list[StageResult]] = defaultdict(list)
+    for r in records:
+        by_stage[r.stage].append(r)
+    order = [s for s in STAGES if s in by_stage] + sorted(set(by_stage) - set(STAGES))
+    root = etree.Element("testsuites")
+    for index, stage in enumerate(order):
+        results = by_stage[stage]
+        kinds = [verdict(r.verdict).junit for r in results]
+        suite = etree.SubElement(root, "testsuite", {
+            "name": stage, "package": "qemu-conformance", "id": str(index), "timestamp": stamp, "hostname": host,
+            "tests": str(len(results)), "failures": str(kinds.count("failure")), "errors": str(kinds.count("error")),
+            "skipped": str(kinds.count("skipped")), "time": f"{sum(r.duration_s for r in results):.3f}"})
+        properties = etree.SubElement(suite, "properties")
+        for r in results:
+            _case(suite, r)
+            bug = r.details.get("known_bug")
+            if r.verdict == "known-bug" and isinstance(bug, dict):
+                etree.SubElement(properties, "property", name="known-bug",
+                                 value=_text(f"{testcase_name(r)}: {bug['id']} ({bug['title']})"))
+            for flag in r.details.get("known_bugs", []):
+                etree.SubElement(properties, "property", name="known-bug-by-version",
+                                 value=_text(f"{testcase_name(r)}: {flag['id']} ({flag['title']})"))
+        etree.SubElement(suite, "system-out").text = ""
+        etree.SubElement(suite, "system-err").text = ""
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _case(suite: etree._Element, r: StageResult) -> None:
+    case = etree.SubElement(suite, "testcase", name=_text(testcase_name(r)), classname=r.stage,
+                            time=f"{r.duration_s:.3f}")
+    kind = verdict(r.verdict).junit
+    message = _text(r.reason or r.verdict)
+    if kind == "failure":
+        etree.SubElement(case, "failure", message=message, type=r.verdict).text = _text(_evidence(r))
+    elif kind == "error":
+        etree.SubElement(case, "error", message=message, type=r.verdict).text = _text(_evidence(r))
+    elif kind == "skipped":
+        etree.SubElement(case, "skipped", message=message)
+
+
+def _evidence(r: StageResult) -> str:
+    """The failure's body: the full reason and where its artefacts are."""
+    lines = [str(r.details.get("full_reason") or r.reason)]
+    lines += [f"{name}: {path}" for name, path in sorted(r.artifacts.items())]
+    return "\n".join(lines)
+
+
+def write_junit(records: list[StageResult], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_junit(records))
+    return path
