@@ -430,7 +430,7 @@ def _aliases(ctx: Ctx) -> None:
     for disk in ctx.disks:
         a[id(disk)] = disk.alias if _user_alias(disk.alias) else disk_alias(ctx, disk)
     for cont in ctx.controllers:
-        a[id(cont)] = controller_alias(ctx, cont)
+        a[id(cont)] = cont.alias if _user_alias(cont.alias) and cont.type != "pci" else controller_alias(ctx, cont)
     _numbered(ctx, d.filesystems, "fs")
     net_index = 0
     for net in d.interfaces:

@@ -53,6 +53,9 @@ def _display_props(dev: Hostdev | Interface) -> dict[str, Any]:
 
 def hostdevs(ctx: Ctx) -> None:
     for dev in ctx.hostdevs:
+        addr = ctx.address(dev)
+        if addr is not None and addr.type == "unassigned":
+            continue  # reserved for the guest, never given to QEMU
         kind = dev.type if isinstance(dev, Hostdev) else "pci"
         if kind == "usb" and isinstance(dev, Hostdev):
             _usb_host(ctx, dev)

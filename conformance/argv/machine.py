@@ -403,9 +403,9 @@ def clock_and_pm(ctx: Ctx) -> None:
 def boot(ctx: Ctx) -> None:
     o = ctx.domain.os
     opts = []
-    if o.bootmenu.get("enable") == "yes":
-        opts.append("menu=on")
-        if o.bootmenu.get("timeout"):
+    if o.bootmenu.get("enable") in ("yes", "no"):
+        opts.append(f"menu={'on' if o.bootmenu['enable'] == 'yes' else 'off'}")
+        if o.bootmenu.get("timeout") and o.bootmenu["enable"] == "yes":
             opts.append(f"splash-time={o.bootmenu['timeout']}")
     if o.bios.get("rebootTimeout"):
         opts.append(f"reboot-timeout={o.bios['rebootTimeout']}")
