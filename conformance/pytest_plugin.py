@@ -17,6 +17,8 @@ Options:
     --conformance-caps GLOB    only fixtures whose file name matches (repeatable)
     --conformance-qemu PATH    QEMU binaries for live tests (repeatable)
     --conformance-output DIR   keep live artefacts and results.jsonl here (default: pytest's temp folder)
+    --conformance-shard I/N    (or --shard) only shard I of N of the parametrised tests: the stable split of
+                               conformance/shard.py over (case, kind, build, peer) read from each id
 
 Process hygiene: every pytest process, xdist workers included, dies with its
 parent (PR_SET_PDEATHSIG), and every QEMU dies with the process that started
@@ -68,6 +70,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU binaries for live tests (repeatable; default: the host's)")
     group.addoption("--conformance-output", metavar="DIR", type=_path_option,
                     help="folder for live artefacts and results.jsonl (default: pytest's temp folder)")
+    group.addoption("--conformance-shard", "--shard", dest="conformance_shard", metavar="I/N", type=_shard_option,
+                    help="run only shard I of N of the parametrised conformance tests (CI matrices)")
+
+
+def _shard_option(value: str) -> str:
+    """``type=`` of --conformance-shard: checked here, kept as a str (xdist sends options to its workers)."""
+    from conformance.shard import shard_arg
+
+    return str(shard_arg(value))
+
+
+def _in_shard(config: pytest.Config, kind: str, test_id: str) -> bool:
+    """Whether the test ``CASE[BUILD]`` / ``CASE[SOURCE->DESTINATION]`` of ``kind`` belongs to the chosen shard."""
+    from conformance.shard import Shard, WorkItem
+
+    if not config.option.conformance_shard:
+        return True
+    case, _, inside = test_id.partition("[")
+    build, _, peer = inside.rstrip("]").partition("->")
+    return Shard.parse(config.option.conformance_shard).owns(WorkItem(case, kind, build, peer))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -177,6 +199,21 @@ class MigrateCombo:
         return result
 
 
+def check_verdict(result: StageResult, evidence: dict[str, Any] | None = None) -> None:
+    """A result as a pytest outcome, by the verdict table: skip -> skipped with its reason, known-bug ->
+    xfail naming the bug, fail/error -> a failure with the reason and artefacts; pass and
+    not-reproduced return (the caller goes on checking)."""
+    from conformance.results.verdicts import verdict
+
+    action = verdict(result.verdict).pytest
+    if action == "skip":
+        pytest.skip(result.reason)
+    if action == "xfail":
+        pytest.xfail(result.reason)
+    if action == "fail":
+        pytest.fail(f"{result.verdict}: {result.reason}\nartifacts: {result.artifacts}\n{evidence or {}}")
+
+
 @functools.cache
 def _binary_version(binary: Path) -> str:
     """``7.2.22`` from ``BINARY --version`` (cheap: ids are made at collection, in every worker)."""
@@ -218,7 +255,8 @@ def _live_target(binary: Path) -> Target:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     opts = metafunc.config.option
     if "static_combo" in metafunc.fixturenames:
-        combos = static_combos(opts.conformance_cases, opts.conformance_caps)
+        combos = [(i, c) for i, c in static_combos(opts.conformance_cases, opts.conformance_caps)
+                  if _in_shard(metafunc.config, "static", i)]
         metafunc.parametrize("static_combo", [c for _, c in combos], ids=[i for i, _ in combos])
     if "live_combo" in metafunc.fixturenames:
         params = []
@@ -228,9 +266,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                         and _matches(case.name, opts.conformance_cases):
                     params.append(pytest.param(LiveCombo(case.name, binary), id=f"{case.name}[{_binary_label(binary)}]",
                                                marks=pytest.mark.live))
-        metafunc.parametrize("live_combo", params)
+        metafunc.parametrize("live_combo", [p for p in params if _in_shard(metafunc.config, "boot", p.id)])
     if "migrate_combo" in metafunc.fixturenames:
-        metafunc.parametrize("migrate_combo", migrate_params(live_binaries(metafunc.config), opts.conformance_cases))
+        metafunc.parametrize("migrate_combo", [p for p in migrate_params(live_binaries(metafunc.config),
+                                                                         opts.conformance_cases)
+                                               if _in_shard(metafunc.config, "migrate", p.id)])
 
 
 @pytest.fixture(scope="session")

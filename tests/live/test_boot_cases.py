@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from conformance.pytest_plugin import LiveCombo
+from conformance.pytest_plugin import LiveCombo, check_verdict
 
 
 def test_boot(live_combo: LiveCombo, conformance_output: Path) -> None:
     run = live_combo.run(conformance_output)
     result = run.result
-    if result.verdict == "skip":
-        pytest.skip(result.reason)
-    evidence = {k: result.details.get(k) for k in ("console_tail", "stderr_tail", "changes") if result.details.get(k)}
-    assert result.verdict == "pass", f"{result.reason}\nartifacts: {result.artifacts}\n{evidence}"
+    check_verdict(result, {k: result.details.get(k) for k in ("console_tail", "stderr_tail", "changes")
+                           if result.details.get(k)})
     assert result.details["checked"], "a boot that checks nothing proves nothing"
     assert run.report is not None and run.report.boot_complete
     assert result.accel in ("tcg", "kvm")

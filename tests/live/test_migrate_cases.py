@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from conformance.pytest_plugin import MigrateCombo
+from conformance.pytest_plugin import MigrateCombo, check_verdict
 
 
 def test_migrate(migrate_combo: MigrateCombo, conformance_output: Path) -> None:
     result = migrate_combo.run(conformance_output)
-    if result.verdict == "skip":
-        pytest.skip(result.reason)
-    if result.verdict == "known-bug":
-        pytest.xfail(result.reason)
-    evidence = {k: result.details.get(k) for k in ("timeline", "checks", "stats") if result.details.get(k)}
-    assert result.verdict == "pass", f"{result.reason}\nartifacts: {result.artifacts}\n{evidence}"
+    check_verdict(result, {k: result.details.get(k) for k in ("timeline", "checks", "stats") if result.details.get(k)})
     assert result.peer is not None and result.qemu is not None
     source_statuses = [s["status"] for s in result.details["timeline"] if s["side"] == "source"]
     assert source_statuses[-1] == "completed", source_statuses
