@@ -192,7 +192,17 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     from conformance.qualify import qualify
 
     binaries = list(args.qemu) or _host_binaries()
-    return qualify(binaries, output=args.output, boot=not args.no_boot, jobs=args.jobs)
+    _shard_manifest(args)
+    return qualify(binaries, output=args.output, boot=not args.no_boot, jobs=args.jobs, shard=args.shard)
+
+
+def _shard_manifest(args: argparse.Namespace) -> None:
+    """OUTPUT/shard.json: the shard of a run and the catalogue it ran (``report`` checks them before a merge)."""
+    from conformance.cases import load_catalogue
+    from conformance.shard import write_manifest
+
+    write_manifest(args.output, args.shard, load_catalogue())
+    (args.output / "results.jsonl").touch()  # a shard with no work item still has results to merge
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -211,8 +221,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not binaries and not args.caps:
         raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm, pass --qemu PATH, "
                         "or run the static stages on stored fixtures with --caps VERSION:ARCH")
+    _shard_manifest(args)
     return run_stages(stages, binaries, args.cases, args.output, lambda text: print(text, flush=True),
-                      jobs=args.jobs, fixtures=args.caps)
+                      jobs=args.jobs, fixtures=args.caps, shard=args.shard)
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
@@ -234,6 +245,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.results if not p.exists()]
     if missing:
         raise ConformanceError(f"no such results file: {', '.join(missing)}", hint="give results.jsonl files")
+    from conformance.shard import check_merge
+
+    for note in check_merge(args.results):  # raises for shards of different catalogues or splits
+        print(f"qemu-conformance: {note}", file=sys.stderr)
     print(write_report(args.results, args.output))
     return 0
 
@@ -242,6 +257,13 @@ def cmd_builds(args: argparse.Namespace) -> int:
     from conformance.builds import cli_builds
 
     return cli_builds(args)
+
+
+def _shard_option(p: argparse.ArgumentParser) -> None:
+    from conformance.shard import WHOLE, shard_arg
+
+    p.add_argument("--shard", type=shard_arg, default=WHOLE, metavar="I/N",
+                   help="run only shard I of N: a stable split of case x build x stage x peer (CI matrices)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder)")
     p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
+    _shard_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("guest", help="the test guest (Debian cloud kernel + busybox initramfs)")
@@ -318,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default %(default)s, in the working folder)")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
+    _shard_option(p)
     p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("report", help="merge results.jsonl files (CI shards, machines) into one HTML report")

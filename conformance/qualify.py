@@ -21,6 +21,7 @@ from conformance.caps.store import fixture_files, load
 from conformance.errors import ConformanceError
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures
+from conformance.shard import WHOLE, Shard
 
 
 def _stored_for(caps: Capabilities) -> tuple[Path | None, Path | None]:
@@ -92,8 +93,9 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
 
 
 def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None, *,
-            boot: bool = True, jobs: int | None = None) -> int:
-    """Run the qualification; exit status 0 when every build passed."""
+            boot: bool = True, jobs: int | None = None, shard: Shard = WHOLE) -> int:
+    """Run the qualification; exit status 0 when every build passed. ``shard``: only that shard's work items;
+    every shard probes and checks each build's capabilities (the same records, merged as one)."""
     from conformance.cases import load_catalogue
     from conformance.report.html import write_report
     from conformance.runner import make_target, run_boots, run_migrations, run_static
@@ -119,16 +121,16 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
             continue
         target = make_target(binary, say, caps=caps)
         targets.append(target)
-        counts = run_static(cases, target, writer, catalogue, say)
+        counts = run_static(cases, target, writer, catalogue, say, shard)
         ok &= not failures(counts)
         say(f"  static (parse, argv): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
         say(f"  live: accel {target.accel.accel} ({target.accel.reason})")
     if boot and targets:
         say("boot stage:")
-        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs, shard)
         ok &= not failures(counts)
         say("migrate stage (each build with itself, and across builds of one arch both ways):")
-        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
+        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs, shard)
         ok &= not failures(counts)
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")

@@ -25,6 +25,7 @@ from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
+from conformance.shard import WHOLE, Shard, WorkItem
 
 if TYPE_CHECKING:
     from conformance.caps.model import Capabilities
@@ -68,13 +69,13 @@ def host_accel(binary: Path, guest: Guest | None) -> AccelDecision:
 
 
 def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
-               say: Say) -> Counter[str]:
+               say: Say, shard: Shard = WHOLE) -> Counter[str]:
     """parse and argv stages on the target's probed capabilities (see run_static_caps)."""
-    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say)
+    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say, shard)
 
 
 def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
-                    catalogue: Catalogue, say: Say) -> Counter[str]:
+                    catalogue: Catalogue, say: Say, shard: Shard = WHOLE) -> Counter[str]:
     """parse and argv stages on one set of capabilities (probed or a stored fixture); each argv is
     kept as OUTPUT/argv/ARCH-VERSION/CASE.args, and known bugs of this version the argv meets are
     recorded with its result."""
@@ -88,6 +89,8 @@ def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, wri
         if caps.arch not in case.arches:
             continue
         for outcome in runner.run(case, caps):
+            if not shard.owns(WorkItem(case.name, outcome.stage, caps.label)):
+                continue  # another shard's item
             counts[outcome.verdict] += 1
             result = to_result(outcome, caps)
             result.qemu = build
@@ -122,12 +125,13 @@ def resolve_fixtures(specs: list[str]) -> list[Capabilities]:
 
 
 def run_boots(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue, output: Path,
-              say: Say, jobs: int | None = None) -> Counter[str]:
-    """The boot stage of every case on every target, ``jobs`` at a time."""
+              say: Say, jobs: int | None = None, shard: Shard = WHOLE) -> Counter[str]:
+    """The boot stage of every case on every target (of this shard), ``jobs`` at a time."""
     from conformance.live.boot import run_boot
 
     work = [(case, target, target) for target in targets for case in cases
-            if target.caps.arch in case.arches and "boot" in case.stages]
+            if target.caps.arch in case.arches and "boot" in case.stages
+            and shard.owns(WorkItem(case.name, "boot", target.caps.label))]
     return _run_live("boot", work, lambda c, t, _: run_boot(c, t, catalogue, output).result, writer, say,
                      jobs or os.cpu_count() or 1)
 
@@ -138,13 +142,14 @@ def migration_pairs(targets: list[Target]) -> list[tuple[Target, Target]]:
 
 
 def run_migrations(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue,
-                   output: Path, say: Say, jobs: int | None = None) -> Counter[str]:
+                   output: Path, say: Say, jobs: int | None = None, shard: Shard = WHOLE) -> Counter[str]:
     """The migrate stage of every bootable case on every pair (TCG guests idle most of the time: as many
     jobs as boots, though each runs two QEMUs)."""
     from conformance.live.migrate import run_migrate
 
     work = [(case, a, b) for a, b in migration_pairs(targets) for case in cases
-            if a.caps.arch in case.arches and "boot" in case.stages]
+            if a.caps.arch in case.arches and "boot" in case.stages
+            and shard.owns(WorkItem(case.name, "migrate", a.caps.label, b.caps.label))]
     return _run_live("migrate", work, lambda c, a, b: run_migrate(c, a, b, catalogue, output), writer, say,
                      jobs or os.cpu_count() or 1)
 
@@ -184,9 +189,10 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
 
 
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
-               jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None) -> int:
+               jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None,
+               shard: Shard = WHOLE) -> int:
     """`qemu-conformance run`: 0 when nothing failed, 1 otherwise. ``fixtures`` (--caps) run the static
-    stages on stored capabilities, with no binary."""
+    stages on stored capabilities, with no binary. ``shard``: only the work items of that shard."""
     from conformance.cases import load_catalogue
 
     catalogue = catalogue or load_catalogue()
@@ -198,7 +204,7 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     for caps in resolve_fixtures(fixtures or []):
         build = fixture_build(caps)
         say(f"{build.path}: QEMU {caps.version} {caps.arch} ({caps.provenance.source})")
-        counts = run_static_caps(cases, caps, build, writer, catalogue, say)
+        counts = run_static_caps(cases, caps, build, writer, catalogue, say, shard)
         bad += failures(counts)
         say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     for binary in binaries:
@@ -213,14 +219,17 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
         say(f"  QEMU {target.caps.version} {target.caps.arch}, accel {target.accel.accel} ({target.accel.reason})")
         targets.append(target)
         if {"parse", "argv"} & set(stages):
-            counts = run_static(cases, target, writer, catalogue, say)
+            counts = run_static(cases, target, writer, catalogue, say, shard)
             bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     if "boot" in stages and targets:
-        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs)
+        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs, shard)
         bad += failures(counts)
     if "migrate" in stages and targets:
-        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs)
+        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs, shard)
         bad += failures(counts)
+    from conformance.report.html import write_report
+
     say(f"results: {writer.path}")
+    say(f"report: {write_report([writer.path], output, title='QEMU conformance run')} (and junit.xml)")
     return 1 if bad else 0

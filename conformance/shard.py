@@ -169,17 +169,19 @@ def check_merge(results_files: Sequence[Path]) -> list[str]:
                 f"catalogue {first.get('catalogue')}, {path} (shard {manifest.get('shard')}) ran "
                 f"{manifest.get('catalogue')}",
                 hint="run every shard from the same commit of templates/cases.toml")
-    counts = {m["shard"].split("/")[1] for _, m in manifests if "/" in m.get("shard", "")}
+    # a whole run (1/1: unsharded, an avocado job) merges with anything; shards must come from one split
+    split_runs = [(f, m) for f, m in manifests if m.get("shard", "1/1").split("/")[-1] != "1"]
+    counts = {m["shard"].split("/")[1] for _, m in split_runs}
     if len(counts) > 1:
-        given = ", ".join(sorted(m["shard"] for _, m in manifests))
+        given = ", ".join(sorted(m["shard"] for _, m in split_runs))
         raise ShardError(f"cannot merge shards of different splits ({given})",
                          hint="give the shards of one --shard I/N split")
     notes = []
     if counts:
         count = int(counts.pop())
-        have = {int(m["shard"].split("/")[0]) for _, m in manifests}
+        have = {int(m["shard"].split("/")[0]) for _, m in split_runs}
         missing = sorted(set(range(1, count + 1)) - have)
-        if missing and count > 1:
+        if missing:
             notes.append(f"note: shard(s) {', '.join(f'{i}/{count}' for i in missing)} not given: "
                          "their results are missing from the report")
     return notes

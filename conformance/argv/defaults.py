@@ -253,6 +253,19 @@ def _disks(ctx: Ctx) -> None:
         order.insert(at, disk)
         if bus in ("ide", "sata", "fdc", "scsi") and disk.address is None:
             ctx.addresses[id(disk)] = _drive_address(ctx, disk, bus)
+    seen: dict[tuple, Disk] = {}
+    for disk in ctx.domain.devices.disks:  # a derived address may meet one the XML gives
+        addr = ctx.address(disk)
+        if addr is None or addr.type != "drive":
+            continue
+        key = (disk_bus(disk), addr.controller or 0, addr.bus or 0, addr.target or 0, addr.unit or 0)
+        if key in seen:
+            first = seen[key]
+            raise DomainInvalid(f"<disk target='{disk.target_dev}'>: unsupported configuration: Found duplicate "
+                                f"drive address for disk with target name '{first.target_dev}' "
+                                f"controller='{key[1]}' bus='{key[2]}' target='{key[3]}' unit='{key[4]}'",
+                                path=ctx.domain.source, line=disk.line)
+        seen[key] = disk
     ctx.disks = order
     # node names: libvirt numbers storage sources in reverse order of the disk list
     with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")]

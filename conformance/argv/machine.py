@@ -9,7 +9,7 @@ from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
 from conformance.argv.harness import HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
-from conformance.argv.memory import backend_objects
+from conformance.argv.memory import backend_objects, check_host_nodes
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -303,6 +303,7 @@ def default_cpu_model(ctx: Ctx) -> str | None:
 
 
 def memory(ctx: Ctx) -> None:
+    check_host_nodes(ctx)
     d = ctx.domain
     cells = d.cpu.numa if d.cpu else []
     total = sum(aligned_kib(c.memory_kib) for c in cells) if cells else aligned_kib(d.memory_kib or 0)

@@ -102,6 +102,18 @@ def _host_nodes(ctx: Ctx, node: int | None, mem: MemoryDevice | None) -> tuple[l
     return nodes, {"strict": "bind"}.get(mode, mode)
 
 
+def check_host_nodes(ctx: Ctx) -> None:
+    """numatune may only name the (harness) host's NUMA nodes (virNumaNodesetIsAvailable)."""
+    nt = ctx.domain.numatune
+    if nt is None:
+        return
+    for entry in (nt.memory, *nt.memnodes):
+        for node in node_list(entry["nodeset"]) if entry.get("nodeset") else []:
+            if node >= HOST_NUMA_NODES:
+                raise UnsupportedByQemu(f"<numatune>: unsupported configuration: NUMA node {node} is unavailable",
+                                        path=ctx.domain.source)
+
+
 def _thread_affinity(ctx: Ctx, nodes: list[int]) -> list[int]:
     """The host nodes a preallocation thread-context may run on: the memory's nodes, less those the vCPUs
     are not pinned to (<vcpu cpuset=>)."""

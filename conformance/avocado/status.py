@@ -1,26 +1,19 @@
-"""Our verdicts as avocado statuses: the one place that maps them (it moves to the verdict table of issue 9)."""
+"""Our verdicts as avocado statuses, read from the verdict table (conformance/results/verdicts.py)."""
 
 from __future__ import annotations
 
-from conformance.results.records import VERDICTS
+from conformance.results.verdicts import TABLE, verdict
 
 # verdict -> the result an nrunner runner reports (avocado shows it upper-case)
-AVOCADO_STATUS = {
-    "pass": "pass",
-    "fail": "fail",
-    "error": "error",
-    "skip": "skip",
-    "known-bug": "warn",  # a failure a known bug of this version explains: the bug is in the message
-    "not-reproduced": "warn",  # a known bug that did not happen: fixed or backported?
-}
-assert set(AVOCADO_STATUS) == set(VERDICTS), "every verdict needs an avocado status"
+AVOCADO_STATUS = {v.name: v.avocado for v in TABLE}
 
 
-def avocado_status(verdict: str, reason: str) -> tuple[str, str | None]:
-    """(avocado result, its message): the message names the verdict when the status alone cannot."""
-    status = AVOCADO_STATUS[verdict]
-    if verdict == "pass":
+def avocado_status(name: str, reason: str) -> tuple[str, str | None]:
+    """(avocado result, its message): the message names the verdict when the status alone cannot
+    (known-bug and not-reproduced both show as WARN)."""
+    status = verdict(name).avocado
+    if name == "pass":
         return status, None
-    if verdict in ("known-bug", "not-reproduced"):
-        return status, f"{verdict}: {reason}"
-    return status, reason or verdict
+    if status == "warn":
+        return status, f"{name}: {reason}"
+    return status, reason or name

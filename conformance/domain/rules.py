@@ -166,7 +166,10 @@ def usb_controllers(domain: Domain, caps: Capabilities | None) -> Iterator[Refus
     if any(c.model == "none" for c in usb) and len(usb) > 1:
         yield Refusal("<controller type='usb'>", "Can't add another USB controller: USB is disabled for this domain",
                       usb[1])
+    name = machine_name(domain, caps)
     for cont in usb:
+        if name == "isapc" and cont.model is None:  # the default model is a PCI device
+            yield Refusal(_ctl(cont), f"{XML}No PCI buses available", cont)
         limit = USB_MAX_PORTS.get(cont.model or "")
         if limit and int(cont.attrs.get("ports", 0) or 0) > limit:
             yield Refusal(_ctl(cont), f"{UNSUPPORTED}'{cont.model}' controller only supports up to '{limit}' ports",
@@ -231,7 +234,7 @@ def usb_devices(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if not port:
             continue
         parts = port.split(".")
-        if len(parts) > 5 or not all(p.isdigit() for p in parts):
+        if len(parts) > 4 or not all(p.isdigit() for p in parts):  # a root port and at most 3 hub levels
             yield Refusal(element, f"{INTERNAL}Cannot parse <address> 'port' attribute", dev, line)
             continue
         if (bus, port) in ports:
@@ -281,6 +284,10 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if fmt == "iso":
             yield Refusal(_disk(disk), f"{UNSUPPORTED}storage format 'iso' is not directly supported by QEMU, "
                                        "use 'raw' instead", disk)
+        if caps is not None and disk.device == "lun" and disk.target_bus == "virtio" and \
+                not caps.has("virtio-blk-pci.scsi"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}This QEMU doesn't support SCSI emulation with 'virtio-blk' "
+                                       "device", disk, by_qemu=True)
         if disk.device == "lun" and disk.type not in ("block", "network", "volume"):
             yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is only valid for block type disk source",
                           disk)
@@ -362,6 +369,69 @@ def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     for vid in vids:
         if vid.model == "ramfb" and vid.address is not None:
             yield Refusal("<video type='ramfb'>", f"{UNSUPPORTED}address not supported for video type ramfb", vid)
+
+
+@rule
+def acpi_needs_uefi(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    arch = domain.os.arch or (caps.arch if caps else "")
+    loader = domain.os.loader
+    uefi = domain.os.firmware == "efi" or (loader is not None and loader.attrs.get("type") == "pflash")
+    if arch == "aarch64" and "acpi" in domain.features and not uefi and loader is not None:
+        yield Refusal("<acpi>", f"{UNSUPPORTED}ACPI requires UEFI on this architecture")
+
+
+_SERIAL_TARGETS = {"system-serial": ("aarch64", "armv7l"), "spapr-vio-serial": ("ppc64", "ppc64le")}
+
+
+@rule
+def serial_targets(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    name = machine_name(domain, caps)
+    arch = domain.os.arch or (caps.arch if caps else "")
+    for ser in domain.devices.serials:
+        target = ser.target_type
+        ok = {"system-serial": is_arm_virt(domain, name) or arch.startswith("s390"),
+              "spapr-vio-serial": name.startswith("pseries")}.get(target or "", True)
+        if not ok:
+            model = ser.target_model or {"system-serial": "pl011", "spapr-vio-serial": "spapr-vty"}[target or ""]
+            yield Refusal(f"<serial><target type='{target}'>", f"{UNSUPPORTED}Serial device with target type "
+                                                              f"'{target}' and target model '{model}' not compatible "
+                                                              "with guest architecture or machine type", ser)
+
+
+@rule
+def hugepages(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    mb = domain.memory_backing
+    if mb is None or not mb.hugepages:
+        return
+    cells = len(domain.cpu.numa) if domain.cpu is not None else 0
+    for page in mb.hugepages:
+        nodeset = page.get("nodeset")
+        nodes = _bitmap(nodeset) if nodeset else set()
+        for node in sorted(nodes or ()):
+            if node >= max(cells, 1):
+                yield Refusal("<page>", f"hugepages: node {node} not found")
+
+
+@rule
+def cpu_mode_on_tcg(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    arch = domain.os.arch or (caps.arch if caps else "")
+    if domain.type == "qemu" and domain.cpu is not None and domain.cpu.mode == "host-passthrough" and \
+            arch in ("x86_64", "i686"):
+        yield Refusal("<cpu mode='host-passthrough'>", f"{UNSUPPORTED}CPU mode 'host-passthrough' for {arch} qemu "
+                                                       f"domain on {arch} host is not supported by hypervisor")
+
+
+@rule
+def cputune(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    tune = _child(domain.extra, "cputune")
+    if tune is None:
+        return
+    for sched in _children(list(tune), "iothreadsched"):
+        ids = _bitmap(sched.get("iothreads", "")) or set()
+        for n in sorted(ids):
+            if n < 1 or n > (domain.iothreads or 0):
+                yield Refusal("<iothreadsched>", f"{UNSUPPORTED}Cannot find 'iothread' : {n}",
+                              line=sched.sourceline)
 
 
 @rule
@@ -518,8 +588,7 @@ def cpu(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
             yield Refusal("<cache>", f"{UNSUPPORTED}CPU cache mode 'passthrough' can only be used with "
                                      "'host-passthrough' / 'maximum' CPUs")
     phys = _child(cpu.extra, "maxphysaddr")
-    if phys is not None and phys.get("mode") == "passthrough" and phys.get("bits") and \
-            cpu.mode not in ("host-passthrough", "maximum"):
+    if phys is not None and phys.get("mode") == "passthrough" and phys.get("bits"):
         yield Refusal("<maxphysaddr>", f"{UNSUPPORTED}CPU maximum physical address bits number specification "
                                        "cannot be used with mode='passthrough'")
     disabled = {n for p, n in cpu.features if p in ("disable", "forbid")}
@@ -543,8 +612,8 @@ def cpu(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 @rule
 def memory(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
-    if domain.max_memory_kib and (domain.cpu is None or not domain.cpu.numa) and \
-            any(m.model in ("dimm", "nvdimm") for m in domain.devices.memories):
+    arch = domain.os.arch or (caps.arch if caps else "")
+    if domain.max_memory_kib and (domain.cpu is None or not domain.cpu.numa) and not arch.startswith("ppc64"):
         yield Refusal("<maxMemory>", f"{UNSUPPORTED}At least one numa node has to be configured when enabling "
                                      "memory hotplug")
     cells = len(domain.cpu.numa) if domain.cpu is not None else 0
@@ -673,6 +742,11 @@ def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
             yield Refusal("<nvram>", "NVRAM is not permitted when loader is stateless")
         elif stateless and nvram.attrs.get("template"):
             yield Refusal("<nvram>", "NVRAM template is not permitted when loader is stateless")
+    if loader.attrs.get("type", "rom") == "rom" and loader.attrs.get("stateless") == "no":
+        yield Refusal("<loader>", "Only pflash loader type permits NVRAM")
+    arch = domain.os.arch or (caps.arch if caps else "")
+    if loader.attrs.get("type") == "pflash" and arch in ("x86_64", "i686") and "acpi" not in domain.features:
+        yield Refusal("<loader>", f"{UNSUPPORTED}UEFI requires ACPI on this architecture")
     if not loader.path and domain.os.firmware is None:
         yield Refusal("<loader>", "no loader path specified and firmware auto selection disabled")
 
