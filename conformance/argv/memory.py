@@ -103,9 +103,10 @@ def _host_nodes(ctx: Ctx, node: int | None, mem: MemoryDevice | None) -> tuple[l
 
 
 def check_host_nodes(ctx: Ctx) -> None:
-    """numatune may only name the (harness) host's NUMA nodes (virNumaNodesetIsAvailable)."""
+    """numatune may only name the (harness) host's NUMA nodes (virNumaNodesetIsAvailable; the harness of
+    libvirt before 10 did not check)."""
     nt = ctx.domain.numatune
-    if nt is None:
+    if nt is None or not ctx.modern_libvirt:
         return
     for entry in (nt.memory, *nt.memnodes):
         for node in node_list(entry["nodeset"]) if entry.get("nodeset") else []:
