@@ -6,10 +6,16 @@
     nox -s live             live boots of the cases on the host's QEMU (TCG here)
     nox -s libvirt-corpus   score the argv builder against libvirt's own expectations (needs ../shared)
     nox -s qualify          qualify the host's QEMU builds and write an HTML report to reports/host
+    nox -s "shard(build='all', shard='2/4')"
+                            one CI job: shard 2 of 4 of every stage of every case on the builds
+                            (host: the host's QEMU; all: the host's + 10.0 + 5.2, cross-version migrations
+                            included); results in reports/shards/BUILD-2-of-4/
+    nox -s shards-report    merge reports/shards/*/results.jsonl into one report (reports/merged)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -22,7 +28,7 @@ CORPUS = ROOT.parent / "shared" / "peer" / "libvirt-corpus-wide"  # libvirt's wh
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,avocado]")
 
 
 @nox.session
@@ -86,3 +92,34 @@ def qualify(session: nox.Session) -> None:
     """Qualify the host's QEMU builds; the report lands in reports/host/."""
     _install(session)
     session.run("qemu-conformance", "qualify", "-o", "reports/host", *session.posargs)
+
+
+SHARDS = int(os.environ.get("QEMU_CONFORMANCE_SHARDS", "4"))  # jobs per build set in a CI matrix
+BUILD_SETS = {"host": [], "all": ["10.0", "5.2"]}  # extra builds (qemu-conformance builds fetch) beside the host's
+
+
+@nox.session
+@nox.parametrize("shard", [f"{i}/{SHARDS}" for i in range(1, SHARDS + 1)])
+@nox.parametrize("build", list(BUILD_SETS))
+def shard(session: nox.Session, build: str, shard: str) -> None:
+    """One CI job: shard I/N of all stages of all cases on a set of builds (reports/shards/BUILD-I-of-N/)."""
+    _install(session)
+    qemu = [f"qemu-system-{arch}" for arch in ("x86_64", "aarch64")]
+    for name in BUILD_SETS[build]:
+        found = session.run("python", "-c", "import sys; from conformance.builds import find_qemu; "
+                            "print(*(find_qemu(sys.argv[1], a) or '' for a in ('x86_64', 'aarch64')))", name,
+                            silent=True)
+        qemu += (found or "").split()
+    out = ROOT / "reports" / "shards" / f"{build}-{shard.replace('/', '-of-')}"
+    session.run("qemu-conformance", "run", "--shard", shard, *(a for q in qemu for a in ("--qemu", q)),
+                "-o", str(out), *session.posargs)
+
+
+@nox.session(name="shards-report")
+def shards_report(session: nox.Session) -> None:
+    """Merge the shards in reports/shards/ into one report: reports/merged/report.html."""
+    _install(session)
+    results = sorted(str(p) for p in (ROOT / "reports" / "shards").glob("*/results.jsonl"))
+    if not results:
+        session.error("no reports/shards/*/results.jsonl: run the shard sessions first")
+    session.run("qemu-conformance", "report", *results, "-o", str(ROOT / "reports" / "merged"))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine for qemu-conformance. Idempotent: a second run takes seconds.
 #   - apt: the host's QEMU 7.2 (x86_64 + aarch64), qemu-img, libvirt's domain schema (libvirt0)
-#   - pip: this package with its test extras (editable: capsdata/ and templates/ are read in place)
+#   - apt: openssh-server/-client and iproute2, for the avocado remote-spawner test (two test hosts in
+#     network namespaces, each with its own sshd: no system sshd is configured or started)
+#   - pip: this package with its test and avocado extras (editable: capsdata/ and templates/ are read in place)
 #   - the extra real QEMU builds 10.0 (bookworm-backports) and 5.2 (bullseye), unpacked beside 7.2
 #     under $QEMU_CONFORMANCE_BUILDS (default ~/.cache/qemu-conformance/builds), nothing installed
 #   - the test guests (Debian cloud kernel + busybox initramfs), cached under ~/.cache/qemu-conformance
@@ -11,7 +13,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils libvirt0 procps)
+APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils libvirt0 procps openssh-server openssh-client iproute2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,11 +21,17 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${missing[*]}"
   $SUDO apt-get update -q
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    # only sshd's binary is wanted: no system sshd is started by this install (the tests start their own)
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup: pip install -e .[test]"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: pip install -e .[test,avocado]"
+python3 -m pip install -q --disable-pip-version-check -e '.[test,avocado]'
 
 echo "setup: extra QEMU builds (10.0, 5.2)"
 qemu-conformance builds fetch || echo "setup: WARNING: extra QEMU builds unavailable; cross-version tests will skip"

@@ -99,3 +99,5 @@ def test_merge_check_refuses_different_splits_and_notes_missing_shards(tmp_path:
     c = _shard_dir(tmp_path, "c", Shard(3, 3))
     assert check_merge([a, c]) == ["note: shard(s) 2/3 not given: their results are missing from the report"]
     assert check_merge([tmp_path / "none" / "results.jsonl"]) == []
+    whole = _shard_dir(tmp_path, "whole", Shard(1, 1))  # an unsharded run or an avocado job joins any split
+    assert check_merge([a, whole, c]) == check_merge([a, c])
