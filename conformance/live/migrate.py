@@ -192,8 +192,12 @@ def _event_time(event: dict[str, Any], t0_wall: float) -> float:
 
 
 def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[dict[str, Any], dict[str, Any]]],
-                timeouts: MigrationTimeouts, on_status: Callable[[str, str], None] | None = None) -> Migration:
+                timeouts: MigrationTimeouts, on_status: Callable[[str, str], None] | None = None,
+                has_driver: Callable[[str], bool] = lambda _module: False) -> Migration:
     """Migrate a running, checked source into a destination started with ``-incoming defer``.
+
+    ``has_driver(module)`` tells which devices the guest kernel drives (the guest's own knowledge,
+    as in the boot checks); by default none, so a device without a driver is a note, never a failure.
 
     Returns the Migration with verdict pass/fail/skip (a migration blocker is a skip with QEMU's
     reason); never raises for a QEMU problem. ``on_status(side, status)`` is called on each new
@@ -287,7 +291,7 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
     mig.evidence["source_status_final"] = seen["source"]
     if problem:
         return _cancelled(mig, problem, source, destination, failover, negotiated, timeouts)
-    return _judge(mig, source, destination, failover, negotiated, timeouts, t0)
+    return _judge(mig, source, destination, failover, negotiated, timeouts, t0, has_driver)
 
 
 def _source_notices(listener: Any, mig: Migration, seen: dict[str, str], t0_wall: float, wait: float) -> bool:
@@ -365,7 +369,7 @@ def _released_before_active(source: GuestVm, failover: list[tuple[dict[str, Any]
 
 def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
            failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
-           timeouts: MigrationTimeouts, t0: float) -> Migration:
+           timeouts: MigrationTimeouts, t0: float, has_driver: Callable[[str], bool]) -> Migration:
     """The source reached a terminal status: check both sides (the source's word is not enough)."""
     final = mig.evidence["source_status_final"]
     source.reader.poll_file(source.console)  # the source's last heartbeat before the switch
@@ -419,7 +423,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
         failures.append(f"destination ends {dst_status}, not running")
     ok, beat = _heartbeat_goes_on(destination, source.report.last_heartbeat, timeouts.heartbeat)
     (mig.checks if ok else failures).append(f"destination: {beat}")
-    failures += _destination_devices(mig, source, destination, failover, negotiated, timeouts)
+    failures += _destination_devices(mig, source, destination, failover, negotiated, timeouts, has_driver)
     mig.record()
     if failures:
         mig.verdict, mig.reason = "fail", "; ".join(failures)
@@ -434,7 +438,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
 
 def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,
                          failover: list[tuple[dict[str, Any], dict[str, Any]]], negotiated: bool,
-                         timeouts: MigrationTimeouts) -> list[str]:
+                         timeouts: MigrationTimeouts, has_driver: Callable[[str], bool]) -> list[str]:
     """Failover re-plug, then the guest's view and QMP's on the destination."""
     failures: list[str] = []
     q = destination.process.qmp
@@ -457,7 +461,7 @@ def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,
         mig.checks.append(f"destination: primary {', '.join(sorted(hidden))} stays hidden (failover not negotiated)")
     report = destination.report if destination.report.latest is not None else source.report
     if destination.report.latest is not None:  # the guest re-reported on the destination: check it all
-        checks = check_report(report, devs, lambda _m: True, MachineFacts.from_argv(argv))
+        checks = check_report(report, devs, has_driver, MachineFacts.from_argv(argv))
         failures += [f"destination: {f}" for f in checks.failures]
         mig.checks.append(f"destination: the guest's new report passes {len(checks.checked)} checks")
     else:
@@ -610,7 +614,9 @@ def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, v
         source, destination = start_pair(src_prep, dst_prep, vms)
     except PairNotReady as exc:
         return "fail", exc.message, None
-    mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts)
+    guest = dst_prep.target.guest
+    mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts,
+                      has_driver=guest.has_driver if guest else lambda _module: False)
     return mig.verdict, mig.reason, mig
 
 
