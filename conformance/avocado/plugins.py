@@ -22,6 +22,7 @@ from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 from avocado.core.settings import settings
 
 from conformance.avocado.runner import ARTEFACTS, KIND, RESULT_FILE
+from conformance.shard import WorkItem
 
 PREFIX = "qemu-conformance:"
 SECTION = "qemu_conformance"
@@ -75,8 +76,15 @@ class ConformanceResolver(Resolver):
             kwargs: dict[str, Any] = {"case": item.case, "stage": item.stage, "qemu": binary}
             if peer:
                 kwargs["peer"] = peer
-            runnables.append(Runnable(KIND, item.id, config={}, **kwargs))
+            runnables.append(Runnable(KIND, avocado_id(item), config={}, **kwargs))
         return ReferenceResolution(reference, ReferenceResolutionResult.SUCCESS, runnables)
+
+
+def avocado_id(item: WorkItem) -> str:
+    """The test name: the item's id with ``_to_`` for ``->`` (teaming-q35.migrate[7.2.22-x86_64_to_10.0.2-x86_64]).
+    avocado's remote spawner puts the test id unquoted into a shell command (``pgrep -r R,S -f ID``), where
+    ``>`` would redirect."""
+    return item.id.replace("->", "_to_")
 
 
 def collect_results(job_dir: Path) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ def test_resolver_one_runnable_per_case_stage_build_peer(qemu_x86_64: Path) -> N
     build = f"{version}-x86_64"
     expected = [f"{case}.{stage}[{build}]" for case in ("teaming-q35", "q35-minimal")
                 for stage in ("parse", "argv", "boot")]
-    expected += [f"q35-minimal.migrate[{build}->{build}]", f"teaming-q35.migrate[{build}->{build}]"]
+    expected += [f"q35-minimal.migrate[{build}_to_{build}]", f"teaming-q35.migrate[{build}_to_{build}]"]
     assert uris == sorted(expected)
     migrate = next(r for r in resolution.resolutions if r.kwargs["stage"] == "migrate")
     assert migrate.kind == "qemu-conformance"
