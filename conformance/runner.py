@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
+from conformance.progress import RunProgress
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
 from conformance.shard import WHOLE, Shard, WorkItem
@@ -164,7 +165,8 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
     jobs = max(1, jobs)
     started = time.monotonic()
     done = 0
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
+    with RunProgress(stage, len(work), say) as progress, \
+            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
         futures = {pool.submit(run, *item): item for item in work}
         for future in as_completed(futures):
             case, target, peer = futures[future]
@@ -181,8 +183,8 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
             counts[result.verdict] += 1
             done += 1
             why = "" if result.verdict == "pass" else f" {result.reason}"
-            say(f"  [{done}/{len(work)}] {stage} {case.name} on {on}: "
-                f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
+            progress.done(result.verdict, f"  [{done}/{len(work)}] {stage} {case.name} on {on}: "
+                                          f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
     say(f"  {stage}: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
         f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")
     return counts
