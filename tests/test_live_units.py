@@ -165,3 +165,19 @@ def test_a_passed_stage_where_a_known_bug_should_show_is_not_reproduced() -> Non
     assert [b["id"] for b in details["not_reproduced"]] == ["pcie-native-hotplug-plug-read-as-unplug"]
     later = SimpleNamespace(version=QemuVersion(7, 2, 22), package="Debian")
     assert explain("pass", "migrated", [vm], later, "migrate", {}, side="source")[0] == "pass"  # type: ignore[arg-type]
+
+
+def test_migrate_skip_keeps_a_case_out_on_purpose_and_across_arches() -> None:
+    """A case the catalogue keeps out (live.migrate = false) says why; two arches never pair."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from conformance.cases import load_catalogue
+    from conformance.live.migrate import migrate_skip
+
+    case = load_catalogue().get("q35-minimal")
+    x86 = SimpleNamespace(caps=SimpleNamespace(arch="x86_64"))
+    arm = SimpleNamespace(caps=SimpleNamespace(arch="aarch64"))
+    kept = dataclasses.replace(case, live={"migrate": False, "migrate_why": "a guest panic under research"})
+    assert migrate_skip(kept, x86, x86) == "kept out of migration on purpose: a guest panic under research"  # type: ignore[arg-type]
+    assert migrate_skip(case, x86, arm) == "x86_64 cannot migrate to aarch64"  # type: ignore[arg-type]
