@@ -1,0 +1,136 @@
+"""The HTML report in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The results hold every verdict, a known bug flagged by version on a 4.2.0 fixture, a migration pair,
+and text with <script> and & in it. The page must show the summary, the matrix and the known-bug
+panel, open a drill-down on click, run no script from the data, and log no console error. The
+screenshots are saved next to the test's output and copied to /tmp/report-screenshots/ for review.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conformance.report.html import write_report
+from conformance.results.records import QemuBuild, ResultWriter, StageResult
+from conformance.results.verdicts import TABLE
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path("/tmp/report-screenshots")
+EVIL = "<script>window.__pwned = true</script> & <img src=x onerror=\"window.__pwned = true\">"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium "
+                                "(scripts/setup.sh installs it)")
+
+OLD = QemuBuild("/usr/bin/qemu-system-x86_64", "7.2.22", "Debian 1:7.2+dfsg-7+deb12u18+b3", "x86_64")
+NEW = QemuBuild("/opt/qemu-10.0/bin/qemu-system-x86_64", "10.0.2", "Debian 1:10.0.2+ds-2", "x86_64")
+FIXTURE = QemuBuild("fixture qemu-4.2.0-x86_64.xml", "4.2.0", "v4.2.0", "x86_64")
+SEGV = {"id": "vfio-irqchip-notifier-unplug-segv",
+        "title": "QEMU segfaults when an assigned device without INTx (SR-IOV VF) is unplugged",
+        "fixed": "0446f81217 (4.2.1, 5.0.0)", "affected": "4.2.0..4.2.0",
+        "concerns": "a <hostdev> with <teaming type='transient'> (a VF that failover unplugs)"}
+
+
+def _results(folder: Path) -> Path:
+    live = folder / "live" / "q35-minimal"
+    live.mkdir(parents=True)
+    (live / "console.log").write_text(f"GUEST-INIT start\n{EVIL}\nBOOT-OK\n")
+    (live / "stderr.log").write_text("qemu-system-x86_64: warning: <dev> & more\n")
+    writer = ResultWriter(folder)
+    for v in TABLE:  # every verdict, each on a case of its own, the reason carrying <script> and &
+        writer.write(StageResult(
+            case=f"case-{v.name}", stage="boot", verdict=v.name, arch="x86_64", qemu=OLD, accel="tcg",
+            duration_s=3.2, reason=f"{v.label.lower()}: {EVIL}",
+            artifacts={"console": "live/q35-minimal/console.log", "stderr": "live/q35-minimal/stderr.log"},
+            details={"known_bug": SEGV} if v.name == "known-bug" else
+            {"not_reproduced": [SEGV]} if v.name == "not-reproduced" else {}))
+    for stage in ("parse", "argv"):  # the 4.2.0 fixture: the segfault flagged by version
+        writer.write(StageResult(
+            case="teaming-q35-hostdev", stage=stage, verdict="pass", arch="x86_64", qemu=FIXTURE,
+            artifacts={"argv": "argv/x86_64-4.2.0/teaming-q35-hostdev.args"} if stage == "argv" else {},
+            details={"fixture": "4.2.0-x86_64", **({"known_bugs": [SEGV]} if stage == "argv" else {})}))
+    for src, dst in ((OLD, NEW), (NEW, OLD), (OLD, OLD)):  # a migration pair, both ways, and one build with itself
+        writer.write(StageResult(
+            case="q35-minimal", stage="migrate", verdict="pass", arch="x86_64", qemu=src, peer=dst, accel="tcg",
+            reason="migrated in 0.72 s, downtime 48 ms",
+            details={"machine": "pc-q35-7.2", "stats": {"total-time": 724, "downtime": 48, "setup-time": 0},
+                     "timeline": [{"side": "source", "status": "active", "t": 0.004},
+                                  {"side": "source", "status": "completed", "t": 0.725},
+                                  {"side": "destination", "status": "completed", "t": 0.725}]}))
+    writer.write(StageResult(case="q35-minimal", stage="boot", verdict="pass", arch="x86_64", qemu=NEW, accel="tcg",
+                             reason="booted in 5.0 s; 5 checks passed"))
+    return writer.path
+
+
+def _shoot(page: object, path: Path, **kwargs: object) -> None:
+    page.screenshot(path=str(path), **kwargs)  # type: ignore[attr-defined]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    shutil.copy(path, SCREENSHOTS / path.name)
+
+
+def test_report_in_chromium(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    report = write_report([_results(tmp_path / "results")], tmp_path / "report")
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(report.as_uri(), wait_until="load")
+
+            # the summary: a decision per build, the new failures first
+            decision = page.locator("#summary .decision")
+            expect(decision).to_be_visible()
+            expect(decision).to_contain_text("NOT QUALIFIED")
+            expect(page.locator("table.builds").first).to_contain_text("10.0.2 x86_64")
+            expect(page.locator("table.failures")).to_contain_text("case-fail")
+            _shoot(page, tmp_path / "report-summary.png")
+
+            # the matrix, with the 4.2.0 fixture's known-bug chip
+            matrix = page.locator("#matrix table.matrix")
+            expect(matrix).to_be_visible()
+            flag = matrix.locator(".chip.flag", has_text="vfio-irqchip-notifier-unplug-segv")
+            expect(flag).to_be_visible()
+
+            # the known-bug panel: flagged by version on 4.2.0, reproduced and not reproduced on 7.2.22
+            bugs = page.locator("#bugs table.bugs")
+            bugs.scroll_into_view_if_needed()
+            expect(bugs).to_be_visible()
+            expect(bugs).to_contain_text("4.2.0 x86_64 fixture")
+            expect(bugs).to_contain_text("0446f81217 (4.2.1, 5.0.0)")
+
+            # the migration matrix: both directions of the pair
+            expect(page.locator("#migration")).to_contain_text("7.2.22 x86_64")
+            expect(page.locator("#migration table.pairs")).to_contain_text("-> 10.0.2 x86_64")
+
+            # a drill-down opens on click and shows the text as text
+            row = matrix.locator("tr", has=page.locator("td.case", has_text="case-fail"))
+            cell = row.locator("details").first
+            drill = cell.locator(".drill")
+            expect(drill).to_be_hidden()
+            cell.locator("summary").click()
+            expect(drill).to_be_visible()
+            expect(drill).to_contain_text("<script>window.__pwned = true</script> & <img")
+            expect(drill.locator("a", has_text="console")).to_have_attribute(
+                "href", "../results/live/q35-minimal/console.log")
+            _shoot(page, tmp_path / "report-drill-down.png")
+
+            # one drill-down at a time: opening another closes the first
+            other = matrix.locator("tr", has=page.locator("td.case", has_text="case-known-bug")).locator("details")
+            other.first.locator("summary").click()
+            expect(drill).to_be_hidden()
+
+            # no script from the data ran, nothing was fetched, nothing complained
+            assert page.evaluate("() => window.__pwned") is None
+            assert page.evaluate("() => document.scripts.length") == 0
+            assert page.evaluate("() => performance.getEntriesByType('resource').length") == 0
+            _shoot(page, tmp_path / "report-full.png", full_page=True)
+        finally:
+            browser.close()
+    assert not problems, problems
