@@ -3,6 +3,7 @@
 #   - apt: the host's QEMU 7.2 (x86_64 + aarch64), qemu-img, libvirt's domain schema (libvirt0)
 #   - apt: openssh-server/-client and iproute2, for the avocado remote-spawner test (two test hosts in
 #     network namespaces, each with its own sshd: no system sshd is configured or started)
+#   - apt: chromium, for the HTML report's browser test (Playwright drives it; no browser is downloaded)
 #   - pip: this package with its test and avocado extras (editable: capsdata/ and templates/ are read in place)
 #   - the extra real QEMU builds 10.0 (bookworm-backports) and 5.2 (bullseye), unpacked beside 7.2
 #     under $QEMU_CONFORMANCE_BUILDS (default ~/.cache/qemu-conformance/builds), nothing installed
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils libvirt0 procps openssh-server openssh-client iproute2)
+APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils libvirt0 procps openssh-server openssh-client iproute2
+              chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
