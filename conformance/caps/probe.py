@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
-from conformance.caps.flags import PROBED_TYPES, RULES
+from conformance.caps.flags import PROBED_OBJECT_TYPES, PROBED_TYPES, RULES
 from conformance.caps.model import (
     Capabilities,
     CpuModel,
@@ -50,6 +50,9 @@ _QUERIES: dict[str, dict[str, Any]] = {
     "query-cpu-definitions": {},
     "query-kvm": {},
     "query-sev-capabilities": {},  # fails (recorded, not fatal) on hosts without AMD SEV
+    "query-command-line-options": {},
+    "query-tpm-types": {},
+    "query-tpm-models": {},
 }
 
 
@@ -119,9 +122,9 @@ def _converse(session: QmpSession, timeout: float) -> dict[str, Any]:
     wanted = [t for t in PROBED_TYPES if t in names or t.endswith("-machine")]
     expansions = host_cpu_queries(_ok(replies.get("query-target"), {}).get("arch", ""),
                                   bool(_ok(replies.get("query-kvm"), {}).get("enabled")))
-    second = session.cmd_many(
-        [("qom-list-properties" if t.endswith(("-machine", "-cpu")) else "device-list-properties", {"typename": t})
-         for t in wanted] + [("query-cpu-model-expansion", args) for args in expansions], timeout)
+    listings = [("qom-list-properties" if t.endswith(("-machine", "-cpu")) or t in PROBED_OBJECT_TYPES
+                 else "device-list-properties", {"typename": t}) for t in wanted]
+    second = session.cmd_many(listings + [("query-cpu-model-expansion", args) for args in expansions], timeout)
     replies["properties"] = dict(zip(wanted, second[:len(wanted)], strict=True))
     replies["host-cpu"] = second[len(wanted):]
     return replies
@@ -175,6 +178,32 @@ def _sev(reply: Any) -> SevInfo | None:
     return SevInfo(cbitpos=int(reply["cbitpos"]), reduced_phys_bits=int(reply.get("reduced-phys-bits", 0)))
 
 
+def _default_facts(listings: dict[str, Any]) -> frozenset[str]:
+    """The property default values the rules ask about ('default:TYPE.PROP=VALUE', JSON-ish lower case)."""
+    wanted = {r.fact for r in RULES if r.kind == "default"}
+    have = set()
+    for rule_fact in wanted:
+        qom_type, _, rest = rule_fact.removeprefix("default:").partition(".")
+        prop = rest.partition("=")[0]
+        for entry in _ok(listings.get(qom_type), []):
+            if entry.get("name") == prop and "default-value" in entry:
+                value = entry["default-value"]
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                have.add(f"default:{qom_type}.{prop}={text}")
+    return frozenset(have & wanted)
+
+
+def _option_facts(reply: Any) -> frozenset[str]:
+    """query-command-line-options -> the 'cmdline:OPTION[/PARAM]' facts the rules ask about."""
+    wanted = {r.fact for r in RULES if r.kind == "cmdline"}
+    have: set[str] = set()
+    for option in _ok(reply, []):
+        name = option.get("option", "")
+        have.add(f"cmdline:{name}")
+        have.update(f"cmdline:{name}/{p.get('name')}" for p in option.get("parameters", []))
+    return frozenset(have & wanted)
+
+
 def _ok(value: Any, default: Any) -> Any:
     """A reply, or ``default`` when the command failed."""
     return default if isinstance(value, Exception) or value is None else value
@@ -214,7 +243,11 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
                 kept = {r.prop for r in RULES if r.kind == "property" and r.what == tname}
                 reply = [p for p in reply if p["name"] in kept]
             props[tname] = {p["name"]: p.get("type", "") for p in reply}
-    schema_facts = SchemaIndex(schema).facts(r.what for r in RULES if r.kind == "schema")
+    schema_facts = SchemaIndex(schema).facts(r.what for r in RULES if r.kind == "schema") | \
+        _option_facts(replies.get("query-command-line-options")) | \
+        frozenset(f"tpm-type:{t}" for t in _ok(replies.get("query-tpm-types"), [])) | \
+        frozenset(f"tpm-model:{t}" for t in _ok(replies.get("query-tpm-models"), [])) | \
+        _default_facts(replies.get("properties", {}))
     return Capabilities(
         version=QemuVersion(q["major"], q["minor"], q["micro"]),
         arch=target.get("arch", "unknown"),
@@ -242,11 +275,13 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
 class SchemaIndex:
     """Answers libvirt-style queries against a query-qmp-schema reply.
 
-    Query syntax (the subset libvirt's virQEMUCapsQMPSchemaQueries uses):
+    Query syntax (libvirt's virQEMUQAPISchemaPathGet, as its virQEMUCapsQMPSchemaQueries use it):
     ``ENTITY`` (a command or event exists), then steps: ``arg-type`` /
     ``ret-type`` (follow to that type), ``$FEATURE`` (the current entity has
-    the feature), ``^VALUE`` (the current enum type has the value), any
-    other word (follow the object member of that name to its type).
+    the feature), ``^VALUE`` (the current enum type has the value), ``+VARIANT``
+    (the union's variant of that discriminator value), ``*MEMBER`` (an optional
+    member), any other word (follow the object member of that name to its type);
+    arrays are looked through to their element type.
     """
 
     def __init__(self, schema: list[dict[str, Any]]) -> None:
@@ -267,10 +302,16 @@ class SchemaIndex:
                 if node.get("meta-type") != "enum" or step[1:] not in values:
                     return False
                 continue
+            if node.get("meta-type") == "array":
+                node = self.by_name.get(node.get("element-type", ""), {})
             if step in ("arg-type", "ret-type"):
                 node = self.by_name.get(node.get(step, ""))
+            elif step.startswith("+"):
+                variant = next((v for v in node.get("variants", []) if v.get("case") == step[1:]), None)
+                node = self.by_name.get(variant["type"]) if variant else None
             else:
-                member = next((m for m in node.get("members", []) if m.get("name") == step), None)
+                name = step.lstrip("*")
+                member = next((m for m in node.get("members", []) if m.get("name") == name), None)
                 node = self.by_name.get(member["type"]) if member else None
             if node is None:
                 return False
