@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from conformance.report import fragments
-from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, STAGE_ORDER, build_page, merge
+from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, STAGE_ORDER, build_page, merge
 from conformance.results.junit import write_junit
 from conformance.results.records import StageResult
 from conformance.results.verdicts import BY_NAME, FAILURES, TABLE
@@ -42,7 +42,7 @@ def render(records: list[StageResult], origin: dict[int, Path], output: Path, ti
         title=title, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sources=sources, page=page,
         table=TABLE, failure_names=FAILURES, label=lambda name: BY_NAME[name].label, stage_order=STAGE_ORDER,
         stage_letters={s[0].upper(): s for s in page.stages}, bug_hows=BUG_HOWS, evidence=EXCERPT_ARTIFACTS,
-        list_limit=LIST_LIMIT, row=fragments.row)
+        list_limit=LIST_LIMIT, failure_rows=FAILURE_ROWS, row=fragments.row)
 
 
 def write_report(result_files: list[Path], output: Path, title: str = "QEMU compatibility report") -> Path:

@@ -32,7 +32,7 @@ LINE_CHARS = 240  # a longer line of an excerpt (a QMP reply) is cut
 EXCERPT_RESULTS = 200  # at most this many results get excerpts read from disk (generation stays fast)
 EXCERPT_ARTIFACTS = ("stderr", "console", "qmp")  # in this order, each with its source-/destination- forms
 QUIET_LINKS = ("folder",)  # a result without a problem links only its VM folders, when it has them
-FAILURE_ROWS = 300  # new failures listed in the summary before "N more in the matrix"
+FAILURE_ROWS = 200  # rows of new failures in the summary before "N more in the matrix"
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -150,12 +150,13 @@ def clean(text: object) -> str:
     text = str(text)
     if not _CONTROL.search(text):  # most reasons: nothing to do
         return text
-    return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", _ANSI.sub("", text.replace("\r\n", "\n")))
+    text = _ANSI.sub("", text.replace("\r\n", "\n")).replace("\r", "\n")  # serial consoles end lines with CR LF
+    return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", text)
 
 
 def tail_text(text: str) -> str:
     """The last lines of a text, long lines cut, at most EXCERPT_CHARS."""
-    lines = text.rstrip("\n").split("\n")[-EXCERPT_LINES:]
+    lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")[-EXCERPT_LINES:]
     out = "\n".join(line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " ..." for line in lines)
     return ("..." + out[-EXCERPT_CHARS:]) if len(out) > EXCERPT_CHARS else out
 
@@ -425,6 +426,14 @@ def _is_problem(views: Iterable[View]) -> bool:
 
 
 @dataclass
+class FailureGroup:
+    """New failures of one case and stage with the same reason: one row, the builds (or pairs) it hit."""
+
+    view: View  # the first
+    where: list[tuple[str, str]] = field(default_factory=list)  # (build or pair, anchor of its cell)
+
+
+@dataclass
 class Page:
     builds: list[Build]
     matrix_builds: list[Build]
@@ -432,8 +441,8 @@ class Page:
     rows: list[Row]
     pairs: dict[tuple[str, str], Pair]
     pair_groups: list[dict[str, Any]]
-    failures: list[tuple[View, str]]  # (view, anchor of its cell)
-    failures_total: int
+    failures: list[FailureGroup]
+    failures_total: int  # results, not groups
     known: list[dict[str, Any]]
     drift: list[dict[str, Any]]
     totals: list[tuple[str, int]]
@@ -559,10 +568,15 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                       key=lambda r: (VERDICTS.index(r.verdict), r.case,  # a case's failures together
                                      STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else 99,
                                      builds[keys[id(r)]].sort_key))
+    groups: dict[tuple[str, str, str, str], FailureGroup] = {}
+    for r in failures:
+        v = viewer.view(r)
+        group = groups.setdefault((r.verdict, r.case, r.stage, r.reason), FailureGroup(v))
+        group.where.append((v.where, anchors.get(id(r), "")))
     verdicts = Counter(r.verdict for r in records)
     return Page(
         builds=ordered, matrix_builds=matrix_builds, stages=stages, rows=rows, pairs=pairs, pair_groups=pair_groups,
-        failures=[(viewer.view(r), anchors.get(id(r), "")) for r in failures[:FAILURE_ROWS]],
+        failures=list(groups.values())[:FAILURE_ROWS],
         failures_total=len(failures), known=_known_bugs(records, viewer, builds, keys, anchors),
         drift=_drift(records, builds, keys, viewer),
         totals=[(v.name, verdicts[v.name]) for v in TABLE if verdicts[v.name]], count=len(records))
