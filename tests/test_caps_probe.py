@@ -156,3 +156,42 @@ def test_host_cpu_from_recorded_replies() -> None:
     assert host_cpu_from_replies([RuntimeError("no")], "kvm") is None
     single = host_cpu_from_replies([migratable], "tcg")
     assert single is not None and not single.migratability
+
+
+# --- recorded transcripts replayed through the pure part (libvirt's .replies habit) ---------------------------
+
+
+@pytest.mark.parametrize(("transcript", "fixture"), [
+    ("qemu-7.2.22-x86_64.qmp.jsonl.gz", "qemu-7.2.22-x86_64.xml"),
+    ("qemu-10.0.2-aarch64.qmp.jsonl.gz", "qemu-10.0.2-aarch64.xml"),
+])
+def test_replayed_transcript_gives_the_stored_fixture(transcript: str, fixture: str, capsdata: Path) -> None:
+    """A probe's QMP transcript (tests/data/probe, kept by probe_binary(transcript=)) replayed through
+    capabilities_from_replies gives the stored fixture's facts: probe changes are tested without a QEMU.
+    (The fixture keeps the host CPU of the host it was first probed on; the transcript has today's.)"""
+    import gzip
+
+    from conformance.caps.probe import capabilities_from_replies, replies_from_transcript
+    from conformance.caps.store import load
+
+    lines = gzip.decompress((Path(__file__).parent / "data" / "probe" / transcript).read_bytes()).decode().splitlines()
+    stored = load(capsdata / fixture)
+    replayed = capabilities_from_replies(replies_from_transcript(lines), binary=stored.provenance.binary or "",
+                                         accel=stored.provenance.accel or "tcg")
+    assert (replayed.version, replayed.arch, replayed.package) == (stored.version, stored.arch, stored.package)
+    for field in ("qom_types", "commands", "events", "schema", "migration_capabilities", "accelerators",
+                  "type_properties", "machines", "cpu_models", "flags"):
+        assert getattr(replayed, field) == getattr(stored, field), field
+    assert replayed.host_cpus and replayed.host_cpus[0].accel == stored.provenance.accel
+
+
+def test_replay_keeps_failed_commands_as_failures() -> None:
+    from conformance.caps.probe import RecordedFailure, replies_from_transcript
+
+    lines = ['{"t": 1, "execute": {"execute": "query-sev-capabilities"}}',
+             '{"t": 2, "execute": {"execute": "device-list-properties", "arguments": {"typename": "e1000"}}}',
+             '{"t": 3, "error": {"execute": "query-sev-capabilities", "class": "GenericError", "desc": "no SEV"}}',
+             '{"t": 4, "return": [{"name": "mac", "type": "str"}]}']
+    replies = replies_from_transcript(lines)
+    assert isinstance(replies["query-sev-capabilities"], RecordedFailure)
+    assert replies["properties"] == {"e1000": [{"name": "mac", "type": "str"}]}

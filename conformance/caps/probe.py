@@ -69,8 +69,12 @@ def _check_binary(binary: Path) -> None:
         raise ProbeFailed("not executable", path=binary, hint=f"chmod +x {binary}")
 
 
-def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float = PROBE_TIMEOUT) -> Capabilities:
-    """Start ``binary``, ask it everything over QMP, stop it, return its Capabilities."""
+def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float = PROBE_TIMEOUT,
+                 transcript: Path | None = None) -> Capabilities:
+    """Start ``binary``, ask it everything over QMP, stop it, return its Capabilities.
+
+    ``transcript``: where to keep the QMP conversation (qmp.jsonl lines), for replaying it later
+    through ``replies_from_transcript`` and ``capabilities_from_replies`` without a QEMU."""
     path = Path(binary)
     _check_binary(path)
     accels = [accel] if accel else (["kvm", "tcg"] if kvm_openable() else ["tcg"])
@@ -92,9 +96,45 @@ def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float
             raise ProbeFailed(message, path=path) from None
         finally:
             qemu.stop(timeout=2.0)
+            if transcript is not None and qemu.transcript_path.exists():
+                transcript.write_bytes(qemu.transcript_path.read_bytes())
     kvm = _ok(replies.get("query-kvm"), {})
     used = "kvm" if kvm.get("enabled") else accels[-1]
     return capabilities_from_replies(replies, binary=str(path.absolute()), accel=used)
+
+
+class RecordedFailure(Exception):
+    """A command that failed in a recorded transcript (its error class and description)."""
+
+
+def replies_from_transcript(lines: list[str]) -> dict[str, Any]:
+    """A probe's QMP transcript (qmp.jsonl) -> the replies ``_converse`` returned, for
+    ``capabilities_from_replies``. Pipelined commands are answered in order, so the n-th answer
+    belongs to the n-th command."""
+    import json
+
+    sent: list[dict[str, Any]] = []
+    answers: list[Any] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        if "execute" in entry:
+            sent.append(entry["execute"])
+        elif "return" in entry:
+            answers.append(entry["return"])
+        elif "error" in entry and isinstance(entry["error"].get("execute"), str):
+            answers.append(RecordedFailure(f"{entry['error'].get('class')}: {entry['error'].get('desc')}"))
+    replies: dict[str, Any] = {"properties": {}, "host-cpu": []}
+    for command, answer in zip(sent, answers, strict=False):
+        name, args = command["execute"], command.get("arguments", {})
+        if name in ("device-list-properties", "qom-list-properties"):
+            replies["properties"][args["typename"]] = answer
+        elif name == "query-cpu-model-expansion":
+            replies["host-cpu"].append(answer)
+        else:
+            replies[name] = answer
+    return replies
 
 
 def _why(qemu: QemuProcess, reason: str, timeout: float) -> str:
