@@ -415,7 +415,7 @@ def _bug_chips(views: Iterable[View]) -> list[Chip]:
                 chips[bug["id"]] = Chip(bug["id"], v.verdict, bug_title(how, bug),
                                         "flag" if how == BUG_HOWS[2] else "bug")
     ranked = sorted(chips.values(), key=lambda c: (c.kind == "flag", VERDICTS.index(c.verdict)))
-    if len(ranked) > 2:  # a cell stays compact: the first bug and a count
+    if len(ranked) > 1:  # a cell stays compact: the first bug and a count
         rest = ranked[1:]
         ranked = [ranked[0], Chip(f"+{len(rest)}", rest[0].verdict, "\n\n".join(c.title for c in rest), rest[0].kind)]
     return ranked
