@@ -78,6 +78,13 @@ class Build:
     counts: Counter[str] = field(default_factory=Counter)
     failures: int = 0
     anchor: str = ""
+    bugs: dict[str, set[str]] = field(default_factory=dict)  # known bug id -> how results named it
+
+    @property
+    def bug_list(self) -> list[tuple[str, str]]:
+        """(id, how) for each known bug of this build, the worst way first (reproduced, not reproduced, flagged)."""
+        ranked = sorted(self.bugs.items(), key=lambda kv: (min(BUG_HOWS.index(h) for h in kv[1]), kv[0]))
+        return [(bug, min(hows, key=BUG_HOWS.index)) for bug, hows in ranked]
 
     @property
     def sort_key(self) -> tuple[Any, ...]:
@@ -480,6 +487,8 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
             if r.accel:
                 b.accels.add(r.accel)
                 b.accel_reason = b.accel_reason or str(r.details.get("accel_reason", ""))
+            for how, bug in bugs_of(r):
+                b.bugs.setdefault(bug["id"], set()).add(how)
     for b in ordered:
         b.failures = sum(n for name, n in b.counts.items() if name in FAILURES)
 
