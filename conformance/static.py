@@ -136,6 +136,11 @@ class StaticRunner:
         missing = [w for w in case.argv_contains if not _contains(argv, w)]
         if missing:
             return StaticOutcome(case.name, label, "fail", "argv", f"argv lacks {', '.join(missing)}", argv)
+        from conformance.argv.schema_check import property_problems
+
+        unknown = property_problems(argv, caps)  # every property must exist in this fixture's QEMU
+        if unknown:
+            return StaticOutcome(case.name, label, "fail", "argv", "; ".join(unknown), argv)
         return StaticOutcome(case.name, label, "pass", "argv", "", argv)
 
 

@@ -1,0 +1,56 @@
+"""argv against the fixture's QEMU: every -device / -object property the builder emits must exist, with a
+compatible type, in that QEMU (libvirt's testCompareXMLToArgvValidateSchemaCommand).
+
+A fixture records the properties of some types only (a probe: the types the suite builds argv for; an
+import of libvirt's caps XML: the properties behind its flags), so a property is checked only where the
+fixture says whether it exists (``caps.records["properties"]``). -netdev, -blockdev and -chardev would need
+the QAPI schema's members, which fixtures do not record yet: they are not checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.argv.options import options, parse_props
+from conformance.caps.model import Capabilities
+
+# keys a -device / -object takes that are not QOM properties of the type
+_NOT_PROPERTIES = {"-device": {"driver", "id", "bus"}, "-object": {"qom-type", "driver", "id"}}
+_BOOL_TYPES = {"bool", "boolean", "OnOffAuto", "OnOffSplit"}
+_INT_TYPES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "int", "size", "number",
+              "uint64_t", "uint32_t"}
+
+
+def _compatible(value: Any, qom_type: str) -> bool:
+    """A JSON value against a property type (unknown: an import names no types); comma-syntax strings are
+    QEMU's to parse."""
+    if not qom_type:
+        return True
+    if isinstance(value, bool):
+        return qom_type in _BOOL_TYPES
+    if isinstance(value, int):
+        return qom_type not in _BOOL_TYPES - {"OnOffAuto"}
+    return True
+
+
+def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
+    """One line per -device/-object property this fixture's QEMU lacks or types otherwise."""
+    problems: list[str] = []
+    recorded = caps.records["properties"]
+    for _, opt, value in options(argv):
+        if opt not in _NOT_PROPERTIES or not value:
+            continue
+        props = parse_props(value)
+        qom = props.get("qom-type") if opt == "-object" and "qom-type" in props else props.get("driver")
+        if not isinstance(qom, str):
+            continue
+        known = caps.type_properties.get(qom, {})
+        for key, val in props.items():
+            if key in _NOT_PROPERTIES[opt] or not recorded.covers(f"{qom}.{key}"):
+                continue
+            if key not in known:
+                problems.append(f"{opt} {qom}: QEMU {caps.version} has no property {key!r}")
+            elif not _compatible(val, known[key]):
+                problems.append(f"{opt} {qom}: property {key!r} is {known[key]} in QEMU {caps.version}, "
+                                f"the argv gives {val!r}")
+    return problems
