@@ -5,12 +5,13 @@ what jinja's autoescape does: & < > " '); the row is Markup, which the template 
 
 from __future__ import annotations
 
+from collections import Counter
 from html import escape
 
 from markupsafe import Markup
 
 from conformance.report.model import Chip, Row, View
-from conformance.results.verdicts import FAILURES
+from conformance.results.verdicts import FAILURES, TABLE
 
 
 def chip(c: Chip) -> str:
@@ -29,10 +30,8 @@ def result(v: View, *, full: bool = True) -> str:
     gets a pointer there instead of its timeline, logs and artefacts."""
     r = v.r
     out = [f'<div class="res b-{r.verdict}"><div>{verdict_chip(r.verdict, v.label)} <b>{escape(r.stage)}</b>']
-    if r.peer is not None:
+    if r.peer is not None and not full:  # a migration cell's heading names the pair already
         out.append(f' <span class="mono">{escape(v.where)}</span>')
-    if not full and v.anchor and not v.notable:  # one line: the migration matrix has the rest
-        return "".join(out) + f' <a href="#{v.anchor}">details</a></div></div>'
     out.append("</div>")
     if v.reason:
         out.append(f'<div class="reason">{escape(v.reason)}</div>')
@@ -65,6 +64,13 @@ def result(v: View, *, full: bool = True) -> str:
     return "".join(out)
 
 
+def _quiet_migrations(views: list[View]) -> str:
+    counts = Counter(v.verdict for v in views)
+    chips = " ".join(verdict_chip(v.name, f"{v.label} {counts[v.name]}") for v in TABLE if counts[v.name])
+    pairs = ", ".join(f'<a href="#{v.anchor}">{escape(v.where)}</a>' for v in views)
+    return f'<div class="res"><div><b>migrate</b> {chips}</div><div class="facts">{pairs}</div></div>'
+
+
 def row(r: Row) -> Markup:
     """A matrix row: the case, then one cell per column (a drill-down per cell; one open at a time)."""
     out = [f'<tr class="{"problem" if r.problem else "clean"}"><td class="case">{escape(r.case)}</td>']
@@ -75,7 +81,13 @@ def row(r: Row) -> Markup:
         out.append(f'<td id="{cell.anchor}"><details name="drill"><summary>')
         out += [chip(c) for c in cell.chips]
         out.append(f'</summary><div class="drill"><h4>{escape(cell.heading)}</h4>')
-        out += [result(v, full=cell.full) for v in cell.views]
+        if cell.full:
+            out += [result(v) for v in cell.views]
+        else:  # migrations without a problem in one line: the migration matrix shows them in full
+            quiet = [v for v in cell.views if v.anchor and not v.notable]
+            out += [result(v, full=False) for v in cell.views if v not in quiet]
+            if quiet:
+                out.append(_quiet_migrations(quiet))
         out.append("</div></details></td>")
     out.append("</tr>\n")
     return Markup("".join(out))

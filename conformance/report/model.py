@@ -536,11 +536,11 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                 chips = _bug_chips([v])
                 if chips and chips[0].kind == "bug":  # the bug it names says more than its time
                     chips[0].title = f"{v.title}\n\n{chips[0].title}"
-                else:
+                else:  # the column names the pair
                     stats = r.details.get("stats") or {}
                     total = stats.get("total-time") if isinstance(stats, dict) else None
                     text = f"{total / 1000:.1f} s" if isinstance(total, int | float) else v.label
-                    chips.insert(0, Chip(text, r.verdict, v.title))
+                    chips.insert(0, Chip(text, r.verdict, v.label + (f" - {r.reason}" if r.reason else "")))
                 cells.append(Cell(v.anchor, f"{case}: {v.where}", chips, [v], _is_problem([v]), full=True))
             g["rows"].append(Row(case, cells))
 
