@@ -69,8 +69,8 @@ def test_summary_decides_per_build_and_lists_new_failures_first(tmp_path: Path) 
     assert re.search(r"NOT QUALIFIED\s+1 failure\(s\)\s+10\.0\.2 x86_64", summary)
     assert "STATIC: OK" in summary and "stored fixture" in summary
     assert "1 of 2 build(s) qualified" in summary
-    assert re.search(r"7\.2\.22 x86_64 .*vfio-irqchip-notifier-unplug-segv \(reproduced\)", summary, re.S)
-    assert re.search(r"4\.2\.0 x86_64 .*vfio-irqchip-notifier-unplug-segv \(flagged by version\)", summary, re.S)
+    assert re.search(r"7\.2\.22 x86_64 .*vfio-irqchip-notifier-unplug-segv\s+\(reproduced\)", summary, re.S)
+    assert re.search(r"4\.2\.0 x86_64 .*vfio-irqchip-notifier-unplug-segv\s+\(flagged by version\)", summary, re.S)
     failures = summary[summary.index("New failures (1)"):]
     assert "guest never reported" in failures and "known bug x" not in failures
     assert page.index('id="summary"') < page.index('id="matrix"') < page.index('id="bugs"') < page.index('id="drift"')
