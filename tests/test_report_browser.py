@@ -126,6 +126,13 @@ def test_report_in_chromium(tmp_path: Path) -> None:
             other.first.locator("summary").click()
             expect(drill).to_be_hidden()
 
+            # the filter (CSS only): cases without a failure or a known bug step aside
+            other.first.locator("summary").click()  # closed again
+            page.locator("#only-problems").check()
+            expect(matrix.locator("tr", has=page.locator("td.case", has_text="case-pass"))).to_be_hidden()
+            expect(row).to_be_visible()
+            page.locator("#only-problems").uncheck()
+
             # no script from the data ran, nothing was fetched, nothing complained
             assert page.evaluate("() => window.__pwned") is None
             assert page.evaluate("() => document.scripts.length") == 0
