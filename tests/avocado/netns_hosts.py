@@ -1,7 +1,7 @@
 """Test "hosts" on this machine: network namespaces, each with a veth address and its own sshd.
 
 ``make_hosts(n, folder)`` is a context manager: it makes a key pair (the test's own), n namespaces
-``qc-hostI-PID`` with a veth pair each (host side 10.251.I.1/24, namespace side 10.251.I.2/24, a
+``qc-hostI-PID`` with a veth pair each (host side 10.2XX.I.1/24, namespace side 10.2XX.I.2/24, a
 default route back to the host side), starts ``sshd -D`` inside each (Debian's openssh-server, a host
 key and an authorized_keys of the test's own, nothing of /etc/ssh used), and writes one aexpect
 slot file per host for avocado's remote spawner. Leaving the block stops the daemons and deletes the
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
-SUBNET = "10.251"  # 10.251.I.0/24 per host; only these addresses, made here, are ever contacted
+# 10.2XX.I.0/24 per host, XX from the pid (two runs on one machine stay apart); only these addresses, made
+# here, are ever contacted
+SUBNET = f"10.{200 + os.getpid() % 50}"
 
 
 @dataclass
@@ -33,6 +35,13 @@ class Host:
     gateway: str  # this machine, as the host sees it (host side of the veth)
     slot: Path  # aexpect remote_login arguments, for spawner.remote.slots
     sshd: subprocess.Popen[bytes]
+
+
+def free_port(address: str) -> int:
+    """A TCP port free on ``address`` now (for avocado's status server)."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
 
 
 def why_not() -> str | None:

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_avocado_job_runs_static_and_boot_cases(avocado_cli: str, qemu_x86_64: P
                     "-o", str(report)], check=True, capture_output=True, timeout=120)
     page = (report / "report.html").read_text()
     assert "pc-minimal" in page and "q35-minimal" in page
-    links = [html.unescape(h) for h in re.findall(r'href="([^"#]+)"', page) if "test-results" in h]
+    links = [unquote(html.unescape(h)) for h in re.findall(r'href="([^"#]+)"', page) if "test-results" in h]
     assert links, "no link into the avocado job"
     for link in links:
         assert (report / link).exists(), link

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from conformance.results.records import read_results
-from tests.avocado.netns_hosts import Host, make_hosts, why_not
+from tests.avocado.netns_hosts import Host, free_port, make_hosts, why_not
 
 pytestmark = pytest.mark.live
-STATUS_PORT = 18765
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_one_job_over_two_hosts(avocado_cli: str, hosts: list[Host], qemu_x86_64
                     'stages = ["parse", "argv", "boot"]\n\n'
                     f"[spawner.remote]\nslots = {json.dumps([str(h.slot) for h in hosts])}\n"
                     f"setup_hook = export PATH={Path(sys.executable).parent}:$PATH\n")
-    status = f"{hosts[0].gateway}:{STATUS_PORT}"  # reached from both hosts over their veths
+    status = f"{hosts[0].gateway}:{free_port(hosts[0].gateway)}"  # reached from both hosts over their veths
     out = subprocess.run([avocado_cli, "--config", str(conf), "run", "--job-results-dir", str(tmp_path / "jobs"),
                           "--spawner", "remote", "--max-parallel-tasks", str(len(hosts)),
                           "--status-server-disable-auto", "--status-server-listen", status,
