@@ -50,9 +50,9 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
         bind = next((s.attrs for s in chr_.sources if s.attrs.get("mode") == "bind"), {})
         opts = ["udp", f"id={ident}", f"host={escape_opt_value(connect.get('host', ''))}",
                 f"port={escape_opt_value(connect.get('service', ''))}"]
-        if bind:
+        if bind or ctx.modern_libvirt:  # libvirt 10+ always says where it binds (empty, port 0: any)
             opts += [f"localaddr={escape_opt_value(bind.get('host', ''))}",
-                     f"localport={escape_opt_value(bind.get('service', ''))}"]
+                     f"localport={escape_opt_value(bind.get('service', '0'))}"]
     elif t == "dbus":  # a channel of the D-Bus display
         default = "org.qemu.usbredir" if chr_.kind == "redirdev" else f"org.qemu.console.{chr_.kind}.0"
         opts = ["dbus", f"id={ident}", f"name={escape_opt_value(chr_.source_attr('channel') or default)}"]

@@ -286,8 +286,15 @@ def filesystems(ctx: Ctx) -> None:
                 props["bootindex"] = ctx.boot_index[id(fs)]
             ctx.device({**props, **ctx.address_props(fs)}, virtio=fs)
             continue
-        opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
-                f"path={escape_opt_value(fs.source.get('dir', ''))}"]
+        if driver == "handle":  # the handle driver has no security model
+            opts = ["handle", f"id=fsdev-{alias}", f"path={escape_opt_value(fs.source.get('dir', ''))}"]
+        else:
+            opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
+                    f"path={escape_opt_value(fs.source.get('dir', ''))}"]
+        if fs.driver.get("wrpolicy") == "immediate":
+            opts.insert(1 if driver == "handle" else 2, "writeout=immediate")
+        if fs.attrs.get("multidevs"):
+            opts.insert(2, f"multidevs={fs.attrs['multidevs']}")
         if fs.readonly:
             opts.append("readonly=on")
         ctx.add("-fsdev", ",".join(opts))

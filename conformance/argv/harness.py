@@ -9,6 +9,7 @@ replace.
 from __future__ import annotations
 
 DOMAIN_ID = -1  # domain--1-NAME folders, -1-NAME sockets
+HARNESS_NOW = 1234567890  # the harness's clock (2009-02-13T23:31:30Z): <clock offset='variable'> counts from it
 MONITOR_FD = 1729  # pre-opened listening socket of the QMP monitor
 TAP_FD_BRIDGE = 102  # tap of <interface type='bridge'|'network'>
 TAP_FD_ETHERNET = 3  # tap of <interface type='ethernet'>

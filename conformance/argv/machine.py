@@ -8,8 +8,9 @@ from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
-from conformance.argv.harness import HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
+from conformance.argv.harness import HARNESS_NOW, HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
 from conformance.argv.memory import backend_objects, check_host_nodes
+from conformance.argv.options import escape_opt_value
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -134,7 +135,18 @@ def machine(ctx: Ctx) -> None:
     if ctx.machine is not None and ctx.machine.acpi:  # only where the machine type has ACPI at all
         opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
     ctx.add("-machine", ",".join(opts))
-    ctx.add("-accel", "kvm" if d.type == "kvm" else "tcg")
+    accel = "kvm" if d.type == "kvm" else "tcg"
+    kvm_feats = feats.get("kvm")
+    ring = next((c for c in kvm_feats.children if c.tag == "dirty-ring" and c.get("state") == "on"),
+                None) if kvm_feats is not None else None
+    if accel == "kvm" and ring is not None and ring.get("size"):
+        accel += f",dirty-ring-size={ring.get('size')}"
+    tcg = feats.get("tcg")
+    tb = next((c for c in tcg.children if c.tag == "tb-cache"), None) if tcg is not None else None
+    if accel == "tcg" and tb is not None:  # the translation block cache, in MiB
+        scale = {"kib": 1 / 1024, "k": 1 / 1024, "mib": 1, "m": 1, "gib": 1024, "g": 1024}
+        accel += f",tb-size={int(int((tb.text or '0').strip()) * scale.get((tb.get('unit') or 'MiB').lower(), 1))}"
+    ctx.add("-accel", accel)
     smm = feats.get("smm")
     tseg = next((c for c in smm.children if c.tag == "tseg"), None) if smm is not None else None
     if tseg is not None and ctx.is_q35:
@@ -370,6 +382,18 @@ def numa(ctx: Ctx) -> None:
             opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))
         opt += f",memdev=ram-node{node}"
         ctx.add("-numa", opt)
+    given: dict[tuple[int, int], str] = {}
+    for node, cell in numbered:
+        dist = next((c for c in cell.children if getattr(c, "tag", None) == "distances"), None)
+        for sib in (s for s in (dist if dist is not None else []) if s.tag == "sibling"):
+            given[(node, int(sib.get("id", "0")))] = sib.get("value", "")
+    if given:  # the whole table after the nodes: local distance 10, the other direction mirrored
+        nodes = [n for n, _ in numbered]
+        for src in nodes:
+            for dst in nodes:
+                value = given.get((src, dst)) or given.get((dst, src)) or ("10" if src == dst else None)
+                if value:
+                    ctx.add("-numa", f"dist,src={src},dst={dst},val={value}")
 
 
 def clock_and_pm(ctx: Ctx) -> None:
@@ -379,8 +403,10 @@ def clock_and_pm(ctx: Ctx) -> None:
         ctx.add("-display", "none")
     ctx.add("-no-user-config", "-nodefaults")
     clock = d.clock
-    rtc = f"base={'localtime' if clock and clock.offset == 'localtime' else 'utc'}"
+    rtc = f"base={_rtc_base(clock)}"
     rtc_timer = _timer(ctx, "rtc")
+    if rtc_timer and rtc_timer.get("track") in ("realtime", "wall"):  # libvirt's realtime is QEMU's rt
+        rtc += f",clock={'rt' if rtc_timer['track'] == 'realtime' else 'host'}"
     if rtc_timer and rtc_timer.get("tickpolicy") == "catchup":
         rtc += ",driftfix=slew"
     ctx.add("-rtc", rtc)
@@ -399,6 +425,23 @@ def clock_and_pm(ctx: Ctx) -> None:
         for tag, name in (("suspend-to-mem", "disable_s3"), ("suspend-to-disk", "disable_s4")):
             if tag in d.pm:
                 ctx.add("-global", f"{dev}.{name}={0 if d.pm[tag] == 'yes' else 1}")
+
+
+def _rtc_base(clock) -> str:
+    """-rtc base= from <clock offset=>: an absolute start or a variable adjustment counts from the
+    harness's fixed "now" (HARNESS_NOW)."""
+    from datetime import UTC, datetime
+
+    if clock is None:
+        return "utc"
+    if clock.offset in ("localtime", "timezone"):
+        return "localtime"
+    if clock.offset == "absolute" and clock.attrs.get("start", "").isdigit():
+        return datetime.fromtimestamp(int(clock.attrs["start"]), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if clock.offset == "variable" and clock.attrs.get("basis", "utc") == "utc":
+        adjustment = int(clock.attrs.get("adjustment", "0") or 0)
+        return datetime.fromtimestamp(HARNESS_NOW + adjustment, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return "utc"
 
 
 def boot(ctx: Ctx) -> None:
@@ -420,3 +463,8 @@ def boot(ctx: Ctx) -> None:
         ctx.add("-append", o.cmdline)
     if o.dtb:
         ctx.add("-dtb", o.dtb)
+    acpi = next((e for e in o.extra if getattr(e, "tag", None) == "acpi"), None)
+    for table in (t for t in (acpi if acpi is not None else []) if t.tag == "table"):
+        kind = table.get("type", "raw")  # raw tables carry their own signature; others name theirs
+        sig = "" if kind == "raw" else f"sig={kind.upper()},"
+        ctx.add("-acpitable", f"{sig}file={escape_opt_value((table.text or '').strip())}")
