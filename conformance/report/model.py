@@ -31,7 +31,10 @@ EXCERPT_LINES = 20
 LINE_CHARS = 240  # a longer line of an excerpt (a QMP reply) is cut
 EXCERPT_RESULTS = 200  # at most this many results get excerpts read from disk (generation stays fast)
 EXCERPT_ARTIFACTS = ("stderr", "console", "qmp")  # in this order, each with its source-/destination- forms
-QUIET_LINKS = ("folder",)  # a result without a problem links only its VM folders, when it has them
+# a result without a problem links these artefacts (with their source-/destination- forms), when it has
+# a VM folder: the folder holds the rest; a migration, shown twice as often, links fewer
+QUIET_LINKS = ("argv", "domain", "console", "folder")
+QUIET_MIGRATION_LINKS = ("console", "folder")
 FAILURE_ROWS = 200  # rows of new failures in the summary before "N more in the matrix"
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
@@ -346,9 +349,8 @@ class Viewer:
         v = View(r=r, where=self.where(r), label=BY_NAME[r.verdict].label, notable=notable,
                  reason=clean(r.details.get("full_reason") or r.reason), facts=_facts(r, notable), bugs=bugs)
         names = sorted(r.artifacts)
-        if not notable and any(n.endswith("folder") for n in names):
-            # the folder holds the rest; a problem links every artefact
-            names = [n for n in names if n.endswith(QUIET_LINKS)]
+        if not notable and any(n.endswith("folder") for n in names):  # a problem links every artefact
+            names = [n for n in names if n.endswith(QUIET_MIGRATION_LINKS if r.peer else QUIET_LINKS)]
         v.links = [(name, self.links.href(source, r.artifacts[name])) for name in names]
         argv = r.details.get("argv")
         if argv and isinstance(argv, list) and not any(n.endswith("argv") for n in r.artifacts):
