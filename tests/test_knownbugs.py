@@ -136,3 +136,12 @@ def test_bad_concerns_are_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('[bugs.x]\ntitle = "t"\naffected = ["4.2.0", "4.2.0"]\nconcerns = { device = [] }\n')
     with pytest.raises(CaseError, match=r"known bug x: bad entry.*unknown key"):
         load_bugs(str(bad))
+
+
+def test_arm_tcg_cpu_state_bug_needs_aarch64_and_two_versions() -> None:
+    text = "destination exit code 1: qemu-system-aarch64: error while loading state for instance 0x0 of device 'cpu'"
+    v72, v100 = QemuVersion(7, 2, 22), QemuVersion(10, 0, 2)
+    hit = explain_failure(v100, "migrate", text=text, peer=v72, side="destination", arch="aarch64")
+    assert hit is not None and hit.id == "arm-tcg-cpreg-cross-version"
+    assert explain_failure(v100, "migrate", text=text, peer=v100, side="destination", arch="aarch64") is None
+    assert explain_failure(v100, "migrate", text=text, peer=v72, side="destination", arch="x86_64") is None

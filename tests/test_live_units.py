@@ -157,13 +157,13 @@ def test_a_passed_stage_where_a_known_bug_should_show_is_not_reproduced() -> Non
     argv = ["qemu", "-machine", "pc-q35-5.2", "-device", "virtio-net-pci,failover=on,id=n",
             "-device", "vmxnet3,id=hostdev0,failover_pair_id=n"]
     vm = SimpleNamespace(process=SimpleNamespace(argv=argv))
-    caps = SimpleNamespace(version=QemuVersion(5, 2, 0), package="Debian 1:5.2+dfsg-11+deb11u5")
+    caps = SimpleNamespace(version=QemuVersion(5, 2, 0), package="Debian 1:5.2+dfsg-11+deb11u5", arch="x86_64")
     details: dict[str, object] = {}
     verdict, reason = explain("pass", "migrated", [vm], caps, "migrate", details, side="source")  # type: ignore[arg-type]
     assert verdict == "not-reproduced", reason
     assert "pcie-native-hotplug-plug-read-as-unplug" in reason and "Debian 1:5.2+dfsg-11+deb11u5" in reason
     assert [b["id"] for b in details["not_reproduced"]] == ["pcie-native-hotplug-plug-read-as-unplug"]
-    later = SimpleNamespace(version=QemuVersion(7, 2, 22), package="Debian")
+    later = SimpleNamespace(version=QemuVersion(7, 2, 22), package="Debian", arch="x86_64")
     assert explain("pass", "migrated", [vm], later, "migrate", {}, side="source")[0] == "pass"  # type: ignore[arg-type]
 
 

@@ -39,12 +39,18 @@ class KnownBug:
     peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
     concerns: Concerns | None = None  # the configurations it concerns (static flags); None: not said
     reproduce: tuple[str, ...] = ()  # stages whose plain run (with ``concerns`` and ``needs``) shows it
+    arches: tuple[str, ...] = ()  # only on these guest arches (empty: any)
+    cross_version: bool = False  # migrate: only between two different QEMU versions
 
-    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "") -> bool:
-        """True for this version (on ``side`` of a migration with ``peer``, when given)."""
+    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "", arch: str = "") -> bool:
+        """True for this version (on ``side`` of a migration with ``peer``, on ``arch``, when given)."""
         if not self.first <= version <= self.last:
             return False
         if self.side and side and self.side != side:
+            return False
+        if self.arches and arch and arch not in self.arches:
+            return False
+        if self.cross_version and (peer is None or peer == version):
             return False
         return self.peer is None or (peer is not None and self.peer[0] <= peer <= self.peer[1])
 
@@ -117,6 +123,7 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
                 concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
                 reproduce=tuple(raw.get("reproduce", ())),
+                arches=tuple(raw.get("arches", ())), cross_version=bool(raw.get("cross_version", False)),
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
@@ -130,22 +137,22 @@ def _side(side: str) -> str:
 
 
 def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None, text: str = "",
-                    peer: QemuVersion | None = None, side: str = "") -> KnownBug | None:
-    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, when given) that
-    explains a failure."""
+                    peer: QemuVersion | None = None, side: str = "", arch: str = "") -> KnownBug | None:
+    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, on ``arch``, when
+    given) that explains a failure."""
     for bug in load_bugs():
-        if bug.affects(version, peer, side) and bug.explains(stage=stage, signal=signal, text=text):
+        if bug.affects(version, peer, side, arch) and bug.explains(stage=stage, signal=signal, text=text):
             return bug
     return None
 
 
 def expected_bugs(version: QemuVersion, stage: str, argv: list[str], *,
                   available: set[str] | frozenset[str] = frozenset(), peer: QemuVersion | None = None,
-                  side: str = "") -> list[KnownBug]:
+                  side: str = "", arch: str = "") -> list[KnownBug]:
     """Bugs a plain run of ``stage`` with this argv reproduces on this version (``reproduce``), given
     the hardware/features available: when that run passes, each of them is *not reproduced*."""
     return [b for b in bugs_concerning(version, argv)
-            if stage in b.reproduce and b.affects(version, peer, side) and set(b.needs) <= set(available)]
+            if stage in b.reproduce and b.affects(version, peer, side, arch) and set(b.needs) <= set(available)]
 
 
 def bugs_concerning(version: QemuVersion, argv: list[str]) -> list[KnownBug]:

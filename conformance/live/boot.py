@@ -378,7 +378,7 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
         if signal:
             details.setdefault("signal", signal)
         text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
-        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side)
+        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch)
         if bug is not None:
             details["known_bug"] = bug.record()
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
@@ -394,7 +394,7 @@ def _not_reproduced(reason: str, vms: list[GuestVm], caps: Capabilities, stage: 
                     peer: QemuVersion | None, side: str) -> tuple[str, str]:
     for vm in vms:
         bugs = expected_bugs(caps.version, stage, vm.process.argv, available=AVAILABLE_FEATURES, peer=peer,
-                             side=side)
+                             side=side, arch=caps.arch)
         if bugs:
             details["not_reproduced"] = [b.record() for b in bugs]
             package = caps.package or "no package string"
