@@ -202,10 +202,14 @@ def _controllers(ctx: Ctx) -> None:
             continue
         if not have(bus, idx):
             insert_controller(conts, Controller(type=bus, index=idx))
-    needs_vserial = any(c.target_type == "virtio" for c in ctx.domain.devices.channels) or any(
-        c.target_type == "virtio" for c in ctx.domain.devices.consoles)
-    if needs_vserial and not have("virtio-serial"):
-        insert_controller(conts, Controller(type="virtio-serial", index=0))
+    # every virtio-serial controller a virtio channel or console sits on (no address: the first, index 0)
+    for chr_ in [*ctx.domain.devices.channels, *ctx.domain.devices.consoles]:
+        if chr_.target_type != "virtio":
+            continue
+        idx = chr_.address.controller or 0 if chr_.address is not None and chr_.address.type == "virtio-serial" \
+            else 0
+        if not have("virtio-serial", idx):
+            insert_controller(conts, Controller(type="virtio-serial", index=idx))
     vio_regs: set[int] = set()
     for cont in conts:
         if cont.type == "scsi" and cont.model == "ibmvscsi" and cont.address is None:

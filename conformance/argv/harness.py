@@ -9,6 +9,7 @@ replace.
 from __future__ import annotations
 
 DOMAIN_ID = -1  # domain--1-NAME folders, -1-NAME sockets
+HARNESS_GENERATED_UUID = "00010203-0405-4607-8809-0a0b0c0d0e0f"  # what a UUID libvirt generates is in the harness
 HARNESS_NOW = 1234567890  # the harness's clock (2009-02-13T23:31:30Z): <clock offset='variable'> counts from it
 MONITOR_FD = 1729  # pre-opened listening socket of the QMP monitor
 TAP_FD_BRIDGE = 102  # tap of <interface type='bridge'|'network'>
@@ -22,6 +23,9 @@ SWTPM_SOCKET = "/dev/test"
 # block devices the harness reports as host CD-ROM drives (its mock of virFileIsCDROM): a cdrom <disk> backed
 # by one gets QEMU's host_cdrom driver, any other block device host_device
 HOST_CDROM_PATHS = ("/dev/cdrom",)
+# qemu.conf's channel_target_dir: a channel path under CHANNEL_TARGET_DIR/domain-* is one libvirt generated
+# (older naming) and generates anew, in bind mode
+CHANNEL_TARGET_DIR = "/var/lib/libvirt/qemu/channel/target"
 SPICE_PASSWORD_CONFIGURED = True
 # the harness's hugetlbfs mounts (page size KiB -> mount point; the first is the default size), the host's
 # base page size, and qemu.conf's memory_backing_dir

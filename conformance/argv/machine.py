@@ -8,7 +8,7 @@ from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
-from conformance.argv.harness import HARNESS_NOW, HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
+from conformance.argv.harness import HARNESS_GENERATED_UUID, HARNESS_NOW, HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
 from conformance.argv.memory import backend_objects, check_host_nodes
 from conformance.argv.options import escape_opt_value
 from conformance.errors import UnsupportedByQemu
@@ -399,6 +399,10 @@ def numa(ctx: Ctx) -> None:
 def clock_and_pm(ctx: Ctx) -> None:
     d = ctx.domain
     ctx.add("-uuid", d.uuid) if d.uuid else None
+    genid = next((e for e in d.extra if getattr(e, "tag", None) == "genid"), None)
+    if genid is not None:  # an empty <genid/> gets a generated GUID (the harness's fixed one)
+        ctx.device({"driver": "vmgenid", "guid": (genid.text or "").strip() or HARNESS_GENERATED_UUID,
+                    "id": "vmgenid0"})
     if not d.devices.graphics:
         ctx.add("-display", "none")
     ctx.add("-no-user-config", "-nodefaults")

@@ -99,6 +99,10 @@ def iommu(ctx: Ctx) -> None:
             props["eim"] = drv["eim"]
         if drv.get("iotlb"):
             props["device-iotlb"] = drv["iotlb"] == "on"
+        if drv.get("aw_bits"):
+            props["aw-bits"] = int(drv["aw_bits"])
+        if drv.get("dma_translation") in ("on", "off"):
+            props["dma-translation"] = drv["dma_translation"] == "on"
         ctx.device(props)
     elif dev.model == "smmuv3":
         return  # a machine option on ARM virt

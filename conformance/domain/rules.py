@@ -525,7 +525,9 @@ def chardevs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         for src in chr_.sources:
             rec = _child(src.children, "reconnect")
             if rec is not None and rec.get("enabled") == "yes":
-                if src.attrs.get("mode", "connect") != "connect":
+                generated = chr_.kind == "channel" and \
+                    src.attrs.get("path", "").startswith("/var/lib/libvirt/qemu/channel/target/domain-")
+                if src.attrs.get("mode", "connect") != "connect" or generated:  # generated paths: bind mode
                     yield Refusal(element, f"{INTERNAL}chardev reconnect is possible only for connect mode", chr_)
                 if rec.get("timeout") == "0":
                     yield Refusal(element, "invalid argument: chardev reconnect source timeout cannot be '0'", chr_)

@@ -98,11 +98,18 @@ class Build:
         return bool(self.stages & {"probe", "boot", "migrate"})
 
     @property
+    def tested(self) -> bool:
+        """Some stage ran (a build whose every result is a skip was not tested)."""
+        return any(BY_NAME[name].pytest != "skip" for name in self.counts)
+
+    @property
     def qualified(self) -> bool:
-        return not self.failures
+        return not self.failures and self.tested
 
     @property
     def decision(self) -> str:
+        if not self.failures and not self.tested:
+            return "NOT TESTED"
         if self.live:
             return "QUALIFIED" if self.qualified else "NOT QUALIFIED"
         return "STATIC: OK" if self.qualified else "STATIC: FAILS"
@@ -128,10 +135,11 @@ def _label_builds(builds: list[Build]) -> None:
     """``7.2.22 x86_64``; builds sharing that get their package (or path) too."""
     base = Counter((b.version, b.arch, b.fixture) for b in builds)
     for i, b in enumerate(builds):
-        version = b.version or "?"
-        extra = f" ({b.package or b.path})" if base[(b.version, b.arch, b.fixture)] > 1 else ""
+        version = b.version or posixpath.basename(b.path) or "unknown build"  # a probe that failed: its binary
+        other = b.package or b.path
+        extra = f" ({other})" if other and b.version and base[(b.version, b.arch, b.fixture)] > 1 else ""
         b.short = version + extra
-        b.label = f"{version} {b.arch}{extra}"
+        b.label = " ".join(x for x in (version, b.arch) if x) + extra
         b.anchor = f"b{i}"
 
 
