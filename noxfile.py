@@ -7,7 +7,7 @@
     nox -s libvirt-corpus   score the argv builder against libvirt's own expectations (needs ../shared)
     nox -s qualify          qualify the host's QEMU builds and write an HTML report to reports/host
     nox -s "shard(build='all', shard='2/4')"
-                            one CI job: shard 2 of 4 of every stage of every case on the builds
+                            one CI job: shard 2 of 4 of the qualification of the builds
                             (host: the host's QEMU; all: the host's + 10.0 + 5.2, cross-version migrations
                             included); results in reports/shards/BUILD-2-of-4/
     nox -s shards-report    merge reports/shards/*/results.jsonl into one report (reports/merged)
@@ -102,7 +102,8 @@ BUILD_SETS = {"host": [], "all": ["10.0", "5.2"]}  # extra builds (qemu-conforma
 @nox.parametrize("shard", [f"{i}/{SHARDS}" for i in range(1, SHARDS + 1)])
 @nox.parametrize("build", list(BUILD_SETS))
 def shard(session: nox.Session, build: str, shard: str) -> None:
-    """One CI job: shard I/N of all stages of all cases on a set of builds (reports/shards/BUILD-I-of-N/)."""
+    """One CI job: shard I/N of the qualification of a set of builds (reports/shards/BUILD-I-of-N/); extra
+    arguments go to `qemu-conformance qualify` (e.g. -- --no-boot)."""
     _install(session)
     qemu = [f"qemu-system-{arch}" for arch in ("x86_64", "aarch64")]
     for name in BUILD_SETS[build]:
@@ -111,7 +112,7 @@ def shard(session: nox.Session, build: str, shard: str) -> None:
                             silent=True)
         qemu += (found or "").split()
     out = ROOT / "reports" / "shards" / f"{build}-{shard.replace('/', '-of-')}"
-    session.run("qemu-conformance", "run", "--shard", shard, *(a for q in qemu for a in ("--qemu", q)),
+    session.run("qemu-conformance", "qualify", "--shard", shard, *(a for q in qemu for a in ("--qemu", q)),
                 "-o", str(out), *session.posargs)
 
 
