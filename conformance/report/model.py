@@ -25,6 +25,7 @@ MATRIX_STAGES = ("parse", "argv", "boot", "migrate")  # chips of a compatibility
 QUALIFY_STAGES = ("probe", "caps")  # about a build, not a case: summary and capability drift
 FIXTURE_PREFIX = "fixture "  # QemuBuild.path of a static result on a stored fixture (no binary)
 BUG_HOWS = ("reproduced", "not reproduced", "flagged by version")  # how a result names a known bug
+PYTEST_NOT_RUN = "skip"  # a pytest outcome, not a verdict: the verdict table's pytest column for "did not run"
 
 EXCERPT_CHARS = 1500  # an inline excerpt: the tail of a log, console or transcript
 EXCERPT_LINES = 20
@@ -100,7 +101,7 @@ class Build:
     @property
     def tested(self) -> bool:
         """Some stage ran (a build whose every result is a skip was not tested)."""
-        return any(BY_NAME[name].pytest != "skip" for name in self.counts)
+        return any(BY_NAME[name].pytest != PYTEST_NOT_RUN for name in self.counts)
 
     @property
     def qualified(self) -> bool:
