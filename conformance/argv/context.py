@@ -135,6 +135,10 @@ class Ctx:
         self.is_x86 = self.arch in ("x86_64", "i686")
         self.is_arm_virt = self.arch in ("aarch64", "armv7l") and (name == "virt" or name.startswith("virt-"))
         self.is_s390 = self.arch.startswith("s390")
+        # machines with a PCI bus (qemuDomainSupportsPCI); on Arm only virt has several (multibus)
+        arm = self.arch in ("aarch64", "armv7l")
+        self.supports_pci = not arm or self.is_arm_virt or name == "versatilepb"
+        self.pci_multibus = not arm or self.is_arm_virt
 
     # --- emitting options --------------------------------------------------------------
 
@@ -174,7 +178,9 @@ class Ctx:
                 if cont.model == "pcie-root":
                     return "pcie.0"
                 if cont.model == "pci-root":
-                    return "pci.0" if bus == 0 else self.alias(cont) or f"pci.{bus}"
+                    if bus == 0:
+                        return "pci.0" if self.pci_multibus else "pci"  # a single bus is just 'pci'
+                    return self.alias(cont) or f"pci.{bus}"
                 return self.alias(cont) or f"pci.{bus}"
         return f"pci.{bus}"
 

@@ -93,9 +93,15 @@ def prepare(ctx: Ctx) -> None:
 # --- controllers ---------------------------------------------------------------------------
 
 
-def default_usb_model(ctx: Ctx) -> str:
+def default_usb_model(ctx: Ctx, implicit: bool = False) -> str:
+    """libvirt's default USB controller model; on Arm boards other than virt, the one libvirt adds by
+    itself keeps the historical OHCI while a <controller type='usb'/> without a model gets XHCI."""
     if ctx.is_i440fx:
         return "piix3-uhci"
+    if ctx.arch in ("aarch64", "armv7l") and not ctx.is_arm_virt:
+        if implicit and ctx.caps.has("pci-ohci"):
+            return "pci-ohci"
+        return "qemu-xhci" if ctx.caps.has("qemu-xhci") else "pci-ohci"
     if ctx.caps.has("qemu-xhci") or ctx.is_q35 or ctx.is_arm_virt:
         return "qemu-xhci"
     return "piix3-uhci"
@@ -179,14 +185,16 @@ def _controllers(ctx: Ctx) -> None:
 
     if not have("pci", 0) and (ctx.is_q35 or ctx.is_arm_virt):
         insert_controller(conts, Controller(type="pci", index=0, model="pcie-root"))
-    elif not have("pci", 0) and (ctx.is_x86 or ctx.arch.startswith("ppc")):
+    elif not have("pci", 0) and (ctx.is_x86 or ctx.arch.startswith("ppc") or ctx.machine_name == "versatilepb"):
         insert_controller(conts, Controller(type="pci", index=0, model="pci-root"))
     if ctx.is_q35 and not have("sata", 0):
         insert_controller(conts, Controller(type="sata", index=0))
     if ctx.is_i440fx and not have("ide", 0):
         insert_controller(conts, Controller(type="ide", index=0))
-    if ctx.is_x86 and not have("usb"):
-        insert_controller(conts, Controller(type="usb", index=0, model=default_usb_model(ctx)))
+    # Arm boards that come with USB get a default controller too (qemuDomainDefAddDefaultDevices)
+    arm_usb = ctx.arch in ("aarch64", "armv7l") and ctx.machine_name.startswith(("realview", "versatile"))
+    if (ctx.is_x86 or arm_usb) and not have("usb"):
+        insert_controller(conts, Controller(type="usb", index=0, model=default_usb_model(ctx, implicit=True)))
     # controllers the disks and channels need
     for disk in ctx.domain.devices.disks:
         bus = disk_bus(disk)

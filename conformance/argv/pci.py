@@ -436,7 +436,7 @@ def _assign(ctx: Ctx, addrs: AddressSet, wanted: list[tuple[Device, int]], recor
 
 
 def assign_pci_addresses(ctx: Ctx) -> None:
-    if not (ctx.has_pcie_root or ctx.has_pci_root):
+    if not (ctx.has_pcie_root or ctx.has_pci_root) or not ctx.supports_pci:
         return
     max_idx = max((c.index or 0 for c in ctx.controllers if c.type == "pci"), default=-1)
     nbuses = max_idx + 1
