@@ -445,10 +445,13 @@ def _is_problem(views: Iterable[View]) -> bool:
 
 @dataclass
 class FailureGroup:
-    """New failures of one case and stage with the same reason: one row, the builds (or pairs) it hit."""
+    """New failures of one stage with the same reason (one cause, as far as the text tells): one row,
+    the cases and the builds (or pairs) it hit, each with the anchor of its first cell."""
 
     view: View  # the first
-    where: list[tuple[str, str]] = field(default_factory=list)  # (build or pair, anchor of its cell)
+    count: int = 0
+    cases: dict[str, str] = field(default_factory=dict)  # case -> anchor
+    where: dict[str, str] = field(default_factory=dict)  # build or pair -> anchor
 
 
 @dataclass
@@ -588,15 +591,18 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                       key=lambda r: (VERDICTS.index(r.verdict), r.case,  # a case's failures together
                                      STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else 99,
                                      builds[keys[id(r)]].sort_key))
-    groups: dict[tuple[str, str, str, str], FailureGroup] = {}
+    groups: dict[tuple[str, str, str], FailureGroup] = {}
     for r in failures:
         v = viewer.view(r)
-        group = groups.setdefault((r.verdict, r.case, r.stage, r.reason), FailureGroup(v))
-        group.where.append((v.where, anchors.get(id(r), "")))
+        group = groups.setdefault((r.verdict, r.stage, r.reason), FailureGroup(v))
+        group.count += 1
+        group.cases.setdefault(r.case, anchors.get(id(r), ""))
+        group.where.setdefault(v.where, anchors.get(id(r), ""))
+    # worst verdict first, then the cause that hit most
     verdicts = Counter(r.verdict for r in records)
     return Page(
         builds=ordered, matrix_builds=matrix_builds, stages=stages, rows=rows, pairs=pairs, pair_groups=pair_groups,
-        failures=list(groups.values())[:FAILURE_ROWS],
+        failures=sorted(groups.values(), key=lambda g: (VERDICTS.index(g.view.verdict), -g.count))[:FAILURE_ROWS],
         failures_total=len(failures), known=_known_bugs(records, viewer, builds, keys, anchors),
         drift=_drift(records, builds, keys, viewer),
         totals=[(v.name, verdicts[v.name]) for v in TABLE if verdicts[v.name]], count=len(records))
