@@ -175,3 +175,18 @@ def test_a_build_that_ran_nothing_is_not_qualified(tmp_path: Path) -> None:
     assert re.search(r"NOT TESTED\s+10\.0\.2 x86_64", text)
     assert re.search(r"NOT QUALIFIED\s+1 failure\(s\)\s+qemu-system-x86_64", text), "a failed probe names its binary"
     assert "0 of 2 build(s) qualified" in text
+
+
+def test_new_failures_with_the_same_reason_share_a_row(tmp_path: Path) -> None:
+    same = "destination exit code 1: error while loading state for instance 0x0 of device 'cpu'"
+    results = _write(tmp_path / "run", *(
+        StageResult(case=case, stage="migrate", verdict="fail", arch="x86_64", qemu=BUILD, peer=NEW, reason=same)
+        for case in ("balloon-rng", "disk-scsi-raw", "virt-minimal")),
+        StageResult(case="pc-minimal", stage="boot", verdict="fail", arch="x86_64", qemu=NEW, reason="no heartbeat"))
+    page = write_report([results], tmp_path / "out").read_text()
+    table = page[page.index('<table class="failures">'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == 3, "a header and two causes"
+    assert table.index("x3") < table.index("no heartbeat"), "the biggest cause first"
+    assert all(f">{case}</a>" in table for case in ("balloon-rng", "disk-scsi-raw", "virt-minimal"))
+    assert table.count("7.2.22 x86_64 -&gt; 10.0.2 x86_64</a>") == 1
