@@ -8,7 +8,7 @@ from conformance.argv.context import Ctx
 from conformance.errors import DomainInvalid
 
 _SOUND = {"ich6": "intel-hda", "ich9": "ich9-intel-hda", "ac97": "AC97", "es1370": "ES1370", "sb16": "sb16",
-          "usb": "usb-audio", "ich7": "intel-hda"}
+          "usb": "usb-audio", "ich7": "intel-hda", "virtio": "virtio-sound-pci"}
 
 
 def default_audio_backend(ctx: Ctx) -> str | None:
@@ -108,15 +108,24 @@ def _json(props: dict[str, Any]) -> str:
 
 def sounds(ctx: Ctx) -> None:
     for snd in ctx.domain.devices.sounds:
+        if snd.model == "pcspk":
+            continue  # a -machine option (pcspk-audiodev)
         driver = _SOUND.get(snd.model)
         if driver is None:
             raise DomainInvalid(f"unknown sound model {snd.model!r}", path=ctx.domain.source, line=snd.line)
         alias = ctx.alias(snd)
+        if snd.model == "virtio":  # virtio-sound, on PCI or (boards without PCI) on virtio-mmio
+            addr = ctx.address(snd)
+            driver = "virtio-sound-pci" if addr is not None and addr.type == "pci" else "virtio-sound-device"
         props: dict[str, Any] = {"driver": driver, "id": alias}
-        if snd.model in ("ac97", "es1370", "sb16", "usb"):
+        if snd.model in ("ac97", "es1370", "sb16", "usb", "virtio"):
             props["audiodev"] = f"audio{snd.audio_id or ctx.audio_id}"
+        if snd.model == "virtio":
+            props["streams"] = int(snd.attrs.get("streams", "2"))
+        if snd.model == "usb" and snd.attrs.get("multichannel") == "yes":
+            props["multi"] = True
         props.update(ctx.address_props(snd))
-        ctx.device(props)
+        ctx.device(props, virtio=snd if snd.model == "virtio" else None)
         if driver.endswith("intel-hda"):
             codecs = snd.codecs or ["duplex"]
             for n, codec in enumerate(codecs):

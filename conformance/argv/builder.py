@@ -31,7 +31,8 @@ def resolve_machine(domain: Domain, caps: Capabilities) -> tuple[str, object]:
 
 def new_context(domain: Domain, caps: Capabilities) -> Ctx:
     arch = domain.os.arch or caps.arch
-    if arch != caps.arch and not (arch == "i686" and caps.arch == "x86_64"):
+    # i686 guests run on qemu-system-x86_64, armv7l guests on qemu-system-aarch64 (virQEMUCapsFindTarget)
+    if arch != caps.arch and (arch, caps.arch) not in (("i686", "x86_64"), ("armv7l", "aarch64")):
         raise UnsupportedByQemu(f"the domain is for {arch} but the capabilities are of a {caps.arch} QEMU",
                                 path=domain.source, hint="pick capabilities of the same architecture")
     name, found = resolve_machine(domain, caps)

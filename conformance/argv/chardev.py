@@ -73,6 +73,15 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
         if bind or ctx.modern_libvirt:  # libvirt 10+ always says where it binds (empty, port 0: any)
             opts += [f"localaddr={escape_opt_value(bind.get('host', ''))}",
                      f"localport={escape_opt_value(bind.get('service', '0'))}"]
+    elif t == "qemu-vdagent":  # QEMU's own SPICE agent: clipboard sharing and the client mouse
+        children = [c for s in chr_.sources for c in s.children]
+        clip = next((c.get("copypaste") for c in children if c.tag == "clipboard"), None)
+        mouse = next((c.get("mode") for c in children if c.tag == "mouse"), None)
+        opts = ["qemu-vdagent", f"id={ident}", "name=vdagent"]
+        if clip is not None:
+            opts.append(f"clipboard={'on' if clip == 'yes' else 'off'}")
+        if mouse is not None:
+            opts.append(f"mouse={'on' if mouse == 'client' else 'off'}")
     elif t == "dbus":  # a channel of the D-Bus display
         default = "org.qemu.usbredir" if chr_.kind == "redirdev" else f"org.qemu.console.{chr_.kind}.0"
         opts = ["dbus", f"id={ident}", f"name={escape_opt_value(chr_.source_attr('channel') or default)}"]

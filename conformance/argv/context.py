@@ -149,6 +149,11 @@ class Ctx:
         """One -device; ``virtio``: the domain device whose <driver> virtio options follow the driver name."""
         if virtio is not None and (options := virtio_options(virtio)):
             props = {"driver": props["driver"], **options, **props}
+        driver = props.get("driver", "")
+        if self.arch in ("aarch64", "armv7l") and driver.startswith("virtio-") and driver.endswith("-pci") \
+                and "bus" not in props:
+            # a virtio device without a PCI address on Arm sits on virtio-mmio: the -device flavour
+            props = {**props, "driver": driver.removesuffix("-pci") + "-device"}
         props = {k: v for k, v in props.items() if v is not None}
         self.argv += ["-device", to_json(props) if self.json_device else comma_syntax("driver", props)]
 

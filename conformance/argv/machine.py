@@ -122,6 +122,9 @@ def machine(ctx: Ctx) -> None:
         opts.append("hmat=on")  # NUMA caches or interconnects: the ACPI HMAT table
     if uses_default_ram_backend(ctx):
         opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
+    if any(s.model == "pcspk" for s in d.devices.sounds):  # the PC speaker is the machine's own
+        pcspk = next(s for s in d.devices.sounds if s.model == "pcspk")
+        opts.append(f"pcspk-audiodev=audio{pcspk.audio_id or ctx.audio_id}")
     fw = ctx.pflash
     if fw is not None:
         opts.append("pflash0=libvirt-pflash0-format")
@@ -173,6 +176,8 @@ def cpu(ctx: Ctx) -> None:
         model = "host"
         if ctx.is_x86:
             feats.append(f"migratable={c.attrs.get('migratable', 'on')}")
+        if ctx.arch == "armv7l" and ctx.caps.arch == "aarch64":
+            feats.append("aarch64=off")  # a 32-bit guest on a 64-bit host CPU
     elif c is not None and c.mode == "maximum":
         model = "max"
     elif c is not None and c.mode == "host-model":

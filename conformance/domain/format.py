@@ -487,7 +487,7 @@ def _graphics(parent: _E, gr: Graphics) -> None:
 
 
 def _sound(parent: _E, snd: Sound) -> None:
-    el = etree.SubElement(parent, "sound", model=snd.model)
+    el = etree.SubElement(parent, "sound", model=snd.model, **snd.attrs)
     for codec in snd.codecs:
         etree.SubElement(el, "codec", type=codec)
     if snd.audio_id is not None:

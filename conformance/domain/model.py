@@ -194,6 +194,7 @@ class Video(Device):
 @dataclass(slots=True, kw_only=True)
 class Sound(Device):
     model: str = "ich6"
+    attrs: Attrs = field(default_factory=dict)  # streams, multichannel
     codecs: list[str] = field(default_factory=list)
     audio_id: int | None = None
 

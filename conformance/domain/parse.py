@@ -516,7 +516,8 @@ def _video(ctx: _Ctx, el: etree._Element) -> Video:
 
 
 def _sound(ctx: _Ctx, el: etree._Element) -> Sound:
-    snd = Sound(model=el.get("model", "ich6"), line=el.sourceline)
+    snd = Sound(model=el.get("model", "ich6"), line=el.sourceline,
+                attrs={k: v for k, v in el.attrib.items() if k != "model"})
     _device_children(ctx, el, snd, {
         "codec": lambda c: snd.codecs.append(c.get("type", "")),
         "audio": lambda c: setattr(snd, "audio_id", ctx.int(c.get("id"), c, "id")),
