@@ -86,5 +86,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.rngs(ctx)
     misc.launch_security(ctx)
     misc.panics(ctx)
+    misc.vmcoreinfo(ctx)
+    misc.qemu_commandline(ctx)
     check_device_types(ctx.argv, domain, caps)
     return ctx.argv

@@ -340,7 +340,8 @@ def memory(ctx: Ctx) -> None:
     if uses_default_ram_backend(ctx):
         for obj in backend_objects(ctx, ctx.machine.default_ram_id, total * 1024, system=True):  # type: ignore[union-attr]
             ctx.object(obj)
-    ctx.add("-overcommit", "mem-lock=off")
+    locked = d.memory_backing is not None and any(c.tag == "locked" for c in d.memory_backing.children)
+    ctx.add("-overcommit", f"mem-lock={'on' if locked else 'off'}")
 
 
 def smp(ctx: Ctx) -> None:
@@ -369,8 +370,25 @@ def _v(major: int, minor: int):
 
 
 def iothreads(ctx: Ctx) -> None:
-    for i in range(1, (ctx.domain.iothreads or 0) + 1):
-        ctx.object({"qom-type": "iothread", "id": f"iothread{i}"})
+    """<iothreadids> first, in their order with their thread pool and polling; then the other ids up to
+    <iothreads>."""
+    ids = next((e for e in ctx.domain.extra if getattr(e, "tag", None) == "iothreadids"), None)
+    listed = [el for el in (ids if ids is not None else []) if el.tag == "iothread" and el.get("id")]
+    for el in listed:
+        props: dict = {"qom-type": "iothread", "id": f"iothread{el.get('id')}"}
+        for attr, prop in (("thread_pool_min", "thread-pool-min"), ("thread_pool_max", "thread-pool-max")):
+            if el.get(attr) is not None:
+                props[prop] = int(el.get(attr))
+        poll = next((c for c in el if c.tag == "poll"), None)
+        for attr, prop in (("max", "poll-max-ns"), ("grow", "poll-grow"), ("shrink", "poll-shrink")):
+            if poll is not None and poll.get(attr) is not None:
+                props[prop] = int(poll.get(attr))
+        ctx.object(props)
+    taken = {int(el.get("id")) for el in listed}
+    for i in range(1, max([ctx.domain.iothreads or 0, *taken]) + 1):
+        if i not in taken and len(taken) < (ctx.domain.iothreads or 0):
+            taken.add(i)
+            ctx.object({"qom-type": "iothread", "id": f"iothread{i}"})
 
 
 def numa(ctx: Ctx) -> None:

@@ -129,6 +129,22 @@ def tpms(ctx: Ctx) -> None:
         ctx.device({"driver": driver, "tpmdev": f"tpm-{alias}", "id": alias})
 
 
+QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def qemu_commandline(ctx: Ctx) -> None:
+    """<qemu:commandline><qemu:arg value=.../>: passed through, last, as libvirt does."""
+    for el in ctx.domain.extra:
+        if getattr(el, "tag", None) == f"{QEMU_NS}commandline":
+            ctx.add(*(arg.get("value", "") for arg in el if arg.tag == f"{QEMU_NS}arg"))
+
+
+def vmcoreinfo(ctx: Ctx) -> None:
+    feat = ctx.domain.features.get("vmcoreinfo")
+    if feat is not None and feat.attrs.get("state", "on") == "on":
+        ctx.device({"driver": "vmcoreinfo"})
+
+
 def hubs(ctx: Ctx) -> None:
     for hub in ctx.hubs:
         ctx.device({"driver": "usb-hub", "id": ctx.alias(hub), **ctx.address_props(hub)})
