@@ -28,7 +28,7 @@ from pathlib import Path
 from conformance.report.html import write_report
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package
 LIVE = [("7.2.22", "x86_64", "Debian 1:7.2+dfsg-7+deb12u18+b3", "/usr/bin/qemu-system-x86_64"),
         ("10.0.2", "x86_64", "Debian 1:10.0.2+ds-2+deb13u1~bpo12+1", "/opt/qemu-10.0/bin/qemu-system-x86_64"),
         ("5.2.0", "x86_64", "Debian 1:5.2+dfsg-11+deb11u5", "/opt/qemu-5.2/bin/qemu-system-x86_64"),

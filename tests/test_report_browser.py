@@ -17,7 +17,7 @@ from conformance.report.html import write_report
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import TABLE
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # Debian's package
 SCREENSHOTS = Path("/tmp/report-screenshots")
 EVIL = "<script>window.__pwned = true</script> & <img src=x onerror=\"window.__pwned = true\">"
 
