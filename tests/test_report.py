@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 from conformance.report.html import write_report
@@ -190,3 +191,34 @@ def test_new_failures_with_the_same_reason_share_a_row(tmp_path: Path) -> None:
     assert table.index("x3") < table.index("no heartbeat"), "the biggest cause first"
     assert all(f">{case}</a>" in table for case in ("balloon-rng", "disk-scsi-raw", "virt-minimal"))
     assert table.count("7.2.22 x86_64 -&gt; 10.0.2 x86_64</a>") == 1
+
+
+class _Balance(HTMLParser):
+    """Every element the page opens, it closes, in order (void elements aside)."""
+
+    VOID = frozenset({"meta", "br", "input", "img", "hr", "link"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, tuple[int, int]]] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.stack.append((tag, self.getpos()))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        opened, where = self.stack.pop() if self.stack else ("nothing", (0, 0))
+        if opened != tag:
+            self.errors.append(f"</{tag}> at {self.getpos()} closes <{opened}> of {where}")
+
+
+def test_page_is_well_formed(tmp_path: Path) -> None:
+    from tests.test_report_browser import _results  # every verdict, a fixture's flag, a migration pair, <script>
+
+    page = write_report([_results(tmp_path / "results")], tmp_path / "out").read_text()
+    checker = _Balance()
+    checker.feed(page)
+    assert not checker.errors and not checker.stack, (checker.errors[:3], checker.stack[:3])
