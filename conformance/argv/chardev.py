@@ -103,7 +103,9 @@ def serials(ctx: Ctx) -> None:
         chardev_backend(ctx, ser, ident)
         target = ser.target_type
         model = ser.target_model
-        if ctx.is_arm_virt and target in (None, "system") and model in (None, "pl011"):
+        # Arm boards: the built-in UART (pl011), also for the isa-serial target libvirt accepts for compatibility
+        if ctx.arch in ("aarch64", "armv7l") and target in (None, "system", "system-serial", "isa-serial") \
+                and model in (None, "pl011"):
             ctx.add("-serial", f"chardev:{ident}")
             continue
         if ctx.is_s390 and target in (None, "sclp-serial"):

@@ -83,7 +83,10 @@ def _other(ctx: Ctx, cont: Controller) -> None:
         if ports and cont.model in ("qemu-xhci", "nec-xhci"):
             props.update({"p2": int(ports), "p3": int(ports)})
         if cont.master_startport is not None:  # a companion: on its master's bus, without an id of its own
-            props["masterbus"] = "usb.0" if cont.index == 0 else f"usb{cont.index}.0"
+            master = next((c for c in ctx.controllers if c.type == "usb" and c.index == cont.index
+                           and c.master_startport is None), None)
+            bus = ctx.alias(master) if master else "usb" if cont.index == 0 else f"usb{cont.index}"
+            props["masterbus"] = f"{bus}.0"
             props["firstport"] = cont.master_startport
         else:
             props["id"] = ctx.alias(cont)

@@ -489,6 +489,9 @@ def _aliases(ctx: Ctx) -> None:
     for mem in d.memories:
         prefix = {"nvdimm": "nvdimm", "virtio-pmem": "virtiopmem", "virtio-mem": "virtiomem"}.get(mem.model, "dimm")
         n = counters.get(prefix, 0)
+        slot = mem.address.slot if mem.address is not None and mem.address.type == "dimm" else None
+        if slot is not None:  # a DIMM in a given slot is named after it
+            n = slot
         counters[prefix] = n + 1
         a[id(mem)] = mem.alias if _user_alias(mem.alias) else f"{prefix}{n}"
 

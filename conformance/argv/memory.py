@@ -127,7 +127,7 @@ def _thread_affinity(ctx: Ctx, nodes: list[int]) -> list[int]:
 
 def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None, mem: MemoryDevice | None = None,
                     system: bool = False, access: str | None = None,
-                    discard: str | None = None) -> list[dict[str, Any]]:
+                    discard: str | None = None, path_name: str | None = None) -> list[dict[str, Any]]:
     """The -object(s) of one memory back-end: an optional thread-context, then the back-end."""
     pagesize = _pagesize_kib(ctx, node, mem)
     if mem is not None and mem.attrs.get("access"):
@@ -153,7 +153,8 @@ def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None,
                                         path=ctx.domain.source)
             props["mem-path"] = f"{mount}/libvirt/qemu/{short_name(ctx)}"
         else:
-            props["mem-path"] = f"{MEMORY_BACKING_DIR}/{short_name(ctx)}/{alias}"
+            # the file is named after the device (a memory device's own alias), else the back-end
+            props["mem-path"] = f"{MEMORY_BACKING_DIR}/{short_name(ctx)}/{path_name or alias}"
     else:
         props = {"qom-type": "memory-backend-ram", "id": alias}
     file_like = props["qom-type"] != "memory-backend-ram"

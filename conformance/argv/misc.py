@@ -164,7 +164,8 @@ def memory_devices(ctx: Ctx) -> None:
         backend = f"mem{alias}"
         if mem.model in ("nvdimm", "virtio-pmem", "dimm"):
             access = "shared" if mem.model == "virtio-pmem" else None  # virtio-pmem: shared unless told
-            for obj in backend_objects(ctx, backend, size, node=mem.target_node, mem=mem, access=access):
+            for obj in backend_objects(ctx, backend, size, node=mem.target_node, mem=mem, access=access,
+                                       path_name=alias):
                 ctx.object(obj)
         else:
             raise UnsupportedByQemu(f"memory device model {mem.model!r} is not supported by the argv builder",
@@ -187,7 +188,9 @@ def memory_devices(ctx: Ctx) -> None:
         dev["memdev"] = backend
         dev["id"] = alias
         addr = mem.address
-        dev["slot"] = int(addr.extra.get("slot", slot)) if addr is not None and addr.type == "dimm" else slot
+        dev["slot"] = addr.slot if addr is not None and addr.type == "dimm" and addr.slot is not None else slot
+        if addr is not None and addr.type == "dimm" and addr.extra.get("base"):
+            dev["addr"] = int(addr.extra["base"], 0)
         slot = dev["slot"] + 1
         ctx.device(dev)
 
