@@ -470,6 +470,18 @@ class Page:
     count: int
 
     @property
+    def matrix_groups(self) -> list[tuple[str, int]]:
+        """The matrix's columns in runs of one arch (binaries, then stored fixtures): (label, columns)."""
+        groups: list[tuple[str, int]] = []
+        for b in self.matrix_builds:
+            label = f"{b.arch} stored fixtures" if b.fixture else b.arch
+            if groups and groups[-1][0] == label:
+                groups[-1] = (label, groups[-1][1] + 1)
+            else:
+                groups.append((label, 1))
+        return groups
+
+    @property
     def live_builds(self) -> list[Build]:
         return [b for b in self.builds if not b.fixture]
 
