@@ -87,6 +87,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.launch_security(ctx)
     misc.panics(ctx)
     misc.vmcoreinfo(ctx)
+    misc.vsocks(ctx)
     misc.qemu_commandline(ctx)
     check_device_types(ctx.argv, domain, caps)
     return ctx.argv

@@ -110,6 +110,7 @@ class Ctx:
     memballoon: Any = None
     hubs: list = field(default_factory=list)  # <hub type='usb'> (kept verbatim by the model) as Devices
     smartcards: list = field(default_factory=list)  # (Device, <smartcard> element)
+    vsocks: list = field(default_factory=list)  # (Device, <vsock> element)
     disks: list = field(default_factory=list)
     aliases: dict[int, str] = field(default_factory=dict)
     addresses: dict[int, Address] = field(default_factory=dict)

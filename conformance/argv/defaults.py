@@ -142,6 +142,14 @@ def _usb_address(el) -> Address | None:
                    controller=int(addr.get("controller", "0")) if addr.get("controller", "0").isdigit() else 0)
 
 
+def _pci_address(el) -> Address | None:
+    addr = next((c for c in el if c.tag == "address"), None)
+    if addr is None or addr.get("type") != "pci":
+        return None
+    return Address(type="pci", **{k: int(addr.get(k), 0) for k in ("domain", "bus", "slot", "function")
+                                  if addr.get(k) is not None})
+
+
 def _verbatim_devices(ctx: Ctx) -> None:
     """USB hubs and smart cards, which the model keeps verbatim; a smart card gets the CCID controller it
     sits on when the domain has none."""
@@ -150,6 +158,8 @@ def _verbatim_devices(ctx: Ctx) -> None:
             ctx.hubs.append(Device(address=_usb_address(el), line=el.sourceline))
         elif el.tag == "smartcard":
             ctx.smartcards.append((Device(address=_usb_address(el), line=el.sourceline), el))
+        elif el.tag == "vsock":
+            ctx.vsocks.append((Device(address=_pci_address(el), line=el.sourceline), el))
     if ctx.smartcards and not any(c.type == "ccid" for c in ctx.controllers):
         insert_controller(ctx.controllers, Controller(type="ccid", index=0))
 
@@ -480,6 +490,7 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, d.rngs, "rng")
     _numbered(ctx, ctx.hubs, "hub")
     _numbered(ctx, [dev for dev, _ in ctx.smartcards], "smartcard")
+    _numbered(ctx, [dev for dev, _ in ctx.vsocks], "vsock")
     _numbered(ctx, d.tpms, "tpm")
     if ctx.memballoon is not None:
         a[id(ctx.memballoon)] = "balloon0"

@@ -132,6 +132,10 @@ def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None,
     pagesize = _pagesize_kib(ctx, node, mem)
     if mem is not None and mem.attrs.get("access"):
         access = mem.attrs["access"]
+    elif mem is not None and node is not None and ctx.domain.cpu is not None:  # else its NUMA node's
+        cell = next((c for i, c in enumerate(ctx.domain.cpu.numa) if (c.id if c.id is not None else i) == node),
+                    None)
+        access = access or (cell.attrs.get("memAccess") if cell is not None else None)
     access = access or _backing(ctx, "access")
     source = _backing(ctx, "source", "type")
     allocation = _backing(ctx, "allocation")

@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.argv.chardev import chardev_backend
 from conformance.argv.context import Ctx
-from conformance.argv.harness import SWTPM_SOCKET, domain_dir
+from conformance.argv.harness import HARNESS_VSOCK_CID, SWTPM_SOCKET, VSOCK_FD, domain_dir
 from conformance.argv.memory import backend_objects
 from conformance.argv.options import escape_opt_value
 from conformance.errors import DomainInvalid, UnsupportedByQemu
@@ -137,6 +137,16 @@ def qemu_commandline(ctx: Ctx) -> None:
     for el in ctx.domain.extra:
         if getattr(el, "tag", None) == f"{QEMU_NS}commandline":
             ctx.add(*(arg.get("value", "") for arg in el if arg.tag == f"{QEMU_NS}arg"))
+
+
+def vsocks(ctx: Ctx) -> None:
+    """<vsock>: vhost-vsock with its guest CID (an automatic one: the harness's) on a pre-opened vhost fd."""
+    for dev, el in ctx.vsocks:
+        cid = next((c for c in el if c.tag == "cid"), None)
+        auto = cid is None or cid.get("auto") == "yes" or not cid.get("address")
+        guest_cid = HARNESS_VSOCK_CID if auto else int(cid.get("address"))
+        ctx.device({"driver": "vhost-vsock-pci", "id": ctx.alias(dev), "guest-cid": guest_cid,
+                    "vhostfd": str(VSOCK_FD), **ctx.address_props(dev)}, virtio=dev)
 
 
 def vmcoreinfo(ctx: Ctx) -> None:

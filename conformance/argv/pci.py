@@ -260,6 +260,7 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     for panic in d.panics:
         if panic.model == "pvpanic":
             out.append((panic, pci | INTEGRATED))
+    out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
     return out
 
 
@@ -319,6 +320,7 @@ def _all_with_info(ctx: Ctx) -> list[Device]:
         out.append(ctx.memballoon)
     if d.iommu is not None:
         out.append(d.iommu)
+    out += [vsock for vsock, _ in ctx.vsocks]
     return out
 
 
