@@ -82,13 +82,14 @@ class Build:
     counts: Counter[str] = field(default_factory=Counter)
     failures: int = 0
     anchor: str = ""
-    bugs: dict[str, set[str]] = field(default_factory=dict)  # known bug id -> how results named it
+    bugs: dict[str, tuple[set[str], int]] = field(default_factory=dict)  # bug id -> (how results named it, span)
 
     @property
     def bug_list(self) -> list[tuple[str, str]]:
-        """(id, how) for each known bug of this build, the worst way first (reproduced, not reproduced, flagged)."""
-        ranked = sorted(self.bugs.items(), key=lambda kv: (min(BUG_HOWS.index(h) for h in kv[1]), kv[0]))
-        return [(bug, min(hows, key=BUG_HOWS.index)) for bug, hows in ranked]
+        """(id, how) for each known bug of this build: the worst way first (reproduced, not reproduced,
+        flagged), then the narrowest affected range."""
+        ranked = sorted(self.bugs.items(), key=lambda kv: (min(BUG_HOWS.index(h) for h in kv[1][0]), kv[1][1], kv[0]))
+        return [(bug, min(hows, key=BUG_HOWS.index)) for bug, (hows, _) in ranked]
 
     @property
     def sort_key(self) -> tuple[Any, ...]:
@@ -238,6 +239,20 @@ def bugs_of(r: StageResult) -> list[tuple[str, dict[str, str]]]:
     out += [(BUG_HOWS[1], _bug(b)) for b in d.get("not_reproduced") or []]
     out += [(BUG_HOWS[2], _bug(b)) for b in d.get("known_bugs") or []]
     return out
+
+
+def bug_span(bug: dict[str, str]) -> int:
+    """How many versions a bug's affected range spans (roughly): the narrower, the more it says about a
+    version, so it is named first ("4.2.0..4.2.0" before "4.2.0..99.0.0"); unknown ranges last."""
+    ends = [_version_key(v) for v in bug.get("affected", "").split("..") if v.strip()]
+    if len(ends) != 2:
+        return 1 << 30
+
+    def number(v: tuple[int, ...]) -> int:
+        v = (*v, 0, 0, 0)
+        return v[0] * 10_000 + v[1] * 100 + v[2]
+
+    return number(ends[1]) - number(ends[0])
 
 
 def bug_title(how: str, bug: dict[str, str]) -> str:
@@ -426,13 +441,14 @@ class Pair:
 
 def _bug_chips(views: Iterable[View]) -> list[Chip]:
     """One chip per known bug a cell's results name, the worst first (reproduced, not reproduced, flagged)."""
-    chips: dict[str, Chip] = {}
+    chips: dict[str, tuple[Chip, int]] = {}
     for v in views:
         for how, bug in v.bugs:
             if bug["id"] not in chips:
-                chips[bug["id"]] = Chip(bug["id"], v.verdict, bug_title(how, bug),
-                                        "flag" if how == BUG_HOWS[2] else "bug")
-    ranked = sorted(chips.values(), key=lambda c: (c.kind == "flag", VERDICTS.index(c.verdict)))
+                chips[bug["id"]] = (Chip(bug["id"], v.verdict, bug_title(how, bug),
+                                         "flag" if how == BUG_HOWS[2] else "bug"), bug_span(bug))
+    ranked = [c for c, _ in sorted(chips.values(), key=lambda cs: (cs[0].kind == "flag",
+                                                                  VERDICTS.index(cs[0].verdict), cs[1]))]
     if len(ranked) > 1:  # a cell stays compact: the first bug and a count
         rest = ranked[1:]
         ranked = [ranked[0], Chip(f"+{len(rest)}", rest[0].verdict, "\n\n".join(c.title for c in rest), rest[0].kind)]
@@ -514,7 +530,7 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                 b.accels.add(r.accel)
                 b.accel_reason = b.accel_reason or str(r.details.get("accel_reason", ""))
             for how, bug in bugs_of(r):
-                b.bugs.setdefault(bug["id"], set()).add(how)
+                b.bugs.setdefault(bug["id"], (set(), bug_span(bug)))[0].add(how)
     for b in ordered:
         b.failures = sum(n for name, n in b.counts.items() if name in FAILURES)
 
@@ -664,8 +680,8 @@ def _known_bugs(records: list[StageResult], viewer: Viewer, builds: dict[str, Bu
             rows.setdefault(same, BugRow([], cases)).where.append(sort[-1])
         out.append({"bug": entry["bug"], "rows": list(rows.values()),
                     "hows": [(how, entry["hows"][how]) for how in BUG_HOWS if entry["hows"][how]]})
-    # reproduced bugs first, then not reproduced, then those only flagged by version
-    out.sort(key=lambda e: (min(BUG_HOWS.index(how) for how, _ in e["hows"]), e["bug"]["id"]))
+    # reproduced bugs first, then not reproduced, then those only flagged by version; narrow ranges first
+    out.sort(key=lambda e: (min(BUG_HOWS.index(how) for how, _ in e["hows"]), bug_span(e["bug"]), e["bug"]["id"]))
     return out
 
 
