@@ -18,6 +18,9 @@ FIXTURE = QemuBuild("fixture qemu-4.2.0-x86_64.xml", "4.2.0", "v4.2.0", "x86_64"
 BUG = {"id": "vfio-irqchip-notifier-unplug-segv", "title": "QEMU segfaults when a VF is unplugged",
        "fixed": "0446f81217 (4.2.1, 5.0.0)", "affected": "4.2.0..4.2.0", "concerns": "a <hostdev> with <teaming>"}
 
+WIDE = {"id": "vfio-realize-error-path-segv", "title": "a failing device_add vfio-pci kills QEMU",
+        "fixed": "357bd7932a", "affected": "4.2.0..8.0.99", "concerns": "an assigned PCI device (<hostdev>)"}
+
 
 def _write(folder: Path, *results: StageResult) -> Path:
     writer = ResultWriter(folder)
@@ -83,7 +86,8 @@ def test_matrix_chips_and_known_bug_panel(tmp_path: Path) -> None:
         StageResult(case="teaming-q35-hostdev", stage="parse", verdict="pass", arch="x86_64", qemu=FIXTURE,
                     details={"fixture": "4.2.0-x86_64"}),
         StageResult(case="teaming-q35-hostdev", stage="argv", verdict="pass", arch="x86_64", qemu=FIXTURE,
-                    details={"known_bugs": [BUG], "fixture": "4.2.0-x86_64", "argv": ["qemu", "-device", "vfio-pci"]}),
+                    details={"known_bugs": [WIDE, BUG], "fixture": "4.2.0-x86_64",
+                             "argv": ["qemu", "-device", "vfio-pci"]}),
         StageResult(case="teaming-q35", stage="migrate", verdict="known-bug", arch="x86_64", qemu=NEW, peer=BUILD,
                     reason="known bug slirp", details={"known_bug": "slirp-instance-id-backward-migration"}),
         StageResult(case="teaming-q35", stage="boot", verdict="not-reproduced", arch="x86_64", qemu=BUILD,
@@ -93,7 +97,9 @@ def test_matrix_chips_and_known_bug_panel(tmp_path: Path) -> None:
     cell = page[page.index("<td class=\"case\">teaming-q35-hostdev"):]
     cell = cell[:cell.index("</tr>")]
     assert re.search(r'<span class="chip v-pass" title="parse: PASS">P</span>', cell)
-    assert 'class="chip v-pass flag"' in cell and ">vfio-irqchip-notifier-unplug-segv<" in cell
+    assert 'class="chip v-pass flag"' in cell and ">vfio-irqchip-notifier-unplug-segv<" in cell, \
+        "the bug of 4.2.0 alone is named before one of 4.2.0 to 8.0"
+    assert ">+1<" in cell and "failing device_add" in cell
     assert "qemu -device vfio-pci" in cell, "an argv without an artefact is inline"
     bugs = _text(page[page.index('id="bugs"'):page.index('id="drift"')])
     assert re.search(r"vfio-irqchip-notifier-unplug-segv .*fixed: 0446f81217", bugs, re.S)
