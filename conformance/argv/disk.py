@@ -93,9 +93,14 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
         return None
     n = ctx.node_index[id(disk)]
     fmt = disk.driver.get("type") or "raw"
+    if fmt == "fat":
+        fmt = "raw"  # a directory shown as a FAT image: vvfat builds the image, the format node is raw
     cache = _CACHE.get(disk.driver.get("cache", ""))
     storage = f"libvirt-{n}-storage"
     props = _storage_props(ctx, disk, storage)
+    io = disk.driver.get("io")
+    if io in ("native", "io_uring", "threads") and props.get("driver") in ("file", "host_device", "host_cdrom"):
+        props["aio"] = io
     layered = needs_format_layer(ctx, disk)
     if layered:
         props["auto-read-only"] = True
@@ -111,6 +116,14 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     if cache:
         fmt_props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
     fmt_props["driver"] = fmt
+    if fmt == "qcow2" and disk.driver.get("discard_no_unref") in ("on", "off"):
+        fmt_props["discard-no-unref"] = disk.driver["discard_no_unref"] == "on"
+    if fmt == "qcow2":
+        metadata = next((c for c in disk.driver_children if c.tag == "metadata_cache"), None)
+        size = next((c for c in (metadata if metadata is not None else []) if c.tag == "max_size"), None)
+        if size is not None:
+            scale = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1 << 20, "m": 1 << 20}
+            fmt_props["cache-size"] = int((size.text or "0").strip()) * scale.get((size.get("unit") or "b").lower(), 1)
     fmt_props["file"] = storage
     ctx.blockdev_arg(fmt_props)
     return f"libvirt-{n}-format"

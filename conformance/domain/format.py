@@ -336,8 +336,8 @@ def _disk(parent: _E, disk: Disk) -> None:
     if disk.model:
         attrs["model"] = disk.model
     el = etree.SubElement(parent, "disk", {**attrs, **disk.attrs})
-    if disk.driver:
-        etree.SubElement(el, "driver", disk.driver)
+    if disk.driver or disk.driver_children:
+        _raw(etree.SubElement(el, "driver", disk.driver), disk.driver_children)
     if disk.source is not None:
         src = etree.SubElement(el, "source", disk.source.attrs)
         for host in disk.source.hosts:

@@ -69,6 +69,7 @@ class Disk(Device):
     model: str | None = None
     attrs: Attrs = field(default_factory=dict)  # snapshot, rawio, sgio
     driver: Attrs = field(default_factory=dict)  # name, type (format), cache, io, discard, iothread, queues...
+    driver_children: list[Raw] = field(default_factory=list)  # metadata_cache, iothreads
     source: DiskSource | None = None
     target_dev: str = ""
     target_bus: str | None = None

@@ -373,7 +373,9 @@ def _disk(ctx: _Ctx, el: etree._Element) -> Disk:
         return lambda c: setattr(disk, name, value if value is not None else _text(c))
 
     _device_children(ctx, el, disk, {
-        "driver": lambda c: disk.driver.update(_a(c)), "source": source, "target": target,
+        "driver": lambda c: (disk.driver.update(_a(c)),
+                             disk.driver_children.extend(x for x in c if isinstance(x.tag, str))),
+        "source": source, "target": target,
         "readonly": setter("readonly", True), "shareable": setter("shareable", True),
         "transient": setter("transient", True), "serial": setter("serial", None), "wwn": setter("wwn", None),
         "vendor": setter("vendor", None), "product": setter("product", None),
