@@ -6,9 +6,12 @@
 own:     `qemu-conformance run --stages S --cases C -j 1` (probe once, then every item in one process)
 avocado: `avocado run --max-parallel-tasks 1 qemu-conformance:C` with the same stages (one runner process
          per test, the probe cached on disk, artefacts sent back as file messages)
+floor:   `avocado run --max-parallel-tasks 1 /bin/true` once and as many times as there are tests: what
+         avocado itself costs per test (scheduler, a process per test) and per job, whatever the test
 Both sequential on the host's qemu-system-x86_64, runs alternating so both see the same load; wall time
 of the whole command. Last line:
-`avocado: +N.NN s per test over our own runner (median of R runs, T tests; own N.N s, avocado N.N s)`.
+`avocado: +N.NN s per test over our own runner (median of R runs, T tests; own N.N s, avocado N.N s;
+avocado alone: N.NN s per /bin/true test + N.N s per job)`.
 """
 
 from __future__ import annotations
@@ -56,14 +59,21 @@ def main() -> int:
         timed([*own_cmd, "-o", str(work / "warm")])  # guest build, accelerator decision, probe cache: once
         timed(avo_cmd)
         tests = sum(1 for _ in (work / "warm").joinpath("results.jsonl").open())
-        own, avo = [], []
+        floor_cmd = [avocado, "run", "--max-parallel-tasks", "1", "--job-results-dir", str(work / "jobs")]
+        own, avo, one, many = [], [], [], []
         for i in range(ns.runs):
             own.append(timed([*own_cmd, "-o", str(work / f"own-{i}")]))
             avo.append(timed(avo_cmd))
-            print(f"run {i + 1}: own {own[-1]:.2f} s, avocado {avo[-1]:.2f} s ({tests} tests)", flush=True)
+            one.append(timed([*floor_cmd, "/bin/true"]))
+            many.append(timed([*floor_cmd, *["/bin/true"] * tests]))
+            print(f"run {i + 1}: own {own[-1]:.2f} s, avocado {avo[-1]:.2f} s ({tests} tests); avocado with 1 and "
+                  f"{tests} x /bin/true: {one[-1]:.2f} s, {many[-1]:.2f} s", flush=True)
     own_s, avo_s = statistics.median(own), statistics.median(avo)
+    per_test = (statistics.median(many) - statistics.median(one)) / (tests - 1)
+    per_job = statistics.median(one) - per_test
     print(f"avocado: {(avo_s - own_s) / tests:+.2f} s per test over our own runner (median of {ns.runs} runs, "
-          f"{tests} tests; own {own_s:.1f} s, avocado {avo_s:.1f} s)")
+          f"{tests} tests; own {own_s:.1f} s, avocado {avo_s:.1f} s; avocado alone: {per_test:.2f} s per "
+          f"/bin/true test + {per_job:.1f} s per job)")
     return 0
 
 
