@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import console_is_serial
-from conformance.argv.harness import CHANNEL_TARGET_DIR, MONITOR_FD
+from conformance.argv.harness import CHANNEL_TARGET_DIR, CHARDEV_LOG_FD, CHARDEV_SOURCE_FD, MONITOR_FD
 from conformance.argv.input import usb_bus_props
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Chardev
@@ -43,6 +43,10 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
     opts: list[str]
     if t in ("pty", "null", "vc", "stdio"):
         opts = [t, f"id={ident}"]
+    elif t == "file" and ctx.modern_libvirt:
+        # libvirt opens the file itself (truncating it unless told to append) and passes it in an fd set
+        fdset = ctx.pass_fd(f"{ident[4:]}-source", CHARDEV_SOURCE_FD)
+        opts = [t, f"id={ident}", f"path=/dev/fdset/{fdset}", "append=on"]
     elif t in ("file", "pipe"):
         opts = [t, f"id={ident}", f"path={src('path')}"]
         if t == "file" and src("append"):
@@ -91,8 +95,11 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
         raise UnsupportedByQemu(f"character device type {t!r} is not supported by the argv builder",
                                 path=ctx.domain.source, line=chr_.line)
     if chr_.log.get("file"):
-        ctx.add("-add-fd", f"set=0,fd=1751,opaque={ident[4:]}-log")
-        opts += ["logfile=/dev/fdset/0", f"logappend={escape_opt_value(chr_.log.get('append', 'on'))}"]
+        if ctx.modern_libvirt:
+            opts += [f"logfile=/dev/fdset/{ctx.pass_fd(f'{ident[4:]}-log', CHARDEV_LOG_FD)}", "logappend=on"]
+        else:
+            ctx.add("-add-fd", f"set=0,fd=1751,opaque={ident[4:]}-log")
+            opts += ["logfile=/dev/fdset/0", f"logappend={escape_opt_value(chr_.log.get('append', 'on'))}"]
     ctx.add("-chardev", ",".join(opts))
 
 

@@ -117,6 +117,7 @@ class Ctx:
     boot_index: dict[int, int] = field(default_factory=dict)
     node_index: dict[int, int] = field(default_factory=dict)
     audio_id: int | None = None
+    fdsets: int = 0  # fd sets handed out (-add-fd set=N)
     pflash: Any = None  # firmware.Pflash: the pflash images (given or auto-selected firmware)
     bios: str | None = None  # a ROM firmware (-bios)
 
@@ -142,6 +143,14 @@ class Ctx:
         self.pci_multibus = not arm or self.is_arm_virt
 
     # --- emitting options --------------------------------------------------------------
+
+    def pass_fd(self, opaque: str, fd: int) -> int:
+        """-add-fd for a file libvirt opens itself (fd: the number the harness gives that kind of file):
+        the next fd set; returns its number."""
+        fdset = self.fdsets
+        self.fdsets += 1
+        self.add("-add-fd", f"set={fdset},fd={fd},opaque={opaque}")
+        return fdset
 
     def add(self, *args: str) -> None:
         self.argv.extend(args)

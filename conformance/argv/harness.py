@@ -15,6 +15,10 @@ MONITOR_FD = 1729  # pre-opened listening socket of the QMP monitor
 TAP_FD_BRIDGE = 102  # tap of <interface type='bridge'|'network'>
 TAP_FD_ETHERNET = 3  # tap of <interface type='ethernet'>
 VHOST_FD = 44
+# files libvirt opens for QEMU and passes in fd sets: the fd the harness gives each kind
+CHARDEV_SOURCE_FD = 1750
+CHARDEV_LOG_FD = 1751
+TPM_FD, TPM_CANCEL_FD = 1730, 1731
 VSOCK_FD = 6789  # the vhost-vsock device's pre-opened fd
 HARNESS_VSOCK_CID = 42  # the guest CID the harness hands out for <cid auto='yes'/>
 # the swtpm socket of <tpm><backend type='emulator'/>: the harness replaces libvirt's

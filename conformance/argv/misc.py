@@ -6,7 +6,14 @@ from typing import Any
 
 from conformance.argv.chardev import chardev_backend
 from conformance.argv.context import Ctx
-from conformance.argv.harness import HARNESS_VSOCK_CID, SWTPM_SOCKET, VSOCK_FD, domain_dir
+from conformance.argv.harness import (
+    HARNESS_VSOCK_CID,
+    SWTPM_SOCKET,
+    TPM_CANCEL_FD,
+    TPM_FD,
+    VSOCK_FD,
+    domain_dir,
+)
 from conformance.argv.memory import backend_objects
 from conformance.argv.options import escape_opt_value
 from conformance.errors import DomainInvalid, UnsupportedByQemu
@@ -114,7 +121,13 @@ def tpms(ctx: Ctx) -> None:
     for tpm in ctx.domain.devices.tpms:
         alias = ctx.alias(tpm)
         model = tpm.model or "tpm-tis"  # libvirt's default on x86
-        if tpm.backend_type == "passthrough":
+        if tpm.backend_type == "passthrough" and ctx.modern_libvirt:
+            # libvirt opens the TPM and its sysfs cancel file itself and passes both in fd sets
+            tpm_set = ctx.pass_fd(f"{alias}-tpm", TPM_FD)
+            cancel_set = ctx.pass_fd(f"{alias}-cancel", TPM_CANCEL_FD)
+            ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path=/dev/fdset/{tpm_set},"
+                               f"cancel-path=/dev/fdset/{cancel_set}")
+        elif tpm.backend_type == "passthrough":
             path = tpm.backend_source.get("path", "/dev/tpm0")
             ctx.add("-tpmdev", f"passthrough,id=tpm-{alias},path={escape_opt_value(path)}")
         elif tpm.backend_type in ("emulator", "external"):
