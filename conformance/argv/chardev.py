@@ -179,8 +179,11 @@ def channels(ctx: Ctx) -> None:
         if chan.target_type == "guestfwd":
             chardev_backend(ctx, chan, ident)
             addr = chan.target_attrs
-            guestfwd = escape_opt_value(f"tcp:{addr.get('address')}:{addr.get('port')}")
-            ctx.add("-netdev", f"user,guestfwd={guestfwd},chardev={ident},id=user-{alias}")
+            rule = f"tcp:{addr.get('address')}:{addr.get('port')}"
+            if ctx.json_netdev:  # the JSON netdev: one guestfwd string, the chardev inside it
+                ctx.netdev({"type": "user", "guestfwd": [{"str": f"{rule}-chardev:{ident}"}], "id": alias})
+            else:
+                ctx.add("-netdev", f"user,guestfwd={escape_opt_value(rule)},chardev={ident},id=user-{alias}")
             continue
         if chan.target_type != "virtio":
             raise UnsupportedByQemu(f"<channel> target {chan.target_type!r} is not supported by the argv builder",

@@ -422,6 +422,7 @@ def numa(ctx: Ctx) -> None:
 def clock_and_pm(ctx: Ctx) -> None:
     d = ctx.domain
     ctx.add("-uuid", d.uuid) if d.uuid else None
+    sysinfo_args(ctx)
     genid = next((e for e in d.extra if getattr(e, "tag", None) == "genid"), None)
     if genid is not None:  # an empty <genid/> gets a generated GUID (the harness's fixed one)
         ctx.device({"driver": "vmgenid", "guid": (genid.text or "").strip() or HARNESS_GENERATED_UUID,
@@ -452,6 +453,36 @@ def clock_and_pm(ctx: Ctx) -> None:
         for tag, name in (("suspend-to-mem", "disable_s3"), ("suspend-to-disk", "disable_s4")):
             if tag in d.pm:
                 ctx.add("-global", f"{dev}.{name}={0 if d.pm[tag] == 'yes' else 1}")
+
+
+# <sysinfo type='smbios'> blocks -> SMBIOS table type and the entries libvirt passes, in its order
+_SMBIOS = (("bios", 0, ("vendor", "version", "date", "release")),
+           ("system", 1, ("manufacturer", "product", "version", "serial", "uuid", "sku", "family")),
+           ("baseBoard", 2, ("manufacturer", "product", "version", "serial", "asset", "location")),
+           ("chassis", 3, ("manufacturer", "version", "serial", "asset", "sku")))
+
+
+def sysinfo_args(ctx: Ctx) -> None:
+    """-smbios tables from <sysinfo type='smbios'> when <os><smbios mode='sysinfo'/>, and -fw_cfg items from
+    <sysinfo type='fwcfg'> (qemuBuildSmbiosCommandLine, qemuBuildSysinfoCommandLine)."""
+    d = ctx.domain
+    for info in (e for e in d.extra if getattr(e, "tag", None) == "sysinfo"):
+        if info.get("type") == "smbios" and d.os.smbios_mode == "sysinfo":
+            for tag, table, keys in _SMBIOS:
+                for block in (b for b in info if b.tag == tag):
+                    entries = {e.get("name"): (e.text or "") for e in block if e.tag == "entry"}
+                    fields = [f"{k}={escape_opt_value(entries[k])}" for k in keys if k in entries]
+                    if fields:
+                        ctx.add("-smbios", ",".join([f"type={table}", *fields]))
+            for block in (b for b in info if b.tag == "oemStrings"):
+                values = [f"value={escape_opt_value(e.text or '')}" for e in block if e.tag == "entry"]
+                if values:
+                    ctx.add("-smbios", ",".join(["type=11", *values]))
+        elif info.get("type") == "fwcfg":
+            for entry in (e for e in info if e.tag == "entry"):
+                what = f"file={escape_opt_value(entry.get('file'))}" if entry.get("file") else \
+                    f"string={escape_opt_value(entry.text or '')}"
+                ctx.add("-fw_cfg", f"name={escape_opt_value(entry.get('name', ''))},{what}")
 
 
 def _rtc_base(clock) -> str:
