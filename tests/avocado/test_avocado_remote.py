@@ -1,5 +1,6 @@
-"""avocado's remote spawner over two test hosts (network namespaces with their own sshd): one job, both slots,
-statuses and artefacts back through the status server over the hosts' network, one merged report."""
+"""avocado's remote spawner over two test hosts (network namespaces with their own sshd): one job of static,
+boot and migrate tests over both slots, statuses and artefacts back through the status server over the hosts'
+network, one merged report."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_one_job_over_two_hosts(avocado_cli: str, hosts: list[Host], qemu_x86_64
     conf = tmp_path / "avocado.conf"
     # the hosts share this file system: the setup hook puts this Python (with the package) first in PATH
     conf.write_text(f"[qemu_conformance]\nqemu = {json.dumps([str(qemu_x86_64)])}\n"
-                    'stages = ["parse", "argv", "boot"]\n\n'
+                    'stages = ["parse", "argv", "boot", "migrate"]\n\n'
                     f"[spawner.remote]\nslots = {json.dumps([str(h.slot) for h in hosts])}\n"
                     f"setup_hook = export PATH={Path(sys.executable).parent}:$PATH\n")
     status = f"{hosts[0].gateway}:{free_port(hosts[0].gateway)}"  # reached from both hosts over their veths
@@ -46,14 +47,16 @@ def test_one_job_over_two_hosts(avocado_cli: str, hosts: list[Host], qemu_x86_64
                           "--status-server-disable-auto", "--status-server-listen", status,
                           "--status-server-uri", status, "qemu-conformance:q35-minimal,pc-minimal"],
                          capture_output=True, text=True, timeout=600)
-    assert "RESULTS    : PASS 6 |" in out.stdout, out.stdout + out.stderr
+    assert "RESULTS    : PASS 8 |" in out.stdout, out.stdout + out.stderr
     (job,) = (tmp_path / "jobs").glob("job-*")
     log = (job / "job.log").read_text()
     assert {h.address for h in hosts} <= {line.split("Hostname: ")[1].split()[0] for line in log.splitlines()
                                           if "Hostname: " in line}, "a slot was never used"
 
     records = list(read_results(job / "results.jsonl"))
-    assert len(records) == 6 and all(r.verdict == "pass" for r in records)
+    assert len(records) == 8 and all(r.verdict == "pass" for r in records)
+    # a migration's id carries its pair with _to_: avocado's remote spawner puts ids unquoted in a shell
+    assert f"pc-minimal.migrate[{records[0].qemu.version}-x86_64_to_{records[0].qemu.version}-x86_64]" in out.stdout
     ran_in = {r.details["avocado_host"]["netns"] for r in records}
     assert ran_in == {netns_of(h) for h in hosts}, "every result from one of the two hosts, and both hosts used"
     assert os.readlink("/proc/self/ns/net") not in ran_in
@@ -61,6 +64,8 @@ def test_one_job_over_two_hosts(avocado_cli: str, hosts: list[Host], qemu_x86_64
         for rel in boot.artifacts.values():
             assert (job / rel).exists(), rel  # came back through the status server
         assert "END-OF-BOOT-REPORT" in (job / boot.artifacts["folder"] / "console.log").read_text()
+    for migration in (r for r in records if r.stage == "migrate"):
+        assert migration.peer is not None and all((job / rel).exists() for rel in migration.artifacts.values())
 
     report = tmp_path / "report"
     subprocess.run(["qemu-conformance", "report", str(job / "results.jsonl"), "-o", str(report)], check=True,
