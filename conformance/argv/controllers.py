@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
+from conformance.argv.disk import iothread_mapping
 from conformance.argv.pci import PCI_MODEL_NAMES
 from conformance.domain.model import Controller
 from conformance.errors import DomainInvalid, UnsupportedByQemu
@@ -101,6 +102,9 @@ def _other(ctx: Ctx, cont: Controller) -> None:
         drv = cont.driver
         if drv.get("iothread"):
             props["iothread"] = f"iothread{drv['iothread']}"
+        mapping = iothread_mapping(cont.driver_children)
+        if mapping:
+            props["iothread-vq-mapping"] = mapping
         props["id"] = ctx.alias(cont)
         if drv.get("queues"):
             props["num_queues"] = int(drv["queues"])

@@ -180,6 +180,9 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props = {"driver": "virtio-blk-ccw" if addr is not None and addr.type == "ccw" else "virtio-blk-pci"}
         if disk.driver.get("iothread"):
             props["iothread"] = f"iothread{disk.driver['iothread']}"
+        mapping = iothread_mapping(disk.driver_children)
+        if mapping:
+            props["iothread-vq-mapping"] = mapping
         # libvirt before 10 set the legacy 'scsi' property where QEMU had it: on for LUNs, else off unless
         # QEMU already defaults it to off (virtio-blk-pci.scsi.default.disabled, QEMU 5.0+)
         if ctx.caps.has("virtio-blk-pci.scsi") and not ctx.modern_libvirt:
@@ -215,6 +218,19 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["write-cache"] = "on" if cache[2] else "off"
     props.update(_device_options(disk, bus))
     ctx.device(props, virtio=disk if bus == "virtio" else None)
+
+
+def iothread_mapping(children: list) -> list[dict[str, Any]]:
+    """<driver><iothreads><iothread id=N><queue id=Q/>: QEMU's iothread-vq-mapping."""
+    group = next((c for c in children if getattr(c, "tag", None) == "iothreads"), None)
+    out: list[dict[str, Any]] = []
+    for thread in (t for t in (group if group is not None else []) if t.tag == "iothread"):
+        entry: dict[str, Any] = {"iothread": f"iothread{thread.get('id')}"}
+        queues = [int(q.get("id")) for q in thread if q.tag == "queue"]
+        if queues:
+            entry["vqs"] = queues
+        out.append(entry)
+    return out
 
 
 def _device_options(disk: Disk, bus: str) -> dict[str, Any]:

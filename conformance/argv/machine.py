@@ -384,11 +384,18 @@ def iothreads(ctx: Ctx) -> None:
             if poll is not None and poll.get(attr) is not None:
                 props[prop] = int(poll.get(attr))
         ctx.object(props)
+    default = next((e for e in ctx.domain.extra if getattr(e, "tag", None) == "defaultiothread"), None)
     taken = {int(el.get("id")) for el in listed}
     for i in range(1, max([ctx.domain.iothreads or 0, *taken]) + 1):
         if i not in taken and len(taken) < (ctx.domain.iothreads or 0):
             taken.add(i)
             ctx.object({"qom-type": "iothread", "id": f"iothread{i}"})
+    if default is not None:  # the main loop's own thread pool (<defaultiothread>)
+        props = {"qom-type": "main-loop", "id": "main-loop"}
+        for attr, prop in (("thread_pool_min", "thread-pool-min"), ("thread_pool_max", "thread-pool-max")):
+            if default.get(attr) is not None:
+                props[prop] = int(default.get(attr))
+        ctx.object(props)
 
 
 def numa(ctx: Ctx) -> None:

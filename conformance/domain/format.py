@@ -368,8 +368,8 @@ def _controller(parent: _E, cont: Controller) -> None:
     el = etree.SubElement(parent, "controller", {**attrs, **cont.attrs})
     if cont.model_name:
         etree.SubElement(el, "model", name=cont.model_name)
-    if cont.driver:
-        etree.SubElement(el, "driver", cont.driver)
+    if cont.driver or cont.driver_children:
+        _raw(etree.SubElement(el, "driver", cont.driver), cont.driver_children)
     if cont.target or cont.target_node is not None:
         target = etree.SubElement(el, "target", cont.target)
         if cont.target_node is not None:

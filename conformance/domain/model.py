@@ -90,6 +90,7 @@ class Controller(Device):
     model: str | None = None
     attrs: Attrs = field(default_factory=dict)  # ports, vectors, maxGrantFrames, ...
     driver: Attrs = field(default_factory=dict)  # queues, iothread, cmd_per_lun, max_sectors, ioeventfd
+    driver_children: list[Raw] = field(default_factory=list)  # <iothreads> of a virtio-scsi controller
     model_name: str | None = None  # <model name='pcie-root-port'/>
     target: Attrs = field(default_factory=dict)  # chassisNr, chassis, port, busNr, index, hotplug
     target_node: int | None = None  # <target><node>: the NUMA node of an expander bus

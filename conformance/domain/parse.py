@@ -401,7 +401,9 @@ def _controller(ctx: _Ctx, el: etree._Element) -> Controller:
             cont.target_node = ctx.int(_text(node), node, "node")
 
     _device_children(ctx, el, cont, {
-        "driver": lambda c: cont.driver.update(_a(c)), "model": lambda c: setattr(cont, "model_name", c.get("name")),
+        "driver": lambda c: (cont.driver.update(_a(c)),
+                             cont.driver_children.extend(x for x in c if isinstance(x.tag, str))),
+        "model": lambda c: setattr(cont, "model_name", c.get("name")),
         "target": target, "master": master,
     })
     return cont
