@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder)")
-    p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
+    p.add_argument("-j", "--jobs", type=int,
+                   help="live runs at a time (default: the cores for boots, twice that for migrations)")
     _shard_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -340,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=path_arg, default="reports/host",
                    help="output folder (default %(default)s, in the working folder)")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
-    p.add_argument("-j", "--jobs", type=int, help="boots at a time (default: number of cores)")
+    p.add_argument("-j", "--jobs", type=int,
+                   help="live runs at a time (default: the cores for boots, twice that for migrations)")
     _shard_option(p)
     p.set_defaults(func=cmd_qualify)
 
