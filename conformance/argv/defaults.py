@@ -72,7 +72,8 @@ def prepare(ctx: Ctx) -> None:
         ctx.inputs += [Input(type="mouse", bus="ps2"), Input(type="keyboard", bus="ps2")]
     _chardevs(ctx)
     _verbatim_devices(ctx)
-    ctx.videos = [v for v in d.videos]
+    # the primary video card goes first (libvirt moves the one marked primary='yes' there)
+    ctx.videos = sorted(d.videos, key=lambda v: not v.primary)
     if d.graphics and not ctx.videos:
         ctx.videos = [Video(model=None)]
     ctx.watchdogs = list(d.watchdogs)
@@ -477,11 +478,14 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, ctx.serials, "serial")
     _numbered(ctx, d.parallels, "parallel")
     _numbered(ctx, d.channels, "channel")
+    # with a serial port, console 0 is always that serial (libvirt adds one when the first console is not):
+    # the others count from 1
+    shift = 1 if ctx.serials and ctx.consoles and not console_is_serial(ctx, ctx.consoles[0]) else 0
     for i, con in enumerate(ctx.consoles):
         if i == 0 and console_is_serial(ctx, con) and ctx.serials:
             a[id(con)] = "serial0"
         else:
-            a[id(con)] = f"console{i}"
+            a[id(con)] = f"console{i + shift}"
     _numbered(ctx, ctx.inputs, "input")
     _numbered(ctx, d.sounds, "sound")
     _numbered(ctx, ctx.videos, "video")

@@ -10,6 +10,7 @@ from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
 from conformance.argv.harness import HARNESS_GENERATED_UUID, HARNESS_NOW, HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
 from conformance.argv.memory import backend_objects, check_host_nodes
+from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import escape_opt_value
 from conformance.errors import UnsupportedByQemu
 
@@ -88,7 +89,8 @@ def machine(ctx: Ctx) -> None:
     ioapic = feats.get("ioapic")
     driver = ioapic.attrs.get("driver") if ioapic is not None else None
     iommu = d.devices.iommu
-    if driver is None and iommu is not None and iommu.model == "intel" and iommu.driver.get("intremap") == "on":
+    if driver is None and iommu is not None and iommu.model == "intel" and \
+            intel_iommu_driver(ctx).get("intremap") == "on":
         driver = "qemu"  # interrupt remapping needs QEMU's IOAPIC: libvirt adds <ioapic driver='qemu'/>
     if driver in ("qemu", "kvm"):
         opts.append(f"kernel_irqchip={'split' if driver == 'qemu' else 'on'}")

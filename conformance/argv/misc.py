@@ -89,6 +89,17 @@ def panics(ctx: Ctx) -> None:
             raise DomainInvalid(f"unknown panic model {model!r}", path=ctx.domain.source, line=panic.line)
 
 
+def intel_iommu_driver(ctx: Ctx) -> dict[str, str]:
+    """The Intel IOMMU's <driver>, with what libvirt turns on by itself: more than 255 vCPUs need x2APIC
+    interrupt remapping (intremap and eim on)."""
+    dev = ctx.domain.devices.iommu
+    drv = dict(dev.driver) if dev is not None else {}
+    if ctx.domain.vcpus > 255:
+        drv.setdefault("intremap", "on")
+        drv.setdefault("eim", "on")
+    return drv
+
+
 def iommu(ctx: Ctx) -> None:
     dev = ctx.domain.devices.iommu
     if dev is None:
@@ -97,7 +108,7 @@ def iommu(ctx: Ctx) -> None:
         ctx.device({"driver": "virtio-iommu", "id": ctx.alias(dev), **ctx.address_props(dev)})
     elif dev.model == "intel":
         props: dict[str, Any] = {"driver": "intel-iommu", "id": ctx.alias(dev)}
-        drv = dev.driver
+        drv = intel_iommu_driver(ctx)
         if drv.get("intremap"):
             props["intremap"] = drv["intremap"]
         if drv.get("caching_mode"):
