@@ -6,15 +6,19 @@ default route back to the host side), starts ``sshd -D`` inside each (Debian's o
 key and an authorized_keys of the test's own, nothing of /etc/ssh used), and writes one aexpect
 slot file per host for avocado's remote spawner. Leaving the block stops the daemons and deletes the
 namespaces and veths, whatever happened. The namespaces share this machine's file system and
-processes, so a host has the same Python, package and QEMU: only the network is its own.
+processes, so a host has the same Python, package and QEMU: only the network is its own. The sshd daemons
+die with the test process (PR_SET_PDEATHSIG), and namespaces a killed run left behind are removed by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -62,6 +66,28 @@ def why_not() -> str | None:
     return None
 
 
+def _die_with_test() -> None:
+    """In sshd between fork and exec: killed when the test process dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _kill_and_delete(netns: str) -> None:
+    """Kill what runs in a namespace and delete it (its veth ends go with it, and so do their peers)."""
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+
+
+def remove_stale() -> None:
+    """Namespaces left by a test run that was killed before it could clean up (its pid is gone)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in re.findall(r"^(qc-host\d+-(\d+))\b", listed, flags=re.MULTILINE):
+        if not Path(f"/proc/{name[1]}").exists():
+            _kill_and_delete(name[0])
+
+
 def _ip(*args: str, netns: str | None = None) -> None:
     command = ["ip", "netns", "exec", netns, "ip", *args] if netns else ["ip", *args]
     subprocess.run(command, check=True, capture_output=True, text=True)
@@ -91,6 +117,7 @@ def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
                       "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                       f"PidFile none\nAcceptEnv LANG\nSubsystem sftp internal-sftp\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    remove_stale()
     hosts: list[Host] = []
     made: list[tuple[str, str]] = []
     tag = os.getpid() % 10000
@@ -110,7 +137,8 @@ def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
             _ip("route", "add", "default", "via", gateway, netns=netns)
             log = (folder / f"sshd-{i}.log").open("wb")
             sshd = subprocess.Popen(["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(config),
-                                     "-o", f"ListenAddress={address}", "-p", "22"], stdout=log, stderr=log)
+                                     "-o", f"ListenAddress={address}", "-p", "22"], stdout=log, stderr=log,
+                                    preexec_fn=_die_with_test)
             slot = folder / f"slot-{i}.json"
             slot.write_text(json.dumps({
                 "client": "ssh", "host": address, "port": "22", "username": "root", "password": "",
@@ -129,9 +157,4 @@ def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
                 host.sshd.wait()
         for netns, veth in made:
             subprocess.run(["ip", "link", "delete", veth], capture_output=True)
-            # processes still in the namespace (a session sshd forked) go with it
-            pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), 9)
-            subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+            _kill_and_delete(netns)  # with what still runs there (a session sshd forked)

@@ -119,3 +119,43 @@ def test_runner_sends_a_folder_artefact_file_by_file_and_leaves_disk_images_behi
                                          "qemu-conformance/result.json"]
     record = json.loads(sent[-1]["log"])
     assert record["details"]["artefacts_left_behind"]["files"] == ["live/q35-minimal/x86_64-7.2.22-abc/disk.raw"]
+
+
+def _run_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, result: StageResult | Exception,
+                **kwargs: str) -> list[dict]:
+    from avocado.core.nrunner.runnable import Runnable
+
+    import conformance.avocado.work
+    from conformance.avocado.runner import ConformanceRunner
+
+    def fake_run_item(case: str, stage: str, qemu: Path, peer: Path | None, output: Path, say) -> StageResult:
+        say(f"running {case} {stage} on {qemu}")
+        if isinstance(result, Exception):
+            raise result
+        (output / "console.log").write_text("boot\n")
+        return result
+
+    monkeypatch.setattr(conformance.avocado.work, "run_item", fake_run_item)
+    runnable = Runnable("qemu-conformance", "x", config={}, **kwargs)
+    return list(ConformanceRunner().run(runnable))
+
+
+def test_runner_reports_a_known_bug_as_warn_naming_the_bug(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    known = StageResult(case="teaming-q35", stage="boot", verdict="known-bug",
+                        reason="known bug vfio-unplug-segv (QEMU 4.2.0 segfaults)",
+                        artifacts={"console": "console.log"})
+    sent = _run_runner(monkeypatch, tmp_path, known, case="teaming-q35", stage="boot", qemu="/usr/bin/qemu")
+    assert sent[0]["status"] == "started"
+    assert sent[-1]["status"] == "finished" and sent[-1]["result"] == "warn"
+    assert sent[-1]["fail_reason"] == "known-bug: known bug vfio-unplug-segv (QEMU 4.2.0 segfaults)"
+    files = [m["path"] for m in sent if m.get("type") == "file"]
+    assert files == ["qemu-conformance/console.log", "qemu-conformance/result.json"]
+    assert any(m.get("type") == "log" and b"running teaming-q35 boot" in m["log"] for m in sent)
+
+
+def test_runner_turns_a_suite_crash_and_a_bad_runnable_into_errors(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    crashed = _run_runner(monkeypatch, tmp_path, KeyError("boom"), case="q35-minimal", stage="boot", qemu="/q")
+    assert crashed[-1]["result"] == "error" and crashed[-1]["fail_reason"] == "suite error: KeyError: 'boom'"
+    bad = _run_runner(monkeypatch, tmp_path, KeyError("unused"), case="q35-minimal")
+    assert bad[-1]["result"] == "error" and "lacks stage, qemu" in bad[-1]["fail_reason"]
