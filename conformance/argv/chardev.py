@@ -77,6 +77,8 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
         if bind or ctx.modern_libvirt:  # libvirt 10+ always says where it binds (empty, port 0: any)
             opts += [f"localaddr={escape_opt_value(bind.get('host', ''))}",
                      f"localport={escape_opt_value(bind.get('service', '0'))}"]
+    elif t == "spiceport":  # a named SPICE port channel
+        opts = ["spiceport", f"id={ident}", f"name={src('channel')}"]
     elif t == "qemu-vdagent":  # QEMU's own SPICE agent: clipboard sharing and the client mouse
         children = [c for s in chr_.sources for c in s.children]
         clip = next((c.get("copypaste") for c in children if c.tag == "clipboard"), None)

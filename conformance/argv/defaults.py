@@ -291,7 +291,8 @@ def _disks(ctx: Ctx) -> None:
         seen[key] = disk
     ctx.disks = order
     # node names: libvirt numbers storage sources in reverse order of the disk list
-    with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")]
+    with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")
+                   and disk_bus(d) != "sd"]
     for n, disk in enumerate(with_source):
         ctx.node_index[id(disk)] = len(with_source) - n
 

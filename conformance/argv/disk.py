@@ -208,10 +208,8 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["bootindex"] = ctx.boot_index[id(disk)]
     if bus == "usb":
         props["removable"] = disk.target_attrs.get("removable") == "on"
-    if disk.serial and bus != "scsi":
-        props["serial"] = disk.serial
-    if disk.serial and bus == "scsi":
-        props["serial"] = disk.serial
+    if disk.serial:
+        props["serial"] = disk.serial.replace(" ", "\\ ")  # libvirt escapes spaces in serials
     if disk.wwn:
         props["wwn"] = int(disk.wwn, 16)
     if cache and disk.device != "cdrom" and bus != "fdc":
@@ -289,6 +287,11 @@ def floppy_controller(ctx: Ctx) -> None:
 def disks(ctx: Ctx) -> None:
     floppy_controller(ctx)
     for disk in ctx.disks:
+        if disk_bus(disk) == "sd":  # an SD card: the board's own slot, still only as -drive if=sd
+            path = disk.source.path if disk.source is not None else ""
+            ctx.add("-drive", f"file={escape_opt_value(path or '')},format={disk.driver.get('type', 'raw')},"
+                              f"if=sd,index={disk_index(disk.target_dev)}")
+            continue
         if disk.source is not None and disk.type == "network" and not disk.source.hosts and \
                 disk.source.attrs.get("protocol") != "nbd":
             raise DomainInvalid("network disk without <host>", path=ctx.domain.source, line=disk.line)

@@ -528,6 +528,9 @@ def boot(ctx: Ctx) -> None:
         ctx.add("-initrd", o.initrd)
     if o.cmdline:
         ctx.add("-append", o.cmdline)
+    shim = next((e for e in o.extra if getattr(e, "tag", None) == "shim"), None)
+    if shim is not None and (shim.text or "").strip():
+        ctx.add("-shim", shim.text.strip())
     if o.dtb:
         ctx.add("-dtb", o.dtb)
     acpi = next((e for e in o.extra if getattr(e, "tag", None) == "acpi"), None)

@@ -259,4 +259,6 @@ def launch_security(ctx: Ctx) -> None:
         props["dh-cert-file"] = f"{home}/dh_cert.base64"
     if v.get("session"):
         props["session-file"] = f"{home}/session.base64"
+    if ls.attrs.get("kernelHashes") in ("yes", "no"):
+        props["kernel-hashes"] = ls.attrs["kernelHashes"] == "yes"
     ctx.object(props)

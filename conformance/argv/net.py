@@ -18,6 +18,10 @@ NIC_DRIVERS = {"virtio": "virtio-net-pci", "virtio-transitional": "virtio-net-pc
 def default_nic_model(ctx: Ctx) -> str:
     if ctx.is_s390 or ctx.is_arm_virt:
         return "virtio"
+    if ctx.arch in ("aarch64", "armv7l") and ctx.machine_name.startswith("vexpress"):
+        return "lan9118"  # the board's own NIC
+    if ctx.arch in ("aarch64", "armv7l") and ctx.machine_name.startswith("versatile"):
+        return "smc91c111"
     for model, flag in (("rtl8139", "rtl8139"), ("e1000", "e1000"), ("virtio", "virtio-net")):
         if ctx.caps.has(flag):
             return model
@@ -75,6 +79,10 @@ def interfaces(ctx: Ctx) -> None:
         ident = f"host{alias}"
         ctx.netdev(netdev_props(ctx, net, ident))
         model = nic_model(ctx, net)
+        if model in ("lan9118", "smc91c111"):  # on-board NICs: only the legacy -net nic reaches them
+            ctx.add("-net", f"nic,macaddr={net.mac or _generated_mac(ctx, net)},netdev={ident},model={model},"
+                            f"id={alias}")
+            continue
         addr = ctx.address(net)
         driver = NIC_DRIVERS.get(model, model)
         if model == "virtio" and addr is not None and addr.type == "ccw":

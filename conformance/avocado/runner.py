@@ -34,9 +34,31 @@ RESULT_FILE = "result.json"
 FILE_LIMIT = 8 << 20  # bytes; a message is one line in avocado's status server (32 MiB buffer), base64 inside
 
 
+def variant_settings(variant: dict[str, Any] | None) -> tuple[dict[str, str], list[str]]:
+    """The suite's settings (``QEMU_CONFORMANCE_*``, see the README) among a variant's parameters
+    (``avocado run -p NAME=VALUE``, or a varianter plugin), and the names of the others."""
+    settings: dict[str, str] = {}
+    ignored: list[str] = []
+    for _path, env in (variant or {}).get("variant") or []:
+        for _where, key, value in env:
+            if key.startswith("QEMU_CONFORMANCE_"):
+                settings[key] = str(value)
+            else:
+                ignored.append(key)
+    return settings, ignored
+
+
 def _run(runnable: Any, scratch: Path, box: dict[str, Any]) -> None:
+    import os
+
     from conformance.avocado.work import run_item
 
+    settings, ignored = variant_settings(runnable.variant)
+    os.environ.update(settings)  # this process runs this one test
+    box["settings"] = settings
+    log = box.setdefault("log", [])
+    log += [f"setting {k}={v} (from the variant)" for k, v in sorted(settings.items())]
+    log += [f"parameter {k} ignored: the suite reads QEMU_CONFORMANCE_* settings" for k in ignored]
     kwargs = runnable.kwargs
     try:
         box["result"] = run_item(kwargs["case"], kwargs["stage"], Path(kwargs["qemu"]),
@@ -109,6 +131,8 @@ class ConformanceRunner(BaseRunner):
                 return
             yield messages.LogMessage.get(f"{result.stage} {result.case}: {result.verdict} {result.reason}\n")
             result.details["avocado_host"] = where()
+            if box.get("settings"):
+                result.details["avocado_settings"] = box["settings"]
             yield from artefact_messages(result, scratch)
             status, reason = avocado_status(result.verdict, result.reason)
             yield messages.FinishedMessage.get(status, reason)

@@ -377,7 +377,9 @@ def _disk(ctx: _Ctx, el: etree._Element) -> Disk:
                              disk.driver_children.extend(x for x in c if isinstance(x.tag, str))),
         "source": source, "target": target,
         "readonly": setter("readonly", True), "shareable": setter("shareable", True),
-        "transient": setter("transient", True), "serial": setter("serial", None), "wwn": setter("wwn", None),
+        "transient": setter("transient", True),
+        "serial": lambda c: setattr(disk, "serial", c.text or ""),  # verbatim: its spaces count
+        "wwn": setter("wwn", None),
         "vendor": setter("vendor", None), "product": setter("product", None),
     })
     if not disk.target_dev:
