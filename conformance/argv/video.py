@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
+from conformance.argv.harness import MONITOR_FD
 from conformance.argv.pci import video_model
 from conformance.errors import DomainInvalid
 
@@ -33,6 +34,10 @@ def videos(ctx: Ctx) -> None:
         if model == "virtio" and accel is not None and accel.get("accel3d") == "yes" and \
                 driver in ("virtio-vga", "virtio-gpu-pci") and ctx.caps.has("virtio-gpu-gl-pci"):
             driver = {"virtio-vga": "virtio-vga-gl", "virtio-gpu-pci": "virtio-gpu-gl-pci"}[driver]  # virgl
+        vhost_user = model == "virtio" and vid.driver.get("name") == "vhostuser"
+        if vhost_user:  # rendered by an external vhost-user-gpu process, on a socket libvirt passes as an fd
+            driver = "vhost-user-vga" if driver in ("virtio-vga", "virtio-vga-gl") else "vhost-user-gpu-pci"
+            ctx.add("-chardev", f"socket,id=chr-vu-{ctx.alias(vid)},fd={MONITOR_FD}")
         props: dict[str, Any] = {"driver": driver, "id": ctx.alias(vid)}
         m = vid.model_attrs
         if model in ("virtio", "qxl"):
@@ -49,5 +54,7 @@ def videos(ctx: Ctx) -> None:
             props["vgamem_mb"] = vram // 1024
         if model == "bochs" and m.get("vram"):
             props["vgamem"] = int(m["vram"]) * 1024
+        if vhost_user:
+            props["chardev"] = f"chr-vu-{ctx.alias(vid)}"
         props.update(ctx.address_props(vid))
         ctx.device(props)
