@@ -6,6 +6,7 @@ from typing import Any
 
 from conformance.argv.context import Ctx, rom_props
 from conformance.argv.harness import TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
+from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Interface
 from conformance.errors import UnsupportedByQemu
 
@@ -59,6 +60,23 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
             props.update({"vhost": True, "vhostfd": str(VHOST_FD)})
         props["id"] = ident
         return props
+    if net.type == "vhostuser" and net.source.get("type", "unix") == "unix":
+        # the vhost-user back-end's UNIX socket as a chardev, then the netdev on it
+        chardev = f"char{ident.removeprefix('host')}"
+        opts = ["socket", f"id={chardev}", f"path={escape_opt_value(net.source.get('path', ''))}"]
+        if net.source.get("mode") == "server":
+            opts.append("server=on")
+        rec = next((c for c in net.source_children if getattr(c, "tag", None) == "reconnect"), None)
+        if rec is not None and rec.get("enabled") in ("yes", "no"):
+            seconds = int(rec.get("timeout") or 0) if rec.get("enabled") == "yes" else 0
+            opts.append(f"reconnect-ms={seconds * 1000}" if ctx.caps.has("chardev-reconnect-miliseconds")
+                        else f"reconnect={seconds}")
+        ctx.add("-chardev", ",".join(opts))
+        props = {"type": "vhost-user", "chardev": chardev}
+        queues = int(net.driver.get("queues", "1") or 1)
+        if queues > 1:
+            props["queues"] = queues
+        return {**props, "id": ident}
     if net.type in ("server", "client", "mcast", "udp"):  # QEMU's socket netdev
         where = f"{net.source.get('address', '')}:{net.source.get('port', '')}"
         key = {"server": "listen", "client": "connect"}.get(net.type, net.type)

@@ -342,6 +342,30 @@ def interfaces(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
                                                      "type='vhostuser'", net)
 
 
+def _shared_memory(domain: Domain) -> bool:
+    """Guest RAM a vhost-user back-end can map: shared access (domain-wide or in every NUMA cell), or memfd."""
+    mb = domain.memory_backing
+    children = mb.children if mb is not None else []
+    if any(c.tag == "access" and c.get("mode") == "shared" for c in children) or \
+            any(c.tag == "source" and c.get("type") == "memfd" for c in children):
+        return True
+    cells = domain.cpu.numa if domain.cpu is not None else []
+    return bool(cells) and all(c.attrs.get("memAccess") == "shared" for c in cells)
+
+
+@rule
+def vhost_user(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    for net in domain.devices.interfaces:
+        if net.type != "vhostuser":
+            continue
+        if net.backend.get("tap"):
+            yield Refusal("<interface type='vhostuser'>", f"{UNSUPPORTED}interface {net.mac} - custom tap device path "
+                                                          "is not supported for network interfaces of type vhostuser",
+                          net)
+        if not _shared_memory(domain):
+            yield Refusal("<interface type='vhostuser'>", f"{UNSUPPORTED}'interface' requires shared memory", net)
+
+
 @rule
 def inputs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     ps2 = domain.features.get("ps2")
