@@ -33,7 +33,7 @@ def avocado_job(avocado_cli: str, tmp_path: Path, reference: str, qemu: list[Pat
 
 def test_avocado_job_runs_static_and_boot_cases(avocado_cli: str, qemu_x86_64: Path, tmp_path: Path) -> None:
     job = avocado_job(avocado_cli, tmp_path, "qemu-conformance:q35-minimal,teaming-no-substitute", [qemu_x86_64],
-                      ["parse", "argv", "boot"])
+                      ["parse", "argv", "boot"], "-p", "QEMU_CONFORMANCE_MIGRATE_TIMEOUT=45")
     tests = {t["id"].split("-", 1)[1]: t for t in json.loads((job / "results.json").read_text())["tests"]}
     build = next(iter(tests)).split("[")[1].rstrip("]")
     assert sorted(tests) == sorted(f"{case}.{stage}[{build}]" for case in ("q35-minimal", "teaming-no-substitute")
@@ -50,6 +50,7 @@ def test_avocado_job_runs_static_and_boot_cases(avocado_cli: str, qemu_x86_64: P
     assert sorted(f"{r.case}.{r.stage}[{r.qemu.version}-{r.arch}]" for r in records if r.qemu) == sorted(tests)
     boot = next(r for r in records if r.case == "q35-minimal" and r.stage == "boot")
     assert boot.verdict == "pass" and boot.accel in ("tcg", "kvm")
+    assert all(r.details["avocado_settings"] == {"QEMU_CONFORMANCE_MIGRATE_TIMEOUT": "45"} for r in records)
     assert {"console", "qmp", "stderr", "cmdline"} <= set(boot.artifacts)
     for rel in boot.artifacts.values():
         assert (job / rel).exists(), rel

@@ -159,3 +159,17 @@ def test_runner_turns_a_suite_crash_and_a_bad_runnable_into_errors(monkeypatch: 
     assert crashed[-1]["result"] == "error" and crashed[-1]["fail_reason"] == "suite error: KeyError: 'boom'"
     bad = _run_runner(monkeypatch, tmp_path, KeyError("unused"), case="q35-minimal")
     assert bad[-1]["result"] == "error" and "lacks stage, qemu" in bad[-1]["fail_reason"]
+
+
+def test_variant_parameters_become_the_suites_settings() -> None:
+    """``avocado run -p NAME=VALUE`` as avocado's suite builds the variant (avocado/core/suite.py)."""
+    from avocado.core.tree import TreeNode
+    from avocado.core.varianter import dump_variant
+
+    from conformance.avocado.runner import variant_settings
+
+    node = TreeNode().get_node("/", True)
+    node.value = {"QEMU_CONFORMANCE_MIGRATE_TIMEOUT": "45", "FOO": "1"}
+    dumped = dump_variant({"variant": node, "variant_id": None, "paths": ["/"]})
+    assert variant_settings(dumped) == ({"QEMU_CONFORMANCE_MIGRATE_TIMEOUT": "45"}, ["FOO"])
+    assert variant_settings(None) == ({}, [])
