@@ -1,7 +1,7 @@
 """Test "hosts" on this machine: network namespaces, each with a veth address and its own sshd.
 
 ``make_hosts(n, folder)`` is a context manager: it makes a key pair (the test's own), n namespaces
-``qc-hostI-PID`` with a veth pair each (host side 10.2XX.I.1/24, namespace side 10.2XX.I.2/24, a
+``qc-hostI-PID`` with a veth pair each (host side 10.X.I.1/24, namespace side 10.X.I.2/24, a
 default route back to the host side), starts ``sshd -D`` inside each (Debian's openssh-server, a host
 key and an authorized_keys of the test's own, nothing of /etc/ssh used), and writes one aexpect
 slot file per host for avocado's remote spawner. Leaving the block stops the daemons and deletes the
@@ -27,9 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
-# 10.2XX.I.0/24 per host, XX from the pid (two runs on one machine stay apart); only these addresses, made
-# here, are ever contacted
-SUBNET = f"10.{200 + os.getpid() % 50}"
+def free_subnet() -> str:
+    """``10.X``, with X from the pid and not yet used on this machine (two runs at once stay apart): host I
+    gets 10.X.I.0/24. Only these addresses, made here, are ever contacted."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    start = os.getpid() % 200
+    for step in range(200):
+        candidate = f"10.{50 + (start + step) % 200}"
+        if f" {candidate}." not in used:
+            return candidate
+    raise RuntimeError("no free 10.X.0.0/16 for test hosts")
 
 
 @dataclass
@@ -121,10 +128,11 @@ def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
     hosts: list[Host] = []
     made: list[tuple[str, str]] = []
     tag = os.getpid() % 10000
+    subnet = free_subnet()
     try:
         for i in range(1, count + 1):
             netns, veth = f"qc-host{i}-{os.getpid()}", f"qc{tag}h{i}"
-            gateway, address = f"{SUBNET}.{i}.1", f"{SUBNET}.{i}.2"
+            gateway, address = f"{subnet}.{i}.1", f"{subnet}.{i}.2"
             _ip("netns", "add", netns)
             made.append((netns, veth))
             _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}n")
