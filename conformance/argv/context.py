@@ -160,6 +160,11 @@ class Ctx:
         if virtio is not None and (options := virtio_options(virtio)):
             props = {"driver": props["driver"], **options, **props}
         driver = props.get("driver", "")
+        tmodel = getattr(virtio, "model", None) or (getattr(virtio, "attrs", None) or {}).get("model")
+        if tmodel in ("virtio-transitional", "virtio-non-transitional") and driver.startswith("virtio-") \
+                and driver.endswith("-pci"):  # the (non-)transitional flavour of the same device
+            driver = f"{driver}-{tmodel.removeprefix('virtio-')}"
+            props = {**props, "driver": driver}
         if self.arch in ("aarch64", "armv7l") and driver.startswith("virtio-") and driver.endswith("-pci") \
                 and "bus" not in props:
             # a virtio device without a PCI address on Arm sits on virtio-mmio: the -device flavour

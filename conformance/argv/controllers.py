@@ -128,7 +128,9 @@ def _other(ctx: Ctx, cont: Controller) -> None:
     elif t == "ccid":  # a USB CCID reader: smart cards plug into it
         props = {"driver": "usb-ccid", "id": ctx.alias(cont)}
     elif t == "virtio-serial":
-        props = {"driver": "virtio-serial-pci", "id": ctx.alias(cont)}
+        suffix = f"-{cont.model.removeprefix('virtio-')}" if cont.model in ("virtio-transitional",
+                                                                          "virtio-non-transitional") else ""
+        props = {"driver": f"virtio-serial-pci{suffix}", "id": ctx.alias(cont)}
         if cont.attrs.get("ports"):
             props["max_ports"] = int(cont.attrs["ports"])
         if cont.attrs.get("vectors"):

@@ -19,7 +19,8 @@ VHOST_FD = 44
 CHARDEV_SOURCE_FD = 1750
 CHARDEV_LOG_FD = 1751
 TPM_FD, TPM_CANCEL_FD = 1730, 1731
-VSOCK_FD = 6789  # the vhost-vsock device's pre-opened fd
+VSOCK_FD = 6789
+VHOST_SCSI_FD = 3  # the vhost-scsi device's pre-opened fd  # the vhost-vsock device's pre-opened fd
 HARNESS_VSOCK_CID = 42  # the guest CID the harness hands out for <cid auto='yes'/>
 # the swtpm socket of <tpm><backend type='emulator'/>: the harness replaces libvirt's
 # /run/libvirt/qemu/swtpm/<id>-<name>-swtpm.sock with this path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx, rom_props
+from conformance.argv.harness import VHOST_SCSI_FD
 from conformance.domain.model import Hostdev, Interface
 from conformance.errors import UnsupportedByQemu
 
@@ -71,6 +72,15 @@ def hostdevs(ctx: Ctx) -> None:
                 props["bootindex"] = ctx.boot_index[id(dev)]
             props.update(ctx.address_props(dev))
             ctx.device(props)
+            continue
+        if kind == "scsi_host" and isinstance(dev, Hostdev) and dev.source_attrs.get("protocol") == "vhost":
+            model = dev.attrs.get("model", "")  # virtio-transitional / virtio-non-transitional
+            driver = "vhost-scsi-pci" + (f"-{model.removeprefix('virtio-')}" if model.startswith("virtio-") else "")
+            props = {"driver": driver, "wwpn": dev.source_attrs.get("wwpn"), "vhostfd": str(VHOST_SCSI_FD),
+                     "id": ctx.alias(dev)}
+            if id(dev) in ctx.boot_index:
+                props["bootindex"] = ctx.boot_index[id(dev)]
+            ctx.device({**props, **ctx.address_props(dev)})
             continue
         if kind != "pci":
             raise UnsupportedByQemu(f"<hostdev type='{kind}'> is not supported by the argv builder",

@@ -169,7 +169,10 @@ def vsocks(ctx: Ctx) -> None:
         cid = next((c for c in el if c.tag == "cid"), None)
         auto = cid is None or cid.get("auto") == "yes" or not cid.get("address")
         guest_cid = HARNESS_VSOCK_CID if auto else int(cid.get("address"))
-        ctx.device({"driver": "vhost-vsock-pci", "id": ctx.alias(dev), "guest-cid": guest_cid,
+        model = el.get("model", "")
+        suffix = f"-{model.removeprefix('virtio-')}" if model in ("virtio-transitional", "virtio-non-transitional") \
+            else ""
+        ctx.device({"driver": f"vhost-vsock-pci{suffix}", "id": ctx.alias(dev), "guest-cid": guest_cid,
                     "vhostfd": str(VSOCK_FD), **ctx.address_props(dev)}, virtio=dev)
 
 

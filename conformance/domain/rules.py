@@ -464,6 +464,13 @@ def hostdevs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     ramfb = 0
     for dev in domain.devices.hostdevs:
         element = f"<hostdev type='{dev.type}'>"
+        if dev.type != "scsi":
+            for attr in ("rawio", "sgio"):
+                if dev.attrs.get(attr):
+                    yield Refusal(element, f"{XML}{attr} is only supported for scsi host device", dev)
+        if dev.type == "scsi_host" and dev.boot_order is not None:
+            yield Refusal(element, f"{UNSUPPORTED}booting from assigned devices is not supported by vhost SCSI "
+                                   "devices", dev)
         src = next((c for c in dev.source_children if getattr(c, "tag", None) == "address"), None)
         key: tuple | None = None
         if dev.type == "mdev":
