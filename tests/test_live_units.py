@@ -181,3 +181,17 @@ def test_migrate_skip_keeps_a_case_out_on_purpose_and_across_arches() -> None:
     kept = dataclasses.replace(case, live={"migrate": False, "migrate_why": "a guest panic under research"})
     assert migrate_skip(kept, x86, x86) == "kept out of migration on purpose: a guest panic under research"  # type: ignore[arg-type]
     assert migrate_skip(case, x86, arm) == "x86_64 cannot migrate to aarch64"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("given", "live"), [
+    ("unix:/very/long/folder/vnc.sock,audiodev=audio1", "unix:vnc.sock,audiodev=audio1"),
+    ("vnc=unix:/very/long/folder/vnc.sock,audiodev=audio1", "vnc=unix:vnc.sock,audiodev=audio1"),
+    ("vnc=unix:/we ird,, =dir/vnc.sock", "vnc=unix:vnc.sock"),
+    ("127.0.0.1:0", "127.0.0.1:0"),
+])
+def test_a_vnc_socket_is_made_relative_to_the_vm_folder(given: str, live: str) -> None:
+    """UNIX socket paths are limited to 107 bytes: the live argv names the socket relative to the VM
+    folder QEMU runs in, whichever form the static argv used."""
+    from conformance.live.adapt import _relative_vnc
+
+    assert _relative_vnc(given, Path("/very/long/folder")) == live

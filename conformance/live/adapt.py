@@ -139,6 +139,9 @@ def _relative_vnc(value: str, vm_dir: Path) -> str:
     source's image folder gets a socket of its own). The display is comma syntax: a comma in the path
     is doubled."""
     display, *rest = split_opts(value)
-    if not display.startswith("unix:/"):
+    key = "vnc=" if display.startswith("vnc=") else ""  # libvirt now writes -vnc vnc=unix:PATH,...
+    address = display[len(key):]
+    if not address.startswith("unix:/"):
         return value
-    return ",".join(escape_opt_value(item) for item in ["unix:" + Path(display[len("unix:"):]).name, *rest])
+    relative = key + "unix:" + Path(address[len("unix:"):]).name
+    return ",".join(escape_opt_value(item) for item in [relative, *rest])
