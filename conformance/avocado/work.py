@@ -102,25 +102,22 @@ class _Keep(ResultWriter):
 def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: Path,
              say: Callable[[str], None] = lambda _text: None) -> StageResult:
     """Run one work item; the result's artefacts are files under ``output`` (paths relative to it)."""
-    from conformance.live.accel import AccelDecision
-    from conformance.live.boot import Target
-    from conformance.runner import make_target, run_static
+    from conformance.runner import make_target, run_static_caps
 
     catalogue = load_catalogue()
     case = catalogue.get(case_name)
     output.mkdir(parents=True, exist_ok=True)
     caps = cached_caps(qemu)
-    if stage in STATIC_STAGES:
+    build = QemuBuild(str(qemu), str(caps.version), caps.package, caps.arch)
+    if stage in STATIC_STAGES:  # neither a guest nor an accelerator (nor their imports)
         writer = _Keep(output, stage)
-        # static stages neither boot nor need a guest
-        target = Target(qemu, caps, AccelDecision("tcg", "static stages do not boot"), None)
-        run_static([case], target, writer, catalogue, say)
+        run_static_caps([case], caps, build, writer, catalogue, say)
         if writer.kept:
             return writer.kept[0]
         why = (f"the parse stage expects the error {case.expect_error!r}: there is no {stage} stage"
-               if case.expect_error else f"case {case.name} has no {stage} stage on {caps.arch}")
-        return StageResult(case=case.name, stage=stage, verdict="skip", reason=why, arch=caps.arch,
-                           qemu=QemuBuild(str(qemu), str(caps.version), caps.package, caps.arch))
+               if case.expect_error and stage in case.stages and caps.arch in case.arches
+               else f"case {case.name} has no {stage} stage on {caps.arch}")
+        return StageResult(case=case.name, stage=stage, verdict="skip", reason=why, arch=caps.arch, qemu=build)
     target = make_target(qemu, say, caps=caps)
     if stage == "boot":
         from conformance.live.boot import run_boot

@@ -1,0 +1,19 @@
+"""One work item through the suite's stage functions, as the avocado runner calls it (no avocado needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conformance.avocado.work import describe_binary, run_item
+
+
+def test_static_items_run_alone_and_keep_their_argv(qemu_x86_64: Path, tmp_path: Path) -> None:
+    argv = run_item("teaming-q35", "argv", qemu_x86_64, None, tmp_path / "a")
+    assert argv.stage == "argv" and argv.verdict == "pass", argv.reason
+    assert (tmp_path / "a" / argv.artifacts["argv"]).read_text().startswith(str(qemu_x86_64))
+    parse = run_item("teaming-persistent-not-virtio", "parse", qemu_x86_64, None, tmp_path / "b")
+    assert parse.verdict == "pass" and "rejected" in parse.reason  # an invalid case, refused as it expects
+    none = run_item("teaming-persistent-not-virtio", "argv", qemu_x86_64, None, tmp_path / "c")
+    assert none.verdict == "skip" and none.reason == "case teaming-persistent-not-virtio has no argv stage on x86_64"
+    label, arch = describe_binary(str(qemu_x86_64))
+    assert arch == "x86_64" and label == f"{argv.qemu.version}-x86_64"
