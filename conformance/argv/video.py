@@ -57,4 +57,5 @@ def videos(ctx: Ctx) -> None:
         if vhost_user:
             props["chardev"] = f"chr-vu-{ctx.alias(vid)}"
         props.update(ctx.address_props(vid))
-        ctx.device(props)
+        # virtio transport options on the PCI GPU devices (the VGA-compatible ones do not take them)
+        ctx.device(props, virtio=vid if model == "virtio" and str(props["driver"]).endswith("-pci") else None)
