@@ -155,22 +155,22 @@ def read_manifest(results_file: Path) -> dict[str, str] | None:
 
 
 def check_merge(results_files: Sequence[Path]) -> list[str]:
-    """Refuse results of different catalogues or of different splits; notes on missing shards.
+    """Refuse shards of different catalogues or of different splits; notes on missing shards.
 
-    Only files with a shard.json beside them are checked (older runs and avocado jobs have none)."""
+    Only shards (I/N with N > 1, read from the shard.json beside each file) are checked: whole runs (1/1:
+    unsharded, avocado jobs) and older runs without a manifest merge with anything, as before."""
     manifests = [(f, m) for f in results_files if (m := read_manifest(f)) is not None]
-    if not manifests:
+    split_runs = [(f, m) for f, m in manifests if m.get("shard", "1/1").split("/")[-1] != "1"]
+    if not split_runs:
         return []
-    first_file, first = manifests[0]
-    for path, manifest in manifests[1:]:
+    first_file, first = split_runs[0]
+    for path, manifest in split_runs[1:]:
         if manifest.get("catalogue") != first.get("catalogue"):
             raise ShardError(
                 f"cannot merge shards of different case catalogues: {first_file} (shard {first.get('shard')}) ran "
                 f"catalogue {first.get('catalogue')}, {path} (shard {manifest.get('shard')}) ran "
                 f"{manifest.get('catalogue')}",
                 hint="run every shard from the same commit of templates/cases.toml")
-    # a whole run (1/1: unsharded, an avocado job) merges with anything; shards must come from one split
-    split_runs = [(f, m) for f, m in manifests if m.get("shard", "1/1").split("/")[-1] != "1"]
     counts = {m["shard"].split("/")[1] for _, m in split_runs}
     if len(counts) > 1:
         given = ", ".join(sorted(m["shard"] for _, m in split_runs))

@@ -471,11 +471,12 @@ def _input(parent: _E, inp: Input) -> None:
 
 def _tpm(parent: _E, tpm: Tpm) -> None:
     el = etree.SubElement(parent, "tpm", {"model": tpm.model} if tpm.model else {})
-    be = etree.SubElement(el, "backend", type=tpm.backend_type, **tpm.backend_attrs)
-    if tpm.backend_source:
-        src = dict(tpm.backend_source)
-        etree.SubElement(be, src.pop("element", "device"), src)
-    _raw(be, tpm.backend_children)
+    if tpm.backend_type:
+        be = etree.SubElement(el, "backend", type=tpm.backend_type, **tpm.backend_attrs)
+        if tpm.backend_source:
+            src = dict(tpm.backend_source)
+            etree.SubElement(be, src.pop("element", "device"), src)
+        _raw(be, tpm.backend_children)
     _info(el, tpm)
 
 

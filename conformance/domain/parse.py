@@ -599,7 +599,7 @@ def _memory_device(ctx: _Ctx, el: etree._Element) -> MemoryDevice:
 
 
 def _tpm(ctx: _Ctx, el: etree._Element) -> Tpm:
-    tpm = Tpm(model=el.get("model"), line=el.sourceline)
+    tpm = Tpm(model=el.get("model"), line=el.sourceline, backend_type="")  # no <backend>: none
 
     def backend(c: etree._Element) -> None:
         tpm.backend_type = c.get("type", "passthrough")

@@ -400,7 +400,7 @@ def acpi_needs_uefi(domain: Domain, caps: Capabilities | None) -> Iterator[Refus
     arch = domain.os.arch or (caps.arch if caps else "")
     loader = domain.os.loader
     uefi = domain.os.firmware == "efi" or (loader is not None and loader.attrs.get("type") == "pflash")
-    if arch == "aarch64" and "acpi" in domain.features and not uefi and loader is not None:
+    if arch == "aarch64" and "acpi" in domain.features and not uefi:
         yield Refusal("<acpi>", f"{UNSUPPORTED}ACPI requires UEFI on this architecture")
 
 
@@ -428,6 +428,11 @@ def hugepages(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     if mb is None or not mb.hugepages:
         return
     cells = len(domain.cpu.numa) if domain.cpu is not None else 0
+    # without NUMA the whole guest is node 0: a page for node 0 and a default page are both its page size
+    masters = [p for p in mb.hugepages if not p.get("nodeset") or (not cells and 0 in (_bitmap(p["nodeset"]) or ()))]
+    if len(masters) > 1:
+        sizes = [p.get("size", "") for p in masters]
+        yield Refusal("<hugepages>", f"two master hugepages detected: {sizes[1]} and {sizes[0]}")
     for page in mb.hugepages:
         nodeset = page.get("nodeset")
         nodes = _bitmap(nodeset) if nodeset else set()
