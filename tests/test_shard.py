@@ -89,6 +89,9 @@ def test_merge_check_refuses_shards_of_different_catalogues(tmp_path: Path) -> N
     with pytest.raises(ShardError, match="different case catalogues") as err:
         check_merge([a, b])
     assert str(a) in str(err.value) and str(b) in str(err.value)
+    # whole runs (unsharded, avocado jobs) of another catalogue merge as before
+    other = _shard_dir(tmp_path, "other", Shard(1, 1), catalogue_text="0123456789abcdef")
+    assert check_merge([a, other]) == ["note: shard(s) 2/2 not given: their results are missing from the report"]
 
 
 def test_merge_check_refuses_different_splits_and_notes_missing_shards(tmp_path: Path) -> None:
