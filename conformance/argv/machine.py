@@ -118,9 +118,7 @@ def machine(ctx: Ctx) -> None:
         opts.append("mem-merge=off")
     if any(m.model == "nvdimm" for m in d.devices.memories):
         opts.append("nvdimm=on")
-    cells = d.cpu.numa if d.cpu else []
-    if any(any(getattr(ch, "tag", None) in ("cache",) for ch in c.children) for c in cells) or \
-            (d.cpu is not None and any(getattr(e, "tag", None) == "interconnects" for e in d.cpu.extra)):
+    if _hmat(d):
         opts.append("hmat=on")  # NUMA caches or interconnects: the ACPI HMAT table
     if uses_default_ram_backend(ctx):
         opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
@@ -400,6 +398,52 @@ def iothreads(ctx: Ctx) -> None:
         ctx.object(props)
 
 
+def _hmat(d) -> bool:
+    """NUMA caches or interconnects: the guest gets an ACPI HMAT table."""
+    cells = d.cpu.numa if d.cpu else []
+    return any(any(getattr(ch, "tag", None) == "cache" for ch in c.children) for c in cells) or \
+        (d.cpu is not None and any(getattr(e, "tag", None) == "interconnects" for e in d.cpu.numa_extra))
+
+
+_HIERARCHY = {None: "memory", "1": "first-level", "2": "second-level", "3": "third-level"}
+
+
+def _hmat_args(ctx: Ctx, numbered: list) -> None:
+    """-numa hmat-lb for each latency/bandwidth, then -numa hmat-cache for each cell cache."""
+    d = ctx.domain
+    links = next((e for e in d.cpu.numa_extra if getattr(e, "tag", None) == "interconnects"), None)
+    for link in (x for x in (links if links is not None else []) if x.tag in ("latency", "bandwidth")):
+        kind = link.tag
+        value = link.get("value", "0")
+        if kind == "bandwidth":
+            unit = (link.get("unit") or "KiB").lower()
+            value = f"{int(value) * {'kib': 1, 'k': 1, 'mib': 1024, 'm': 1024, 'gib': 1 << 20}.get(unit, 1)}K"
+        ctx.add("-numa", f"hmat-lb,initiator={link.get('initiator')},target={link.get('target')},"
+                         f"hierarchy={_HIERARCHY.get(link.get('cache'), 'memory')},"
+                         f"data-type={link.get('type', 'access')}-{kind},{kind}={value}")
+    for node, cell in numbered:
+        for cache in (c for c in cell.children if getattr(c, "tag", None) == "cache"):
+            size = next((s for s in cache if s.tag == "size"), None)
+            line = next((s for s in cache if s.tag == "line"), None)
+            policy = {"writeback": "write-back", "writethrough": "write-through"}.get(cache.get("policy", ""),
+                                                                                  "none")
+            ctx.add("-numa", f"hmat-cache,node-id={node},size={size.get('value') if size is not None else 0}K,"
+                             f"level={cache.get('level')},associativity={cache.get('associativity', 'none')},"
+                             f"policy={policy},line={line.get('value') if line is not None else 0}")
+
+
+def _initiator(d, node: int, cell, numbered: list) -> int:
+    """A node's initiator: itself when it has CPUs, else the one an interconnect names for it, else the first
+    node with CPUs."""
+    if cell.cpus:
+        return node
+    links = next((e for e in d.cpu.numa_extra if getattr(e, "tag", None) == "interconnects"), None)
+    for link in (x for x in (links if links is not None else []) if x.tag in ("latency", "bandwidth")):
+        if link.get("target") == str(node) and link.get("initiator") is not None:
+            return int(link.get("initiator"))
+    return next((n for n, c in numbered if c.cpus), 0)
+
+
 def numa(ctx: Ctx) -> None:
     d = ctx.domain
     cells = d.cpu.numa if d.cpu else []
@@ -412,6 +456,8 @@ def numa(ctx: Ctx) -> None:
         opt = f"node,nodeid={node}"
         if cell.cpus:
             opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))
+        if _hmat(d):
+            opt += f",initiator={_initiator(d, node, cell, numbered)}"
         opt += f",memdev=ram-node{node}"
         ctx.add("-numa", opt)
     given: dict[tuple[int, int], str] = {}
@@ -426,6 +472,8 @@ def numa(ctx: Ctx) -> None:
                 value = given.get((src, dst)) or given.get((dst, src)) or ("10" if src == dst else None)
                 if value:
                     ctx.add("-numa", f"dist,src={src},dst={dst},val={value}")
+    if _hmat(d):
+        _hmat_args(ctx, numbered)
 
 
 def clock_and_pm(ctx: Ctx) -> None:

@@ -267,6 +267,7 @@ def _cpu(root: _E, d: Domain) -> None:
                 attrs["cpus"] = cell.cpus
             attrs.update(memory=str(cell.memory_kib), unit="KiB", **cell.attrs)
             _raw(etree.SubElement(numa, "cell", attrs), cell.children)
+        _raw(numa, cpu.numa_extra)
 
 
 def _devices(root: _E, d: Domain) -> None:

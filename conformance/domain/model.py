@@ -364,6 +364,7 @@ class Cpu:
     topology: dict[str, int] = field(default_factory=dict)  # sockets, dies, clusters, cores, threads
     features: list[tuple[str, str]] = field(default_factory=list)  # (policy, name)
     numa: list[NumaCell] = field(default_factory=list)
+    numa_extra: list[Raw] = field(default_factory=list)  # <numa> children besides cells: <interconnects>
     extra: list[Raw] = field(default_factory=list)
 
 

@@ -261,6 +261,8 @@ def _cpu(ctx: _Ctx, el: etree._Element) -> Cpu:
         elif tag == "numa":
             for cell in c:
                 if cell.tag != "cell":
+                    if isinstance(cell.tag, str):
+                        cpu.numa_extra.append(cell)
                     continue
                 attrs = _a(cell)
                 cpu.numa.append(NumaCell(
