@@ -348,6 +348,10 @@ def smp(ctx: Ctx) -> None:
     d = ctx.domain
     current = d.vcpu_attrs.get("current")
     opt = str(int(current) if current else d.vcpus)
+    vcpus = next((e for e in d.extra if getattr(e, "tag", None) == "vcpus"), None)
+    if vcpus is not None and current:  # hotpluggable vCPUs start unplugged and are added over QMP
+        opt = str(sum(1 for v in vcpus if v.tag == "vcpu" and v.get("enabled") == "yes"
+                      and v.get("hotpluggable") != "yes"))
     if current and int(current) != d.vcpus:
         opt += f",maxcpus={d.vcpus}"
     topo = d.cpu.topology if d.cpu else {}
