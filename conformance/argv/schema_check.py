@@ -35,11 +35,14 @@ def _compatible(value: Any, qom_type: str) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _types_with_properties(recorded: Recorded) -> frozenset[str] | None:
-    """The QOM types whose properties a fixture records anything of (None: every type)."""
-    if recorded.only is None:
+def _scope(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+    """(types whose every property is recorded, single recorded "TYPE.PROP" facts, types with any) of a
+    fixture's property record; None: it records every property of every type."""
+    if recorded.only is None or recorded.never:
         return None
-    return frozenset(fact.rpartition(".")[0] for fact in recorded.only)
+    whole = frozenset(f[:-2] for f in recorded.only if f.endswith(".*"))
+    single = frozenset(f for f in recorded.only if not f.endswith(".*"))
+    return whole, single, whole | frozenset(f.rpartition(".")[0] for f in single)
 
 
 def _head(value: str) -> str | None:
@@ -53,7 +56,8 @@ def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
     """One line per -device/-object property this fixture's QEMU lacks or types otherwise."""
     problems: list[str] = []
     recorded = caps.records["properties"]
-    checked = _types_with_properties(recorded)
+    scope = _scope(recorded)
+    checked = scope[2] if scope is not None else None
     for _, opt, value in options(argv):
         if opt not in _NOT_PROPERTIES or not value:
             continue
@@ -64,9 +68,17 @@ def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
         qom = props.get("qom-type") if opt == "-object" and "qom-type" in props else props.get("driver")
         if not isinstance(qom, str):
             continue
+        if checked is not None and qom not in checked:
+            continue
         known = caps.type_properties.get(qom, {})
+        whole = scope is not None and qom in scope[0]
         for key, val in props.items():
-            if key in _NOT_PROPERTIES[opt] or not recorded.covers(f"{qom}.{key}"):
+            if key in _NOT_PROPERTIES[opt]:
+                continue
+            if scope is None:
+                if not recorded.covers(f"{qom}.{key}"):
+                    continue
+            elif not whole and f"{qom}.{key}" not in scope[1]:
                 continue
             if key not in known:
                 problems.append(f"{opt} {qom}: QEMU {caps.version} has no property {key!r}")
