@@ -145,3 +145,10 @@ def test_arm_tcg_cpu_state_bug_needs_aarch64_and_two_versions() -> None:
     assert hit is not None and hit.id == "arm-tcg-cpreg-cross-version"
     assert explain_failure(v100, "migrate", text=text, peer=v100, side="destination", arch="aarch64") is None
     assert explain_failure(v100, "migrate", text=text, peer=v72, side="destination", arch="x86_64") is None
+
+
+def test_tcg_gicv3_without_its_explains_the_5_2_aarch64_start_failure() -> None:
+    text = "QEMU did not start (exit code 1): -device pcie-root-port: MSI-X is not supported by interrupt controller"
+    hit = explain_failure(QemuVersion(5, 2, 0), "boot", text=text, arch="aarch64")
+    assert hit is not None and hit.id == "arm-tcg-gicv3-no-its"
+    assert explain_failure(QemuVersion(7, 2, 22), "boot", text=text, arch="aarch64") is None
