@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from conformance.argv.options import options, parse_props
+from conformance.argv.options import parse_props
 from conformance.caps.model import Capabilities, Recorded
 
 # keys a -device / -object takes that are not QOM properties of the type
@@ -46,9 +46,13 @@ def _scope(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozense
 
 
 def _head(value: str) -> str | None:
-    """The driver / qom-type of a -device/-object value without parsing all of it."""
+    """The driver / qom-type of a -device/-object value without parsing all of it (None: cannot tell)."""
+    for lead in ('{"driver":"', '{"qom-type":"'):
+        if value.startswith(lead):  # the builder's JSON leads with it
+            end = value.find('"', len(lead))
+            return value[len(lead):end] if end > 0 else None
     if value.startswith("{"):
-        return None  # JSON: parsed below (cheap)
+        return None
     return value.split(",", 1)[0]
 
 
@@ -58,12 +62,13 @@ def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
     recorded = caps.records["properties"]
     scope = _scope(recorded)
     checked = scope[2] if scope is not None else None
-    for _, opt, value in options(argv):
-        if opt not in _NOT_PROPERTIES or not value:
+    for i in range(1, len(argv) - 1):
+        opt, value = argv[i], argv[i + 1]
+        if opt not in _NOT_PROPERTIES or value.startswith("-"):
             continue
         head = _head(value)
         if checked is not None and head is not None and head not in checked and "qom-type=" not in value:
-            continue  # comma syntax of a type the fixture records nothing of: nothing to check
+            continue  # a type the fixture records nothing of: nothing to check
         props = parse_props(value)
         qom = props.get("qom-type") if opt == "-object" and "qom-type" in props else props.get("driver")
         if not isinstance(qom, str):
