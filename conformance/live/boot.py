@@ -349,12 +349,6 @@ def qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str, 
     return failures
 
 
-def pci_device_ids(vm: GuestVm) -> set[str]:
-    """The ids (qdev_id) of the PCI devices QEMU lists now (query-pci); raises QmpError."""
-    pci = vm.process.qmp.cmd("query-pci")
-    return {str(d["qdev_id"]) for bus in pci for d in _walk_pci(bus.get("devices", [])) if d.get("qdev_id")}
-
-
 def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for dev in devs:
