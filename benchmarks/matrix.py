@@ -3,7 +3,7 @@
 runs it. Builds: the host's qemu-system-x86_64 and -aarch64 plus the prepared 10.0 and 5.2 builds
 (`qemu-conformance builds fetch`). The last line is the headline.
 
-    python3 benchmarks/matrix.py [--jobs N] [-o DIR]
+    python3 benchmarks/matrix.py [--jobs N] [-o DIR] [--qemu PATH ...]
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's)")
     parser.add_argument("-o", "--output", type=Path, help="keep the results here (default: a temporary folder)")
+    parser.add_argument("--qemu", action="append", type=Path, help="these binaries instead (repeatable)")
     args = parser.parse_args()
-    binaries = builds()
+    binaries = args.qemu or builds()
     out = args.output or Path(tempfile.mkdtemp(prefix="bench-matrix-"))
     started = time.monotonic()
     run_stages(["boot", "migrate"], binaries, [], out, lambda text: print(text, flush=True), jobs=args.jobs)
