@@ -45,6 +45,9 @@ def refusal(devices: str, machine: str = "pc"):
      "<video>", "Only one primary video device is supported"),
     ("<iommu model='intel'/>", "pc", "<iommu model='intel'>",
      "IOMMU device: 'intel' is only supported with Q35 machines"),
+    ("<interface type='user'><model type='virtio'/><address type='pci' domain='0x0000' bus='0x00' slot='0x05' "
+     "function='0x0'><zpci uid='0x0019' fid='0x0000001f'/></address></interface>", "pc", "<zpci>",
+     "This QEMU binary doesn't support zPCI"),
 ])
 def test_rule_refuses_with_libvirts_message(devices: str, machine: str, element: str, message: str) -> None:
     found = refusal(devices, machine)

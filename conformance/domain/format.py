@@ -183,7 +183,9 @@ def _address(parent: _E, addr: Address, tag: str = "address") -> None:
         if addr.multifunction is not None:
             attrs["multifunction"] = "on" if addr.multifunction else "off"
     attrs.update(addr.extra)
-    etree.SubElement(parent, tag, attrs)
+    el = etree.SubElement(parent, tag, attrs)
+    if addr.zpci is not None:
+        etree.SubElement(el, "zpci", addr.zpci)
 
 
 def _info(parent: _E, dev: Device, *, boot: bool = True) -> None:

@@ -30,7 +30,8 @@ class Address:
     target: int | None = None
     unit: int | None = None
     port: str | None = None
-    extra: Attrs = field(default_factory=dict)  # cssid/ssid/devno, reg, iobase, irq, base, zpci...
+    extra: Attrs = field(default_factory=dict)  # cssid/ssid/devno, reg, iobase, irq, base...
+    zpci: Attrs | None = None  # s390's <zpci uid= fid=/> inside a PCI address
 
     def pci_tuple(self) -> tuple[int, int, int, int]:
         return (self.domain or 0, self.bus or 0, self.slot or 0, self.function or 0)

@@ -331,6 +331,9 @@ def _address(ctx: _Ctx, el: etree._Element) -> Address:
             addr.port = value
         elif key != "type":
             addr.extra[key] = value
+    zpci = el.find("zpci")  # s390 only: <address type='pci'><zpci uid= fid=/></address>
+    if zpci is not None:
+        addr.zpci = dict(zpci.attrib)
     return addr
 
 

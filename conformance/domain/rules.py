@@ -149,9 +149,9 @@ def pci_address_ranges(domain: Domain, caps: Capabilities | None) -> Iterator[Re
 def zpci_needs_s390(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     if (domain.os.arch or (caps.arch if caps else "")).startswith("s390"):
         return
-    for dev in domain.devices.hostdevs:
-        if dev.address is not None and dev.address.type == "pci" and "zpci" in dev.address.extra:
-            yield Refusal("<hostdev>", f"{UNSUPPORTED}This QEMU binary doesn't support zPCI", dev, by_qemu=True)
+    for dev in domain.all_devices():  # libvirt checks the PCI address of every device
+        if dev.address is not None and dev.address.type == "pci" and dev.address.zpci is not None:
+            yield Refusal("<zpci>", f"{UNSUPPORTED}This QEMU binary doesn't support zPCI", dev, by_qemu=True)
 
 
 # --- USB ----------------------------------------------------------------------------------------------
