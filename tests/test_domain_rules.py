@@ -75,3 +75,15 @@ def test_refusal_is_one_line_naming_element_and_line() -> None:
 def test_rules_are_named_and_unique() -> None:
     names = [r.__name__ for r in RULES]
     assert len(names) == len(set(names)) >= 20
+
+
+def test_memory_that_overflows_after_alignment_is_refused() -> None:
+    """libvirt rounds each NUMA cell up to 1 MiB and refuses a size past its bound (LLONG_MAX bytes in KiB)."""
+    top = (2**63 - 1) >> 10
+    xml = BASE.format(machine="pc", devices="").replace(
+        "<os>", f"<cpu><numa><cell id='0' cpus='0' memory='{top}' unit='KiB'/></numa></cpu><os>")
+    found = first_refusal(parse_domain(xml), None)
+    assert found is not None and found.element == "<cell id='0'>"
+    assert "memory size of NUMA node '0' overflowed after alignment" in found.message
+    fits = xml.replace(f"memory='{top}'", f"memory='{top - top % 1024}'")
+    assert first_refusal(parse_domain(fits), None) is None

@@ -789,4 +789,29 @@ def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         yield Refusal("<loader>", "no loader path specified and firmware auto selection disabled")
 
 
+# libvirt's bound on a memory size: the largest signed 64-bit byte count, in KiB (virMemoryMaxValue)
+MEMORY_MAX_KIB = (2**63 - 1) >> 10
+
+
+@rule
+def memory_alignment(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """qemuDomainAlignMemorySizes (qemu_domain.c): libvirt rounds each NUMA cell, the initial memory and
+    maxMemory up to the alignment (1 MiB off ppc64, as argv.machine.aligned_kib) before building the command
+    line, and refuses a size that no longer fits its bound."""
+
+    def aligned_kib(kib: int) -> int:
+        return -(-kib // 1024) * 1024
+
+    cells = domain.cpu.numa if domain.cpu is not None else []
+    for i, cell in enumerate(cells):
+        if aligned_kib(cell.memory_kib) > MEMORY_MAX_KIB:
+            yield Refusal(f"<cell id='{i}'>", f"{UNSUPPORTED}memory size of NUMA node '{i}' overflowed after "
+                                              "alignment")
+    initial = sum(aligned_kib(c.memory_kib) for c in cells) or aligned_kib(domain.memory_kib or 0)
+    if initial > MEMORY_MAX_KIB:
+        yield Refusal("<memory>", f"{UNSUPPORTED}initial memory size overflowed after alignment")
+    if domain.max_memory_kib is not None and aligned_kib(domain.max_memory_kib) > MEMORY_MAX_KIB:
+        yield Refusal("<maxMemory>", f"{UNSUPPORTED}maximum memory size overflowed after alignment")
+
+
 RULE_NAMES = [r.__name__ for r in RULES]
