@@ -87,3 +87,17 @@ def test_memory_that_overflows_after_alignment_is_refused() -> None:
     assert "memory size of NUMA node '0' overflowed after alignment" in found.message
     fits = xml.replace(f"memory='{top}'", f"memory='{top - top % 1024}'")
     assert first_refusal(parse_domain(fits), None) is None
+
+
+def test_cpu_feature_outside_libvirts_map_is_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """virCPUValidateFeatures: a <feature> the arch's section of the CPU map does not name is refused."""
+    (tmp_path / "index.xml").write_text("<cpus><arch name='arm'><include filename='arm_features.xml'/></arch>"
+                                        "</cpus>")
+    (tmp_path / "arm_features.xml").write_text("<cpus><feature name='sve'/><feature name='pauth'/></cpus>")
+    monkeypatch.setenv("QEMU_CONFORMANCE_CPU_MAP", str(tmp_path))
+    xml = BASE.replace("arch='x86_64'", "arch='aarch64'").format(machine="virt", devices="")
+    cpu = "<cpu mode='host-passthrough'><feature policy='{}' name='{}'/></cpu><os>"
+    found = first_refusal(parse_domain(xml.replace("<os>", cpu.format("disable", "vmx"))), None)
+    assert found is not None and found.element == "<feature name='vmx'>"
+    assert found.message == "unsupported configuration: unknown CPU feature: vmx"
+    assert first_refusal(parse_domain(xml.replace("<os>", cpu.format("require", "sve"))), None) is None

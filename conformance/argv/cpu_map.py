@@ -262,3 +262,22 @@ def _add_model(cpu_map: X86Map, node: etree._Element) -> None:
     model.removed = tuple(removed)
     cpu_map.models.append(model)
     cpu_map.model_by_name[model.name] = model
+
+
+_MAP_ARCH = {"x86_64": "x86", "i686": "x86", "aarch64": "arm", "armv7l": "arm", "armv6l": "arm"}
+
+
+def map_arch(arch: str) -> str | None:
+    """The cpu_map section of a domain arch ('x86', 'arm'), or None where libvirt has no feature map."""
+    return _MAP_ARCH.get(arch)
+
+
+@lru_cache(maxsize=4)
+def feature_names(folder: Path, section: str) -> frozenset[str]:
+    """The names of every <feature> in one arch section of the map (what virCPUValidateFeatures accepts)."""
+    index = _read(folder / "index.xml")
+    arch = index.find(f"arch[@name='{section}']")
+    if arch is None:
+        return frozenset()
+    return frozenset(node.get("name", "") for include in arch.iter("include")
+                     for node in _read(folder / include.get("filename", "")).iterfind("feature"))

@@ -814,4 +814,22 @@ def memory_alignment(domain: Domain, caps: Capabilities | None) -> Iterator[Refu
         yield Refusal("<maxMemory>", f"{UNSUPPORTED}maximum memory size overflowed after alignment")
 
 
+@rule
+def cpu_feature_names(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """virCPUValidateFeatures (cpu.c, run when a domain starts): every <feature> of <cpu> must be a feature
+    of libvirt's CPU map for the guest's arch. Without a map on this host there is nothing to check against."""
+    from conformance.argv.cpu_map import feature_names, find_cpu_map, map_arch
+
+    section = map_arch(domain.os.arch or (caps.arch if caps else ""))
+    if domain.cpu is None or not domain.cpu.features or section is None:
+        return
+    try:
+        known = feature_names(find_cpu_map(), section)
+    except UnsupportedByQemu:
+        return
+    for _policy, name in domain.cpu.features:
+        if known and name not in known:
+            yield Refusal(f"<feature name='{name}'>", f"{UNSUPPORTED}unknown CPU feature: {name}")
+
+
 RULE_NAMES = [r.__name__ for r in RULES]
