@@ -32,7 +32,7 @@ def builds() -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's)")
+    parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's, the cores)")
     parser.add_argument("-o", "--output", type=Path, help="keep the results here (default: a temporary folder)")
     parser.add_argument("--qemu", action="append", type=Path, help="these binaries instead (repeatable)")
     args = parser.parse_args()

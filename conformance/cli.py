@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder)")
     p.add_argument("-j", "--jobs", type=int,
-                   help="live runs at a time (default: the cores for boots, twice that for migrations)")
+                   help="live runs at a time (default: the number of cores)")
     _shard_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default %(default)s, in the working folder)")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int,
-                   help="live runs at a time (default: the cores for boots, twice that for migrations)")
+                   help="live runs at a time (default: the number of cores)")
     _shard_option(p)
     p.set_defaults(func=cmd_qualify)
 
