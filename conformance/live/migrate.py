@@ -355,8 +355,8 @@ def _heartbeat_goes_on(vm: GuestVm, after: int | None, timeout: float) -> tuple[
     return True, f"heartbeat HB {vm.report.last_heartbeat} after HB {after}"
 
 
-def _released_before_active(source: GuestVm, failover: list[tuple[dict[str, Any], dict[str, Any]]],
-                            unplugged: str, mig: Migration) -> list[str]:
+def _note_release_without_wait(source: GuestVm, failover: list[tuple[dict[str, Any], dict[str, Any]]],
+                               unplugged: str, mig: Migration) -> None:
     """No wait-unplug: QEMU found no unplug pending when setup ended, because the guest had already
     ejected the primary (ACPI hotplug takes tens of ms). QEMU keeps a failover primary realized on the
     source, to plug it back if the migration fails, so query-pci still lists it: the evidence is the
@@ -371,7 +371,6 @@ def _released_before_active(source: GuestVm, failover: list[tuple[dict[str, Any]
     else:
         mig.checks.append(f"source: UNPLUG_PRIMARY {unplugged}; released before setup ended (no wait-unplug "
                           "needed): the guest's report on the source has no primary")
-    return []
 
 
 def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
@@ -404,7 +403,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
             else:
                 mig.checks.append(f"source: UNPLUG_PRIMARY {unplugged}, wait-unplug before active")
         else:
-            failures += _released_before_active(source, failover, unplugged, mig)
+            _note_release_without_wait(source, failover, unplugged, mig)
     elif failover:
         if any(e["event"] == "UNPLUG_PRIMARY" for e in mig.events.get("source", [])):
             failures.append("failover not negotiated, yet the source sent UNPLUG_PRIMARY")

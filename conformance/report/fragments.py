@@ -10,7 +10,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from conformance.report.model import Chip, Row, View
+from conformance.report.model import Chip, Row, View, bug_facts
 from conformance.results.verdicts import FAILURES, TABLE
 
 
@@ -39,10 +39,7 @@ def result(v: View, *, full: bool = True) -> str:
         out.append(f'<div class="bugline">known bug <b class="mono">{escape(bug["id"])}</b> ({escape(how)})')
         if bug["title"]:
             out.append(f": {escape(bug['title'])}")
-        if bug["affected"]:
-            out.append(f"; affects {escape(bug['affected'])}")
-        if bug["fixed"]:
-            out.append(f"; fixed: {escape(bug['fixed'])}")
+        out += [f"; {escape(fact)}" for fact in bug_facts(bug, concerns=False)]
         out.append("</div>")
     if not full and v.anchor:
         out.append(f' <a href="#{v.anchor}">timeline, logs, artefacts</a></div>')

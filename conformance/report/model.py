@@ -255,14 +255,16 @@ def bug_span(bug: dict[str, str]) -> int:
     return number(ends[1]) - number(ends[0])
 
 
+def bug_facts(bug: dict[str, str], *, concerns: bool = True) -> list[str]:
+    """A known bug's versions, fix and (optionally) configuration, as short phrases."""
+    facts = [f"affects {bug['affected']}" if bug["affected"] else "", f"fixed: {bug['fixed']}" if bug["fixed"] else ""]
+    if concerns and bug["concerns"]:
+        facts.append(f"concerns {bug['concerns']}")
+    return [f for f in facts if f]
+
+
 def bug_title(how: str, bug: dict[str, str]) -> str:
-    parts = [f"known bug {bug['id']} ({how})", bug["title"]]
-    if bug["affected"]:
-        parts.append(f"affects {bug['affected']}")
-    if bug["fixed"]:
-        parts.append(f"fixed: {bug['fixed']}")
-    if bug["concerns"]:
-        parts.append(f"concerns {bug['concerns']}")
+    parts = [f"known bug {bug['id']} ({how})", bug["title"], *bug_facts(bug)]
     return "\n".join(p for p in parts if p)
 
 
