@@ -116,6 +116,7 @@ class Ctx:
     addresses: dict[int, Address] = field(default_factory=dict)
     boot_index: dict[int, int] = field(default_factory=dict)
     node_index: dict[int, int] = field(default_factory=dict)
+    mem_slots: dict[int, int] = field(default_factory=dict)  # DIMM slot per (nv)dimm memory device
     audio_id: int | None = None
     fdsets: int = 0  # fd sets handed out (-add-fd set=N)
     pflash: Any = None  # firmware.Pflash: the pflash images (given or auto-selected firmware)

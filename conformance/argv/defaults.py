@@ -87,6 +87,7 @@ def prepare(ctx: Ctx) -> None:
     ctx.audio_id = d.audios[0].id if d.audios else 1
     _usb_ports(ctx)
     _virtio_serial_ports(ctx)
+    _memory_slots(ctx)
     _aliases(ctx)
     _boot_indexes(ctx)
 
@@ -505,11 +506,28 @@ def _aliases(ctx: Ctx) -> None:
     for mem in d.memories:
         prefix = {"nvdimm": "nvdimm", "virtio-pmem": "virtiopmem", "virtio-mem": "virtiomem"}.get(mem.model, "dimm")
         n = counters.get(prefix, 0)
-        slot = mem.address.slot if mem.address is not None and mem.address.type == "dimm" else None
-        if slot is not None:  # a DIMM in a given slot is named after it
+        slot = ctx.mem_slots.get(id(mem))
+        if slot is not None:  # a DIMM is named after its slot (qemuAssignDeviceMemoryAlias)
             n = slot
         counters[prefix] = n + 1
         a[id(mem)] = mem.alias if _user_alias(mem.alias) else f"{prefix}{n}"
+
+
+def _memory_slots(ctx: Ctx) -> None:
+    """DIMM slots (qemuDomainAssignMemorySlots): with memory hotplug, each (nv)dimm without a slot takes the
+    first slot no other device names; without, only the given slots."""
+    dimms = [m for m in ctx.domain.devices.memories if m.model in ("dimm", "nvdimm")]
+    for mem in dimms:
+        if mem.address is not None and mem.address.type == "dimm" and mem.address.slot is not None:
+            ctx.mem_slots[id(mem)] = mem.address.slot
+    if not ctx.domain.max_memory_kib:
+        return
+    taken = set(ctx.mem_slots.values())
+    for mem in dimms:
+        if id(mem) not in ctx.mem_slots:
+            slot = next(i for i in range(len(dimms) + len(taken) + 1) if i not in taken)
+            ctx.mem_slots[id(mem)] = slot
+            taken.add(slot)
 
 
 def _user_alias(alias: str | None) -> bool:

@@ -125,6 +125,21 @@ def _thread_affinity(ctx: Ctx, nodes: list[int]) -> list[int]:
     return [n for n in nodes if n in pinned]
 
 
+def _prealloc(ctx: Ctx, pagesize: int, mem: MemoryDevice | None, nvdimm_path: str | None) -> bool:
+    """Whether the memory is preallocated (qemuBuildMemoryGetPagesize): <allocation mode='immediate'>,
+    huge pages (unless on demand), an NVDIMM file that is not real persistent memory."""
+    allocation = _backing(ctx, "allocation")
+    if mem is not None and mem.model == "virtio-pmem":
+        return allocation == "immediate"
+    return allocation == "immediate" or bool(pagesize and allocation != "ondemand") or \
+        (nvdimm_path is not None and not (mem is not None and mem.source_pmem))
+
+
+def memory_device_prealloc(ctx: Ctx, mem: MemoryDevice) -> bool:
+    """Whether a memory device's memory is preallocated (a virtio-mem device does it itself)."""
+    return _prealloc(ctx, _pagesize_kib(ctx, mem.target_node, mem), mem, None)
+
+
 def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None, mem: MemoryDevice | None = None,
                     system: bool = False, access: str | None = None,
                     discard: str | None = None, path_name: str | None = None) -> list[dict[str, Any]]:
@@ -138,7 +153,6 @@ def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None,
         access = access or (cell.attrs.get("memAccess") if cell is not None else None)
     access = access or _backing(ctx, "access")
     source = _backing(ctx, "source", "type")
-    allocation = _backing(ctx, "allocation")
     threads = _backing(ctx, "allocation", "threads")
     nvdimm_path = mem.source.get("path") if mem is not None and mem.model in ("nvdimm", "virtio-pmem") else None
     props: dict[str, Any] = {}
@@ -174,11 +188,13 @@ def backend_objects(ctx: Ctx, alias: str, size: int, *, node: int | None = None,
         props["x-use-canonical-path-for-ramblock-id"] = False
     if access in ("shared", "private") and file_like:
         props["share"] = access == "shared"
-    prealloc = allocation == "immediate" or (pagesize and allocation != "ondemand") or \
-        (nvdimm_path is not None and not (mem is not None and mem.source_pmem))
-    if mem is not None and mem.model == "virtio-pmem":
-        prealloc = allocation == "immediate"
-    if prealloc:
+    prealloc = _prealloc(ctx, pagesize, mem, nvdimm_path)
+    if mem is not None and mem.model == "virtio-mem":
+        # virtio-mem preallocates on the device (when QEMU can), never on its back-end
+        prealloc = False
+        if ctx.caps.has("memory-backend-file.reserve"):
+            props["reserve"] = False
+    elif prealloc:
         props["prealloc"] = True
         if threads:
             props["prealloc-threads"] = int(threads)

@@ -14,7 +14,7 @@ from conformance.argv.harness import (
     VSOCK_FD,
     domain_dir,
 )
-from conformance.argv.memory import backend_objects
+from conformance.argv.memory import backend_objects, memory_device_prealloc
 from conformance.argv.options import escape_opt_value
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
@@ -194,24 +194,32 @@ def memory_device_kib(ctx: Ctx, kib: int) -> int:
 
 
 def memory_devices(ctx: Ctx) -> None:
-    slot = 0
+    """-object memory back-end + -device per <memory> (qemuBuildMemoryDimmBackendStr,
+    qemuBuildMemoryDeviceProps)."""
     for mem in ctx.domain.devices.memories:
         alias = ctx.alias(mem)
         size = memory_device_kib(ctx, mem.target_size_kib or 0) * 1024
         backend = f"mem{alias}"
-        if mem.model in ("nvdimm", "virtio-pmem", "dimm"):
-            access = "shared" if mem.model == "virtio-pmem" else None  # virtio-pmem: shared unless told
-            for obj in backend_objects(ctx, backend, size, node=mem.target_node, mem=mem, access=access,
-                                       path_name=alias):
-                ctx.object(obj)
-        else:
+        if mem.model not in ("nvdimm", "virtio-pmem", "dimm", "virtio-mem"):
             raise UnsupportedByQemu(f"memory device model {mem.model!r} is not supported by the argv builder",
                                     path=ctx.domain.source, line=mem.line)
-        if mem.model == "virtio-pmem":
-            base = next((t.get("base") for t in mem.target_children if t.tag == "address"), None)
-            dev: dict[str, Any] = {"driver": "virtio-pmem-pci", "memdev": backend}
-            if base:
-                dev["memaddr"] = int(base, 0)
+        access = "shared" if mem.model == "virtio-pmem" else None  # virtio-pmem: shared unless told
+        for obj in backend_objects(ctx, backend, size, node=mem.target_node, mem=mem, access=access,
+                                   path_name=alias):
+            ctx.object(obj)
+        if mem.model in ("virtio-pmem", "virtio-mem"):
+            dev: dict[str, Any] = {"driver": f"{mem.model}-pci"}
+            if mem.model == "virtio-mem":
+                dev["node"] = mem.target_node
+                dev["block-size"] = (mem.target_block_kib or 0) * 1024 or None
+                dev["requested-size"] = (mem.target_requested_kib or 0) * 1024 or None
+            dev["memdev"] = backend
+            if mem.model == "virtio-mem" and ctx.caps.has("virtio-mem-pci.prealloc") and \
+                    memory_device_prealloc(ctx, mem):  # the device preallocates, not its back-end
+                dev["prealloc"] = True
+            dev["memaddr"] = mem.target_base or None
+            if mem.target_attrs.get("dynamicMemslots") in ("yes", "no"):
+                dev["dynamic-memslots"] = mem.target_attrs["dynamicMemslots"] == "yes"
             dev.update({"id": alias, **ctx.address_props(mem)})
             ctx.device(dev)
             continue
@@ -225,10 +233,9 @@ def memory_devices(ctx: Ctx) -> None:
         dev["memdev"] = backend
         dev["id"] = alias
         addr = mem.address
-        dev["slot"] = addr.slot if addr is not None and addr.type == "dimm" and addr.slot is not None else slot
+        dev["slot"] = ctx.mem_slots.get(id(mem))
         if addr is not None and addr.type == "dimm" and addr.extra.get("base"):
             dev["addr"] = int(addr.extra["base"], 0)
-        slot = dev["slot"] + 1
         ctx.device(dev)
 
 

@@ -535,7 +535,7 @@ def _memory(parent: _E, mem: MemoryDevice) -> None:
             _text_el(src, tag, value, **({"unit": "KiB"} if tag in ("pagesize", "alignsize") else {}))
         if mem.source_pmem:
             etree.SubElement(src, "pmem")
-    tgt = etree.SubElement(el, "target")
+    tgt = etree.SubElement(el, "target", **mem.target_attrs)
     if mem.target_size_kib is not None:
         _text_el(tgt, "size", str(mem.target_size_kib), unit="KiB")
     if mem.target_node is not None:
@@ -544,5 +544,10 @@ def _memory(parent: _E, mem: MemoryDevice) -> None:
         _text_el(etree.SubElement(tgt, "label"), "size", str(mem.target_label_kib), unit="KiB")
     if mem.target_readonly:
         etree.SubElement(tgt, "readonly")
+    for tag, kib in (("block", mem.target_block_kib), ("requested", mem.target_requested_kib)):
+        if kib is not None:
+            _text_el(tgt, tag, str(kib), unit="KiB")
+    if mem.target_base is not None:
+        etree.SubElement(tgt, "address", base=f"0x{mem.target_base:x}")
     _raw(tgt, mem.target_children)
     _info(el, mem)

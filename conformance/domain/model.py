@@ -247,10 +247,14 @@ class MemoryDevice(Device):
     attrs: Attrs = field(default_factory=dict)  # access, discard
     source: Attrs = field(default_factory=dict)  # path, pagesize, nodemask, alignsize
     source_pmem: bool = False
+    target_attrs: Attrs = field(default_factory=dict)  # dynamicMemslots (virtio-mem)
     target_size_kib: int | None = None
     target_node: int | None = None
     target_label_kib: int | None = None
     target_readonly: bool = False
+    target_block_kib: int | None = None  # virtio-mem <block>
+    target_requested_kib: int | None = None  # virtio-mem <requested>
+    target_base: int | None = None  # virtio-mem / virtio-pmem <address base=>
     target_children: list[Raw] = field(default_factory=list)
     uuid: str | None = None
 

@@ -584,6 +584,7 @@ def _memory_device(ctx: _Ctx, el: etree._Element) -> MemoryDevice:
                 mem.source[s.tag] = _text(s)
 
     def target(c: etree._Element) -> None:
+        mem.target_attrs = _a(c)
         for t in c:
             if t.tag == "size":
                 mem.target_size_kib = ctx.size_kib(t)
@@ -595,6 +596,12 @@ def _memory_device(ctx: _Ctx, el: etree._Element) -> MemoryDevice:
                         mem.target_label_kib = ctx.size_kib(s)
             elif t.tag == "readonly":
                 mem.target_readonly = True
+            elif t.tag == "block":
+                mem.target_block_kib = ctx.size_kib(t)
+            elif t.tag == "requested":
+                mem.target_requested_kib = ctx.size_kib(t)
+            elif t.tag == "address" and t.get("base"):
+                mem.target_base = ctx.int(t.get("base"), t, "address base")
             elif isinstance(t.tag, str):
                 mem.target_children.append(t)
 

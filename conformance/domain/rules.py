@@ -689,6 +689,47 @@ def memory(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         yield Refusal("<vcpu>", f"invalid argument: Failed to parse bitmap '{cpuset}'")
 
 
+# the guest's transparent huge page size, in KiB: a virtio-mem block's floor (virHostMemGetTHPSize; 2 MiB
+# on x86 and Arm, libvirt's fallback too)
+THP_KIB = 2048
+SYSTEM_PAGE_BYTES = 4096
+
+
+@rule
+def memory_device_targets(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """virDomainMemoryDefValidate (domain_validate.c): a virtio-mem's requested size, block size and address
+    fit each other; a virtio-pmem's address is page aligned; a virtio memory device's address range does
+    not cover another's base address."""
+    for mem in domain.devices.memories:
+        what = f"<memory model='{mem.model}'>"
+        size = mem.target_size_kib or 0
+        if mem.model == "virtio-pmem" and mem.target_base is not None and mem.target_base % SYSTEM_PAGE_BYTES:
+            yield Refusal(what, f"{UNSUPPORTED}memory address must be aligned to {SYSTEM_PAGE_BYTES} bytes", mem)
+        if mem.model == "virtio-mem":
+            block = mem.target_block_kib or 0
+            requested = mem.target_requested_kib or 0
+            if requested > size:
+                yield Refusal(what, f"requested size must be smaller than or equal to @size ({size}KiB)", mem)
+            if block & (block - 1) or not block:
+                yield Refusal(what, "block size must be a power of two", mem)
+            elif block < THP_KIB:
+                yield Refusal(what, f"block size too small, must be at least {THP_KIB}KiB", mem)
+            elif requested % block:
+                yield Refusal(what, "requested size must be an integer multiple of block size", mem)
+            elif (mem.target_base or 0) % (block * 1024):
+                yield Refusal(what, "memory device address must be aligned to blocksize", mem)
+        start = mem.target_base if mem.model in ("virtio-mem", "virtio-pmem") else None
+        if not start:
+            continue
+        end = start + size * 1024
+        for other in domain.devices.memories:
+            if other is mem or other.model not in ("virtio-mem", "virtio-pmem") or not other.target_base:
+                continue
+            if start <= other.target_base < end:
+                yield Refusal(what, f"{UNSUPPORTED}memory device address [0x{start:x}:0x{end:x}] overlaps with "
+                                    f"other memory device (0x{other.target_base:x})", mem)
+
+
 def _bitmap(text: str) -> set[int] | None:
     """libvirt's bitmap syntax ('0-3,^2'): the set, or None when it does not parse."""
     out: set[int] = set()
