@@ -238,11 +238,10 @@ def _controllers(ctx: Ctx) -> None:
                 reg += 0x1000
             vio_regs.add(reg)
             ctx.addresses[id(cont)] = Address(type="spapr-vio", extra={"reg": hex(reg)})
-        if cont.model is None:
-            if cont.type == "usb":
-                cont.model = default_usb_model(ctx)
-            elif cont.type == "scsi":
-                cont.model = default_scsi_model(ctx)
+        if cont.model is None and cont.type == "usb":
+            cont.model = default_usb_model(ctx)
+        elif cont.type == "scsi" and cont.model in (None, "auto"):  # auto: qemuDomainSetSCSIControllerModel
+            cont.model = default_scsi_model(ctx)
 
 
 # --- disks ---------------------------------------------------------------------------------
