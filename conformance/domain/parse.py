@@ -349,7 +349,14 @@ def _device_children(ctx: _Ctx, el: etree._Element, dev: Device, handlers: dict)
         elif tag == "alias":
             dev.alias = c.get("name")
         elif tag == "address":
-            dev.address = _address(ctx, c)
+            addr = _address(ctx, c)
+            # a PCI address without domain, bus and slot asks for one to be assigned, like no address
+            # (virDeviceInfoPCIAddressIsWanted); the element is kept verbatim
+            if addr.type == "pci" and not (addr.domain or addr.bus or addr.slot) and addr.zpci is None \
+                    and addr.multifunction is None:
+                dev.extra.append(c)
+            else:
+                dev.address = addr
         elif tag == "boot":
             dev.boot_order = ctx.int(c.get("order"), c, "order")
         else:

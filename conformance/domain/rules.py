@@ -113,6 +113,11 @@ def controller_indexes(domain: Domain, caps: Capabilities | None) -> Iterator[Re
             seen.add(key)
         if cont.type == "pci" and cont.model in ("pci-root", "pcie-root") and (cont.index or 0) != 0:
             yield Refusal(_ctl(cont), f"{XML}pci-root and pcie-root controllers should have index 0", cont)
+        # virDomainControllerDefValidate
+        if cont.type == "pci" and cont.model in ("pci-root", "pcie-root") and \
+                (cont.address is not None or _child(cont.extra, "address") is not None):
+            yield Refusal(_ctl(cont), f"{UNSUPPORTED}pci-root and pcie-root controllers should not have an address",
+                          cont)
 
 
 @rule
