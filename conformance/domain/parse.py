@@ -203,6 +203,8 @@ def _numatune(el: etree._Element) -> Numatune:
     for c in el:
         if c.tag == "memory":
             nt.memory = _a(c)
+            if nt.memory.get("placement") == "auto":  # numad chooses: a nodeset is dropped (virDomainNumatuneParseXML)
+                nt.memory.pop("nodeset", None)
         elif c.tag == "memnode":
             nt.memnodes.append(_a(c))
     return nt
