@@ -195,17 +195,19 @@ def _controllers(ctx: Ctx) -> None:
     def have(type_: str, index: int | None = None) -> bool:
         return any(c.type == type_ and (index is None or c.index == index) for c in conts)
 
+    isapc = ctx.is_x86 and ctx.machine_name == "isapc"  # an ISA-only PC: no PCI root, no USB
     if not have("pci", 0) and (ctx.is_q35 or ctx.is_arm_virt):
         insert_controller(conts, Controller(type="pci", index=0, model="pcie-root"))
-    elif not have("pci", 0) and (ctx.is_x86 or ctx.arch.startswith("ppc") or ctx.machine_name == "versatilepb"):
+    elif not have("pci", 0) and not isapc and (ctx.is_x86 or ctx.arch.startswith("ppc") or
+                                               ctx.machine_name == "versatilepb"):
         insert_controller(conts, Controller(type="pci", index=0, model="pci-root"))
     if ctx.is_q35 and not have("sata", 0):
         insert_controller(conts, Controller(type="sata", index=0))
     if ctx.is_i440fx and not have("ide", 0):
         insert_controller(conts, Controller(type="ide", index=0))
-    # Arm boards that come with USB get a default controller too (qemuDomainDefAddDefaultDevices)
+    # PCs but isapc, and Arm boards that come with USB, get a default controller (qemuDomainDefAddDefaultDevices)
     arm_usb = ctx.arch in ("aarch64", "armv7l") and ctx.machine_name.startswith(("realview", "versatile"))
-    if (ctx.is_x86 or arm_usb) and not have("usb"):
+    if ((ctx.is_x86 and not isapc) or arm_usb) and not have("usb"):
         insert_controller(conts, Controller(type="usb", index=0, model=default_usb_model(ctx, implicit=True)))
     # controllers the disks and channels need
     for disk in ctx.domain.devices.disks:
