@@ -193,8 +193,11 @@ def channels(ctx: Ctx) -> None:
         chardev_backend(ctx, chan, ident)
         props: dict[str, Any] = {"driver": "virtserialport", **_virtio_serial_props(ctx, chan), "chardev": ident,
                                  "id": alias}
-        if chan.target_attrs.get("name"):
-            props["name"] = chan.target_attrs["name"]
+        name = chan.target_attrs.get("name")
+        if not name and chan.type == "spicevmc":  # the SPICE agent's port (virDomainChrDefParseXML)
+            name = "com.redhat.spice.0"
+        if name:
+            props["name"] = name
         ctx.device(props)
 
 
