@@ -552,11 +552,12 @@ def _boot_indexes(ctx: Ctx) -> None:
         for dev in explicit:
             ctx.boot_index[id(dev)] = dev.boot_order  # type: ignore[assignment]
         return
-    n = 0
     boot_devs = ctx.domain.os.boot_devs
     if not boot_devs and ctx.domain.os.type == "hvm":
         boot_devs = ["hd"]  # libvirt's default boot device (also with a direct kernel boot)
-    for dev in boot_devs:
+    # a kind's bootindex is its place in <os><boot dev=>, even where an earlier kind has no device
+    # (qemuProcessPrepareDeviceBootorder)
+    for n, dev in enumerate(boot_devs, 1):
         target = None
         if dev == "hd":
             target = next((k for k in ctx.disks if k.device in ("disk", "lun") and disk_bus(k) != "fdc"), None)
@@ -567,5 +568,4 @@ def _boot_indexes(ctx: Ctx) -> None:
         elif dev == "network":
             target = next((i for i in ctx.domain.devices.interfaces if isinstance(i, Interface)), None)
         if target is not None and id(target) not in ctx.boot_index:
-            n += 1
             ctx.boot_index[id(target)] = n
