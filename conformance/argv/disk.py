@@ -183,12 +183,13 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         mapping = iothread_mapping(disk.driver_children)
         if mapping:
             props["iothread-vq-mapping"] = mapping
-        # libvirt before 10 set the legacy 'scsi' property where QEMU had it: on for LUNs, else off unless
-        # QEMU already defaults it to off (virtio-blk-pci.scsi.default.disabled, QEMU 5.0+)
-        if ctx.caps.has("virtio-blk-pci.scsi") and not ctx.modern_libvirt:
+        # the legacy 'scsi' property where QEMU has it: on for LUNs (qemuBuildDiskDeviceProps); libvirt before
+        # 10 also set it off for other disks unless QEMU already defaults it to off
+        # (virtio-blk-pci.scsi.default.disabled, QEMU 5.0+)
+        if ctx.caps.has("virtio-blk-pci.scsi"):
             if disk.device == "lun":
                 props["scsi"] = True
-            elif not ctx.caps.has("virtio-blk-pci.scsi.default.disabled"):
+            elif not ctx.modern_libvirt and not ctx.caps.has("virtio-blk-pci.scsi.default.disabled"):
                 props["scsi"] = False
         if disk.driver.get("queues"):
             props["num-queues"] = int(disk.driver["queues"])
