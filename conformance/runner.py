@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
-from conformance.progress import RunProgress
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
 from conformance.shard import WHOLE, Shard, WorkItem
@@ -161,6 +160,8 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
               run: Callable[[Case, Target, Target], StageResult], writer: ResultWriter, say: Say,
               jobs: int) -> Counter[str]:
     """Run live work items ``jobs`` at a time, writing each result and a progress line as it finishes."""
+    from conformance.progress import RunProgress  # rich: not for a process that runs one avocado test
+
     counts: Counter[str] = Counter()
     if not work:
         return counts

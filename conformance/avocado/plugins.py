@@ -1,4 +1,5 @@
-"""avocado plugins: settings, the ``qemu-conformance:CASE_GLOB`` resolver, and our results.jsonl per job.
+"""avocado plugins: settings, the ``qemu-conformance:CASE_GLOB`` resolver, the runner of our kind as avocado
+loads it, and our results.jsonl per job.
 
 Settings, in avocado's configuration (``avocado --config FILE run ...`` or ~/.config/avocado/avocado.conf):
 
@@ -13,15 +14,18 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from avocado.core.nrunner.app import BaseRunnerApp
 from avocado.core.nrunner.runnable import Runnable
+from avocado.core.nrunner.runner import BaseRunner
 from avocado.core.plugin_interfaces import Init, Resolver, Result
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 from avocado.core.settings import settings
 
-from conformance.avocado.runner import ARTEFACTS, KIND, RESULT_FILE
+from conformance.avocado.runner import ARTEFACTS, KIND, RESULT_FILE, item_messages
 from conformance.shard import WorkItem
 
 PREFIX = "qemu-conformance:"
@@ -118,3 +122,22 @@ class ConformanceResult(Result):
         from conformance.shard import WHOLE, write_manifest
 
         write_manifest(job_dir, WHOLE, load_catalogue())
+
+
+class ConformanceRunner(BaseRunner):
+    """Runs one (case, stage, build, peer) of qemu-conformance with the suite's stage functions, for avocado's
+    in-process uses (``runnable-run``, ``task-run`` of a kind avocado resolves through its entry point). A
+    spawned test goes through conformance.avocado.runner's own ``task-run``, with the same messages."""
+
+    name = KIND
+    description = "Runs a qemu-conformance work item (case x stage x QEMU build x peer)"
+    CONFIGURATION_USED: ClassVar[list[str]] = []
+
+    def run(self, runnable: Any) -> Iterator[dict[str, Any]]:
+        yield from item_messages(runnable.uri, runnable.kwargs, runnable.variant)
+
+
+class RunnerApp(BaseRunnerApp):
+    PROG_NAME = "avocado-runner-qemu-conformance"
+    PROG_DESCRIPTION = "nrunner application for qemu-conformance work items"
+    RUNNABLE_KINDS_CAPABLE: ClassVar[list[str]] = [KIND]

@@ -65,8 +65,6 @@ def _cache_dir() -> Path:
 
 def cached_caps(binary: Path) -> Capabilities:
     """probe_binary, cached on disk per (path, size, mtime) of the binary."""
-    from conformance.caps.fixture import write_fixture
-    from conformance.caps.probe import probe_binary
     from conformance.caps.store import load
 
     stat = binary.stat()
@@ -77,6 +75,9 @@ def cached_caps(binary: Path) -> Capabilities:
             return load(path)
         except ConformanceError:
             path.unlink(missing_ok=True)
+    from conformance.caps.fixture import write_fixture
+    from conformance.caps.probe import probe_binary  # QMP and asyncio: only on a miss
+
     caps = probe_binary(binary)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -126,7 +126,7 @@ def _run_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, result: StageRe
     from avocado.core.nrunner.runnable import Runnable
 
     import conformance.avocado.work
-    from conformance.avocado.runner import ConformanceRunner
+    from conformance.avocado.plugins import ConformanceRunner
 
     def fake_run_item(case: str, stage: str, qemu: Path, peer: Path | None, output: Path, say) -> StageResult:
         say(f"running {case} {stage} on {qemu}")
@@ -173,3 +173,48 @@ def test_variant_parameters_become_the_suites_settings() -> None:
     dumped = dump_variant({"variant": node, "variant_id": None, "paths": ["/"]})
     assert variant_settings(dumped) == ({"QEMU_CONFORMANCE_MIGRATE_TIMEOUT": "45"}, ["FOO"])
     assert variant_settings(None) == ({}, [])
+
+
+def test_task_run_posts_avocados_messages_without_importing_avocado(qemu_x86_64: Path, tmp_path: Path) -> None:
+    """``task-run`` as avocado's process spawner starts it: the messages reach a status server on a UNIX
+    socket, avocado's own decoder reads them, and the runner process never imported avocado (0.37 s)."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from avocado.core.status.utils import json_loads
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "status.sock"))
+    server.listen(1)
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        while chunk := conn.recv(65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=serve, daemon=True)
+    reader.start()
+    probe = "import sys, runpy; sys.argv[0] = 'avocado-runner-qemu-conformance'; " \
+            "runpy.run_module('conformance.avocado.runner', run_name='__main__')"
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", probe, "task-run", "-i", "1-q35-minimal.argv",
+                          "-j", "job1", "-k", "qemu-conformance", "-u", "q35-minimal.argv[x]", "case=q35-minimal",
+                          "stage=argv", f"qemu={qemu_x86_64}", f"output_dir={tmp_path}",
+                          'variant=json:{"variant": [["/", [["/", "QEMU_CONFORMANCE_X", "1"]]]]}',
+                          "-s", str(tmp_path / "status.sock")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    reader.join(10)
+    server.close()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")]
+    assert "conformance.argv.builder" in imported and not [m for m in imported if m.startswith("avocado")]
+    sent = [json_loads(line) for line in received.decode().splitlines()]
+    assert sent[0]["status"] == "started" and sent[0]["output_dir"] == str(tmp_path)
+    assert all(m["id"] == "1-q35-minimal.argv" and m["job_id"] == "job1" for m in sent)
+    assert sent[-1]["status"] == "finished" and sent[-1]["result"] == "pass"
+    files = {m["path"]: m["log"] for m in sent if m.get("type") == "file"}
+    record = json.loads(files["qemu-conformance/result.json"])
+    assert record["case"] == "q35-minimal" and record["verdict"] == "pass"
+    assert record["details"]["avocado_settings"] == {"QEMU_CONFORMANCE_X": "1"}
+    assert files[f"qemu-conformance/{record['artifacts']['argv']}"].startswith(str(qemu_x86_64).encode())
