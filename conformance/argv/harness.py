@@ -11,6 +11,7 @@ from __future__ import annotations
 DOMAIN_ID = -1  # domain--1-NAME folders, -1-NAME sockets
 HARNESS_GENERATED_UUID = "00010203-0405-4607-8809-0a0b0c0d0e0f"  # what a UUID libvirt generates is in the harness
 HARNESS_NOW = 1234567890  # the harness's clock (2009-02-13T23:31:30Z): <clock offset='variable'> counts from it
+HARNESS_UTC_OFFSET = -1800  # the harness's local time zone (TZ=VIR00:30, index.json fixed_env): UTC - 30 min
 MONITOR_FD = 1729  # pre-opened listening socket of the QMP monitor
 TAP_FD_BRIDGE = 102  # tap of <interface type='bridge'|'network'>
 TAP_FD_ETHERNET = 3  # tap of <interface type='ethernet'>

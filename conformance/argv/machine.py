@@ -8,7 +8,13 @@ from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
-from conformance.argv.harness import HARNESS_GENERATED_UUID, HARNESS_NOW, HOST_CPU_EXTRA_FEATURES, HOST_CPU_MODEL
+from conformance.argv.harness import (
+    HARNESS_GENERATED_UUID,
+    HARNESS_NOW,
+    HARNESS_UTC_OFFSET,
+    HOST_CPU_EXTRA_FEATURES,
+    HOST_CPU_MODEL,
+)
 from conformance.argv.memory import backend_objects, check_host_nodes
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import escape_opt_value
@@ -557,8 +563,11 @@ def _rtc_base(clock) -> str:
         return "localtime"
     if clock.offset == "absolute" and clock.attrs.get("start", "").isdigit():
         return datetime.fromtimestamp(int(clock.attrs["start"]), UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if clock.offset == "variable" and clock.attrs.get("basis", "utc") == "utc":
+    if clock.offset == "variable" and clock.attrs.get("basis", "utc") in ("utc", "localtime"):
+        # a localtime basis adds the host's offset from UTC (qemuBuildClockArgStr)
         adjustment = int(clock.attrs.get("adjustment", "0") or 0)
+        if clock.attrs.get("basis") == "localtime":
+            adjustment += HARNESS_UTC_OFFSET
         return datetime.fromtimestamp(HARNESS_NOW + adjustment, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return "utc"
 
