@@ -108,6 +108,7 @@ class Ctx:
     watchdogs: list = field(default_factory=list)
     hostdevs: list = field(default_factory=list)  # (Hostdev | Interface of type hostdev)
     memballoon: Any = None
+    iommu: Any = None  # the domain's <iommu>, or the one libvirt adds
     hubs: list = field(default_factory=list)  # <hub type='usb'> (kept verbatim by the model) as Devices
     smartcards: list = field(default_factory=list)  # (Device, <smartcard> element)
     vsocks: list = field(default_factory=list)  # (Device, <vsock> element)

@@ -19,6 +19,7 @@ from conformance.domain.model import (
     Disk,
     Input,
     Interface,
+    Iommu,
     Memballoon,
     Video,
     Watchdog,
@@ -80,6 +81,11 @@ def prepare(ctx: Ctx) -> None:
     if ctx.is_q35 and ctx.modern_libvirt and not any(w.model == "itco" for w in ctx.watchdogs):
         ctx.watchdogs.append(Watchdog(model="itco", action="reset"))
     ctx.memballoon = d.memballoon
+    ctx.iommu = d.iommu
+    if ctx.iommu is None and ctx.is_q35 and ctx.domain.vcpus > 255 and \
+            all(ctx.caps.has(f) for f in ("intel-iommu", "intel-iommu.intremap", "intel-iommu.eim")):
+        # more than 255 vCPUs need x2APIC interrupt remapping: an Intel IOMMU (qemuDomainDefAddDefaultDevices)
+        ctx.iommu = Iommu(model="intel")
     if ctx.memballoon is None and (ctx.is_x86 or ctx.is_s390):
         ctx.memballoon = Memballoon(model="virtio")
     # a <interface type='hostdev'> is also a host device: libvirt lists those first
@@ -501,8 +507,8 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, d.tpms, "tpm")
     if ctx.memballoon is not None:
         a[id(ctx.memballoon)] = "balloon0"
-    if d.iommu is not None:
-        a[id(d.iommu)] = "iommu0"
+    if ctx.iommu is not None:
+        a[id(ctx.iommu)] = "iommu0"
     counters: dict[str, int] = {}
     for mem in d.memories:
         prefix = {"nvdimm": "nvdimm", "virtio-pmem": "virtiopmem", "virtio-mem": "virtiomem"}.get(mem.model, "dimm")

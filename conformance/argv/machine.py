@@ -94,7 +94,7 @@ def machine(ctx: Ctx) -> None:
         opts.append("smm=on")
     ioapic = feats.get("ioapic")
     driver = ioapic.attrs.get("driver") if ioapic is not None else None
-    iommu = d.devices.iommu
+    iommu = ctx.iommu
     if driver is None and iommu is not None and iommu.model == "intel" and \
             intel_iommu_driver(ctx).get("intremap") == "on":
         driver = "qemu"  # interrupt remapping needs QEMU's IOAPIC: libvirt adds <ioapic driver='qemu'/>
@@ -107,7 +107,7 @@ def machine(ctx: Ctx) -> None:
             # libvirt picks what the host supports under KVM (GICv3 on current hosts), GICv2 under TCG
             version = "3" if d.type == "kvm" else "2"
         opts.append(f"gic-version={version}")
-        if d.devices.iommu is not None and d.devices.iommu.model == "smmuv3":
+        if ctx.iommu is not None and ctx.iommu.model == "smmuv3":
             opts.append("iommu=smmuv3")
         ras = feats.get("ras")
         if ras is not None and ras.attrs.get("state") in ("on", "off"):

@@ -92,7 +92,7 @@ def panics(ctx: Ctx) -> None:
 def intel_iommu_driver(ctx: Ctx) -> dict[str, str]:
     """The Intel IOMMU's <driver>, with what libvirt turns on by itself: more than 255 vCPUs need x2APIC
     interrupt remapping (intremap and eim on)."""
-    dev = ctx.domain.devices.iommu
+    dev = ctx.iommu
     drv = dict(dev.driver) if dev is not None else {}
     if ctx.domain.vcpus > 255:
         drv.setdefault("intremap", "on")
@@ -101,7 +101,7 @@ def intel_iommu_driver(ctx: Ctx) -> dict[str, str]:
 
 
 def iommu(ctx: Ctx) -> None:
-    dev = ctx.domain.devices.iommu
+    dev = ctx.iommu
     if dev is None:
         return
     if dev.model == "virtio":

@@ -252,8 +252,8 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     for ser in ctx.serials:
         if ser.target_type == "pci-serial" or ser.target_model == "pci-serial":
             out.append((ser, pci))
-    if d.iommu is not None and d.iommu.model == "virtio":
-        out.append((d.iommu, virtio | INTEGRATED))
+    if ctx.iommu is not None and ctx.iommu.model == "virtio":
+        out.append((ctx.iommu, virtio | INTEGRATED))
     for mem in d.memories:
         if mem.model in ("virtio-pmem", "virtio-mem"):
             out.append((mem, virtio))
@@ -318,8 +318,8 @@ def _all_with_info(ctx: Ctx) -> list[Device]:
                          *d.panics]
     if ctx.memballoon is not None:
         out.append(ctx.memballoon)
-    if d.iommu is not None:
-        out.append(d.iommu)
+    if ctx.iommu is not None:
+        out.append(ctx.iommu)
     out += [vsock for vsock, _ in ctx.vsocks]
     return out
 
