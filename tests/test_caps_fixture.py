@@ -117,6 +117,21 @@ def test_round_trip_host_cpus_sev_and_per_accel_models(tmp_path: Path) -> None:
     assert again.machines[0].default_cpu_for("kvm") == "host-s390x-cpu"
 
 
+def test_round_trip_option_members(tmp_path: Path) -> None:
+    members = {"blockdev": {"": {"cache.direct": "boolean", "driver": "string"},
+                            "file": {"filename": "string"}, "null-co": {}},
+               "netdev": {"": {"id": "string"}, "user": {"guestfwd": "array"}}}
+    caps = replace(_small(), option_members=members)
+    text = to_xml(caps)
+    assert text.count(b"<branch ") == 3 and b'<member name="cache.direct" type="boolean"/>' in text
+    again = from_xml(text)
+    assert again == caps and again.option_members == members
+    assert again.members("blockdev", "file") == {"cache.direct": "boolean", "driver": "string", "filename": "string"}
+    assert again.members("blockdev", "nbd") is None
+    assert "blockdev:null-co.driver" in again.facts("option members")
+    assert b"option-members" not in to_xml(_small()) and from_xml(to_xml(_small())).option_members == {}
+
+
 def test_fixture_without_host_cpus_still_loads(tmp_path: Path) -> None:
     text = to_xml(_small())
     assert b"host-cpus" not in text and b"<sev" not in text

@@ -32,6 +32,10 @@ def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
     assert "tcg" in caps.accelerators
     assert any(c.name == "qemu64" for c in caps.cpu_models)
     assert caps.provenance.source == "probe" and caps.provenance.binary == str(qemu_x86_64)
+    # the QAPI unions behind -netdev/-blockdev/-chardev
+    assert caps.members("netdev", "user") is not None and "hostfwd" in caps.members("netdev", "user")
+    assert caps.members("blockdev", "qcow2") is not None and "cache.direct" in caps.members("blockdev", "qcow2")
+    assert caps.members("chardev", "socket") is not None and "addr.data.path" in caps.members("chardev", "socket")
 
 
 def test_probe_aarch64_7_2(qemu_aarch64: Path) -> None:
@@ -121,6 +125,44 @@ def test_schema_queries() -> None:
     assert PROBE_TIMEOUT <= 10
 
 
+def test_option_members_from_the_schema() -> None:
+    """The QAPI unions behind -netdev/-blockdev/-chardev: the union's own members and those every branch has
+    under "", nested objects as "outer.inner", alternates as their choices, chardev-add's "data" unwrapped."""
+    schema = [
+        {"name": "netdev_add", "meta-type": "command", "arg-type": "N", "ret-type": "0"},
+        {"name": "N", "meta-type": "object", "tag": "type", "members": [{"name": "id", "type": "str"},
+                                                                         {"name": "type", "type": "E"}],
+         "variants": [{"case": "user", "type": "U"}, {"case": "tap", "type": "T"}]},
+        {"name": "U", "meta-type": "object", "members": [{"name": "net", "type": "str"},
+                                                         {"name": "guestfwd", "type": "[S]"}]},
+        {"name": "T", "meta-type": "object", "members": [{"name": "vhost", "type": "bool"}]},
+        {"name": "chardev-add", "meta-type": "command", "arg-type": "C", "ret-type": "0"},
+        {"name": "C", "meta-type": "object", "members": [{"name": "id", "type": "str"},
+                                                         {"name": "backend", "type": "B"}]},
+        {"name": "B", "meta-type": "object", "tag": "type", "members": [{"name": "type", "type": "E"}],
+         "variants": [{"case": "socket", "type": "W1"}, {"case": "pty", "type": "W2"}]},
+        {"name": "W1", "meta-type": "object", "members": [{"name": "data", "type": "SO"}]},
+        {"name": "W2", "meta-type": "object", "members": [{"name": "data", "type": "PT"}]},
+        {"name": "SO", "meta-type": "object", "members": [{"name": "logfile", "type": "str"},
+                                                          {"name": "addr", "type": "A"},
+                                                          {"name": "file", "type": "R"}]},
+        {"name": "PT", "meta-type": "object", "members": [{"name": "logfile", "type": "str"}]},
+        {"name": "A", "meta-type": "object", "members": [{"name": "path", "type": "str"}]},
+        {"name": "R", "meta-type": "alternate", "members": [{"type": "A"}, {"type": "str"}]},
+        {"name": "[S]", "meta-type": "array", "element-type": "S"},
+        {"name": "S", "meta-type": "object", "members": [{"name": "str", "type": "str"}]},
+        {"name": "E", "meta-type": "enum", "values": ["user", "tap"]},
+        {"name": "str", "meta-type": "builtin", "json-type": "string"},
+        {"name": "bool", "meta-type": "builtin", "json-type": "boolean"},
+    ]
+    assert SchemaIndex(schema).option_members() == {
+        "netdev": {"": {"id": "string", "type": "string"}, "user": {"net": "string", "guestfwd": "array"},
+                   "tap": {"vhost": "boolean"}},
+        "chardev": {"": {"logfile": "string"}, "pty": {},
+                    "socket": {"addr": "object", "addr.path": "string", "file": "object|string"}},
+    }  # no blockdev-add in this schema: nothing recorded for -blockdev
+
+
 def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
     caps = probe_binary(qemu_x86_64)
     accel = caps.provenance.accel
@@ -180,7 +222,7 @@ def test_replayed_transcript_gives_the_stored_fixture(transcript: str, fixture: 
                                          accel=stored.provenance.accel or "tcg")
     assert (replayed.version, replayed.arch, replayed.package) == (stored.version, stored.arch, stored.package)
     for field in ("qom_types", "commands", "events", "schema", "migration_capabilities", "accelerators",
-                  "type_properties", "machines", "cpu_models", "flags"):
+                  "type_properties", "machines", "cpu_models", "flags", "option_members"):
         assert getattr(replayed, field) == getattr(stored, field), field
     assert replayed.host_cpus and replayed.host_cpus[0].accel == stored.provenance.accel
 

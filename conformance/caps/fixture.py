@@ -20,10 +20,16 @@ Format (``<qemu-capabilities format="1">``), every list sorted so files diff wel
       </host-cpu>
     </host-cpus>
     <sev cbitpos="51" reduced-phys-bits="1"/>                (optional: AMD SEV platform)
+    <option-members>       (optional: the QAPI unions behind -netdev/-blockdev/-chardev, from the schema)
+      <option name="blockdev">
+        <member name="cache.direct" type="boolean"/>         (every branch has it)
+        <branch name="file"><member name="filename" type="string"/></branch>
+      </option>
+    </option-members>
     <flags> (extra flags from an import)
   </qemu-capabilities>
 
-Fixtures written before host CPUs, SEV, CPU blockers and accelerators were recorded
+Fixtures written before host CPUs, SEV, CPU blockers, accelerators and option members were recorded
 still load (those parts are optional; same format version).
 
 Flags derived from the raw facts are written as a comment for readers and
@@ -136,6 +142,14 @@ def to_xml(caps: Capabilities) -> bytes:
     if caps.sev is not None:
         etree.SubElement(root, "sev", cbitpos=str(caps.sev.cbitpos),
                          **{"reduced-phys-bits": str(caps.sev.reduced_phys_bits)})
+    if caps.option_members:
+        options = etree.SubElement(root, "option-members")
+        for option, branches in sorted(caps.option_members.items()):
+            onode = etree.SubElement(options, "option", name=option)
+            for branch, members in sorted(branches.items()):  # "" (every branch's members) first
+                parent = onode if not branch else etree.SubElement(onode, "branch", name=branch)
+                for name, kind in sorted(members.items()):
+                    etree.SubElement(parent, "member", name=name, type=kind)
     _names(root, "flags", "flag", caps.extra_flags)
     derived = sorted(caps.flags - caps.extra_flags)
     root.append(etree.Comment(" derived flags (recomputed on load): " + " ".join(derived) + " "))
@@ -274,7 +288,7 @@ class _Reader:
             commands=self.names("commands", "command"), events=self.names("events", "event"),
             schema=self.names("schema", "fact", "query"),
             migration_capabilities=self.names("migration-capabilities", "capability"),
-            cpu_models=cpus, host_cpus=self.host_cpus(), sev=self.sev(),
+            cpu_models=cpus, host_cpus=self.host_cpus(), sev=self.sev(), option_members=self.option_members(),
             extra_flags=self.names("flags", "flag"), provenance=provenance,
         )
 
@@ -291,6 +305,18 @@ class _Reader:
             hosts.append(HostCpu(accel=self.attr(h, "accel"), model=self.attr(h, "model"),
                                  migratability=h.get("migratability") == "yes", properties=tuple(props)))
         return tuple(hosts)
+
+    def option_members(self) -> dict[str, dict[str, dict[str, str]]]:
+        record: dict[str, dict[str, dict[str, str]]] = {}
+        for option in self.root.iterfind("option-members/option"):
+            branches = {"": self.members(option)}
+            for branch in option.iterfind("branch"):
+                branches[self.attr(branch, "name")] = self.members(branch)
+            record[self.attr(option, "name")] = branches
+        return record
+
+    def members(self, node: etree._Element) -> dict[str, str]:
+        return {self.attr(m, "name"): self.attr(m, "type") for m in node.iterfind("member")}
 
     def sev(self) -> SevInfo | None:
         node = self.root.find("sev")

@@ -130,8 +130,14 @@ class Provenance:
 # The kinds of fact a fixture can hold (the sections ``caps diff`` compares, plus schema facts)
 FACT_KINDS: tuple[str, ...] = (
     "machine types", "devices and objects", "properties", "commands", "events", "schema",
-    "migration capabilities", "cpu models", "flags",
+    "migration capabilities", "cpu models", "flags", "option members",
 )
+
+# the -OPTION values built from a QAPI union, and the union: option -> (command, argument holding the union
+# or "" for the whole arguments); the probe records each union's members (Capabilities.option_members)
+QAPI_OPTIONS: dict[str, tuple[str, str]] = {
+    "netdev": ("netdev_add", ""), "blockdev": ("blockdev-add", ""), "chardev": ("chardev-add", "backend"),
+}
 
 # Flags of the rules in flags.py that libvirt has no capability string for (this project's own names; libvirt
 # spells two of the facts differently and they are not aliased: 'migration-event', 'device-del-event'), so an
@@ -147,7 +153,8 @@ NOT_LIBVIRT_FLAGS: frozenset[str] = frozenset({
 class Recorded:
     """Which facts of one kind a fixture records: only within this scope does absence mean QEMU lacks it.
 
-    ``only`` None: every fact of the kind; otherwise just these (``"TYPE.*"``: every property of TYPE), and
+    ``only`` None: every fact of the kind; otherwise just these (``"TYPE.*"``: every property of TYPE;
+    ``"OPTION:*"``: every type and member of a -OPTION), and
     ``outside`` and ``because`` say in words what falls outside and why: "[205 flags] only libvirt derives",
     "the probe does not derive them". ``never``: groups of facts of the kind this fixture cannot hold (or
     holds only by inference), each ``(facts, outside, because)``.
@@ -171,6 +178,9 @@ class Recorded:
             if fact in facts:
                 return outside, because
         if self.only is None or fact in self.only:
+            return None
+        colon = fact.find(":")
+        if colon > 0 and fact[:colon] + ":*" in self.only:  # "netdev:*": every fact of that option
             return None
         dot = fact.find(".")
         while dot > 0:  # "pc-q35-4.0.1-machine.hpet": try every dot as the type/property split
@@ -207,6 +217,10 @@ class Capabilities:
     # QEMU's host CPU expansion per accelerator (host-model CPUs); empty when not probed/imported
     host_cpus: tuple[HostCpu, ...] = ()
     sev: SevInfo | None = None
+    # the QAPI unions behind -netdev/-blockdev/-chardev (QAPI_OPTIONS), from query-qmp-schema: option ->
+    # branch (netdev type, blockdev driver, chardev backend; "": members every branch has) -> member
+    # ("cache.direct" inside a nested object) -> JSON type ("string", "int", "boolean", "object|string", ...)
+    option_members: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     # flags that come from an import and are not expressible as raw facts
     extra_flags: frozenset[str] = frozenset()
     provenance: Provenance = field(default_factory=lambda: Provenance(source="unknown"))
@@ -254,6 +268,11 @@ class Capabilities:
                 return frozenset(c.name for c in self.cpu_models)
             case "flags":
                 return self.flags
+            case "option members":
+                return frozenset(
+                    fact for option, branches in self.option_members.items() for branch in branches if branch
+                    for fact in (f"{option}:{branch}",
+                                 *(f"{option}:{branch}.{m}" for m in self.members(option, branch) or ())))
         raise ValueError(f"unknown fact kind {kind!r} (one of {', '.join(FACT_KINDS)})")
 
     @cached_property
@@ -293,6 +312,11 @@ class Capabilities:
             "schema": Recorded(only=frozenset(r.what for r in RULES if r.kind == "schema"),
                                outside="no flag rule asks about",
                                because="the probe evaluates only the rules' schema queries"),
+            "option members": Recorded(
+                only=frozenset(f"{option}:*" for option in self.option_members),
+                outside="of options whose QAPI union the fixture does not record",
+                because="a probe records the unions of netdev_add, blockdev-add and chardev-add where the "
+                        "schema has them (fixtures probed before that record none)"),
             "flags": Recorded(
                 only=frozenset({r.flag for r in RULES} | self.extra_flags),
                 outside="only libvirt derives", because="the probe does not derive them",
@@ -337,6 +361,8 @@ class Capabilities:
             "schema": raw("schema", "schema facts"),
             "migration capabilities": raw("migration", "migration capabilities"),
             "cpu models": Recorded(),
+            "option members": Recorded(only=frozenset(), outside="of -netdev/-blockdev/-chardev",
+                                       because="libvirt's caps XML carries no QAPI schema"),
             "flags": Recorded(never=(
                 (NOT_LIBVIRT_FLAGS, "libvirt has no name for", "libvirt's caps XML cannot say them"),
                 (frozenset(retired), "libvirt has retired", "libvirt's caps XML no longer says them"),
@@ -344,6 +370,13 @@ class Capabilities:
                  "libvirt retired them; the import inferred them, libvirt's file does not say them"),
             )),
         }
+
+    def members(self, option: str, branch: str) -> dict[str, str] | None:
+        """The members (name -> JSON type) of one branch of an option's QAPI union ("netdev", "user"); None
+        when the union has no such branch."""
+        branches = self.option_members.get(option, {})
+        own = branches.get(branch) if branch else None
+        return None if own is None else branches.get("", {}) | own
 
     def has_type(self, qom_type: str) -> bool:
         return qom_type in self.qom_types
@@ -392,5 +425,5 @@ class Capabilities:
 _EQ_FIELDS = (
     "version", "arch", "package", "accelerators", "machines", "qom_types", "type_properties",
     "commands", "events", "schema", "migration_capabilities", "cpu_models", "host_cpus", "sev", "extra_flags",
-    "provenance",
+    "option_members", "provenance",
 )

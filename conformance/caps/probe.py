@@ -22,6 +22,7 @@ from typing import Any
 from conformance import __version__
 from conformance.caps.flags import PROBED_OBJECT_TYPES, PROBED_TYPES, RULES
 from conformance.caps.model import (
+    QAPI_OPTIONS,
     Capabilities,
     CpuModel,
     CpuProperty,
@@ -304,6 +305,7 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
         cpu_models=cpus,
         host_cpus=(host_cpu,) if host_cpu is not None else (),
         sev=_sev(replies.get("query-sev-capabilities")),
+        option_members=SchemaIndex(schema).option_members(),
         provenance=Provenance(
             source="probe", binary=binary, package=package or None, accel=accel, host=socket.gethostname(),
             created=datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -359,3 +361,60 @@ class SchemaIndex:
 
     def facts(self, queries: Any) -> frozenset[str]:
         return frozenset(q for q in queries if self.holds(q))
+
+    def json_type(self, name: str) -> str:
+        """A schema type as the JSON it takes: "string", "int", "boolean", "object", "array", ...; an
+        alternate as its choices, "object|string"."""
+        node = self.by_name.get(name, {})
+        match node.get("meta-type"):
+            case "builtin":
+                return str(node.get("json-type", ""))
+            case "enum":
+                return "string"
+            case "alternate":
+                return "|".join(sorted({self.json_type(m["type"]) for m in node.get("members", [])}))
+        return str(node.get("meta-type", ""))
+
+    def object_members(self, name: str, prefix: str = "", depth: int = 0, *, variants: bool = True) -> dict[str, str]:
+        """Every member of an object type (and of all its variants), nested objects followed two levels down
+        as "outer.inner" ("addr.data.path"); alternates and arrays are not followed."""
+        node = self.by_name.get(name, {})
+        members = list(node.get("members", []))
+        for variant in node.get("variants", []) if variants else ():
+            members += self.by_name.get(variant["type"], {}).get("members", [])
+        found: dict[str, str] = {}
+        for member in members:
+            kind = self.json_type(member["type"])
+            found[prefix + member["name"]] = kind
+            if kind == "object" and depth < 2:
+                found |= self.object_members(member["type"], f"{prefix}{member['name']}.", depth + 1)
+        return found
+
+    def option_members(self) -> dict[str, dict[str, dict[str, str]]]:
+        """The members of the QAPI unions behind -netdev, -blockdev and -chardev (model.QAPI_OPTIONS):
+        option -> branch -> member -> JSON type; the members every branch has are kept once, under ""."""
+        record: dict[str, dict[str, dict[str, str]]] = {}
+        for option, (command, argument) in QAPI_OPTIONS.items():
+            union = self.by_name.get(command, {}).get("arg-type", "")
+            if argument:
+                member = next((m for m in self.by_name.get(union, {}).get("members", []) if m["name"] == argument),
+                              None)
+                union = member["type"] if member else ""
+            node = self.by_name.get(union, {})
+            if not node.get("variants"):
+                continue  # not a union in this QEMU (netdev_add before 5.0 took any arguments)
+            branches: dict[str, dict[str, str]] = {}
+            for variant in node["variants"]:
+                inner = self.by_name.get(variant["type"], {}).get("members", [])
+                if argument and [m["name"] for m in inner] == ["data"]:  # chardev: {"data": ChardevFile}
+                    branches[variant["case"]] = self.object_members(inner[0]["type"])
+                else:
+                    branches[variant["case"]] = self.object_members(variant["type"])
+            # the union's own members (netdev: id, type; blockdev: driver, node-name, cache, ...); chardev-add's
+            # lie outside the "data" the branches describe
+            base = {} if argument else self.object_members(union, variants=False)
+            shared = set.intersection(*(set(b.items()) for b in branches.values())) if len(branches) > 1 else set()
+            base |= dict(shared)
+            record[option] = {"": base} | {name: {k: v for k, v in members.items() if (k, v) not in shared}
+                                           for name, members in branches.items()}
+        return record
