@@ -163,6 +163,26 @@ def test_option_members_from_the_schema() -> None:
     }  # no blockdev-add in this schema: nothing recorded for -blockdev
 
 
+def test_probe_5_2_records_its_netdev_union() -> None:
+    """QEMU 5.2 (a build of the suite's, where present) lacks netdev members 10.0 has: the check names them."""
+    from conformance.argv.schema_check import property_problems
+    from conformance.caps.store import resolve
+    from conformance.paths import builds_dir
+
+    binary = builds_dir() / "qemu-5.2" / "bin" / "qemu-system-x86_64"
+    if not binary.exists():
+        pytest.skip(f"no QEMU 5.2 build at {binary} (qemu-conformance builds)")
+    caps = probe_binary(binary, accel="tcg")
+    assert caps.version.minor == 2 and caps.version.major == 5
+    vdpa = '{"type":"vhost-vdpa","id":"n0","vhostdev":"/dev/vhost-vdpa-0","vhostfd":"3"}'
+    argv = ["qemu", "-netdev", vdpa, "-netdev", '{"type":"dgram","id":"n1"}']
+    assert property_problems(argv, resolve("10.0.2:x86_64")) == []
+    assert property_problems(argv, caps) == [
+        f"-netdev vhost-vdpa: QEMU {caps.version} has no property 'vhostfd'",
+        f"-netdev dgram: QEMU {caps.version} has no netdev type 'dgram'",
+    ]
+
+
 def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
     caps = probe_binary(qemu_x86_64)
     accel = caps.provenance.accel

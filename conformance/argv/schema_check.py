@@ -1,10 +1,20 @@
-"""argv against the fixture's QEMU: every -device / -object property the builder emits must exist, with a
-compatible type, in that QEMU (libvirt's testCompareXMLToArgvValidateSchemaCommand).
+"""argv against the fixture's QEMU: every -device / -object / -netdev / -blockdev / -chardev property the
+builder emits must exist, with a compatible type, in that QEMU (libvirt's
+testCompareXMLToArgvValidateSchemaCommand).
 
-A fixture records the properties of some types only (a probe: the types the suite builds argv for; an
-import of libvirt's caps XML: the properties behind its flags), so a property is checked only where the
-fixture says whether it exists (``caps.records["properties"]``). -netdev, -blockdev and -chardev would need
-the QAPI schema's members, which fixtures do not record yet: they are not checked.
+-device / -object: the QOM properties. A fixture records the properties of some types only (a probe: the
+types the suite builds argv for; an import of libvirt's caps XML: the properties behind its flags), so a
+property is checked only where the fixture says whether it exists (``caps.records["properties"]``).
+
+-netdev / -blockdev / -chardev: the members of the QAPI union behind each (netdev_add's arguments,
+blockdev-add's, chardev-add's backend: ``caps.option_members``), which a probe takes from query-qmp-schema.
+A netdev type, blockdev driver or chardev backend the union lacks, a member it lacks, or a JSON value of
+another type is a problem. Comma syntax is checked for the keys only (QEMU parses the strings); -chardev's
+keys are QEMU's command-line spellings (``path`` of a socket is ``addr.data.path``), and QEMU takes every
+-chardev key with every backend, ignoring the ones it does not use, so a key is a problem only when no
+backend of this QEMU has it. A libvirt caps XML import carries no QAPI schema, and libvirt's corpus has no
+.replies files to import it from: for an imported fixture these options are not checked
+(``caps.records["option members"]`` covers nothing).
 """
 
 from __future__ import annotations
@@ -56,15 +66,108 @@ def _head(value: str) -> str | None:
     return value.split(",", 1)[0]
 
 
+# what a branch of each option's union is called, and the key that names it
+_BRANCH = {"-netdev": ("netdev", "type", "netdev type"), "-blockdev": ("blockdev", "driver", "blockdev driver"),
+           "-chardev": ("chardev", "type", "chardev backend")}
+# -chardev keys that are no member of a backend (the chardev's id; a multiplexer in front of it)
+_CHARDEV_NOT_MEMBERS = {"id", "mux"}
+# -chardev comma-syntax keys spelled otherwise than the chardev-add member they fill (QEMU's qemu_chr_parse_*)
+_ADDR = {k: f"addr.data.{k}" for k in ("host", "port", "to", "ipv4", "ipv6", "path", "abstract", "tight")}
+_CHARDEV_KEYS: dict[str, dict[str, str]] = {
+    "socket": _ADDR | {"fd": "addr.data.str", "delay": "nodelay"},
+    "udp": {"host": "remote.data.host", "port": "remote.data.port", "ipv4": "remote.data.ipv4",
+            "ipv6": "remote.data.ipv6", "localaddr": "local.data.host", "localport": "local.data.port"},
+    "file": {"path": "out", "input-path": "in"},
+    "pipe": {"path": "device"}, "serial": {"path": "device"}, "tty": {"path": "device"},
+    "parallel": {"path": "device"}, "parport": {"path": "device"},
+    "spicevmc": {"name": "type"}, "spiceport": {"name": "fqdn"},
+}
+_JSON_TYPES = ((bool, "boolean"), (int, "int"), (float, "number"), (str, "string"), (dict, "object"),
+               (list, "array"), (type(None), "null"))
+
+
+def _json_compatible(value: Any, kind: str) -> bool:
+    """A JSON value against a QAPI member's JSON type ("object|string": either; "value": anything)."""
+    kinds = kind.split("|")
+    if "value" in kinds:
+        return True
+    for python, name in _JSON_TYPES:
+        if isinstance(value, python):
+            return name in kinds or (name == "int" and "number" in kinds)
+    return True
+
+
+def _chardev_key(branches: dict[str, dict[str, str]], key: str) -> bool:
+    """Whether some backend of this QEMU takes the -chardev key (QEMU accepts it with every backend)."""
+    return any(key in members or _CHARDEV_KEYS.get(backend, {}).get(key) in members
+               for backend, members in branches.items())
+
+
+def _unfollowed(members: dict[str, str], key: str) -> bool:
+    """Whether a dotted comma-syntax key lies inside an array or alternate member, which the record does not
+    follow ("chardevs.0", "file.filename")."""
+    dot = key.find(".")
+    while dot > 0:
+        kind = members.get(key[:dot], "")
+        if kind == "array" or "|" in kind:
+            return True
+        dot = key.find(".", dot + 1)
+    return False
+
+
+def member_problems(opt: str, value: str, caps: Capabilities) -> list[str]:
+    """The problems of one -netdev/-blockdev/-chardev value against the fixture's QAPI union (none when the
+    fixture does not record it)."""
+    option, tag, noun = _BRANCH[opt]
+    if option not in caps.option_members:
+        return []
+    props = parse_props(value)
+    json_form = value.startswith("{")
+    if opt == "-chardev" and json_form:  # chardev-add's arguments: {"id", "backend": {"type", "data"}}
+        backend = props.get("backend") if isinstance(props.get("backend"), dict) else {}
+        branch, props = backend.get("type"), backend.get("data", {})
+    else:
+        branch = props.pop(tag if json_form else "driver", None)
+    if not isinstance(branch, str) or not caps.records["option members"].covers(f"{option}:{branch}"):
+        return []
+    members = caps.members(option, branch)
+    if members is None:
+        return [f"{opt} {branch}: QEMU {caps.version} has no {noun} {branch!r}"]
+    problems: list[str] = []
+    pending = list(props.items())
+    while pending:
+        key, val = pending.pop(0)
+        if opt == "-chardev" and not json_form and (
+                key in _CHARDEV_NOT_MEMBERS or _CHARDEV_KEYS.get(branch, {}).get(key, key) in members
+                or _chardev_key(caps.option_members[option], key)):
+            continue
+        kind = members.get(key)
+        if kind is None and not json_form and _unfollowed(members, key):
+            continue
+        if kind is None:
+            problems.append(f"{opt} {branch}: QEMU {caps.version} has no property {key!r}")
+        elif json_form and not _json_compatible(val, kind):
+            problems.append(f"{opt} {branch}: property {key!r} is {kind} in QEMU {caps.version}, "
+                            f"the argv gives {val!r}")
+        elif json_form and kind == "object" and isinstance(val, dict) and any(
+                m.startswith(key + ".") for m in members):  # a nested object the record follows
+            pending[:0] = [(f"{key}.{k}", v) for k, v in val.items()]
+    return problems
+
+
 def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
-    """One line per -device/-object property this fixture's QEMU lacks or types otherwise."""
+    """One line per -device/-object/-netdev/-blockdev/-chardev property this fixture's QEMU lacks or types
+    otherwise."""
     problems: list[str] = []
     recorded = caps.records["properties"]
     scope = _scope(recorded)
     checked = scope[2] if scope is not None else None
+    members = bool(caps.option_members)
     for i in range(1, len(argv) - 1):
         opt, value = argv[i], argv[i + 1]
         if opt not in _NOT_PROPERTIES or value.startswith("-"):
+            if members and opt in _BRANCH and not value.startswith("-"):
+                problems += member_problems(opt, value, caps)
             continue
         head = _head(value)
         if checked is not None and head is not None and head not in checked and "qom-type=" not in value:
