@@ -65,6 +65,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     controllers.controllers(ctx)
     misc.memory_devices(ctx)
     misc.hubs(ctx)
+    controllers.ccid_controllers(ctx)
     disk.disks(ctx)
     disk.filesystems(ctx)
     net.interfaces(ctx)

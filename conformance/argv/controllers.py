@@ -22,7 +22,8 @@ SCSI_DRIVERS = {
     "lsisas1078": "megasas", "vmpvscsi": "pvscsi", "ibmvscsi": "spapr-vscsi", "buslogic": "lsi",
     "am53c974": "am53c974", "dc390": "dc390",
 }
-_ORDER = ("usb", "scsi", "ide", "sata", "fdc", "virtio-serial", "ccid", "isa")
+# CCID readers sit on a USB port: they come after the USB hubs (ccid_controllers)
+_ORDER = ("usb", "scsi", "ide", "sata", "fdc", "virtio-serial", "isa")
 
 
 def _bad_model(ctx: Ctx, cont: Controller) -> DomainInvalid:
@@ -164,5 +165,12 @@ def controllers(ctx: Ctx) -> None:
             if cont.type == kind:
                 _other(ctx, cont)
     for cont in ctx.controllers:
-        if cont.type not in _ORDER and cont.type != "pci":
+        if cont.type not in _ORDER and cont.type not in ("pci", "ccid"):
+            _other(ctx, cont)
+
+
+def ccid_controllers(ctx: Ctx) -> None:
+    """USB CCID readers, after the USB hubs they may sit on (qemuBuildCommandLine)."""
+    for cont in ctx.controllers:
+        if cont.type == "ccid":
             _other(ctx, cont)

@@ -331,82 +331,85 @@ def _chardevs(ctx: Ctx) -> None:
 
 
 def usb_devices(ctx: Ctx) -> list:
-    """Devices that sit on a USB port, in libvirt's order (virDomainDeviceInfoIterate: disks, NICs,
-    sounds, host devices, ..., inputs, ..., redirected devices)."""
+    """Devices that sit on a USB port, in libvirt's order (virDomainUSBDeviceDefForeach: host devices, disks,
+    CCID controllers, inputs, serial ports, sounds, redirected devices; then USB NICs and MTP filesystems)."""
     d = ctx.domain.devices
-    out: list = [k for k in ctx.disks if disk_bus(k) == "usb"]
+    out: list = [h for h in d.hostdevs if h.type == "usb"]
+    out += [k for k in ctx.disks if disk_bus(k) == "usb"]
     out += [c for c in ctx.controllers if c.type == "ccid"]
-    out += [n for n in d.interfaces if n.model == "usb-net"]
-    out += [s for s in d.sounds if s.model == "usb"]
-    out += [h for h in d.hostdevs if h.type == "usb"]
-    out += [s for s in ctx.serials if s.target_type == "usb-serial"]
     out += [i for i in ctx.inputs if i.bus == "usb"]
-    out += [f for f in d.filesystems if f.attrs.get("model") == "mtp" or f.driver.get("type") == "mtp"]
+    out += [s for s in ctx.serials if s.target_type == "usb-serial"]
+    out += [s for s in d.sounds if s.model == "usb"]
     out += [r for r in d.redirdevs if r.attrs.get("bus", "usb") == "usb"]
+    out += [n for n in d.interfaces if n.model == "usb-net"]
+    out += [f for f in d.filesystems if f.attrs.get("model") == "mtp" or f.driver.get("type") == "mtp"]
     return out
+
+
+USB_HUB_PORTS = 8
+
+
+def _has_port(dev: Device) -> bool:
+    return dev.address is not None and dev.address.type == "usb" and bool(dev.address.port)
 
 
 def _usb_ports(ctx: Ctx) -> None:
     usb = [c for c in ctx.controllers if c.type == "usb" and c.model != "none"]
     if not usb:
         return
-    taken: dict[int, set[str]] = {}
     _add_usb_hubs(ctx, usb)
-    _usb_hubs(ctx, usb, taken)
-    for dev in usb_devices(ctx):
-        if dev.address is not None and dev.address.type == "usb" and dev.address.port:
+    taken: dict[int, set[str]] = {}
+    hub_at: dict[int, set[str]] = {}  # the ports hubs sit on, per controller
+    for dev in [*ctx.hubs, *usb_devices(ctx)]:
+        if _has_port(dev):
             taken.setdefault(dev.address.bus or 0, set()).add(dev.address.port)
-    for dev in usb_devices(ctx):
-        if dev.address is not None and dev.address.type == "usb" and dev.address.port:
+    for hub in ctx.hubs:
+        if _has_port(hub):
+            hub_at.setdefault(hub.address.bus or 0, set()).add(hub.address.port)
+    # hubs first, each one's ports open for what follows (qemuDomainAssignUSBHubs), then the other devices
+    for dev in [*ctx.hubs, *usb_devices(ctx)]:
+        if _has_port(dev):
             continue
         for cont in usb:
+            bus = cont.index or 0
             nports = int(cont.attrs.get("ports", 0)) or USB_PORTS.get(cont.model or "", 4)
-            used = taken.setdefault(cont.index or 0, set())
-            hub_ports = [f"{a.port}.{k}" for h in ctx.hubs if (a := ctx.address(h)) is not None and a.port
-                         and (a.bus or 0) == (cont.index or 0) for k in range(1, 9)]
-            candidates = [str(p) for p in range(1, nports + 1)] + hub_ports
-            port = next((p for p in candidates if p not in used), None)
+            port = _free_usb_port([str(p) for p in range(1, nports + 1)], taken.setdefault(bus, set()),
+                                  hub_at.setdefault(bus, set()))
             if port is not None:
-                used.add(port)
-                ctx.addresses[id(dev)] = Address(type="usb", bus=cont.index or 0, port=port)
+                taken[bus].add(port)
+                if dev in ctx.hubs:
+                    hub_at[bus].add(port)
+                ctx.addresses[id(dev)] = Address(type="usb", bus=bus, port=port)
                 break
         else:
             raise DomainInvalid("no free USB port for a USB device", path=ctx.domain.source, line=dev.line,
                                 hint="add a USB hub or a controller with more ports")
 
 
+def _free_usb_port(ports: list[str], taken: set[str], hubs: set[str]) -> str | None:
+    """The first free port of a hub, else the first free port below its hubs, in port order
+    (virDomainUSBAddressFindFreePort)."""
+    port = next((p for p in ports if p not in taken), None)
+    if port is not None:
+        return port
+    for p in ports:
+        if p in hubs:
+            found = _free_usb_port([f"{p}.{k}" for k in range(1, USB_HUB_PORTS + 1)], taken, hubs)
+            if found is not None:
+                return found
+    return None
+
+
 def _add_usb_hubs(ctx: Ctx, usb: list[Controller]) -> None:
-    """More devices without a USB port than free ports: libvirt adds hubs, each costing one port and bringing
-    eight (qemuDomainUSBAddressAddHubs)."""
+    """More USB devices than ports: libvirt adds hubs, each costing one port and bringing eight
+    (qemuDomainUSBAddressAddHubs)."""
     if ctx.hubs:
         return
-    wanted = [d for d in usb_devices(ctx) if not (d.address is not None and d.address.type == "usb"
-                                                  and d.address.port)]
-    fixed = sum(1 for d in usb_devices(ctx) if d.address is not None and d.address.type == "usb"
-                and d.address.port)
-    free = sum(int(c.attrs.get("ports", 0)) or USB_PORTS.get(c.model or "", 4) for c in usb) - fixed
-    while free < len(wanted) and free > 0:
-        ctx.hubs.append(Device())
-        free += 7
-
-
-def _usb_hubs(ctx: Ctx, usb: list[Controller], taken: dict[int, set[str]]) -> None:
-    """Hubs take their ports first (qemuDomainAssignUSBHubs); a hub's own ports (PORT.1 .. PORT.8) are then
-    free for the other devices."""
-    for hub in ctx.hubs:
-        if hub.address is not None and hub.address.type == "usb" and hub.address.port:
-            taken.setdefault(hub.address.bus or 0, set()).add(hub.address.port)
-    for hub in ctx.hubs:
-        if hub.address is not None and hub.address.type == "usb" and hub.address.port:
-            continue
-        for cont in usb:
-            nports = int(cont.attrs.get("ports", 0)) or USB_PORTS.get(cont.model or "", 4)
-            used = taken.setdefault(cont.index or 0, set())
-            port = next((str(p) for p in range(1, nports + 1) if str(p) not in used), None)
-            if port is not None:
-                used.add(port)
-                ctx.addresses[id(hub)] = Address(type="usb", bus=cont.index or 0, port=port)
-                break
+    count = len(usb_devices(ctx))
+    available = sum(int(c.attrs.get("ports", 0)) or USB_PORTS.get(c.model or "", 4) for c in usb)
+    if count > available:
+        for _ in range(-(-(count - available + 1) // (USB_HUB_PORTS - 1))):
+            ctx.hubs.append(Device())
 
 
 def _virtio_serial_ports(ctx: Ctx) -> None:
