@@ -59,6 +59,15 @@ def _readonly(disk: Disk) -> bool:
     return disk.readonly or disk.device == "cdrom"
 
 
+def cache_mode(disk: Disk) -> str:
+    """The disk's cache mode: <driver cache=>, else 'none' for a writable shareable disk
+    (qemuDomainPrepareDiskCachemode)."""
+    mode = disk.driver.get("cache", "")
+    if not mode and disk.shareable and not _readonly(disk):
+        return "none"
+    return mode
+
+
 def _luks(disk: Disk) -> bool:
     """The image is LUKS-encrypted for QEMU to decrypt (raw format then means a 'luks' format node)."""
     nodes = [*(disk.source.children if disk.source else []), *disk.extra]
@@ -95,7 +104,7 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     fmt = disk.driver.get("type") or "raw"
     if fmt == "fat":
         fmt = "raw"  # a directory shown as a FAT image: vvfat builds the image, the format node is raw
-    cache = _CACHE.get(disk.driver.get("cache", ""))
+    cache = _CACHE.get(cache_mode(disk))
     storage = f"libvirt-{n}-storage"
     props = _storage_props(ctx, disk, storage)
     io = disk.driver.get("io")
@@ -137,8 +146,8 @@ def _drive(ctx: Ctx, disk: Disk) -> str | None:
         opts.append(f"file={escape_opt_value(disk.source.path)}")
         if disk.driver.get("type"):
             opts.append(f"format={disk.driver['type']}")
-    if disk.driver.get("cache"):
-        opts.append(f"cache={disk.driver['cache']}")
+    if cache_mode(disk):
+        opts.append(f"cache={cache_mode(disk)}")
     if _readonly(disk) and disk.source is not None:
         opts.append("readonly=on")
     opts += ["if=none", f"id=drive-{alias}"]
@@ -151,7 +160,7 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
     alias = ctx.alias(disk)
     addr = ctx.address(disk)
     props: dict[str, Any]
-    cache = _CACHE.get(disk.driver.get("cache", ""))
+    cache = _CACHE.get(cache_mode(disk))
     if bus == "ide" or bus == "sata":
         assert addr is not None
         props = {"driver": "ide-cd" if disk.device == "cdrom" else "ide-hd"}
@@ -202,6 +211,8 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
     else:
         raise UnsupportedByQemu(f"disk bus {bus!r} is not supported by the argv builder", path=ctx.domain.source,
                                 line=disk.line)
+    if disk.shareable:  # other guests may write it too (qemuBuildDiskDeviceProps)
+        props["share-rw"] = True
     if drive is not None:
         props["drive"] = drive
     props["id"] = alias
