@@ -191,6 +191,23 @@ def test_migrate_skip_keeps_a_case_out_on_purpose_and_across_arches() -> None:
     assert migrate_skip(case, x86, arm) == "x86_64 cannot migrate to aarch64"  # type: ignore[arg-type]
 
 
+def test_a_rerun_into_the_same_output_replaces_a_migrations_folders(tmp_path: Path) -> None:
+    """A second `run -o SAME` once stopped every migration with FileExistsError on the destination folder."""
+    from types import SimpleNamespace
+
+    from conformance.cases import load_catalogue
+    from conformance.live.migrate import pair_folders
+
+    case = load_catalogue().get("q35-minimal")
+    side = SimpleNamespace(binary=Path("/usr/bin/qemu-system-x86_64"),
+                           caps=SimpleNamespace(version="7.2.22", arch="x86_64"))
+    first = pair_folders(tmp_path, case, side, side)  # type: ignore[arg-type]
+    (first[1] / "console.log").write_text("old run\n")
+    again = pair_folders(tmp_path, case, side, side)  # type: ignore[arg-type]
+    assert again == first and [p.name for p in again] == ["source", "destination"]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in again)
+
+
 @pytest.mark.parametrize(("given", "live"), [
     ("unix:/very/long/folder/vnc.sock,audiodev=audio1", "unix:vnc.sock,audiodev=audio1"),
     ("vnc=unix:/very/long/folder/vnc.sock,audiodev=audio1", "vnc=unix:vnc.sock,audiodev=audio1"),

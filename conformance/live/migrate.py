@@ -157,13 +157,15 @@ def migrate_skip(case: Case, source: Target, destination: Target) -> str | None:
     return None
 
 
-def pair_folder(output: Path, case: Case, source: Target, destination: Target, side: str) -> Path:
+def pair_folders(output: Path, case: Case, source: Target, destination: Target) -> tuple[Path, Path]:
+    """(source, destination) folders of one migration, emptied: a re-run into the same output replaces them."""
     tag = hashlib.sha1(f"{source.binary}->{destination.binary}".encode()).hexdigest()[:6]
-    folder = output / "live" / case.name / f"migrate-{pair_label(source, destination).replace('>', '')}-{tag}" / side
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder
+    pair = output / "live" / case.name / f"migrate-{pair_label(source, destination).replace('>', '')}-{tag}"
+    if pair.exists():
+        shutil.rmtree(pair)
+    (pair / "source").mkdir(parents=True)
+    (pair / "destination").mkdir()
+    return pair / "source", pair / "destination"
 
 
 # --- the core: two running VMs ------------------------------------------------------------------
@@ -551,9 +553,7 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
         if machine is None:
             return result("skip", why)
         details["machine"] = machine
-    src_dir = pair_folder(output, case, source, destination, "source")
-    dst_dir = src_dir.parent / "destination"
-    dst_dir.mkdir()
+    src_dir, dst_dir = pair_folders(output, case, source, destination)
     vms: list[GuestVm] = []
     try:
         try:
