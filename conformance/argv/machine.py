@@ -15,7 +15,7 @@ from conformance.argv.harness import (
     HOST_CPU_EXTRA_FEATURES,
     HOST_CPU_MODEL,
 )
-from conformance.argv.memory import backend_objects, check_host_nodes
+from conformance.argv.memory import backend_objects, cell_needs_backend, check_host_nodes, legacy_memory_args
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import escape_opt_value
 from conformance.errors import UnsupportedByQemu
@@ -454,21 +454,35 @@ def _initiator(d, node: int, cell, numbered: list) -> int:
     return next((n for n, c in numbered if c.cpus), 0)
 
 
+def _numa_mem_supported(ctx: Ctx) -> bool:
+    """QEMU takes -numa node,mem= only for x86 PC machine types before 5.1 (numa_mem_supported, which
+    libvirt's capabilities record per machine type as numaMemSupported)."""
+    m = re.fullmatch(r"pc-(?:i440fx-|q35-)?(\d+)\.(\d+)", ctx.machine_name)
+    return ctx.is_x86 and m is not None and (int(m[1]), int(m[2])) < (5, 1)
+
+
 def numa(ctx: Ctx) -> None:
     d = ctx.domain
     cells = d.cpu.numa if d.cpu else []
     numbered = sorted(((cell.id if cell.id is not None else i, cell) for i, cell in enumerate(cells)),
                       key=lambda pair: pair[0])
+    # machine types before 5.1 still take -numa node,mem= where no cell needs a back-end object
+    # (qemuBuildNumaCommandLine)
+    need_backend = not _numa_mem_supported(ctx) or _hmat(d) or any(
+        cell_needs_backend(ctx, node, cell.attrs.get("memAccess")) for node, cell in numbered)
+    if numbered and not need_backend:
+        legacy_memory_args(ctx)
     for node, cell in numbered:
-        for obj in backend_objects(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, node=node,
-                                   access=cell.attrs.get("memAccess"), discard=cell.attrs.get("discard")):
-            ctx.object(obj)
+        if need_backend:
+            for obj in backend_objects(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, node=node,
+                                       access=cell.attrs.get("memAccess"), discard=cell.attrs.get("discard")):
+                ctx.object(obj)
         opt = f"node,nodeid={node}"
         if cell.cpus:
             opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))
         if _hmat(d):
             opt += f",initiator={_initiator(d, node, cell, numbered)}"
-        opt += f",memdev=ram-node{node}"
+        opt += f",memdev=ram-node{node}" if need_backend else f",mem={aligned_kib(cell.memory_kib) // 1024}"
         ctx.add("-numa", opt)
     given: dict[tuple[int, int], str] = {}
     for node, cell in numbered:

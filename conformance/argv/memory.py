@@ -102,6 +102,42 @@ def _host_nodes(ctx: Ctx, node: int | None, mem: MemoryDevice | None) -> tuple[l
     return nodes, {"strict": "bind"}.get(mode, mode)
 
 
+def cell_needs_backend(ctx: Ctx, node: int, access: str | None) -> bool:
+    """A NUMA cell needs a memory-backend object (qemuBuildMemoryBackendProps's "none of the following is
+    requested"): huge pages chosen for this node, numatune for this node, a memory access mode, or memory
+    backed by a file or memfd."""
+    mb = ctx.domain.memory_backing
+    pages = mb.hugepages if mb is not None and mb.hugepages else []
+    if any(p.get("nodeset") and node in node_list(p["nodeset"]) and _kib(p) != SYSTEM_PAGE_KIB for p in pages):
+        return True
+    nt = ctx.domain.numatune
+    if nt is not None and any(m.get("cellid") == str(node) for m in nt.memnodes):
+        return True
+    return bool(access or _backing(ctx, "access") or _backing(ctx, "source", "type") in ("file", "memfd"))
+
+
+def legacy_memory_args(ctx: Ctx) -> None:
+    """-mem-prealloc and -mem-path for guest RAM without memory-backend objects (qemuBuildMemPathStr):
+    huge pages from <memoryBacking> (preallocated), or <allocation mode='immediate'>."""
+    mb = ctx.domain.memory_backing
+    pages = mb.hugepages if mb is not None and mb.hugepages is not None else None
+    path = None
+    prealloc = _backing(ctx, "allocation") == "immediate"
+    if pages is not None:
+        size = _kib(pages[0]) if pages else HUGEPAGE_DEFAULT_KIB
+        if size != SYSTEM_PAGE_KIB:
+            mount = HUGETLBFS_MOUNTS.get(size)
+            if mount is None:
+                raise UnsupportedByQemu(f"internal error: Unable to find any usable hugetlbfs mount for {size} KiB",
+                                        path=ctx.domain.source)
+            path = f"{mount}/libvirt/qemu/{short_name(ctx)}"
+            prealloc = True
+    if prealloc:
+        ctx.add("-mem-prealloc")
+    if path:
+        ctx.add("-mem-path", path)
+
+
 def check_host_nodes(ctx: Ctx) -> None:
     """numatune may only name the (harness) host's NUMA nodes (virNumaNodesetIsAvailable; the harness of
     libvirt before 10 did not check)."""
