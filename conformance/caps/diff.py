@@ -30,10 +30,11 @@ from conformance.caps.model import Capabilities, QemuVersion
 # they are exactly the queries of the flag rules, so the flags say the same
 SECTIONS: tuple[str, ...] = (
     "machine types", "devices and objects", "properties", "commands", "events", "migration capabilities",
-    "cpu models", "flags",
+    "cpu models", "flags", "option members",
 )
 # sections where any lost fact is loud (machine types: unless deprecated)
-LOUD_SECTIONS = frozenset({"machine types", "devices and objects", "properties", "commands", "flags"})
+LOUD_SECTIONS = frozenset({"machine types", "devices and objects", "properties", "commands", "flags",
+                           "option members"})
 _NOUNS: dict[str, tuple[str, str]] = {
     "machine types": ("machine type", "machine types"),
     "devices and objects": ("device", "devices"),
@@ -43,6 +44,7 @@ _NOUNS: dict[str, tuple[str, str]] = {
     "migration capabilities": ("migration capability", "migration capabilities"),
     "cpu models": ("CPU model", "CPU models"),
     "flags": ("capability flag", "capability flags"),
+    "option members": ("-netdev/-blockdev/-chardev member", "-netdev/-blockdev/-chardev members"),
 }
 
 # QEMU's deprecation policy for versioned machine types (docs/about/deprecated.rst): deprecated after 3 years,
