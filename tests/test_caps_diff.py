@@ -121,6 +121,16 @@ def test_a_lost_device_property_command_flag_or_machine_is_loud(change: dict, se
     assert "LOST" in result.format()
 
 
+def test_a_lost_netdev_blockdev_or_chardev_member_is_loud() -> None:
+    """Probed 7.2.22 -> 10.0.2: the QAPI members behind -netdev/-blockdev/-chardev are compared (QEMU 10.0
+    on Linux has no 'console' chardev backend; 10.0 adds -netdev stream's reconnect-ms)."""
+    result = diff_caps(resolve("7.2.22:x86_64"), resolve("10.0.2:x86_64"))
+    gained, lost = result.sections["option members"]
+    assert "chardev:console" in lost and "netdev:stream.reconnect-ms" in gained
+    assert "chardev:console" in result.loud_losses["option members"]
+    assert "-netdev/-blockdev/-chardev members removed (chardev:console" in result.summary()
+
+
 def test_quiet_losses() -> None:
     a = resolve("7.2.22:x86_64")
     assert a.machine("pc-i440fx-1.4").deprecated and not a.machine("pc-i440fx-2.0").deprecated
