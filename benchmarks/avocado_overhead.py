@@ -5,9 +5,11 @@
 
 own:     `qemu-conformance run --stages S --cases C -j 1` (probe once, then every item in one process)
 avocado: `avocado run --max-parallel-tasks 1 qemu-conformance:C` with the same stages (one runner process
-         per test, the probe cached on disk, artefacts sent back as file messages)
+         per test, which does not import avocado; the probe cached on disk, artefacts sent back as file
+         messages)
 floor:   `avocado run --max-parallel-tasks 1 /bin/true` once and as many times as there are tests: what
-         avocado itself costs per test (scheduler, a process per test) and per job, whatever the test
+         avocado costs per test and per job with its own exec-test runner (a process per test that imports
+         avocado: most of that per-test figure), whatever the test
 Both sequential on the host's qemu-system-x86_64, runs alternating so both see the same load; wall time
 of the whole command. Last line:
 `avocado: +N.NN s per test over our own runner (median of R runs, T tests; own N.N s, avocado N.N s;
