@@ -54,6 +54,7 @@ SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
 # the DRM render node the harness reports for OpenGL displays without one, and where D-Bus display sockets go
 HARNESS_RENDER_NODE = "/dev/dri/foo"
 DBUS_SOCKET_DIR = "/var/run/libvirt/qemu/dbus"
+PASST_STATE_DIR = "/var/run/libvirt/qemu/passt"  # qemu.conf's passtStateDir: the passt sockets
 
 
 def spice_tls(modern_libvirt: bool) -> bool:

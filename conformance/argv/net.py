@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx, rom_props
-from conformance.argv.harness import TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
+from conformance.argv.harness import DOMAIN_ID, PASST_STATE_DIR, TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Interface
 from conformance.errors import UnsupportedByQemu
@@ -30,9 +30,10 @@ def default_nic_model(ctx: Ctx) -> str:
 
 
 def nic_model(ctx: Ctx, net: Interface) -> str:
-    """The NIC model, known names matched without case as libvirt does; others passed through."""
+    """The NIC model, known names matched without case as libvirt does; others passed through. vDPA and
+    vhost-user interfaces default to virtio (qemuDomainDeviceNetDefPostParse)."""
     if not net.model:
-        return default_nic_model(ctx)
+        return "virtio" if net.type in ("vdpa", "vhostuser") else default_nic_model(ctx)
     lower = net.model.lower()
     return lower if lower in KNOWN_NIC_MODELS else net.model
 
@@ -44,7 +45,24 @@ KNOWN_NIC_MODELS = {
 }
 
 
+PASST_RECONNECT_SECONDS = 5  # QEMU_PASST_RECONNECT_TIMEOUT
+
+
+def _passt_socket(ctx: Ctx, alias: str) -> str:
+    """The passt process's socket: passtStateDir/SHORTNAME-ALIAS.socket (qemuPasstCreateSocketPath)."""
+    return f"{PASST_STATE_DIR}/{DOMAIN_ID}-{ctx.domain.name[:20]}-{alias}.socket"
+
+
 def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
+    alias = ident.removeprefix("host")
+    if net.type == "user" and net.backend.get("type") == "passt":
+        # a stream netdev that connects to the passt process; reconnect where QEMU has it (qemuPasstAddNetProps)
+        props = {"type": "stream", "addr": {"type": "unix", "path": _passt_socket(ctx, alias)}, "server": False}
+        if ctx.caps.has("netdev-stream-reconnect-miliseconds"):
+            props["reconnect-ms"] = PASST_RECONNECT_SECONDS * 1000
+        elif ctx.caps.has("netdev.stream.reconnect"):
+            props["reconnect"] = PASST_RECONNECT_SECONDS
+        return {**props, "id": ident}
     if net.type == "user":
         props = {"type": "user"}
         for ip in (c for c in net.extra if getattr(c, "tag", None) == "ip"):
@@ -62,12 +80,18 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
         return props
     if net.type == "vhostuser" and net.source.get("type", "unix") == "unix":
         # the vhost-user back-end's UNIX socket as a chardev, then the netdev on it
-        chardev = f"char{ident.removeprefix('host')}"
-        opts = ["socket", f"id={chardev}", f"path={escape_opt_value(net.source.get('path', ''))}"]
-        if net.source.get("mode") == "server":
+        chardev = f"char{alias}"
+        passt = net.backend.get("type") == "passt"
+        # passt's socket path is derived, and it always reconnects after 5 s (qemuPasstPrepareVhostUser)
+        path = _passt_socket(ctx, alias) if passt else net.source.get("path", "")
+        opts = ["socket", f"id={chardev}", f"path={escape_opt_value(path)}"]
+        if net.source.get("mode") == "server" and not passt:
             opts.append("server=on")
         rec = next((c for c in net.source_children if getattr(c, "tag", None) == "reconnect"), None)
-        if rec is not None and rec.get("enabled") in ("yes", "no"):
+        if passt:
+            opts.append(f"reconnect-ms={PASST_RECONNECT_SECONDS * 1000}"
+                        if ctx.caps.has("chardev-reconnect-miliseconds") else f"reconnect={PASST_RECONNECT_SECONDS}")
+        elif rec is not None and rec.get("enabled") in ("yes", "no"):
             seconds = int(rec.get("timeout") or 0) if rec.get("enabled") == "yes" else 0
             opts.append(f"reconnect-ms={seconds * 1000}" if ctx.caps.has("chardev-reconnect-miliseconds")
                         else f"reconnect={seconds}")

@@ -341,6 +341,10 @@ def interfaces(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if queues and queues.lstrip("-").isdigit() and int(queues) < 0:
             yield Refusal("<interface>", f"{XML}Invalid value for attribute 'queues' in element 'driver': "
                                          f"'{queues}'. Expected non-negative integer value", net)
+        if net.type == "user" and net.backend.get("type") == "passt" and caps is not None and \
+                not caps.has("netdev.stream"):  # qemuValidateDomainDeviceDefNetwork
+            yield Refusal("<backend type='passt'>", f"{UNSUPPORTED}the passt network backend is not supported with "
+                                                    "this QEMU binary", net)
         if net.type == "user" and _child(net.extra, "portForward") is not None and net.backend.get("type") != "passt":
             yield Refusal("<interface type='user'>", f"{UNSUPPORTED}The <portForward> element can only be used with "
                                                      "the 'passt' backend of interface type='user' or "
