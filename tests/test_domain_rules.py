@@ -101,3 +101,19 @@ def test_cpu_feature_outside_libvirts_map_is_refused(tmp_path, monkeypatch: pyte
     assert found is not None and found.element == "<feature name='vmx'>"
     assert found.message == "unsupported configuration: unknown CPU feature: vmx"
     assert first_refusal(parse_domain(xml.replace("<os>", cpu.format("require", "sve"))), None) is None
+
+
+def test_discard_no_unref_needs_the_qcow2_option() -> None:
+    """qemuValidateDomainDeviceDefDisk: discard_no_unref set either way needs QEMU's qcow2 'discard-no-unref'
+    (8.1+); libvirt refuses it rather than drop it (virDomainDiskDefValidate: qcow2 only)."""
+    from conformance.caps.store import resolve
+
+    disk = ("<disk type='file' device='disk'><driver name='qemu' type='{fmt}' discard_no_unref='{value}'/>"
+            "<source file='/a.img'/><target dev='vda' bus='virtio'/></disk>")
+    domain = parse_domain(BASE.format(machine="pc", devices=disk.format(fmt="qcow2", value="off")))
+    old = first_refusal(domain, resolve("7.2.22:x86_64"))
+    assert old is not None and old.by_qemu
+    assert old.message == "unsupported configuration: 'discard_no_unref' is not supported by this QEMU binary"
+    assert first_refusal(domain, resolve("10.0.2:x86_64")) is None
+    raw = refusal(disk.format(fmt="raw", value="on"))
+    assert raw is not None and "'discard_no_unref' only works with qcow2 disk format" in raw.message

@@ -308,6 +308,15 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if disk.shareable and fmt and fmt != "raw" and disk.device != "lun":
             yield Refusal(_disk(disk), f"{UNSUPPORTED}shared access for disk '{disk.target_dev}' requires use of "
                                        "supported storage format", disk)
+        no_unref = disk.driver.get("discard_no_unref")
+        if no_unref == "on" and fmt != "qcow2":  # virDomainDiskDefValidate
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'discard_no_unref' only works with qcow2 disk format", disk)
+        elif no_unref == "on" and disk.readonly:
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'discard_no_unref' is not compatible with read-only disk", disk)
+        if no_unref in ("on", "off") and caps is not None and not caps.has("qcow2-discard-no-unref"):
+            # qemuValidateDomainDeviceDefDisk: set either way, QEMU must have the qcow2 option
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'discard_no_unref' is not supported by this QEMU binary", disk,
+                          by_qemu=True)
         addr = disk.address
         if addr is not None and addr.type == "drive":
             key = (bus, addr.controller or 0, addr.bus or 0, addr.target or 0, addr.unit or 0)
@@ -344,7 +353,7 @@ def interfaces(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if net.type == "user" and net.backend.get("type") == "passt" and caps is not None and \
                 not caps.has("netdev.stream"):  # qemuValidateDomainDeviceDefNetwork
             yield Refusal("<backend type='passt'>", f"{UNSUPPORTED}the passt network backend is not supported with "
-                                                    "this QEMU binary", net)
+                                                    "this QEMU binary", net, by_qemu=True)
         if net.type == "user" and _child(net.extra, "portForward") is not None and net.backend.get("type") != "passt":
             yield Refusal("<interface type='user'>", f"{UNSUPPORTED}The <portForward> element can only be used with "
                                                      "the 'passt' backend of interface type='user' or "
