@@ -103,6 +103,24 @@ def test_probed_fixture_builds(capsdata: Path) -> None:
     assert nic["failover"] in (True, "on")
 
 
+
+@pytest.mark.parametrize("spec", ["7.2.22:x86_64", "7.2.0:x86_64"])
+def test_numa_mem_follows_the_fixtures_machine(spec: str) -> None:
+    """-numa node,mem= where the machine type takes it (query-machines numa-mem-supported, libvirt's
+    numaMemSupported), memdev= elsewhere (qemuBuildNumaCommandLine)."""
+    caps = resolve(spec)
+    numa = ("<domain type='qemu'><name>n</name><memory unit='MiB'>512</memory><vcpu>2</vcpu>"
+            "<os><type arch='x86_64' machine='{m}'>hvm</type></os><cpu><numa>"
+            "<cell id='0' cpus='0' memory='256' unit='MiB'/><cell id='1' cpus='1' memory='256' unit='MiB'/>"
+            "</numa></cpu><devices><memballoon model='none'/></devices></domain>")
+    for name in ("pc-i440fx-5.0", "pc-q35-5.2"):
+        machine = caps.machine(name)
+        assert machine is not None
+        nodes = options(argv_of(numa.format(m=name), caps), "-numa")
+        assert ("mem=256" in nodes[0]) is machine.numa_mem, (name, nodes)
+    assert caps.machine("pc-i440fx-5.0").numa_mem and not caps.machine("pc-q35-5.2").numa_mem  # type: ignore[union-attr]
+
+
 # --- teaming -------------------------------------------------------------------------------
 
 

@@ -455,10 +455,9 @@ def _initiator(d, node: int, cell, numbered: list) -> int:
 
 
 def _numa_mem_supported(ctx: Ctx) -> bool:
-    """QEMU takes -numa node,mem= only for x86 PC machine types before 5.1 (numa_mem_supported, which
-    libvirt's capabilities record per machine type as numaMemSupported)."""
-    m = re.fullmatch(r"pc-(?:i440fx-|q35-)?(\d+)\.(\d+)", ctx.machine_name)
-    return ctx.is_x86 and m is not None and (int(m[1]), int(m[2])) < (5, 1)
+    """The machine type takes -numa node,mem= (virQEMUCapsGetMachineNumaMemSupported: the fixture's
+    numa-mem-supported of query-machines, libvirt's numaMemSupported)."""
+    return bool(ctx.machine and ctx.machine.numa_mem)
 
 
 def numa(ctx: Ctx) -> None:

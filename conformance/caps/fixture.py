@@ -104,6 +104,8 @@ def to_xml(caps: Capabilities) -> bytes:
             attrs["default-cpu-tcg"] = m.default_cpu_tcg
         if m.hotplug_cpus:
             attrs["hotplug-cpus"] = "yes"
+        if m.numa_mem:
+            attrs["numa-mem"] = "yes"
         etree.SubElement(machines, "machine", attrs)
     _names(root, "types", "type", caps.qom_types)
     props = etree.SubElement(root, "properties")
@@ -268,7 +270,7 @@ class _Reader:
                 default_ram_id=m.get("default-ram-id"),
                 max_cpus=self.integer(m, "max-cpus") if m.get("max-cpus") is not None else None,
                 default_cpu=m.get("default-cpu"), hotplug_cpus=m.get("hotplug-cpus") == "yes",
-                default_cpu_tcg=m.get("default-cpu-tcg"),
+                numa_mem=m.get("numa-mem") == "yes", default_cpu_tcg=m.get("default-cpu-tcg"),
             ))
         props: dict[str, dict[str, str]] = {}
         for t in self.root.iterfind("properties/type"):

@@ -192,6 +192,7 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
             default_ram_id=m.get("defaultRAMid"),
             max_cpus=int(m.get("maxCpus")) if (m.get("maxCpus") or "").isdigit() else None,
             default_cpu=m.get("defaultCPU"), hotplug_cpus=m.get("hotplugCpus") == "yes",
+            numa_mem=m.get("numaMemSupported") == "yes",
         )
     cpus: dict[tuple[str, str], CpuModel] = {}
     for c in root.iterfind("cpu"):

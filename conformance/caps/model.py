@@ -50,6 +50,8 @@ class MachineType:
     max_cpus: int | None = None
     default_cpu: str | None = None
     hotplug_cpus: bool = False
+    # takes -numa node,mem= (query-machines numa-mem-supported; libvirt's numaMemSupported)
+    numa_mem: bool = False
     # the default CPU under TCG where it differs from default_cpu (libvirt files list machines per
     # accelerator; s390x: host-s390x-cpu under KVM, qemu-s390x-cpu under TCG)
     default_cpu_tcg: str | None = None

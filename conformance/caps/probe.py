@@ -264,7 +264,7 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
             name=m["name"], alias=m.get("alias"), is_default=bool(m.get("is-default")),
             deprecated=bool(m.get("deprecated")), acpi=m.get("acpi"), default_ram_id=m.get("default-ram-id"),
             max_cpus=m.get("cpu-max"), default_cpu=m.get("default-cpu-type"),
-            hotplug_cpus=bool(m.get("hotpluggable-cpus")),
+            hotplug_cpus=bool(m.get("hotpluggable-cpus")), numa_mem=bool(m.get("numa-mem-supported")),
         )
         for m in _ok(replies.get("query-machines"), [])
     )
