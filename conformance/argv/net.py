@@ -73,9 +73,20 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
         return {**props, "id": ident}
     if net.type in ("bridge", "network", "ethernet"):
         fd = TAP_FD_ETHERNET if net.type == "ethernet" else TAP_FD_BRIDGE
-        props: dict[str, Any] = {"type": "tap", "fd": str(fd)}
-        if nic_model(ctx, net) == "virtio" and net.driver.get("name") != "qemu":
-            props.update({"vhost": True, "vhostfd": str(VHOST_FD)})
+        virtio = nic_model(ctx, net) == "virtio"
+        # a multiqueue virtio NIC gets one tap fd and one vhost fd per queue, the harness's fds counting up
+        # from its first (qemuBuildInterfaceConnect, qemuBuildHostNetProps: fds/vhostfds joined by ':')
+        queues = int(net.driver.get("queues") or 1) if virtio else 1
+        if queues > 1:
+            props: dict[str, Any] = {"type": "tap", "fds": ":".join(str(fd + i) for i in range(queues))}
+        else:
+            props = {"type": "tap", "fd": str(fd)}
+        if virtio and net.driver.get("name") != "qemu":
+            props["vhost"] = True
+            if queues > 1:
+                props["vhostfds"] = ":".join(str(VHOST_FD + i) for i in range(queues))
+            else:
+                props["vhostfd"] = str(VHOST_FD)
         props["id"] = ident
         return props
     if net.type == "vhostuser" and net.source.get("type", "unix") == "unix":

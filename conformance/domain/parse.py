@@ -442,7 +442,8 @@ def _interface(ctx: _Ctx, el: etree._Element) -> Interface:
                 net.source_children.append(s)
 
     def mac(c: etree._Element) -> None:
-        net.mac = c.get("address")
+        mac = c.get("address")
+        net.mac = mac.lower() if mac else mac  # virMacAddrParse + virMacAddrFormat: lower-case hex
         net.mac_attrs = {k: v for k, v in c.attrib.items() if k != "address"}
 
     def target(c: etree._Element) -> None:
