@@ -89,6 +89,8 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.panics(ctx)
     misc.vmcoreinfo(ctx)
     misc.vsocks(ctx)
+    misc.cryptos(ctx)
+    misc.pstores(ctx)
     misc.qemu_commandline(ctx)
     check_device_types(ctx.argv, domain, caps)
     return ctx.argv

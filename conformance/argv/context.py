@@ -112,6 +112,8 @@ class Ctx:
     hubs: list = field(default_factory=list)  # <hub type='usb'> (kept verbatim by the model) as Devices
     smartcards: list = field(default_factory=list)  # (Device, <smartcard> element)
     vsocks: list = field(default_factory=list)  # (Device, <vsock> element)
+    cryptos: list = field(default_factory=list)  # (Device, <crypto> element)
+    pstores: list = field(default_factory=list)  # (Device, <pstore> element)
     disks: list = field(default_factory=list)
     aliases: dict[int, str] = field(default_factory=dict)
     addresses: dict[int, Address] = field(default_factory=dict)

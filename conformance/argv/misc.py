@@ -16,6 +16,7 @@ from conformance.argv.harness import (
 )
 from conformance.argv.memory import backend_objects, memory_device_prealloc
 from conformance.argv.options import escape_opt_value
+from conformance.domain.parse import _Ctx
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 
@@ -174,6 +175,35 @@ def vsocks(ctx: Ctx) -> None:
             else ""
         ctx.device({"driver": f"vhost-vsock-pci{suffix}", "id": ctx.alias(dev), "guest-cid": guest_cid,
                     "vhostfd": str(VSOCK_FD), **ctx.address_props(dev)}, virtio=dev)
+
+
+def cryptos(ctx: Ctx) -> None:
+    """<crypto model='virtio'>: its back-end object objALIAS (builtin or lkcf) and virtio-crypto on it
+    (qemuBuildCryptoCommandLine, qemuBuildCryptoBackendProps)."""
+    for dev, el in ctx.cryptos:
+        backend = next((c for c in el if c.tag == "backend"), None)
+        model = backend.get("model", "builtin") if backend is not None else "builtin"
+        alias = ctx.alias(dev)
+        props: dict[str, Any] = {"qom-type": f"cryptodev-backend-{model}", "id": f"obj{alias}"}
+        queues = int(backend.get("queues") or 0) if backend is not None else 0
+        if queues > 0:
+            props["queues"] = queues
+        ctx.object(props)
+        ctx.device({"driver": "virtio-crypto-pci", "cryptodev": f"obj{alias}", "id": alias,
+                    **ctx.address_props(dev)}, virtio=dev)
+
+
+def pstores(ctx: Ctx) -> None:
+    """<pstore backend='acpi-erst'>: a shared file back-end memALIAS of the given size and the acpi-erst device
+    on it (qemuBuildPstoreCommandLine)."""
+    for dev, el in ctx.pstores:
+        alias = ctx.alias(dev)
+        path = next((c.text or "" for c in el if c.tag == "path"), "")
+        size = next((c for c in el if c.tag == "size"), None)
+        kib = _Ctx(ctx.domain.source).size_kib(size) if size is not None else 0  # libvirt keeps KiB
+        ctx.object({"qom-type": "memory-backend-file", "id": f"mem{alias}", "mem-path": path, "size": kib * 1024,
+                    "share": True})
+        ctx.device({"driver": "acpi-erst", "id": alias, "memdev": f"mem{alias}", **ctx.address_props(dev)})
 
 
 def vmcoreinfo(ctx: Ctx) -> None:

@@ -261,6 +261,8 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
         if panic.model == "pvpanic":
             out.append((panic, pci | INTEGRATED))
     out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
+    out += [(crypto, virtio) for crypto, _ in ctx.cryptos]
+    out += [(pstore, pci) for pstore, _ in ctx.pstores]
     return out
 
 
@@ -321,6 +323,7 @@ def _all_with_info(ctx: Ctx) -> list[Device]:
     if ctx.iommu is not None:
         out.append(ctx.iommu)
     out += [vsock for vsock, _ in ctx.vsocks]
+    out += [dev for dev, _ in (*ctx.cryptos, *ctx.pstores)]
     return out
 
 
