@@ -440,6 +440,17 @@ def _virtio_serial_ports(ctx: Ctx) -> None:
                 ctx.addresses[id(chan)] = Address(type="virtio-serial", controller=cont.index or 0, bus=0,
                                                   port=str(port))
                 break
+        else:
+            if want is not None:
+                continue
+            # every controller is full: libvirt adds one at the lowest free index and takes its first
+            # port (virDomainVirtioSerialAddrNext, virDomainDefMaybeAddController)
+            index = next(i for i in range(len(conts) + 1) if i not in used)
+            cont = Controller(type="virtio-serial", index=index)
+            insert_controller(ctx.controllers, cont)
+            conts.append(cont)
+            used[index] = {1}
+            ctx.addresses[id(chan)] = Address(type="virtio-serial", controller=index, bus=0, port="1")
 
 
 # --- aliases -------------------------------------------------------------------------------
