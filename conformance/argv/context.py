@@ -87,8 +87,9 @@ def rom_props(rom: dict[str, str]) -> dict[str, Any]:
     return props
 
 
-def to_json(props: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in props.items() if v is not None}, separators=(",", ":"))
+def to_json(props: dict[str, Any], keep_null: tuple[str, ...] = ()) -> str:
+    """Compact JSON of the set properties; a None in ``keep_null`` is written as JSON null."""
+    return json.dumps({k: v for k, v in props.items() if v is not None or k in keep_null}, separators=(",", ":"))
 
 
 @dataclass
@@ -185,8 +186,8 @@ class Ctx:
         props = {k: v for k, v in props.items() if v is not None}
         self.argv += ["-netdev", to_json(props) if self.json_netdev else comma_syntax("type", props)]
 
-    def blockdev_arg(self, props: dict[str, Any]) -> None:
-        self.argv += ["-blockdev", to_json(props)]
+    def blockdev_arg(self, props: dict[str, Any], keep_null: tuple[str, ...] = ()) -> None:
+        self.argv += ["-blockdev", to_json(props, keep_null)]
 
     # --- derived facts ------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from conformance.domain.model import (
     Controller,
     Device,
     Disk,
+    DiskSource,
     Input,
     Interface,
     Iommu,
@@ -302,11 +303,41 @@ def _disks(ctx: Ctx) -> None:
                                 path=ctx.domain.source, line=disk.line)
         seen[key] = disk
     ctx.disks = order
-    # node names: libvirt numbers storage sources in reverse order of the disk list
+    # node names: libvirt numbers storage sources in reverse order of the disk list, each disk's chain from
+    # its top image down through its <backingStore> layers (top n, its backing n + 1, ...)
     with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")
                    and disk_bus(d) != "sd"]
-    for n, disk in enumerate(with_source):
-        ctx.node_index[id(disk)] = len(with_source) - n
+    n = 1
+    for disk in reversed(with_source):
+        ctx.node_index[id(disk)] = n
+        n += 1 + len(backing_chain(disk)[0])
+
+
+def backing_chain(disk: Disk) -> tuple[list[Disk], bool]:
+    """The <backingStore> layers below a disk's image, top down, each as a read-only Disk of its own type,
+    format and source that keeps the disk's cache, io and discard modes (qemuDomainPrepareDiskSourceData:
+    detect_zeroes is the top image's alone); and whether the chain ends in an empty <backingStore/> (a
+    terminated chain: QEMU must not look for a backing file of the last layer)."""
+    layers: list[Disk] = []
+    el = next((e for e in disk.extra if getattr(e, "tag", None) == "backingStore"), None)
+    inherited = {k: v for k, v in disk.driver.items() if k in ("name", "cache", "io", "discard")}
+    while el is not None and el.get("type"):
+        fmt = next((c for c in el if c.tag == "format"), None)
+        src = next((c for c in el if c.tag == "source"), None)
+        source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
+        for c in src if src is not None else []:
+            if c.tag == "host":
+                source.hosts.append(dict(c.attrib))
+            elif isinstance(c.tag, str):
+                source.children.append(c)
+        driver = dict(inherited)
+        if fmt is not None and fmt.get("type"):
+            driver["type"] = fmt.get("type")
+        layers.append(Disk(type=el.get("type", "file"), device=disk.device, source=source, driver=driver,
+                           driver_children=[c for c in (fmt if fmt is not None else []) if isinstance(c.tag, str)],
+                           target_dev=disk.target_dev, target_bus=disk.target_bus, readonly=True, line=el.sourceline))
+        el = next((c for c in el if c.tag == "backingStore"), None)
+    return layers, el is not None
 
 
 # --- character devices ---------------------------------------------------------------------

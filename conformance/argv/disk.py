@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
-from conformance.argv.defaults import disk_bus, disk_index
+from conformance.argv.defaults import backing_chain, disk_bus, disk_index
 from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Disk
@@ -96,14 +96,38 @@ def _effective_node_props(disk: Disk) -> dict[str, Any]:
     return props
 
 
+# formats that can have a backing image (virStorageFileFormat after VIR_STORAGE_FILE_BACKING)
+_BACKING_FORMATS = ("cow", "qcow", "qcow2", "qed", "vmdk")
+_TERMINATED = ""  # the chain below ends here: "backing": null
+
+
 def blockdev(ctx: Ctx, disk: Disk) -> str | None:
-    """Emit the -blockdev chain; return the node name the front-end uses (None: empty drive)."""
+    """Emit the -blockdev chain, the backing layers first (qemuBuildDiskSourceCommandLine); return the node
+    name the front-end uses (None: empty drive)."""
     if disk.source is None or id(disk) not in ctx.node_index:
         return None
     n = ctx.node_index[id(disk)]
+    chain, terminated = backing_chain(disk)
+    below: str | None = _TERMINATED if terminated else None
+    for i in reversed(range(len(chain))):
+        below = _layer_blockdev(ctx, chain[i], n + 1 + i, below)
+    node = _layer_blockdev(ctx, disk, n, below)
+    if disk.driver.get("copy_on_read") == "on":  # a copy-on-read filter on top (qemuBlockStorageGetCopyOnReadProps)
+        cor = f"libvirt-CoR-{disk.target_dev}"
+        ctx.blockdev_arg({"driver": "copy-on-read", "node-name": cor, "file": node, "discard": "unmap"})
+        return cor
+    return node
+
+
+def _layer_blockdev(ctx: Ctx, disk: Disk, n: int, backing: str | None) -> str:
+    """One image of a chain: its storage node and, unless raw, its format node with the effective node of
+    the image below as backing (qemuBlockStorageSourceAttachPrepareBlockdev); returns its effective node."""
     fmt = disk.driver.get("type") or "raw"
     if fmt == "fat":
         fmt = "raw"  # a directory shown as a FAT image: vvfat builds the image, the format node is raw
+    if backing and fmt not in _BACKING_FORMATS:  # qemuBlockStorageSourceGetFormatProps
+        raise UnsupportedByQemu(f"unsupported configuration: storage format '{fmt}' does not support backing "
+                                "store", path=ctx.domain.source, line=disk.line)
     cache = _CACHE.get(cache_mode(disk))
     storage = f"libvirt-{n}-storage"
     props = _storage_props(ctx, disk, storage)
@@ -134,7 +158,9 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
             scale = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1 << 20, "m": 1 << 20}
             fmt_props["cache-size"] = int((size.text or "0").strip()) * scale.get((size.get("unit") or "b").lower(), 1)
     fmt_props["file"] = storage
-    ctx.blockdev_arg(fmt_props)
+    if backing is not None and fmt in _BACKING_FORMATS:
+        fmt_props["backing"] = backing or None
+    ctx.blockdev_arg(fmt_props, keep_null=("backing",))
     return f"libvirt-{n}-format"
 
 
@@ -299,6 +325,8 @@ def floppy_controller(ctx: Ctx) -> None:
 def disks(ctx: Ctx) -> None:
     floppy_controller(ctx)
     for disk in ctx.disks:
+        if disk.transient and disk.transient_share_backing:  # hot-plugged once QEMU runs (qemuBuildDisksCommandLine)
+            continue
         if disk_bus(disk) == "sd":  # an SD card: the board's own slot, still only as -drive if=sd
             path = disk.source.path if disk.source is not None else ""
             ctx.add("-drive", f"file={escape_opt_value(path or '')},format={disk.driver.get('type', 'raw')},"

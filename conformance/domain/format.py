@@ -355,7 +355,7 @@ def _disk(parent: _E, disk: Disk) -> None:
     if disk.shareable:
         etree.SubElement(el, "shareable")
     if disk.transient:
-        etree.SubElement(el, "transient")
+        etree.SubElement(el, "transient", {"shareBacking": "yes"} if disk.transient_share_backing else {})
     for tag in ("serial", "wwn", "vendor", "product"):
         if getattr(disk, tag) is not None:
             _text_el(el, tag, getattr(disk, tag))

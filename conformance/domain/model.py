@@ -78,6 +78,7 @@ class Disk(Device):
     readonly: bool = False
     shareable: bool = False
     transient: bool = False
+    transient_share_backing: bool = False  # <transient shareBacking='yes'/>: hot-plugged after start
     serial: str | None = None
     wwn: str | None = None
     vendor: str | None = None

@@ -391,7 +391,8 @@ def _disk(ctx: _Ctx, el: etree._Element) -> Disk:
                              disk.driver_children.extend(x for x in c if isinstance(x.tag, str))),
         "source": source, "target": target,
         "readonly": setter("readonly", True), "shareable": setter("shareable", True),
-        "transient": setter("transient", True),
+        "transient": lambda c: (setattr(disk, "transient", True),
+                                setattr(disk, "transient_share_backing", c.get("shareBacking") == "yes")),
         "serial": lambda c: setattr(disk, "serial", c.text or ""),  # verbatim: its spaces count
         "wwn": setter("wwn", None),
         "vendor": setter("vendor", None), "product": setter("product", None),
