@@ -23,7 +23,11 @@ def generated_path(chr_: Chardev) -> bool:
 
 def _reconnect(ctx: Ctx, chr_: Chardev) -> list[str]:
     """<reconnect enabled='yes' timeout=N> of a client socket: seconds, or milliseconds where QEMU has them."""
-    rec = next((c for s in chr_.sources for c in s.children if c.tag == "reconnect"), None)
+    return reconnect_option(ctx, next((c for s in chr_.sources for c in s.children if c.tag == "reconnect"), None))
+
+
+def reconnect_option(ctx: Ctx, rec: Any) -> list[str]:
+    """A client socket's <reconnect> element as the -chardev option (qemuBuildChardevCommand)."""
     if rec is None or rec.get("enabled") not in ("yes", "no"):
         return []
     seconds = int(rec.get("timeout") or 0) if rec.get("enabled") == "yes" else 0  # 'no': explicitly never

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance.argv.chardev import reconnect_option
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import backing_chain, disk_bus, disk_index
 from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
@@ -211,6 +212,12 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
             props.update({"channel": addr.bus or 0, "scsi-id": addr.target or 0, "lun": addr.unit or 0})
         if disk.device != "lun":
             props["device_id"] = disk.serial or f"drive-{alias}"
+    elif bus == "virtio" and disk.type == "vhostuser":  # the back-end serves the disk (qemuBuildDiskDeviceProps)
+        props = {"driver": "vhost-user-blk-ccw" if addr is not None and addr.type == "ccw" else "vhost-user-blk-pci",
+                 "chardev": f"chr-vu-{alias}"}
+        if disk.driver.get("queues"):
+            props["num-queues"] = int(disk.driver["queues"])
+        props.update(ctx.address_props(disk))
     elif bus == "virtio":
         props = {"driver": "virtio-blk-ccw" if addr is not None and addr.type == "ccw" else "virtio-blk-pci"}
         if disk.driver.get("iothread"):
@@ -335,6 +342,15 @@ def disks(ctx: Ctx) -> None:
         if disk.source is not None and disk.type == "network" and not disk.source.hosts and \
                 disk.source.attrs.get("protocol") != "nbd":
             raise DomainInvalid("network disk without <host>", path=ctx.domain.source, line=disk.line)
+        if disk.type == "vhostuser":  # a UNIX socket chardev instead of block nodes (qemuBuildDiskSourceCommandLine)
+            src = disk.source.attrs if disk.source is not None else {}
+            rec = next((c for c in (disk.source.children if disk.source is not None else []) if c.tag == "reconnect"),
+                       None)
+            ctx.add("-chardev", ",".join([f"socket,id=chr-vu-{ctx.alias(disk)}",
+                                          f"path={escape_opt_value(src.get('path', ''))}",
+                                          *reconnect_option(ctx, rec)]))
+            disk_device(ctx, disk, None)
+            continue
         drive = blockdev(ctx, disk) if ctx.blockdev else _drive(ctx, disk)
         disk_device(ctx, disk, drive)
 

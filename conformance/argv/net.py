@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance.argv.chardev import reconnect_option
 from conformance.argv.context import Ctx, rom_props
 from conformance.argv.harness import DOMAIN_ID, PASST_STATE_DIR, TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
 from conformance.argv.options import escape_opt_value
@@ -102,10 +103,8 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
         if passt:
             opts.append(f"reconnect-ms={PASST_RECONNECT_SECONDS * 1000}"
                         if ctx.caps.has("chardev-reconnect-miliseconds") else f"reconnect={PASST_RECONNECT_SECONDS}")
-        elif rec is not None and rec.get("enabled") in ("yes", "no"):
-            seconds = int(rec.get("timeout") or 0) if rec.get("enabled") == "yes" else 0
-            opts.append(f"reconnect-ms={seconds * 1000}" if ctx.caps.has("chardev-reconnect-miliseconds")
-                        else f"reconnect={seconds}")
+        else:
+            opts += reconnect_option(ctx, rec)
         ctx.add("-chardev", ",".join(opts))
         props = {"type": "vhost-user", "chardev": chardev}
         queues = int(net.driver.get("queues", "1") or 1)
