@@ -57,6 +57,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     machine.loader_globals(ctx)
     machine.memory(ctx)
     machine.smp(ctx)
+    machine.throttle_groups(ctx)
     machine.iothreads(ctx)
     machine.numa(ctx)
     machine.clock_and_pm(ctx)

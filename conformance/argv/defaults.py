@@ -310,7 +310,13 @@ def _disks(ctx: Ctx) -> None:
     n = 1
     for disk in reversed(with_source):
         ctx.node_index[id(disk)] = n
-        n += 1 + len(backing_chain(disk)[0])
+        n += 1 + len(backing_chain(disk)[0]) + len(throttle_filters(disk))
+
+
+def throttle_filters(disk: Disk) -> list[str]:
+    """The throttle groups of a disk's <throttlefilters>, in order (each a throttle filter node)."""
+    filters = next((e for e in disk.extra if getattr(e, "tag", None) == "throttlefilters"), None)
+    return [f.get("group", "") for f in (filters if filters is not None else []) if f.tag == "throttlefilter"]
 
 
 def backing_chain(disk: Disk) -> tuple[list[Disk], bool]:

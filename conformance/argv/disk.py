@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.argv.chardev import reconnect_option
 from conformance.argv.context import Ctx
-from conformance.argv.defaults import backing_chain, disk_bus, disk_index
+from conformance.argv.defaults import backing_chain, disk_bus, disk_index, throttle_filters
 from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Disk
@@ -116,7 +116,13 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
     if disk.driver.get("copy_on_read") == "on":  # a copy-on-read filter on top (qemuBlockStorageGetCopyOnReadProps)
         cor = f"libvirt-CoR-{disk.target_dev}"
         ctx.blockdev_arg({"driver": "copy-on-read", "node-name": cor, "file": node, "discard": "unmap"})
-        return cor
+        node = cor
+    # one throttle filter per <throttlefilter>, numbered after the chain (qemuBuildThrottleFiltersCommandLine)
+    for i, group in enumerate(throttle_filters(disk)):
+        name = f"libvirt-{n + len(chain) + 1 + i}-filter"
+        ctx.blockdev_arg({"driver": "throttle", "node-name": name, "throttle-group": f"throttle-{group}",
+                          "file": node})
+        node = name
     return node
 
 
