@@ -88,6 +88,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.rngs(ctx)
     misc.launch_security(ctx)
     misc.panics(ctx)
+    misc.shmems(ctx)
     misc.vmcoreinfo(ctx)
     misc.vsocks(ctx)
     misc.cryptos(ctx)

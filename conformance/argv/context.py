@@ -115,6 +115,7 @@ class Ctx:
     vsocks: list = field(default_factory=list)  # (Device, <vsock> element)
     cryptos: list = field(default_factory=list)  # (Device, <crypto> element)
     pstores: list = field(default_factory=list)  # (Device, <pstore> element)
+    shmems: list = field(default_factory=list)  # (Device, <shmem> element)
     disks: list = field(default_factory=list)
     aliases: dict[int, str] = field(default_factory=dict)
     addresses: dict[int, Address] = field(default_factory=dict)

@@ -173,6 +173,8 @@ def _verbatim_devices(ctx: Ctx) -> None:
             ctx.cryptos.append((Device(address=_pci_address(el), line=el.sourceline), el))
         elif el.tag == "pstore":
             ctx.pstores.append((Device(address=_pci_address(el), line=el.sourceline), el))
+        elif el.tag == "shmem":
+            ctx.shmems.append((Device(address=_pci_address(el), line=el.sourceline), el))
     if ctx.smartcards and not any(c.type == "ccid" for c in ctx.controllers):
         insert_controller(ctx.controllers, Controller(type="ccid", index=0))
 
@@ -561,6 +563,7 @@ def _aliases(ctx: Ctx) -> None:
     _numbered(ctx, [dev for dev, _ in ctx.vsocks], "vsock")
     _numbered(ctx, [dev for dev, _ in ctx.cryptos], "crypto")
     _numbered(ctx, [dev for dev, _ in ctx.pstores], "pstore")
+    _numbered(ctx, [dev for dev, _ in ctx.shmems], "shmem")
     _numbered(ctx, d.tpms, "tpm")
     if ctx.memballoon is not None:
         a[id(ctx.memballoon)] = "balloon0"

@@ -206,6 +206,43 @@ def pstores(ctx: Ctx) -> None:
         ctx.device({"driver": "acpi-erst", "id": alias, "memdev": f"mem{alias}", **ctx.address_props(dev)})
 
 
+SHMEM_DEFAULT_BYTES = 4 << 20  # a <shmem> without <size> (virDomainShmemDefParseXML)
+
+
+def shmems(ctx: Ctx) -> None:
+    """<shmem>: an ivshmem-plain on a shared /dev/shm/NAME file back-end shmmem-ALIAS, or an ivshmem-doorbell
+    on the server's UNIX socket chardev (default /var/lib/libvirt/shmem-NAME-sock) with its MSI vectors and
+    ioeventfd (on unless <msi ioeventfd='off'>); role master/peer is 'master' on/off
+    (qemuBuildShmemCommandLine, qemuBuildShmemDevProps, qemuBuildShmemBackendMemProps)."""
+    for dev, el in ctx.shmems:
+        alias = ctx.alias(dev)
+        name = el.get("name", "")
+        model = next((c.get("type") for c in el if c.tag == "model"), None) or "ivshmem-plain"
+        props: dict[str, Any] = {"driver": model, "id": alias}
+        if model == "ivshmem-plain":
+            size = next((c for c in el if c.tag == "size"), None)
+            nbytes = _Ctx(ctx.domain.source).size_kib(size) * 1024 if size is not None else SHMEM_DEFAULT_BYTES
+            ctx.object({"qom-type": "memory-backend-file", "id": f"shmmem-{alias}", "mem-path": f"/dev/shm/{name}",
+                        "size": nbytes, "share": True})
+            props["memdev"] = f"shmmem-{alias}"
+        elif model == "ivshmem-doorbell":
+            props["chardev"] = f"char{alias}"
+            msi = next((c for c in el if c.tag == "msi"), None)
+            if msi is not None and msi.get("vectors"):
+                props["vectors"] = int(msi.get("vectors"))
+            props["ioeventfd"] = msi is None or msi.get("ioeventfd") != "off"
+        else:
+            raise UnsupportedByQemu(f"<shmem> model '{model}' is not supported by the argv builder",
+                                    path=ctx.domain.source, line=dev.line)
+        if el.get("role") in ("master", "peer"):
+            props["master"] = "on" if el.get("role") == "master" else "off"
+        ctx.device({**props, **ctx.address_props(dev)})
+        if model == "ivshmem-doorbell":
+            server = next((c for c in el if c.tag == "server"), None)
+            path = (server.get("path") if server is not None else None) or f"/var/lib/libvirt/shmem-{name}-sock"
+            ctx.add("-chardev", f"socket,id=char{alias},path={escape_opt_value(path)}")
+
+
 def vmcoreinfo(ctx: Ctx) -> None:
     feat = ctx.domain.features.get("vmcoreinfo")
     if feat is not None and feat.attrs.get("state", "on") == "on":

@@ -260,6 +260,7 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     for panic in d.panics:
         if panic.model == "pvpanic":
             out.append((panic, pci | INTEGRATED))
+    out += [(shmem, pci) for shmem, _ in ctx.shmems]
     out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
     out += [(crypto, virtio) for crypto, _ in ctx.cryptos]
     out += [(pstore, pci) for pstore, _ in ctx.pstores]
@@ -323,7 +324,7 @@ def _all_with_info(ctx: Ctx) -> list[Device]:
     if ctx.iommu is not None:
         out.append(ctx.iommu)
     out += [vsock for vsock, _ in ctx.vsocks]
-    out += [dev for dev, _ in (*ctx.cryptos, *ctx.pstores)]
+    out += [dev for dev, _ in (*ctx.cryptos, *ctx.pstores, *ctx.shmems)]
     return out
 
 
