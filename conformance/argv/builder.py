@@ -51,6 +51,8 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     assign_pci_addresses(ctx)
     assign_ccw_addresses(ctx)
     ctx.add(domain.devices.emulator or f"/usr/bin/qemu-system-{ctx.arch}")
+    misc.device_overrides(ctx)
+    misc.compat_deprecated(ctx)
     machine.pflash(ctx)
     machine.machine(ctx)
     machine.cpu(ctx)

@@ -92,6 +92,22 @@ def to_json(props: dict[str, Any], keep_null: tuple[str, ...] = ()) -> str:
     return json.dumps({k: v for k, v in props.items() if v is not None or k in keep_null}, separators=(",", ":"))
 
 
+def apply_overrides(props: dict[str, Any], overrides: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """A -device's properties with the <qemu:frontend> overrides of its alias applied in order: set as string,
+    signed/unsigned number or bool, or removed (qemuBuildDeviceCommandlineHandleOverrides)."""
+    props = dict(props)
+    for name, kind, value in overrides:
+        if kind == "remove":
+            props.pop(name, None)
+        elif kind in ("signed", "unsigned"):
+            props[name] = int(value)
+        elif kind == "bool":
+            props[name] = value == "true"
+        else:
+            props[name] = value
+    return props
+
+
 @dataclass
 class Ctx:
     domain: Domain
@@ -116,6 +132,8 @@ class Ctx:
     cryptos: list = field(default_factory=list)  # (Device, <crypto> element)
     pstores: list = field(default_factory=list)  # (Device, <pstore> element)
     shmems: list = field(default_factory=list)  # (Device, <shmem> element)
+    # <qemu:override><qemu:device alias=A><qemu:frontend><qemu:property name type value>: A -> [(name, type, value)]
+    device_overrides: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     disks: list = field(default_factory=list)
     aliases: dict[int, str] = field(default_factory=dict)
     addresses: dict[int, Address] = field(default_factory=dict)
@@ -176,6 +194,8 @@ class Ctx:
             # a virtio device without a PCI address on Arm sits on virtio-mmio: the -device flavour
             props = {**props, "driver": driver.removesuffix("-pci") + "-device"}
         props = {k: v for k, v in props.items() if v is not None}
+        if self.json_device and props.get("id") in self.device_overrides:
+            props = apply_overrides(props, self.device_overrides[props["id"]])
         self.argv += ["-device", to_json(props) if self.json_device else comma_syntax("driver", props)]
 
     def object(self, props: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.chardev import chardev_backend
-from conformance.argv.context import Ctx
+from conformance.argv.context import Ctx, to_json
 from conformance.argv.harness import (
     HARNESS_VSOCK_CID,
     SWTPM_SOCKET,
@@ -155,6 +155,32 @@ def tpms(ctx: Ctx) -> None:
 
 
 QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+# <qemu:deprecation behavior=...> -> -compat's policies (qemuBuildCompatDeprecatedCommandLine)
+_DEPRECATION = {"omit": {"deprecated-output": "hide"},
+                "reject": {"deprecated-input": "reject", "deprecated-output": "hide"},
+                "crash": {"deprecated-input": "crash", "deprecated-output": "hide"}}
+
+
+def compat_deprecated(ctx: Ctx) -> None:
+    """-compat for <qemu:deprecation behavior='omit|reject|crash'> (none: QEMU's defaults, no option)."""
+    el = next((e for e in ctx.domain.extra if getattr(e, "tag", None) == f"{QEMU_NS}deprecation"), None)
+    policy = _DEPRECATION.get(el.get("behavior", "") if el is not None else "")
+    if policy:
+        ctx.add("-compat", to_json(policy))
+
+
+def device_overrides(ctx: Ctx) -> None:
+    """Collect <qemu:override><qemu:device alias=...><qemu:frontend> properties for ctx.device."""
+    for el in ctx.domain.extra:
+        if getattr(el, "tag", None) != f"{QEMU_NS}override":
+            continue
+        for dev in (d for d in el if d.tag == f"{QEMU_NS}device" and d.get("alias")):
+            for front in (f for f in dev if f.tag == f"{QEMU_NS}frontend"):
+                ctx.device_overrides.setdefault(dev.get("alias"), []).extend(
+                    (p.get("name", ""), p.get("type", "string"), p.get("value", ""))
+                    for p in front if p.tag == f"{QEMU_NS}property")
 
 
 def qemu_commandline(ctx: Ctx) -> None:
