@@ -385,17 +385,17 @@ _THROTTLE_LIMITS = (("total_bytes_sec", "bps-total"), ("read_bytes_sec", "bps-re
 
 
 def throttle_groups(ctx: Ctx) -> None:
-    """One throttle-group object throttle-NAME per <throttlegroups><throttlegroup> (qemuBuildThrottleGroupCommandLine):
+    """One throttle-group object throttle-NAME per <throttlegroups><throttlegroup>, after the iothreads and before
+    -numa (qemuBuildThrottleGroupCommandLine, called between qemuBuildIOThreadCommandLine and qemuBuildNumaCommandLine):
     every rate and burst limit (0: unlimited) and the I/O size; burst lengths only where set."""
     groups = next((e for e in ctx.domain.extra if getattr(e, "tag", None) == "throttlegroups"), None)
     for group in (g for g in (groups if groups is not None else []) if g.tag == "throttlegroup"):
         values = {c.tag: int((c.text or "0").strip() or 0) for c in group if c.tag != "group_name"}
-        limits: dict[str, int] = {}
-        for tag, key in _THROTTLE_LIMITS:
-            limits[key] = values.get(tag, 0)
-            limits[f"{key}-max"] = values.get(f"{tag}_max", 0)
-            if values.get(f"{tag}_max_length"):
-                limits[f"{key}-max-length"] = values[f"{tag}_max_length"]
+        # libvirt's key order: the six rates, their bursts, the burst lengths that are set, the I/O size
+        limits: dict[str, int] = {key: values.get(tag, 0) for tag, key in _THROTTLE_LIMITS}
+        limits.update({f"{key}-max": values.get(f"{tag}_max", 0) for tag, key in _THROTTLE_LIMITS})
+        limits.update({f"{key}-max-length": values[f"{tag}_max_length"] for tag, key in _THROTTLE_LIMITS
+                       if values.get(f"{tag}_max_length")})
         limits["iops-size"] = values.get("size_iops_sec", 0)
         name = next((c.text or "").strip() for c in group if c.tag == "group_name")
         ctx.object({"qom-type": "throttle-group", "id": f"throttle-{name}", "limits": limits})

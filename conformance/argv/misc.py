@@ -158,9 +158,10 @@ QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 
 
 # <qemu:deprecation behavior=...> -> -compat's policies (qemuBuildCompatDeprecatedCommandLine)
+# qemuBuildCompatDeprecatedCommandLine: output is always hidden, input rejected/crashing per behavior
 _DEPRECATION = {"omit": {"deprecated-output": "hide"},
-                "reject": {"deprecated-input": "reject", "deprecated-output": "hide"},
-                "crash": {"deprecated-input": "crash", "deprecated-output": "hide"}}
+                "reject": {"deprecated-output": "hide", "deprecated-input": "reject"},
+                "crash": {"deprecated-output": "hide", "deprecated-input": "crash"}}
 
 
 def compat_deprecated(ctx: Ctx) -> None:

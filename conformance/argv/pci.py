@@ -246,6 +246,7 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
         if model in ("none", "ramfb"):
             continue
         out.append((vid, virtio if model == "virtio" else pcie if model == "bochs" else pci))
+    out += [(shmem, pci) for shmem, _ in ctx.shmems]  # after the videos (qemuDomainAssignDevicePCISlots)
     for inp in ctx.inputs:
         if inp.bus == "virtio":
             out.append((inp, pci if inp.model == "virtio-transitional" else virtio))
@@ -254,15 +255,14 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
             out.append((ser, pci))
     if ctx.iommu is not None and ctx.iommu.model == "virtio":
         out.append((ctx.iommu, virtio | INTEGRATED))
+    out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
     for mem in d.memories:
         if mem.model in ("virtio-pmem", "virtio-mem"):
             out.append((mem, virtio))
+    out += [(crypto, virtio) for crypto, _ in ctx.cryptos]
     for panic in d.panics:
         if panic.model == "pvpanic":
             out.append((panic, pci | INTEGRATED))
-    out += [(shmem, pci) for shmem, _ in ctx.shmems]
-    out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
-    out += [(crypto, virtio) for crypto, _ in ctx.cryptos]
     out += [(pstore, pci) for pstore, _ in ctx.pstores]
     return out
 
