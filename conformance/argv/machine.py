@@ -7,7 +7,7 @@ import re
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
-from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU
+from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU, from_qemu
 from conformance.argv.harness import (
     HARNESS_GENERATED_UUID,
     HARNESS_NOW,
@@ -18,6 +18,7 @@ from conformance.argv.harness import (
 from conformance.argv.memory import backend_objects, cell_needs_backend, check_host_nodes, legacy_memory_args
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import escape_opt_value
+from conformance.domain.model import Cpu
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -199,18 +200,43 @@ def cpu(ctx: Ctx) -> None:
     if c is not None and c.mode not in ("host-model",):
         if c.model_attrs.get("vendor_id"):
             feats.append(f"vendor={c.model_attrs['vendor_id']}")
-        for policy, name in c.features:
+        known = _qemu_known_features(ctx)
+        for policy, name in [*c.features, *_removed_features(ctx, c)]:
             qemu_name = LIBVIRT_TO_QEMU.get(name, name) if canonical else name
             if policy in ("require", "force") or (policy == "optional" and _host_has(ctx, name)):
                 feats.append(f"{qemu_name}=on")
-            elif policy in ("disable", "forbid", "optional"):
-                feats.append(f"{qemu_name}=off")
+            elif policy in ("disable", "forbid", "optional") and (known is None or name in known):
+                feats.append(f"{qemu_name}=off")  # a feature QEMU does not know is off anyway
         if any(re.fullmatch(r"sve\d+", n) and p in ("require", "force") for p, n in c.features) and \
                 not any(n == "sve" for _, n in c.features):
             feats.append("sve=on")  # SVE vector lengths imply SVE itself
         feats += _cache_and_phys_bits(c)
     feats += _cpu_extras(ctx)
     ctx.add("-cpu", ",".join([model, *feats]))
+
+
+def _removed_features(ctx: Ctx, c: Cpu) -> list[tuple[str, str]]:
+    """The features libvirt's x86 CPU map marks removed='yes' from a custom model, disabled after the domain's
+    own features unless listed there (virCPUUpdate with a removed-feature policy of 'disable' at start-up)."""
+    if not ctx.is_x86 or c.mode not in ("custom", None) or not c.model:
+        return []
+    try:
+        model = load_x86_map(find_cpu_map()).model_by_name.get(c.model)
+    except UnsupportedByQemu:
+        return []
+    listed = {name for _, name in c.features}
+    return [("disable", name) for name in (model.removed if model is not None else ()) if name not in listed]
+
+
+def _qemu_known_features(ctx: Ctx) -> frozenset[str] | None:
+    """x86: the CPU features this QEMU knows, in libvirt's names: every property of its host CPU expansion under
+    the domain's accelerator (virQEMUCapsGetCPUFeatures in qemuBuildCpuModelArgStr); None when not known."""
+    if not ctx.is_x86:
+        return None
+    host = ctx.caps.host_cpu("kvm" if ctx.domain.type == "kvm" else "tcg")
+    if host is None or not host.properties:
+        return None
+    return frozenset(from_qemu(p.name) for p in host.properties)
 
 
 # <hyperv> children -> QEMU's hv-* name where it is not hv-TAG
