@@ -54,6 +54,9 @@ def videos(ctx: Ctx) -> None:
             props["vgamem_mb"] = vram // 1024
         if model == "bochs" and m.get("vram"):
             props["vgamem"] = int(m["vram"]) * 1024
+        res = next((c for c in vid.model_children if c.tag == "resolution"), None)
+        if res is not None:  # <resolution x y>: the card's preferred mode (qemuBuildDeviceVideoCmd)
+            props.update({k: int(res.get(a, "0")) for k, a in (("xres", "x"), ("yres", "y")) if res.get(a)})
         if vhost_user:
             props["chardev"] = f"chr-vu-{ctx.alias(vid)}"
         props.update(ctx.address_props(vid))
