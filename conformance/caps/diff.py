@@ -44,7 +44,7 @@ _NOUNS: dict[str, tuple[str, str]] = {
     "migration capabilities": ("migration capability", "migration capabilities"),
     "cpu models": ("CPU model", "CPU models"),
     "flags": ("capability flag", "capability flags"),
-    "option members": ("-netdev/-blockdev/-chardev member", "-netdev/-blockdev/-chardev members"),
+    "option members": ("QAPI member", "QAPI members"),  # of -netdev/-blockdev/-chardev: netdev:stream.reconnect-ms
 }
 
 # QEMU's deprecation policy for versioned machine types (docs/about/deprecated.rst): deprecated after 3 years,
