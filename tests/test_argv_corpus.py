@@ -17,7 +17,7 @@ from conformance.argv.batch import answer
 
 # The share of scored outputs that PASS today: a ratchet, raised as the builder follows more of libvirt's
 # rules (the goal, in `nox -s libvirt-corpus`, is 85%).
-PASS_FLOOR = 0.91
+PASS_FLOOR = 0.915
 
 
 @dataclass(frozen=True)
