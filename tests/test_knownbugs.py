@@ -154,3 +154,15 @@ def test_tcg_gicv3_without_its_explains_the_5_2_aarch64_start_failure() -> None:
     pinned = explain_failure(QemuVersion(7, 2, 22), "migrate", text=text, arch="aarch64", side="source")
     assert pinned is not None and pinned.id == "arm-tcg-gicv3-no-its"  # virt-5.2 on 7.2: no TCG ITS either
     assert explain_failure(QemuVersion(7, 2, 22), "boot", text=text, arch="x86_64") is None
+
+
+def test_lost_tcg_dirty_pages_need_tcg_the_source_side_and_a_version_before_9_0() -> None:
+    """The destination's RAM differs from the stopped source's: QEMU before 9.0 under TCG (03bfc2188f)."""
+    text = "destination RAM differs from the source's at the switch: 3 page(s) of 4096 bytes (0xf620000, ...)"
+    v72 = QemuVersion(7, 2, 22)
+    hit = explain_failure(v72, "migrate", text=text, peer=v72, side="source", accel="tcg")
+    assert hit is not None and hit.id == "tcg-migration-lost-dirty-pages"
+    assert explain_failure(v72, "migrate", text=text, peer=v72, side="source", accel="kvm") is None
+    assert explain_failure(QemuVersion(10, 0, 2), "migrate", text=text, peer=v72, side="source", accel="tcg") is None
+    assert explain_failure(v72, "migrate", text="guest kernel panic: Fatal exception in interrupt", side="source",
+                           accel="tcg") is None  # a panic alone is not this bug's evidence

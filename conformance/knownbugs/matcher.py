@@ -41,14 +41,19 @@ class KnownBug:
     reproduce: tuple[str, ...] = ()  # stages whose plain run (with ``concerns`` and ``needs``) shows it
     arches: tuple[str, ...] = ()  # only on these guest arches (empty: any)
     cross_version: bool = False  # migrate: only between two different QEMU versions
+    accels: tuple[str, ...] = ()  # only under these accelerators (empty: any)
 
-    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "", arch: str = "") -> bool:
-        """True for this version (on ``side`` of a migration with ``peer``, on ``arch``, when given)."""
+    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "", arch: str = "",
+                accel: str = "") -> bool:
+        """True for this version (on ``side`` of a migration with ``peer``, on ``arch``, under ``accel``,
+        when given)."""
         if not self.first <= version <= self.last:
             return False
         if self.side and side and self.side != side:
             return False
         if self.arches and arch and arch not in self.arches:
+            return False
+        if self.accels and accel and accel not in self.accels:
             return False
         if self.cross_version and (peer is None or peer == version):
             return False
@@ -124,6 +129,7 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
                 reproduce=tuple(raw.get("reproduce", ())),
                 arches=tuple(raw.get("arches", ())), cross_version=bool(raw.get("cross_version", False)),
+                accels=tuple(raw.get("accels", ())),
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
@@ -137,11 +143,12 @@ def _side(side: str) -> str:
 
 
 def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None, text: str = "",
-                    peer: QemuVersion | None = None, side: str = "", arch: str = "") -> KnownBug | None:
-    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, on ``arch``, when
-    given) that explains a failure."""
+                    peer: QemuVersion | None = None, side: str = "", arch: str = "",
+                    accel: str = "") -> KnownBug | None:
+    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, on ``arch``, under
+    ``accel``, when given) that explains a failure."""
     for bug in load_bugs():
-        if bug.affects(version, peer, side, arch) and bug.explains(stage=stage, signal=signal, text=text):
+        if bug.affects(version, peer, side, arch, accel) and bug.explains(stage=stage, signal=signal, text=text):
             return bug
     return None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -181,12 +182,13 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
 
 def launch(prepared: PreparedVm, name: str, *, incoming: bool = False) -> GuestVm:
     """Start QEMU for a prepared VM (start step). With ``incoming``, it waits for a migration stream
-    (``-incoming defer``, no ``-S``: it runs as soon as the stream is in) and its CPUs are not started.
+    (``-incoming defer``) and keeps ``-S``, as libvirt starts a destination: once the stream is in, it
+    stays paused until the migrate stage has compared its RAM with the source's and sends ``cont``.
     Raises LaunchFailed when QEMU does not come up."""
     argv = prepared.live.argv[1:]
     if incoming:
-        argv = [a for a in argv if a != "-S"] + ["-incoming", "defer"]
-        prepared.details["changes"] = [*prepared.details["changes"], "destination: -incoming defer, without -S"]
+        argv = [*argv, *([] if "-S" in argv else ["-S"]), "-incoming", "defer"]
+        prepared.details["changes"] = [*prepared.details["changes"], "destination: -incoming defer"]
     vm = GuestVm(prepared.target.binary, argv, prepared.vm_dir, prepared.live.console_log, name=name)
     try:
         return vm.start(paused=incoming)
@@ -372,11 +374,22 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
         if signal:
             details.setdefault("signal", signal)
         text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
-        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch)
+        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch,
+                              accel=_accel(vm.process.argv))
         if bug is not None:
             details["known_bug"] = bug.record()
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
     return verdict, reason
+
+
+def _accel(argv: list[str]) -> str:
+    """The accelerator a QEMU command line asks for first (``-accel tcg``, ``-machine ...,accel=kvm``)."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-accel":
+            return argv[i + 1].split(",", 1)[0]
+        if arg == "-machine" and (found := re.search(r"(?:^|,)accel=(\w+)", argv[i + 1])):
+            return found[1]
+    return ""
 
 
 #: What a reproduction may need that this suite can offer on this host: nothing yet (a VF is always

@@ -11,17 +11,19 @@ build or two builds:
    conformance/live/boot.py); its checks must pass first;
 3. the destination is prepared the same way for its own capabilities, in its
    own folder with its own console, sharing the source's disk images, and
-   starts with ``-incoming defer``;
+   starts with ``-incoming defer`` and ``-S`` (as libvirt starts one);
 4. ``migrate-incoming`` listens on a UNIX socket in the destination's folder,
    ``migrate`` starts the stream; every status (from MIGRATION events on both
    sides) and every event is recorded with its time, and each wait has a
    deadline (MigrationTimeouts). A deadline that passes cancels the migration
    and checks that the source runs again with its guest alive (and, with
    failover, that the primary came back);
-5. pass means: the source ends ``postmigrate`` and the destination
-   ``running``; the guest's heartbeat goes on in the destination's console
-   without a restart; the guest's view of its devices is unchanged, or its new
-   report passes the boot checks (failover: the primary is plugged back after
+5. pass means: the source ends ``postmigrate``; the destination, loaded and
+   still paused, holds the same guest RAM as the stopped source
+   (conformance/live/ramcheck.py), and after ``cont`` ends ``running``; the
+   guest's heartbeat goes on in the destination's console without a restart;
+   the guest's view of its devices is unchanged, or its new report passes
+   the boot checks (failover: the primary is plugged back after
    FAILOVER_NEGOTIATED and enslaved again); QMP on the destination agrees.
    The source's word alone is never enough: a destination that failed to load
    the stream is a fail with the destination's own error.
@@ -63,6 +65,7 @@ from conformance.live.boot import (
     vm_artifacts,
 )
 from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
+from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 from conformance.results.records import StageResult
@@ -414,19 +417,23 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
     src_status = _status(source)
     if src_status != "postmigrate":
         failures.append(f"source ends {src_status}, not postmigrate")
-    dst_status = ""
-    end = time.monotonic() + 5.0
-    while time.monotonic() < end:  # the destination finishes loading a moment after the source completes
-        if not destination.process.is_running():
-            break
-        dst_status = _status(destination)
-        if dst_status == "running":
-            break
-        time.sleep(0.05)
+    dst_status = _loaded(destination)
     if not destination.process.is_running():
         failures.append(f"the source says completed, but the destination {_side_error(destination)}")
         mig.verdict, mig.reason = "fail", "; ".join(failures)
         return mig
+    ram_differs = ""  # evidence, not a failure by itself (see conformance/live/ramcheck.py)
+    if dst_status == "paused":  # loaded, not run yet (-S): compare its RAM with the stopped source's
+        ram = compare_ram(source, destination, ram_region_names(destination.process.argv))
+        mig.evidence["ram"] = ram.record()
+        ram_differs = ram.problem()
+        if ram.note:
+            mig.checks.append(f"RAM: {ram.note}")
+        elif not ram_differs:
+            mig.checks.append(f"RAM: the destination's {ram.compared >> 20} MiB equal the source's")
+        with contextlib.suppress(QmpError):
+            destination.process.qmp.cmd("cont")
+        dst_status = _loaded(destination, until="running")
     if dst_status != "running":
         failures.append(f"destination ends {dst_status}, not running")
     ok, beat = _heartbeat_goes_on(destination, source.report.last_heartbeat, timeouts.heartbeat)
@@ -434,14 +441,28 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
     failures += _destination_devices(mig, source, destination, failover, negotiated, timeouts, has_driver)
     mig.record()
     if failures:
-        mig.verdict, mig.reason = "fail", "; ".join(failures)
+        mig.verdict, mig.reason = "fail", "; ".join([*failures, *([ram_differs] if ram_differs else [])])
         return mig
     total = mig.stats.get("total-time")
     downtime = mig.stats.get("downtime")
     mig.verdict = "pass"
     mig.reason = (f"migrated in {total / 1000:.2f} s" if isinstance(total, int | float) else "migrated") \
-        + (f", downtime {downtime} ms" if downtime is not None else "") + f"; {len(mig.checks)} checks passed"
+        + (f", downtime {downtime} ms" if downtime is not None else "") + f"; {len(mig.checks)} checks passed" \
+        + (f"; note: {ram_differs}, and the guest ran on" if ram_differs else "")
     return mig
+
+
+def _loaded(destination: GuestVm, until: str = "paused", wait: float = 5.0) -> str:
+    """The destination's status once it has loaded the stream (a moment after the source completes):
+    ``until`` or running, or whatever it is after ``wait`` s."""
+    status = ""
+    end = time.monotonic() + wait
+    while time.monotonic() < end and destination.process.is_running():
+        status = _status(destination)
+        if status in (until, "running"):
+            break
+        time.sleep(0.05)
+    return status
 
 
 def _destination_devices(mig: Migration, source: GuestVm, destination: GuestVm,

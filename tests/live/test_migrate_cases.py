@@ -20,3 +20,5 @@ def test_migrate(migrate_combo: MigrateCombo, conformance_output: Path) -> None:
     assert source_statuses[-1] == "completed", source_statuses
     assert result.details["stats"].get("ram-transferred", 0) > 0
     assert any("heartbeat" in check for check in result.details["checks"])
+    # the destination, loaded and still paused, held the stopped source's RAM (or the verdict says otherwise)
+    assert result.details["ram"]["compared_mib"] >= 128, result.details["ram"]
