@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -39,13 +40,17 @@ PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | None = None
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: own session, die with the parent thread."""
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child between fork and exec: own session, die with the parent thread. A parent
+    that died before prctl took effect never sends the signal: then the child exits at once (seen:
+    pytest SIGKILLed while an xdist worker was forking a QEMU left that QEMU running, adopted by init)."""
     global _libc
     os.setsid()
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def die_with_parent_self() -> None:
@@ -161,7 +166,8 @@ class QemuProcess:
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, pass_fds=pass_fds,
-                env=self.env, preexec_fn=_die_with_parent, cwd=self.workdir, close_fds=True,
+                env=self.env, preexec_fn=functools.partial(_die_with_parent, os.getpid()), cwd=self.workdir,
+                close_fds=True,
             )
         except FileNotFoundError:
             self._close_sockets()

@@ -120,6 +120,8 @@ def _kill_mid_boot(command: list[str], marker: str) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         _assert_no_qemu_left(marker)
+        time.sleep(2)  # and none starts late: a worker caught forking once left a QEMU adopted by init
+        assert _qemus(marker) == [], "a QEMU started after its runner was killed, and survived it"
     finally:
         proc.kill()
 
