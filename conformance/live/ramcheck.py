@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,13 @@ def compare_ram(source: Any, destination: Any, names: frozenset[str], *, timeout
             out.note = "the two sides map guest RAM differently: not compared"
             return out
         for n, (start, size) in enumerate(layout):
-            pair = []
-            for vm in (source, destination):
-                dump = vm.process.workdir / f"ram-{n}.bin"
-                dumps.append(dump)
-                vm.process.qmp.cmd("pmemsave", timeout=timeout, val=start, size=size, filename=str(dump))
-                pair.append(dump)
+            pair = [vm.process.workdir / f"ram-{n}.bin" for vm in (source, destination)]
+            dumps += pair
+            with ThreadPoolExecutor(2) as pool:  # both sides at once: QEMU copies 1 KiB at a time
+                for done in [pool.submit(vm.process.qmp.cmd, "pmemsave", timeout=timeout, val=start, size=size,
+                                         filename=str(dump)) for vm, dump in zip((source, destination), pair,
+                                                                                  strict=True)]:
+                    done.result()
             out.differing += _differing_pages(pair[0], pair[1], start)
             out.compared += size
         _keep_evidence(source, destination, out.differing[:KEEP])
