@@ -220,3 +220,19 @@ def test_a_vnc_socket_is_made_relative_to_the_vm_folder(given: str, live: str) -
     from conformance.live.adapt import _relative_vnc
 
     assert _relative_vnc(given, Path("/very/long/folder")) == live
+
+
+def test_a_qemu_that_did_not_start_is_still_explained_by_a_known_bug() -> None:
+    """No VM, only the reason with QEMU's last stderr line: the 5.2 aarch64 boots stayed plain fails before."""
+    from types import SimpleNamespace
+
+    from conformance.caps.model import QemuVersion
+    from conformance.live.boot import explain
+
+    caps = SimpleNamespace(version=QemuVersion(5, 2, 0), arch="aarch64", package="")
+    reason = ("QEMU did not start (exit code 1): qemu-system-aarch64: -device pcie-root-port,port=8: "
+              "MSI-X is not supported by interrupt controller")
+    details: dict = {}
+    verdict, why = explain("fail", reason, [], caps, "boot", details)  # type: ignore[arg-type]
+    assert verdict == "known-bug" and details["known_bug"]["id"] == "arm-tcg-gicv3-no-its", why
+    assert explain("fail", "QEMU did not start (exit code 1): no such file", [], caps, "boot", {})[0] == "fail"  # type: ignore[arg-type]

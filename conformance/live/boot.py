@@ -247,6 +247,8 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
                 run.report, run.events = vm.report, vm.process.events
                 artifacts.update(vm_artifacts(vm, output))
                 verdict, reason = explain(verdict, reason, [vm], caps, "boot", details)
+            else:
+                verdict, reason = explain(verdict, reason, [], caps, "boot", details)
             if not artifacts.get("console"):
                 artifacts.pop("console", None)
     run.result = StageResult(case=case.name, stage="boot", verdict=verdict, reason=reason, arch=caps.arch,
@@ -368,14 +370,17 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
         return _not_reproduced(reason, vms, caps, stage, details, peer=peer, side=side)
     if verdict != "fail":
         return verdict, reason
-    for vm in vms:
-        exit_ = vm.process.exit
-        signal = None if exit_.requested else exit_.signal
-        if signal:
-            details.setdefault("signal", signal)
-        text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
+    for vm in vms or [None]:  # None: QEMU did not start, the reason (with its stderr line) is all there is
+        signal, text, accel = None, reason, ""
+        if vm is not None:
+            exit_ = vm.process.exit
+            signal = None if exit_.requested else exit_.signal
+            if signal:
+                details.setdefault("signal", signal)
+            text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
+            accel = _accel(vm.process.argv)
         bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch,
-                              accel=_accel(vm.process.argv))
+                              accel=accel)
         if bug is not None:
             details["known_bug"] = bug.record()
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"

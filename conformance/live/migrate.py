@@ -655,8 +655,10 @@ def explain_pair(verdict: str, reason: str, vms: list[GuestVm], source: Capabili
     """Known bugs of either side's version (the source's first) that explain a failed migration, or
     that should have shown in a passed one (not-reproduced)."""
     sides = ("source", "destination")
-    for vm, caps, peer, side in zip(vms, (source, destination), (destination, source), sides, strict=False):
-        verdict, reason = explain(verdict, reason, [vm], caps, "migrate", details, peer=peer.version, side=side)
+    started: list[GuestVm | None] = [*vms, None, None][:2]  # a side that did not start has no VM
+    for vm, caps, peer, side in zip(started, (source, destination), (destination, source), sides, strict=True):
+        verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "migrate", details, peer=peer.version,
+                                  side=side)
         if verdict not in ("fail", "pass"):
             break
     return verdict, reason
