@@ -165,9 +165,13 @@ def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
     members = bool(caps.option_members)
     for i in range(1, len(argv) - 1):
         opt, value = argv[i], argv[i + 1]
-        if opt not in _NOT_PROPERTIES or value.startswith("-"):
-            if members and opt in _BRANCH and not value.startswith("-"):
+        if value.startswith("-"):
+            continue
+        if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union
+            if members:
                 problems += member_problems(opt, value, caps)
+            continue
+        if opt not in _NOT_PROPERTIES:
             continue
         head = _head(value)
         if checked is not None and head is not None and head not in checked and "qom-type=" not in value:

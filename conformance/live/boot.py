@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -246,9 +245,8 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
                 details["exit"] = vm.stop().describe()
                 run.report, run.events = vm.report, vm.process.events
                 artifacts.update(vm_artifacts(vm, output))
-                verdict, reason = explain(verdict, reason, [vm], caps, "boot", details)
-            else:
-                verdict, reason = explain(verdict, reason, [], caps, "boot", details)
+            verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "boot", details,
+                                      accel=target.accel.accel)
             if not artifacts.get("console"):
                 artifacts.pop("console", None)
     run.result = StageResult(case=case.name, stage="boot", verdict=verdict, reason=reason, arch=caps.arch,
@@ -363,38 +361,29 @@ def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, stage: str,
-            details: dict[str, Any], *, peer: QemuVersion | None = None, side: str = "") -> tuple[str, str]:
-    """Explain step: a failure that a known bug of this QEMU version explains becomes known-bug; a pass
-    where a known bug of this version should have shown becomes not-reproduced."""
+            details: dict[str, Any], *, peer: QemuVersion | None = None, side: str = "",
+            accel: str = "") -> tuple[str, str]:
+    """Explain step: a failure that a known bug of this QEMU version (under ``accel``, the target's
+    decision) explains becomes known-bug; a pass where a known bug of this version should have shown
+    becomes not-reproduced."""
     if verdict == "pass":
         return _not_reproduced(reason, vms, caps, stage, details, peer=peer, side=side)
     if verdict != "fail":
         return verdict, reason
     for vm in vms or [None]:  # None: QEMU did not start, the reason (with its stderr line) is all there is
-        signal, text, accel = None, reason, ""
+        signal, text = None, reason
         if vm is not None:
             exit_ = vm.process.exit
             signal = None if exit_.requested else exit_.signal
             if signal:
                 details.setdefault("signal", signal)
             text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
-            accel = _accel(vm.process.argv)
         bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch,
                               accel=accel)
         if bug is not None:
             details["known_bug"] = bug.record()
             return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
     return verdict, reason
-
-
-def _accel(argv: list[str]) -> str:
-    """The accelerator a QEMU command line asks for first (``-accel tcg``, ``-machine ...,accel=kvm``)."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "-accel":
-            return argv[i + 1].split(",", 1)[0]
-        if arg == "-machine" and (found := re.search(r"(?:^|,)accel=(\w+)", argv[i + 1])):
-            return found[1]
-    return ""
 
 
 #: What a reproduction may need that this suite can offer on this host: nothing yet (a VF is always

@@ -607,7 +607,8 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             details[f"{side}_console_tail"] = vm.console_tail(15)
             details[f"{side}_stderr_tail"] = vm.process.stderr_tail(10)
-    verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details)
+    verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details,
+                                   accel=source.accel.accel)
     return result(verdict, reason)
 
 
@@ -651,14 +652,14 @@ def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, v
 
 
 def explain_pair(verdict: str, reason: str, vms: list[GuestVm], source: Capabilities, destination: Capabilities,
-                 details: dict[str, Any]) -> tuple[str, str]:
+                 details: dict[str, Any], *, accel: str = "") -> tuple[str, str]:
     """Known bugs of either side's version (the source's first) that explain a failed migration, or
-    that should have shown in a passed one (not-reproduced)."""
+    that should have shown in a passed one (not-reproduced); ``accel``: the pair's accelerator."""
     sides = ("source", "destination")
     started: list[GuestVm | None] = [*vms, None, None][:2]  # a side that did not start has no VM
     for vm, caps, peer, side in zip(started, (source, destination), (destination, source), sides, strict=True):
         verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "migrate", details, peer=peer.version,
-                                  side=side)
+                                  side=side, accel=accel)
         if verdict not in ("fail", "pass"):
             break
     return verdict, reason
