@@ -27,6 +27,8 @@ def _records() -> list[StageResult]:
                     artifacts={"console": "live/q35-minimal/console.log"}),
         StageResult("disk-sata", "boot", "error", "cannot prepare the boot: no such image", "x86_64", Q72),
         StageResult("teaming-no-substitute", "boot", "skip", "needs a real SR-IOV VF", "x86_64", Q72),
+        StageResult("pc-minimal", "migrate", "interrupted", "interrupted (SIGINT): the run was stopped", "x86_64",
+                    Q72, peer=Q72),
         StageResult("teaming-q35", "migrate", "known-bug", f"known bug {BUG['id']} ({BUG['title']}): waited",
                     "x86_64", Q72, peer=Q100, duration_s=17.5, details={"known_bug": BUG}),
         StageResult("teaming-q35", "migrate", "not-reproduced", "did not show with Debian", "x86_64", Q100, peer=Q72),

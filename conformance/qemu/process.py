@@ -14,6 +14,8 @@ Guarantees, whatever happens to the caller:
   the QMP transcript to ``qmp.jsonl``, the command line to ``cmdline.json``
   and the pid to ``qemu.pid``. How it ended (exit code or signal) is
   kept as an ``Exit``.
+- ``halt_all()`` (what Ctrl-C and SIGTERM call, see conformance/interrupt.py) ends every QEMU this
+  process started and refuses to start another, so an interrupted run stops within seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +94,51 @@ class Exit:
         return f"exit code {self.returncode}" + (" (requested stop)" if self.requested else "")
 
 
+class Halted(LiveError):
+    """A QEMU was not started because the run is stopping (halt_all)."""
+
+
+class _Running:
+    """Every QEMU of this process that has not been stopped yet, and whether new ones may start."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.processes: set[QemuProcess] = set()
+        self.halted = ""  # why new QEMUs are refused ("" while they may start)
+
+
+_RUNNING = _Running()
+
+
+def halt_all(why: str, grace: float = 1.0) -> int:
+    """Refuse every new QEMU from now on and end the running ones: SIGTERM, then SIGKILL for those still
+    alive after ``grace`` s. Safe from a signal handler's thread; returns how many were running."""
+    with _RUNNING.lock:
+        _RUNNING.halted = why
+        procs = [p.proc for p in _RUNNING.processes if p.proc is not None and p.proc.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        end = time.monotonic() + grace
+        while sig == signal.SIGTERM and time.monotonic() < end and any(p.poll() is None for p in procs):
+            time.sleep(0.02)
+        procs = [p for p in procs if p.poll() is None]
+    return len(procs)
+
+
+def running_count() -> int:
+    """How many QEMUs this process started that are still alive."""
+    with _RUNNING.lock:
+        return sum(1 for p in _RUNNING.processes if p.is_running())
+
+
+def resume_starting() -> None:
+    """Allow new QEMUs again (after a halt, for the next run in the same process, e.g. a test)."""
+    with _RUNNING.lock:
+        _RUNNING.halted = ""
+
+
 class LaunchFailed(LiveError):
     """QEMU did not come up: it exited (or never answered QMP) right after start.
 
@@ -153,6 +201,8 @@ class QemuProcess:
     def start(self) -> QemuProcess:
         if self.proc is not None:
             raise LiveError(f"{self.name}: already started")
+        if _RUNNING.halted:
+            raise Halted(f"{self.name}: not started: {_RUNNING.halted}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = self.argv
         pass_fds: tuple[int, ...] = ()
@@ -181,6 +231,11 @@ class QemuProcess:
                 child_sock.close()
         self.started_at = time.monotonic()
         (self.workdir / "qemu.pid").write_text(f"{self.proc.pid}\n")
+        with _RUNNING.lock:
+            _RUNNING.processes.add(self)
+            halted = _RUNNING.halted
+        if halted:  # halt_all ran while this one was starting: it did not see it
+            self.proc.kill()
         return self
 
     @property
@@ -242,6 +297,8 @@ class QemuProcess:
                     break
                 self.wait(timeout)
         self.proc.wait()
+        with _RUNNING.lock:
+            _RUNNING.processes.discard(self)
         self._close_sockets()
         return self.exit
 
