@@ -17,8 +17,9 @@ from typing import Any
 from conformance.caps.model import Capabilities
 from conformance.errors import CaseError
 from conformance.paths import templates_dir
+from conformance.stages import CASE_STAGES, required
 
-STAGES = ("parse", "argv", "boot", "migrate")
+STAGES = CASE_STAGES  # what a case's `stages` may list (conformance/stages.py)
 _CASE_KEYS = {"template", "description", "targets", "stages", "needs", "error_without", "expect_error", "vars",
               "arch_vars", "live", "argv_contains"}
 
@@ -150,6 +151,14 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
     bad_stages = [s for s in raw["stages"] if s not in STAGES]
     if bad_stages:
         raise fail(f"unknown stage(s) {', '.join(bad_stages)}", hint=f"stages: {', '.join(STAGES)}")
+    for listed in raw["stages"]:
+        lacking = [r for r in required(listed) if r not in raw["stages"]]
+        if lacking:
+            raise fail(f"stage {listed} builds on {', '.join(lacking)}, which the case does not list",
+                       hint=f"add {', '.join(repr(r) for r in lacking)} to its stages, or drop {listed!r}")
+    if {"migrate", "migrate_why"} & set(raw.get("live", {})):
+        raise fail("[live] migrate is gone: the case's stages decide whether it migrates",
+                   hint="leave 'migrate' out of its stages, and say why in a comment")
     return Case(
         name=name, template=raw["template"], description=raw["description"], targets=tuple(targets),
         stages=tuple(raw["stages"]), needs=tuple(raw.get("needs", ())), error_without=raw.get("error_without"),

@@ -197,10 +197,13 @@ def cmd_qualify(args: argparse.Namespace) -> int:
 
 
 def _shard_manifest(args: argparse.Namespace) -> None:
-    """OUTPUT/shard.json: the shard of a run and the catalogue it ran (``report`` checks them before a merge)."""
+    """OUTPUT/shard.json: the shard of a run and the catalogue it ran (``report`` checks them before a merge),
+    in a folder rid of an earlier run's files (runner.fresh_output: a re-run replaces)."""
     from conformance.cases import load_catalogue
+    from conformance.runner import fresh_output
     from conformance.shard import write_manifest
 
+    fresh_output(args.output)
     write_manifest(args.output, args.shard, load_catalogue())
     (args.output / "results.jsonl").touch()  # a shard with no work item still has results to merge
 
@@ -208,15 +211,16 @@ def _shard_manifest(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from conformance.errors import CaseError
     from conformance.runner import run_stages
+    from conformance.stages import CASE_STAGES, LIVE_STAGES, STATIC_STAGES, parse_stage_list
 
-    stages = [s.strip() for s in ",".join(args.stages).split(",") if s.strip()] or ["parse", "argv", "boot", "migrate"]
-    unknown = sorted(set(stages) - {"parse", "argv", "boot", "migrate"})
-    if unknown:
-        raise CaseError(f"unknown stage(s): {', '.join(unknown)}", hint="stages: parse, argv, boot, migrate")
-    live = sorted({"boot", "migrate"} & set(stages))
+    try:
+        stages = parse_stage_list(args.stages)
+    except ValueError as exc:
+        raise CaseError(str(exc), hint=f"stages: {', '.join(CASE_STAGES)}") from None
+    live = [s for s in stages if s in LIVE_STAGES]
     if args.caps and live and not args.qemu:
         raise CaseError(f"--caps runs only the static stages; {' and '.join(live)} cannot run without a QEMU binary",
-                        hint="add --qemu PATH, or --stages parse,argv")
+                        hint=f"add --qemu PATH, or --stages {','.join(STATIC_STAGES)}")
     binaries = list(args.qemu) or ([] if args.caps else _host_binaries())
     if not binaries and not args.caps:
         raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm, pass --qemu PATH, "
@@ -310,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of strings (argv[0] = emulator)")
     p.set_defaults(func=cmd_argv)
 
+    from conformance.stages import CASE_STAGES
+
     p = sub.add_parser("run", help="run stages of cases on QEMU binaries; results to DIR/results.jsonl")
     p.add_argument("--stages", action="append", default=[], metavar="LIST",
-                   help="comma-separated: parse, argv, boot, migrate (default: all)")
+                   help=f"comma-separated: {', '.join(CASE_STAGES)} (default: all); only these are run and "
+                        "recorded, each for the cases that list it in templates/cases.toml")
     p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
                    help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64)")
     p.add_argument("--caps", action="append", default=[], type=caps_arg, metavar="FIXTURE",
@@ -320,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 'all' (repeatable)")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
-                   help="output folder (default %(default)s, in the working folder)")
+                   help="output folder (default %(default)s, in the working folder); a re-run into it first removes "
+                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, live/, argv/, caps/")
     p.add_argument("-j", "--jobs", type=int,
                    help="live runs at a time (default: the number of cores)")
     _shard_option(p)
@@ -339,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
                    help="QEMU binary (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/host",
-                   help="output folder (default %(default)s, in the working folder)")
+                   help="output folder (default %(default)s, in the working folder); a re-run into it first removes "
+                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, live/, argv/, caps/")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int,
                    help="live runs at a time (default: the number of cores)")

@@ -1,12 +1,13 @@
 """pytest plugin (registered through the pytest11 entry point).
 
-Parametrisation:
+Parametrisation: the parameters are the planner's work items (conformance/plan.py), for the
+stages whose pytest column in the stage table (conformance/stages.py) names the fixture:
 - a test that asks for ``static_combo`` runs once per case x capability fixture
-  of that case's arch, with ids such as ``teaming-q35[4.2.0-x86_64]``;
-- a test that asks for ``live_combo`` runs once per bootable case x QEMU binary
+  of that case's arch (parse and argv together), with ids such as ``teaming-q35[4.2.0-x86_64]``;
+- a test that asks for ``live_combo`` runs once per case that lists boot x QEMU binary
   of that case's arch (default: the host's qemu-system-x86_64 and -aarch64),
   with ids such as ``teaming-q35[x86_64]``; it is marked ``live``;
-- a test that asks for ``migrate_combo`` runs once per bootable case x (source,
+- a test that asks for ``migrate_combo`` runs once per case that lists migrate x (source,
   destination) pair of QEMU binaries of one arch, each binary with itself
   included, with ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``;
   it is marked ``live``.
@@ -133,17 +134,18 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def static_combos(case_globs: list[str], caps_globs: list[str]) -> list[tuple[str, StaticCombo]]:
+    """One test per case x fixture that has planned static items (conformance/plan.py): the stages whose
+    pytest fixture is ``static_combo`` run together, parse and argv."""
     from conformance.caps.store import fixture_files, load
+    from conformance.plan import plan
 
     fixtures = [(p, load(p)) for p in fixture_files() if _matches(p.name, caps_globs)]
-    combos = []
-    for case in _catalogue().cases.values():
-        if not _matches(case.name, case_globs):
-            continue
-        for path, caps in fixtures:
-            if caps.arch in case.arches:
-                combos.append((f"{case.name}[{caps.version}-{caps.arch}]", StaticCombo(case.name, path)))
-    return combos
+    cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
+    groups = {(p.case.name, p.build[0]): p.item.build
+              for p in plan(cases, fixtures, _stages_of("static_combo"), lambda f: (f[1].label, f[1].arch))}
+    order = {c.name: i for i, c in enumerate(cases)}  # case by case, each on its fixtures
+    return [(f"{case}[{label}]", StaticCombo(case, path))
+            for (case, path), label in sorted(groups.items(), key=lambda kv: order[kv[0][0]])]
 
 
 def live_binaries(config: pytest.Config) -> list[Path]:
@@ -228,20 +230,37 @@ def _binary_version(binary: Path) -> str:
     return found[1] if found else _binary_label(binary)
 
 
+def _stages_of(fixture: str) -> list[str]:
+    """The stages whose tests ask for ``fixture`` (the stage table's pytest column)."""
+    from conformance.stages import TABLE
+
+    return [s.name for s in TABLE if s.pytest == fixture]
+
+
+def _binary_names(binary: Path) -> tuple[str, str]:
+    """A binary as the planner names builds: (VERSION-ARCH, arch)."""
+    return f"{_binary_version(binary)}-{_binary_arch(binary)}", _binary_arch(binary)
+
+
+def boot_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
+    """The planned boot items: ids such as ``teaming-q35[x86_64]`` (``[x86_64-qemu-10.0]`` for a build's)."""
+    from conformance.plan import plan
+
+    cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
+    return [pytest.param(LiveCombo(p.case.name, p.build), id=f"{p.case.name}[{_binary_label(p.build)}]",
+                         marks=pytest.mark.live)
+            for p in plan(cases, binaries, _stages_of("live_combo"), _binary_names)]
+
+
 def migrate_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
-    """Every bootable case on every same-arch (source, destination) pair, the same binary included:
+    """The planned migrate items, every same-arch (source, destination) pair, the same binary included:
     ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``."""
-    params = []
-    for src in binaries:
-        for dst in binaries:
-            if _binary_arch(src) != _binary_arch(dst):
-                continue
-            pair = f"{_binary_version(src)}-{_binary_arch(src)}->{_binary_version(dst)}-{_binary_arch(dst)}"
-            for case in _catalogue().cases.values():
-                if "boot" in case.stages and _binary_arch(src) in case.arches and _matches(case.name, case_globs):
-                    params.append(pytest.param(MigrateCombo(case.name, src, dst), id=f"{case.name}[{pair}]",
-                                               marks=pytest.mark.live))
-    return params
+    from conformance.plan import plan
+
+    cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
+    return [pytest.param(MigrateCombo(p.case.name, p.build, p.peer), id=f"{p.case.name}[{p.item.build}->{p.item.peer}]",
+                         marks=pytest.mark.live)
+            for p in plan(cases, binaries, _stages_of("migrate_combo"), _binary_names) if p.peer is not None]
 
 
 @functools.cache
@@ -253,20 +272,17 @@ def _live_target(binary: Path) -> Target:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each fixture's parameters are planned items (conformance/plan.py); a shard keeps its own, by the
+    test's id and its kind (``static`` for parse and argv together, ``boot``, ``migrate``)."""
     opts = metafunc.config.option
     if "static_combo" in metafunc.fixturenames:
         combos = [(i, c) for i, c in static_combos(opts.conformance_cases, opts.conformance_caps)
                   if _in_shard(metafunc.config, "static", i)]
         metafunc.parametrize("static_combo", [c for _, c in combos], ids=[i for i, _ in combos])
     if "live_combo" in metafunc.fixturenames:
-        params = []
-        for binary in live_binaries(metafunc.config):
-            for case in _catalogue().cases.values():
-                if "boot" in case.stages and _binary_arch(binary) in case.arches \
-                        and _matches(case.name, opts.conformance_cases):
-                    params.append(pytest.param(LiveCombo(case.name, binary), id=f"{case.name}[{_binary_label(binary)}]",
-                                               marks=pytest.mark.live))
-        metafunc.parametrize("live_combo", [p for p in params if _in_shard(metafunc.config, "boot", p.id)])
+        metafunc.parametrize("live_combo", [p for p in boot_params(live_binaries(metafunc.config),
+                                                                   opts.conformance_cases)
+                                            if _in_shard(metafunc.config, "boot", p.id)])
     if "migrate_combo" in metafunc.fixturenames:
         metafunc.parametrize("migrate_combo", [p for p in migrate_params(live_binaries(metafunc.config),
                                                                          opts.conformance_cases)

@@ -97,8 +97,10 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     """Run the qualification; exit status 0 when every build passed. ``shard``: only that shard's work items;
     every shard probes and checks each build's capabilities (the same records, merged as one)."""
     from conformance.cases import load_catalogue
+    from conformance.plan import plan
     from conformance.report.html import write_report
-    from conformance.runner import make_target, run_boots, run_migrations, run_static
+    from conformance.runner import make_target, run_live, run_static, target_names
+    from conformance.stages import CASE_STAGES, LIVE_STAGES, STATIC_STAGES
 
     say = say or (lambda text: print(text, flush=True))
     if not binaries:
@@ -111,6 +113,7 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     writer = ResultWriter(output)
     catalogue = load_catalogue()
     cases = list(catalogue.cases.values())
+    stages = CASE_STAGES if boot else STATIC_STAGES
     ok = True
     targets = []
     for i, binary in enumerate(binaries, 1):
@@ -121,17 +124,15 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
             continue
         target = make_target(binary, say, caps=caps)
         targets.append(target)
-        counts = run_static(cases, target, writer, catalogue, say, shard)
+        counts = run_static(cases, target, writer, catalogue, say, shard, stages)
         ok &= not failures(counts)
-        say(f"  static (parse, argv): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
+        say(f"  static ({', '.join(STATIC_STAGES)}): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
         say(f"  live: accel {target.accel.accel} ({target.accel.reason})")
-    if boot and targets:
-        say("boot stage:")
-        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs, shard)
-        ok &= not failures(counts)
-        say("migrate stage (each build with itself, and across builds of one arch both ways):")
-        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs, shard)
-        ok &= not failures(counts)
+    live = shard.mine(plan(cases, targets, [s for s in stages if s in LIVE_STAGES], target_names))
+    if live:
+        say(f"live stages ({', '.join(LIVE_STAGES)}): every case that lists them; migrate each build with itself, "
+            "and across builds of one arch both ways:")
+        ok &= not failures(run_live(live, writer, catalogue, output, say, jobs))
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")
     say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")

@@ -2,11 +2,13 @@
 
 For each binary: probe it (its capabilities decide the argv), decide the
 accelerator once per host, build the test guest for its arch once, then run
-the static stages (parse, argv), the boot stage of every selected case and
-the migrate stage of every bootable case on every pair of builds of one arch
-(each build with itself, and across builds both ways). Live work runs in
-parallel (``jobs``, default: the number of cores); each VM has its own folder
-under OUTPUT/live/, and results are appended to OUTPUT/results.jsonl as they finish, with a progress line per result.
+the work items the planner (conformance/plan.py) makes of the requested stages:
+the static ones per build, then the live ones (every boot, then every migration
+on every pair of builds of one arch, each build with itself and across builds
+both ways). Live work runs in parallel (``jobs``, default: the number of cores,
+one executor: ``_run_live``); each VM has its own folder under OUTPUT/live/, and
+results are appended to OUTPUT/results.jsonl as they finish, with a progress line
+per result.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
+from conformance.plan import Planned, plan
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
-from conformance.shard import WHOLE, Shard, WorkItem
+from conformance.shard import WHOLE, Shard
+from conformance.stages import LIVE_STAGES, STATIC_STAGES, in_order, stage
 
 if TYPE_CHECKING:
     from conformance.caps.model import Capabilities
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from conformance.live.guest import Guest
 
 Say = Callable[[str], None]
+LiveRun = Callable[[Case, "Target", "Target | None"], StageResult]  # a live stage: (case, build, peer) -> result
 
 
 def make_target(binary: Path, say: Say, *, caps: Capabilities | None = None,
@@ -68,30 +73,54 @@ def host_accel(binary: Path, guest: Guest | None) -> AccelDecision:
         return decide_accel(lambda: kvm_boot_probe(binary, guest) if guest is not None else (False, "no guest"))
 
 
+def target_names(target: Target) -> tuple[str, str]:
+    """A target as the planner names builds: (VERSION-ARCH, arch)."""
+    return target.caps.label, target.caps.arch
+
+
+def caps_names(caps: Capabilities) -> tuple[str, str]:
+    return caps.label, caps.arch
+
+
 def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
-               say: Say, shard: Shard = WHOLE) -> Counter[str]:
-    """parse and argv stages on the target's probed capabilities (see run_static_caps)."""
-    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say, shard)
+               say: Say, shard: Shard = WHOLE, stages: Iterable[str] = STATIC_STAGES) -> Counter[str]:
+    """The static stages on the target's probed capabilities (see run_static_caps)."""
+    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say, shard, stages)
 
 
 def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
-                    catalogue: Catalogue, say: Say, shard: Shard = WHOLE) -> Counter[str]:
-    """parse and argv stages on one set of capabilities (probed or a stored fixture); each argv is
-    kept as OUTPUT/argv/ARCH-VERSION/CASE.args, and known bugs of this version the argv meets are
-    recorded with its result."""
+                    catalogue: Catalogue, say: Say, shard: Shard = WHOLE,
+                    stages: Iterable[str] = STATIC_STAGES) -> Counter[str]:
+    """The requested static stages of ``cases`` on one set of capabilities (probed or a stored fixture),
+    as planned (conformance/plan.py) and owned by ``shard``; see run_static_items."""
+    static = [s for s in stages if stage(s).static]
+    items = shard.mine(plan(cases, [caps], static, caps_names))
+    return Counter(r.verdict for r in run_static_items(items, caps, build, writer, catalogue, say))
+
+
+def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
+                     catalogue: Catalogue, say: Say) -> list[StageResult]:
+    """Run the planned static items of one build and record exactly those: a stage that was not planned
+    is not recorded, even when a planned one did its work (argv renders and parses the domain, as parse
+    does). Each argv is kept as OUTPUT/argv/ARCH-VERSION/CASE.args, and known bugs of this version the
+    argv meets are recorded with its result."""
     from conformance.argv.command import format_args
-    from conformance.static import StaticRunner, to_result
+    from conformance.static import StaticOutcome, StaticRunner, to_result
 
     runner = StaticRunner(catalogue)
-    counts: Counter[str] = Counter()
+    by_case: dict[str, dict[str, Planned[Any]]] = {}
+    for p in items:
+        by_case.setdefault(p.case.name, {})[p.stage.name] = p
+    results = []
     argv_dir = writer.path.parent / "argv" / f"{caps.arch}-{caps.version}"
-    for case in cases:
-        if caps.arch not in case.arches:
-            continue
-        for outcome in runner.run(case, caps):
-            if not shard.owns(WorkItem(case.name, outcome.stage, caps.label)):
-                continue  # another shard's item
-            counts[outcome.verdict] += 1
+    for wanted in by_case.values():
+        case = next(iter(wanted.values())).case
+        outcomes = {o.stage: o for o in runner.run(case, caps)}
+        for name in in_order(wanted):
+            outcome = outcomes.get(name) or StaticOutcome(
+                case.name, caps.label, "skip", name,
+                f"the parse stage expects the error {case.expect_error!r}: there is no {name} stage"
+                if case.expect_error else f"no {name} outcome")
             result = to_result(outcome, caps)
             result.qemu = build
             if outcome.argv:
@@ -100,9 +129,10 @@ def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, wri
                 args_file.write_text(format_args(outcome.argv))
                 result.artifacts["argv"] = str(args_file.relative_to(writer.path.parent))
             writer.write(result)
+            results.append(result)
             if is_failure(outcome.verdict):
                 say(f"    {outcome.stage} {case.name}: {outcome.verdict.upper()} {outcome.reason}")
-    return counts
+    return results
 
 
 def fixture_build(caps: Capabilities) -> QemuBuild:
@@ -124,42 +154,40 @@ def resolve_fixtures(specs: list[str]) -> list[Capabilities]:
     return list(found.values())
 
 
-def run_boots(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue, output: Path,
-              say: Say, jobs: int | None = None, shard: Shard = WHOLE) -> Counter[str]:
-    """The boot stage of every case on every target (of this shard), ``jobs`` at a time."""
-    from conformance.live.boot import run_boot
-
-    work = [(case, target, target) for target in targets for case in cases
-            if target.caps.arch in case.arches and "boot" in case.stages
-            and shard.owns(WorkItem(case.name, "boot", target.caps.label))]
-    return _run_live("boot", work, lambda c, t, _: run_boot(c, t, catalogue, output).result, writer, say,
-                     jobs or os.cpu_count() or 1)
-
-
-def migration_pairs(targets: list[Target]) -> list[tuple[Target, Target]]:
-    """Every build with itself, and every ordered pair of two builds of one arch (both directions)."""
-    return [(a, b) for a in targets for b in targets if a.caps.arch == b.caps.arch]
-
-
-def run_migrations(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue,
-                   output: Path, say: Say, jobs: int | None = None, shard: Shard = WHOLE) -> Counter[str]:
-    """The migrate stage of every bootable case on every pair, ``jobs`` at a time (default: the cores).
-    A migration's guests idle most of the time, so more jobs are faster (on 2 cores, 24 migrations took
-    89-102 s with 2 jobs, 58-68 s with 3-4), but the default stays at the cores: with 4 jobs one CI run
-    of 44 saw a destination guest write nothing for 20 s after RESUME (under investigation)."""
-    from conformance.live.migrate import run_migrate
-
-    work = [(case, a, b) for a, b in migration_pairs(targets) for case in cases
-            if a.caps.arch in case.arches and "boot" in case.stages
-            and shard.owns(WorkItem(case.name, "migrate", a.caps.label, b.caps.label))]
-    return _run_live("migrate", work, lambda c, a, b: run_migrate(c, a, b, catalogue, output), writer, say,
-                     jobs or os.cpu_count() or 1)
+def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: Catalogue, output: Path, say: Say,
+             jobs: int | None = None) -> Counter[str]:
+    """The planned live items, stage by stage in pipeline order (every boot, then every migration),
+    ``jobs`` at a time (default: the cores). A migration's guests idle most of the time, so more jobs are
+    faster (on 2 cores, 24 migrations took 89-102 s with 2 jobs, 58-68 s with 3-4), but the default stays
+    at the cores: with 4 jobs one CI run of 44 saw a destination guest write nothing for 20 s after RESUME
+    (under investigation)."""
+    counts: Counter[str] = Counter()
+    for name in LIVE_STAGES:
+        work = [p for p in items if p.stage.name == name]
+        if work:
+            counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output), writer, say,
+                                    jobs or os.cpu_count() or 1))
+    return counts
 
 
-def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
-              run: Callable[[Case, Target, Target], StageResult], writer: ResultWriter, say: Say,
+def live_stage_runner(name: str, catalogue: Catalogue, output: Path) -> LiveRun:
+    """The function that runs one item of a live stage: (case, build, peer) -> its result."""
+    if name == "boot":
+        from conformance.live.boot import run_boot
+
+        return lambda case, target, _peer: run_boot(case, target, catalogue, output).result
+    if name == "migrate":
+        from conformance.live.migrate import run_migrate
+
+        return lambda case, source, destination: run_migrate(case, source, destination or source, catalogue, output)
+    raise ConformanceError(f"no runner for the live stage {name!r}",
+                           hint="give it one in conformance/runner.py: live_stage_runner")
+
+
+def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer: ResultWriter, say: Say,
               jobs: int) -> Counter[str]:
-    """Run live work items ``jobs`` at a time, writing each result and a progress line as it finishes."""
+    """The executor: run live work items ``jobs`` at a time, writing each result and a progress line as it
+    finishes."""
     from conformance.progress import RunProgress  # rich: not for a process that runs one avocado test
 
     counts: Counter[str] = Counter()
@@ -170,17 +198,18 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
     done = 0
     with RunProgress(stage, len(work), say) as progress, \
             ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
-        futures = {pool.submit(run, *item): item for item in work}
+        futures = {pool.submit(run, p.case, p.build, p.peer): p for p in work}
         for future in as_completed(futures):
-            case, target, peer = futures[future]
+            planned = futures[future]
+            case, target, peer = planned.case, planned.build, planned.peer
             on = f"QEMU {target.caps.version} {target.caps.arch}"
-            if stage == "migrate":
+            if peer is not None:
                 on = f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}"
             try:
                 result = future.result()
             except Exception as exc:
                 result = StageResult(case=case.name, stage=stage, verdict="error", arch=target.caps.arch,
-                                     qemu=target.build, peer=peer.build if stage == "migrate" else None,
+                                     qemu=target.build, peer=peer.build if peer is not None else None,
                                      reason=f"suite error: {type(exc).__name__}: {exc}")
             writer.write(result)
             counts[result.verdict] += 1
@@ -196,8 +225,10 @@ def _run_live(stage: str, work: list[tuple[Case, Target, Target]],
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
                jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None,
                shard: Shard = WHOLE) -> int:
-    """`qemu-conformance run`: 0 when nothing failed, 1 otherwise. ``fixtures`` (--caps) run the static
-    stages on stored capabilities, with no binary. ``shard``: only the work items of that shard."""
+    """`qemu-conformance run`: the planned items of ``stages`` (only those) on every binary, 0 when nothing
+    failed, 1 otherwise. ``fixtures`` (--caps) run the static stages on stored capabilities, with no binary.
+    ``shard``: only the work items of that shard. Results go to a fresh OUTPUT/results.jsonl (a re-run into
+    the same folder replaces the earlier run's files: see ``fresh_output``)."""
     from conformance.cases import load_catalogue
 
     catalogue = catalogue or load_catalogue()
@@ -209,7 +240,7 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     for caps in resolve_fixtures(fixtures or []):
         build = fixture_build(caps)
         say(f"{build.path}: QEMU {caps.version} {caps.arch} ({caps.provenance.source})")
-        counts = run_static_caps(cases, caps, build, writer, catalogue, say, shard)
+        counts = run_static_caps(cases, caps, build, writer, catalogue, say, shard, stages)
         bad += failures(counts)
         say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     for binary in binaries:
@@ -223,18 +254,44 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
             continue
         say(f"  QEMU {target.caps.version} {target.caps.arch}, accel {target.accel.accel} ({target.accel.reason})")
         targets.append(target)
-        if {"parse", "argv"} & set(stages):
-            counts = run_static(cases, target, writer, catalogue, say, shard)
+        if set(stages) & set(STATIC_STAGES):
+            counts = run_static(cases, target, writer, catalogue, say, shard, stages)
             bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
-    if "boot" in stages and targets:
-        counts = run_boots(cases, targets, writer, catalogue, output, say, jobs, shard)
-        bad += failures(counts)
-    if "migrate" in stages and targets:
-        counts = run_migrations(cases, targets, writer, catalogue, output, say, jobs, shard)
-        bad += failures(counts)
+    live = shard.mine(plan(cases, targets, [s for s in stages if stage(s).live], target_names))
+    bad += failures(run_live(live, writer, catalogue, output, say, jobs))
     from conformance.report.html import write_report
 
     say(f"results: {writer.path}")
     say(f"report: {write_report([writer.path], output, title='QEMU conformance run')} (and junit.xml)")
     return 1 if bad else 0
+
+
+# --- the output folder -------------------------------------------------------------------
+
+#: What a run writes into its output folder: a re-run removes these, and nothing else.
+RUN_FILES = ("results.jsonl", "report.html", "junit.xml", "shard.json")
+RUN_FOLDERS = ("live", "argv", "caps")  # VM folders; argv files; qualify's probed fixtures and diffs
+
+
+def fresh_output(output: Path) -> list[str]:
+    """Make ``output`` ready for a new run: a folder that holds an earlier run (its results.jsonl or
+    shard.json) loses that run's files (RUN_FILES, RUN_FOLDERS), so that its report, JUnit and
+    shard.json describe the new run only; anything else in the folder is left alone. The names removed."""
+    import shutil
+
+    output.mkdir(parents=True, exist_ok=True)
+    if not any((output / name).is_file() for name in ("results.jsonl", "shard.json")):
+        return []  # not a run's folder (or an empty one): nothing here is ours
+    removed = []
+    for name in RUN_FILES:
+        path = output / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    for name in RUN_FOLDERS:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed.append(f"{name}/")
+    return removed

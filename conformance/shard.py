@@ -1,10 +1,10 @@
 """CI shards: a deterministic split of the work (case x build x stage x peer) into n parts.
 
-A work item is one stage result to be: a case, a stage, the build it runs on
-(``VERSION-ARCH``, as ``Capabilities.label``) and, for a migration, the peer
-build. Its shard is a stable hash (SHA-256, not Python's salted ``hash``) of
-those four names, modulo n: the same item lands in the same shard on every
-machine and every run, and the n shards cover every item exactly once.
+A work item (conformance/plan.py, which plans them) is one stage result to be: a case, a stage, the
+build it runs on (``VERSION-ARCH``, as ``Capabilities.label``) and, for a migration, the peer build.
+Its shard is a stable hash (SHA-256, not Python's salted ``hash``) of those names, modulo n: the same
+item lands in the same shard on every machine and every run, and the n shards cover every item
+exactly once.
 
 Each sharded run writes OUTPUT/shard.json (its shard and a fingerprint of
 the case catalogue it ran); ``check_merge`` refuses to merge shards of
@@ -19,34 +19,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from conformance.cases import Case, Catalogue
+from conformance.cases import Catalogue
 from conformance.errors import ConformanceError
+from conformance.plan import Planned, WorkItem
 
 MANIFEST = "shard.json"
-STATIC_STAGES = ("parse", "argv")
+P = TypeVar("P", bound="Planned[Any]")
 
 
 class ShardError(ConformanceError):
     """A bad --shard value, or shards that cannot be merged."""
-
-
-@dataclass(frozen=True, order=True)
-class WorkItem:
-    case: str
-    stage: str
-    build: str  # VERSION-ARCH of the build under test (the source of a migration)
-    peer: str = ""  # migrate: VERSION-ARCH of the destination
-
-    @property
-    def key(self) -> str:
-        return "\x1f".join((self.case, self.stage, self.build, self.peer))
-
-    @property
-    def id(self) -> str:
-        """``teaming-q35.boot[7.2.22-x86_64]``, ``teaming-q35.migrate[7.2.22-x86_64->10.0.2-x86_64]``."""
-        on = f"{self.build}->{self.peer}" if self.peer else self.build
-        return f"{self.case}.{self.stage}[{on}]"
 
 
 def shard_of(item: WorkItem, count: int) -> int:
@@ -73,6 +57,10 @@ class Shard:
     def owns(self, item: WorkItem) -> bool:
         return self.count == 1 or shard_of(item, self.count) == self.index
 
+    def mine(self, planned: Iterable[P]) -> list[P]:
+        """The planned items this shard owns."""
+        return [p for p in planned if self.owns(p.item)]
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
@@ -96,34 +84,6 @@ def split(items: Iterable[WorkItem], count: int) -> dict[int, list[WorkItem]]:
     for item in items:
         parts[shard_of(item, count)].append(item)
     return parts
-
-
-def static_items(case: Case, build: str, arch: str) -> list[WorkItem]:
-    """The parse and argv items of a case on one build (those the case declares)."""
-    if arch not in case.arches:
-        return []
-    return [WorkItem(case.name, s, build) for s in STATIC_STAGES if s in case.stages]
-
-
-def work_items(catalogue: Catalogue, builds: Sequence[tuple[str, str]], stages: Sequence[str],
-               case_names: Iterable[str] | None = None) -> list[WorkItem]:
-    """Every work item of the catalogue's cases on ``builds`` ((VERSION-ARCH, arch) pairs), as the runner
-    plans them: parse and argv where the case declares them, boot for every bootable case, and migrate for
-    every bootable case on every same-arch (source, destination) pair, each build with itself included."""
-    names = set(case_names) if case_names is not None else None
-    items: list[WorkItem] = []
-    for case in catalogue.cases.values():
-        if names is not None and case.name not in names:
-            continue
-        for build, arch in builds:
-            items += [i for i in static_items(case, build, arch) if i.stage in stages]
-            if arch in case.arches and "boot" in case.stages:
-                if "boot" in stages:
-                    items.append(WorkItem(case.name, "boot", build))
-                if "migrate" in stages:
-                    items += [WorkItem(case.name, "migrate", build, peer) for peer, peer_arch in builds
-                              if peer_arch == arch]
-    return items
 
 
 # --- the manifest and the merge check ---------------------------------------------------

@@ -20,6 +20,7 @@ from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQem
 from conformance.knownbugs.matcher import bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
 from conformance.results.records import QemuBuild, StageResult
+from conformance.stages import STATIC_STAGES
 
 STATIC_IMAGE_DIR = "/var/lib/qemu-conformance/images"  # never touched by static stages
 
@@ -84,7 +85,7 @@ class StaticRunner:
         """Outcomes of the parse and argv stages (those the case declares) on one fixture."""
         label = caps.label
         what = plan(case, caps)
-        stages = [s for s in ("parse", "argv") if s in case.stages]
+        stages = [s for s in STATIC_STAGES if s in case.stages]
         if not what.run:
             return [StaticOutcome(case.name, label, "skip", s, what.skip_reason) for s in stages]
         assert what.machine is not None

@@ -12,23 +12,16 @@ import pytest
 
 from conformance.caps.store import fixture_files, load
 from conformance.cases import load_catalogue
-from conformance.shard import (
-    Shard,
-    ShardError,
-    WorkItem,
-    check_merge,
-    shard_of,
-    split,
-    work_items,
-    write_manifest,
-)
+from conformance.plan import WorkItem, work_items
+from conformance.shard import Shard, ShardError, check_merge, shard_of, split, write_manifest
+from conformance.stages import CASE_STAGES
 
 
 @pytest.fixture(scope="module")
 def real_items() -> list[WorkItem]:
     """Every work item of the real catalogue on every stored fixture taken as a build (all four stages)."""
     builds = [(caps.label, caps.arch) for caps in map(load, fixture_files())]
-    items = work_items(load_catalogue(), builds, ["parse", "argv", "boot", "migrate"])
+    items = work_items(load_catalogue().cases.values(), builds, CASE_STAGES)
     assert len(builds) >= 10 and len(items) > 1000, (len(builds), len(items))
     return items
 
@@ -45,7 +38,7 @@ def test_shards_cover_every_item_of_the_real_catalogue_exactly_once(real_items: 
 
 def test_every_stage_kind_is_among_the_real_items(real_items: list[WorkItem]) -> None:
     stages = Counter(i.stage for i in real_items)
-    assert set(stages) == {"parse", "argv", "boot", "migrate"}, stages
+    assert set(stages) == set(CASE_STAGES), stages
     assert any(i.peer and i.peer != i.build for i in real_items), "no cross-build migration item"
 
 
@@ -58,6 +51,21 @@ def test_split_is_stable_across_processes() -> None:
                          env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())})
     assert int(out.stdout) == shard_of(item, 7)
     assert item.id == "teaming-q35.migrate[7.2.22-x86_64->10.0.2-x86_64]"
+
+
+@pytest.mark.parametrize(("item", "shards"), [
+    (WorkItem("teaming-q35", "migrate", "7.2.22-x86_64", "10.0.2-x86_64"), [2, 2, 2, 3]),
+    (WorkItem("q35-minimal", "parse", "10.0.2-x86_64"), [2, 1, 2, 4]),
+    (WorkItem("virt-minimal", "boot", "7.2.22-aarch64"), [2, 2, 4, 1]),
+    (WorkItem("pc-minimal", "static", "4.2.0-x86_64"), [2, 3, 4, 3]),  # the pytest plugin's static tests
+])
+def test_shards_of_items_are_those_of_before_the_planner(item: WorkItem, shards: list[int]) -> None:
+    """The shard of 2, 3, 4 and 7 that owned each item before machine types joined WorkItem (c22dbe1):
+    an item without a machine type keeps its key, so CI matrices split as they did."""
+    assert [shard_of(item, n) for n in (2, 3, 4, 7)] == shards
+    assert item.key == "\x1f".join((item.case, item.stage, item.build, item.peer))
+    with_machine = WorkItem(item.case, item.stage, item.build, item.peer, "pc-q35-7.2")
+    assert with_machine.key == item.key + "\x1fpc-q35-7.2" and with_machine.id.endswith("@pc-q35-7.2]")
 
 
 @pytest.mark.parametrize("text", ["0/4", "5/4", "1/0", "a/b", "2", "1/-1"])

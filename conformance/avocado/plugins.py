@@ -7,7 +7,7 @@ Settings, in avocado's configuration (``avocado --config FILE run ...`` or ~/.co
     qemu = ["/usr/bin/qemu-system-x86_64", "/root/.cache/qemu-conformance/builds/qemu-10.0/bin/qemu-system-x86_64"]
     stages = ["parse", "argv", "boot"]
 
-Defaults: the host's qemu-system-x86_64 and -aarch64, all four stages.
+Defaults: the host's qemu-system-x86_64 and -aarch64, every stage a case can list (conformance/stages.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 from avocado.core.settings import settings
 
 from conformance.avocado.runner import ARTEFACTS, KIND, RESULT_FILE, item_messages
-from conformance.shard import WorkItem
+from conformance.plan import WorkItem
+from conformance.stages import CASE_STAGES
 
 PREFIX = "qemu-conformance:"
 SECTION = "qemu_conformance"
@@ -39,9 +40,8 @@ class ConformanceInit(Init):
     def initialize(self) -> None:
         settings.register_option(section=SECTION, key="qemu", key_type=list, default=[],
                                  help_msg="QEMU binaries to run the cases on (default: the host's)")
-        settings.register_option(section=SECTION, key="stages", key_type=list,
-                                 default=["parse", "argv", "boot", "migrate"],
-                                 help_msg="stages to run: parse, argv, boot, migrate")
+        settings.register_option(section=SECTION, key="stages", key_type=list, default=list(CASE_STAGES),
+                                 help_msg=f"stages to run: {', '.join(CASE_STAGES)}")
 
 
 class ConformanceResolver(Resolver):
@@ -69,7 +69,7 @@ class ConformanceResolver(Resolver):
                 raise ConformanceError("no QEMU binary", hint=f"install qemu-system-x86 or set [{SECTION}] qemu")
             catalogue = load_catalogue()
             cases = [c for c in catalogue.cases.values() if any(fnmatch.fnmatchcase(c.name, g) for g in globs)]
-            planned = plan_items(catalogue, cases, binaries, stages)
+            planned = plan_items(cases, binaries, stages)
         except ConformanceError as exc:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(exc))
         if not planned:

@@ -1,8 +1,8 @@
 """One work item (case, stage, build, peer) through the suite's own stage functions.
 
-What avocado runs per test; nothing here imports avocado. The static stages use
-conformance.runner.run_static, boots conformance.live.boot.run_boot, migrations
-conformance.live.migrate.run_migrate, exactly as ``qemu-conformance run`` does.
+What avocado runs per test; nothing here imports avocado. The resolver plans the items with
+conformance.plan, and each runs through the runner's own functions (run_static_items for the static
+stages, live_stage_runner for boot and migrate), exactly as ``qemu-conformance run`` does.
 A probe of a binary is cached on disk (keyed by its path, size and mtime): every
 avocado test is its own process, and probing per test would cost 0.2 s each.
 """
@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conformance.caps.model import Capabilities
-from conformance.cases import Case, Catalogue, load_catalogue
+from conformance.cases import Case, load_catalogue
 from conformance.errors import ConformanceError
+from conformance.plan import WorkItem
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
-from conformance.shard import STATIC_STAGES, WorkItem
-
-STAGES = ("parse", "argv", "boot", "migrate")
+from conformance.stages import CASE_STAGES as STAGES
+from conformance.stages import stage as stage_row
 
 
 @functools.cache
@@ -46,15 +46,11 @@ def host_binaries() -> list[str]:
     return [w for w in map(shutil.which, ("qemu-system-x86_64", "qemu-system-aarch64")) if w]
 
 
-def plan_items(catalogue: Catalogue, cases: list[Case], binaries: list[str], stages: list[str]
-               ) -> list[tuple[WorkItem, str, str]]:
-    """(item, binary, peer binary) for every work item of ``cases`` on ``binaries``: conformance.shard's plan."""
-    from conformance.shard import work_items
+def plan_items(cases: list[Case], binaries: list[str], stages: list[str]) -> list[tuple[WorkItem, str, str]]:
+    """(item, binary, peer binary) for every work item of ``cases`` on ``binaries``: conformance.plan's plan."""
+    from conformance.plan import plan
 
-    labels = {b: describe_binary(b) for b in binaries}
-    by_label = {label: b for b, (label, _) in labels.items()}
-    items = work_items(catalogue, list(labels.values()), stages, [c.name for c in cases])
-    return [(i, by_label[i.build], by_label[i.peer] if i.peer else "") for i in items]
+    return [(p.item, p.build, p.peer or "") for p in plan(cases, binaries, stages, describe_binary)]
 
 
 def _cache_dir() -> Path:
@@ -86,50 +82,30 @@ def cached_caps(binary: Path) -> Capabilities:
     return caps
 
 
-class _Keep(ResultWriter):
-    """A ResultWriter that also keeps the records of one stage."""
-
-    def __init__(self, output: Path, stage: str) -> None:
-        super().__init__(output)
-        self.stage = stage
-        self.kept: list[StageResult] = []
-
-    def write(self, result: StageResult) -> None:
-        if result.stage == self.stage:
-            self.kept.append(result)
-            super().write(result)
-
-
 def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: Path,
              say: Callable[[str], None] = lambda _text: None) -> StageResult:
     """Run one work item; the result's artefacts are files under ``output`` (paths relative to it)."""
-    from conformance.runner import make_target, run_static_caps
+    from conformance.runner import live_stage_runner, make_target, run_static_items
 
+    if stage not in STAGES:
+        raise ConformanceError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(STAGES)}")
     catalogue = load_catalogue()
     case = catalogue.get(case_name)
     output.mkdir(parents=True, exist_ok=True)
     caps = cached_caps(qemu)
     build = QemuBuild(str(qemu), str(caps.version), caps.package, caps.arch)
-    if stage in STATIC_STAGES:  # neither a guest nor an accelerator (nor their imports)
-        writer = _Keep(output, stage)
-        run_static_caps([case], caps, build, writer, catalogue, say)
-        if writer.kept:
-            return writer.kept[0]
-        why = (f"the parse stage expects the error {case.expect_error!r}: there is no {stage} stage"
-               if case.expect_error and stage in case.stages and caps.arch in case.arches
-               else f"case {case.name} has no {stage} stage on {caps.arch}")
-        return StageResult(case=case.name, stage=stage, verdict="skip", reason=why, arch=caps.arch, qemu=build)
+    if not stage_row(stage).live:  # neither a guest nor an accelerator (nor their imports)
+        from conformance.plan import plan
+
+        items = plan([case], [caps], [stage], lambda c: (c.label, c.arch))
+        if items:
+            return run_static_items(items, caps, build, ResultWriter(output), catalogue, say)[0]
+        return StageResult(case=case.name, stage=stage, verdict="skip", arch=caps.arch, qemu=build,
+                           reason=f"case {case.name} has no {stage} stage on {caps.arch}")
     target = make_target(qemu, say, caps=caps)
-    if stage == "boot":
-        from conformance.live.boot import run_boot
-
-        result = run_boot(case, target, catalogue, output).result
-    elif stage == "migrate":
-        from conformance.live.migrate import run_migrate
-
+    destination = None
+    if stage_row(stage).scope == "pair":
         destination = target if peer is None or peer == qemu else make_target(peer, say, caps=cached_caps(peer))
-        result = run_migrate(case, target, destination, catalogue, output)
-    else:
-        raise ConformanceError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(STAGES)}")
+    result = live_stage_runner(stage, catalogue, output)(case, target, destination)
     ResultWriter(output).write(result)
     return result

@@ -22,10 +22,11 @@ from pathlib import Path
 import jinja2
 
 from conformance.report import fragments
-from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, STAGE_ORDER, build_page, merge
+from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, build_page, merge
 from conformance.results.junit import write_junit
 from conformance.results.records import StageResult
 from conformance.results.verdicts import BY_NAME, FAILURES, TABLE
+from conformance.stages import STAGES, stage
 
 __all__ = ["merge", "render", "write_report"]
 
@@ -40,8 +41,8 @@ def render(records: list[StageResult], origin: dict[int, Path], output: Path, ti
     page = build_page(records, origin, output)
     return _ENV.get_template("report.html.j2").render(
         title=title, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sources=sources, page=page,
-        table=TABLE, failure_names=FAILURES, label=lambda name: BY_NAME[name].label, stage_order=STAGE_ORDER,
-        stage_letters={s[0].upper(): s for s in page.stages}, bug_hows=BUG_HOWS, evidence=EXCERPT_ARTIFACTS,
+        table=TABLE, failure_names=FAILURES, label=lambda name: BY_NAME[name].label, stage_order=STAGES,
+        stage_letters={stage(s).chip: s for s in page.stages}, bug_hows=BUG_HOWS, evidence=EXCERPT_ARTIFACTS,
         list_limit=LIST_LIMIT, failure_rows=FAILURE_ROWS, row=fragments.row)
 
 

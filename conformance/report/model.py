@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 from conformance.results.records import QemuBuild, StageResult, read_results
 from conformance.results.verdicts import BY_NAME, FAILURES, TABLE, VERDICTS, worst
+from conformance.stages import BUILD_STAGES, MATRIX_STAGES, STAGES, order
+from conformance.stages import stage as stage_row
 
-STAGE_ORDER = ("probe", "caps", "parse", "argv", "boot", "migrate")
-MATRIX_STAGES = ("parse", "argv", "boot", "migrate")  # chips of a compatibility cell, in this order
-QUALIFY_STAGES = ("probe", "caps")  # about a build, not a case: summary and capability drift
+QUALIFY_STAGES = BUILD_STAGES  # about a build, not a case: summary and capability drift
 FIXTURE_PREFIX = "fixture "  # QemuBuild.path of a static result on a stored fixture (no binary)
 BUG_HOWS = ("reproduced", "not reproduced", "flagged by version")  # how a result names a known bug
 PYTEST_NOT_RUN = "skip"  # a pytest outcome, not a verdict: the verdict table's pytest column for "did not run"
@@ -97,7 +97,7 @@ class Build:
 
     @property
     def live(self) -> bool:
-        return bool(self.stages & {"probe", "boot", "migrate"})
+        return any(stage_row(s).live for s in self.stages if s in STAGES)  # a real binary ran
 
     @property
     def tested(self) -> bool:
@@ -607,7 +607,7 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                 views += stage_views
                 title = "\n".join(v.title for v in stage_views) if stage != "migrate" else \
                     "migrate\n" + "\n".join(v.short_title for v in stage_views)
-                chips.append(Chip(stage[0].upper(), worst(r.verdict for r in results), title))
+                chips.append(Chip(stage_row(stage).chip, worst(r.verdict for r in results), title))
             chips += _bug_chips(views)
             heading = f"{case} on {b.label}" + (" (stored fixture)" if b.fixture else "")
             cell = Cell(f"c{n}", heading, chips, views, _is_problem(views))
@@ -619,7 +619,7 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
     # new failures: the verdict table's failures (a failure a known bug explains is not one)
     failures = sorted((r for r in records if r.verdict in FAILURES),
                       key=lambda r: (VERDICTS.index(r.verdict), r.case,  # a case's failures together
-                                     STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else 99,
+                                     order(r.stage),
                                      builds[keys[id(r)]].sort_key))
     groups: dict[tuple[str, str, str], FailureGroup] = {}
     for r in failures:

@@ -19,8 +19,8 @@ from lxml import etree
 
 from conformance.results.records import QemuBuild, StageResult
 from conformance.results.verdicts import verdict
+from conformance.stages import BY_NAME, in_order
 
-STAGES = ("probe", "caps", "parse", "argv", "boot", "migrate")  # suites in pipeline order
 _NOT_XML = re.compile(r"[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -34,12 +34,13 @@ def _build(q: QemuBuild | None, arch: str) -> str:
 
 
 def testcase_name(r: StageResult) -> str:
-    """``teaming-q35[7.2.22-x86_64]``, or ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]`` for a migration;
-    a static result on a stored fixture names the fixture's version."""
-    build = _build(r.qemu, r.arch)
-    if r.peer is not None:
-        build += f"->{_build(r.peer, r.arch)}"
-    return f"{r.case}[{build}]"
+    """By the stage table's pattern: ``teaming-q35[7.2.22-x86_64]``, or
+    ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]`` for a pair stage (a migration); a static result on a
+    stored fixture names the fixture's version. A stage the table does not know (an older run's) shows its
+    peer when it has one."""
+    row = BY_NAME.get(r.stage)
+    pattern = row.junit_name if row else "{case}[{build}->{peer}]" if r.peer is not None else "{case}[{build}]"
+    return pattern.format(case=r.case, build=_build(r.qemu, r.arch), peer=_build(r.peer, r.arch))
 
 
 def to_junit(records: list[StageResult], *, hostname: str | None = None, when: datetime | None = None) -> bytes:
@@ -49,7 +50,7 @@ def to_junit(records: list[StageResult], *, hostname: str | None = None, when: d
     by_stage: dict[str, list[StageResult]] = defaultdict(list)
     for r in records:
         by_stage[r.stage].append(r)
-    order = [s for s in STAGES if s in by_stage] + sorted(set(by_stage) - set(STAGES))
+    order = in_order(by_stage)  # the stage table's pipeline order, then stages it does not know
     root = etree.Element("testsuites")
     for index, stage in enumerate(order):
         results = by_stage[stage]
