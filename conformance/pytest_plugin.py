@@ -84,7 +84,8 @@ def _shard_option(value: str) -> str:
 
 def _in_shard(config: pytest.Config, kind: str, test_id: str) -> bool:
     """Whether the test ``CASE[BUILD]`` / ``CASE[SOURCE->DESTINATION]`` of ``kind`` belongs to the chosen shard."""
-    from conformance.shard import Shard, WorkItem
+    from conformance.plan import WorkItem
+    from conformance.shard import Shard
 
     if not config.option.conformance_shard:
         return True
