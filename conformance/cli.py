@@ -373,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("cpu-map", help="fetch libvirt 11.3's x86 CPU map (host-model CPUs) into the cache")
     b.add_argument("--dest", type=path_arg, help="cache root (default: $QEMU_CONFORMANCE_CACHE)")
     b.set_defaults(func=cmd_builds, names=[])
+
+    from conformance.knownbugs.cli import add_arguments as add_bugs_arguments  # list, explain
+
+    add_bugs_arguments(sub.add_parser("bugs", help="the known-bugs database; earlier results re-matched against it"),
+                       path_arg)
     return parser
 
 

@@ -119,7 +119,7 @@ class StaticRunner:
         if "argv" in stages:
             outcome = self._argv(case, caps, rendered, what.expect_error)
             if outcome.argv:
-                outcome.known_bugs = [b.record() for b in bugs_concerning(caps.version, outcome.argv)]
+                outcome.known_bugs = [b.record() for b in bugs_concerning(caps.version, outcome.argv, caps.arch)]
             outcomes.append(outcome)
         return outcomes
 

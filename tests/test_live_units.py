@@ -232,7 +232,12 @@ def test_a_qemu_that_did_not_start_is_still_explained_by_a_known_bug() -> None:
     caps = SimpleNamespace(version=QemuVersion(5, 2, 0), arch="aarch64", package="")
     reason = ("QEMU did not start (exit code 1): qemu-system-aarch64: -device pcie-root-port,port=8: "
               "MSI-X is not supported by interrupt controller")
+    argv = ["qemu-system-aarch64", "-machine", "virt-5.2,gic-version=3", "-device", "pcie-root-port,port=8,id=pci.1"]
     details: dict = {}
-    verdict, why = explain("fail", reason, [], caps, "boot", details)  # type: ignore[arg-type]
+    verdict, why = explain("fail", reason, [], caps, "boot", details, accel="tcg", argv=argv)  # type: ignore[arg-type]
     assert verdict == "known-bug" and details["known_bug"]["id"] == "arm-tcg-gicv3-no-its", why
-    assert explain("fail", "QEMU did not start (exit code 1): no such file", [], caps, "boot", {})[0] == "fail"  # type: ignore[arg-type]
+    assert explain("fail", "QEMU did not start (exit code 1): no such file", [], caps, "boot", {},  # type: ignore[arg-type]
+                   accel="tcg", argv=argv)[0] == "fail"
+    # the bug concerns the machine type and the root port: without the argv QEMU was given it cannot apply
+    assert explain("fail", reason, [], caps, "boot", {}, accel="tcg")[0] == "fail"  # type: ignore[arg-type]
+    assert explain("fail", reason, [], caps, "boot", {}, accel="kvm", argv=argv)[0] == "fail"  # type: ignore[arg-type]

@@ -1,27 +1,55 @@
-"""Match a failing (or passing) stage result against the known-bugs database.
+"""One rule for "this known bug applies here", for every path that asks.
 
-A failure explained by a bug that affects this QEMU version is a *known bug*;
-a version-matching bug whose symptom did not show is *not reproduced* (fixed
-or backported?); anything else is a plain failure (a regression candidate).
+A stage result is described by its :class:`Facts` (QEMU version, stage, arch, accelerator, migration
+side and peer, the argv QEMU ran, the features available, the failure's signal and text). The rule
+checks a bug's conditions against them in one order, and says which held and which failed:
 
-A bug also says which configurations it concerns (``concerns``, as data), so the static
-stages can flag "this domain on this version meets that bug" from the built argv alone.
+1. ``version``  the QEMU version is in the bug's ``affected`` range;
+2. ``stage``    the stage is one the bug explains (``stages``), or reproduces (``reproduce``);
+3. ``arch``, ``accel``  the guest arch and the accelerator are the bug's (``arches``, ``accels``);
+4. ``side``, ``peer``   a migration bug's side, the other side's version (``peer``), and
+   ``cross_version``: two different QEMU versions;
+5. ``machine``  the -machine type of the argv matches ``concerns.machine``;
+6. ``concerns`` the argv has the devices ``concerns.devices`` names (``concerns.json``: given as JSON);
+7. ``needs``    the hardware or features a reproduction needs are available here (none of them is
+   today: a VF is always replaced by an emulated NIC, so vfio bugs never apply to a live result);
+8. ``symptom``  the failure shows the bug's signal and text (explaining a failure only).
+
+Three purposes use it:
+
+- ``explain``: a failure that every condition explains is a *known bug*; when several bugs do, the
+  result names them all (the most specific first), never the first in the file alone;
+- ``expect``: a bug whose conditions 1-7 hold for a plain run of a stage it ``reproduce``\\ s, when that
+  run passes, is *not reproduced* (fixed or backported?);
+- ``concern``: the static stages flag "this domain on this version meets that bug" from the argv alone
+  (version, arch, machine, concerns: run-time facts such as the accelerator are not known there).
+
+A fact the bug restricts but the result does not record (no argv, no accelerator) fails its condition:
+a bug never explains a result on facts nobody checked.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from conformance.argv.options import devices, options
+from conformance.argv.options import options, parse_props
 from conformance.caps.model import QemuVersion
 from conformance.errors import CaseError
 
 BUGS_FILE = Path(__file__).with_name("bugs.toml")
+
+#: What a reproduction may need that this suite offers on this host: nothing yet (a VF is always
+#: replaced by an emulated NIC), so a bug that needs a real VF never explains, nor is expected in, a result.
+AVAILABLE_FEATURES: frozenset[str] = frozenset()
+
+Purpose = Literal["explain", "expect", "concern"]
+JSON_KEY = "@json"  # a -device's pseudo-property: "on" when it was given as JSON
 
 
 @dataclass(frozen=True)
@@ -37,39 +65,16 @@ class KnownBug:
     needs: tuple[str, ...]
     side: str = ""  # migrate: "source" or "destination" when the bug shows on one side only
     peer: tuple[QemuVersion, QemuVersion] | None = None  # migrate: the other side's versions it needs
-    concerns: Concerns | None = None  # the configurations it concerns (static flags); None: not said
+    concerns: Concerns | None = None  # the configurations it concerns; None: any
     reproduce: tuple[str, ...] = ()  # stages whose plain run (with ``concerns`` and ``needs``) shows it
     arches: tuple[str, ...] = ()  # only on these guest arches (empty: any)
     cross_version: bool = False  # migrate: only between two different QEMU versions
     accels: tuple[str, ...] = ()  # only under these accelerators (empty: any)
 
-    def affects(self, version: QemuVersion, peer: QemuVersion | None = None, side: str = "", arch: str = "",
-                accel: str = "") -> bool:
-        """True for this version (on ``side`` of a migration with ``peer``, on ``arch``, under ``accel``,
-        when given)."""
-        if not self.first <= version <= self.last:
-            return False
-        if self.side and side and self.side != side:
-            return False
-        if self.arches and arch and arch not in self.arches:
-            return False
-        if self.accels and accel and accel not in self.accels:
-            return False
-        if self.cross_version and (peer is None or peer == version):
-            return False
-        return self.peer is None or (peer is not None and self.peer[0] <= peer <= self.peer[1])
-
     def record(self) -> dict[str, str]:
         """The bug as a result records it: enough for reports and JUnit to name it without the database."""
         return {"id": self.id, "title": self.title, "fixed": self.fixed, "affected": f"{self.first}..{self.last}",
                 "concerns": self.concerns.says if self.concerns else ""}
-
-    def explains(self, *, stage: str, signal: str | None, text: str) -> bool:
-        if stage not in self.stages:
-            return False
-        if self.signals and signal not in self.signals:
-            return False
-        return not self.patterns or any(p.search(text) for p in self.patterns)
 
 
 _TRUE = {"on", "true", "yes", "1"}
@@ -80,36 +85,300 @@ def _norm(value: object) -> str:
     return "on" if text in _TRUE else "off" if text in {"off", "false", "no", "0"} else text
 
 
+#: One -device pattern: (property, accepted values) pairs; no values: the property only has to be present.
+DevicePattern = tuple[tuple[str, tuple[str, ...]], ...]
+
+
 @dataclass(frozen=True)
 class Concerns:
     """Which configurations a bug concerns, read from the built argv (never from case names):
     every pattern in ``devices`` must match some -device (a property given as "*" only has to be
-    present), and ``machine`` (a regex) must match the -machine type when given."""
+    present, a list accepts any of its values), ``json``: that -device was given as JSON, and
+    ``machine`` (a regex) must match the -machine type when given."""
 
-    devices: tuple[tuple[tuple[str, str], ...], ...] = ()
+    devices: tuple[DevicePattern, ...] = ()
     machine: re.Pattern[str] | None = None
     says: str = ""  # the configuration in words, for reports
+    json: bool = False
 
     @classmethod
     def from_toml(cls, raw: dict[str, Any]) -> Concerns:
-        unknown = set(raw) - {"devices", "machine", "says"}
+        unknown = set(raw) - {"devices", "machine", "says", "json"}
         if unknown:
-            raise ValueError(f"concerns: unknown key(s) {', '.join(sorted(unknown))} (devices, machine, says)")
-        pats = tuple(tuple(sorted((str(k), "*" if v == "*" else _norm(v)) for k, v in d.items()))
+            raise ValueError(f"concerns: unknown key(s) {', '.join(sorted(unknown))} (devices, machine, json, says)")
+        json_ = bool(raw.get("json", False))
+        pats = tuple(tuple(sorted([(str(k), _values(v)) for k, v in d.items()]
+                                  + ([(JSON_KEY, ("on",))] if json_ else [])))
                      for d in raw.get("devices", ()))
         if not pats and "machine" not in raw:
             raise ValueError("concerns: give devices and/or machine")
-        return cls(pats, re.compile(raw["machine"]) if "machine" in raw else None, str(raw.get("says", "")))
+        if json_ and not pats:
+            raise ValueError("concerns: json = true needs devices")
+        return cls(pats, re.compile(raw["machine"]) if "machine" in raw else None, str(raw.get("says", "")), json_)
 
-    def match(self, machine: str, devs: list[dict[str, str]]) -> bool:
-        """``machine``: the -machine type; ``devs``: the -device dicts, values normalised (_norm)."""
-        if self.machine is not None and not self.machine.search(machine):
-            return False
-        return all(any(all(k in d and (want == "*" or d[k] == want) for k, want in pattern) for d in devs)
+    def words(self) -> list[str]:
+        """Words every concerned argv contains (a cheap test before parsing the -device options)."""
+        return [v[0] if k == "driver" else k for pattern in self.devices for k, v in pattern
+                if k != JSON_KEY and (k != "driver" or len(v) == 1)]
+
+    def devices_match(self, devs: list[dict[str, str]]) -> bool:
+        """``devs``: the -device dicts, values normalised (_norm), JSON ones with JSON_KEY on."""
+        return all(any(all(k in d and (not want or d[k] in want) for k, want in pattern) for d in devs)
                    for pattern in self.devices)
 
+    def describe(self) -> str:
+        """The device patterns in short: 'vfio-pci with failover_pair_id' ..."""
+        out = []
+        for pattern in self.devices:
+            driver = next((v for k, v in pattern if k == "driver"), ())
+            props = [k if not v else f"{k}={'|'.join(v)}" for k, v in pattern if k not in ("driver", JSON_KEY)]
+            what = "|".join(driver) if driver else "a -device"
+            out.append(what + (f" with {', '.join(props)}" if props else "")
+                       + (" (JSON)" if any(k == JSON_KEY for k, _ in pattern) else ""))
+        return "; ".join(out)
 
-@lru_cache(maxsize=2)
+
+def _values(value: object) -> tuple[str, ...]:
+    if value == "*":
+        return ()
+    if isinstance(value, list):
+        if not value or "*" in value:
+            raise ValueError("concerns: a list of values names the accepted values (not '*', not empty)")
+        return tuple(_norm(v) for v in value)
+    return (_norm(value),)
+
+
+# --------------------------------------------------------------------------------- the facts and the rule
+
+@dataclass(frozen=True)
+class Facts:
+    """What a stage result says about itself, as the rule reads it. An empty string or None: not known."""
+
+    version: QemuVersion
+    stage: str
+    arch: str = ""
+    accel: str = ""
+    side: str = ""  # migrate: which side this version ran on
+    peer: QemuVersion | None = None  # migrate: the other side's version
+    argv: tuple[str, ...] | None = None  # the argv QEMU ran (or would have run)
+    available: frozenset[str] = AVAILABLE_FEATURES
+    signal: str | None = None  # the signal the QEMU process died of
+    text: str = ""  # the reason, stderr tail, console tail
+
+    @cached_property
+    def joined(self) -> str:
+        return "\n".join(self.argv or ())
+
+    @cached_property
+    def machine(self) -> str:
+        """The -machine type of the argv ('' without one)."""
+        value = next((v for _, opt, v in options(list(self.argv or ())) if opt == "-machine" and v), "")
+        if value.startswith("{"):
+            return str(parse_props(value).get("type", ""))
+        return value.split(",")[0].removeprefix("type=")
+
+    @cached_property
+    def devices(self) -> list[dict[str, str]]:
+        """The -device dicts of the argv, values normalised, JSON_KEY 'on' for those given as JSON."""
+        out = []
+        for _, opt, value in options(list(self.argv or ())):
+            if opt == "-device" and value:
+                props = {k: _norm(v) for k, v in parse_props(value).items()}
+                props[JSON_KEY] = "on" if value.startswith("{") else "off"
+                out.append(props)
+        return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str  # version, stage, arch, accel, side, peer, machine, concerns, needs, symptom
+    held: bool
+    says: str  # what was compared, in words
+
+
+@dataclass(frozen=True)
+class Applicability:
+    """One bug against one result's facts: every condition checked, in the rule's order."""
+
+    bug: KnownBug
+    purpose: Purpose
+    conditions: tuple[Condition, ...]
+
+    @property
+    def holds(self) -> bool:
+        return all(c.held for c in self.conditions)
+
+    @property
+    def failed(self) -> list[Condition]:
+        return [c for c in self.conditions if not c.held]
+
+    @property
+    def specificity(self) -> int:
+        """How many conditions narrowed the bug beyond its version and stage (more: more specific)."""
+        return sum(1 for c in self.conditions if c.held and c.name not in ("version", "stage")
+                   and not c.says.startswith("any "))
+
+    def why(self) -> str:
+        """'held: ...; failed: ...' in words."""
+        held = [c.says for c in self.conditions if c.held and not c.says.startswith("any ")]
+        failed = [c.says for c in self.failed]
+        return "; ".join(part for part in (
+            f"failed: {', '.join(failed)}" if failed else "", f"held: {', '.join(held)}" if held else "") if part)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bug": self.bug.id, "holds": self.holds,
+                "conditions": [{"name": c.name, "held": c.held, "says": c.says} for c in self.conditions]}
+
+
+def check(bug: KnownBug, facts: Facts, purpose: Purpose = "explain", *, full: bool = True) -> Applicability:
+    """The rule: ``bug``'s conditions against ``facts`` for ``purpose``; ``full=False`` stops at the first
+    condition that fails (the static stages only want the bugs that apply)."""
+    conditions: list[Condition] = []
+    for step in _STEPS:
+        cond = step(bug, facts, purpose)
+        if cond is None:
+            continue
+        conditions.append(cond)
+        if not full and not cond.held:
+            break
+    return Applicability(bug, purpose, tuple(conditions))
+
+
+def _version(bug: KnownBug, f: Facts, _: Purpose) -> Condition:
+    ok = bug.first <= f.version <= bug.last
+    return Condition("version", ok, f"QEMU {f.version} {'in' if ok else 'not in'} {bug.first}..{bug.last}")
+
+
+def _stage(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose == "concern":
+        return None
+    stages = bug.reproduce if purpose == "expect" else bug.stages
+    if f.stage in stages:
+        return Condition("stage", True, f"stage {f.stage} {'reproduces' if purpose == 'expect' else 'can show'} it")
+    key = "reproduce" if purpose == "expect" else "stages"
+    return Condition("stage", False, f"stage {f.stage} not in {', '.join(stages) or 'no stage'} ({key})")
+
+
+def _among(name: str, wanted: tuple[str, ...], have: str, what: str) -> Condition:
+    if not wanted:
+        return Condition(name, True, f"any {what}")
+    if not have:
+        return Condition(name, False, f"{what} not known (the bug needs {', '.join(wanted)})")
+    ok = have in wanted
+    return Condition(name, ok, f"{what} {have}" + ("" if ok else f" not {', '.join(wanted)}"))
+
+
+def _arch(bug: KnownBug, f: Facts, _: Purpose) -> Condition:
+    return _among("arch", bug.arches, f.arch, "arch")
+
+
+def _accel(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose == "concern":
+        return None  # an argv alone does not say which accelerator a run will use
+    return _among("accel", bug.accels, f.accel, "accelerator")
+
+
+def _side(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose == "concern":
+        return None
+    return _among("side", (bug.side,) if bug.side else (), f.side, "side")
+
+
+def _peer(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose == "concern":
+        return None
+    if bug.peer is None and not bug.cross_version:
+        return Condition("peer", True, "any peer")
+    if f.peer is None:
+        return Condition("peer", False, "no peer version (the bug needs a migration between two builds)")
+    parts, ok = [], True
+    if bug.cross_version:
+        same = f.peer == f.version
+        ok &= not same
+        parts.append(f"peer {f.peer} {'is the same version' if same else 'is another version'}")
+    if bug.peer is not None:
+        inside = bug.peer[0] <= f.peer <= bug.peer[1]
+        ok &= inside
+        parts.append(f"peer {f.peer} {'in' if inside else 'not in'} {bug.peer[0]}..{bug.peer[1]}")
+    return Condition("peer", ok, ", ".join(dict.fromkeys(parts)))
+
+
+def _machine(bug: KnownBug, f: Facts, _: Purpose) -> Condition:
+    pattern = bug.concerns.machine if bug.concerns else None
+    if pattern is None:
+        return Condition("machine", True, "any machine type")
+    if f.argv is None:
+        return Condition("machine", False, f"machine type not known (no argv; the bug needs /{pattern.pattern}/)")
+    ok = bool(f.machine and pattern.search(f.machine))
+    return Condition("machine", ok, f"machine {f.machine or '(none)'} {'matches' if ok else 'does not match'} "
+                                    f"/{pattern.pattern}/")
+
+
+def _concerns(bug: KnownBug, f: Facts, _: Purpose) -> Condition:
+    if bug.concerns is None or not bug.concerns.devices:
+        return Condition("concerns", True, "any configuration")
+    what = bug.concerns.describe()
+    if f.argv is None:
+        return Condition("concerns", False, f"argv not known (the bug concerns {what})")
+    ok = all(w in f.joined for w in bug.concerns.words()) and bug.concerns.devices_match(f.devices)
+    return Condition("concerns", ok, f"the argv {'has' if ok else 'lacks'} {what}")
+
+
+def _needs(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose == "concern":
+        return None  # the static flag is about the configuration, whatever the host has
+    if not bug.needs:
+        return Condition("needs", True, "any host")
+    missing = sorted(set(bug.needs) - set(f.available))
+    return Condition("needs", not missing, f"needs {', '.join(bug.needs)}"
+                     + (f": {', '.join(missing)} not available here" if missing else " (available)"))
+
+
+def _symptom(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
+    if purpose != "explain":
+        return None
+    parts, ok = [], True
+    if bug.signals:
+        hit = f.signal in bug.signals
+        ok &= hit
+        parts.append(f"signal {f.signal or '(none)'}" + ("" if hit else f" not {', '.join(bug.signals)}"))
+    if bug.patterns:
+        found = next((p for p in bug.patterns if p.search(f.text)), None)
+        ok &= found is not None
+        parts.append(f"text matches /{found.pattern}/" if found is not None
+                     else f"text matches none of {', '.join('/' + p.pattern + '/' for p in bug.patterns)}")
+    return Condition("symptom", ok, ", ".join(parts) or "any failure")
+
+
+_STEPS = (_version, _stage, _arch, _accel, _side, _peer, _machine, _concerns, _needs, _symptom)
+
+
+def match(facts: Facts, purpose: Purpose = "explain", bugs: Iterable[KnownBug] | None = None) -> list[Applicability]:
+    """Every bug (default: the database) checked against ``facts``, in file order."""
+    return [check(b, facts, purpose) for b in (load_bugs() if bugs is None else bugs)]
+
+
+def ranked(found: Iterable[Applicability]) -> list[Applicability]:
+    """The ones that hold, most specific first (then the narrower version range, then file order)."""
+    holding = [a for a in found if a.holds]
+    order = {id(a): i for i, a in enumerate(holding)}
+    return sorted(holding, key=lambda a: (-a.specificity, _span(a.bug), order[id(a)]))
+
+
+def _span(bug: KnownBug) -> tuple[int, int, int]:
+    return (bug.last.major - bug.first.major, bug.last.minor - bug.first.minor, bug.last.micro - bug.first.micro)
+
+
+def near_misses(found: Iterable[Applicability]) -> list[Applicability]:
+    """Bugs that do not apply although their version, stage and (explaining a failure) symptom held: what a
+    reader wants to see when nothing explains a result ("this text would be bug X, but the argv lacks ...")."""
+    return [a for a in found if not a.holds
+            and all(c.held for c in a.conditions if c.name in ("version", "stage", "symptom"))]
+
+
+# ----------------------------------------------------------------------------------------- the database
+
+@lru_cache(maxsize=4)
 def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
     try:
         data = tomllib.loads(Path(path).read_text())
@@ -118,14 +387,17 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
     bugs = []
     for bug_id, raw in data.get("bugs", {}).items():
         try:
+            unknown = set(raw) - _KEYS
+            if unknown:
+                raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
             first, last = (QemuVersion.parse(v) for v in raw["affected"])
-            match = raw.get("match", {})
+            match_ = raw.get("match", {})
             bugs.append(KnownBug(
                 id=bug_id, title=raw["title"], first=first, last=last, fixed=raw.get("fixed", ""),
-                stages=tuple(raw.get("stages", ())), signals=tuple(match.get("signal", ())),
-                patterns=tuple(re.compile(p) for p in match.get("text", ())), needs=tuple(raw.get("needs", ())),
-                side=_side(raw.get("side", "")),
-                peer=tuple(QemuVersion.parse(v) for v in raw["peer"]) if "peer" in raw else None,  # type: ignore[arg-type]
+                stages=tuple(raw.get("stages", ())), signals=tuple(match_.get("signal", ())),
+                patterns=tuple(re.compile(p) for p in match_.get("text", ())), needs=tuple(raw.get("needs", ())),
+                side=_side_value(raw.get("side", "")),
+                peer=_peer_range(raw["peer"]) if "peer" in raw else None,
                 concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
                 reproduce=tuple(raw.get("reproduce", ())),
                 arches=tuple(raw.get("arches", ())), cross_version=bool(raw.get("cross_version", False)),
@@ -136,41 +408,73 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
     return tuple(bugs)
 
 
-def _side(side: str) -> str:
+_KEYS = {"title", "affected", "fixed", "stages", "match", "needs", "side", "peer", "concerns", "reproduce",
+         "arches", "cross_version", "accels"}
+
+
+def _peer_range(raw: list[str]) -> tuple[QemuVersion, QemuVersion]:
+    first, last = (QemuVersion.parse(v) for v in raw)
+    return first, last
+
+
+def _side_value(side: str) -> str:
     if side not in ("", "source", "destination"):
         raise ValueError(f"side must be 'source' or 'destination', not {side!r}")
     return side
 
 
-def explain_failure(version: QemuVersion, stage: str, *, signal: str | None = None, text: str = "",
-                    peer: QemuVersion | None = None, side: str = "", arch: str = "",
-                    accel: str = "") -> KnownBug | None:
-    """The known bug of this QEMU version (on ``side`` of a migration with ``peer``, on ``arch``, under
-    ``accel``, when given) that explains a failure."""
-    for bug in load_bugs():
-        if bug.affects(version, peer, side, arch, accel) and bug.explains(stage=stage, signal=signal, text=text):
-            return bug
-    return None
+# ---------------------------------------------------------------------------- the three paths that ask
+
+@dataclass
+class Explanation:
+    """What the rule says about one failure: the bugs that explain it (primary first) and every check."""
+
+    facts: Facts
+    checked: list[Applicability] = field(default_factory=list)
+
+    @property
+    def bugs(self) -> list[KnownBug]:
+        return [a.bug for a in ranked(self.checked)]
+
+    @property
+    def primary(self) -> KnownBug | None:
+        return next(iter(self.bugs), None)
+
+    def record(self) -> dict[str, Any] | None:
+        """The primary bug's record, the others under ``also`` (a result's ``details.known_bug``)."""
+        bugs = self.bugs
+        if not bugs:
+            return None
+        record: dict[str, Any] = bugs[0].record()
+        if len(bugs) > 1:
+            record["also"] = [b.record() for b in bugs[1:]]
+        return record
+
+    def why(self) -> str:
+        """Which conditions held (for the bugs that explain it) or failed (for the near misses)."""
+        held = ranked(self.checked)
+        if held:
+            return " | ".join(f"{a.bug.id}: {a.why()}" for a in held)
+        near = near_misses(self.checked)
+        if not near:
+            return f"no known bug of QEMU {self.facts.version} at stage {self.facts.stage} shows this symptom"
+        return " | ".join(f"not {a.bug.id}: failed: {', '.join(c.says for c in a.failed)}" for a in near)
 
 
-def expected_bugs(version: QemuVersion, stage: str, argv: list[str], *,
-                  available: set[str] | frozenset[str] = frozenset(), peer: QemuVersion | None = None,
-                  side: str = "", arch: str = "") -> list[KnownBug]:
-    """Bugs a plain run of ``stage`` with this argv reproduces on this version (``reproduce``), given
-    the hardware/features available: when that run passes, each of them is *not reproduced*."""
-    return [b for b in bugs_concerning(version, argv)
-            if stage in b.reproduce and b.affects(version, peer, side, arch) and set(b.needs) <= set(available)]
+def explain_failure(facts: Facts) -> Explanation:
+    """The known bugs that explain a failure with these facts (every condition, the symptom included)."""
+    return Explanation(facts, match(facts, "explain"))
 
 
-def bugs_concerning(version: QemuVersion, argv: list[str]) -> list[KnownBug]:
-    """Known bugs of this QEMU version whose configuration this argv has (the static flags)."""
-    joined = "\n".join(argv)
-    # cheap first: every property name (or driver) a pattern needs must appear somewhere in the argv
-    candidates = [b for b in load_bugs() if b.concerns is not None and b.first <= version <= b.last
-                  and all((v if k == "driver" else k) in joined for pattern in b.concerns.devices for k, v in pattern)]
-    if not candidates:
-        return []
-    machine = next((v for _, opt, v in options(argv) if opt == "-machine" and v), "")
-    machine = machine.split(",")[0].removeprefix("type=")
-    devs = [{k: _norm(v) for k, v in d.items()} for d in devices(argv)]
-    return [b for b in candidates if b.concerns is not None and b.concerns.match(machine, devs)]
+def expected_bugs(facts: Facts) -> list[KnownBug]:
+    """Bugs a plain run of ``facts.stage`` with ``facts.argv`` reproduces on this version (``reproduce``),
+    given the features available: when that run passes, each of them is *not reproduced*."""
+    return [a.bug for a in ranked(match(facts, "expect"))]
+
+
+def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> list[KnownBug]:
+    """Known bugs of this QEMU version whose configuration this argv has (the static flags): the same rule
+    on what an argv says (version, arch, machine, concerns); a bug that says no configuration is not flagged."""
+    facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv))
+    return [b for b in load_bugs() if b.concerns is not None
+            and check(b, facts, "concern", full=False).holds]

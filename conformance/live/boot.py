@@ -27,7 +27,7 @@ from conformance.argv.options import devices
 from conformance.caps.model import Capabilities, QemuVersion
 from conformance.cases import Case, Catalogue, plan
 from conformance.errors import ConformanceError, LiveError
-from conformance.knownbugs.matcher import expected_bugs, explain_failure
+from conformance.knownbugs.matcher import AVAILABLE_FEATURES, Facts, expected_bugs, explain_failure
 from conformance.live.accel import AccelDecision
 from conformance.live.adapt import LiveArgv, NeedsHardware, adapt_for_live
 from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
@@ -246,7 +246,7 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
                 run.report, run.events = vm.report, vm.process.events
                 artifacts.update(vm_artifacts(vm, output))
             verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "boot", details,
-                                      accel=target.accel.accel)
+                                      accel=target.accel.accel, argv=prepared.live.argv)
             if not artifacts.get("console"):
                 artifacts.pop("console", None)
     run.result = StageResult(case=case.name, stage="boot", verdict=verdict, reason=reason, arch=caps.arch,
@@ -362,40 +362,41 @@ def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, stage: str,
             details: dict[str, Any], *, peer: QemuVersion | None = None, side: str = "",
-            accel: str = "") -> tuple[str, str]:
-    """Explain step: a failure that a known bug of this QEMU version (under ``accel``, the target's
-    decision) explains becomes known-bug; a pass where a known bug of this version should have shown
-    becomes not-reproduced."""
+            accel: str = "", argv: list[str] | None = None) -> tuple[str, str]:
+    """Explain step, one rule (conformance/knownbugs/matcher.py): a failure that known bugs of this QEMU
+    version explain (under ``accel``, the target's decision, with the argv QEMU ran: the VM's, else
+    ``argv``, the one it was given) becomes known-bug, naming them all; a pass where a known bug of this
+    version should have shown becomes not-reproduced."""
     if verdict == "pass":
-        return _not_reproduced(reason, vms, caps, stage, details, peer=peer, side=side)
+        return _not_reproduced(reason, vms, caps, stage, details, peer=peer, side=side, accel=accel)
     if verdict != "fail":
         return verdict, reason
     for vm in vms or [None]:  # None: QEMU did not start, the reason (with its stderr line) is all there is
-        signal, text = None, reason
+        signal, text, ran = None, reason, argv
         if vm is not None:
             exit_ = vm.process.exit
             signal = None if exit_.requested else exit_.signal
             if signal:
                 details.setdefault("signal", signal)
             text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
-        bug = explain_failure(caps.version, stage, signal=signal, text=text, peer=peer, side=side, arch=caps.arch,
-                              accel=accel)
-        if bug is not None:
-            details["known_bug"] = bug.record()
-            return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}): {reason}"
+            ran = vm.process.argv
+        found = explain_failure(Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side,
+                                      peer=peer, argv=tuple(ran) if ran is not None else None,
+                                      available=AVAILABLE_FEATURES, signal=signal, text=text))
+        record = found.record()
+        if record is not None:
+            details["known_bug"] = record
+            bug, others = found.bugs[0], [b.id for b in found.bugs[1:]]
+            also = f"; also explained by {', '.join(others)}" if others else ""
+            return "known-bug", f"known bug {bug.id} ({bug.title}; fixed: {bug.fixed}){also}: {reason}"
     return verdict, reason
 
 
-#: What a reproduction may need that this suite can offer on this host: nothing yet (a VF is always
-#: replaced by an emulated NIC), so bugs that need a real VF are never called not-reproduced.
-AVAILABLE_FEATURES: frozenset[str] = frozenset()
-
-
 def _not_reproduced(reason: str, vms: list[GuestVm], caps: Capabilities, stage: str, details: dict[str, Any], *,
-                    peer: QemuVersion | None, side: str) -> tuple[str, str]:
+                    peer: QemuVersion | None, side: str, accel: str) -> tuple[str, str]:
     for vm in vms:
-        bugs = expected_bugs(caps.version, stage, vm.process.argv, available=AVAILABLE_FEATURES, peer=peer,
-                             side=side, arch=caps.arch)
+        bugs = expected_bugs(Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side,
+                                   peer=peer, argv=tuple(vm.process.argv), available=AVAILABLE_FEATURES))
         if bugs:
             details["not_reproduced"] = [b.record() for b in bugs]
             package = caps.package or "no package string"

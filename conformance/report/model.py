@@ -236,6 +236,8 @@ def bugs_of(r: StageResult) -> list[tuple[str, dict[str, str]]]:
     out = []
     if d.get("known_bug"):
         out.append((BUG_HOWS[0], _bug(d["known_bug"])))
+        also = d["known_bug"].get("also") if isinstance(d["known_bug"], dict) else None
+        out += [(BUG_HOWS[0], _bug(b)) for b in also or []]  # other bugs that explain it as well
     out += [(BUG_HOWS[1], _bug(b)) for b in d.get("not_reproduced") or []]
     out += [(BUG_HOWS[2], _bug(b)) for b in d.get("known_bugs") or []]
     return out

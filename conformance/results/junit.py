@@ -64,8 +64,9 @@ def to_junit(records: list[StageResult], *, hostname: str | None = None, when: d
             _case(suite, r)
             bug = r.details.get("known_bug")
             if r.verdict == "known-bug" and isinstance(bug, dict):
-                etree.SubElement(properties, "property", name="known-bug",
-                                 value=_text(f"{testcase_name(r)}: {bug['id']} ({bug['title']})"))
+                for one in [bug, *bug.get("also", [])]:  # the primary, then the others that explain it too
+                    etree.SubElement(properties, "property", name="known-bug",
+                                     value=_text(f"{testcase_name(r)}: {one['id']} ({one['title']})"))
             for flag in r.details.get("known_bugs", []):
                 etree.SubElement(properties, "property", name="known-bug-by-version",
                                  value=_text(f"{testcase_name(r)}: {flag['id']} ({flag['title']})"))

@@ -2,6 +2,17 @@
 
 Every record carries its verdict and why, so a report never has to guess:
 one of the verdict table's (conformance/results/verdicts.py).
+
+The format of ``results.jsonl`` (read back by ``report`` and ``bugs explain``), one JSON object a line
+with the fields of :class:`StageResult`: ``case``, ``stage``, ``verdict``, ``reason`` (one line; the whole
+text in ``details.full_reason``), ``arch``, ``qemu`` and, for a migration, ``peer`` (the destination; each
+``{path, version, package, arch}``), ``accel``, ``duration_s``, ``artifacts`` (name -> path relative to the
+file's folder: ``argv`` the static argv, ``cmdline`` the one QEMU ran, ``stderr``, ``console``, ``qmp``;
+a migration prefixes them with ``source-`` / ``destination-``) and ``details``. Known bugs in ``details``:
+``known_bug`` (the bug record that explains a failure, with ``also``: the other bugs that explain it too),
+``not_reproduced`` (bugs a passed run should have shown), ``known_bugs`` (static flags by configuration);
+``signal`` (boot) or ``exits`` (migrate, per side) say how QEMU ended, and ``available`` lists the hardware
+or features the host had for bugs that ``need`` them (none on this suite's hosts today).
 """
 
 from __future__ import annotations
