@@ -116,10 +116,11 @@ class Concerns:
             raise ValueError("concerns: json = true needs devices")
         return cls(pats, re.compile(raw["machine"]) if "machine" in raw else None, str(raw.get("says", "")), json_)
 
-    def words(self) -> list[str]:
-        """Words every concerned argv contains (a cheap test before parsing the -device options)."""
-        return [v[0] if k == "driver" else k for pattern in self.devices for k, v in pattern
-                if k != JSON_KEY and (k != "driver" or len(v) == 1)]
+    def may_match(self, joined: str) -> bool:
+        """False when the argv (joined by newlines) lacks a property name or every driver a pattern needs:
+        a cheap test before parsing the -device options."""
+        return all(any(d in joined for d in v) if k == "driver" and v else k == JSON_KEY or k in joined
+                   for pattern in self.devices for k, v in pattern)
 
     def devices_match(self, devs: list[dict[str, str]]) -> bool:
         """``devs``: the -device dicts, values normalised (_norm), JSON ones with JSON_KEY on."""
@@ -320,7 +321,7 @@ def _concerns(bug: KnownBug, f: Facts, _: Purpose) -> Condition:
     what = bug.concerns.describe()
     if f.argv is None:
         return Condition("concerns", False, f"argv not known (the bug concerns {what})")
-    ok = all(w in f.joined for w in bug.concerns.words()) and bug.concerns.devices_match(f.devices)
+    ok = bug.concerns.may_match(f.joined) and bug.concerns.devices_match(f.devices)
     return Condition("concerns", ok, f"the argv {'has' if ok else 'lacks'} {what}")
 
 
@@ -476,5 +477,7 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> li
     """Known bugs of this QEMU version whose configuration this argv has (the static flags): the same rule
     on what an argv says (version, arch, machine, concerns); a bug that says no configuration is not flagged."""
     facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv))
-    return [b for b in load_bugs() if b.concerns is not None
-            and check(b, facts, "concern", full=False).holds]
+    # the rule's version and concerns conditions, cheap first (the static stages ask for every combination)
+    candidates = [b for b in load_bugs() if b.concerns is not None and b.first <= version <= b.last
+                  and b.concerns.may_match(facts.joined)]
+    return [b for b in candidates if check(b, facts, "concern", full=False).holds]
