@@ -21,11 +21,12 @@ from conformance.errors import CaseError
 from conformance.knownbugs.matcher import (
     AVAILABLE_FEATURES,
     Applicability,
+    Explanation,
     Facts,
     KnownBug,
-    check,
+    Purpose,
     load_bugs,
-    near_misses,
+    match,
     ranked,
 )
 from conformance.results.records import StageResult
@@ -156,29 +157,22 @@ def retriage(result: StageResult, folder: Path) -> Retriaged:
     if result.verdict not in (*EXPLAINED, "not-reproduced"):
         out.why = f"not matched: {result.verdict} is not a QEMU failure"
         return out
-    purpose = "expect" if result.verdict == "not-reproduced" else "explain"
+    purpose: Purpose = "expect" if result.verdict == "not-reproduced" else "explain"
     try:
-        sides = list(facts_of(result, folder))
+        sides = [(side, Explanation(facts, match(facts, purpose))) for side, facts in facts_of(result, folder)]
     except ValueError as exc:
         out.why = f"not matched: {exc}"
         return out
-    checked: list[tuple[str, list[Applicability]]] = []
-    for side, facts in sides:
-        found = [check(b, facts, purpose) for b in load_bugs()]
-        checked.append((side, found))
-        holding = ranked(found)
+    for side, found in sides:
+        holding = ranked(found.checked)
         if holding:
-            out.bugs = holding
-            out.why = f"{side + ': ' if side else ''}" + " | ".join(f"{a.bug.id}: {a.why()}" for a in holding)
+            out.bugs, out.why = holding, found.why(side)
             return out
-    misses = [(side, a) for side, found in checked for a in near_misses(found)]
-    if misses:
-        out.why = " | ".join(f"{side + ' ' if side else ''}not {a.bug.id}: failed: "
-                             + ", ".join(c.says for c in a.failed) for side, a in misses)
-    else:
-        versions = sorted({str(f.version) for _, f in sides})
-        shows = " shows this symptom" if purpose == "explain" else " is expected here"
-        out.why = f"no known bug of QEMU {', '.join(versions)} at stage {result.stage}{shows}"
+    out.why = " | ".join(why for why in (found.why(side) for side, found in sides) if why)
+    if not out.why:
+        versions = ", ".join(sorted({str(found.facts.version) for _, found in sides}))
+        out.why = f"no known bug of QEMU {versions} at stage {result.stage} " + (
+            "shows this symptom" if purpose == "explain" else "is expected here")
     return out
 
 

@@ -451,15 +451,14 @@ class Explanation:
             record["also"] = [b.record() for b in bugs[1:]]
         return record
 
-    def why(self) -> str:
-        """Which conditions held (for the bugs that explain it) or failed (for the near misses)."""
+    def why(self, label: str = "") -> str:
+        """Which conditions held (for the bugs that apply) or failed (for the near misses), '' when neither;
+        ``label`` (a migration side) heads each part."""
         held = ranked(self.checked)
         if held:
-            return " | ".join(f"{a.bug.id}: {a.why()}" for a in held)
-        near = near_misses(self.checked)
-        if not near:
-            return f"no known bug of QEMU {self.facts.version} at stage {self.facts.stage} shows this symptom"
-        return " | ".join(f"not {a.bug.id}: failed: {', '.join(c.says for c in a.failed)}" for a in near)
+            return " | ".join(f"{label + ': ' if label else ''}{a.bug.id}: {a.why()}" for a in held)
+        return " | ".join(f"{label + ' ' if label else ''}not {a.bug.id}: failed: {', '.join(c.says for c in a.failed)}"
+                          for a in near_misses(self.checked))
 
 
 def explain_failure(facts: Facts) -> Explanation:
