@@ -14,7 +14,7 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conformance.errors import ConformanceError
@@ -193,7 +193,25 @@ def cmd_qualify(args: argparse.Namespace) -> int:
 
     binaries = list(args.qemu) or _host_binaries()
     _shard_manifest(args)
-    return qualify(binaries, output=args.output, boot=not args.no_boot, jobs=args.jobs, shard=args.shard)
+    return _stoppable(lambda say: qualify(binaries, output=args.output, say=say, boot=not args.no_boot,
+                                          jobs=args.jobs, shard=args.shard))
+
+
+def _stoppable(job: Callable[[Callable[[str], None]], int]) -> int:
+    """Run a long job (``run``, ``qualify``) so that Ctrl-C or SIGTERM stops it within seconds with its
+    results, report and JUnit written (conformance/interrupt.py): then exit 130 or 143."""
+    from conformance import interrupt
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    with interrupt.stop_on_signals(say):
+        status = job(say)
+        if interrupt.STOP.is_set():
+            print(f"qemu-conformance: interrupted by {interrupt.signal_name()}: results so far, report and JUnit "
+                  "written; the items it did not finish are recorded as interrupted", file=sys.stderr, flush=True)
+            return interrupt.exit_code()
+    return status
 
 
 def _shard_manifest(args: argparse.Namespace) -> None:
@@ -226,8 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CaseError("no QEMU binary found", hint="install qemu-system-x86 / qemu-system-arm, pass --qemu PATH, "
                         "or run the static stages on stored fixtures with --caps VERSION:ARCH")
     _shard_manifest(args)
-    return run_stages(stages, binaries, args.cases, args.output, lambda text: print(text, flush=True),
-                      jobs=args.jobs, fixtures=args.caps, shard=args.shard)
+    return _stoppable(lambda say: run_stages(stages, binaries, args.cases, args.output, say, jobs=args.jobs,
+                                             fixtures=args.caps, shard=args.shard))
 
 
 def cmd_guest(args: argparse.Namespace) -> int:

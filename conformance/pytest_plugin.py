@@ -97,6 +97,8 @@ def _in_shard(config: pytest.Config, kind: str, test_id: str) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "live: boots real QEMU guests (seconds each)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "smoke: the live smoke set, one case per feature (the README's test command "
+                                       "runs it; `nox -s live` runs every live test)")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         from conformance.qemu.process import die_with_parent_self
 

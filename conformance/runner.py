@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conformance import interrupt
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
@@ -164,10 +165,36 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
     counts: Counter[str] = Counter()
     for name in LIVE_STAGES:
         work = [p for p in items if p.stage.name == name]
-        if work:
-            counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output), writer, say,
-                                    jobs or os.cpu_count() or 1))
+        if not work:
+            continue
+        if interrupt.STOP.is_set():  # a stage the interrupted run never reached
+            for planned in work:
+                counts[_write_interrupted(planned, writer, "not started")] += 1
+            continue
+        counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output), writer, say,
+                                jobs or os.cpu_count() or 1))
     return counts
+
+
+def _on(planned: Planned[Target]) -> str:
+    """The build (or pair) an item runs on, for progress lines."""
+    target, peer = planned.build, planned.peer
+    if peer is not None:
+        return f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}"
+    return f"QEMU {target.caps.version} {target.caps.arch}"
+
+
+def _error_result(planned: Planned[Target], verdict: str, reason: str) -> StageResult:
+    target, peer = planned.build, planned.peer
+    return StageResult(case=planned.case.name, stage=planned.stage.name, verdict=verdict, arch=target.caps.arch,
+                       qemu=target.build, peer=peer.build if peer is not None else None, reason=reason,
+                       details={"machine": planned.item.machine} if planned.item.machine else {})
+
+
+def _write_interrupted(planned: Planned[Target], writer: ResultWriter, what: str) -> str:
+    """Record an item the interrupted run did not finish: ``what`` it was ('not started', or what it saw)."""
+    writer.write(_error_result(planned, "interrupted", f"{interrupt.reason()}; {what}"))
+    return "interrupted"
 
 
 def live_stage_runner(name: str, catalogue: Catalogue, output: Path) -> LiveRun:
@@ -201,21 +228,25 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
         futures = {pool.submit(run, p.case, p.build, p.peer): p for p in work}
         for future in as_completed(futures):
             planned = futures[future]
-            case, target, peer = planned.case, planned.build, planned.peer
-            on = f"QEMU {target.caps.version} {target.caps.arch}"
-            if peer is not None:
-                on = f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}"
-            try:
-                result = future.result()
-            except Exception as exc:
-                result = StageResult(case=case.name, stage=stage, verdict="error", arch=target.caps.arch,
-                                     qemu=target.build, peer=peer.build if peer is not None else None,
-                                     reason=f"suite error: {type(exc).__name__}: {exc}")
+            if interrupt.STOP.is_set():  # Ctrl-C/SIGTERM: nothing queued starts (the running ones end now)
+                for queued in futures:
+                    queued.cancel()
+            if future.cancelled():
+                result = _error_result(planned, "interrupted", f"{interrupt.reason()}; not started")
+            else:
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    result = _error_result(planned, "error", f"suite error: {type(exc).__name__}: {exc}")
+                if interrupt.STOP.is_set() and result.verdict not in ("pass", "skip"):
+                    # its QEMUs were ended under it: what it saw is no verdict on QEMU
+                    result.details["seen_before_the_stop"] = f"{result.verdict}: {result.reason}"
+                    result.verdict, result.reason = "interrupted", f"{interrupt.reason()}; it saw: {result.reason}"
             writer.write(result)
             counts[result.verdict] += 1
             done += 1
             why = "" if result.verdict == "pass" else f" {result.reason}"
-            progress.done(result.verdict, f"  [{done}/{len(work)}] {stage} {case.name} on {on}: "
+            progress.done(result.verdict, f"  [{done}/{len(work)}] {stage} {planned.case.name} on {_on(planned)}: "
                                           f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
     say(f"  {stage}: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
         f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")

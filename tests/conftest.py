@@ -55,3 +55,13 @@ def processes_matching(pattern: str) -> list[str]:
     """Command lines of running processes that contain ``pattern`` (pgrep -f)."""
     out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="session")
+def avocado_cli() -> str:
+    """The avocado command, with our runner beside it (the [avocado] extra); else a skip that says why."""
+    pytest.importorskip("avocado", reason="avocado-framework not installed (pip install -e '.[avocado]')")
+    where = shutil.which("avocado")
+    if not where or not shutil.which("avocado-runner-qemu-conformance"):
+        pytest.skip("avocado or avocado-runner-qemu-conformance not on PATH (pip install -e '.[avocado]')")
+    return where
