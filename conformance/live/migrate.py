@@ -609,7 +609,7 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
             details[f"{side}_console_tail"] = vm.console_tail(15)
             details[f"{side}_stderr_tail"] = vm.process.stderr_tail(10)
     verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details,
-                                   accel=source.accel.accel)
+                                   accel=source.accel.accel, argvs=(src_prep.live.argv, dst_prep.live.argv))
     return result(verdict, reason)
 
 
@@ -653,14 +653,18 @@ def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, v
 
 
 def explain_pair(verdict: str, reason: str, vms: list[GuestVm], source: Capabilities, destination: Capabilities,
-                 details: dict[str, Any], *, accel: str = "") -> tuple[str, str]:
+                 details: dict[str, Any], *, accel: str = "",
+                 argvs: tuple[list[str], list[str]] | None = None) -> tuple[str, str]:
     """Known bugs of either side's version (the source's first) that explain a failed migration, or
-    that should have shown in a passed one (not-reproduced); ``accel``: the pair's accelerator."""
+    that should have shown in a passed one (not-reproduced); ``accel``: the pair's accelerator; ``argvs``:
+    the (source, destination) argv each side was given (what a side that did not start is judged on)."""
     sides = ("source", "destination")
     started: list[GuestVm | None] = [*vms, None, None][:2]  # a side that did not start has no VM
-    for vm, caps, peer, side in zip(started, (source, destination), (destination, source), sides, strict=True):
+    given = argvs or (None, None)
+    for vm, caps, peer, side, argv in zip(started, (source, destination), (destination, source), sides, given,
+                                          strict=True):
         verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "migrate", details, peer=peer.version,
-                                  side=side, accel=accel)
+                                  side=side, accel=accel, argv=argv)
         if verdict not in ("fail", "pass"):
             break
     return verdict, reason
