@@ -275,6 +275,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    import json
+
+    from conformance.coverage import default_binaries, format_table, measure
+
+    binaries = list(args.qemu) or default_binaries()
+    if not binaries:
+        raise ConformanceError("no QEMU binary found",
+                               hint="install qemu-system-x86 / qemu-system-arm or pass --qemu PATH")
+    results = measure(binaries, lambda text: print(text, file=sys.stderr, flush=True), use_cache=not args.no_cache)
+    print(json.dumps(results, indent=1) if args.json else format_table(results).rstrip())
+    return 0
+
+
 def cmd_builds(args: argparse.Namespace) -> int:
     from conformance.builds import cli_builds
 
@@ -378,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=path_arg, default="reports/merged",
                    help="folder (default %(default)s, in the working folder)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("coverage", help="the migratable devices each build offers per machine family, and which "
+                                        "of them the cases boot and migrate")
+    p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
+                   help="QEMU binary (repeatable; default: the host's qemu-system-x86_64 and -aarch64 and the "
+                        "builds of 'builds list')")
+    p.add_argument("--json", action="store_true", help="one JSON object per build and family")
+    p.add_argument("--no-cache", action="store_true", help="ask the builds again (default: cached per binary)")
+    p.set_defaults(func=cmd_coverage)
 
     p = sub.add_parser("builds", help="extra real QEMU builds unpacked beside the host's (10.0, 5.2)")
     bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")

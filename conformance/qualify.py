@@ -133,6 +133,15 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         say(f"live stages ({', '.join(LIVE_STAGES)}): every case that lists them; migrate each build with itself, "
             "and across builds of one arch both ways:")
         ok &= not failures(run_live(live, writer, catalogue, output, say, jobs))
+    (output / "coverage.json").unlink(missing_ok=True)  # an earlier run's panel would not be these builds'
+    if boot:  # the report's device-coverage panel (conformance/coverage.py; cached per binary)
+        from conformance.coverage import format_table, measure, write_coverage
+
+        try:
+            measured = measure(binaries, lambda text: say(f"  {text}"))
+            say(f"device coverage ({write_coverage(measured, output)}):\n{format_table(measured).rstrip()}")
+        except ConformanceError as exc:
+            say(f"device coverage: not measured: {exc}")
     say(f"results: {results}")
     say(f"report: {write_report([results], output, title='QEMU qualification')}")
     say("QUALIFIED" if ok else "NOT QUALIFIED: see the failures above")

@@ -22,6 +22,7 @@ from pathlib import Path
 import jinja2
 
 from conformance.report import fragments
+from conformance.report.coverage_panel import CoverageRow, coverage_rows, load_coverage
 from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, build_page, merge
 from conformance.results.junit import write_junit
 from conformance.results.records import StageResult
@@ -36,14 +37,16 @@ _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(records: list[StageResult], origin: dict[int, Path], output: Path, title: str, sources: int) -> str:
-    """The page for these merged records (``origin``: the results file each came from)."""
+def render(records: list[StageResult], origin: dict[int, Path], output: Path, title: str, sources: int,
+           coverage: list[CoverageRow] | None = None) -> str:
+    """The page for these merged records (``origin``: the results file each came from; ``coverage``: the
+    device-coverage panel's rows)."""
     page = build_page(records, origin, output)
     return _ENV.get_template("report.html.j2").render(
         title=title, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sources=sources, page=page,
         table=TABLE, failure_names=FAILURES, label=lambda name: BY_NAME[name].label, stage_order=STAGES,
         stage_letters={stage(s).chip: s for s in page.stages}, bug_hows=BUG_HOWS, evidence=EXCERPT_ARTIFACTS,
-        list_limit=LIST_LIMIT, failure_rows=FAILURE_ROWS, row=fragments.row)
+        list_limit=LIST_LIMIT, failure_rows=FAILURE_ROWS, row=fragments.row, coverage=coverage or [])
 
 
 def write_report(result_files: list[Path], output: Path, title: str = "QEMU compatibility report") -> Path:
@@ -52,5 +55,6 @@ def write_report(result_files: list[Path], output: Path, title: str = "QEMU comp
     output.mkdir(parents=True, exist_ok=True)
     write_junit(records, output / "junit.xml")
     target = output / "report.html"
-    target.write_text(render(records, origin, output, title, len(result_files)), encoding="utf-8")
+    coverage = coverage_rows(load_coverage(result_files, output))
+    target.write_text(render(records, origin, output, title, len(result_files), coverage), encoding="utf-8")
     return target

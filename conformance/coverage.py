@@ -1,0 +1,687 @@
+"""Device coverage: which migratable devices a build offers, and which of them the cases boot and migrate.
+
+Everything is asked of the build itself, per machine family (x86_64 ``q35`` and ``pc``, aarch64 ``virt``):
+
+- **Offered**: the user-creatable device types (``-device help``, which lists only those, with the bus
+  type each needs; CPU models, which ``qom-list-types implements=cpu`` names, are left out).
+- **Migration state**: ``-dump-vmstate FILE`` is keyed by QOM class name (every device class with a
+  state description, inherited ones included; ``Description.name`` is the section name). A description
+  with neither fields nor subsections is what an unmigratable device registers (QEMU does not dump the
+  ``unmigratable`` flag itself): such a type is *unmigratable*, not offered. A type with no description
+  of its own carries state when one of its QOM children does (``qom-list-properties``: a
+  ``virtio-net-pci`` migrates through its ``virtio-backend``, a ``virtio-net-device``).
+- **On the family**: the family takes a type when the bus the type needs is there. The buses are read
+  from the family's QOM tree (``-M FAMILY -nodefaults -S``, ``qom-list`` from /machine), after
+  cold-plugging the offered types in rounds (a USB controller brings a ``usb-bus``, a ``usb-ccid`` then a
+  ``ccid-bus``): a device QEMU refuses is dropped from the round and the machine started again. A
+  system-bus device the machine refuses ("cannot be handled by this machine") is not on the family.
+  Each such type is *not coverable* on that family, with the reason.
+- **Covered**: every case that boots (and so migrates) on the family is prepared exactly as the boot
+  stage prepares it (conformance/live/boot.py ``prepare_vm``: the same static and live argv), started
+  paused, and its QOM composition tree walked: every instantiated type with migration state counts,
+  including what the machine adds itself (ICH9-LPC, mch, ...).
+- **Not coverable** also holds the short list in ``coverage_exclusions.toml``: types that need host
+  hardware, a host service the suite cannot start, KVM, or that the family cannot take for a reason
+  the bus check does not see. Each entry has its one-line reason; the reasons are shown to users.
+
+Results are cached under ``$QEMU_CONFORMANCE_CACHE/coverage/``, keyed by the binary's content (a
+build's wrapper script: its text and the version it reports) and, per case, by the live argv: a
+re-run costs seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import ConformanceError, LiveError
+from conformance.paths import cache_dir
+from conformance.qemu.process import LaunchFailed, QemuProcess
+from conformance.qemu.qmp import QmpCommandFailed, QmpError, QmpMonitorGone, QmpSession
+
+FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("virt",)}
+EXCLUSIONS = Path(__file__).resolve().parent / "coverage_exclusions.toml"
+EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
+CACHE_FORMAT = 1
+MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)
+START_TIMEOUT = 10.0  # s for a paused QEMU's QMP greeting
+SKIP_CHILD_TYPES = ("memory-region",)  # QOM children not worth walking (hundreds, never devices)
+
+Say = Callable[[str], None]
+
+
+class CoverageError(ConformanceError):
+    """Coverage cannot be measured for a binary (it does not start, dump or answer)."""
+
+
+# --- pure parts: what the build said -> what it offers ----------------------------------------------
+
+def parse_device_help(text: str) -> dict[str, str | None]:
+    """``-device help`` -> {type: bus type or None}. Only user-creatable types are listed."""
+    found: dict[str, str | None] = {}
+    for line in text.splitlines():
+        match = re.match(r'name "([^"]+)"(?:, bus ([^,\s]+))?', line.strip())
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def parse_vmstate_dump(dump: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """A ``-dump-vmstate`` JSON -> (types with a state description, types whose description is empty).
+
+    The keys are QOM class names; ``vmschkmachine`` (the machine type) is not a device."""
+    stateful: set[str] = set()
+    empty: set[str] = set()
+    for name, entry in dump.items():
+        if not isinstance(entry, dict) or "Description" not in entry:
+            continue
+        desc = entry["Description"] or {}
+        (stateful if desc.get("Fields") or desc.get("Subsections") else empty).add(name)
+    return stateful, empty
+
+
+def classify_state(offered: Iterable[str], stateful: set[str], empty: set[str],
+                   children: dict[str, list[str]], broken: dict[str, str] | None = None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """(migratable {type: how}, unmigratable {type: why}) of the offered types.
+
+    ``children``: the child<...> property types of each offered type without a description of its own;
+    ``broken``: types QEMU could not even instantiate (their reason): neither."""
+    migratable: dict[str, str] = {}
+    unmigratable: dict[str, str] = {}
+    for name in sorted(offered):
+        if name in stateful:
+            migratable[name] = "own state"
+        elif name in empty:
+            unmigratable[name] = "empty state description (the device is unmigratable)"
+        elif kids := [c for c in children.get(name, []) if c in stateful]:
+            migratable[name] = f"state of its child {kids[0]}"
+        elif broken and name in broken:
+            continue
+        elif kids := [c for c in children.get(name, []) if c in empty]:
+            unmigratable[name] = f"its child {kids[0]} has an empty state description (unmigratable)"
+    return migratable, unmigratable
+
+
+def bus_available(bus: str | None, present: set[str], subtypes: dict[str, set[str]]) -> bool:
+    """Whether a device needing ``bus`` (a bus type name from ``-device help``) finds one among the
+    ``present`` bus types (concrete types seen in the QOM tree); ``subtypes``: bus type -> its subtypes."""
+    if bus is None:
+        return True
+    return bool(({bus} | subtypes.get(bus, set())) & present)
+
+
+def off_family(family: str, migratable: Iterable[str], buses: dict[str, str | None], present: set[str],
+               subtypes: dict[str, set[str]], refused: dict[str, str],
+               carriers: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """{type: reason} of the migratable types this family cannot take: no bus of the kind the type needs
+    (or none with room: QEMU said "No 'B' bus found" when it was cold-plugged), or the machine refused it
+    (``refused``: QEMU's words). A type that another migratable type carries as its child (``carriers``:
+    virtio-net-device in virtio-net-pci) stays coverable through it when that one is on the family."""
+    out: dict[str, str] = {}
+    for name in sorted(migratable):
+        bus = buses.get(name)
+        why = refused.get(name, "")
+        if not bus_available(bus, present, subtypes) or re.search(r"No '[^']+' bus found", why):
+            out[name] = (f"not user-creatable on {family}: needs a '{bus}' bus, which {family} has not and no "
+                         "device adds")
+        elif bus in ("System", None) and machine_refusal(why):
+            out[name] = f"not user-creatable on {family}: {why}"
+    for name in list(out):
+        if any(c in migratable and c not in out for c in (carriers or {}).get(name, [])):
+            del out[name]
+    return out
+
+
+def tree_types(nodes: dict[str, str]) -> set[str]:
+    """The QOM types of a walked composition tree ({path: type})."""
+    return set(nodes.values())
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    kind: str
+    reason: str
+    families: tuple[str, ...] = ()  # empty: every family
+
+    def applies(self, family: str) -> bool:
+        return not self.families or family in self.families
+
+
+def load_exclusions(path: Path = EXCLUSIONS) -> dict[str, Exclusion]:
+    """coverage_exclusions.toml -> {type: Exclusion}; CoverageError (file:line) on a malformed entry."""
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except OSError as exc:
+        raise CoverageError(f"cannot read the exclusions: {exc.strerror}", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CoverageError(f"malformed TOML: {exc}", path=path) from None
+    out: dict[str, Exclusion] = {}
+    for name, entry in data.get("devices", {}).items():
+        line = next((n for n, t in enumerate(text.splitlines(), 1) if f'"{name}"' in t or f".{name}]" in t), None)
+        kind, reason = entry.get("kind"), entry.get("reason")
+        if kind not in EXCLUSION_KINDS:
+            raise CoverageError(f"device {name}: kind {kind!r} is not one of {', '.join(EXCLUSION_KINDS)}",
+                                path=path, line=line, hint="a device that only needs work is not excluded")
+        if not isinstance(reason, str) or not reason.strip() or "\n" in reason:
+            raise CoverageError(f"device {name}: 'reason' must be one line", path=path, line=line)
+        families = tuple(entry.get("families", ()))
+        unknown = [f for f in families if not any(f in fams for fams in FAMILIES.values())]
+        if unknown:
+            raise CoverageError(f"device {name}: unknown family {', '.join(unknown)}", path=path, line=line,
+                                hint="families: q35, pc, virt")
+        out[name] = Exclusion(kind, reason.strip(), families)
+    return out
+
+
+@dataclass
+class FamilyFacts:
+    """What one family of one build offers and what the cases put on it."""
+
+    family: str
+    present_buses: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # type -> why QEMU refused it cold-plugged
+    covered: dict[str, list[str]] = field(default_factory=dict)  # stateful type -> cases
+    cases_skipped: dict[str, str] = field(default_factory=dict)  # case -> why it was not walked
+    seconds: float = 0.0
+
+
+@dataclass
+class BuildFacts:
+    """What one binary offers (cached per binary content)."""
+
+    binary: str
+    key: str
+    version: str
+    arch: str
+    buses: dict[str, str | None]  # offered (user-creatable, not CPU) type -> bus type
+    stateful: list[str]  # every type with a non-empty state description (the dump)
+    migratable: dict[str, str]
+    unmigratable: dict[str, str]
+    broken: dict[str, str]  # offered types QEMU cannot instantiate (e.g. a module this build lacks)
+    carriers: dict[str, list[str]]  # a stateful child type -> the offered types that carry it
+    bus_subtypes: dict[str, list[str]]
+    families: dict[str, FamilyFacts]
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildFacts:
+        fams = {k: FamilyFacts(**v) for k, v in data.pop("families").items()}
+        return cls(**data, families=fams)
+
+
+def family_result(build: BuildFacts, family: str, exclusions: dict[str, Exclusion]) -> dict[str, Any]:
+    """The ``--json`` object of one build and family. ``migratable`` is what the family can take;
+    ``not_on_family`` the build's other migratable types, each with the reason the build gave."""
+    facts = build.families[family]
+    subtypes = {k: set(v) for k, v in build.bus_subtypes.items()}
+    covered = {t: cases for t, cases in sorted(facts.covered.items())}
+    off = off_family(family, build.migratable, build.buses, set(facts.present_buses), subtypes,
+                     facts.refused, build.carriers)
+    off = {t: why for t, why in off.items() if t not in covered}  # a case has it: the family takes it
+    migratable = sorted(t for t in build.migratable if t not in off)
+    not_coverable = {}
+    for name in migratable:
+        rule = exclusions.get(name)
+        if rule is not None and rule.applies(family) and name not in covered:
+            not_coverable[name] = f"{rule.kind}: {rule.reason}"
+    return {"build": build.version, "arch": build.arch, "family": family, "binary": build.binary,
+            "migratable": migratable, "covered": covered, "not_coverable": not_coverable,
+            "not_on_family": off, "unmigratable": dict(sorted(build.unmigratable.items())),
+            "broken": dict(sorted(build.broken.items())),
+            "cases_skipped": dict(sorted(facts.cases_skipped.items()))}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Counts of one ``--json`` object: offered, covered, not coverable, uncovered (names), percent."""
+    offered = set(result["migratable"])
+    covered = offered & set(result["covered"])
+    excluded = (offered & set(result["not_coverable"])) - covered
+    uncovered = sorted(offered - covered - excluded)
+    target = len(offered) - len(excluded)
+    return {"offered": len(offered), "covered": len(covered), "not_coverable": len(excluded),
+            "uncovered": uncovered, "percent": 100.0 * len(covered) / target if target else 100.0}
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """The text output: a table per build, a row per family, then the uncovered names."""
+    lines: list[str] = []
+    by_build: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        by_build.setdefault((result["build"], result["arch"], result.get("binary", "")), []).append(result)
+    for (version, arch, binary), rows in by_build.items():
+        lines.append(f"QEMU {version} {arch} ({binary})")
+        lines.append(f"  {'family':8} {'offered':>8} {'covered':>8} {'not cov.':>9} {'uncovered':>10} {'coverage':>9}"
+                     f"   (not on the family / unmigratable)")
+        for row in rows:
+            s = summary(row)
+            lines.append(f"  {row['family']:8} {s['offered']:>8} {s['covered']:>8} {s['not_coverable']:>9} "
+                         f"{len(s['uncovered']):>10} {s['percent']:>8.1f}%   ({len(row.get('not_on_family', {}))} / "
+                         f"{len(row.get('unmigratable', {}))})")
+        for row in rows:
+            s = summary(row)
+            if s["uncovered"]:
+                lines.append(f"  uncovered on {row['family']} ({len(s['uncovered'])}): {' '.join(s['uncovered'])}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def headline(results: list[dict[str, Any]]) -> str:
+    """``7.2.22 q35 N/M (P%), pc ..., virt ...`` per build, builds separated by '; ' (M: offered less not
+    coverable)."""
+    parts: dict[str, list[str]] = {}
+    for row in results:
+        s = summary(row)
+        target = s["offered"] - s["not_coverable"]
+        parts.setdefault(row["build"], []).append(f"{row['family']} {s['covered']}/{target} ({s['percent']:.0f}%)")
+    return "; ".join(f"{build} " + ", ".join(items) for build, items in parts.items())
+
+
+# --- talking to the build ---------------------------------------------------------------------------
+
+def binary_key(binary: Path) -> str:
+    """The cache key of a binary: its content; for a script (a build's wrapper), also the version the
+    QEMU behind it reports."""
+    data = binary.read_bytes()
+    digest = hashlib.sha256(data)
+    if data.startswith(b"#!"):
+        digest.update(_run_qemu(binary, ["--version"]).encode())
+    return digest.hexdigest()[:24]
+
+
+def _run_qemu(binary: Path, args: list[str], timeout: float = 30.0) -> str:
+    try:
+        proc = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CoverageError(f"cannot run it: {exc}", path=binary) from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CoverageError(f"{' '.join(args)} failed: {last}", path=binary)
+    return proc.stdout
+
+
+def dump_vmstate(binary: Path, machine: str, folder: Path) -> dict[str, Any]:
+    """``-M MACHINE -dump-vmstate FILE`` -> the JSON (class-level: one per build and family)."""
+    out = folder / f"vmstate-{machine}.json"
+    _run_qemu(binary, ["-M", machine, "-nodefaults", "-display", "none", "-dump-vmstate", str(out)])
+    try:
+        return json.loads(out.read_text())
+    except (OSError, ValueError) as exc:
+        raise CoverageError(f"-dump-vmstate wrote no JSON: {exc}", path=binary) from None
+
+
+def paused(binary: Path, machine: str, folder: Path, extra: list[str] | None = None, name: str = "coverage"
+           ) -> QemuProcess:
+    """A started, paused ``-M MACHINE -nodefaults`` QEMU (TCG, no display) with QMP connected; raises
+    LaunchFailed when QEMU refuses its command line."""
+    args = ["-M", machine, "-nodefaults", "-S", "-display", "none", "-accel", "tcg", *(extra or [])]
+    qemu = QemuProcess(binary, args, folder, name=name, qmp_timeout=START_TIMEOUT)
+    qemu.start()
+    try:
+        _ = qemu.qmp
+    except BaseException:
+        qemu.stop()
+        raise
+    return qemu
+
+
+def walk_tree(session: QmpSession, root: str = "/machine") -> dict[str, str]:
+    """The QOM composition tree under ``root``: {path: type}, one pipelined ``qom-list`` per level."""
+    nodes: dict[str, str] = {}
+    level = [root]
+    while level:
+        replies = session.cmd_many([("qom-list", {"path": p}) for p in level])
+        nxt = []
+        for path, reply in zip(level, replies, strict=True):
+            if isinstance(reply, QmpCommandFailed):
+                continue
+            for prop in reply:
+                kind = str(prop.get("type", ""))
+                if not kind.startswith("child<"):
+                    continue
+                child_type = kind[len("child<"):-1]
+                if child_type in SKIP_CHILD_TYPES:
+                    continue
+                child = f"{path.rstrip('/')}/{prop['name']}"
+                nodes[child] = child_type
+                nxt.append(child)
+        level = nxt
+    return nodes
+
+
+def _children(binary: Path, machine: str, folder: Path, names: list[str]
+              ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """child<...> types of each named type (``device-list-properties``, which loads a module type's
+    module where ``qom-list-properties`` does not), and the types that crash QEMU when
+    instantiated ({type: QEMU's last line}); one QEMU, started again after a crash."""
+    children: dict[str, list[str]] = {}
+    broken: dict[str, str] = {}
+    todo = list(names)
+    while todo:
+        qemu = paused(binary, machine, folder / "props", name="coverage device-list-properties")
+        try:
+            while todo:
+                name = todo[0]
+                try:
+                    props = qemu.qmp.cmd("device-list-properties", typename=name, timeout=10)
+                except QmpCommandFailed as exc:
+                    broken[name] = exc.desc
+                    todo.pop(0)
+                    continue
+                except QmpMonitorGone:
+                    qemu.wait(2)
+                    broken[name] = (qemu.stderr_tail(1).strip() or qemu.exit.describe())
+                    todo.pop(0)
+                    break
+                children[name] = [str(p["type"])[6:-1] for p in props if str(p.get("type", "")).startswith("child<")]
+                todo.pop(0)
+        finally:
+            qemu.stop()
+    return children, broken
+
+
+def _plug_args(plugged: list[str], buses: dict[str, str | None], root_bus: str | None) -> list[list[str]]:
+    """One ``-device`` per type, ids ``covN``; PCI ones each at their own function of the root bus."""
+    specs: list[list[str]] = []
+    slot_fn = 0
+    for index, name in enumerate(plugged):
+        spec = f"{name},id=cov{index}"
+        if buses.get(name) == "PCI" and root_bus:
+            slot, fn = divmod(slot_fn, 8)
+            slot_fn += 1
+            if slot + 2 <= 0x1e:
+                spec += f",bus={root_bus},addr={slot + 2:#x}.{fn}" + (",multifunction=on" if fn == 0 else "")
+        specs.append(["-device", spec])
+    return specs
+
+
+def _starts(binary: Path, machine: str, folder: Path, specs: list[list[str]]) -> bool:
+    try:
+        qemu = paused(binary, machine, folder, [a for spec in specs for a in spec], name="coverage cold-plug")
+    except LaunchFailed:
+        return False
+    qemu.stop()
+    return True
+
+
+def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str], buses: dict[str, str | None],
+                     root_bus: str | None, refused: dict[str, str]) -> set[str]:
+    """Start the family with every ``wanted`` type cold-plugged; each type QEMU refuses is recorded in
+    ``refused`` and dropped, and QEMU started again. QEMU names the device it refuses, except when it
+    aborts (two VGA devices: "RAMBlock vga.vram already registered"): then the first prefix of the
+    command line that fails is found by bisection, and its last device is the one. Returns the types in
+    the family's QOM tree once it starts."""
+    plugged = [t for t in wanted if t not in refused]
+    while True:
+        specs = _plug_args(plugged, buses, root_bus)
+        try:
+            qemu = paused(binary, machine, folder / "plug", [a for spec in specs for a in spec],
+                          name="coverage cold-plug")
+        except LaunchFailed as exc:
+            culprit = _culprit(exc.stderr_tail, plugged)
+            if culprit is None:
+                low, high = 1, len(specs)  # specs[:high] fails
+                while low < high:
+                    mid = (low + high) // 2
+                    if _starts(binary, machine, folder / "bisect", specs[:mid]):
+                        low = mid + 1
+                    else:
+                        high = mid
+                culprit = plugged[low - 1]
+            refused[culprit] = _reason(exc.stderr_tail, culprit)
+            plugged.remove(culprit)
+            continue
+        try:
+            return set(walk_tree(qemu.qmp).values())
+        finally:
+            qemu.stop()
+
+
+def _culprit(stderr: str, plugged: list[str]) -> str | None:
+    """The device a QEMU start-up error names: ``-device TYPE,id=covN...: why``, or a quoted type."""
+    for line in reversed(stderr.splitlines()):
+        match = re.search(r"id=cov(\d+)\b", line)
+        if match and int(match.group(1)) < len(plugged):
+            return plugged[int(match.group(1))]
+        quoted = [t for t in re.findall(r"'([^']+)'", line) if t in plugged]
+        if quoted:
+            return quoted[0]
+        words = re.findall(r"-device ([^,\s:'\"]+)", line)
+        if words and words[0] in plugged:
+            return words[0]
+    return None
+
+
+def _reason(stderr: str, culprit: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and "Warning:" not in line]
+    last = lines[-1] if lines else "refused"
+    last = re.sub(r"^\S*qemu-system-\S+: ", "", last)
+    return re.sub(r"^-device [^:]*: ", "", last).strip()
+
+
+def machine_refusal(reason: str) -> bool:
+    """QEMU's words for a system-bus device this machine does not take."""
+    return any(words in reason for words in ("cannot be handled by this machine", "not supported by this machine",
+                                             "dynamic sysbus device type for the machine"))
+
+
+def probe_family(binary: Path, family: str, folder: Path, migratable: list[str], buses: dict[str, str | None],
+                 subtypes: dict[str, set[str]]) -> FamilyFacts:
+    """The buses of a family, bare and after cold-plugging its migratable types in rounds, and the
+    system-bus types its machine refuses."""
+    started = time.monotonic()
+    facts = FamilyFacts(family)
+    qemu = paused(binary, family, folder / "bare", name=f"coverage {family}")
+    try:
+        nodes = walk_tree(qemu.qmp)
+        bus_types = {t["name"] for t in qemu.qmp.cmd("qom-list-types", implements="bus", abstract=True)}
+    finally:
+        qemu.stop()
+    present = {t for t in nodes.values() if t in bus_types}
+    pci_like = {"PCI"} | subtypes.get("PCI", set())
+    root_bus = next((p.rsplit("/", 1)[1] for p, t in sorted(nodes.items(), key=lambda kv: kv[0].count("/"))
+                     if t in pci_like), None)
+    refused: dict[str, str] = {}
+    wanted: list[str] = []  # in the order their bus appeared: a bus's provider comes before its users
+    for _ in range(MAX_ROUNDS):
+        new = [t for t in migratable if t not in wanted and bus_available(buses.get(t), present, subtypes)]
+        if not new:
+            break
+        wanted += new
+        types = _cold_plug_round(binary, family, folder, wanted, buses, root_bus, refused)
+        present |= {t for t in types if t in bus_types}
+    facts.present_buses = sorted(present)
+    facts.refused = refused
+    facts.seconds = round(time.monotonic() - started, 2)
+    return facts
+
+
+def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
+    """Everything the build says about its devices, per family (not the cases)."""
+    started = time.monotonic()
+    buses = parse_device_help(_run_qemu(binary, ["-display", "none", "-device", "help"]))
+    qemu = paused(binary, "none", folder / "none", name="coverage types")
+    try:
+        version = qemu.qmp.cmd("query-version")
+        arch = str(qemu.qmp.cmd("query-target")["arch"])
+        cpus = {t["name"] for t in qemu.qmp.cmd("qom-list-types", implements="cpu", abstract=False)}
+        bus_names = sorted({b for b in buses.values() if b})
+        replies = qemu.qmp.cmd_many([("qom-list-types", {"implements": b, "abstract": True}) for b in bus_names])
+    finally:
+        qemu.stop()
+    q = version["qemu"]
+    version_text = f"{q['major']}.{q['minor']}.{q['micro']}"
+    subtypes = {b: {t["name"] for t in r} for b, r in zip(bus_names, replies, strict=True)
+                if not isinstance(r, QmpCommandFailed)}
+    buses = {t: b for t, b in buses.items() if t not in cpus}
+    families = FAMILIES.get(arch)
+    if not families:
+        raise CoverageError(f"QEMU {version_text} is for {arch}: coverage knows the families of "
+                            f"{', '.join(FAMILIES)} only", path=binary)
+    stateful: set[str] = set()
+    empty: set[str] = set()
+    for family in families:
+        s, e = parse_vmstate_dump(dump_vmstate(binary, family, folder))
+        stateful |= s
+        empty |= e
+    need_children = sorted(t for t in buses if t not in stateful and t not in empty)
+    children, broken = _children(binary, families[0], folder, need_children)
+    migratable, unmigratable = classify_state(buses, stateful, empty, children, broken)
+    carriers: dict[str, list[str]] = {}
+    for name, kids in sorted(children.items()):
+        for kid in kids:
+            if name in migratable and kid in stateful:
+                carriers.setdefault(kid, []).append(name)
+    say(f"  QEMU {version_text} {arch}: {len(buses)} user-creatable device types, {len(migratable)} migratable, "
+        f"{len(unmigratable)} unmigratable")
+    fams = {}
+    for family in families:
+        fams[family] = probe_family(binary, family, folder / family, sorted(migratable), buses, subtypes)
+        say(f"  {family}: buses {', '.join(fams[family].present_buses)} ({fams[family].seconds:.1f} s)")
+    return BuildFacts(str(binary), "", version_text, arch, buses, sorted(stateful), migratable, unmigratable,
+                      broken, carriers, {k: sorted(v) for k, v in subtypes.items()}, fams,
+                      round(time.monotonic() - started, 2))
+
+
+# --- the cases ----------------------------------------------------------------------------------------
+
+def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases: list[str] | None = None,
+               cache: dict[str, Any] | None = None) -> None:
+    """Fill each family's ``covered`` and ``cases_skipped``: every case that boots on the family, prepared
+    as the boot stage prepares it, started paused, its QOM tree walked. ``cache``: {argv hash: types}."""
+    from conformance.caps.probe import probe_binary
+    from conformance.cases import load_catalogue
+    from conformance.live.accel import AccelDecision
+    from conformance.live.adapt import NeedsHardware
+    from conformance.live.boot import Target, boot_skip, prepare_vm
+    from conformance.live.guest import build_guest
+
+    cache = cache if cache is not None else {}
+    catalogue = load_catalogue()
+    caps = probe_binary(binary)
+    try:
+        guest = build_guest(caps.arch, log=lambda m: None)
+    except ConformanceError as exc:
+        raise CoverageError(f"no test guest for {caps.arch}: {exc.message}", path=binary) from None
+    target = Target(binary, caps, AccelDecision("tcg", "coverage: the machine stays paused"), guest)
+    stateful = set(build.stateful) | set(build.migratable)
+    selected = catalogue.select(cases) if cases else list(catalogue.cases.values())
+    for family, facts in build.families.items():
+        facts.covered, facts.cases_skipped = {}, {}
+        for case in selected:
+            if case.machine_for(build.arch) != family:
+                continue
+            skip = boot_skip(case, target)
+            if skip:
+                facts.cases_skipped[case.name] = skip
+                continue
+            vm_dir = folder / "cases" / case.name
+            vm_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                prepared = prepare_vm(case, target, catalogue, folder, vm_dir)
+            except NeedsHardware as exc:
+                facts.cases_skipped[case.name] = exc.message
+                continue
+            except ConformanceError as exc:
+                facts.cases_skipped[case.name] = f"cannot prepare it: {exc.message}"
+                continue
+            argv = prepared.live.argv[1:]
+            key = hashlib.sha256(json.dumps(argv).encode()).hexdigest()
+            types = cache.get(key)
+            if types is None:
+                try:
+                    qemu = QemuProcess(binary, argv, vm_dir / "qemu", name=f"coverage {case.name}",
+                                       qmp_timeout=START_TIMEOUT)
+                    qemu.start()
+                    try:
+                        types = sorted(tree_types(walk_tree(qemu.qmp)))
+                    finally:
+                        qemu.stop()
+                except (LiveError, QmpError) as exc:
+                    facts.cases_skipped[case.name] = f"QEMU did not start paused: {exc.message}"
+                    continue
+                cache[key] = types
+            for name in types:
+                if name in stateful:
+                    facts.covered.setdefault(name, []).append(case.name)
+
+
+# --- the whole measurement, cached ------------------------------------------------------------------
+
+def coverage_for(binary: Path, say: Say = lambda _m: None, *, use_cache: bool = True,
+                 cache_root: Path | None = None) -> BuildFacts:
+    """A binary's facts with its cases' coverage, from the cache when the binary and argvs are unchanged."""
+    root = (cache_root or cache_dir()) / "coverage"
+    key = binary_key(binary)
+    path = root / f"{key}.json"
+    build: BuildFacts | None = None
+    case_cache: dict[str, Any] = {}
+    if use_cache and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") == CACHE_FORMAT:
+                build = BuildFacts.from_json(data["build"])
+                case_cache = dict(data.get("cases", {}))
+        except (OSError, ValueError, TypeError, KeyError):
+            build = None
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-coverage-") as tmp:
+        folder = Path(tmp)
+        if build is None:
+            say(f"{binary}: asking the build (cached afterwards)")
+            build = probe_build(binary, folder, say)
+        build.binary, build.key = str(binary), key
+        case_folder = root / "vms" / key  # a stable folder: the argv (its paths) is the cache key
+        case_folder.mkdir(parents=True, exist_ok=True)
+        case_types(binary, build, case_folder, say, cache=case_cache)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    tmp_path.write_text(json.dumps({"format": CACHE_FORMAT, "build": build.to_json(), "cases": case_cache}))
+    tmp_path.replace(path)
+    return build
+
+
+def measure(binaries: list[Path], say: Say = lambda _m: None, *, use_cache: bool = True,
+            cache_root: Path | None = None) -> list[dict[str, Any]]:
+    """The ``--json`` list for these binaries: one object per build and family."""
+    exclusions = load_exclusions()
+    results = []
+    for binary in binaries:
+        build = coverage_for(binary, say, use_cache=use_cache, cache_root=cache_root)
+        results += [family_result(build, family, exclusions) for family in build.families]
+    return results
+
+
+def default_binaries() -> list[Path]:
+    """The host's qemu-system-x86_64 and -aarch64, then the prepared builds' (``builds list``)."""
+    import shutil
+
+    from conformance.builds import list_builds
+
+    found = [Path(p) for p in (shutil.which("qemu-system-x86_64"), shutil.which("qemu-system-aarch64")) if p]
+    for info in list_builds():
+        for arch in info.get("arches", []):
+            wrapper = Path(info["path"]) / "bin" / f"qemu-system-{arch}"
+            if wrapper.is_file():
+                found.append(wrapper)
+    return found
+
+
+def write_coverage(results: list[dict[str, Any]], output: Path) -> Path:
+    """OUTPUT/coverage.json, read by the report's coverage panel."""
+    path = output / "coverage.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
