@@ -132,8 +132,8 @@ def off_family(family: str, migratable: Iterable[str], buses: dict[str, str | No
         bus = buses.get(name)
         why = refused.get(name, "")
         if not bus_available(bus, present, subtypes) or re.search(r"No '[^']+' bus found", why):
-            out[name] = (f"not user-creatable on {family}: needs a '{bus}' bus, which {family} has not and no "
-                         "device adds")
+            out[name] = (f"not user-creatable on {family}: needs a '{bus}' bus; {family} has none, and none of "
+                         "the devices cold-plugged on it added one")
         elif bus in ("System", None) and machine_refusal(why):
             out[name] = f"not user-creatable on {family}: {why}"
     for name in list(out):

@@ -135,11 +135,11 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         ok &= not failures(run_live(live, writer, catalogue, output, say, jobs))
     (output / "coverage.json").unlink(missing_ok=True)  # an earlier run's panel would not be these builds'
     if boot:  # the report's device-coverage panel (conformance/coverage.py; cached per binary)
-        from conformance.coverage import format_table, measure, write_coverage
+        from conformance.coverage import headline, measure, write_coverage
 
         try:
             measured = measure(binaries, lambda text: say(f"  {text}"))
-            say(f"device coverage ({write_coverage(measured, output)}):\n{format_table(measured).rstrip()}")
+            say(f"device coverage: {headline(measured)} ({write_coverage(measured, output)})")
         except ConformanceError as exc:
             say(f"device coverage: not measured: {exc}")
     say(f"results: {results}")
