@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,12 +48,6 @@ def caps_10(corpus: Path) -> Capabilities:
 @pytest.fixture(scope="session")
 def capsdata() -> Path:
     return capsdata_dir()
-
-
-def processes_matching(pattern: str) -> list[str]:
-    """Command lines of running processes that contain ``pattern`` (pgrep -f)."""
-    out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from conformance.live.guest import (
     strip_signature,
 )
 from conformance.live.guest_report import GuestReport, ReportReader, parse_report
+from tests.helpers import ROOT
 
 BOOT_TIMEOUT = 60.0      # TCG on 2 busy cores; a boot takes ~2 s alone
 REPORT_TIMEOUT = 30.0
@@ -356,7 +357,7 @@ def test_concurrent_builds_are_atomic(tmp_path: Path, guest_x86_64: Guest) -> No
     cache = _seeded_cache(tmp_path, guest_x86_64)
     code = ("import json, sys; from pathlib import Path; from conformance.live.guest import build_guest;"
             "g = build_guest('x86_64', cache=Path(sys.argv[1])); print(json.dumps([g.key, str(g.initrd)]))")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = []

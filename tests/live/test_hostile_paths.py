@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import processes_matching
-from tests.test_paths import code_under_test
+from tests.helpers import code_under_test
+from tests.helpers.processes import processes_matching
 
 pytestmark = pytest.mark.live
 

@@ -5,83 +5,23 @@ job) stop `run`, `qualify`, pytest with xdist and an avocado job within seconds,
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conformance.results.records import read_results
+from tests.helpers import CLI, ROOT
+from tests.helpers.processes import assert_no_qemu_left, interrupt, start, wait_for_qemu
 
 pytestmark = [pytest.mark.live, pytest.mark.smoke]
 
 STOP_WITHIN = 15.0  # s from the signal to the exit: QEMUs end in a second, the report takes a few
 
 
-MARK = "QEMU_CONFORMANCE_TEST_MARK"  # set in the environment of the command: every QEMU it starts inherits it
-
-
-def start(command: list[str], log: Path, mark: str) -> subprocess.Popen[bytes]:
-    """The command in a session of its own, so a signal to its process group reaches what it started."""
-    return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, MARK: mark})
-
-
-def qemus(mark: str, guests: bool = False) -> list[int]:
-    """Running QEMUs (their executable, not a command that names one) started under ``mark``, however far down
-    (an avocado runner's child, an xdist worker's) and whoever adopted them since; ``guests``: only those
-    that boot the test guest (not a probe)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"qemu-system" in argv[0] and (b"-kernel" in argv or not guests) \
-                    and f"{MARK}={mark}".encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
-
-
-def wait_for_qemu(proc: subprocess.Popen[bytes], mark: str, log: Path, timeout: float = 120.0) -> None:
-    """Until a QEMU started under ``mark`` is running."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if qemus(mark, guests=True):
-            return
-        assert proc.poll() is None, f"ended before any QEMU started:\n{log.read_text(errors='replace')[-3000:]}"
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"no QEMU of the run within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def interrupt(proc: subprocess.Popen[bytes], sig: int, times: int = 1) -> float:
-    """Send ``sig`` to the process group (``times`` times, 0.2 s apart); the seconds until it ended."""
-    sent = time.monotonic()
-    for i in range(times):
-        if i:
-            time.sleep(0.2)
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return time.monotonic() - sent
-
-
-def assert_no_qemu_left(mark: str) -> None:
-    time.sleep(0.5)  # a QEMU killed by its parent's death is reaped a moment later
-    assert qemus(mark) == []
-
-
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "conformance.cli", *args]
+    return [*CLI, *args]
 
 
 def test_ctrl_c_stops_a_run_keeps_its_results_and_exits_130(qemu_x86_64: Path, tmp_path: Path) -> None:
@@ -134,10 +74,9 @@ def test_a_second_ctrl_c_ends_everything_at_once(qemu_x86_64: Path, tmp_path: Pa
 
 def test_ctrl_c_stops_pytest_with_xdist_and_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path) -> None:
     out, log = tmp_path / "out", tmp_path / "pytest.log"
-    root = Path(__file__).resolve().parents[2]
     proc = start([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-                  str(root / "tests" / "live" / "test_boot_cases.py"), "--conformance-qemu", str(qemu_x86_64),
-                  "--conformance-output", str(out), "--rootdir", str(root)], log, str(tmp_path))
+                  str(ROOT / "tests" / "live" / "test_boot_cases.py"), "--conformance-qemu", str(qemu_x86_64),
+                  "--conformance-output", str(out), "--rootdir", str(ROOT)], log, str(tmp_path))
     wait_for_qemu(proc, str(tmp_path), log)
     took = interrupt(proc, signal.SIGINT)
     text = log.read_text(errors="replace")

@@ -22,7 +22,7 @@ from conformance.live.boot import BOOT_TIMEOUT, Target, launch, prepare_vm
 from conformance.live.checks import failover_pairs
 from conformance.live.migrate import Migration, MigrationTimeouts, migrate_vms, start_pair
 from conformance.live.vm import GuestVm
-from tests.conftest import processes_matching
+from tests.helpers.processes import processes_matching
 
 pytestmark = pytest.mark.live
 QUICK = MigrationTimeouts(migration=20.0, wait_unplug=6.0, replug=10.0, heartbeat=8.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,9 +22,15 @@ from conformance.cases import load_catalogue
 from conformance.errors import GuestBuildError
 from conformance.live.boot import Target, run_boot
 from conformance.live.guest import build_guest
-from tests.conftest import processes_matching
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.processes import (
+    assert_no_qemu_left,
+    processes_matching,
+    qemus,
+    qemus_matching,
+    start,
+    wait_for_qemu,
+)
 
 
 def _with_guest(target: Target, **changes: object) -> Target:
@@ -87,41 +92,16 @@ def test_corrupt_kernel_is_a_result_not_a_traceback(x86_target: Target, tmp_path
     assert processes_matching(str(tmp_path)) == []
 
 
-def _qemus(marker: str) -> list[str]:
-    """QEMU processes (the program itself, not a runner naming it) whose command line contains marker."""
-    return [p for p in processes_matching(marker) if Path(p.split()[1]).name.startswith("qemu-system")]
-
-
-def _wait_for_qemu(marker: str, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = _qemus(marker)
-        if found:
-            return found
-        time.sleep(0.1)
-    return []
-
-
-def _assert_no_qemu_left(marker: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        left = _qemus(marker)
-        if not left:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"QEMU processes survived their runner: {left}")
-
-
-def _kill_mid_boot(command: list[str], marker: str) -> None:
+def _kill_mid_boot(command: list[str], mark: str, log: Path) -> None:
     """Start a runner, SIGKILL it once a QEMU of its run exists, then require that QEMU to die too."""
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start(command, log, mark, cwd=ROOT)
     try:
-        assert _wait_for_qemu(marker), "a QEMU of the run should have started"
+        wait_for_qemu(proc, mark, log, timeout=60)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        _assert_no_qemu_left(marker)
+        assert_no_qemu_left(mark, within=10)
         time.sleep(2)  # and none starts late: a worker caught forking once left a QEMU adopted by init
-        assert _qemus(marker) == [], "a QEMU started after its runner was killed, and survived it"
+        assert qemus(mark) == [], "a QEMU started after its runner was killed, and survived it"
     finally:
         proc.kill()
 
@@ -132,13 +112,14 @@ def test_sigkill_of_pytest_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path, wor
     _kill_mid_boot([sys.executable, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider",
                     f"--conformance-output={out}", "--conformance-cases=teaming-q35",
                     "--conformance-cases=net-user-virtio", f"--conformance-qemu={qemu_x86_64}",
-                    str(ROOT / "tests/live/test_boot_cases.py")], str(out))
+                    str(ROOT / "tests/live/test_boot_cases.py")], str(tmp_path), tmp_path / "pytest.log")
 
 
 def test_sigkill_of_the_cli_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
     _kill_mid_boot([sys.executable, "-m", "conformance.cli", "run", "--stages", "boot", "--qemu", str(qemu_x86_64),
-                    "--cases", "teaming-q35", "--cases", "net-*", "-o", str(out)], str(out))
+                    "--cases", "teaming-q35", "--cases", "net-*", "-o", str(out)], str(tmp_path),
+                   tmp_path / "cli.log")
 
 
 def test_kvm_boot_probe_is_bounded_and_cleans_up(x86_target: Target, qemu_x86_64: Path) -> None:
@@ -156,4 +137,4 @@ def test_kvm_boot_probe_is_bounded_and_cleans_up(x86_target: Target, qemu_x86_64
         assert "no guest report under KVM" in detail or "QEMU killed by" in detail, detail
     else:
         assert booted, detail
-    assert _qemus("kvm-probe") == [] and _qemus("-accel kvm") == []
+    assert qemus_matching("kvm-probe") == [] and qemus_matching("-accel kvm") == []

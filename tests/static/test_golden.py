@@ -10,14 +10,14 @@ Regenerate on purpose and review the change as a diff:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from conformance.argv.command import format_args
 from conformance.pytest_plugin import StaticCombo
+from tests.helpers import DATA
 
-GOLDEN = Path(__file__).parent.parent / "data" / "golden"
+GOLDEN = DATA / "golden"
 REGENERATE = os.environ.get("QEMU_CONFORMANCE_REGENERATE") == "1"
 
 

@@ -17,6 +17,7 @@ from conformance.coverage import (
     _culprit,
     _reason,
     classify_state,
+    parse_device_categories,
     family_result,
     format_table,
     headline,
@@ -58,6 +59,12 @@ def test_device_help_lists_types_with_their_bus() -> None:
     found = parse_device_help(DEVICE_HELP)
     assert found == {"pcie-root-port": "PCI", "usb-hub": "usb-bus", "virtio-net-pci": "PCI",
                      "virtio-net-device": "virtio-bus", "pc-dimm": None, "isa-serial": "ISA"}
+
+
+def test_device_help_categories() -> None:
+    found = parse_device_categories(DEVICE_HELP)
+    assert found["pcie-root-port"] == "Controller/Bridge/Hub" and found["usb-hub"] == "Controller/Bridge/Hub"
+    assert found["virtio-net-pci"] == "Network" and found["isa-serial"] == "Misc"
 
 
 def test_dump_is_keyed_by_class_and_an_empty_description_is_unmigratable() -> None:
@@ -105,6 +112,7 @@ def _build(covered: dict[str, list[str]], refused: dict[str, str] | None = None)
                                     "pcie-root-port": "PCI", "usb-tablet": "usb-bus"}
     return BuildFacts(
         binary="/usr/bin/qemu-system-x86_64", key="k", version="7.2.22", arch="x86_64", buses=buses,
+        categories={"usb-tablet": "Input", "pcie-root-port": "Controller/Bridge/Hub"},
         stateful=["isa-serial", "ICH9-LPC", "vfio-pci", "pcie-root-port", "usb-tablet"],
         migratable={t: "own state" for t in buses}, unmigratable={"usb-net": "empty"}, broken={}, carriers={},
         bus_subtypes={"PCI": ["PCIE"]},
@@ -142,7 +150,8 @@ def test_table_and_headline() -> None:
     rows = [family_result(build, f, exclusions) for f in ("q35", "pc")]
     table = format_table(rows)
     assert "QEMU 7.2.22 x86_64 (/usr/bin/qemu-system-x86_64)" in table
-    assert "uncovered on q35 (2): pcie-root-port usb-tablet" in table
+    assert "uncovered on q35 (2), by -device help's category:" in table
+    assert "    Controller/Bridge/Hub (1): pcie-root-port\n    Input (1): usb-tablet" in table
     assert headline(rows) == "7.2.22 q35 2/4 (50%), pc 0/3 (0%)"
 
 

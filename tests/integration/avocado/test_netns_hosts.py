@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.avocado.netns_hosts import make_hosts, remove_stale, why_not
+from tests.helpers.netns_hosts import make_hosts, remove_stale, why_not
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 from conformance.report.html import write_report
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import TABLE
+from tests.helpers import ROOT
+from tests.helpers.results import every_verdict
 
-ROOT = Path(__file__).resolve().parent.parent
 BUILD = QemuBuild("/usr/bin/qemu-system-x86_64", "7.2.22", "Debian 1:7.2", "x86_64")
 NEW = QemuBuild("/opt/qemu-10.0/bin/qemu-system-x86_64", "10.0.2", "Debian 1:10.0.2", "x86_64")
 FIXTURE = QemuBuild("fixture qemu-4.2.0-x86_64.xml", "4.2.0", "v4.2.0", "x86_64")
@@ -222,9 +223,7 @@ class _Balance(HTMLParser):
 
 
 def test_page_is_well_formed(tmp_path: Path) -> None:
-    from tests.test_report_browser import _results  # every verdict, a fixture's flag, a migration pair, <script>
-
-    page = write_report([_results(tmp_path / "results")], tmp_path / "out").read_text()
+    page = write_report([every_verdict(tmp_path / "results")], tmp_path / "out").read_text()
     checker = _Balance()
     checker.feed(page)
     assert not checker.errors and not checker.stack, (checker.errors[:3], checker.stack[:3])

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,21 +22,15 @@ from conformance.argv.options import escape_opt_value, format_props, parse_props
 from conformance.cli import binary_arg, build_parser, caps_arg, path_arg
 from conformance.live.adapt import adapt_for_live
 from conformance.paths import absolute, cache_dir
+from tests.helpers import CLI, code_under_test
 
 HOSTILE = "we ird, =dir'\"ä"  # space, comma, '=', both quotes, non-ASCII
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def code_under_test() -> dict[str, str]:
-    """The environment for a CLI run outside the checkout: this checkout's package, not whichever
-    checkout the editable install points at."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    proc = subprocess.run([sys.executable, "-m", "conformance.cli", *args], cwd=cwd, capture_output=True,
+    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**code_under_test(), **(env or {})})
     assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout + proc.stderr

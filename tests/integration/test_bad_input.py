@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,11 @@ import pytest
 from conformance.domain.render import render_template
 from conformance.domain.schema import schema_status, validate_schema
 from conformance.errors import DomainInvalid, TemplateError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import CLI, ROOT
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conformance.cli", *args], capture_output=True, text=True,
+    return subprocess.run([*CLI, *args], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env={**os.environ, **(env or {})})
 
 

@@ -22,8 +22,9 @@ from conformance.knownbugs.matcher import (
     load_bugs,
     ranked,
 )
+from tests.helpers import DATA
 
-EVIDENCE = Path(__file__).parent / "data" / "knownbugs"
+EVIDENCE = DATA / "knownbugs"
 V = QemuVersion.parse
 
 TEAM_Q35 = ("qemu", "-machine", "pc-q35-5.2", "-device", "virtio-net-pci,failover=on,id=n",

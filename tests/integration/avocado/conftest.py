@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-# the avocado_cli fixture is in tests/conftest.py (the interrupt tests use it too)
+# the avocado_cli fixture is in tests/conftest.py (tests/live/test_interrupt.py uses it too)

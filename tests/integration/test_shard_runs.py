@@ -12,13 +12,13 @@ import pytest
 
 from conformance.report.html import merge
 from conformance.results.records import StageResult, read_results
+from tests.helpers import CLI, ROOT, code_under_test
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's CLI
+ENV = code_under_test()  # this checkout's CLI
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([sys.executable, "-m", "conformance.cli", *args], capture_output=True, text=True,
+    out = subprocess.run([*CLI, *args], capture_output=True, text=True,
                          timeout=600, env=ENV)
     if check:
         assert out.returncode in (0, 1), out.stderr  # 1: some case failed, still a run
@@ -64,7 +64,7 @@ def test_report_refuses_shards_of_different_catalogues(qemu_x86_64: Path, tmp_pa
     common = ["run", "--stages", "parse", "--qemu", str(qemu_x86_64), "--cases", "q35-minimal"]
     cli(*common, "--shard", "1/2", "-o", str(tmp_path / "a"))
     env = {**ENV, "QEMU_CONFORMANCE_DATA": str(other)}
-    subprocess.run([sys.executable, "-m", "conformance.cli", *common, "--shard", "2/2", "-o", str(tmp_path / "b")],
+    subprocess.run([*CLI, *common, "--shard", "2/2", "-o", str(tmp_path / "b")],
                    capture_output=True, text=True, timeout=300, env=env, check=False)
     out = cli("report", str(tmp_path / "a" / "results.jsonl"), str(tmp_path / "b" / "results.jsonl"),
               "-o", str(tmp_path / "report"), check=False)

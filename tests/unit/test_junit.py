@@ -12,8 +12,9 @@ from conformance.cli import main
 from conformance.results import junit
 from conformance.results.records import QemuBuild, StageResult
 from conformance.results.verdicts import VERDICTS
+from tests.helpers import DATA
 
-SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "junit" / "JUnit.xsd")))
+SCHEMA = etree.XMLSchema(etree.parse(str(DATA / "junit" / "JUnit.xsd")))
 Q72 = QemuBuild("/usr/bin/qemu-system-x86_64", "7.2.22", "Debian 1:7.2+dfsg-7", "x86_64")
 Q100 = QemuBuild("/opt/qemu-10.0/bin/qemu-system-x86_64", "10.0.2", "Debian 1:10.0.2", "x86_64")
 BUG = {"id": "pcie-native-hotplug-plug-read-as-unplug", "title": "native PCIe hotplug never releases the primary"}

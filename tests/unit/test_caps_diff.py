@@ -73,7 +73,7 @@ def test_probed_7_2_22_against_imported_7_2_0_compares_only_what_both_record() -
     # ... and the probe derives them as libvirt does (flags.py): compared, and they agree
     assert not compared & {"acpi-erst", "active-commit", "aio.io_uring", "generic-pc-machine", "none"}
     assert {"acpi-erst", "aio.io_uring"} <= probed.flags
-    # the one loss is real: Debian builds 7.2 without the Linux kernel crypto back-end (tests/test_caps_flags.py)
+    # the one loss is real: Debian builds 7.2 without the Linux kernel crypto back-end (tests/static/test_caps_flags.py)
     assert result.loud_losses == {"devices and objects": ["cryptodev-backend-lkcf"],
                                   "flags": ["cryptodev-backend-lkcf"]}
     assert "cryptodev-backend-lkcf" not in probed.qom_types
@@ -96,7 +96,7 @@ def test_imported_10_0_0_against_probed_10_0_2() -> None:
     assert not compared & {"acpi-erst", "generic-pc-machine", "sga"}
     assert not result.sections["machine types"][1] and not result.sections["commands"][1]
     # what it does report lost is real: this Debian 10.0.2 build was unpacked without the spice (qxl) and virgl
-    # modules, and built without keyctl crypto and libblkio (tests/test_caps_flags.py explains each)
+    # modules, and built without keyctl crypto and libblkio (tests/static/test_caps_flags.py explains each)
     assert {item for items in result.loud_losses.values() for item in items} <= {
         "qxl-vga", "qxl-vga.vgamem_mb", "qxl-vga.vram64_size_mb", "qxl", "qxl.vgamem_mb", "qxl.vram64_size_mb",
         "spice-gl", "spice-rendernode", "virtio-gpu-gl-pci", "virtio-vga-gl", "cryptodev-backend-lkcf",

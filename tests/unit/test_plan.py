@@ -138,23 +138,6 @@ def test_the_stage_table() -> None:
         parse_stage_list(["parse,probe"])
 
 
-def test_run_stages_parse_records_parse_only(qemu_x86_64: Path, tmp_path: Path) -> None:
-    """`run --stages parse` did also record argv (the static stages ran as one); now only what is asked."""
-    out = tmp_path / "out"
-    rc = main(["run", "--stages", "parse", "--qemu", str(qemu_x86_64), "--cases", "teaming*", "--cases",
-               "q35-minimal", "-o", str(out)])
-    assert rc == 0
-    results = list(read_results(out / "results.jsonl"))
-    cases = load_catalogue().select(["teaming*", "q35-minimal"])
-    planned = {i.case for i in work_items(cases, [(results[0].qemu.version + "-x86_64", "x86_64")], ["parse"])}
-    assert {r.stage for r in results} == {"parse"} and {r.case for r in results} == planned
-    assert len(results) == len(planned) and not (out / "argv").exists()
-    rc = main(["run", "--stages", "argv", "--caps", "10.0.0:x86_64", "--cases", "q35-minimal", "-o", str(out)])
-    assert rc == 0  # argv alone: parse's work is done, parse is not recorded
-    assert [(r.case, r.stage, r.verdict) for r in read_results(out / "results.jsonl")] == \
-        [("q35-minimal", "argv", "pass")]
-
-
 def test_a_rerun_into_the_same_folder_replaces_the_earlier_run(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"

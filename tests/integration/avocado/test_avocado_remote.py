@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conformance.results.records import read_results
-from tests.avocado.netns_hosts import Host, free_port, make_hosts, why_not
+from tests.helpers.netns_hosts import Host, free_port, make_hosts, why_not
 
 pytestmark = pytest.mark.live
 

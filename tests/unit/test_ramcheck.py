@@ -27,10 +27,11 @@ from conformance.live.ramcheck import (
     sort_pages,
     xp_command,
 )
+from tests.helpers import DATA, ROOT
 
-RECORDED = Path(__file__).parent / "data" / "ramcheck" / "aarch64-failover-7.2.22"
+RECORDED = DATA / "ramcheck" / "aarch64-failover-7.2.22"
 PAGE_ADDR = 0x421B0000  # the page that differed, redistributor 0's LPI pending table
-BUGS = Path(__file__).parents[1] / "conformance" / "knownbugs" / "bugs.toml"
+BUGS = ROOT / "conformance" / "knownbugs" / "bugs.toml"
 
 # HMP `info mtree -f` of QEMU 7.2 (q35, 256 MiB), cut down: the I/O view, then "memory" with a ROM hole
 MTREE = """FlatView #0

@@ -1,0 +1,55 @@
+"""Probing the host's real QEMU binaries over QMP (``probe_binary`` and ``qemu-conformance probe``).
+The ways a probe fails, on fake binaries: tests/unit/test_caps_probe.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conformance.caps.probe import probe_binary
+
+
+def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
+    caps = probe_binary(qemu_x86_64)
+    assert (caps.version.major, caps.version.minor) >= (7, 2)
+    assert caps.arch == "x86_64"
+    assert caps.package, "Debian's QEMU reports a package string"
+    assert caps.has("virtio-net.failover")
+    assert caps.has_property("virtio-net-pci", "failover")
+    assert caps.has_property("vfio-pci", "failover_pair_id")
+    q35 = caps.machine("q35")
+    assert q35 is not None and q35.name.startswith("pc-q35-")
+    assert caps.default_machine() is not None and caps.default_machine().name.startswith("pc-i440fx-")
+    assert {"device_add", "query-pci", "migrate"} <= caps.commands
+    assert {"FAILOVER_NEGOTIATED", "UNPLUG_PRIMARY", "MIGRATION"} <= caps.events
+    assert "events" in caps.migration_capabilities
+    assert caps.has("migration.wait-unplug") and caps.has("device.json") and caps.has("netdev.json")
+    assert "tcg" in caps.accelerators
+    assert any(c.name == "qemu64" for c in caps.cpu_models)
+    assert caps.provenance.source == "probe" and caps.provenance.binary == str(qemu_x86_64)
+    # the QAPI unions behind -netdev/-blockdev/-chardev
+    assert caps.members("netdev", "user") is not None and "hostfwd" in caps.members("netdev", "user")
+    assert caps.members("blockdev", "qcow2") is not None and "cache.direct" in caps.members("blockdev", "qcow2")
+    assert caps.members("chardev", "socket") is not None and "addr.data.path" in caps.members("chardev", "socket")
+
+
+def test_probe_aarch64_7_2(qemu_aarch64: Path) -> None:
+    caps = probe_binary(qemu_aarch64, accel="tcg")
+    assert caps.arch == "aarch64"
+    assert caps.version >= caps.version.parse("7.2")
+    assert caps.has("virtio-net.failover")
+    virt = caps.machine("virt")
+    assert virt is not None and virt.name.startswith("virt-")
+    assert caps.has("pcie-root-port")
+    assert any(c.name == "cortex-a57" for c in caps.cpu_models)
+    assert caps.provenance.accel == "tcg"
+
+
+def test_probe_cli_writes_fixture_and_is_quick(qemu_x86_64: Path, tmp_path: Path) -> None:
+    out = tmp_path / "caps.xml"
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "probe", str(qemu_x86_64), "-o", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes().startswith(b"<?xml")
+    assert "x86_64" in proc.stderr and "flags" in proc.stderr
