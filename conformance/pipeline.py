@@ -37,11 +37,14 @@ def parse_xml(xml: str | bytes, source: str, *, schema: bool = True) -> tuple[Do
     return parse_domain(xml, source=source), status
 
 
-def domain_argv(domain: Domain, caps: Capabilities) -> list[str]:
+def domain_argv(domain: Domain, caps: Capabilities, *, checked: bool = False) -> list[str]:
     """The semantic rules for these capabilities, then the argv libvirt would build
-    (DomainInvalid / UnsupportedByQemu when the domain cannot run on them)."""
+    (DomainInvalid / UnsupportedByQemu when the domain cannot run on them).
+
+    ``checked``: the domain already passed the rules without caps (``validate_domain(domain)``, as the
+    static parse stage runs them), so only the rules that read caps run again."""
     from conformance.argv import build_argv
     from conformance.domain.semantics import validate_domain
 
-    validate_domain(domain, caps)
+    validate_domain(domain, caps, caps_only=checked)
     return build_argv(domain, caps)

@@ -1,11 +1,12 @@
 """The static stages: render -> schema -> parse -> semantics (parse stage) and argv (argv stage),
 walking conformance/pipeline.py.
 
-Rendering, schema validation and parsing depend only on the case and the
-arch/machine/emulator, not on the rest of the capabilities, so a
-StaticRunner does them once per (case, arch, machine) and runs the semantic
-checks and the argv builder per fixture: that is what makes the matrix
-fast.
+Rendering, schema validation, parsing and the semantic rules that do not
+read the capabilities depend only on the case and the arch/machine/emulator,
+not on the rest of the capabilities, so a StaticRunner does them once per
+(case, arch, machine) and runs only the rules that read caps and the argv
+builder per fixture: that is what makes the matrix fast. Each rule runs once
+per combination at most.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from conformance.caps.model import Capabilities
 from conformance.cases import Case, Catalogue, load_catalogue, plan
 from conformance.domain.schema import SchemaStatus
+from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
 from conformance.knownbugs.matcher import bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
@@ -29,8 +31,10 @@ STATIC_IMAGE_DIR = "/var/lib/qemu-conformance/images"  # never touched by static
 class Rendered:
     xml: str
     domain: Any = None  # conformance.domain.model.Domain when parsing succeeded
-    error: ConformanceError | None = None
+    error: ConformanceError | None = None  # rendering, the schema or parsing failed
     schema: SchemaStatus | None = None
+    # the semantic rules without caps (validate_domain(domain)): what the parse stage says when it parsed
+    refused: DomainInvalid | None = None
 
 
 @dataclass
@@ -62,7 +66,7 @@ class StaticRunner:
                            overrides=overrides)
 
     def prepare(self, case: Case, caps: Capabilities, machine: str) -> Rendered:
-        """render + schema + parse, once per (case, arch, machine)."""
+        """render + schema + parse + the rules without caps, once per (case, arch, machine)."""
         key = (case.name, caps.arch, machine)
         cached = self._rendered.get(key)
         if cached is not None:
@@ -78,6 +82,11 @@ class StaticRunner:
                 result.domain, result.schema = parse_xml(xml, source)
             except ConformanceError as exc:
                 result.error = exc
+            else:
+                try:
+                    validate_domain(result.domain, None)
+                except DomainInvalid as exc:
+                    result.refused = exc
         self._rendered[key] = result
         return result
 
@@ -91,15 +100,8 @@ class StaticRunner:
         assert what.machine is not None
         rendered = self.prepare(case, caps, what.machine)
         outcomes = []
-        # parse stage: render, schema, parse, then the semantic rules (which may need caps)
-        parse_error: ConformanceError | None = rendered.error
-        if parse_error is None:
-            from conformance.domain.semantics import validate_domain
-
-            try:
-                validate_domain(rendered.domain, None)
-            except DomainInvalid as exc:
-                parse_error = exc
+        # parse stage: render, schema, parse, then the semantic rules that need no caps
+        parse_error: ConformanceError | None = rendered.error or rendered.refused
         expected = case.expect_error
         if expected is not None:
             if parse_error is None:
@@ -126,7 +128,7 @@ class StaticRunner:
     def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
         label = caps.label
         try:
-            argv = domain_argv(rendered.domain, caps)
+            argv = domain_argv(rendered.domain, caps, checked=True)  # the rules without caps passed in prepare
         except (UnsupportedByQemu, DomainInvalid) as exc:
             if expect_error and expect_error in exc.message:
                 return StaticOutcome(case.name, label, "pass", "argv", f"rejected as expected: {exc.message}")

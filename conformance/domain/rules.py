@@ -9,6 +9,7 @@ qemu_validate.c, qemu_domain_address.c). Rules are listed in RULES; validate_dom
 
 from __future__ import annotations
 
+import dis
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,15 +39,32 @@ class Refusal:
 
 Rule = Callable[[Domain, "Capabilities | None"], Iterator[Refusal]]
 RULES: list[Rule] = []
+# the rules whose code reads their caps argument: the only ones whose answer can change once caps are known
+CAPS_RULES: list[Rule] = []
+
+
+def _reads_caps(fn: Rule) -> bool:
+    """Whether a rule's code reads its ``caps`` argument, itself or in a nested function or comprehension
+    (which makes ``caps`` a cell variable)."""
+    code = fn.__code__
+    if "caps" in code.co_cellvars:
+        return True
+    return any(ins.opname.startswith("LOAD_FAST") and (ins.argval == "caps" or (
+        isinstance(ins.argval, tuple) and "caps" in ins.argval)) for ins in dis.get_instructions(code))
 
 
 def rule(fn: Rule) -> Rule:
     RULES.append(fn)
+    if _reads_caps(fn):
+        CAPS_RULES.append(fn)
     return fn
 
 
-def first_refusal(domain: Domain, caps: Capabilities | None) -> Refusal | None:
-    for check in RULES:
+def first_refusal(domain: Domain, caps: Capabilities | None, *, caps_only: bool = False) -> Refusal | None:
+    """The first refusal of the rules in order. ``caps_only``: the domain already passed every rule without
+    caps (``first_refusal(domain, None)`` was None), so only the rules that read caps can refuse it now: run
+    just those, in the same order (a rule that never reads caps answers the same with or without them)."""
+    for check in CAPS_RULES if caps_only else RULES:
         for refusal in check(domain, caps):
             return refusal
     return None

@@ -21,13 +21,17 @@ def _unsupported(domain: Domain, message: str, dev: Device | None = None, hint: 
     return UnsupportedByQemu(message, path=domain.source, line=dev.line if dev is not None else None, hint=hint)
 
 
-def validate_domain(domain: Domain, caps: Capabilities | None = None) -> None:
-    """Raise DomainInvalid / UnsupportedByQemu for the first rule the domain breaks."""
+def validate_domain(domain: Domain, caps: Capabilities | None = None, *, caps_only: bool = False) -> None:
+    """Raise DomainInvalid / UnsupportedByQemu for the first rule the domain breaks.
+
+    ``caps_only``: ``validate_domain(domain)`` (no caps) already passed, so only the checks that read caps
+    run (the same verdict as running them all, each rule run once)."""
     from conformance.domain.rules import first_refusal
 
-    _aliases(domain)
-    _teaming(domain)
-    refusal = first_refusal(domain, caps)
+    if not caps_only:
+        _aliases(domain)
+        _teaming(domain)
+    refusal = first_refusal(domain, caps, caps_only=caps_only)
     if refusal is not None:
         raise refusal.error(domain)
     if caps is not None:
