@@ -194,7 +194,7 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     binaries = list(args.qemu) or _host_binaries()
     _shard_manifest(args)
     return _stoppable(lambda say: qualify(binaries, output=args.output, say=say, boot=not args.no_boot,
-                                          jobs=args.jobs, shard=args.shard))
+                                          jobs=args.jobs, shard=args.shard, machines=args.machines))
 
 
 def _stoppable(job: Callable[[Callable[[str], None]], int]) -> int:
@@ -245,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "or run the static stages on stored fixtures with --caps VERSION:ARCH")
     _shard_manifest(args)
     return _stoppable(lambda say: run_stages(stages, binaries, args.cases, args.output, say, jobs=args.jobs,
-                                             fixtures=args.caps, shard=args.shard))
+                                             fixtures=args.caps, shard=args.shard, machines=args.machines))
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
@@ -300,6 +300,16 @@ def _shard_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--shard", type=shard_arg, default=WHOLE, metavar="I/N",
                    help="run only shard I of N: a stable split of case x build x stage x peer (CI matrices)")
+    _machines_option(p)
+
+
+def _machines_option(p: argparse.ArgumentParser) -> None:
+    from conformance.machines import DEFAULT, machine_arg
+
+    p.add_argument("--machines", type=machine_arg, default=DEFAULT, metavar="newest|all|REGEX",
+                   help="machine types each migration runs under: newest (default: the newest versioned type both "
+                        "builds have), all (every versioned type of the case's family both have, one migration "
+                        "each), or a regular expression selecting among those (pc-q35-[5-7])")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ stages whose pytest column in the stage table (conformance/stages.py) names the 
   with ids such as ``teaming-q35[x86_64]``; it is marked ``live``;
 - a test that asks for ``migrate_combo`` runs once per case that lists migrate x (source,
   destination) pair of QEMU binaries of one arch, each binary with itself
-  included, with ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``;
+  included, with ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``
+  (``[...@pc-q35-7.2]`` per machine type under ``--conformance-machines all``);
   it is marked ``live``.
 
 Options:
@@ -18,6 +19,8 @@ Options:
     --conformance-caps GLOB    only fixtures whose file name matches (repeatable)
     --conformance-qemu PATH    QEMU binaries for live tests (repeatable)
     --conformance-output DIR   keep live artefacts and results.jsonl here (default: pytest's temp folder)
+    --conformance-machines newest|all|REGEX
+                               machine types each migration runs under (conformance/machines.py; default newest)
     --conformance-shard I/N    (or --shard) only shard I of N of the parametrised tests: the stable split of
                                conformance/shard.py over (case, kind, build, peer) read from each id
 
@@ -40,8 +43,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # imported lazily at run time: loading the plugin stays cheap
+    from conformance.caps.model import Capabilities
     from conformance.cases import Catalogue
     from conformance.live.boot import BootRun, Target
+    from conformance.plan import WorkItem
     from conformance.results.records import StageResult
     from conformance.static import StaticOutcome, StaticRunner
 
@@ -71,6 +76,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU binaries for live tests (repeatable; default: the host's)")
     group.addoption("--conformance-output", metavar="DIR", type=_path_option,
                     help="folder for live artefacts and results.jsonl (default: pytest's temp folder)")
+    group.addoption("--conformance-machines", metavar="newest|all|REGEX", default="newest", type=_machines_option,
+                    help="machine types each migration runs under: newest (default), all (every versioned type of "
+                         "the case's family both builds have, one test each) or a regular expression among those")
     group.addoption("--conformance-shard", "--shard", dest="conformance_shard", metavar="I/N", type=_shard_option,
                     help="run only shard I of N of the parametrised conformance tests (CI matrices)")
 
@@ -82,16 +90,32 @@ def _shard_option(value: str) -> str:
     return str(shard_arg(value))
 
 
-def _in_shard(config: pytest.Config, kind: str, test_id: str) -> bool:
-    """Whether the test ``CASE[BUILD]`` / ``CASE[SOURCE->DESTINATION]`` of ``kind`` belongs to the chosen shard."""
+def _machines_option(value: str) -> str:
+    """``type=`` of --conformance-machines: checked here, kept as a str (xdist sends options to its workers)."""
+    from conformance.machines import machine_arg
+
+    return machine_arg(value).spec
+
+
+def item_of(kind: str, test_id: str) -> WorkItem:
+    """The work item a parametrised test id names: ``CASE[BUILD]``, ``CASE[SOURCE->DESTINATION]`` or
+    ``CASE[SOURCE->DESTINATION@MACHINE]`` of ``kind``."""
     from conformance.plan import WorkItem
+
+    case, _, inside = test_id.partition("[")
+    on, _, machine = inside.removesuffix("]").partition("@")
+    build, _, peer = on.partition("->")
+    return WorkItem(case, kind, build, peer, machine)
+
+
+def _in_shard(config: pytest.Config, kind: str, test_id: str) -> bool:
+    """Whether the test ``CASE[BUILD]`` / ``CASE[SOURCE->DESTINATION(@MACHINE)]`` of ``kind`` belongs to the
+    chosen shard."""
     from conformance.shard import Shard
 
     if not config.option.conformance_shard:
         return True
-    case, _, inside = test_id.partition("[")
-    build, _, peer = inside.rstrip("]").partition("->")
-    return Shard.parse(config.option.conformance_shard).owns(WorkItem(case, kind, build, peer))
+    return Shard.parse(config.option.conformance_shard).owns(item_of(kind, test_id))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -193,13 +217,14 @@ class MigrateCombo:
     case_name: str
     source: Path
     destination: Path
+    machine: str = ""  # --conformance-machines all/REGEX: the machine type both sides run under
 
     def run(self, output: Path) -> StageResult:
         from conformance.live.migrate import run_migrate
         from conformance.results.records import ResultWriter
 
         result = run_migrate(_catalogue().get(self.case_name), _live_target(self.source),
-                             _live_target(self.destination), _catalogue(), output)
+                             _live_target(self.destination), _catalogue(), output, machine=self.machine)
         ResultWriter(output).write(result)
         return result
 
@@ -255,15 +280,29 @@ def boot_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
             for p in plan(cases, binaries, _stages_of("live_combo"), _binary_names)]
 
 
-def migrate_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
+def migrate_params(binaries: list[Path], case_globs: list[str], machines: str = "newest") -> list[Any]:
     """The planned migrate items, every same-arch (source, destination) pair, the same binary included:
-    ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``."""
+    ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``; under ``machines`` all or a REGEX one per
+    machine type both binaries have (their capabilities, probed once and cached on disk):
+    ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]``."""
+    from conformance.machines import MachineChoice, planner_machines
     from conformance.plan import plan
 
     cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
-    return [pytest.param(MigrateCombo(p.case.name, p.build, p.peer), id=f"{p.case.name}[{p.item.build}->{p.item.peer}]",
+    chosen = planner_machines(MachineChoice.parse(machines), _binary_caps)
+    return [pytest.param(MigrateCombo(p.case.name, p.build, p.peer, p.item.machine),
+                         id=f"{p.case.name}[{p.item.build}->{p.item.peer}"
+                            f"{'@' + p.item.machine if p.item.machine else ''}]",
                          marks=pytest.mark.live)
-            for p in plan(cases, binaries, _stages_of("migrate_combo"), _binary_names) if p.peer is not None]
+            for p in plan(cases, binaries, _stages_of("migrate_combo"), _binary_names, machines=chosen)
+            if p.peer is not None]
+
+
+def _binary_caps(binary: Path) -> Capabilities:
+    """A binary's capabilities for planning machine types: probed once, cached on disk (by path, size, mtime)."""
+    from conformance.avocado.work import cached_caps
+
+    return cached_caps(binary)
 
 
 @functools.cache
@@ -288,7 +327,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                             if _in_shard(metafunc.config, "boot", p.id)])
     if "migrate_combo" in metafunc.fixturenames:
         metafunc.parametrize("migrate_combo", [p for p in migrate_params(live_binaries(metafunc.config),
-                                                                         opts.conformance_cases)
+                                                                         opts.conformance_cases,
+                                                                         opts.conformance_machines)
                                                if _in_shard(metafunc.config, "migrate", p.id)])
 
 

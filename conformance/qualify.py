@@ -19,6 +19,8 @@ from conformance.caps.model import Capabilities
 from conformance.caps.probe import probe_binary
 from conformance.caps.store import fixture_files, load
 from conformance.errors import ConformanceError
+from conformance.machines import DEFAULT as MACHINES_DEFAULT
+from conformance.machines import MachineChoice
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures
 from conformance.shard import WHOLE, Shard
@@ -93,13 +95,15 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
 
 
 def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | None = None, *,
-            boot: bool = True, jobs: int | None = None, shard: Shard = WHOLE) -> int:
+            boot: bool = True, jobs: int | None = None, shard: Shard = WHOLE,
+            machines: MachineChoice = MACHINES_DEFAULT) -> int:
     """Run the qualification; exit status 0 when every build passed. ``shard``: only that shard's work items;
-    every shard probes and checks each build's capabilities (the same records, merged as one)."""
+    every shard probes and checks each build's capabilities (the same records, merged as one). ``machines``
+    (--machines): the machine types each migration runs under (default: the newest both builds have)."""
     from conformance.cases import load_catalogue
     from conformance.plan import plan
     from conformance.report.html import write_report
-    from conformance.runner import make_target, run_live, run_static, target_names
+    from conformance.runner import live_machines, make_target, run_live, run_static, say_plan, target_names
     from conformance.stages import CASE_STAGES, LIVE_STAGES, STATIC_STAGES
 
     say = say or (lambda text: print(text, flush=True))
@@ -128,7 +132,9 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         ok &= not failures(counts)
         say(f"  static ({', '.join(STATIC_STAGES)}): {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
         say(f"  live: accel {target.accel.accel} ({target.accel.reason})")
-    live = shard.mine(plan(cases, targets, [s for s in stages if s in LIVE_STAGES], target_names))
+    live = shard.mine(plan(cases, targets, [s for s in stages if s in LIVE_STAGES], target_names,
+                           machines=live_machines(machines)))
+    say_plan(live, machines, say)
     if live:
         say(f"live stages ({', '.join(LIVE_STAGES)}): every case that lists them; migrate each build with itself, "
             "and across builds of one arch both ways:")

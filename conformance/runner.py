@@ -26,6 +26,8 @@ from conformance import interrupt
 from conformance.cases import Case, Catalogue
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
+from conformance.machines import DEFAULT as MACHINES_DEFAULT
+from conformance.machines import FROM_GIVEN, MachineChoice, planner_machines
 from conformance.plan import Planned, plan
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
@@ -38,7 +40,9 @@ if TYPE_CHECKING:
     from conformance.live.guest import Guest
 
 Say = Callable[[str], None]
-LiveRun = Callable[[Case, "Target", "Target | None"], StageResult]  # a live stage: (case, build, peer) -> result
+#: a live stage: (case, build, peer, machine type) -> result; the machine type is the planned item's
+#: (--machines all/REGEX), '' for the stage's own choice
+LiveRun = Callable[[Case, "Target", "Target | None", str], StageResult]
 
 
 def make_target(binary: Path, say: Say, *, caps: Capabilities | None = None,
@@ -180,7 +184,8 @@ def _on(planned: Planned[Target]) -> str:
     """The build (or pair) an item runs on, for progress lines."""
     target, peer = planned.build, planned.peer
     if peer is not None:
-        return f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}"
+        machine = f" @{planned.item.machine}" if planned.item.machine else ""
+        return f"QEMU {target.caps.version} -> {peer.caps.version} {target.caps.arch}{machine}"
     return f"QEMU {target.caps.version} {target.caps.arch}"
 
 
@@ -188,7 +193,8 @@ def _error_result(planned: Planned[Target], verdict: str, reason: str) -> StageR
     target, peer = planned.build, planned.peer
     return StageResult(case=planned.case.name, stage=planned.stage.name, verdict=verdict, arch=target.caps.arch,
                        qemu=target.build, peer=peer.build if peer is not None else None, reason=reason,
-                       details={"machine": planned.item.machine} if planned.item.machine else {})
+                       details={"machine": planned.item.machine, "machine_from": FROM_GIVEN}
+                       if planned.item.machine else {})
 
 
 def _write_interrupted(planned: Planned[Target], writer: ResultWriter, what: str) -> str:
@@ -198,15 +204,16 @@ def _write_interrupted(planned: Planned[Target], writer: ResultWriter, what: str
 
 
 def live_stage_runner(name: str, catalogue: Catalogue, output: Path) -> LiveRun:
-    """The function that runs one item of a live stage: (case, build, peer) -> its result."""
+    """The function that runs one item of a live stage: (case, build, peer, machine type) -> its result."""
     if name == "boot":
         from conformance.live.boot import run_boot
 
-        return lambda case, target, _peer: run_boot(case, target, catalogue, output).result
+        return lambda case, target, _peer, _machine: run_boot(case, target, catalogue, output).result
     if name == "migrate":
         from conformance.live.migrate import run_migrate
 
-        return lambda case, source, destination: run_migrate(case, source, destination or source, catalogue, output)
+        return lambda case, source, destination, machine: run_migrate(case, source, destination or source, catalogue,
+                                                                       output, machine=machine)
     raise ConformanceError(f"no runner for the live stage {name!r}",
                            hint="give it one in conformance/runner.py: live_stage_runner")
 
@@ -225,7 +232,7 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
     done = 0
     with RunProgress(stage, len(work), say) as progress, \
             ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
-        futures = {pool.submit(run, p.case, p.build, p.peer): p for p in work}
+        futures = {pool.submit(run, p.case, p.build, p.peer, p.item.machine): p for p in work}
         for future in as_completed(futures):
             planned = futures[future]
             if interrupt.STOP.is_set():  # Ctrl-C/SIGTERM: nothing queued starts (the running ones end now)
@@ -255,11 +262,12 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
 
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
                jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None,
-               shard: Shard = WHOLE) -> int:
+               shard: Shard = WHOLE, machines: MachineChoice = MACHINES_DEFAULT) -> int:
     """`qemu-conformance run`: the planned items of ``stages`` (only those) on every binary, 0 when nothing
     failed, 1 otherwise. ``fixtures`` (--caps) run the static stages on stored capabilities, with no binary.
-    ``shard``: only the work items of that shard. Results go to a fresh OUTPUT/results.jsonl (a re-run into
-    the same folder replaces the earlier run's files: see ``fresh_output``)."""
+    ``shard``: only the work items of that shard; ``machines`` (--machines): the machine types each migration
+    runs under (conformance/machines.py). Results go to a fresh OUTPUT/results.jsonl (a re-run into the same
+    folder replaces the earlier run's files: see ``fresh_output``)."""
     from conformance.cases import load_catalogue
 
     catalogue = catalogue or load_catalogue()
@@ -289,13 +297,32 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
             counts = run_static(cases, target, writer, catalogue, say, shard, stages)
             bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
-    live = shard.mine(plan(cases, targets, [s for s in stages if stage(s).live], target_names))
+    live = shard.mine(plan(cases, targets, [s for s in stages if stage(s).live], target_names,
+                           machines=live_machines(machines)))
+    say_plan(live, machines, say)
     bad += failures(run_live(live, writer, catalogue, output, say, jobs))
     from conformance.report.html import write_report
 
     say(f"results: {writer.path}")
     say(f"report: {write_report([writer.path], output, title='QEMU conformance run')} (and junit.xml)")
     return 1 if bad else 0
+
+
+def live_machines(choice: MachineChoice) -> Callable[[Case, Target, Target], Sequence[str]] | None:
+    """The planner's ``machines`` for targets (their probed capabilities): None for ``newest``."""
+    return planner_machines(choice, lambda target: target.caps)
+
+
+def say_plan(items: Sequence[Planned[Any]], choice: MachineChoice, say: Say) -> None:
+    """One line: the live items planned per stage, and under --machines all/REGEX how many machine types."""
+    if not items:
+        return
+    per_stage = Counter(p.stage.name for p in items)
+    line = ", ".join(f"{name} {per_stage[name]}" for name in in_order(per_stage))
+    if not choice.newest:
+        types = {p.item.machine for p in items if p.item.machine}
+        line += f" (--machines {choice.spec}: {len(types)} machine types)"
+    say(f"live plan: {line}")
 
 
 # --- the output folder -------------------------------------------------------------------

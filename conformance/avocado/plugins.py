@@ -6,8 +6,11 @@ Settings, in avocado's configuration (``avocado --config FILE run ...`` or ~/.co
     [qemu_conformance]
     qemu = ["/usr/bin/qemu-system-x86_64", "/root/.cache/qemu-conformance/builds/qemu-10.0/bin/qemu-system-x86_64"]
     stages = ["parse", "argv", "boot"]
+    machines = all
 
-Defaults: the host's qemu-system-x86_64 and -aarch64, every stage a case can list (conformance/stages.py).
+Defaults: the host's qemu-system-x86_64 and -aarch64, every stage a case can list (conformance/stages.py),
+machines ``newest`` (one migration per pair; ``all`` or a regular expression: one per shared machine type,
+conformance/machines.py).
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ SECTION = "qemu_conformance"
 
 class ConformanceInit(Init):
     name = "qemu-conformance"
-    description = "qemu-conformance settings ([qemu_conformance] qemu, stages)"
+    description = "qemu-conformance settings ([qemu_conformance] qemu, stages, machines)"
 
     def initialize(self) -> None:
         settings.register_option(section=SECTION, key="qemu", key_type=list, default=[],
                                  help_msg="QEMU binaries to run the cases on (default: the host's)")
         settings.register_option(section=SECTION, key="stages", key_type=list, default=list(CASE_STAGES),
                                  help_msg=f"stages to run: {', '.join(CASE_STAGES)}")
+        settings.register_option(section=SECTION, key="machines", key_type=str, default="newest",
+                                 help_msg="machine types each migration runs under: newest, all, or a regular "
+                                          "expression among the versioned types both builds have")
 
 
 class ConformanceResolver(Resolver):
@@ -69,7 +75,7 @@ class ConformanceResolver(Resolver):
                 raise ConformanceError("no QEMU binary", hint=f"install qemu-system-x86 or set [{SECTION}] qemu")
             catalogue = load_catalogue()
             cases = [c for c in catalogue.cases.values() if any(fnmatch.fnmatchcase(c.name, g) for g in globs)]
-            planned = plan_items(cases, binaries, stages)
+            planned = plan_items(cases, binaries, stages, str(self.config.get(f"{SECTION}.machines") or "newest"))
         except ConformanceError as exc:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(exc))
         if not planned:
@@ -80,6 +86,8 @@ class ConformanceResolver(Resolver):
             kwargs: dict[str, Any] = {"case": item.case, "stage": item.stage, "qemu": binary}
             if peer:
                 kwargs["peer"] = peer
+            if item.machine:
+                kwargs["machine"] = item.machine
             runnables.append(Runnable(KIND, avocado_id(item), config={}, **kwargs))
         return ReferenceResolution(reference, ReferenceResolutionResult.SUCCESS, runnables)
 

@@ -1,7 +1,8 @@
 """The nrunner runner of kind ``qemu-conformance``: one work item, reported to avocado.
 
 Runnable: ``uri`` is the item's id (``teaming-q35.boot[7.2.22-x86_64]``), kwargs ``case``,
-``stage``, ``qemu`` (binary) and, for a migration, ``peer`` (destination binary).
+``stage``, ``qemu`` (binary) and, for a migration, ``peer`` (destination binary) and, planned under
+``machines`` all or a REGEX, ``machine`` (the machine type both sides run under).
 
 The stage runs in a private scratch folder; its result record and every artefact it
 names travel back to the job as avocado file messages, into the test's folder under
@@ -95,9 +96,10 @@ def _run(kwargs: dict[str, Any], variant: dict[str, Any] | None, scratch: Path, 
     log += [f"setting {k}={v} (from the variant)" for k, v in sorted(settings.items())]
     log += [f"parameter {k} ignored: the suite reads QEMU_CONFORMANCE_* settings" for k in ignored]
     try:
+        machine = {"machine": str(kwargs["machine"])} if kwargs.get("machine") else {}  # --machines all/REGEX
         box["result"] = run_item(kwargs["case"], kwargs["stage"], Path(kwargs["qemu"]),
                                  Path(kwargs["peer"]) if kwargs.get("peer") else None, scratch,
-                                 say=log.append)
+                                 say=log.append, **machine)
     except Exception as exc:  # every failure is the test's result, never a hung runner
         box["error"] = f"suite error: {type(exc).__name__}: {exc}"
 

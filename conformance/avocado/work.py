@@ -1,4 +1,4 @@
-"""One work item (case, stage, build, peer) through the suite's own stage functions.
+"""One work item (case, stage, build, peer, machine type) through the suite's own stage functions.
 
 What avocado runs per test; nothing here imports avocado. The resolver plans the items with
 conformance.plan, and each runs through the runner's own functions (run_static_items for the static
@@ -46,11 +46,21 @@ def host_binaries() -> list[str]:
     return [w for w in map(shutil.which, ("qemu-system-x86_64", "qemu-system-aarch64")) if w]
 
 
-def plan_items(cases: list[Case], binaries: list[str], stages: list[str]) -> list[tuple[WorkItem, str, str]]:
-    """(item, binary, peer binary) for every work item of ``cases`` on ``binaries``: conformance.plan's plan."""
+def plan_items(cases: list[Case], binaries: list[str], stages: list[str], machines: str = "newest"
+               ) -> list[tuple[WorkItem, str, str]]:
+    """(item, binary, peer binary) for every work item of ``cases`` on ``binaries``: conformance.plan's plan;
+    ``machines`` (newest, all or a REGEX: conformance/machines.py) the machine types each migration runs under,
+    read from the binaries' (cached) capabilities."""
+    from conformance.machines import MachineChoice, planner_machines
     from conformance.plan import plan
 
-    return [(p.item, p.build, p.peer or "") for p in plan(cases, binaries, stages, describe_binary)]
+    try:
+        choice = MachineChoice.parse(machines)
+    except ValueError as exc:
+        raise ConformanceError(str(exc), hint="[qemu_conformance] machines: newest, all or a regular expression") \
+            from None
+    chosen = planner_machines(choice, lambda binary: cached_caps(Path(binary)))
+    return [(p.item, p.build, p.peer or "") for p in plan(cases, binaries, stages, describe_binary, machines=chosen)]
 
 
 def _cache_dir() -> Path:
@@ -83,8 +93,9 @@ def cached_caps(binary: Path) -> Capabilities:
 
 
 def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: Path,
-             say: Callable[[str], None] = lambda _text: None) -> StageResult:
-    """Run one work item; the result's artefacts are files under ``output`` (paths relative to it)."""
+             say: Callable[[str], None] = lambda _text: None, machine: str = "") -> StageResult:
+    """Run one work item (``machine``: the machine type a migration was planned under, '' for the stage's own
+    choice); the result's artefacts are files under ``output`` (paths relative to it)."""
     from conformance.runner import live_stage_runner, make_target, run_static_items
 
     if stage not in STAGES:
@@ -106,6 +117,6 @@ def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: 
     destination = None
     if stage_row(stage).scope == "pair":
         destination = target if peer is None or peer == qemu else make_target(peer, say, caps=cached_caps(peer))
-    result = live_stage_runner(stage, catalogue, output)(case, target, destination)
+    result = live_stage_runner(stage, catalogue, output)(case, target, destination, machine)
     ResultWriter(output).write(result)
     return result

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -68,6 +67,7 @@ from conformance.live.boot import (
 from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
 from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
+from conformance.machines import FROM_CASE, FROM_GIVEN, FROM_NEWEST, deprecated_in, direction, pinned_machine
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 from conformance.results.records import StageResult
 
@@ -105,34 +105,6 @@ def pair_label(source: Target, destination: Target) -> str:
 
 # --- plan ---------------------------------------------------------------------------------------
 
-_VERSIONED = re.compile(r"^(?P<family>.+?)-(?P<major>\d+)\.(?P<minor>\d+)$")
-
-
-def pinned_machine(machine: str, a: Capabilities, b: Capabilities) -> tuple[str | None, str]:
-    """The newest versioned machine type of ``machine``'s family that both builds have: (name, '') or
-    (None, why not). ``q35`` on 5.2 and 7.2 -> ``pc-q35-5.2``; ``virt`` on 7.2 and 10.0 -> ``virt-7.2``."""
-    mine = a.machine(machine)
-    if mine is None:
-        return None, f"QEMU {a.version} has no machine type {machine}"
-    match = _VERSIONED.match(mine.name)
-    family = match["family"] if match else mine.name
-
-    def versioned(caps: Capabilities) -> dict[str, tuple[int, int]]:
-        found = {}
-        for m in caps.machines:
-            for name in (m.name, m.alias):
-                hit = _VERSIONED.match(name or "")
-                if hit and hit["family"] == family:
-                    found[name] = (int(hit["major"]), int(hit["minor"]))
-        return found
-
-    va, vb = versioned(a), versioned(b)
-    common = set(va) & set(vb)
-    if not common:
-        return None, f"no versioned {family} machine type is known to both QEMU {a.version} and {b.version}"
-    return max(common, key=lambda n: va[n]), ""
-
-
 #: CPU models whose features follow the QEMU build (and accelerator) they run on: a migration between
 #: versions loads one version's CPU state into another's (measured: 7.2 -> 5.2 with -cpu max panics the guest).
 VERSION_BOUND_CPUS = frozenset({"max", "host"})
@@ -161,10 +133,13 @@ def migrate_skip(case: Case, source: Target, destination: Target) -> str | None:
     return None
 
 
-def pair_folders(output: Path, case: Case, source: Target, destination: Target) -> tuple[Path, Path]:
-    """(source, destination) folders of one migration, emptied: a re-run into the same output replaces them."""
+def pair_folders(output: Path, case: Case, source: Target, destination: Target, machine: str = ""
+                 ) -> tuple[Path, Path]:
+    """(source, destination) folders of one migration, emptied: a re-run into the same output replaces them.
+    A migration under a given machine type (--machines) has its own (``...-pc-q35-5.2``)."""
     tag = hashlib.sha1(f"{source.binary}->{destination.binary}".encode()).hexdigest()[:6]
-    pair = output / "live" / case.name / f"migrate-{pair_label(source, destination).replace('>', '')}-{tag}"
+    name = f"migrate-{pair_label(source, destination).replace('>', '')}-{tag}" + (f"-{machine}" if machine else "")
+    pair = output / "live" / case.name / name
     if pair.exists():
         shutil.rmtree(pair)
     (pair / "source").mkdir(parents=True)
@@ -551,12 +526,19 @@ def _cancelled(mig: Migration, problem: str, source: GuestVm, destination: Guest
 # --- the stage ----------------------------------------------------------------------------------
 
 def run_migrate(case: Case, source: Target, destination: Target, catalogue: Catalogue, output: Path, *,
-                timeouts: MigrationTimeouts | None = None) -> StageResult:
-    """Migrate one case from ``source`` to ``destination`` (one build or two); always a result."""
+                timeouts: MigrationTimeouts | None = None, machine: str = "") -> StageResult:
+    """Migrate one case from ``source`` to ``destination`` (one build or two); always a result.
+
+    ``machine``: the machine type to run both sides under (--machines all/REGEX); by default one build runs
+    the case's own machine alias and two builds the newest versioned type both have (conformance/machines.py).
+    Every result records the machine type (``details.machine``), how it was chosen (``machine_from``), the
+    direction (``same``, ``forward``, ``backward``) and the builds that deprecate it (``machine_deprecated``:
+    QEMU warns on stderr, which fails nothing)."""
     timeouts = timeouts or MigrationTimeouts.from_env()
     started = time.monotonic()
     caps = source.caps
-    details: dict[str, Any] = {"pair": pair_label(source, destination)}
+    details: dict[str, Any] = {"pair": pair_label(source, destination),
+                               "direction": direction(source.caps, destination.caps)}
     artifacts: dict[str, str] = {}
 
     def result(verdict: str, reason: str) -> StageResult:
@@ -564,23 +546,25 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
                            qemu=source.build, peer=destination.build, accel=source.accel.accel,
                            duration_s=time.monotonic() - started, artifacts=artifacts, details=details)
 
-    skip = migrate_skip(case, source, destination)
+    cross = source.binary != destination.binary
+    pinned, why = _migration_machine(case, source.caps, destination.caps, machine, cross)
+    details.update(machine=pinned or machine or case.machine_for(caps.arch) or "",
+                   machine_from=FROM_GIVEN if machine else FROM_NEWEST if cross else FROM_CASE)
+    if pinned is not None:
+        deprecated = deprecated_in(pinned, [source.caps, destination.caps])
+        if deprecated:
+            details["machine_deprecated"] = deprecated
+    skip = migrate_skip(case, source, destination) or why
     if skip:
         return result("skip", skip)
-    machine = None
-    cross = source.binary != destination.binary
-    if cross:
-        base = case.machine_for(caps.arch) or ""
-        machine, why = pinned_machine(base, source.caps, destination.caps)
-        if machine is None:
-            return result("skip", why)
-        details["machine"] = machine
-    src_dir, dst_dir = pair_folders(output, case, source, destination)
+    src_dir, dst_dir = pair_folders(output, case, source, destination, machine)
+    argv_machine = None if details["machine_from"] == FROM_CASE else pinned  # one build: the case's alias
     vms: list[GuestVm] = []
     try:
         try:
-            src_prep = prepare_vm(case, source, catalogue, output, src_dir, machine=machine)
-            dst_prep = prepare_vm(case, destination, catalogue, output, dst_dir, machine=machine, image_dir=src_dir)
+            src_prep = prepare_vm(case, source, catalogue, output, src_dir, machine=argv_machine)
+            dst_prep = prepare_vm(case, destination, catalogue, output, dst_dir, machine=argv_machine,
+                                  image_dir=src_dir)
         except NeedsHardware as exc:
             return result("skip", exc.message)
         except ConformanceError as exc:
@@ -604,6 +588,10 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             details.setdefault("exits", {})[side] = vm.stop().describe()
             artifacts.update({f"{side}-{k}": v for k, v in vm_artifacts(vm, output).items()})
+            if details.get("machine_deprecated"):  # QEMU's warning, as evidence that it only warned
+                said = [line for line in vm.process.stderr_tail(50).splitlines() if "deprecated" in line.lower()]
+                if said:
+                    details.setdefault("machine_deprecated_warnings", {})[side] = said[0].strip()
     if verdict == "fail":
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             details[f"{side}_console_tail"] = vm.console_tail(15)
@@ -611,6 +599,23 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
     verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details,
                                    accel=source.accel.accel, argvs=(src_prep.live.argv, dst_prep.live.argv))
     return result(verdict, reason)
+
+
+def _migration_machine(case: Case, source: Capabilities, destination: Capabilities, given: str, cross: bool
+                       ) -> tuple[str | None, str]:
+    """The machine type a migration runs under, by its name (an alias resolved: ``q35`` -> ``pc-q35-7.2``),
+    and '' ; or (None, why it cannot run). ``given`` must be known to both builds."""
+    base = case.machine_for(source.arch) or ""
+    if given:
+        sides = (source,) if destination is source else (source, destination)
+        missing = [str(c.version) for c in sides if c.machine(given) is None]
+        if missing:
+            return None, f"machine type {given} unknown to QEMU {' and '.join(missing)}"
+        return given, ""
+    if cross:
+        return pinned_machine(base, source, destination)
+    own = source.machine(base)
+    return (own.name if own is not None else None), ""
 
 
 class PairNotReady(LiveError):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from conformance.machines import swept_machine
 from conformance.results.records import QemuBuild, StageResult, read_results
 from conformance.results.verdicts import BY_NAME, FAILURES, TABLE, VERDICTS, worst
 from conformance.stages import BUILD_STAGES, MATRIX_STAGES, STAGES, order
@@ -149,13 +150,15 @@ def _label_builds(builds: list[Build]) -> None:
 
 
 def merge(result_files: list[Path]) -> tuple[list[StageResult], dict[int, Path]]:
-    """All records, deduplicated by (case, build, peer build, stage, fixture); remembers which file each
-    came from. A migration keys on its pair, so cross-build results never collapse into one."""
-    latest: dict[tuple[str, str, str, str, str], tuple[StageResult, Path]] = {}
+    """All records, deduplicated by (case, build, peer build, stage, fixture, machine type); remembers which
+    file each came from. A migration keys on its pair, so cross-build results never collapse into one, and
+    on the machine type --machines gave it (one result per machine type)."""
+    latest: dict[tuple[str, str, str, str, str, str], tuple[StageResult, Path]] = {}
     for path in result_files:
         for r in read_results(path):
             peer = build_key(r.peer, r.arch) if r.peer else ""
-            latest[(r.case, build_key(r.qemu, r.arch), peer, r.stage, str(r.details.get("fixture", "")))] = (r, path)
+            latest[(r.case, build_key(r.qemu, r.arch), peer, r.stage, str(r.details.get("fixture", "")),
+                    swept_machine(r.details))] = (r, path)
     records = [r for r, _ in latest.values()]
     origin = {id(r): p for r, p in latest.values()}
     return records, origin
@@ -312,7 +315,11 @@ def _facts(r: StageResult, notable: bool) -> list[str]:
     if r.duration_s:
         how.append(f"took {r.duration_s:.1f} s")
     if d.get("machine"):
-        how.append(f"machine type {d['machine']}")
+        how.append(f"machine type {d['machine']}" + (f" ({d['machine_from']})" if d.get("machine_from") else ""))
+    if d.get("direction"):
+        how.append(f"direction {d['direction']}")
+    if d.get("machine_deprecated"):
+        how.append(f"machine type deprecated in {', '.join(map(str, d['machine_deprecated']))} (a warning)")
     if notable:
         how += [f"{key} {d[key]}" for key in ("exit", "signal") if d.get(key)]
         how += [f"{side} {what}" for side, what in (d.get("exits") or {}).items()]
@@ -365,7 +372,10 @@ class Viewer:
 
     def where(self, r: StageResult) -> str:
         label = self.labels.get(build_key(r.qemu, r.arch), "?")
-        return f"{label} -> {self.labels.get(build_key(r.peer, r.arch), '?')}" if r.peer else label
+        if not r.peer:
+            return label
+        machine = swept_machine(r.details)
+        return f"{label} -> {self.labels.get(build_key(r.peer, r.arch), '?')}" + (f" @ {machine}" if machine else "")
 
     def view(self, r: StageResult) -> View:
         found = self._views.get(id(r))
@@ -441,6 +451,24 @@ class Pair:
     source: Build
     destination: Build
     counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def direction(self) -> str:
+        """``same`` (one QEMU version), ``forward`` (older to newer: always promised) or ``backward`` (newer to
+        older: promised for the machine types both have), as conformance/machines.py says."""
+        src, dst = _version_key(self.source.version), _version_key(self.destination.version)
+        return "same" if src == dst else "forward" if src < dst else "backward"
+
+    @property
+    def direction_title(self) -> str:
+        return DIRECTION_TITLES[self.direction]
+
+
+DIRECTION_TITLES = {
+    "same": "same QEMU version on both sides",
+    "forward": "forward: older QEMU to newer, promised by every QEMU",
+    "backward": "backward: newer QEMU to older, promised for the newer build's versioned machine types the older has",
+}
 
 
 def _bug_chips(views: Iterable[View]) -> list[Chip]:
@@ -541,7 +569,8 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
     # the matrices: case -> build -> stage -> results; case -> (source, destination) -> result
     grid: dict[str, dict[str, dict[str, list[StageResult]]]] = \
         defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    migrations: dict[str, dict[tuple[str, str], StageResult]] = defaultdict(dict)
+    # a migration row: the case, and the machine type --machines gave it ('' for the default choice)
+    migrations: dict[tuple[str, str], dict[tuple[str, str], StageResult]] = defaultdict(dict)
     for r in records:
         if r.stage in QUALIFY_STAGES:
             continue
@@ -549,7 +578,7 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
         grid[r.case][src][r.stage].append(r)
         if r.stage == "migrate":
             dst = peers.get(id(r), src)
-            migrations[r.case][(src, dst)] = r
+            migrations[(r.case, swept_machine(r.details))][(src, dst)] = r
             if dst != src:
                 grid[r.case][dst][r.stage].append(r)
     in_grid = {key for row in grid.values() for key in row}
@@ -566,8 +595,8 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
     anchors: dict[int, str] = {}
     n = 0
     for g in pair_groups:
-        for case in sorted(migrations):
-            found = migrations[case]
+        for case, machine in sorted(migrations, key=lambda cm: (cm[0], _machine_key(cm[1]))):
+            found = migrations[(case, machine)]
             if found.keys().isdisjoint(g["pairs"]):
                 continue
             cells: list[Cell | None] = []
@@ -588,7 +617,8 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
                     text = f"{total / 1000:.1f} s" if isinstance(total, int | float) else v.label
                     chips.insert(0, Chip(text, r.verdict, v.label + (f" - {r.reason}" if r.reason else "")))
                 cells.append(Cell(v.anchor, f"{case}: {v.where}", chips, [v], _is_problem([v]), full=True))
-            g["rows"].append(Row(case, cells))
+            g["rows"].append(Row(f"{case} @ {machine}" if machine else case, cells))
+            g["machines"] |= {machine} - {""}
 
     rows = []
     n = 0
@@ -640,12 +670,18 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
         totals=[(v.name, verdicts[v.name]) for v in TABLE if verdicts[v.name]], count=len(records))
 
 
+def _machine_key(machine: str) -> tuple[str, tuple[int, ...]]:
+    """Machine types in family, then version order (pc-q35-2.4 before pc-q35-10.0)."""
+    family, _, version = machine.rpartition("-")
+    return (family, _version_key(version)) if family else (machine, ())
+
+
 def _pair_groups(pair_order: list[tuple[str, str]], builds: dict[str, Build]) -> list[dict[str, Any]]:
     """Per arch: its sources (rows of the pair summary), destinations (columns) and pairs (per-case columns)."""
     groups: dict[str, dict[str, Any]] = {}
     for src, dst in pair_order:
         g = groups.setdefault(builds[src].arch, {"arch": builds[src].arch, "sources": [], "destinations": [],
-                                                 "pairs": [], "rows": []})
+                                                 "pairs": [], "rows": [], "machines": set()})
         for key, where in ((src, "sources"), (dst, "destinations")):
             if builds[key] not in g[where]:
                 g[where].append(builds[key])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from conformance.machines import swept_machine
 from conformance.results.records import QemuBuild, StageResult
 from conformance.results.verdicts import verdict
 from conformance.stages import BY_NAME, in_order
@@ -35,12 +36,15 @@ def _build(q: QemuBuild | None, arch: str) -> str:
 
 def testcase_name(r: StageResult) -> str:
     """By the stage table's pattern: ``teaming-q35[7.2.22-x86_64]``, or
-    ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]`` for a pair stage (a migration); a static result on a
+    ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]`` for a pair stage (a migration), with ``@pc-q35-7.2`` when
+    it ran under a machine type --machines gave; a static result on a
     stored fixture names the fixture's version. A stage the table does not know (an older run's) shows its
     peer when it has one."""
     row = BY_NAME.get(r.stage)
     pattern = row.junit_name if row else "{case}[{build}->{peer}]" if r.peer is not None else "{case}[{build}]"
-    return pattern.format(case=r.case, build=_build(r.qemu, r.arch), peer=_build(r.peer, r.arch))
+    name = pattern.format(case=r.case, build=_build(r.qemu, r.arch), peer=_build(r.peer, r.arch))
+    machine = swept_machine(r.details)  # planned per machine type (--machines all/REGEX): as the work item's id
+    return f"{name.removesuffix(']')}@{machine}]" if machine else name
 
 
 def to_junit(records: list[StageResult], *, hostname: str | None = None, when: datetime | None = None) -> bytes:
