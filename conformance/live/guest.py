@@ -24,47 +24,8 @@ The initramfs (cpio newc written here) holds busybox, the modules (the closure o
 conformance/live/guest_report.py). Roots the kernel has built in or lacks are recorded in
 ``Guest.builtin`` / ``Guest.missing`` (Debian's cloud kernel has no ahci, e1000, e1000e).
 
-Speed, measured on the 2-core Debian 12 lab host: QEMU 7.2, ``-accel tcg``, 1 vCPU, 256 MiB,
-kernel 6.1.0-56-cloud, ``-nodefaults -no-user-config -display none``, 2 virtio-net NICs and a
-virtio-blk disk (aarch64: 1 NIC behind a pcie-root-port + the disk). Time from spawning QEMU to
-BOOT-OK in the ``-serial file:`` log, polled every 10 ms; medians of 9-15 boots, the variants
-interleaved; END-OF-BOOT-REPORT follows BOOT-OK by 0.02-0.03 s. Boot-to-boot noise is +-0.2 s.
-
-===================================================  ===============  =====================
-kernel command line / initramfs                      x86_64 q35       aarch64 virt, a57
-===================================================  ===============  =====================
-A ``console=X``, signed modules (starting point)     2.13 s           1.25 s
-B + ``quiet``                                        1.92 s           1.24 s
-C + ``cryptomgr.notests``                            1.69-1.79 s      1.03 s
-D + module signatures stripped                       1.69-1.74 s      0.93 s
-E final: ``console=X`` + ``_APPEND_COMMON``          1.64-1.66 s      0.93 s
-===================================================  ===============  =====================
-
-* ``quiet`` (-0.2 to -0.35 s on x86_64, nothing on aarch64): every kernel line crosses an
-  emulated 16550 UART. Panics (KERN_EMERG) and oopses (KERN_ALERT) are still printed.
-* ``cryptomgr.notests`` (-0.2 s): Debian's kernels run the crypto self-tests at boot
-  (initcall_debug: crypto_algapi_init 166 ms, crypto_kdf108_init 38 ms).
-* Stripped module signatures (-0.1 s): the kernel checks each module's signature, ~5 ms a
-  module under TCG. Unsigned modules only taint the kernel ("E") unless it enforces
-  signatures (CONFIG_MODULE_SIG_FORCE, read from the kernel's config; kept signed when unknown).
-* ``panic=-1`` (with QEMU's ``-no-reboot``: a panic ends QEMU at once instead of hanging) and
-  ``scsi_mod.scan=sync`` (SCSI disks are in the boot report) cost nothing measurable.
-* Fewer modules: only the 9 virtio-net/blk ones instead of these 22 saves ~0.08 s more; not
-  taken (scsi, console, rng, balloon and vmxnet3 must be loaded before a hotplug).
-* No measurable effect (within noise): ``mitigations=off``, ``nokaslr``, ``tsc=reliable``,
-  ``i8042.noaux i8042.nomux i8042.nopnp``, ``-machine q35,i8042=off,smbus=off,sata=off,vmport=off``,
-  ``hpet=off``, initramfs uncompressed / gzip -1 / gzip -9 (4.6 / 1.9 / 1.7 MB),
-  ``-bios /usr/share/qemu/qboot.rom`` instead of SeaBIOS (1.71 s vs 1.61 s, 9 interleaved boots).
-* What is left on x86_64: ~0.45 s QEMU + SeaBIOS + kernel decompression before the kernel's
-  clock starts, ~1.0 s kernel init (ftrace/alternatives patching, ACPI 90 ms), ~0.25 s in /init
-  (22 insmods, most of it virtio device probing).
-* Failover (q35, virtio-net standby + vmxnet3 primary on root ports): FAILOVER_NEGOTIATED
-  1.3-1.6 s after spawn, the boot report at 1.5-1.8 s already shows master, standby and primary.
-* Recommended QEMU options: ``-no-reboot``, ``-nodefaults -no-user-config -display none``, the
-  console ``-serial`` first (it becomes ttyS0), ``romfile=`` on NICs to skip option ROMs.
-* First build: apt-get download 0.6 s (27 MB kernel + busybox) + 1.1 s unpack and initramfs on
-  x86_64 (2.4-2.8 s in all); aarch64 adds ~2 s for the private ``apt-get update`` (3.5-3.9 s).
-  A cached call takes ~0.2 ms.
+Boot time, option by option (why the kernel command line is ``console=X`` + ``_APPEND_COMMON``, why
+module signatures are stripped, what is left): docs/guest.md, measured 2026-11-26.
 """
 
 from __future__ import annotations
@@ -121,7 +82,7 @@ _ARCHES: dict[str, tuple[str, str]] = {
 }
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
-#: Kernel command line after console= (see the module docstring for what each option gains).
+#: Kernel command line after console= (docs/guest.md says what each option gains).
 _APPEND_COMMON = "panic=-1 quiet cryptomgr.notests scsi_mod.scan=sync"
 
 #: gzip level of the initramfs (no measurable boot difference between none, 1 and 9).
