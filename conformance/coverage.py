@@ -51,7 +51,7 @@ from conformance.qemu.qmp import QmpCommandFailed, QmpError, QmpMonitorGone, Qmp
 FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("virt",)}
 EXCLUSIONS = Path(__file__).resolve().parent / "coverage_exclusions.toml"
 EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)
 START_TIMEOUT = 10.0  # s for a paused QEMU's QMP greeting
 SKIP_CHILD_TYPES = ("memory-region",)  # QOM children not worth walking (hundreds, never devices)
@@ -72,6 +72,22 @@ def parse_device_help(text: str) -> dict[str, str | None]:
         match = re.match(r'name "([^"]+)"(?:, bus ([^,\s]+))?', line.strip())
         if match:
             found[match.group(1)] = match.group(2)
+    return found
+
+
+def parse_device_categories(text: str) -> dict[str, str]:
+    """``-device help`` -> {type: its category as QEMU groups them ("Network", "Storage", "USB", ...)}."""
+    found: dict[str, str] = {}
+    category = "Uncategorized"
+    for line in text.splitlines():
+        line = line.strip()
+        heading = re.match(r"(.+?) devices:$", line)
+        if heading:
+            category = heading.group(1)
+            continue
+        match = re.match(r'name "([^"]+)"', line)
+        if match:
+            found[match.group(1)] = category
     return found
 
 
@@ -205,6 +221,7 @@ class BuildFacts:
     version: str
     arch: str
     buses: dict[str, str | None]  # offered (user-creatable, not CPU) type -> bus type
+    categories: dict[str, str]  # offered type -> its -device help category
     stateful: list[str]  # every type with a non-empty state description (the dump)
     migratable: dict[str, str]
     unmigratable: dict[str, str]
@@ -240,6 +257,7 @@ def family_result(build: BuildFacts, family: str, exclusions: dict[str, Exclusio
             not_coverable[name] = f"{rule.kind}: {rule.reason}"
     return {"build": build.version, "arch": build.arch, "family": family, "binary": build.binary,
             "migratable": migratable, "covered": covered, "not_coverable": not_coverable,
+            "categories": {t: build.categories.get(t, "Uncategorized") for t in migratable},
             "not_on_family": off, "unmigratable": dict(sorted(build.unmigratable.items())),
             "broken": dict(sorted(build.broken.items())),
             "cases_skipped": dict(sorted(facts.cases_skipped.items()))}
@@ -274,7 +292,12 @@ def format_table(results: list[dict[str, Any]]) -> str:
         for row in rows:
             s = summary(row)
             if s["uncovered"]:
-                lines.append(f"  uncovered on {row['family']} ({len(s['uncovered'])}): {' '.join(s['uncovered'])}")
+                lines.append(f"  uncovered on {row['family']} ({len(s['uncovered'])}), by -device help's category:")
+                groups: dict[str, list[str]] = {}
+                for name in s["uncovered"]:
+                    groups.setdefault(row.get("categories", {}).get(name, "Uncategorized"), []).append(name)
+                for category, names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                    lines.append(f"    {category} ({len(names)}): {' '.join(names)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -513,7 +536,8 @@ def probe_family(binary: Path, family: str, folder: Path, migratable: list[str],
 def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
     """Everything the build says about its devices, per family (not the cases)."""
     started = time.monotonic()
-    buses = parse_device_help(_run_qemu(binary, ["-display", "none", "-device", "help"]))
+    help_text = _run_qemu(binary, ["-display", "none", "-device", "help"])
+    buses = parse_device_help(help_text)
     qemu = paused(binary, "none", folder / "none", name="coverage types")
     try:
         version = qemu.qmp.cmd("query-version")
@@ -528,6 +552,7 @@ def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
     subtypes = {b: {t["name"] for t in r} for b, r in zip(bus_names, replies, strict=True)
                 if not isinstance(r, QmpCommandFailed)}
     buses = {t: b for t, b in buses.items() if t not in cpus}
+    categories = {t: c for t, c in parse_device_categories(help_text).items() if t in buses}
     families = FAMILIES.get(arch)
     if not families:
         raise CoverageError(f"QEMU {version_text} is for {arch}: coverage knows the families of "
@@ -552,8 +577,8 @@ def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
     for family in families:
         fams[family] = probe_family(binary, family, folder / family, sorted(migratable), buses, subtypes)
         say(f"  {family}: buses {', '.join(fams[family].present_buses)} ({fams[family].seconds:.1f} s)")
-    return BuildFacts(str(binary), "", version_text, arch, buses, sorted(stateful), migratable, unmigratable,
-                      broken, carriers, {k: sorted(v) for k, v in subtypes.items()}, fams,
+    return BuildFacts(str(binary), "", version_text, arch, buses, categories, sorted(stateful), migratable,
+                      unmigratable, broken, carriers, {k: sorted(v) for k, v in subtypes.items()}, fams,
                       round(time.monotonic() - started, 2))
 
 
