@@ -31,6 +31,7 @@ re-run costs seconds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
@@ -600,9 +601,10 @@ def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases
     caps = probe_binary(binary)
     try:
         guest = build_guest(caps.arch, log=lambda m: None)
-    except ConformanceError as exc:
-        raise CoverageError(f"no test guest for {caps.arch}: {exc.message}", path=binary) from None
-    target = Target(binary, caps, AccelDecision("tcg", "coverage: the machine stays paused"), guest)
+        problem = ""
+    except ConformanceError as exc:  # the cases are then not walked, each saying why
+        guest, problem = None, exc.message
+    target = Target(binary, caps, AccelDecision("tcg", "coverage: the machine stays paused"), guest, problem)
     stateful = set(build.stateful) | set(build.migratable)
     selected = catalogue.select(cases) if cases else list(catalogue.cases.values())
     for family, facts in build.families.items():
@@ -649,33 +651,36 @@ def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases
 
 def coverage_for(binary: Path, say: Say = lambda _m: None, *, use_cache: bool = True,
                  cache_root: Path | None = None) -> BuildFacts:
-    """A binary's facts with its cases' coverage, from the cache when the binary and argvs are unchanged."""
+    """A binary's facts with its cases' coverage, from the cache when the binary and argvs are unchanged.
+    One process at a time per binary (a lock file beside the cache entry): runs on one machine (shards,
+    pytest workers) share the entry and the cases' folders."""
     root = (cache_root or cache_dir()) / "coverage"
+    root.mkdir(parents=True, exist_ok=True)
     key = binary_key(binary)
     path = root / f"{key}.json"
-    build: BuildFacts | None = None
-    case_cache: dict[str, Any] = {}
-    if use_cache and path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("format") == CACHE_FORMAT:
-                build = BuildFacts.from_json(data["build"])
-                case_cache = dict(data.get("cases", {}))
-        except (OSError, ValueError, TypeError, KeyError):
-            build = None
-    with tempfile.TemporaryDirectory(prefix="qemu-conformance-coverage-") as tmp:
-        folder = Path(tmp)
-        if build is None:
-            say(f"{binary}: asking the build (cached afterwards)")
-            build = probe_build(binary, folder, say)
-        build.binary, build.key = str(binary), key
-        case_folder = root / "vms" / key  # a stable folder: the argv (its paths) is the cache key
-        case_folder.mkdir(parents=True, exist_ok=True)
-        case_types(binary, build, case_folder, say, cache=case_cache)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    tmp_path.write_text(json.dumps({"format": CACHE_FORMAT, "build": build.to_json(), "cases": case_cache}))
-    tmp_path.replace(path)
+    with open(root / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build: BuildFacts | None = None
+        case_cache: dict[str, Any] = {}
+        if use_cache and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("format") == CACHE_FORMAT:
+                    build = BuildFacts.from_json(data["build"])
+                    case_cache = dict(data.get("cases", {}))
+            except (OSError, ValueError, TypeError, KeyError):
+                build = None
+        with tempfile.TemporaryDirectory(prefix="qemu-conformance-coverage-") as tmp:
+            if build is None:
+                say(f"{binary}: asking the build (cached afterwards)")
+                build = probe_build(binary, Path(tmp), say)
+            build.binary, build.key = str(binary), key
+            case_folder = root / "vms" / key  # a stable folder: the argv (its paths) is the cache key
+            case_folder.mkdir(parents=True, exist_ok=True)
+            case_types(binary, build, case_folder, say, cache=case_cache)
+        with tempfile.NamedTemporaryFile("w", dir=root, prefix=f"{key}.", suffix=".tmp", delete=False) as out:
+            json.dump({"format": CACHE_FORMAT, "build": build.to_json(), "cases": case_cache}, out)
+        Path(out.name).replace(path)
     return build
 
 
