@@ -227,6 +227,7 @@ def test_static_argv_escapes_domain_paths() -> None:
 
 # --- the commands, relative and absolute ------------------------------------------------------
 
+@pytest.mark.live
 def test_run_static_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path) -> None:
     rel, abs_ = _forms(tmp_path)
     common = ["run", "--stages", "parse,argv", "--qemu", "qemu-system-x86_64", "--cases", "disk-*",
@@ -236,6 +237,7 @@ def test_run_static_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path) -> 
     assert verdicts(rel / HOSTILE / "out" / "results.jsonl") == verdicts(abs_ / HOSTILE / "out" / "results.jsonl")
 
 
+@pytest.mark.live
 def test_qualify_no_boot_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path) -> None:
     rel, abs_ = _forms(tmp_path)
     out_rel = cli(rel, "qualify", "--no-boot", "--qemu", str(qemu_x86_64), "-o", "reports/host")
@@ -263,6 +265,7 @@ def test_report_relative_and_absolute(tmp_path: Path) -> None:
     assert html("rel") == html("abs")
 
 
+@pytest.mark.live
 def test_probe_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path) -> None:
     rel, abs_ = _forms(tmp_path)
     cli(rel, "probe", "qemu-system-x86_64", "-o", f"{HOSTILE}/caps.xml")

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conformance.cases import load_catalogue
 from conformance.cli import main
 from conformance.plan import work_items
 from conformance.results.records import read_results
+
+pytestmark = pytest.mark.live
 
 
 def test_run_stages_parse_records_parse_only(qemu_x86_64: Path, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ def key(r: StageResult) -> tuple[str, ...]:
     return (r.case, r.stage, f"{r.qemu.version}-{r.qemu.arch}" if r.qemu else "", peer, r.verdict, r.reason)
 
 
+@pytest.mark.live
 def test_shards_of_a_static_run_merge_into_the_unsharded_run(qemu_x86_64: Path, tmp_path: Path) -> None:
     common = ["run", "--stages", "parse,argv", "--qemu", str(qemu_x86_64), "--cases", "teaming*", "--cases",
               "*-minimal", "--cases", "net-*", "--cases", "disk-*"]
@@ -54,6 +55,7 @@ def test_shards_of_a_static_run_merge_into_the_unsharded_run(qemu_x86_64: Path, 
     assert "shard(s) 2/3, 3/3 not given" in partial.stderr
 
 
+@pytest.mark.live
 def test_report_refuses_shards_of_different_catalogues(qemu_x86_64: Path, tmp_path: Path) -> None:
     other = tmp_path / "data"
     (other / "templates").mkdir(parents=True)

@@ -23,6 +23,8 @@ import pytest
 from conformance import builds
 from conformance.builds import KNOWN_BUILDS
 
+pytestmark = pytest.mark.live
+
 HOST_MODULES = "/usr/lib/x86_64-linux-gnu/qemu"
 
 REAL = [(name, arch) for name, spec in KNOWN_BUILDS.items() for arch in spec.arches]

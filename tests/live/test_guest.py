@@ -440,6 +440,7 @@ def _disk(folder: Path, mib: int) -> Path:
     return path
 
 
+@pytest.mark.live
 def test_boot_x86_64_failover_disk_hotplug(tmp_path: Path, guest_x86_64: Guest) -> None:
     """q35: a plain virtio-net NIC, a failover pair (virtio standby + vmxnet3 primary, same MAC),
     a virtio-blk disk, a command shell on ttyS1, and a NIC hot-plugged after boot."""
@@ -526,6 +527,7 @@ def test_boot_x86_64_failover_disk_hotplug(tmp_path: Path, guest_x86_64: Guest) 
     assert proc.poll() is not None
 
 
+@pytest.mark.live
 def test_boot_aarch64_virt(tmp_path: Path, guest_aarch64: Guest) -> None:
     qemu = _qemu_binary("qemu-system-aarch64")
     log = tmp_path / "serial.log"

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conformance.caps.probe import probe_binary
+
+pytestmark = pytest.mark.live
 
 
 def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
@@ -53,3 +57,38 @@ def test_probe_cli_writes_fixture_and_is_quick(qemu_x86_64: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes().startswith(b"<?xml")
     assert "x86_64" in proc.stderr and "flags" in proc.stderr
+
+
+def test_probe_5_2_records_its_netdev_union() -> None:
+    """QEMU 5.2 (a build of the suite's, where present) lacks netdev members 10.0 has: the check names them."""
+    from conformance.argv.schema_check import property_problems
+    from conformance.caps.store import resolve
+    from conformance.paths import builds_dir
+
+    binary = builds_dir() / "qemu-5.2" / "bin" / "qemu-system-x86_64"
+    if not binary.exists():
+        pytest.skip(f"no QEMU 5.2 build at {binary} (qemu-conformance builds)")
+    caps = probe_binary(binary, accel="tcg")
+    assert caps.version.minor == 2 and caps.version.major == 5
+    vdpa = '{"type":"vhost-vdpa","id":"n0","vhostdev":"/dev/vhost-vdpa-0","vhostfd":"3"}'
+    argv = ["qemu", "-netdev", vdpa, "-netdev", '{"type":"dgram","id":"n1"}']
+    assert property_problems(argv, resolve("10.0.2:x86_64")) == []
+    assert property_problems(argv, caps) == [
+        f"-netdev vhost-vdpa: QEMU {caps.version} has no property 'vhostfd'",
+        f"-netdev dgram: QEMU {caps.version} has no netdev type 'dgram'",
+    ]
+
+
+def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
+    caps = probe_binary(qemu_x86_64)
+    accel = caps.provenance.accel
+    assert accel in ("kvm", "tcg")
+    host = caps.host_cpu(accel)  # type: ignore[arg-type]
+    assert host is not None and host.model == "base" and host.migratability
+    names = {p.name for p in host.properties}
+    assert {"vendor", "family", "model", "stepping"} <= names
+    assert any(p.enabled for p in host.properties)
+    assert all(c.accel == accel for c in caps.cpu_models)
+    assert caps.has("cpu-unavailable-features")
+    # the CPU properties the flag rules name, not the hundreds of feature properties
+    assert caps.type_properties["max-x86_64-cpu"] == {"unavailable-features": "strList", "migratable": "bool"}

@@ -32,6 +32,8 @@ from tests.helpers.processes import (
     wait_for_qemu,
 )
 
+pytestmark = pytest.mark.live
+
 
 def _with_guest(target: Target, **changes: object) -> Target:
     assert target.guest is not None, target.guest_problem

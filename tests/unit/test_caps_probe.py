@@ -120,41 +120,6 @@ def test_option_members_from_the_schema() -> None:
     }  # no blockdev-add in this schema: nothing recorded for -blockdev
 
 
-def test_probe_5_2_records_its_netdev_union() -> None:
-    """QEMU 5.2 (a build of the suite's, where present) lacks netdev members 10.0 has: the check names them."""
-    from conformance.argv.schema_check import property_problems
-    from conformance.caps.store import resolve
-    from conformance.paths import builds_dir
-
-    binary = builds_dir() / "qemu-5.2" / "bin" / "qemu-system-x86_64"
-    if not binary.exists():
-        pytest.skip(f"no QEMU 5.2 build at {binary} (qemu-conformance builds)")
-    caps = probe_binary(binary, accel="tcg")
-    assert caps.version.minor == 2 and caps.version.major == 5
-    vdpa = '{"type":"vhost-vdpa","id":"n0","vhostdev":"/dev/vhost-vdpa-0","vhostfd":"3"}'
-    argv = ["qemu", "-netdev", vdpa, "-netdev", '{"type":"dgram","id":"n1"}']
-    assert property_problems(argv, resolve("10.0.2:x86_64")) == []
-    assert property_problems(argv, caps) == [
-        f"-netdev vhost-vdpa: QEMU {caps.version} has no property 'vhostfd'",
-        f"-netdev dgram: QEMU {caps.version} has no netdev type 'dgram'",
-    ]
-
-
-def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
-    caps = probe_binary(qemu_x86_64)
-    accel = caps.provenance.accel
-    assert accel in ("kvm", "tcg")
-    host = caps.host_cpu(accel)  # type: ignore[arg-type]
-    assert host is not None and host.model == "base" and host.migratability
-    names = {p.name for p in host.properties}
-    assert {"vendor", "family", "model", "stepping"} <= names
-    assert any(p.enabled for p in host.properties)
-    assert all(c.accel == accel for c in caps.cpu_models)
-    assert caps.has("cpu-unavailable-features")
-    # the CPU properties the flag rules name, not the hundreds of feature properties
-    assert caps.type_properties["max-x86_64-cpu"] == {"unavailable-features": "strList", "migratable": "bool"}
-
-
 def test_host_cpu_from_recorded_replies() -> None:
     from conformance.caps.probe import host_cpu_from_replies, host_cpu_queries
 

@@ -1,12 +1,16 @@
-"""One work item through the suite's stage functions, as the avocado runner calls it (no avocado needed)."""
+"""One work item through the suite's stage functions, as the avocado runner calls it (no avocado needed).
+Live: its argv stage needs the host QEMU's capabilities, probed on a cold cache."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conformance.avocado.work import describe_binary, run_item
 
 
+@pytest.mark.live
 def test_static_items_run_alone_and_keep_their_argv(qemu_x86_64: Path, tmp_path: Path) -> None:
     argv = run_item("teaming-q35", "argv", qemu_x86_64, None, tmp_path / "a")
     assert argv.stage == "argv" and argv.verdict == "pass", argv.reason
