@@ -1,0 +1,944 @@
+"""The static migration prediction (stage ``vmstate``): which of a case's devices cannot migrate from one
+build to another under one machine type, before any guest boots.
+
+Two sources of evidence, each asked of the builds themselves and compared between the source and the
+destination of an ordered pair:
+
+1. **Migration state descriptions** (``-dump-vmstate``). The dump is class-level: the ``q35`` and ``pc``
+   dumps of one build differ only in the machine's name (measured on 5.2.0, 7.2.22 and 10.0.2), so one
+   dump per build is kept (``build_dump``), cached by the binary's content. The rules (``compare_entry``)
+   follow QEMU's ``scripts/vmstate-static-checker.py``, written here from what it checks, and go further
+   where the wire format says more:
+
+   - V1 *section*: the destination must know the source's section (a device class with the same wire
+     name, ``Description.name``; a class renamed with its wire name kept is the same section).
+   - V2 *version*: a source ``version_id`` above the destination's is an error, as is one below the
+     destination's ``minimum_version_id``. Top-level sections and subsections put their version on the
+     wire; a nested struct's version is not sent: each side reads it with its own (so the source's
+     nested version is checked against the destination's range as the checker does, and the fields are
+     gated by each side's own version, V3).
+   - V3 *fields*: the fields each side puts on the wire at the version in use (a field with
+     ``version_id`` above it is not sent, nor read) must line up in order, with equal sizes. Structs are
+     descended into (their fields are what goes on the wire: moving fields into a struct, or renaming the
+     struct, changes nothing on the wire). ``unused`` padding on one side matches any fields of the same
+     total size on the other. The checker stops at the end of the source's fields; here a destination
+     that reads more fields than the source sends is also a break (it would read the next section's
+     bytes), unless those fields exist only when a run-time test holds (``field_exists``), which a
+     dump cannot decide.
+   - V4 *names*: a field renamed at the same place with the same size is a hazard (the wire is the same,
+     the meaning may not be) unless the rename is in ``FIELD_RENAMES``, each entry with its reason.
+   - V5 *subsections*: every subsection the source can send must exist in the destination (it is sent
+     when its ``needed()`` holds at run time: a static check cannot know, so this is a hazard, not a
+     certainty); a destination-only subsection is fine (it is optional on the wire).
+
+   The dump's blind spots (QEMU's own): virtio devices are one opaque field (custom save code), the x86
+   CPU has no section, and run-time decisions (``needed()``, ``field_exists``, config space contents) are
+   not in it. Hence the second source.
+
+2. **Effective property values under each machine type.** Class defaults (``device-list-properties``)
+   miss the machine type's compat properties, so each build is started paused (``-M TYPE -nodefaults
+   -S``, TCG) with the device types of the cases plugged (each by its type alone, with placeholders for
+   the backends a type insists on), and every property of every instantiated device, its device children
+   (``virtio-backend``) and every device the machine adds itself is read back (``qom-list``/``qom-get``).
+   The two builds' values under the same machine type are compared (``compare_properties``):
+
+   - P1 a property both builds have, with different values, is a hazard naming both values;
+   - P2 a property only the newer build has (whichever side it is on): the older build cannot set it, so
+     its value under the shared machine type must be the older build's behaviour. Fine when the machine
+     type pins it (its value differs from the one under the newer build's newest machine type: a compat
+     property is at work), when it is off, or when it is not a switch (a number or string such as
+     ``irq``, ``iobase``, ``romsize`` exposes what the older build hard-coded; "auto" lets the device
+     decide). A switch that is on and reads the same under the old machine type as under the newest is
+     a hazard: nothing keeps the old behaviour (the shape of the 8.2 virtio-net USO break);
+   - P3 a property only the older build has (removed later): fine when its value under the machine type
+     is its value under the older build's newest machine type (the newer build hard-codes that); a
+     hazard when the machine type pinned it elsewhere (the newer build can no longer express it);
+   - not compared (``NOT_COMPARED``, each with its reason): names of host-side backends, per-instance
+     identities and placement the probe chose itself, QEMU's own bookkeeping, and ``legacy-*`` mirrors.
+     ``x-*`` properties are compared: most of QEMU's compat knobs are ``x-`` properties
+     (``x-pcie-lnksta-dllla``, ``x-migrate-msix``), so the prefix says "unstable interface", not "not
+     guest-visible".
+
+   ``query-machines`` with ``compat-props`` (9.1 and newer) names the compat entries of a machine type;
+   where a build has it, a property hazard says whether that build's machine type sets the property.
+
+Per case, the devices are the ``-device`` types of its argv as libvirt builds it for each build (a PCI
+host device a case substitutes for a live run counts as its substitute, as the live run has it), their
+device children, and the devices the machine type adds itself. A device the case argv sets a property of
+compares the argv's value instead of the probed one (and the two argvs may differ). Everything a build
+says is cached under ``$QEMU_CONFORMANCE_CACHE/vmstate/`` keyed by the binary's content (a build's
+wrapper: its text and reported version), the machine type and the device type: a re-run costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.coverage import FAMILIES, _culprit, _reason, binary_key, dump_vmstate, paused
+from conformance.errors import ConformanceError, LiveError
+from conformance.paths import cache_dir
+from conformance.qemu.process import LaunchFailed
+from conformance.qemu.qmp import QmpCommandFailed, QmpError
+
+CACHE_FORMAT = 1
+COMPATIBLE = "compatible"
+
+Say = Callable[[str], None]
+
+
+class VmstateError(ConformanceError):
+    """A build could not be asked for its state descriptions or properties."""
+
+
+# --- the rules: data with their reasons ---------------------------------------------------------------
+
+#: V4: field renames that keep the meaning, per section wire name: {section: {(old, new), ...}} (either
+#: direction). Each was seen between the builds compared here; the reason says why it is harmless.
+_ESP = {
+    frozenset({"ti_rptr", "mig_ti_rptr"}): "esp's transfer buffer became a FIFO; the old read pointer is kept "
+                                          "for the wire under mig_ (filled on save, read on load)",
+    frozenset({"ti_wptr", "mig_ti_wptr"}): "as ti_rptr: the write pointer kept for the wire",
+    frozenset({"ti_buf", "mig_ti_buf"}): "as ti_rptr: the buffer kept for the wire",
+    frozenset({"ti_cmd", "mig_ti_cmd"}): "as ti_rptr: the command byte kept for the wire",
+    frozenset({"data_in_ready", "data_ready"}): "the same flag renamed when data-out got its own path",
+}
+FIELD_RENAMES: dict[str, dict[frozenset[str], str]] = {
+    "hpet": {frozenset({"num_timers", "num_timers_save"}):
+             "num_timers became a user property; the count on the wire is copied through num_timers_save"},
+    "pckbd": {frozenset({"pending", "pending_tmp"}): "the pending byte goes through a temporary on save and load"},
+    "sd-card": {frozenset({"wp_groups", "wp_group_bmap"}): "the write-protect bitmap renamed, same bitmap"},
+    "sysbusespscsi": _ESP,
+    "pciespscsi": _ESP,
+    "acpi-ged": {frozenset({"ghes_addr_le", "hw_error_le"}):
+                 "the GHES error-block address renamed when a second GHES source was added (same 8 bytes)"},
+}
+
+#: Properties never compared, with the reason (prefix rules below).
+NOT_COMPARED: dict[str, str] = {
+    "type": "the QOM class name, not a setting",
+    "realized": "QEMU's bookkeeping: the device is realized on both sides",
+    "hotplugged": "QEMU's bookkeeping: whether this instance was hot-plugged",
+    "parent_bus": "a link to the bus, a QOM path",
+    "drive": "the name of a host-side block backend",
+    "netdev": "the name of a host-side network backend",
+    "chardev": "the name of a host-side character backend",
+    "rng": "the name of a host-side entropy backend",
+    "memdev": "the name of a host-side memory backend",
+    "iothread": "the name of a host-side I/O thread",
+    "audiodev": "the name of a host-side audio backend",
+    "fsdev": "the name of a host-side file system backend",
+    "vhostfd": "a host file descriptor", "vhostfds": "host file descriptors", "fd": "a host file descriptor",
+    "mac": "chosen per instance (libvirt sets it; both sides of a migration get the same)",
+    "addr": "the slot the probe chose (libvirt places every device itself)",
+    "bus": "the bus the probe chose (libvirt places every device itself)",
+    "bootindex": "set by libvirt per device (the probe sets none)",
+    "serial": "a per-disk string libvirt sets",
+    "id": "the device's name",
+    "name": "a per-instance name (virtserialport)",
+    "nr": "a per-instance number (virtserialport)",
+}
+NOT_COMPARED_PREFIXES: dict[str, str] = {
+    "legacy-": "the string form of another property, compared through that one",
+}
+#: Values that mean "switched off" (rule P2).
+OFF_VALUES = (False, 0, "", "off", "none", "disabled", None)
+
+#: Placeholders for the backends a device type insists on when plugged alone: QEMU's words -> (property,
+#: the options that make one, with {n} for a unique number).
+BACKEND_PLACEHOLDERS: tuple[tuple[str, str, list[str]], ...] = (
+    ("drive", "drive=vmsd{n}", ["-blockdev", "driver=null-co,node-name=vmsd{n},read-zeroes=on"]),
+    ("chardev", "chardev=vmsc{n}", ["-chardev", "null,id=vmsc{n}"]),
+)
+
+
+# --- 1. migration state descriptions ------------------------------------------------------------------
+
+_DUMP_LOCK = threading.Lock()
+
+
+def cache_root(root: Path | None = None) -> Path:
+    return (root or cache_dir()) / "vmstate"
+
+
+def build_dump(binary: Path, arch: str, *, key: str | None = None, root: Path | None = None) -> dict[str, Any]:
+    """The build's ``-dump-vmstate`` (one per build: it is class-level), cached by the binary's content."""
+    key = key or binary_key(binary)
+    path = cache_root(root) / "dumps" / f"{key}.json"
+    with _DUMP_LOCK:
+        if path.is_file():
+            try:
+                return dict(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                pass
+        families = FAMILIES.get(arch)
+        if not families:
+            raise VmstateError(f"no machine family known for {arch}", path=binary)
+        with tempfile.TemporaryDirectory(prefix="qemu-conformance-vmstate-") as tmp:
+            dump = dump_vmstate(binary, families[0], Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(".tmp")
+        tmp_path.write_text(json.dumps(dump))
+        tmp_path.replace(path)
+        return dump
+
+
+def find_entry(dump: dict[str, Any], qom_type: str, wire_name: str = "") -> dict[str, Any] | None:
+    """A device class's entry, or the entry of a class with the same wire name (a renamed class)."""
+    entry = dump.get(qom_type)
+    if isinstance(entry, dict) and "Description" in entry:
+        return entry
+    if wire_name:
+        for other in dump.values():
+            if isinstance(other, dict) and (other.get("Description") or {}).get("name") == wire_name:
+                return other
+    return None
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    path: str  # dotted: struct fields are "struct.field"
+    size: int
+    conditional: bool  # field_exists: present only when a run-time test holds
+
+
+def _sent(fields: Sequence[dict[str, Any]], version: int, prefix: str = "") -> list[_Leaf | tuple[str, dict[str, Any]]]:
+    """The fields put on (or read from) the wire at ``version``: leaves, and nested structs as
+    (path, field) to be expanded with each side's own struct version."""
+    out: list[_Leaf | tuple[str, dict[str, Any]]] = []
+    for f in fields:
+        if int(f.get("version_id", 0)) > version:
+            continue
+        path = f"{prefix}{f.get('field', '?')}"
+        if isinstance(f.get("Description"), dict):
+            out.append((path, f))
+        else:
+            out.append(_Leaf(path, int(f.get("size", 0)), bool(f.get("field_exists"))))
+    return out
+
+
+def _renamed(section: str, a: str, b: str) -> str | None:
+    """The reason a field rename is harmless, or None."""
+    for pair, why in FIELD_RENAMES.get(section, {}).items():
+        if a.rsplit(".", 1)[-1] in pair and b.rsplit(".", 1)[-1] in pair:
+            return why
+    return None
+
+
+def compare_description(src: dict[str, Any], dst: dict[str, Any], section: str, *, wire_version: int | None,
+                        where: str = "") -> list[str]:
+    """Hazards of loading ``src``'s description into ``dst`` (V2, V3, V4, V5). ``wire_version``: the
+    version the stream carries (sections, subsections); None for a nested struct (each side uses its
+    own)."""
+    out: list[str] = []
+    name = str(src.get("name", section))
+    here = f"{where}{name}"
+    s_version = int(src.get("version_id", 0))
+    d_version = int(dst.get("version_id", 0))
+    d_min = int(dst.get("minimum_version_id", 0))
+    if s_version > d_version:
+        out.append(f"{here}: version {s_version} on the source, the destination takes at most {d_version}")
+    elif s_version < d_min:
+        out.append(f"{here}: version {s_version} on the source, the destination takes {d_min} or newer")
+    if out and wire_version is not None:
+        return out  # QEMU refuses the section outright
+    read_version = wire_version if wire_version is not None else d_version
+    send_version = wire_version if wire_version is not None else s_version
+    out += _compare_fields(src.get("Fields") or [], dst.get("Fields") or [], send_version, read_version, section,
+                           here)
+    out += _struct_versions(src.get("Fields") or [], dst.get("Fields") or [], here)
+    d_subs = {str(s.get("name")): s for s in dst.get("Subsections") or []}
+    for sub in src.get("Subsections") or []:
+        other = d_subs.get(str(sub.get("name")))
+        if other is None:
+            out.append(f"{here}: subsection {sub.get('name')} is unknown to the destination (the source sends "
+                       "it when its test holds at run time)")
+            continue
+        out += compare_description(sub, other, section, wire_version=int(sub.get("version_id", 0)),
+                                   where=f"{here}/")
+    return out
+
+
+def _compare_fields(s_fields: Sequence[dict[str, Any]], d_fields: Sequence[dict[str, Any]], s_version: int,
+                    d_version: int, section: str, here: str) -> list[str]:
+    out: list[str] = []
+    src = _expand(_sent(s_fields, s_version))
+    dst = _expand(_sent(d_fields, d_version))
+    i = j = 0
+    s_left = d_left = 0  # bytes of an 'unused' run still to be matched on the other side
+    while i < len(src) and j < len(dst):
+        s, d = src[i], dst[j]
+        if s_left or d_left:
+            if s_left:
+                s_left -= d.size
+                j += 1
+                if s_left < 0:
+                    return [*out, f"{here}: padding on the source ends inside destination field {d.path}"]
+                if s_left == 0:
+                    i += 1
+            else:
+                d_left -= s.size
+                i += 1
+                if d_left < 0:
+                    return [*out, f"{here}: padding on the destination ends inside source field {s.path}"]
+                if d_left == 0:
+                    j += 1
+            continue
+        s_name, d_name = s.path.rsplit(".", 1)[-1], d.path.rsplit(".", 1)[-1]
+        if s_name != d_name and "unused" in (s_name, d_name) and s.size != d.size:
+            if _realigns(src, dst, i, j):
+                i += 1
+                j += 1
+                continue
+            if s_name == "unused":
+                s_left = s.size - d.size
+                j += 1
+            else:
+                d_left = d.size - s.size
+                i += 1
+            if s_left < 0 or d_left < 0:
+                return [*out, f"{here}: padding of {max(s.size, d.size)} bytes against "
+                              f"{min(s.size, d.size)} at {s.path} / {d.path}"]
+            continue
+        if s.size != d.size:
+            return [*out, f"{here}: field {s.path} is {s.size} bytes on the source, {d.path} {d.size} on the "
+                          "destination (the rest of the section is misread)"]
+        if s_name != d_name and "unused" not in (s_name, d_name) and _renamed(section, s_name, d_name) is None:
+            out.append(f"{here}: field {s.path} on the source is {d.path} on the destination (same place and size, "
+                       "another name)")
+        i += 1
+        j += 1
+    extra_src = [s for s in src[i:]]
+    extra_dst = [d for d in dst[j:]]
+    if s_left or d_left:
+        return [*out, f"{here}: padding left unmatched at the end of the fields"]
+    if extra_src and not all(s.conditional for s in extra_src):
+        out.append(f"{here}: the source sends {', '.join(s.path for s in extra_src[:3])}"
+                   f"{' ...' if len(extra_src) > 3 else ''}, which the destination does not read")
+    if extra_dst and not all(d.conditional for d in extra_dst):
+        out.append(f"{here}: the destination reads {', '.join(d.path for d in extra_dst[:3])}"
+                   f"{' ...' if len(extra_dst) > 3 else ''}, which the source does not send")
+    return out
+
+
+def _realigns(src: list[_Leaf], dst: list[_Leaf], i: int, j: int) -> bool:
+    """Whether 'unused' padding against a field of another size is one for one: the dump gives an array's
+    element size, not its count (7.2's e1000e ``core.eitr_intr_pending``, 5 bytes, is 10.0's ``unused``
+    of 5), so when the next fields on both sides have the same name, the two are taken as the same bytes."""
+    if i + 1 >= len(src) or j + 1 >= len(dst):
+        return i + 1 >= len(src) and j + 1 >= len(dst)
+    return src[i + 1].path.rsplit(".", 1)[-1] == dst[j + 1].path.rsplit(".", 1)[-1]
+
+
+def _expand(items: list[_Leaf | tuple[str, dict[str, Any]]]) -> list[_Leaf]:
+    """Leaves of the wire, nested structs expanded with their own version."""
+    leaves: list[_Leaf] = []
+    for item in items:
+        if isinstance(item, _Leaf):
+            leaves.append(item)
+            continue
+        path, f = item
+        desc = f["Description"]
+        inner = _sent(desc.get("Fields") or [], int(desc.get("version_id", 0)), prefix=f"{path}.")
+        leaves += _expand(inner)
+    return leaves
+
+
+def _struct_versions(s_fields: Sequence[dict[str, Any]], d_fields: Sequence[dict[str, Any]], here: str) -> list[str]:
+    """V2 for nested structs met under the same path on both sides (their version is not on the wire)."""
+    out: list[str] = []
+    d_structs = [(str(f.get("field")), f["Description"]) for f in d_fields if isinstance(f.get("Description"), dict)]
+    s_structs = [(str(f.get("field")), f) for f in s_fields if isinstance(f.get("Description"), dict)]
+    for index, (name, f) in enumerate(s_structs):  # the n-th struct of a name on both sides
+        desc = f["Description"]
+        nth = sum(1 for n, _ in s_structs[:index] if n == name)
+        same = [d for n, d in d_structs if n == name and d.get("name") == desc.get("name")]
+        if nth >= len(same):
+            continue
+        other = same[nth]
+        sv, dv, dmin = int(desc.get("version_id", 0)), int(other.get("version_id", 0)), int(
+            other.get("minimum_version_id", 0))
+        if sv > dv:
+            out.append(f"{here}.{f.get('field')} ({desc.get('name')}): struct version {sv} on the source, "
+                       f"{dv} on the destination")
+        elif sv < dmin:
+            out.append(f"{here}.{f.get('field')} ({desc.get('name')}): struct version {sv} on the source, the "
+                       f"destination takes {dmin} or newer")
+        out += _struct_versions(desc.get("Fields") or [], other.get("Fields") or [], f"{here}.{f.get('field')}")
+    return out
+
+
+def compare_entry(qom_type: str, src: dict[str, Any] | None, dst_dump: dict[str, Any]) -> list[str]:
+    """Hazards of migrating ``qom_type``'s state (``src``: its entry in the source's dump) into a build with
+    ``dst_dump`` (V1-V5). No entry on the source: nothing is sent, nothing to check."""
+    if src is None:
+        return []
+    desc = src.get("Description") or {}
+    wire = str(desc.get("name", qom_type))
+    dst = find_entry(dst_dump, qom_type, wire)
+    if dst is None:
+        return [f"section {wire}: the destination has no state description for {qom_type}"]
+    d_desc = dst.get("Description") or {}
+    if str(d_desc.get("name", "")) != wire:
+        return [f"section {wire}: the destination's {qom_type} sends section {d_desc.get('name')} instead"]
+    out = compare_description(desc, d_desc, wire, wire_version=int(desc.get("version_id", 0)))
+    return list(dict.fromkeys(out))
+
+
+# --- 2. effective property values under a machine type ------------------------------------------------
+
+#: A bus a device type needs when plugged alone, and the device that brings one (QEMU: "No 'B' bus found").
+BUS_PROVIDERS: dict[str, str] = {"usb-bus": "qemu-xhci", "virtio-serial-bus": "virtio-serial-pci",
+                                 "SCSI": "virtio-scsi-pci"}
+_PROPS_LOCK = threading.Lock()
+#: Per binary: the placeholders each device type needed, and the types that clash with others when
+#: plugged together (learned on the first machine type, used on the next: one QEMU start each).
+_LEARNED: dict[str, tuple[dict[str, tuple[str, list[str]]], set[str]]] = {}
+
+
+@dataclass
+class MachineProps:
+    """What one build says under one machine type: per plugged device type its properties (and its device
+    children's), or why it could not be plugged; the devices the machine adds itself; its compat props."""
+
+    machine: str
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # type -> {"props", "children"} | {"error"}
+    machine_devices: dict[str, dict[str, list[str]]] | None = None  # type -> prop -> JSON values (instances)
+    compat_props: list[dict[str, str]] | None = None  # query-machines compat-props (None: the build lacks it)
+    seconds: float = 0.0
+
+
+@dataclass
+class QtreeDevice:
+    """One ``dev:`` of ``info qtree``: its type, id, qdev properties (values as QEMU prints them, a number's
+    hex or unit aside dropped) and the devices on its buses."""
+
+    type: str
+    id: str
+    props: dict[str, str] = field(default_factory=dict)
+    children: list[QtreeDevice] = field(default_factory=list)
+
+    def descendants(self) -> Iterable[QtreeDevice]:
+        for child in self.children:
+            yield child
+            yield from child.descendants()
+
+
+_DEV = re.compile(r'^dev: (?P<type>[^,]+), id "(?P<id>[^"]*)"$')
+_PROP = re.compile(r"^(?P<name>[\w.\-]+) = (?P<value>.*)$")
+_NUMBER = re.compile(r"^(-?\d+) \(.*\)$")
+
+
+def parse_qtree(text: str) -> list[QtreeDevice]:
+    """``info qtree`` -> its top-level devices (nesting by indentation: a device's buses and their devices
+    are indented under it). Lines that are not properties (``class ...``, ``bar N``, ``mmio``, ``gpio``)
+    are left out."""
+    roots: list[QtreeDevice] = []
+    stack: list[tuple[int, QtreeDevice]] = []
+    for raw in text.splitlines():
+        indent = len(raw) - len(raw.lstrip(" "))
+        line = raw.strip()
+        dev = _DEV.match(line)
+        if dev:
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            node = QtreeDevice(dev["type"], dev["id"])
+            (stack[-1][1].children if stack else roots).append(node)
+            stack.append((indent, node))
+            continue
+        prop = _PROP.match(line)
+        if prop and stack and indent > stack[-1][0]:
+            while len(stack) > 1 and stack[-1][0] >= indent:
+                stack.pop()
+            value = prop["value"]
+            number = _NUMBER.match(value)
+            stack[-1][1].props.setdefault(prop["name"], number.group(1) if number else value)
+    return roots
+
+
+def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: MachineProps) -> None:
+    """Plug ``types`` (each alone, with placeholders for the backends and buses it insists on) under
+    ``machine`` and read everything back into ``facts``; a batch QEMU refuses without naming a device is
+    split in halves, each its own QEMU."""
+    extra, clashing = _LEARNED.setdefault(str(binary), ({}, set()))  # what the build taught on earlier types
+    wanted = [t for t in types if t not in facts.devices]
+    pending = [t for t in wanted if t not in clashing] if len(wanted) > 1 else wanted
+    alone: list[str] = [t for t in wanted if t not in pending]
+    try:
+        _plug(binary, machine, pending, folder, facts, extra, alone)
+    finally:
+        clashing.update(alone)
+        if alone and len(alone) < len(wanted):
+            _probe(binary, machine, alone, folder, facts)  # together: they clashed with others, not each other
+        else:
+            for name in alone:
+                _probe(binary, machine, [name], folder, facts)
+
+
+def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: MachineProps,
+          extra: dict[str, tuple[str, list[str]]], alone: list[str]) -> None:
+    while pending or facts.machine_devices is None:
+        args: list[str] = []
+        for n, name in enumerate(pending):
+            suffix, opts = extra.get(name, ("", []))
+            args += [a.replace("{n}", str(n)) for a in opts]
+            args += ["-device", f"{name},id=cov{n}{suffix.replace('{n}', str(n))}"]
+        try:
+            qemu = paused(binary, machine, folder, args, name=f"vmstate properties {machine}")
+        except LaunchFailed as exc:
+            culprit = _culprit(exc.stderr_tail, pending)
+            if culprit is None:
+                if not pending:  # the bare machine does not start: nothing to read
+                    facts.machine_devices = {}
+                    return
+                if len(pending) == 1:
+                    facts.devices[pending[0]] = {"error": _reason(exc.stderr_tail, pending[0])}
+                    return
+                half = len(pending) // 2
+                _probe(binary, machine, pending[:half], folder, facts)
+                _probe(binary, machine, pending[half:], folder, facts)
+                return
+            why = _reason(exc.stderr_tail, culprit)
+            fix = _placeholder(why, extra.get(culprit))
+            if fix is not None:
+                extra[culprit] = fix
+            elif len(pending) > 1:  # it may only clash with another one (two IDE units, two VGAs): alone
+                pending.remove(culprit)
+                alone.append(culprit)
+            else:
+                facts.devices[culprit] = {"error": why}
+                pending.remove(culprit)
+            continue
+        except LiveError as exc:
+            for name in pending:
+                facts.devices[name] = {"error": exc.message}
+            return
+        try:
+            qmp = qemu.qmp
+            tree = parse_qtree(str(qmp.cmd("human-monitor-command", **{"command-line": "info qtree"})))
+            everything = [d for root in tree for d in (root, *root.descendants())]
+            ours = {d.id: d for d in everything if re.fullmatch(r"cov\d+|vmsbus\d+", d.id)}
+            if facts.machine_devices is None:
+                facts.machine_devices = _machine_devices(everything, ours)
+                facts.compat_props = _compat_props(qmp, machine)
+            for n, name in enumerate(pending):
+                dev = ours.get(f"cov{n}")
+                if dev is None:
+                    facts.devices[name] = {"error": "plugged, but not in info qtree"}
+                    continue
+                children: dict[str, dict[str, str]] = {}
+                for child in dev.descendants():
+                    children.setdefault(child.type, child.props)
+                facts.devices[name] = {"props": dev.props, "children": children}
+        except QmpError as exc:
+            for name in pending:
+                facts.devices.setdefault(name, {"error": f"QMP: {exc.message}"})
+        finally:
+            qemu.stop()
+        return
+
+
+def _placeholder(why: str, have: tuple[str, list[str]] | None) -> tuple[str, list[str]] | None:
+    """The suffix and options that give a device what QEMU said it lacks, or None (nothing more to try)."""
+    suffix, opts = have or ("", [])
+    bus = re.search(r"No '([^']+)' bus found", why)
+    if bus and bus.group(1) in BUS_PROVIDERS and not any(o.startswith(BUS_PROVIDERS[bus.group(1)]) for o in opts):
+        return suffix, [*opts, "-device", f"{BUS_PROVIDERS[bus.group(1)]},id=vmsbus{{n}}"]
+    for word, prop, more in BACKEND_PLACEHOLDERS:
+        if word in why.lower() and prop not in suffix:
+            return f"{suffix},{prop}", [*opts, *more]
+    return None
+
+
+def _machine_devices(everything: list[QtreeDevice], ours: dict[str, QtreeDevice]) -> dict[str, dict[str, list[str]]]:
+    """Every device the machine adds itself (not plugged by the probe, nor below one it plugged): type ->
+    property -> the values its instances have."""
+    below = {id(d) for dev in ours.values() for d in (dev, *dev.descendants())}
+    out: dict[str, dict[str, set[str]]] = {}
+    for dev in everything:
+        if id(dev) in below:
+            continue
+        kind = out.setdefault(dev.type, {})
+        for name, value in dev.props.items():
+            kind.setdefault(name, set()).add(value)
+    return {k: {n: sorted(v) for n, v in props.items()} for k, props in out.items()}
+
+
+def _compat_props(qmp: Any, machine: str) -> list[dict[str, str]] | None:
+    try:
+        machines = qmp.cmd("query-machines", **{"compat-props": True})
+    except QmpCommandFailed:
+        return None  # before 9.1
+    for m in machines:
+        if machine in (m.get("name"), m.get("alias")):
+            return [dict(c) for c in m.get("compat-props", [])]
+    return []
+
+
+def machine_properties(binary: Path, key: str, machine: str, types: Iterable[str], *,
+                       root: Path | None = None) -> MachineProps:
+    """The build's facts under ``machine`` for these device types, from the cache where it has them
+    (per binary content, machine type and device type); the missing types are probed in one QEMU."""
+    path = cache_root(root) / "props" / key / f"{machine}.json"
+    facts = MachineProps(machine)
+    with _PROPS_LOCK:
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("format") == CACHE_FORMAT:
+                    facts = MachineProps(machine, data["devices"], data["machine_devices"], data["compat_props"])
+            except (OSError, ValueError, KeyError):
+                pass
+    wanted = [t for t in dict.fromkeys(types) if t not in facts.devices]
+    if not wanted and facts.machine_devices is not None:
+        return facts
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-vmstate-") as tmp:
+        _probe(binary, machine, wanted, Path(tmp), facts)
+        if facts.machine_devices is None:  # every type refused: the bare machine still says what it adds
+            _probe(binary, machine, [], Path(tmp), facts)
+    facts.seconds = round(time.monotonic() - started, 2)
+    with _PROPS_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp_path.write_text(json.dumps({"format": CACHE_FORMAT, "devices": facts.devices,
+                                        "machine_devices": facts.machine_devices,
+                                        "compat_props": facts.compat_props}))
+        tmp_path.replace(path)
+    return facts
+
+
+# --- 3. one case, one pair, one machine type ----------------------------------------------------------
+
+#: Device types whose sections an older build registers without a device class (so its dump, which lists
+#: classes, lacks them): 7.2 made the PS/2 keyboard and mouse devices of their own; before, i8042 registered
+#: the same "ps2kbd" and "ps2mouse" sections itself.
+SECTIONS_WITHOUT_CLASS: dict[str, str] = {"ps2-kbd": "ps2kbd", "ps2-mouse": "ps2mouse"}
+
+#: Values printed differently that mean the same (rule P1), with the reason.
+EQUIVALENT_VALUES: dict[str, tuple[frozenset[str], str]] = {
+    "rombar": (frozenset({"1", "-1"}), "rombar became a tri-state in 9.x: -1 (a ROM BAR when the device has a ROM) "
+                                       "is what 1 was for a device with its default ROM"),
+}
+
+
+def _plain(value: str) -> str:
+    """A printed value without quotes, booleans spelt one way (5.2 prints "on" where 10.0 prints "true")."""
+    value = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return {"on": "true", "off": "false"}.get(value, value)
+
+
+def _off(value: str) -> bool:
+    return _plain(value).lower() in {"false", "0", "", "off", "none", "disabled"}
+
+
+def not_compared(name: str) -> str | None:
+    """Why a property is not compared, or None."""
+    if name in NOT_COMPARED:
+        return NOT_COMPARED[name]
+    return next((why for prefix, why in NOT_COMPARED_PREFIXES.items() if name.startswith(prefix)), None)
+
+
+def compare_properties(src: dict[str, str], dst: dict[str, str], src_newest: dict[str, str],
+                       dst_newest: dict[str, str], *, machine: str, src_label: str, dst_label: str,
+                       newer: str = "", dst_compat: set[str] | None = None) -> list[str]:
+    """Hazards of one device's property values under ``machine``: P1 both have it, values differ; P2 only the
+    destination has it; P3 only the source has it (see the module docstring). ``*_newest``: the values under
+    each build's newest machine type of the family; ``newer``: the label of the newer build (P2 and P3 ask
+    which build has the property, not which side); ``dst_compat``: the properties the destination's
+    machine type sets by compat (query-machines compat-props), None when the build cannot say."""
+    out: list[str] = []
+    for name in sorted(set(src) | set(dst)):
+        if not_compared(name):
+            continue
+        pinned = "" if dst_compat is None else (
+            f"; {dst_label}'s {machine} sets it by compat" if name in dst_compat
+            else f"; {dst_label}'s {machine} has no compat entry for it")
+        if name in src and name in dst:
+            a, b = _plain(src[name]), _plain(dst[name])
+            same = EQUIVALENT_VALUES.get(name)
+            if a != b and not (same and {a, b} <= same[0]):
+                out.append(f"{name}: {a} on {src_label}, {b} on {dst_label} under {machine}{pinned}")
+        else:
+            mine, newest, label = (dst, dst_newest, dst_label) if name in dst else (src, src_newest, src_label)
+            other = src_label if name in dst else dst_label
+            value, at_newest = _plain(mine[name]), _plain(newest.get(name, mine[name]))
+            if label == newer:  # P2: a property the newer build added
+                if value != at_newest or value != "true":
+                    continue  # pinned by the machine type, switched off, or a value the older build hard-coded
+                out.append(f"{name}: only {label} has it, {value} under {machine} as under its newest machine type "
+                           f"(nothing keeps {other}'s behaviour){pinned}")
+            elif value != at_newest:  # P3: a property the newer build removed, pinned elsewhere here
+                out.append(f"{name}: {label} sets it to {value} under {machine} (its newest machine type: "
+                           f"{at_newest}); {other} has no such property to keep that")
+    return out
+
+
+def _normal_type(name: str) -> str:
+    return name.replace(" ", "-")  # QOM type names that lost a space: 5.2's "ICH9 SMB" is 7.2's "ICH9-SMB"
+
+
+@dataclass
+class Side:
+    """One build of a pair, as the prediction reads it."""
+
+    binary: Path
+    key: str
+    label: str  # VERSION-ARCH
+    arch: str
+    version: Any  # QemuVersion: P2/P3 ask which build is the newer
+    dump: dict[str, Any]
+    props: Callable[[str, list[str]], MachineProps]  # machine type, device types -> facts
+    newest: Callable[[str], str]  # a machine type -> the newest of its family on this build
+
+
+def case_devices(argv: Sequence[str], substitutes: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The ``-device`` types of an argv, each with the properties the argv sets on its first instance (a PCI
+    host device a case substitutes for counts as its substitute, as in the live run)."""
+    from conformance.argv.options import devices
+
+    out: dict[str, dict[str, str]] = {}
+    subs = list((substitutes or {}).values())
+    for props in devices(list(argv)):
+        kind = str(props.get("driver", ""))
+        if kind == "vfio-pci" and subs:
+            kind, props = subs[0], {k: v for k, v in props.items() if k in ("id", "bus", "addr")}
+        set_here = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items() if k != "driver"}
+        out.setdefault(kind, set_here)
+    return out
+
+
+def predict(src: Side, dst: Side, machine: str, src_argv: Sequence[str], dst_argv: Sequence[str],
+            substitutes: dict[str, str] | None = None) -> dict[str, str]:
+    """{device type: "compatible" or the hazards, '; '-joined} of one case migrating from ``src`` to ``dst``
+    under ``machine``: the case's -device types, their device children, and what the machine adds."""
+    s_devs, d_devs = case_devices(src_argv, substitutes), case_devices(dst_argv, substitutes)
+    s_facts = src.props(machine, list(s_devs))
+    d_facts = dst.props(machine, list(d_devs | s_devs))
+    s_new = src.props(src.newest(machine), list(s_devs))
+    d_new = dst.props(dst.newest(machine), list(d_devs | s_devs))
+    newer = dst.label if dst.version >= src.version else src.label
+    compat = None
+    if d_facts.compat_props is not None:
+        compat = {f"{c.get('qom-type')}.{c.get('property')}" for c in d_facts.compat_props}
+    out: dict[str, str] = {}
+
+    def props_hazards(kind: str, a: dict[str, str], b: dict[str, str], an: dict[str, str], bn: dict[str, str],
+                      explicit: tuple[dict[str, str], dict[str, str]] = ({}, {})) -> list[str]:
+        a, b = {**a, **explicit[0]}, {**b, **explicit[1]}
+        names = None if compat is None else {n.split(".", 1)[1] for n in compat if n.split(".", 1)[0] == kind}
+        return compare_properties(a, b, an, bn, machine=machine, src_label=src.label, dst_label=dst.label,
+                                  newer=newer, dst_compat=names)
+
+    for kind, argv_props in s_devs.items():
+        reasons: list[str] = []
+        got, other = s_facts.devices.get(kind, {}), d_facts.devices.get(kind, {})
+        if "error" in other and "error" not in got:
+            out[kind] = f"{dst.label} cannot plug it under {machine}: {other['error']}"
+            continue
+        kinds = [kind, *got.get("children", {})]
+        for state in kinds:
+            reasons += compare_entry(state, find_entry(src.dump, state), dst.dump)
+        if "props" in got and "props" in other:
+            reasons += props_hazards(kind, got["props"], other["props"],
+                                     s_new.devices.get(kind, {}).get("props", {}),
+                                     d_new.devices.get(kind, {}).get("props", {}),
+                                     (_settable(argv_props, got["props"]),
+                                      _settable(d_devs.get(kind, {}), other["props"])))
+            for child, values in got.get("children", {}).items():
+                theirs = other.get("children", {}).get(child)
+                if theirs is not None:
+                    reasons += [f"{child}.{r}" for r in props_hazards(
+                        child, values, theirs, s_new.devices.get(kind, {}).get("children", {}).get(child, {}),
+                        d_new.devices.get(kind, {}).get("children", {}).get(child, {}))]
+        out[kind] = "; ".join(dict.fromkeys(reasons)) or COMPATIBLE
+    machine_s = {_normal_type(k): v for k, v in (s_facts.machine_devices or {}).items()}
+    machine_d = {_normal_type(k): v for k, v in (d_facts.machine_devices or {}).items()}
+    new_s = {_normal_type(k): v for k, v in (s_new.machine_devices or {}).items()}
+    new_d = {_normal_type(k): v for k, v in (d_new.machine_devices or {}).items()}
+    for kind, values in sorted(machine_s.items()):
+        if kind in out:
+            continue
+        if (find_entry(src.dump, kind) is None and kind not in machine_d) or (
+                kind not in machine_d and kind in SECTIONS_WITHOUT_CLASS):
+            continue  # no state and the destination's machine does not add it, or it sends it without the class
+        reasons = compare_entry(kind, find_entry(src.dump, kind), dst.dump)
+        theirs = machine_d.get(kind)
+        if theirs is None:
+            reasons.append(f"{dst.label}'s {machine} does not add {kind}")
+        else:
+            reasons += props_hazards(kind, _joined(values), _joined(theirs), _joined(new_s.get(kind, {})),
+                                     _joined(new_d.get(kind, {})))
+        out[kind] = "; ".join(dict.fromkeys(reasons)) or COMPATIBLE
+    return out
+
+
+def _joined(values: dict[str, list[str]]) -> dict[str, str]:
+    return {n: "|".join(v) for n, v in values.items()}
+
+
+def _settable(argv_props: dict[str, str], probed: dict[str, str]) -> dict[str, str]:
+    """The argv's settings of properties the device has (libvirt's value wins over the probed default)."""
+    return {k: v for k, v in argv_props.items() if k in probed}
+
+
+# --- 4. the stage ---------------------------------------------------------------------------------------
+
+def make_side(binary: Path, caps: Any, *, root: Path | None = None) -> Side:
+    """A build (its binary and capabilities) as the prediction reads it; its dump is asked once (cached)."""
+    from conformance.machines import family, versioned
+
+    key = binary_key(binary)
+    cache: dict[str, MachineProps] = {}
+
+    def props(machine: str, types: list[str]) -> MachineProps:
+        have = cache.get(machine)
+        if have is None or any(t not in have.devices for t in types):
+            have = cache[machine] = machine_properties(binary, key, machine, types, root=root)
+        return have
+
+    def newest(machine: str) -> str:
+        fam = family(machine, caps)
+        found = versioned(caps, fam) if fam else {}
+        return max(found, key=lambda n: found[n]) if found else machine
+
+    dump = build_dump(binary, caps.arch, key=key, root=root)
+    return Side(binary, key, caps.label, caps.arch, caps.version, dump, props, newest)
+
+
+def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: Side, dst: Side,
+                   src_argv: list[str], dst_argv: list[str]) -> Any:
+    """The ``vmstate`` result of one case on one ordered pair under one machine type: ``pass`` when every
+    device is compatible, ``fail`` naming the hazards otherwise (a known bug of either side's version that
+    concerns this argv and machine type explains it, by the one rule: conformance/knownbugs/matcher.py)."""
+    from conformance.live.boot import explain
+    from conformance.results.records import StageResult
+
+    started = time.monotonic()
+    details: dict[str, Any] = {"machine": machine}
+    if src.key == dst.key:
+        devices = {k: COMPATIBLE for k in predict(src, src, machine, src_argv, src_argv, case.substitutes)}
+        details["same_build"] = True
+    else:
+        devices = predict(src, dst, machine, src_argv, dst_argv, case.substitutes)
+    details["devices"] = devices
+    bad = {k: v for k, v in devices.items() if v != COMPATIBLE}
+    verdict = "fail" if bad else "pass"
+    reason = ("; ".join(f"{k}: {v}" for k, v in bad.items()) if bad else
+              f"{len(devices)} devices compatible under {machine}")
+    if bad:
+        pinned = [_with_machine(src_argv, machine), _with_machine(dst_argv, machine)]
+        for caps, peer, side, argv in ((source.caps, destination.caps, "source", pinned[0]),
+                                       (destination.caps, source.caps, "destination", pinned[1])):
+            verdict, reason = explain(verdict, reason, [], caps, "vmstate", details, peer=peer.version, side=side,
+                                      argv=argv)
+            if verdict != "fail":
+                break
+    return StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
+                       qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
+                       details=details)
+
+
+def _with_machine(argv: list[str], machine: str) -> list[str]:
+    """The argv with its -machine type replaced (what the known-bug rule reads the machine type from)."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "-machine":
+            value = out[i + 1]
+            if value.startswith("{"):
+                data = json.loads(value)
+                data["type"] = machine
+                out[i + 1] = json.dumps(data)
+            else:
+                rest = value.split(",", 1)
+                out[i + 1] = ",".join([machine, *rest[1:]]) if "=" not in rest[0] else f"{machine},{value}"
+    return out
+
+
+def stage_machine(case: Any, source: Any, destination: Any, given: str) -> tuple[str | None, str]:
+    """The machine type an item runs under: the given one, else as the migrate stage pins it (the newest
+    versioned type both builds have; one build with itself: its own newest)."""
+    from conformance.machines import pinned_machine
+
+    base = case.machine_for(source.caps.arch) or ""
+    if given:
+        missing = [str(c.version) for c in (source.caps, destination.caps) if c.machine(given) is None]
+        return (None, f"machine type {given} unknown to QEMU {' and '.join(missing)}") if missing else (given, "")
+    return pinned_machine(base, source.caps, destination.caps)
+
+
+def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, root: Path | None = None,
+              jobs: int = 2) -> list[Any]:
+    """Every planned vmstate item (conformance/plan.py) of targets (conformance/live/boot.py Target): the
+    builds' facts are asked first, ``jobs`` (build, machine type) probes at a time, then each item is
+    judged and written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conformance.results.records import StageResult
+    from conformance.static import StaticRunner
+
+    runner = StaticRunner(catalogue)
+    sides: dict[str, Side] = {}
+    argvs: dict[tuple[str, str], list[str] | None] = {}
+
+    def side(target: Any) -> Side:
+        if target.caps.label not in sides:
+            sides[target.caps.label] = make_side(Path(target.binary), target.caps, root=root)
+        return sides[target.caps.label]
+
+    def argv(case: Any, target: Any) -> list[str] | None:
+        key = (case.name, target.caps.label)
+        if key not in argvs:
+            outcome = next((o for o in runner.run(case, target.caps) if o.stage == "argv"), None)
+            argvs[key] = outcome.argv if outcome is not None and outcome.verdict == "pass" else None
+        return argvs[key]
+
+    work = []
+    results = []
+    for planned in items:
+        source, destination = planned.build, planned.peer or planned.build
+        machine, why = stage_machine(planned.case, source, destination, planned.item.machine)
+        a, b = argv(planned.case, source), argv(planned.case, destination)
+        if machine is None or a is None or b is None:
+            result = StageResult(case=planned.case.name, stage="vmstate", verdict="skip", arch=source.caps.arch,
+                                 qemu=source.build, peer=destination.build,
+                                 reason=why or "the argv stage does not build this case on both builds",
+                                 details={"machine": planned.item.machine} if planned.item.machine else {})
+            writer.write(result)
+            results.append(result)
+            continue
+        work.append((planned, source, destination, machine, a, b))
+    # the facts first, two builds' machine types at a time (each a paused QEMU or two)
+    wanted: dict[tuple[str, str], tuple[Side, set[str]]] = {}
+    for planned, source, destination, machine, a, b in work:
+        s, d = side(source), side(destination)
+        types = set(case_devices(a, planned.case.substitutes)) | set(case_devices(b, planned.case.substitutes))
+        if s.key == d.key:
+            wanted.setdefault((s.label, machine), (s, set()))[1].update(types)
+            continue
+        for one in (s, d):
+            for m in (machine, one.newest(machine)):
+                wanted.setdefault((one.label, m), (one, set()))[1].update(types)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="vmstate") as pool:
+        for future in [pool.submit(one.props, m, sorted(types)) for (_, m), (one, types) in wanted.items()]:
+            future.result()
+    for planned, source, destination, machine, a, b in work:
+        try:
+            result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination), a, b)
+        except (ConformanceError, QmpError) as exc:
+            result = StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
+                                 qemu=source.build, peer=destination.build, reason=str(exc),
+                                 details={"machine": machine})
+        writer.write(result)
+        results.append(result)
+        if result.verdict not in ("pass", "skip"):
+            say(f"    vmstate {planned.case.name} {source.caps.label} -> {destination.caps.label} @{machine}: "
+                f"{result.verdict.upper()} {result.reason}")
+    return results
