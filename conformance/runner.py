@@ -98,7 +98,7 @@ def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, wri
                     stages: Iterable[str] = STATIC_STAGES) -> Counter[str]:
     """The requested static stages of ``cases`` on one set of capabilities (probed or a stored fixture),
     as planned (conformance/plan.py) and owned by ``shard``; see run_static_items."""
-    static = [s for s in stages if stage(s).static]
+    static = [s for s in stages if stage(s).static and stage(s).scope == "case"]  # vmstate: run_vmstate
     items = shard.mine(plan(cases, [caps], static, caps_names))
     return Counter(r.verdict for r in run_static_items(items, caps, build, writer, catalogue, say))
 
@@ -297,6 +297,8 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
             counts = run_static(cases, target, writer, catalogue, say, shard, stages)
             bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
+    if "vmstate" in stages:
+        bad += failures(run_vmstate(cases, targets, writer, catalogue, say, shard, machines))
     live = shard.mine(plan(cases, targets, [s for s in stages if stage(s).live], target_names,
                            machines=live_machines(machines)))
     say_plan(live, machines, say)
@@ -306,6 +308,19 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     say(f"results: {writer.path}")
     say(f"report: {write_report([writer.path], output, title='QEMU conformance run')} (and junit.xml)")
     return 1 if bad else 0
+
+
+def run_vmstate(cases: list[Case], targets: list[Target], writer: ResultWriter, catalogue: Catalogue, say: Say,
+                shard: Shard = WHOLE, machines: MachineChoice = MACHINES_DEFAULT) -> Counter[str]:
+    """The static prediction (conformance/vmstate.py) of every planned (case, ordered pair, machine type)."""
+    from conformance.vmstate import run_items
+
+    items = shard.mine(plan(cases, targets, ["vmstate"], target_names, machines=live_machines(machines)))
+    started = time.monotonic()
+    counts = Counter(r.verdict for r in run_items(items, writer, catalogue, say))
+    say(f"  vmstate: {len(items)} predictions in {time.monotonic() - started:.1f} s "
+        f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")
+    return counts
 
 
 def live_machines(choice: MachineChoice) -> Callable[[Case, Target, Target], Sequence[str]] | None:
