@@ -52,7 +52,7 @@ from conformance.qemu.qmp import QmpCommandFailed, QmpError, QmpMonitorGone, Qmp
 FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("virt",)}
 EXCLUSIONS = Path(__file__).resolve().parent / "coverage_exclusions.toml"
 EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)
 START_TIMEOUT = 10.0  # s for a paused QEMU's QMP greeting
 SKIP_CHILD_TYPES = ("memory-region",)  # QOM children not worth walking (hundreds, never devices)
@@ -418,18 +418,22 @@ def _children(binary: Path, machine: str, folder: Path, names: list[str]
     return children, broken
 
 
-def _plug_args(plugged: list[str], buses: dict[str, str | None], root_bus: str | None) -> list[list[str]]:
-    """One ``-device`` per type, ids ``covN``; PCI ones each at their own function of the root bus."""
-    specs: list[list[str]] = []
+def _plug_args(plugged: list[str], wanted: list[str], buses: dict[str, str | None], root_bus: str | None,
+               placement: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """One ``-device`` per type, id ``covN`` (N: its place in ``wanted``, stable across rounds); PCI ones
+    each at their own function of the root bus, a type with a ``placement`` on that bus."""
+    specs: dict[str, list[str]] = {}
     slot_fn = 0
-    for index, name in enumerate(plugged):
-        spec = f"{name},id=cov{index}"
+    for name in plugged:
+        spec = f"{name},id=cov{wanted.index(name)}"
         if buses.get(name) == "PCI" and root_bus:
             slot, fn = divmod(slot_fn, 8)
             slot_fn += 1
             if slot + 2 <= 0x1e:
                 spec += f",bus={root_bus},addr={slot + 2:#x}.{fn}" + (",multifunction=on" if fn == 0 else "")
-        specs.append(["-device", spec])
+        elif placement and name in placement:
+            spec += f",bus={placement[name]}"
+        specs[name] = ["-device", spec]
     return specs
 
 
@@ -443,21 +447,21 @@ def _starts(binary: Path, machine: str, folder: Path, specs: list[list[str]]) ->
 
 
 def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str], buses: dict[str, str | None],
-                     root_bus: str | None, refused: dict[str, str]) -> set[str]:
+                     root_bus: str | None, refused: dict[str, str], placement: dict[str, str]) -> dict[str, str]:
     """Start the family with every ``wanted`` type cold-plugged; each type QEMU refuses is recorded in
     ``refused`` and dropped, and QEMU started again. QEMU names the device it refuses, except when it
     aborts (two VGA devices: "RAMBlock vga.vram already registered"): then the first prefix of the
-    command line that fails is found by bisection, and its last device is the one. Returns the types in
-    the family's QOM tree once it starts."""
+    command line that fails is found by bisection, and its last device is the one. Returns the family's
+    QOM tree ({path: type}) once it starts."""
     plugged = [t for t in wanted if t not in refused]
     while True:
-        specs = _plug_args(plugged, buses, root_bus)
+        specs = list(_plug_args(plugged, wanted, buses, root_bus, placement).values())
         try:
             qemu = paused(binary, machine, folder / "plug", [a for spec in specs for a in spec],
                           name="coverage cold-plug")
         except LaunchFailed as exc:
-            culprit = _culprit(exc.stderr_tail, plugged)
-            if culprit is None:
+            culprit = _culprit(exc.stderr_tail, wanted)
+            if culprit not in plugged:
                 low, high = 1, len(specs)  # specs[:high] fails
                 while low < high:
                     mid = (low + high) // 2
@@ -467,16 +471,62 @@ def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str]
                         high = mid
                 culprit = plugged[low - 1]
             refused[culprit] = _reason(exc.stderr_tail, culprit)
+            placement.pop(culprit, None)
             plugged.remove(culprit)
             continue
         try:
-            return set(walk_tree(qemu.qmp).values())
+            return walk_tree(qemu.qmp)
         finally:
             qemu.stop()
 
 
+NOT_ABOUT_THE_BUS = re.compile(r"propert|must|missing|mandatory|required|not set|specify|expects|chardev|drive|"
+                               r"memdev|netdev|No '[^']+' bus found", re.IGNORECASE)
+MAX_OTHER_BUSES = 8  # buses of one kind a refused device is tried on
+
+
+def _retry_elsewhere(binary: Path, machine: str, folder: Path, wanted: list[str], buses: dict[str, str | None],
+                     root_bus: str | None, refused: dict[str, str], placement: dict[str, str],
+                     nodes: dict[str, str], subtypes: dict[str, set[str]]) -> set[str]:
+    """A device QEMU refused on the bus it picked for it (the first of its kind: a full-speed USB device on
+    an EHCI port) is tried on the other buses of that kind, each in a machine with only that bus's
+    provider; where it starts, it keeps that bus (``placement``) and leaves ``refused``. A refusal that
+    names a missing property or backend is not about the bus and is not retried. Returns the types of
+    the trees of the machines that started."""
+    plugged = [t for t in wanted if t not in refused]
+    specs = _plug_args(plugged, wanted, buses, root_bus, placement)
+    found: set[str] = set()
+    for name, why in sorted(refused.items()):
+        bus = buses.get(name)
+        if bus in (None, "System", "PCI") or NOT_ABOUT_THE_BUS.search(why):
+            continue
+        kinds = {bus} | subtypes.get(bus, set())
+        options = []
+        for path, kind in sorted(nodes.items()):
+            parts = path.split("/")  # /machine/peripheral/covN/BUS: a bus of a device we plugged
+            if kind in kinds and len(parts) == 5 and parts[2] == "peripheral" and parts[3].startswith("cov"):
+                provider = wanted[int(parts[3][3:])]
+                if provider in specs and buses.get(provider) == "PCI":
+                    options.append((specs[provider], parts[4]))
+        for provider_spec, bus_name in options[:MAX_OTHER_BUSES]:
+            try:
+                qemu = paused(binary, machine, folder / "retry",
+                              [*provider_spec, "-device", f"{name},id=retry,bus={bus_name}"], name="coverage retry")
+            except LaunchFailed:
+                continue
+            try:
+                found |= set(walk_tree(qemu.qmp).values())
+            finally:
+                qemu.stop()
+            placement[name] = bus_name
+            del refused[name]
+            break
+    return found
+
+
 def _culprit(stderr: str, plugged: list[str]) -> str | None:
-    """The device a QEMU start-up error names: ``-device TYPE,id=covN...: why``, or a quoted type."""
+    """The device a QEMU start-up error names: ``-device TYPE,id=covN...: why`` (N: its place in
+    ``plugged``), or a quoted type."""
     for line in reversed(stderr.splitlines()):
         match = re.search(r"id=cov(\d+)\b", line)
         if match and int(match.group(1)) < len(plugged):
@@ -520,14 +570,20 @@ def probe_family(binary: Path, family: str, folder: Path, migratable: list[str],
     root_bus = next((p.rsplit("/", 1)[1] for p, t in sorted(nodes.items(), key=lambda kv: kv[0].count("/"))
                      if t in pci_like), None)
     refused: dict[str, str] = {}
+    placement: dict[str, str] = {}  # type -> the bus it takes where QEMU's own pick refused it
     wanted: list[str] = []  # in the order their bus appeared: a bus's provider comes before its users
+    nodes = {}
     for _ in range(MAX_ROUNDS):
         new = [t for t in migratable if t not in wanted and bus_available(buses.get(t), present, subtypes)]
+        if not new and nodes:
+            present |= {t for t in _retry_elsewhere(binary, family, folder, wanted, buses, root_bus, refused,
+                                                    placement, nodes, subtypes) if t in bus_types}
+            new = [t for t in migratable if t not in wanted and bus_available(buses.get(t), present, subtypes)]
         if not new:
             break
         wanted += new
-        types = _cold_plug_round(binary, family, folder, wanted, buses, root_bus, refused)
-        present |= {t for t in types if t in bus_types}
+        nodes = _cold_plug_round(binary, family, folder, wanted, buses, root_bus, refused, placement)
+        present |= {t for t in nodes.values() if t in bus_types}
     facts.present_buses = sorted(present)
     facts.refused = refused
     facts.seconds = round(time.monotonic() - started, 2)
