@@ -10,6 +10,7 @@ import pytest
 
 from conformance.coverage import (
     EXCLUSIONS,
+    NOT_ABOUT_THE_BUS,
     BuildFacts,
     CoverageError,
     Exclusion,
@@ -165,6 +166,14 @@ def test_culprit_from_qemu_start_up_errors() -> None:
     warning = ("qemu-system-x86_64: -device usb-hub,id=cov2: Warning: speed mismatch\n"
                "qemu-system-x86_64: -device usb-hub,id=cov2: Device initialization failed")
     assert _reason(warning, "usb-hub") == "Device initialization failed"
+
+
+def test_only_a_refusal_about_the_bus_is_retried_elsewhere() -> None:
+    for why in ("drive property not set", "Parameter 'chardev' is missing", "'tpmdev' property is required",
+                "No 'ccid-bus' bus found for device 'ccid-card-passthru'", "You must specify a 'memdev'"):
+        assert NOT_ABOUT_THE_BUS.search(why), why
+    for why in ("Device initialization failed", "Only one global VGA device can be used at a time"):
+        assert not NOT_ABOUT_THE_BUS.search(why), why
 
 
 def test_the_exclusions_file_is_short_and_well_formed() -> None:
