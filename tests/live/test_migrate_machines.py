@@ -1,0 +1,78 @@
+"""Migrations under a given machine type (--machines all/REGEX), on real QEMU builds: the machine type both
+sides run, what the result records (machine, direction, deprecation) and that a deprecated machine type only
+warns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.builds import find_qemu
+from conformance.cases import load_catalogue
+from conformance.errors import GuestBuildError
+from conformance.live.boot import Target
+from conformance.live.migrate import run_migrate
+from conformance.machines import FROM_GIVEN
+from conformance.runner import make_target
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture(scope="module")
+def x86_10_target() -> Target:
+    binary = find_qemu("10.0")
+    if binary is None:
+        pytest.skip("QEMU 10.0 is not fetched (qemu-conformance builds fetch 10.0)")
+    try:
+        return make_target(binary, lambda _text: None)
+    except GuestBuildError as exc:
+        pytest.skip(f"no test guest: {exc}")
+
+
+def _machine_arg(result_dir: Path, artifact: str) -> str:
+    argv = json.loads((result_dir / artifact).read_text())
+    return str(argv[argv.index("-machine") + 1]).split(",")[0]
+
+
+def test_one_build_migrates_under_an_older_machine_type(x86_target: Target, tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    r = run_migrate(catalogue.get("q35-minimal"), x86_target, x86_target, catalogue, tmp_path, machine="pc-q35-5.2")
+    assert r.verdict == "pass", r.reason
+    assert r.details["machine"] == "pc-q35-5.2" and r.details["machine_from"] == FROM_GIVEN
+    assert r.details["direction"] == "same"
+    for side in ("source", "destination"):  # both sides ran the older type, not the case's q35 alias
+        assert _machine_arg(tmp_path, r.artifacts[f"{side}-cmdline"]) == "pc-q35-5.2"
+    assert "pc-q35-5.2" in r.artifacts["source-folder"]  # its own folder beside the pair's other machine types
+
+
+def test_forward_across_builds_under_the_older_builds_newest_type(x86_target: Target, x86_10_target: Target,
+                                                                 tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    r = run_migrate(catalogue.get("q35-minimal"), x86_target, x86_10_target, catalogue, tmp_path,
+                    machine="pc-q35-7.2")
+    assert r.verdict == "pass", r.reason
+    assert (r.details["machine"], r.details["direction"]) == ("pc-q35-7.2", "forward")
+    assert _machine_arg(tmp_path, r.artifacts["destination-cmdline"]) == "pc-q35-7.2"
+    assert "machine_deprecated" not in r.details  # neither build deprecates pc-q35-7.2
+
+
+def test_a_machine_type_deprecated_in_a_build_warns_and_passes(x86_10_target: Target, tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    r = run_migrate(catalogue.get("q35-minimal"), x86_10_target, x86_10_target, catalogue, tmp_path,
+                    machine="pc-q35-5.2")
+    assert r.verdict == "pass", r.reason
+    assert r.details["machine_deprecated"] == ["10.0.2-x86_64"]
+    warnings = r.details["machine_deprecated_warnings"]  # QEMU's own stderr line, as the evidence
+    assert set(warnings) == {"source", "destination"}
+    assert all("pc-q35-5.2" in line and "deprecated" in line for line in warnings.values())
+
+
+def test_a_machine_type_one_build_lacks_is_a_skip_that_names_it(x86_target: Target, x86_10_target: Target,
+                                                              tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    r = run_migrate(catalogue.get("q35-minimal"), x86_target, x86_10_target, catalogue, tmp_path,
+                    machine="pc-q35-10.0")
+    assert r.verdict == "skip" and r.reason == "machine type pc-q35-10.0 unknown to QEMU 7.2.22"
+    assert r.details["direction"] == "forward"
