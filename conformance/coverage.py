@@ -8,21 +8,24 @@ Everything is asked of the build itself, per machine family (x86_64 ``q35`` and 
   state description, inherited ones included; ``Description.name`` is the section name). A description
   with neither fields nor subsections is what an unmigratable device registers (QEMU does not dump the
   ``unmigratable`` flag itself): such a type is *unmigratable*, not offered. A type with no description
-  of its own carries state when one of its QOM children does (``qom-list-properties``: a
-  ``virtio-net-pci`` migrates through its ``virtio-backend``, a ``virtio-net-device``).
+  of its own carries state when one of its QOM children does (``device-list-properties``: a
+  ``virtio-net-pci`` migrates through its ``virtio-backend``, a ``virtio-net-device``). A type QEMU
+  cannot instantiate (a module this build lacks) is *broken*, neither.
 - **On the family**: the family takes a type when the bus the type needs is there. The buses are read
   from the family's QOM tree (``-M FAMILY -nodefaults -S``, ``qom-list`` from /machine), after
-  cold-plugging the offered types in rounds (a USB controller brings a ``usb-bus``, a ``usb-ccid`` then a
-  ``ccid-bus``): a device QEMU refuses is dropped from the round and the machine started again. A
-  system-bus device the machine refuses ("cannot be handled by this machine") is not on the family.
-  Each such type is *not coverable* on that family, with the reason.
+  cold-plugging the migratable types in rounds (a USB controller brings a ``usb-bus``, a ``usb-ccid`` then
+  a ``ccid-bus``): a device QEMU refuses is dropped from the round and the machine started again, and
+  one refused on the bus QEMU picked for it is tried on the other buses of its kind. A type whose bus
+  the family never has, or a system-bus device the machine refuses ("cannot be handled by this
+  machine"), is *not on the family*: not offered there, listed with the reason (``not_on_family``).
 - **Covered**: every case that boots (and so migrates) on the family is prepared exactly as the boot
   stage prepares it (conformance/live/boot.py ``prepare_vm``: the same static and live argv), started
   paused, and its QOM composition tree walked: every instantiated type with migration state counts,
   including what the machine adds itself (ICH9-LPC, mch, ...).
-- **Not coverable** also holds the short list in ``coverage_exclusions.toml``: types that need host
+- **Not coverable**: the short list in ``coverage_exclusions.toml``: offered types that need host
   hardware, a host service the suite cannot start, KVM, or that the family cannot take for a reason
   the bus check does not see. Each entry has its one-line reason; the reasons are shown to users.
+  Coverage = covered / (offered - not coverable).
 
 Results are cached under ``$QEMU_CONFORMANCE_CACHE/coverage/``, keyed by the binary's content (a
 build's wrapper script: its text and the version it reports) and, per case, by the live argv: a
@@ -148,9 +151,11 @@ def off_family(family: str, migratable: Iterable[str], buses: dict[str, str | No
     for name in sorted(migratable):
         bus = buses.get(name)
         why = refused.get(name, "")
-        if not bus_available(bus, present, subtypes) or re.search(r"No '[^']+' bus found", why):
+        if not bus_available(bus, present, subtypes):
             out[name] = (f"not user-creatable on {family}: needs a '{bus}' bus; {family} has none, and none of "
                          "the devices cold-plugged on it added one")
+        elif re.search(r"No '[^']+' bus found", why):
+            out[name] = f"not user-creatable on {family}: no '{bus}' bus with room for it (QEMU: {why})"
         elif bus in ("System", None) and machine_refusal(why):
             out[name] = f"not user-creatable on {family}: {why}"
     for name in list(out):
