@@ -101,8 +101,8 @@ def test_a_static_pair_stage_and_machine_types_are_one_row_and_one_argument(tmp_
         return shared.get((a[0], b[0]), [])
 
     ids = [p.item.id for p in plan(cases, BUILDS[:2], [vmstate, "migrate"], lambda b: b, machines=machines)]
-    assert ids == ["both.migrate[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]",  # migrate first: pipeline order
-                   "both.vmstate[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]"]
+    assert ids == ["both.vmstate[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]",  # pipeline order: before boot
+                   "both.migrate[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]"]
     assert [p.item.id for p in plan(cases, BUILDS[:1], ["migrate"], lambda b: b)] == \
         ["both.migrate[7.2.22-x86_64->7.2.22-x86_64]"]  # no machine types given: one item, as today
 
@@ -125,8 +125,8 @@ def test_the_catalogue_refuses_a_stage_without_the_one_it_builds_on(tmp_path: Pa
 
 
 def test_the_stage_table() -> None:
-    assert [s.name for s in TABLE] == ["probe", "caps", "parse", "argv", "boot", "migrate"]
-    assert CASE_STAGES == ("parse", "argv", "boot", "migrate")
+    assert [s.name for s in TABLE] == ["probe", "caps", "parse", "argv", "vmstate", "boot", "migrate"]
+    assert CASE_STAGES == ("parse", "argv", "vmstate", "boot", "migrate")
     assert required("migrate") == ["boot", "argv", "parse"] and required("parse") == []
     assert {s.scope for s in TABLE} <= {"build", "case", "pair"}
     assert all(s.requires in CASE_STAGES for s in TABLE if s.requires)  # a stage builds on a case stage

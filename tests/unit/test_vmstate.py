@@ -1,0 +1,101 @@
+"""The static prediction's rules (conformance/vmstate.py) on recorded dump sections and small property sets."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from conformance.vmstate import compare_entry, compare_properties, parse_qtree
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "vmstate" / "x86_64-sections.json"
+DUMPS: dict[str, dict[str, Any]] = json.loads(DATA.read_text())
+
+
+def test_e1000e_unused_padding_of_an_array_lines_up_between_7_2_and_10_0() -> None:
+    """10.0 replaced 7.2's 5-byte eitr_intr_pending array by 5 bytes of padding: the dump gives the element
+    size (1) only, and the fields after it line up by name, so the wire is the same both ways."""
+    for src, dst in (("72", "100"), ("100", "72"), ("52", "100")):
+        assert compare_entry("e1000e", DUMPS[src]["e1000e"], DUMPS[dst]) == [], (src, dst)
+
+
+def test_a_known_rename_is_compatible_and_an_unknown_one_is_a_hazard() -> None:
+    assert compare_entry("hpet", DUMPS["72"]["hpet"], DUMPS["100"]) == []  # num_timers -> num_timers_save
+    renamed = copy.deepcopy(DUMPS["100"])
+    fields = renamed["hpet"]["Description"]["Fields"]
+    fields[0] = {**fields[0], "field": "something_else"}
+    hazards = compare_entry("hpet", DUMPS["72"]["hpet"], renamed)
+    assert len(hazards) == 1 and "another name" in hazards[0]
+
+
+def test_versions_and_sizes() -> None:
+    # 10.0's esp section is version 2; 5.2 takes at most 1: backward fails, forward loads
+    assert compare_entry("sysbus-esp", DUMPS["100"]["sysbus-esp"], DUMPS["52"]) == \
+        ["sysbusespscsi: version 2 on the source, the destination takes at most 1"]
+    grown = copy.deepcopy(DUMPS["72"])
+    grown["e1000e"]["Description"]["Fields"][2]["size"] = 8  # ioaddr
+    assert "is 4 bytes on the source" in compare_entry("e1000e", DUMPS["72"]["e1000e"], grown)[0]
+    too_new = copy.deepcopy(DUMPS["72"])
+    too_new["e1000e"]["Description"]["minimum_version_id"] = 2
+    assert "takes 2 or newer" in compare_entry("e1000e", DUMPS["72"]["e1000e"], too_new)[0]
+
+
+def test_a_field_the_destination_reads_but_the_source_does_not_send() -> None:
+    """7.2 -> 10.0 esp: 10.0 reads drq_state unconditionally in its nested esp struct (version 7), which 7.2
+    (version 6) does not send; the nested struct's version is not on the wire."""
+    hazards = compare_entry("sysbus-esp", DUMPS["72"]["sysbus-esp"], DUMPS["100"])
+    assert hazards == ["sysbusespscsi: the destination reads esp.drq_state, which the source does not send"]
+
+
+def test_a_missing_section_and_a_missing_subsection() -> None:
+    assert compare_entry("virtio-rng-device", DUMPS["72"]["virtio-rng-device"], {}) == \
+        ["section virtio-rng: the destination has no state description for virtio-rng-device"]
+    with_sub = copy.deepcopy(DUMPS["72"]["hpet"])
+    with_sub["Description"]["Subsections"] = [{"name": "hpet/new", "version_id": 1, "minimum_version_id": 1,
+                                              "Fields": []}]
+    hazards = compare_entry("hpet", with_sub, DUMPS["72"])
+    assert hazards and "subsection hpet/new is unknown to the destination" in hazards[-1]
+
+
+def test_property_rules() -> None:
+    kw: dict[str, Any] = {"machine": "pc-q35-7.1", "src_label": "A", "dst_label": "B", "newer": "B"}
+    # P1: the 7.2.0 virtio-rng-pci break, as values: 0 on the fixed build, 2 on the broken one
+    assert compare_properties({"vectors": "0"}, {"vectors": "2"}, {}, {}, **kw) == \
+        ["vectors: 0 on A, 2 on B under pc-q35-7.1"]
+    assert compare_properties({"rombar": "1"}, {"rombar": "-1"}, {}, {}, **kw) == []  # equivalent spellings
+    assert compare_properties({"multifunction": "on"}, {"multifunction": "true"}, {}, {}, **kw) == []
+    # P2: a new switch, on as under the newest type: hazard; pinned off by compat, or a number: fine
+    assert compare_properties({}, {"x-new": "true"}, {}, {"x-new": "true"}, **kw)[0].startswith("x-new: only B")
+    assert compare_properties({}, {"x-new": "false"}, {}, {"x-new": "true"}, **kw) == []
+    assert compare_properties({}, {"irq": "8"}, {}, {"irq": "8"}, **kw) == []
+    # P3: a property the newer build removed, pinned under this type by the older: hazard
+    assert compare_properties({"x-old": "false"}, {}, {"x-old": "true"}, {}, **kw)[0].startswith("x-old: A sets it")
+    assert compare_properties({"x-old": "true"}, {}, {"x-old": "true"}, {}, **kw) == []
+    # not compared: backend names and per-instance identities
+    assert compare_properties({"netdev": '"a"', "mac": "1"}, {"netdev": '"b"', "mac": "2"}, {}, {}, **kw) == []
+
+
+def test_parse_qtree_nests_devices_under_their_buses() -> None:
+    text = """bus: main-system-bus
+  type System
+  dev: q35-pcihost, id ""
+    MCFG = 2952790016 (0xb0000000)
+    bus: pcie.0
+      type PCIE
+      dev: virtio-rng-pci, id "cov0"
+        vectors = 0 (0x0)
+        disable-legacy = "off"
+        class Class 00ff, addr 00:01.0, pci id 1af4:1005 (sub 1af4:0004)
+        bus: virtio-bus
+          type virtio-pci-bus
+          dev: virtio-rng-device, id ""
+            period = 65536 (0x10000)
+      dev: ICH9-SMB, id ""
+        addr = 1f.3
+"""
+    (host,) = parse_qtree(text)
+    assert host.type == "q35-pcihost" and host.props == {"MCFG": "2952790016"}
+    rng, smb = host.children
+    assert rng.id == "cov0" and rng.props == {"vectors": "0", "disable-legacy": '"off"'}
+    assert [d.type for d in rng.descendants()] == ["virtio-rng-device"] and smb.props == {"addr": "1f.3"}
