@@ -60,6 +60,8 @@ class StaticRunner:
         self.catalogue = catalogue or load_catalogue()
         self.image_dir = image_dir
         self._rendered: dict[tuple[str, str, str], Rendered] = {}
+        # per fixture (by identity, the fixture kept alive): (option, value) -> its property problems
+        self._property_problems: dict[int, tuple[Capabilities, dict[tuple[str, str], list[str]]]] = {}
 
     def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
         return render_case(case, caps, machine, defaults=self.catalogue.defaults, image_dir=self.image_dir,
@@ -141,7 +143,10 @@ class StaticRunner:
             return StaticOutcome(case.name, label, "fail", "argv", f"argv lacks {', '.join(missing)}", argv)
         from conformance.argv.schema_check import property_problems
 
-        unknown = property_problems(argv, caps)  # every property must exist in this fixture's QEMU
+        memo = self._property_problems.get(id(caps))
+        if memo is None or memo[0] is not caps:
+            memo = self._property_problems[id(caps)] = (caps, {})
+        unknown = property_problems(argv, caps, memo[1])  # every property must exist in this fixture's QEMU
         if unknown:
             return StaticOutcome(case.name, label, "fail", "argv", "; ".join(unknown), argv)
         return StaticOutcome(case.name, label, "pass", "argv", "", argv)

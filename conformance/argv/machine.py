@@ -233,10 +233,15 @@ def _qemu_known_features(ctx: Ctx) -> frozenset[str] | None:
     the domain's accelerator (virQEMUCapsGetCPUFeatures in qemuBuildCpuModelArgStr); None when not known."""
     if not ctx.is_x86:
         return None
-    host = ctx.caps.host_cpu("kvm" if ctx.domain.type == "kvm" else "tcg")
-    if host is None or not host.properties:
-        return None
-    return frozenset(from_qemu(p.name) for p in host.properties)
+    accel = "kvm" if ctx.domain.type == "kvm" else "tcg"
+
+    def known() -> frozenset[str] | None:
+        host = ctx.caps.host_cpu(accel)
+        if host is None or not host.properties:
+            return None
+        return frozenset(from_qemu(p.name) for p in host.properties)
+
+    return ctx.caps.derived(("qemu-known-cpu-features", accel), known)
 
 
 # <hyperv> children -> QEMU's hv-* name where it is not hv-TAG
@@ -342,9 +347,9 @@ def default_cpu_model(ctx: Ctx) -> str | None:
     typename = ctx.machine.default_cpu_for("kvm" if ctx.domain.type == "kvm" else "tcg") if ctx.machine else None
     if not typename:
         return None
-    for model in ctx.caps.cpu_models:
-        if model.typename == typename:
-            return model.name
+    named = ctx.caps.cpu_model_of_type(typename)
+    if named is not None:
+        return named
     for suffix in (f"-{ctx.arch}-cpu", "-x86_64-cpu", "-arm-cpu", "-s390x-cpu", "-powerpc64-cpu"):
         if typename.endswith(suffix):
             return typename[: -len(suffix)]

@@ -41,6 +41,9 @@ def parse_props(value: str) -> dict[str, Any]:
 
 def split_opts(value: str) -> Iterator[str]:
     """'a,,b,k=v' -> 'a,b', 'k=v': the comma-syntax items, doubled commas undone (see escape_opt_value)."""
+    if ",," not in value:  # no escaped comma (the usual case): every comma separates
+        yield from value.split(",")
+        return
     part = []
     i = 0
     while i < len(value):

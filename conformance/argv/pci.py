@@ -92,6 +92,11 @@ def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) 
     return bool(dev_flags & bus_flags & TYPES)
 
 
+def _where(addr: Address) -> str:
+    """0000:00:1f.2 (formatted only for an error: reserve runs for every device of every combination)."""
+    return f"{addr.domain or 0:04x}:{addr.bus or 0:02x}:{addr.slot or 0:02x}.{addr.function or 0}"
+
+
 class AddressSet:
     def __init__(self, ctx: Ctx, dry_run: bool, pcie_to_pci_ok: bool) -> None:
         self.ctx = ctx
@@ -133,17 +138,17 @@ class AddressSet:
         if self.dry_run:
             self.grow(addr, flags)
         b, slot, fn = addr.bus or 0, addr.slot or 0, addr.function or 0
-        where = f"{addr.domain or 0:04x}:{b:02x}:{slot:02x}.{fn}"
         if b >= len(self.buses):
-            raise self.fail(f"invalid PCI address {where}: only PCI buses up to {len(self.buses) - 1} are available")
+            raise self.fail(f"invalid PCI address {_where(addr)}: only PCI buses up to {len(self.buses) - 1} "
+                            "are available")
         bus = self.buses[b]
         if not _compatible(b, bus.flags, flags, from_config):
-            raise self.fail(f"the device at PCI address {where} cannot be plugged into the PCI controller "
+            raise self.fail(f"the device at PCI address {_where(addr)} cannot be plugged into the PCI controller "
                             f"with index='{b}' ({bus.model})")
         if slot < bus.min_slot or slot > bus.max_slot:
-            raise self.fail(f"invalid PCI address {where}: slot must be {bus.min_slot}..{bus.max_slot}")
+            raise self.fail(f"invalid PCI address {_where(addr)}: slot must be {bus.min_slot}..{bus.max_slot}")
         if bus.functions[slot] & (1 << fn):
-            raise self.fail(f"attempted double use of PCI address {where}")
+            raise self.fail(f"attempted double use of PCI address {_where(addr)}")
         if not bus.functions[slot] and flags & AGGREGATE:
             bus.aggregate[slot] = True
         bus.functions[slot] |= 1 << fn

@@ -155,46 +155,56 @@ def member_problems(opt: str, value: str, caps: Capabilities) -> list[str]:
     return problems
 
 
-def property_problems(argv: list[str], caps: Capabilities) -> list[str]:
+def property_problems(argv: list[str], caps: Capabilities,
+                      memo: dict[tuple[str, str], list[str]] | None = None) -> list[str]:
     """One line per -device/-object/-netdev/-blockdev/-chardev property this fixture's QEMU lacks or types
-    otherwise."""
+    otherwise. ``memo``: the problems of each (option, value) already checked against these same caps (the
+    static stages check the same -device strings for many cases on one fixture)."""
     problems: list[str] = []
+    for i in range(1, len(argv) - 1):
+        opt, value = argv[i], argv[i + 1]
+        if value.startswith("-") or (opt not in _BRANCH and opt not in _NOT_PROPERTIES):
+            continue
+        if memo is None:
+            problems += option_problems(opt, value, caps)
+            continue
+        found = memo.get((opt, value))
+        if found is None:
+            found = memo[(opt, value)] = option_problems(opt, value, caps)
+        problems += found
+    return problems
+
+
+def option_problems(opt: str, value: str, caps: Capabilities) -> list[str]:
+    """The problems of one -device/-object/-netdev/-blockdev/-chardev value against the fixture's QEMU."""
+    if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union
+        return member_problems(opt, value, caps) if caps.option_members else []
     recorded = caps.records["properties"]
     scope = _scope(recorded)
     checked = scope[2] if scope is not None else None
-    members = bool(caps.option_members)
-    for i in range(1, len(argv) - 1):
-        opt, value = argv[i], argv[i + 1]
-        if value.startswith("-"):
+    head = _head(value)
+    if checked is not None and head is not None and head not in checked and "qom-type=" not in value:
+        return []  # a type the fixture records nothing of: nothing to check
+    props = parse_props(value)
+    qom = props.get("qom-type") if opt == "-object" and "qom-type" in props else props.get("driver")
+    if not isinstance(qom, str):
+        return []
+    if checked is not None and qom not in checked:
+        return []
+    problems: list[str] = []
+    known = caps.type_properties.get(qom, {})
+    whole = scope is not None and qom in scope[0]
+    for key, val in props.items():
+        if key in _NOT_PROPERTIES[opt]:
             continue
-        if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union
-            if members:
-                problems += member_problems(opt, value, caps)
-            continue
-        if opt not in _NOT_PROPERTIES:
-            continue
-        head = _head(value)
-        if checked is not None and head is not None and head not in checked and "qom-type=" not in value:
-            continue  # a type the fixture records nothing of: nothing to check
-        props = parse_props(value)
-        qom = props.get("qom-type") if opt == "-object" and "qom-type" in props else props.get("driver")
-        if not isinstance(qom, str):
-            continue
-        if checked is not None and qom not in checked:
-            continue
-        known = caps.type_properties.get(qom, {})
-        whole = scope is not None and qom in scope[0]
-        for key, val in props.items():
-            if key in _NOT_PROPERTIES[opt]:
+        if scope is None:
+            if not recorded.covers(f"{qom}.{key}"):
                 continue
-            if scope is None:
-                if not recorded.covers(f"{qom}.{key}"):
-                    continue
-            elif not whole and f"{qom}.{key}" not in scope[1]:
-                continue
-            if key not in known:
-                problems.append(f"{opt} {qom}: QEMU {caps.version} has no property {key!r}")
-            elif not _compatible(val, known[key]):
-                problems.append(f"{opt} {qom}: property {key!r} is {known[key]} in QEMU {caps.version}, "
-                                f"the argv gives {val!r}")
+        elif not whole and f"{qom}.{key}" not in scope[1]:
+            continue
+        if key not in known:
+            problems.append(f"{opt} {qom}: QEMU {caps.version} has no property {key!r}")
+        elif not _compatible(val, known[key]):
+            problems.append(f"{opt} {qom}: property {key!r} is {known[key]} in QEMU {caps.version}, "
+                            f"the argv gives {val!r}")
     return problems

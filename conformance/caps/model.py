@@ -10,9 +10,12 @@ a flag means.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TypeVar
 
+T = TypeVar("T")
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
 
 
@@ -403,6 +406,29 @@ class Capabilities:
     def host_cpu(self, accel: str) -> HostCpu | None:
         """QEMU's host CPU expansion under ``accel`` ("kvm" or "tcg"), when the fixture carries it."""
         return next((h for h in self.host_cpus if h.accel == accel), None)
+
+    @cached_property
+    def _cpu_model_names_by_type(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for model in self.cpu_models:
+            if model.typename:
+                table.setdefault(model.typename, model.name)  # the first, in the canonical order
+        return table
+
+    def cpu_model_of_type(self, typename: str) -> str | None:
+        """The name of the first CPU model whose QOM type is ``typename`` ('qemu64-x86_64-cpu' -> 'qemu64')."""
+        return self._cpu_model_names_by_type.get(typename)
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A fact derived from this fixture alone, computed on first use and kept with it: what every
+        combination with this fixture would otherwise derive again. ``key`` names the derivation (with its
+        arguments); ``compute`` must read nothing but this fixture and its arguments."""
+        memo = self.__dict__.setdefault("_derived", {})
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = compute()
+            return value
 
     def cpu_models_for(self, accel: str) -> tuple[CpuModel, ...]:
         """The CPU models QEMU offers under ``accel`` (models of fixtures that do not say count for any)."""

@@ -477,6 +477,21 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> li
     on what an argv says (version, arch, machine, concerns); a bug that says no configuration is not flagged."""
     facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv))
     # the rule's version and concerns conditions, cheap first (the static stages ask for every combination)
-    candidates = [b for b in load_bugs() if b.concerns is not None and b.first <= version <= b.last
-                  and b.concerns.may_match(facts.joined)]
+    candidates = [b for b in _flaggable(version) if b.concerns is not None and b.concerns.may_match(facts.joined)]
     return [b for b in candidates if check(b, facts, "concern", full=False).holds]
+
+
+# version -> (the database it was filtered from, its bugs with a configuration whose range has the version)
+_FLAGGABLE: dict[QemuVersion, tuple[tuple[KnownBug, ...], tuple[KnownBug, ...]]] = {}
+
+
+def _flaggable(version: QemuVersion) -> tuple[KnownBug, ...]:
+    """The bugs bugs_concerning considers for this version, in file order: those that say a configuration and
+    whose affected range has the version. Filtered once per version (and again when the database is
+    reloaded), not for every argv."""
+    bugs = load_bugs()
+    entry = _FLAGGABLE.get(version)
+    if entry is None or entry[0] is not bugs:
+        entry = _FLAGGABLE[version] = (bugs, tuple(b for b in bugs if b.concerns is not None
+                                                   and b.first <= version <= b.last))
+    return entry[1]
