@@ -5,9 +5,12 @@ waiting destination (the suite's own start_pair), then migrates:
 - raw: migrate-incoming + migrate, then query-migrate every 20 ms until ``completed`` (the floor);
 - suite: migrate_vms, timed twice: until the migration is judged complete (status seen and the
   destination running) and in full (with the destination's checks: heartbeat, re-plug, QMP).
-The last line is the headline.
+The RAM check (conformance/live/ramcheck.py) is timed twice: inside the suite's runs (the way it took
+there), and on each raw pair once it has migrated (the destination loaded and paused, the source
+stopped), both ways: read from each QEMU's memory, and by pmemsave (what it did before).
+``--memory-mib`` sizes the guests (default: the catalogue's, 256 MiB). The last line is the headline.
 
-    python3 benchmarks/migrate.py [--runs 3]
+    python3 benchmarks/migrate.py [--runs 3] [--memory-mib 1024]
 """
 
 from __future__ import annotations
@@ -19,18 +22,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from conformance.argv.options import devices
 from conformance.cases import load_catalogue
 from conformance.live.boot import prepare_vm
 from conformance.live.checks import failover_pairs
 from conformance.live.migrate import MigrationTimeouts, migrate_vms, start_pair
+from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
 from conformance.runner import make_target
 
 
-def one(target, case_name: str, raw: bool) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+class Run(NamedTuple):
+    completed: float  # s until the source says completed
+    total: float  # s until judged (suite) or completed (raw)
+    ram: float  # s of the RAM check: the suite's, or reading both QEMUs' memory on a raw pair
+    ram_how: str  # the way the check read RAM
+    pmemsave: float = 0.0  # s of the RAM check by pmemsave on the same raw pair
+
+
+def one(target, case_name: str, raw: bool, memory_mib: int | None) -> Run:  # type: ignore[no-untyped-def]
     catalogue = load_catalogue()
+    if memory_mib:
+        catalogue.defaults["memory_kib"] = memory_mib * 1024
     with tempfile.TemporaryDirectory(prefix="bench-migrate-") as tmp:
         out = Path(tmp)
         (out / "src").mkdir()
@@ -49,7 +64,13 @@ def one(target, case_name: str, raw: bool) -> tuple[float, float]:  # type: igno
                 while q.cmd("query-migrate").get("status") != "completed":
                     time.sleep(0.02)
                 took = time.monotonic() - started
-                return took, took
+                while d.cmd("query-status").get("status") != "paused":  # loaded, still stopped (-S)
+                    time.sleep(0.02)
+                names = ram_region_names(destination.process.argv)
+                fast, slow = (compare_ram(source, destination, names, fast=way) for way in (True, False))
+                if fast.differing or slow.differing or fast.note or slow.note:
+                    raise SystemExit(f"{case_name}: raw pair: RAM check: {fast.record()} / {slow.record()}")
+                return Run(took, took, fast.seconds, fast.method, slow.seconds)
             started = time.monotonic()
             mig = migrate_vms(source, destination, failover=failover_pairs(devices(src.live.argv)),
                               timeouts=MigrationTimeouts.from_env())
@@ -57,7 +78,8 @@ def one(target, case_name: str, raw: bool) -> tuple[float, float]:  # type: igno
             if mig.verdict != "pass":
                 raise SystemExit(f"{case_name}: {mig.verdict}: {mig.reason}")
             completed = next(s["t"] for s in mig.timeline if s["side"] == "source" and s["status"] == "completed")
-            return completed, total
+            ram = mig.evidence.get("ram", {})
+            return Run(completed, total, ram.get("seconds", 0.0), ram.get("method", "not compared"))
         finally:
             for vm in vms:
                 vm.stop()
@@ -66,24 +88,33 @@ def one(target, case_name: str, raw: bool) -> tuple[float, float]:  # type: igno
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--memory-mib", type=int, default=None, help="guest RAM (default: the catalogue's)")
     args = parser.parse_args()
     binary = shutil.which("qemu-system-x86_64")
     if not binary:
         print("qemu-system-x86_64 not installed", file=sys.stderr)
         return 2
     target = make_target(Path(binary), lambda _t: None)
+    mib = args.memory_mib or load_catalogue().defaults["memory_kib"] // 1024
     figures = {}
     for case, label in (("q35-minimal", "plain"), ("teaming-q35", "failover")):
-        floor = [one(target, case, raw=True)[0] for _ in range(args.runs)]
-        suite = [one(target, case, raw=False) for _ in range(args.runs)]
-        seen = statistics.median(s[0] for s in suite)
-        full = statistics.median(s[1] for s in suite)
-        figures[label] = (statistics.median(floor), seen, full)
-        print(f"{label} ({case}): raw floor {statistics.median(floor):.2f} s; suite sees completed at "
-              f"{seen:.2f} s, judged with destination checks in {full:.2f} s (median of {args.runs})")
-    (pf, ps, pfull), (ff, fs, ffull) = figures["plain"], figures["failover"]
+        floor = [one(target, case, True, args.memory_mib) for _ in range(args.runs)]
+        suite = [one(target, case, False, args.memory_mib) for _ in range(args.runs)]
+        seen = statistics.median(s.completed for s in suite)
+        full = statistics.median(s.total for s in suite)
+        ram = statistics.median(s.ram for s in suite)
+        fast, slow = statistics.median(f.ram for f in floor), statistics.median(f.pmemsave for f in floor)
+        ways = ", ".join(sorted({s.ram_how for s in suite}))
+        figures[label] = (statistics.median(f.total for f in floor), seen, full, ram, fast, slow)
+        print(f"{label} ({case}, {mib} MiB): raw floor {figures[label][0]:.2f} s; suite sees completed at "
+              f"{seen:.2f} s, judged with destination checks in {full:.2f} s, RAM check {ram:.3f} s of it ({ways}); "
+              f"RAM check on the raw pairs: {fast:.3f} s reading QEMU's memory, {slow:.3f} s by pmemsave "
+              f"(median of {args.runs})")
+    (pf, ps, pfull, pram, pfast, pslow), (ff, fs, ffull, fram, _, _) = figures["plain"], figures["failover"]
     print(f"migrate: plain {ps:.2f} s median (raw {pf:.2f} s, suite adds {ps - pf:+.2f} s; checked {pfull:.1f} s), "
-          f"failover {fs:.2f} s (raw {ff:.2f} s, {fs - ff:+.2f} s; checked {ffull:.1f} s), x86_64 TCG")
+          f"failover {fs:.2f} s (raw {ff:.2f} s, {fs - ff:+.2f} s; checked {ffull:.1f} s); RAM check {pram:.3f} s "
+          f"plain, {fram:.3f} s failover per {mib} MiB (pmemsave on the same pairs {pslow:.2f} s, now {pfast:.3f} s), "
+          f"x86_64 TCG")
     return 0
 
 
