@@ -32,7 +32,7 @@ def test_a_known_rename_is_compatible_and_an_unknown_one_is_a_hazard() -> None:
 def test_versions_and_sizes() -> None:
     # 10.0's esp section is version 2; 5.2 takes at most 1: backward fails, forward loads
     assert compare_entry("sysbus-esp", DUMPS["100"]["sysbus-esp"], DUMPS["52"]) == \
-        ["sysbusespscsi: version 2 on the source, the destination takes at most 1"]
+        ["[V2] sysbusespscsi: version 2 on the source, the destination takes at most 1"]
     grown = copy.deepcopy(DUMPS["72"])
     grown["e1000e"]["Description"]["Fields"][2]["size"] = 8  # ioaddr
     assert "is 4 bytes on the source" in compare_entry("e1000e", DUMPS["72"]["e1000e"], grown)[0]
@@ -45,12 +45,12 @@ def test_a_field_the_destination_reads_but_the_source_does_not_send() -> None:
     """7.2 -> 10.0 esp: 10.0 reads drq_state unconditionally in its nested esp struct (version 7), which 7.2
     (version 6) does not send; the nested struct's version is not on the wire."""
     hazards = compare_entry("sysbus-esp", DUMPS["72"]["sysbus-esp"], DUMPS["100"])
-    assert hazards == ["sysbusespscsi: the destination reads esp.drq_state, which the source does not send"]
+    assert hazards == ["[V3] sysbusespscsi: the destination reads esp.drq_state, which the source does not send"]
 
 
 def test_a_missing_section_and_a_missing_subsection() -> None:
     assert compare_entry("virtio-rng-device", DUMPS["72"]["virtio-rng-device"], {}) == \
-        ["section virtio-rng: the destination has no state description for virtio-rng-device"]
+        ["[V1] section virtio-rng: the destination has no state description for virtio-rng-device"]
     with_sub = copy.deepcopy(DUMPS["72"]["hpet"])
     with_sub["Description"]["Subsections"] = [{"name": "hpet/new", "version_id": 1, "minimum_version_id": 1,
                                               "Fields": []}]
@@ -62,15 +62,16 @@ def test_property_rules() -> None:
     kw: dict[str, Any] = {"machine": "pc-q35-7.1", "src_label": "A", "dst_label": "B", "newer": "B"}
     # P1: the 7.2.0 virtio-rng-pci break, as values: 0 on the fixed build, 2 on the broken one
     assert compare_properties({"vectors": "0"}, {"vectors": "2"}, {}, {}, **kw) == \
-        ["vectors: 0 on A, 2 on B under pc-q35-7.1"]
+        ["[P1] vectors: 0 on A, 2 on B under pc-q35-7.1"]
     assert compare_properties({"rombar": "1"}, {"rombar": "-1"}, {}, {}, **kw) == []  # equivalent spellings
     assert compare_properties({"multifunction": "on"}, {"multifunction": "true"}, {}, {}, **kw) == []
     # P2: a new switch, on as under the newest type: hazard; pinned off by compat, or a number: fine
-    assert compare_properties({}, {"x-new": "true"}, {}, {"x-new": "true"}, **kw)[0].startswith("x-new: only B")
+    assert compare_properties({}, {"x-new": "true"}, {}, {"x-new": "true"}, **kw)[0].startswith("[P2] x-new: only B")
     assert compare_properties({}, {"x-new": "false"}, {}, {"x-new": "true"}, **kw) == []
     assert compare_properties({}, {"irq": "8"}, {}, {"irq": "8"}, **kw) == []
     # P3: a property the newer build removed, pinned under this type by the older: hazard
-    assert compare_properties({"x-old": "false"}, {}, {"x-old": "true"}, {}, **kw)[0].startswith("x-old: A sets it")
+    removed = compare_properties({"x-old": "false"}, {}, {"x-old": "true"}, {}, **kw)
+    assert removed[0].startswith("[P3] x-old: A sets it")
     assert compare_properties({"x-old": "true"}, {}, {"x-old": "true"}, {}, **kw) == []
     # not compared: backend names and per-instance identities
     assert compare_properties({"netdev": '"a"', "mac": "1"}, {"netdev": '"b"', "mac": "2"}, {}, {}, **kw) == []

@@ -1,0 +1,66 @@
+"""The static prediction on real builds: the host's 7.2 dumped and plugged for real, compared with itself and
+with the fetched 10.0 (conformance/vmstate.py). A few seconds cold, each in its own cache folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.builds import find_qemu
+from conformance.caps.probe import probe_binary
+from conformance.coverage import binary_key
+from conformance.vmstate import COMPATIBLE, build_dump, compare_entry, machine_properties, make_side, predict
+
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("vmstate")]
+
+
+@pytest.fixture(scope="module")
+def qemu_10() -> Path:
+    binary = find_qemu("10.0")
+    if binary is None:
+        pytest.skip("QEMU 10.0 is not fetched (qemu-conformance builds fetch 10.0)")
+    return binary
+
+
+def test_the_host_dump_is_cached_and_every_section_loads_into_itself(qemu_x86_64: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    dump = build_dump(qemu_x86_64, "x86_64", root=tmp_path)
+    cold = time.monotonic() - started
+    started = time.monotonic()
+    assert build_dump(qemu_x86_64, "x86_64", root=tmp_path) == dump
+    assert time.monotonic() - started < cold + 0.05 and (tmp_path / "vmstate" / "dumps").is_dir()
+    assert dump["vmschkmachine"]["Name"].startswith("pc-q35-")
+    assert len(dump) > 150 and "virtio-rng-device" in dump
+    assert [t for t, e in dump.items() if t != "vmschkmachine" and compare_entry(t, e, dump)] == []
+
+
+def test_virtio_rng_pci_vectors_read_from_the_device_follow_the_machine_type(qemu_x86_64: Path,
+                                                                             tmp_path: Path) -> None:
+    """The research file's measurement: class defaults say 4294967295, the device under pc-q35-7.1 reads 0
+    (bad9c5a5166f's compat entry, in Debian's 7.2.22) and under pc-q35-7.2 reads 2."""
+    key = binary_key(qemu_x86_64)
+    old = machine_properties(qemu_x86_64, key, "pc-q35-7.1", ["virtio-rng-pci"], root=tmp_path)
+    new = machine_properties(qemu_x86_64, key, "pc-q35-7.2", ["virtio-rng-pci"], root=tmp_path)
+    assert old.devices["virtio-rng-pci"]["props"]["vectors"] == "0"
+    assert new.devices["virtio-rng-pci"]["props"]["vectors"] == "2"
+    assert "virtio-rng-device" in new.devices["virtio-rng-pci"]["children"]
+    assert "ICH9-LPC" in (new.machine_devices or {}) and old.compat_props is None  # 7.2 refuses compat-props
+
+
+def test_7_2_to_10_0_under_pc_q35_7_1_keeps_virtio_rng_pci(qemu_x86_64: Path, qemu_10: Path, tmp_path: Path) -> None:
+    """Debian's 7.2.22 has the fix, so 7.2.22 and 10.0.2 agree on virtio-rng-pci under pc-q35-7.1 (0 vectors)."""
+    a = make_side(qemu_x86_64, probe_binary(qemu_x86_64), root=tmp_path)
+    b = make_side(qemu_10, probe_binary(qemu_10), root=tmp_path)
+    argv = ["qemu-system-x86_64", "-device", '{"driver":"virtio-rng-pci","id":"rng0"}']
+    devices = predict(a, b, "pc-q35-7.1", argv, argv)
+    assert devices["virtio-rng-pci"] == COMPATIBLE
+    assert set(devices) >= {"virtio-rng-pci", "ICH9-LPC", "mch"}
+    back = predict(b, a, "pc-q35-7.1", argv, argv)
+    assert back["virtio-rng-pci"] == COMPATIBLE
+    # under pc-q35-6.1, 7.2 has its root ports' x-native-hotplug off (ACPI hot-plug) and 10.0 has no such
+    # property: a predicted hazard (to be checked live)
+    ports = ["qemu-system-x86_64", "-device", '{"driver":"pcie-root-port","id":"pci.1","chassis":1}']
+    hazard = predict(a, b, "pc-q35-6.1", ports, ports)["pcie-root-port"]
+    assert hazard.startswith("[P3] x-native-hotplug: 7.2.22-x86_64 sets it to false under pc-q35-6.1")
