@@ -1,9 +1,11 @@
 """nox sessions: how CI and people run the suite.
 
-    nox -s tests            the suite's own tests (pytest-xdist, all cores)
+    nox -s tests            the suite's own tests (pytest-xdist, all cores): every test that starts no QEMU,
+                            and the live smoke set (pytest -m "not live or smoke"; tests/README.md)
     nox -s lint             ruff
     nox -s static           the static matrix: every case x every fixture in capsdata/
-    nox -s live             live boots of the cases on the host's QEMU (TCG here)
+    nox -s live             every live test (pytest -m live): each case booted and migrated on the host's
+                            QEMU (TCG here), the failure scenarios, the real builds, avocado, interrupts
     nox -s libvirt-corpus   score the argv builder against libvirt's own expectations (needs ../shared)
     nox -s qualify          qualify the host's QEMU builds and write an HTML report to reports/host
     nox -s "shard(build='all', shard='2/4')"
@@ -33,9 +35,10 @@ def _install(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The suite's own tests in parallel; extra arguments go to pytest."""
+    """The suite's own tests in parallel, but of the live ones (which start QEMU) only the smoke set; extra
+    arguments go to pytest."""
     _install(session)
-    session.run("pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "-m", "not live or smoke", *session.posargs)
 
 
 @nox.session
@@ -53,9 +56,10 @@ def static(session: nox.Session) -> None:
 
 @nox.session
 def live(session: nox.Session) -> None:
-    """Boot every bootable case on the host's QEMU binaries (pytest -m live)."""
+    """Every test that starts QEMU (pytest -m live): every bootable case booted and migrated on the host's
+    QEMU binaries (--conformance-qemu adds builds), and the live tests of tests/live and tests/integration."""
     _install(session)
-    session.run("pytest", "-n", "auto", "-m", "live", "tests", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "-m", "live", "tests", *session.posargs)
 
 
 CORPUS_GOAL = 0.85  # share of scored cases that must PASS

@@ -6,12 +6,14 @@ stages whose pytest column in the stage table (conformance/stages.py) names the 
   of that case's arch (parse and argv together), with ids such as ``teaming-q35[4.2.0-x86_64]``;
 - a test that asks for ``live_combo`` runs once per case that lists boot x QEMU binary
   of that case's arch (default: the host's qemu-system-x86_64 and -aarch64),
-  with ids such as ``teaming-q35[x86_64]``; it is marked ``live``;
+  with ids such as ``teaming-q35[x86_64]``; it is marked ``live``, and ``smoke`` for a case that
+  cases.toml marks ``smoke = true``;
 - a test that asks for ``migrate_combo`` runs once per case that lists migrate x (source,
   destination) pair of QEMU binaries of one arch, each binary with itself
   included, with ids such as ``teaming-q35[7.2.22-x86_64->10.0.2-x86_64]``
   (``[...@pc-q35-7.2]`` per machine type under ``--conformance-machines all``);
-  it is marked ``live``.
+  it is marked ``live``, and ``smoke`` for a smoke case from a build to itself (and for one cross-build pair
+  with 10.0, when 10.0 is under test).
 
 Options:
 
@@ -28,7 +30,7 @@ Process hygiene: every pytest process, xdist workers included, dies with its
 parent (PR_SET_PDEATHSIG), and every QEMU dies with the process that started
 it, so killing a run leaves no QEMU behind.
 
-Markers: ``live`` (starts real QEMU guests), ``slow``.
+Markers: ``live`` (starts real QEMU guests), ``smoke`` (the live smoke set), ``slow``.
 """
 
 from __future__ import annotations
@@ -276,7 +278,7 @@ def boot_params(binaries: list[Path], case_globs: list[str]) -> list[Any]:
 
     cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
     return [pytest.param(LiveCombo(p.case.name, p.build), id=f"{p.case.name}[{_binary_label(p.build)}]",
-                         marks=pytest.mark.live)
+                         marks=[pytest.mark.live, *([pytest.mark.smoke] if p.case.smoke else [])])
             for p in plan(cases, binaries, _stages_of("live_combo"), _binary_names)]
 
 
@@ -290,12 +292,35 @@ def migrate_params(binaries: list[Path], case_globs: list[str], machines: str = 
 
     cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
     chosen = planner_machines(MachineChoice.parse(machines), _binary_caps)
+    planned = [p for p in plan(cases, binaries, _stages_of("migrate_combo"), _binary_names, machines=chosen)
+               if p.peer is not None]
+    smoke = _smoke_migrations(planned)
     return [pytest.param(MigrateCombo(p.case.name, p.build, p.peer, p.item.machine),
                          id=f"{p.case.name}[{p.item.build}->{p.item.peer}"
                             f"{'@' + p.item.machine if p.item.machine else ''}]",
-                         marks=pytest.mark.live)
-            for p in plan(cases, binaries, _stages_of("migrate_combo"), _binary_names, machines=chosen)
-            if p.peer is not None]
+                         marks=[pytest.mark.live, *([pytest.mark.smoke] if i in smoke else [])])
+            for i, p in enumerate(planned)]
+
+
+def _smoke_migrations(planned: list[Any]) -> set[int]:
+    """Which planned migrations (their indexes) are in the smoke set: those of the cases marked ``smoke`` in
+    cases.toml from a build to itself, one machine type each, and one cross-build pair with a 10.0 build
+    on a side (the first such of a smoke case), where 10.0 is under test."""
+    chosen: set[int] = set()
+    seen: set[tuple[str, str, str]] = set()
+    cross = False
+    for i, p in enumerate(planned):
+        key = (p.case.name, p.item.build, p.item.peer)
+        if not p.case.smoke or key in seen:
+            continue
+        if p.item.build == p.item.peer:
+            chosen.add(i)
+            seen.add(key)
+        elif not cross and any(side.startswith("10.0.") for side in (p.item.build, p.item.peer)):
+            chosen.add(i)
+            seen.add(key)
+            cross = True
+    return chosen
 
 
 def _binary_caps(binary: Path) -> Capabilities:

@@ -265,6 +265,7 @@ def test_report_relative_and_absolute(tmp_path: Path) -> None:
     assert html("rel") == html("abs")
 
 
+@pytest.mark.smoke
 @pytest.mark.live
 def test_probe_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path) -> None:
     rel, abs_ = _forms(tmp_path)

@@ -15,6 +15,7 @@ from conformance.results.records import read_results
 pytestmark = pytest.mark.live
 
 
+@pytest.mark.smoke
 def test_run_stages_parse_records_parse_only(qemu_x86_64: Path, tmp_path: Path) -> None:
     """`run --stages parse` did also record argv (the static stages ran as one); now only what is asked."""
     out = tmp_path / "out"

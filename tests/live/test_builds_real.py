@@ -74,6 +74,7 @@ def _gone(pid: int) -> bool:
     return state in {"Z", "X"}
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(("name", "arch"), REAL)
 def test_real_version(name: str, arch: str) -> None:
     wrapper = _real_wrapper(name, arch)
@@ -132,6 +133,7 @@ def test_real_wrapper_pid_is_qemus_in_a_private_mount_namespace(name: str, arch:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(("name", "arch"), REAL)
 def test_real_parent_death_signal_survives_the_wrapper(name: str, arch: str) -> None:
     wrapper = _real_wrapper(name, arch)

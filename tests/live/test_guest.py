@@ -440,6 +440,7 @@ def _disk(folder: Path, mib: int) -> Path:
     return path
 
 
+@pytest.mark.smoke
 @pytest.mark.live
 def test_boot_x86_64_failover_disk_hotplug(tmp_path: Path, guest_x86_64: Guest) -> None:
     """q35: a plain virtio-net NIC, a failover pair (virtio standby + vmxnet3 primary, same MAC),

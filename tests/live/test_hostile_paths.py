@@ -45,6 +45,7 @@ def _run(cwd: Path, output: str, cases: tuple[str, ...], qemu: Path, tmp_path: P
     return boots
 
 
+@pytest.mark.smoke
 def test_relative_hostile_output(tmp_path: Path, qemu_x86_64: Path) -> None:
     boots = _run(tmp_path, f"{HOSTILE}/out", CASES, qemu_x86_64, tmp_path)
     vm_dirs = [tmp_path / HOSTILE / "out" / r["artifacts"]["folder"] for r in boots]

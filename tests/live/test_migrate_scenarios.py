@@ -80,6 +80,7 @@ def test_destination_refuses_the_stream(x86_target: Target, tmp_path: Path) -> N
         assert source.process.is_running() and not destination.process.is_running()
 
 
+@pytest.mark.smoke
 def test_cancel_in_wait_unplug_brings_the_primary_back(x86_target: Target, tmp_path: Path) -> None:
     with pair(x86_target, tmp_path, "teaming-q35") as (source, destination, failover):
         assert failover, "teaming-q35 has a failover pair"
@@ -110,6 +111,7 @@ def test_paused_failover_guest_is_a_bounded_result(x86_target: Target, tmp_path:
         assert source.process.is_running(), "the source must survive the cancel"
 
 
+@pytest.mark.smoke
 def test_destination_killed_mid_migration(x86_target: Target, tmp_path: Path) -> None:
     with pair(x86_target, tmp_path, "q35-minimal") as (source, destination, failover):
         assert destination.process.pid is not None

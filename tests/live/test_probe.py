@@ -14,6 +14,7 @@ from conformance.caps.probe import probe_binary
 pytestmark = pytest.mark.live
 
 
+@pytest.mark.smoke
 def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
     caps = probe_binary(qemu_x86_64)
     assert (caps.version.major, caps.version.minor) >= (7, 2)
@@ -38,6 +39,7 @@ def test_probe_x86_64_7_2(qemu_x86_64: Path) -> None:
     assert caps.members("chardev", "socket") is not None and "addr.data.path" in caps.members("chardev", "socket")
 
 
+@pytest.mark.smoke
 def test_probe_aarch64_7_2(qemu_aarch64: Path) -> None:
     caps = probe_binary(qemu_aarch64, accel="tcg")
     assert caps.arch == "aarch64"

@@ -53,6 +53,7 @@ def test_guest_that_never_reports_is_a_boot_timeout(x86_target: Target, tmp_path
     assert processes_matching(str(tmp_path)) == []
 
 
+@pytest.mark.smoke
 def test_qemu_killed_by_sigsegv_mid_boot(x86_target: Target, tmp_path: Path) -> None:
     catalogue = load_catalogue()
 
@@ -82,6 +83,7 @@ def test_missing_kernel_is_a_clear_error(tmp_path: Path) -> None:
     assert "vmlinuz-none" in str(info.value)
 
 
+@pytest.mark.smoke
 def test_corrupt_kernel_is_a_result_not_a_traceback(x86_target: Target, tmp_path: Path) -> None:
     corrupt = tmp_path / "vmlinuz-corrupt"
     corrupt.write_bytes(os.urandom(4096))
@@ -108,6 +110,7 @@ def _kill_mid_boot(command: list[str], mark: str, log: Path) -> None:
         proc.kill()
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_sigkill_of_pytest_leaves_no_qemu(qemu_x86_64: Path, tmp_path: Path, workers: str) -> None:
     out = tmp_path / "pytest-out"

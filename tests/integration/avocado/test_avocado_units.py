@@ -178,6 +178,7 @@ def test_variant_parameters_become_the_suites_settings() -> None:
     assert variant_settings(None) == ({}, [])
 
 
+@pytest.mark.smoke
 @pytest.mark.live
 def test_task_run_posts_avocados_messages_without_importing_avocado(qemu_x86_64: Path, tmp_path: Path) -> None:
     """``task-run`` as avocado's process spawner starts it: the messages reach a status server on a UNIX

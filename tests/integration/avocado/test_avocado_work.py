@@ -10,6 +10,7 @@ import pytest
 from conformance.avocado.work import describe_binary, run_item
 
 
+@pytest.mark.smoke
 @pytest.mark.live
 def test_static_items_run_alone_and_keep_their_argv(qemu_x86_64: Path, tmp_path: Path) -> None:
     argv = run_item("teaming-q35", "argv", qemu_x86_64, None, tmp_path / "a")
