@@ -76,3 +76,15 @@ def test_a_machine_type_one_build_lacks_is_a_skip_that_names_it(x86_target: Targ
                     machine="pc-q35-10.0")
     assert r.verdict == "skip" and r.reason == "machine type pc-q35-10.0 unknown to QEMU 7.2.22"
     assert r.details["direction"] == "forward"
+
+
+def test_failover_under_a_machine_type_with_legacy_virtio_is_a_skip_that_says_why(x86_target: Target,
+                                                                                  tmp_path: Path) -> None:
+    """pc-q35-2.6 turns virtio-pci's modern interface off (hw_compat_2_6): the standby cannot offer
+    VIRTIO_NET_F_STANDBY, so failover is never negotiated. A fact of the machine type, not a migration break."""
+    catalogue = load_catalogue()
+    r = run_migrate(catalogue.get("teaming-q35"), x86_target, x86_target, catalogue, tmp_path, machine="pc-q35-2.6")
+    assert r.verdict == "skip", r.reason
+    assert "under pc-q35-2.6: the standby ua-backup0 is a legacy virtio device" in r.reason
+    console = (tmp_path / r.artifacts["source-console"]).read_text()
+    assert "1af4:1000" in console and "role=failover-master" not in console  # what the guest saw: no failover
