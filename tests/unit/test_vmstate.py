@@ -100,3 +100,19 @@ def test_parse_qtree_nests_devices_under_their_buses() -> None:
     rng, smb = host.children
     assert rng.id == "cov0" and rng.props == {"vectors": "0", "disable-legacy": '"off"'}
     assert [d.type for d in rng.descendants()] == ["virtio-rng-device"] and smb.props == {"addr": "1f.3"}
+
+
+def test_a_renamed_inverted_property_is_one_property() -> None:
+    """Evidence (read back and live): under pc-q35-6.1, 7.2.22's pcie-root-port has x-native-hotplug=false and
+    10.0.2's has x-do-not-expose-native-hotplug-cap=true; q35-minimal migrated 7.2 <-> 10.0 there both ways.
+    The first rule (P3) predicted a hazard; the rename rule keeps them one property."""
+    kw: dict[str, Any] = {"machine": "pc-q35-6.1", "src_label": "7.2", "dst_label": "10.0", "newer": "10.0"}
+    old = {"hotplug": "true", "x-native-hotplug": "false"}
+    new = {"hotplug": "true", "x-do-not-expose-native-hotplug-cap": "true"}
+    old_newest = {"hotplug": "true", "x-native-hotplug": "true"}
+    new_newest = {"hotplug": "true", "x-do-not-expose-native-hotplug-cap": "false"}
+    assert compare_properties(old, new, old_newest, new_newest, **kw) == []
+    assert compare_properties(new, old, new_newest, old_newest, **{**kw, "src_label": "10.0", "dst_label": "7.2"}) == []
+    wrong = {"hotplug": "true", "x-do-not-expose-native-hotplug-cap": "false"}
+    assert compare_properties(old, wrong, old_newest, new_newest, **kw) == [
+        "[P1] x-do-not-expose-native-hotplug-cap: true on 7.2, false on 10.0 under pc-q35-6.1"]
