@@ -88,3 +88,13 @@ def test_failover_under_a_machine_type_with_legacy_virtio_is_a_skip_that_says_wh
     assert "under pc-q35-2.6: the standby ua-backup0 is a legacy virtio device" in r.reason
     console = (tmp_path / r.artifacts["source-console"]).read_text()
     assert "1af4:1000" in console and "role=failover-master" not in console  # what the guest saw: no failover
+
+
+def test_the_pytest_plugin_parametrises_one_migration_per_machine_type(qemu_x86_64: Path) -> None:
+    from conformance.pytest_plugin import _binary_names, migrate_params
+
+    build = _binary_names(qemu_x86_64)[0]
+    params = migrate_params([qemu_x86_64], ["q35-minimal"], r"pc-q35-[57]\.2$")
+    assert [p.id for p in params] == [f"q35-minimal[{build}->{build}@pc-q35-{v}.2]" for v in (5, 7)]
+    assert [p.values[0].machine for p in params] == ["pc-q35-5.2", "pc-q35-7.2"]
+    assert [p.id for p in migrate_params([qemu_x86_64], ["q35-minimal"])] == [f"q35-minimal[{build}->{build}]"]
