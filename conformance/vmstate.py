@@ -826,7 +826,7 @@ def predict(src: Side, dst: Side, machine: str, src_argv: Sequence[str], dst_arg
             for child, values in got.get("children", {}).items():
                 theirs = other.get("children", {}).get(child)
                 if theirs is not None:
-                    reasons += [f"{child}.{r}" for r in props_hazards(
+                    reasons += [f"{r[:5]}{child}.{r[5:]}" for r in props_hazards(  # "[P1] child.prop: ..."
                         child, values, theirs, s_new.devices.get(kind, {}).get("children", {}).get(child, {}),
                         d_new.devices.get(kind, {}).get("children", {}).get(child, {}))]
         return "; ".join(dict.fromkeys(reasons)) or COMPATIBLE
@@ -919,10 +919,11 @@ def make_side(binary: Path, caps: Any, *, root: Path | None = None) -> Side:
 
 
 def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: Side, dst: Side,
-                   src_argv: list[str], dst_argv: list[str]) -> Any:
+                   src_argv: list[str], dst_argv: list[str], output: Path | None = None) -> Any:
     """The ``vmstate`` result of one case on one ordered pair under one machine type: ``pass`` when every
     device is compatible, ``fail`` naming the hazards otherwise (a known bug of either side's version that
-    concerns this argv and machine type explains it, by the one rule: conformance/knownbugs/matcher.py)."""
+    concerns this argv and machine type explains it, by the one rule: conformance/knownbugs/matcher.py). A
+    result with hazards keeps both argvs, the machine type pinned, under ``output``/argv/vmstate/."""
     from conformance.knownbugs.matcher import load_bugs
     from conformance.live.boot import explain
     from conformance.results.records import StageResult
@@ -947,9 +948,17 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
                                       argv=argv)
             if verdict != "fail":
                 break
-    return StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
-                       qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
-                       details=details)
+    result = StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
+                         qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
+                         details=details)
+    if bad and output is not None:  # what `bugs explain` reads a pair's argvs from (the machine type pinned)
+        for side, caps, argv in (("source", source.caps, src_argv), ("destination", destination.caps, dst_argv)):
+            path = output / "argv" / "vmstate" / f"{caps.arch}-{caps.version}" / f"{case.name}@{machine}.json"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(_with_machine(argv, machine)) + "\n")
+            result.artifacts[f"{side}-argv"] = str(path.relative_to(output))
+    return result
 
 
 def _with_machine(argv: list[str], machine: str) -> list[str]:
@@ -1036,7 +1045,8 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
             future.result()
     for planned, source, destination, machine, a, b in work:
         try:
-            result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination), a, b)
+            result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination), a, b,
+                                    writer.path.parent)
         except (ConformanceError, QmpError) as exc:
             result = StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
                                  qemu=source.build, peer=destination.build, reason=str(exc),

@@ -183,7 +183,7 @@ def facts_of(result: StageResult, folder: Path) -> Iterator[tuple[str, Facts]]:
         raise ValueError("the record names no QEMU version")
     version = QemuVersion.parse(result.qemu.version)
     reason = _own_reason(result)
-    if result.stage != "migrate" or result.peer is None or not result.peer.version:
+    if result.stage not in ("migrate", "vmstate") or result.peer is None or not result.peer.version:  # pairs
         yield "", _facts(result, folder, version, None, "", "", reason)
         return
     peer = QemuVersion.parse(result.peer.version)
