@@ -63,3 +63,27 @@ def test_7_2_to_10_0_under_pc_q35_7_1_keeps_virtio_rng_pci(qemu_x86_64: Path, qe
     # inverted x-do-not-expose-native-hotplug-cap=true: the same behaviour (PROPERTY_RENAMES)
     ports = ["qemu-system-x86_64", "-device", '{"driver":"pcie-root-port","id":"pci.1","chassis":1}']
     assert predict(a, b, "pc-q35-6.1", ports, ports)["pcie-root-port"] == COMPATIBLE
+
+
+def test_run_vmstate_on_two_builds_writes_one_result_per_pair(qemu_x86_64: Path, qemu_10: Path,
+                                                               tmp_path: Path) -> None:
+    """`run --stages vmstate --qemu A --qemu B`: four ordered pairs (each build with itself), the machine type
+    pinned as migrate pins it, a device map per result, argvs kept for the ones with hazards. Uses the
+    suite's cache (the probes and guests of the other live tests)."""
+    from conformance.results.records import read_results
+    from conformance.runner import run_stages
+
+    out = tmp_path / "out"
+    assert run_stages(["vmstate"], [qemu_x86_64, qemu_10], ["balloon-rng"], out, lambda _m: None) in (0, 1)
+    records = [r for r in read_results(out / "results.jsonl") if r.stage == "vmstate"]
+    pairs = {(r.qemu.version, r.peer.version) for r in records if r.qemu and r.peer}
+    assert len(records) == 4 and len(pairs) == 4
+    for r in records:
+        assert r.qemu and r.peer
+        newest = "pc-q35-7.2" if "7.2" in (r.qemu.version[:3], r.peer.version[:3]) else "pc-q35-10.0"
+        assert r.details["machine"] == newest and r.details["devices"]["virtio-rng-pci"] == COMPATIBLE
+        assert r.verdict in ("pass", "fail")
+        if r.verdict == "fail":
+            assert all((out / r.artifacts[f"{side}-argv"]).is_file() for side in ("source", "destination"))
+    same = [r for r in records if r.qemu and r.peer and r.qemu.version == r.peer.version]
+    assert len(same) == 2 and all(r.verdict == "pass" and r.details["same_build"] for r in same)

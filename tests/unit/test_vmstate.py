@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conformance.vmstate import compare_entry, compare_properties, parse_qtree
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vmstate" / "x86_64-sections.json"
@@ -116,3 +118,12 @@ def test_a_renamed_inverted_property_is_one_property() -> None:
     wrong = {"hotplug": "true", "x-do-not-expose-native-hotplug-cap": "false"}
     assert compare_properties(old, wrong, old_newest, new_newest, **kw) == [
         "[P1] x-do-not-expose-native-hotplug-cap: true on 7.2, false on 10.0 under pc-q35-6.1"]
+
+
+def test_run_refuses_vmstate_on_stored_fixtures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """vmstate asks the builds themselves: with --caps and no --qemu it is refused in one line (exit 2)."""
+    from conformance.cli import main
+
+    assert main(["run", "--stages", "vmstate", "--caps", "7.2:x86_64", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "vmstate cannot run without a QEMU binary" in err and "--stages parse,argv" in err
