@@ -127,3 +127,11 @@ def test_run_refuses_vmstate_on_stored_fixtures(capsys: pytest.CaptureFixture[st
     assert main(["run", "--stages", "vmstate", "--caps", "7.2:x86_64", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "vmstate cannot run without a QEMU binary" in err and "--stages parse,argv" in err
+
+
+def test_every_case_that_migrates_is_predicted() -> None:
+    """cases.toml: a case that migrates lists vmstate too, so each migration has its prediction beside it."""
+    from conformance.cases import load_catalogue
+
+    for case in load_catalogue().cases.values():
+        assert ("vmstate" in case.stages) == ("migrate" in case.stages), case.name
