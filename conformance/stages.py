@@ -15,8 +15,8 @@ Scopes:
 A stage of scope ``case`` or ``pair`` runs for a case when the case lists it in its ``stages``. A stage
 may run once per machine type both builds of a pair share (``per_machine``): the planner takes the list
 of machine types from its caller, and without one it plans a single item (the newest shared type, as the
-stage decides). The next stages are one row each, e.g. the static prediction of migration breaks:
-``Stage("vmstate", "pair", live=False, requires="argv", chip="V", per_machine=True, ...)``.
+stage decides). A new stage is one row: ``vmstate``, the static prediction of migration breaks, is a static
+stage of scope ``pair`` and ``per_machine`` (conformance/vmstate.py; the runner's ``run_vmstate``).
 """
 
 from __future__ import annotations
