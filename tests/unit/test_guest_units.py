@@ -1,0 +1,245 @@
+"""The test guest's pure parts (conformance/live/guest.py, guest_report.py): the report parser on recorded
+console output, cpio, modinfo and signatures, the init script, and the one-line errors of bad build
+requests. The real builds and boots are tests/live/test_guest.py."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.errors import GuestBuildError
+from conformance.live.guest import (
+    CpioWriter,
+    GuestDownloadError,
+    build_guest,
+    init_script_text,
+    read_cpio,
+    read_modinfo,
+    strip_signature,
+)
+from conformance.live.guest_report import ReportReader, parse_report
+
+# --------------------------------------------------------------------------------------------
+# Recorded console output (x86_64 q35, failover pair + plain NIC + virtio-blk), with kernel
+# lines interleaved as they can be on a shared console.
+# --------------------------------------------------------------------------------------------
+
+SAMPLE = """\
+SeaBIOS (version 1.16.2-debian-1.16.2-1)
+[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP
+GUEST-INIT start version=1-684650ff9513d9a2
+[    1.213213] virtio_ring: module verification failed: signature and/or required key missing
+BOOT-OK uptime=1.45
+SYS kernel=6.1.0-56-cloud-amd64 cpus=0 mem=223632
+PCI 0000:00:00.0 8086:29c0 class=060000 drv=- vdrv=-
+PCI 0000:00:02.0 1af4:1000 class=020000 drv=virtio-pci vdrv=virtio_net
+PCI 0000:00:03.0 1b36:000c class=060400 drv=pcieport vdrv=-
+PCI 0000:00:05.0 1af4:1001 class=010000 drv=virtio-pci vdrv=virtio_blk
+PCI 0000:01:00.0 1af4:1041 class=020000 drv=virtio-pci vdrv=virtio_net
+PCI 0000:02:00.0 15ad:07b0 class=020000 drv=vmxnet3 vdrv=-
+NET eth0 addr=52:54:00:12:34:56 master=- dev=0000:00:02.0 drv=virtio_net ppn=- role=- state=down
+NET eth1 addr=52:54:00:aa:bb:cc master=- dev=0000:01:00.0 drv=net_failover ppn=- role=failover-master \
+state=down
+[    1.9] NET: Registered PF_PACKET protocol familyNET eth2 addr=52:54:00:aa:bb:cc master=eth1 \
+dev=0000:01:00.0 drv=virtio_net ppn=sby role=standby state=unknown
+NET eth3 addr=52:54:00:aa:bb:cc master=eth1 dev=0000:02:00.0 drv=vmxnet3 ppn=- role=primary state=down
+BLK vda size=131072 dev=0000:00:05.0 drv=virtio_blk hba=virtio-pci ro=0 rm=0
+CON ttyS0 drv=serial
+PORT vport0p1 name=org.qemu.guest_agent.0
+END-OF-BOOT-REPORT\r
+HB 1 2.48
+HB two 2.9
+REPORT 1 uptime=2.48
+SYS kernel=6.1.0-56-cloud-amd64 cpus=0 mem=223632
+NET eth0 addr=52:54:00:12:34:56 master=- dev=0000:00:02.0 drv=virtio_net ppn=- role=- state=up
+NET eth1 addr=52:54:00:aa:bb:cc master=- dev=0000:01:00.0 drv=net_failover ppn=- role=failover-master state=up
+NET eth2 addr=52:54:00:aa:bb:cc master=eth1 dev=0000:01:00.0 drv=virtio_net ppn=sby role=standby state=up
+NET eth3 addr=52:54:00:aa:bb:[    3.1] vmxnet3 0000:02:00.0 eth3: NIC Link is Up 10000 Mbps
+BLK vda size=131072 dev=0000:00:05.0 drv=virtio_blk hba=virtio-pci ro=0 rm=0
+CON ttyS0 drv=serial
+END-OF-REPORT 1
+HB 2 3.49
+NET eth9 addr=00:00:00:00:00:09 master=- dev=- drv=- ppn=- role=- state=up
+"""
+
+
+def test_parse_recorded_sample() -> None:
+    rep = parse_report(SAMPLE.splitlines())
+    assert rep.init_started and rep.init_version == "1-684650ff9513d9a2" and rep.inits == 1
+    assert rep.boot_ok and rep.boot_uptime == pytest.approx(1.45)
+    assert rep.boot_complete and rep.boot is not None
+    boot = rep.boot
+    assert [n.name for n in boot.nets] == ["eth0", "eth1", "eth2", "eth3"]  # eth2 despite the glued kernel text
+    master, = boot.nets_with_role("failover-master")
+    assert (master.name, master.driver, master.mac, master.master) == ("eth1", "net_failover",
+                                                                       "52:54:00:aa:bb:cc", None)
+    standby = boot.net("eth2")
+    assert standby is not None and (standby.role, standby.phys_port_name, standby.master) == \
+        ("standby", "sby", "eth1")
+    primary = boot.net("eth3")
+    assert primary is not None and (primary.role, primary.driver, primary.pci) == \
+        ("primary", "vmxnet3", "0000:02:00.0")
+    assert len(boot.nets_with_mac("52:54:00:AA:BB:CC")) == 3
+    assert boot.pci_device("0000:00:00.0") is not None and boot.pci_device("0000:00:00.0").driver is None
+    assert boot.pci_device("0000:00:02.0").virtio_driver == "virtio_net"
+    assert boot.pci_device("0000:02:00.0").id == "15ad:07b0"
+    vda = boot.disk("vda")
+    assert vda is not None and vda.size_bytes == 64 << 20 and vda.hba == "virtio-pci" and vda.readonly is False
+    assert [c.name for c in boot.consoles] == ["ttyS0"] and boot.ports[0].port_name == "org.qemu.guest_agent.0"
+    assert boot.system is not None and boot.system.mem_kb == 223632
+    # one valid heartbeat after the boot report and one after the re-report; "HB two" is noise
+    assert rep.heartbeats == 2 and rep.last_heartbeat == 2 and rep.last_uptime == pytest.approx(3.49)
+    # the re-report lost its eth3 line to the kernel (split line): the parser drops it
+    assert len(rep.reports) == 1 and rep.reports[0].index == 1 and rep.reports[0].complete
+    assert [n.name for n in rep.nets] == ["eth0", "eth1", "eth2"]
+    assert all(n.state == "up" for n in rep.nets)
+    assert rep.latest is rep.reports[0]
+    # a NET line outside any report is not a report
+    assert all(n.name != "eth9" for n in rep.nets)
+    assert rep.panic is None and rep.kernel_errors == []
+    assert rep.noise >= 5
+
+
+def test_parse_panic_modfail_and_reboot() -> None:
+    text = [
+        "GUEST-INIT start version=1-x",
+        "MODFAIL vmxnet3 rc=1",
+        "BOOT-OK uptime=1.0",
+        "[    2.000000] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        "[    2.100000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100",
+        "GUEST-INIT start version=1-x",
+    ]
+    rep = parse_report(text[:-1])
+    assert rep.module_failures == {"vmxnet3": 1} and rep.boot_ok
+    assert rep.panic == "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+    assert rep.kernel_errors[0].startswith("BUG: kernel NULL pointer")
+    # a second GUEST-INIT (a reboot) starts over but remembers the panic
+    rep = parse_report(text)
+    assert rep.inits == 2 and not rep.boot_ok and not rep.module_failures and rep.panic is not None
+    assert not rep.boot_complete and rep.latest is None and rep.nets == []
+
+
+def test_report_reader_incremental(tmp_path: Path) -> None:
+    data = SAMPLE.encode()
+    reader = ReportReader()
+    end = data.index(b"END-OF-BOOT-REPORT") + len(b"END-OF-BOOT-REPORT\r\n")
+    for i in range(0, end - 1, 5):  # byte-wise chunks up to just before the newline
+        reader.feed(data[i:min(i + 5, end - 1)])
+    assert not reader.boot_complete  # the last line has no newline yet
+    assert reader.feed(data[end - 1:end]) == ["END-OF-BOOT-REPORT"]
+    assert reader.boot_complete
+    reader.feed(data[end:])
+    assert reader.report == parse_report(SAMPLE.splitlines())
+
+    log = tmp_path / "serial.log"
+    tail = ReportReader()
+    assert tail.poll_file(log) == []  # not there yet
+    log.write_bytes(data[:end - 3])
+    tail.poll_file(log)
+    assert not tail.boot_complete
+    with open(log, "ab") as handle:
+        handle.write(data[end - 3:])
+    assert tail.wait_file(log, lambda r: len(r.reports) == 1, timeout=5)
+    assert not tail.wait_file(log, lambda r: r.heartbeats > 5, timeout=0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# Builder pieces that need no download
+# --------------------------------------------------------------------------------------------
+
+def test_cpio_roundtrip() -> None:
+    cpio = CpioWriter()
+    cpio.add_dir("bin")
+    cpio.add_file("bin/x", b"abc", 0o755)
+    cpio.add_symlink("bin/sh", "x")
+    cpio.add_chardev("dev/console", 5, 1)
+    cpio.add_file("odd", b"12345")
+    archive = cpio.finish()
+    assert len(archive) % 4 == 0
+    entries = {e.name: e for e in read_cpio(archive)}
+    assert list(entries) == ["bin", "bin/x", "bin/sh", "dev/console", "odd"]
+    assert entries["bin/x"].data == b"abc" and entries["bin/x"].mode == 0o100755
+    assert entries["bin/sh"].data == b"x" and entries["bin/sh"].mode & 0o170000 == 0o120000
+    assert entries["dev/console"].rdev == (5, 1) and entries["dev/console"].mode & 0o170000 == 0o020000
+    assert entries["odd"].data == b"12345"
+    with pytest.raises(ValueError):
+        list(read_cpio(archive[:50] + b"x" * 200))
+
+
+def _tiny_module(depends: str, signed: bool) -> bytes:
+    """A minimal ELF64 file with a .modinfo section (what read_modinfo needs)."""
+    modinfo = f"license=GPL\0depends={depends}\0alias=pci:v00001AF4d*\0alias=virtio:d00000001v*\0".encode()
+    shstrtab = b"\0.modinfo\0.shstrtab\0"
+    header_size, sh_size = 64, 64
+    data_off = header_size
+    strtab_off = data_off + len(modinfo)
+    shoff = strtab_off + len(shstrtab)
+    elf = bytearray(b"\x7fELF\x02\x01\x01" + b"\0" * 9)
+    elf += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, sh_size, 3, 2)
+    elf += modinfo + shstrtab
+    elf += b"\0" * sh_size
+    elf += struct.pack("<IIQQQQIIQQ", 1, 1, 0, 0, data_off, len(modinfo), 0, 0, 1, 0)
+    elf += struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, strtab_off, len(shstrtab), 0, 0, 1, 0)
+    if signed:
+        elf += b"S" * 40 + struct.pack(">BBBBBxxxI", 0, 0, 2, 0, 0, 40) + b"~Module signature appended~\n"
+    return bytes(elf)
+
+
+def test_read_modinfo_and_strip_signature() -> None:
+    signed = _tiny_module("virtio,virtio_ring", signed=True)
+    info = read_modinfo(signed)
+    assert info["depends"] == ["virtio,virtio_ring"]
+    assert info["alias"] == ["pci:v00001AF4d*", "virtio:d00000001v*"]
+    plain = strip_signature(signed)
+    assert plain == _tiny_module("virtio,virtio_ring", signed=False)
+    assert strip_signature(plain) == plain
+    with pytest.raises(ValueError):
+        read_modinfo(b"not an elf file at all")
+
+
+def test_init_script_is_shell_with_protocol() -> None:
+    text = init_script_text()
+    assert text.startswith("#!/bin/sh\n")
+    for token in ("GUEST-INIT start", "BOOT-OK uptime=", "END-OF-BOOT-REPORT", "END-OF-REPORT", "HB ",
+                  "@GUEST_INIT_VERSION@"):
+        assert token in text
+    sh = shutil.which("sh")
+    if sh:
+        proc = subprocess.run([sh, "-n"], input=text, capture_output=True, text=True, timeout=10)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(GuestBuildError, match="unknown guest architecture"):
+        build_guest("riscv64", cache=tmp_path)
+    with pytest.raises(GuestBuildError, match="without its kernel"):
+        build_guest("x86_64", modules=tmp_path, cache=tmp_path)
+    with pytest.raises(GuestBuildError, match="kernel image not found"):
+        build_guest("x86_64", kernel=tmp_path / "nope", busybox=Path(sys.executable), cache=tmp_path)
+    (tmp_path / "vmlinuz").write_bytes(b"\0" * 4096)
+    with pytest.raises(GuestBuildError, match="not a kernel modules folder") as err:
+        build_guest("x86_64", kernel=tmp_path / "vmlinuz", modules=tmp_path, cache=tmp_path)
+    assert "\n" not in str(err.value)
+    # python is dynamically linked: refused as busybox, with what to install
+    with pytest.raises(GuestBuildError, match="not a statically linked x86_64 busybox") as err:
+        build_guest("x86_64", kernel=tmp_path / "vmlinuz", busybox=Path(sys.executable), cache=tmp_path)
+    assert "busybox-static" in str(err.value)
+
+
+def test_no_apt_says_what_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import conformance.live.guest as guest_module
+
+    real_which = shutil.which
+    monkeypatch.setattr(guest_module.shutil, "which",
+                        lambda name, *a, **k: None if name in ("apt-get", "dpkg-deb") else real_which(name))
+    with pytest.raises(GuestBuildError) as err:
+        build_guest("x86_64", cache=tmp_path)
+    assert not isinstance(err.value, GuestDownloadError)
+    text = str(err.value)
+    assert "apt-get/dpkg-deb not found" in text and "--kernel" in text and "--modules" in text
+    assert "busybox" in text and "\n" not in text
