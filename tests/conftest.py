@@ -62,8 +62,8 @@ def _qemu_only_in_live_tests() -> Iterator[None]:
     def guarded(self: QemuProcess) -> QemuProcess:
         item = _RUNNING[-1] if _RUNNING else None
         if item is not None and item.get_closest_marker("live") is None and _is_real_qemu(self.binary):
-            _UNMARKED[item.nodeid] = (f"{item.nodeid}: this test starts QEMU ({self.binary}, {self.name}): "
-                                      "mark it live (@pytest.mark.live; tests/README.md)")
+            _UNMARKED[item.nodeid] = (f"{item.nodeid}: this test starts QEMU: mark it live (@pytest.mark.live; "
+                                      f"it started {self.binary} for {self.name}; tests/README.md)")
             pytest.fail(_UNMARKED[item.nodeid], pytrace=False)
         return start(self)
 
