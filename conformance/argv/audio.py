@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
+from conformance.argv.options import compact_json
 from conformance.errors import DomainInvalid
 
 _SOUND = {"ich6": "intel-hda", "ich9": "ich9-intel-hda", "ac97": "AC97", "es1370": "ES1370", "sb16": "sb16",
@@ -101,9 +102,7 @@ def audiodev_props(audio: Any) -> dict[str, Any]:
 
 
 def _json(props: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(props, separators=(",", ":"))
+    return compact_json(props)
 
 
 def sounds(ctx: Ctx) -> None:

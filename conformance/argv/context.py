@@ -8,11 +8,10 @@ the device object's id().
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.argv.options import escape_opt_value
+from conformance.argv.options import compact_json, escape_opt_value
 from conformance.caps.model import Capabilities, MachineType
 from conformance.domain.model import Address, Controller, Device, Domain
 
@@ -89,7 +88,7 @@ def rom_props(rom: dict[str, str]) -> dict[str, Any]:
 
 def to_json(props: dict[str, Any], keep_null: tuple[str, ...] = ()) -> str:
     """Compact JSON of the set properties; a None in ``keep_null`` is written as JSON null."""
-    return json.dumps({k: v for k, v in props.items() if v is not None or k in keep_null}, separators=(",", ":"))
+    return compact_json({k: v for k, v in props.items() if v is not None or k in keep_null})
 
 
 def apply_overrides(props: dict[str, Any], overrides: list[tuple[str, str, str]]) -> dict[str, Any]:
@@ -106,6 +105,16 @@ def apply_overrides(props: dict[str, Any], overrides: list[tuple[str, str, str]]
         else:
             props[name] = value
     return props
+
+
+def _syntax(caps: Capabilities) -> tuple[bool, bool, bool, bool, bool]:
+    """(JSON -device, JSON -netdev, JSON -object, -blockdev, modern libvirt) of a fixture."""
+    # behaviour that changed with libvirt itself, not with QEMU: follow the libvirt release that wrote
+    # imported capabilities (provenance), the newest behaviour otherwise
+    lv = caps.provenance.libvirt_version
+    modern = lv is None or tuple(int(x) for x in lv.split(".")[:2]) >= (10, 0)
+    return (caps.has("device.json"), caps.has("netdev.json"), caps.has("object.qapified"), caps.has("blockdev"),
+            modern)
 
 
 @dataclass
@@ -146,15 +155,8 @@ class Ctx:
     bios: str | None = None  # a ROM firmware (-bios)
 
     def __post_init__(self) -> None:
-        has = self.caps.has
-        self.json_device = has("device.json")
-        self.json_netdev = has("netdev.json")
-        self.json_object = has("object.qapified")
-        self.blockdev = has("blockdev")
-        # behaviour that changed with libvirt itself, not with QEMU: follow the libvirt release that wrote
-        # imported capabilities (provenance), the newest behaviour otherwise
-        lv = self.caps.provenance.libvirt_version
-        self.modern_libvirt = lv is None or tuple(int(x) for x in lv.split(".")[:2]) >= (10, 0)
+        (self.json_device, self.json_netdev, self.json_object, self.blockdev,
+         self.modern_libvirt) = self.caps.derived("argv-syntax", lambda: _syntax(self.caps))
         name = self.machine_name
         self.is_i440fx = name == "pc" or name.startswith(("pc-i440fx", "pc-0.", "pc-1."))
         self.is_q35 = name == "q35" or name.startswith("pc-q35")
@@ -271,8 +273,11 @@ class Ctx:
 
     @property
     def has_pcie_root(self) -> bool:
-        return any(c.type == "pci" and c.model == "pcie-root" for c in self.controllers)
+        return self._has_root("pcie-root")
 
     @property
     def has_pci_root(self) -> bool:
-        return any(c.type == "pci" and c.model == "pci-root" for c in self.controllers)
+        return self._has_root("pci-root")
+
+    def _has_root(self, model: str) -> bool:
+        return any(c.model == model and c.type == "pci" for c in self.controllers)

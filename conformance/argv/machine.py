@@ -17,7 +17,7 @@ from conformance.argv.harness import (
 )
 from conformance.argv.memory import backend_objects, cell_needs_backend, check_host_nodes, legacy_memory_args
 from conformance.argv.misc import intel_iommu_driver
-from conformance.argv.options import escape_opt_value
+from conformance.argv.options import compact_json, escape_opt_value
 from conformance.domain.model import Cpu
 from conformance.errors import UnsupportedByQemu
 
@@ -71,9 +71,7 @@ def loader_globals(ctx: Ctx) -> None:
 
 
 def _json_keep_null(props: dict) -> str:
-    import json
-
-    return json.dumps(props, separators=(",", ":"))
+    return compact_json(props)
 
 
 def uses_default_ram_backend(ctx: Ctx) -> bool:

@@ -10,6 +10,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+# one encoder for every compact JSON option value (json.dumps with separators builds a new one per call)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """A JSON option value as libvirt writes it: no spaces (json.dumps(value, separators=(",", ":")))."""
+    return _COMPACT.encode(value)
+
 
 def escape_opt_value(value: object) -> str:
     """A value for QEMU's ``key=value,key=value`` option syntax: a comma is written doubled.
@@ -64,7 +72,7 @@ def split_opts(value: str) -> Iterator[str]:
 def format_props(props: dict[str, Any], like: str, head_key: str = "driver") -> str:
     """props back into the syntax of ``like`` (JSON when it was JSON, else comma syntax, values escaped)."""
     if like.startswith("{"):
-        return json.dumps(props, separators=(",", ":"))
+        return compact_json(props)
     head = escape_opt_value(props[head_key])
     rest = []
     for key, value in props.items():

@@ -135,9 +135,11 @@ class AddressSet:
         self.buses += new
 
     def reserve(self, addr: Address, flags: int, from_config: bool) -> None:
-        if self.dry_run:
+        b = addr.bus or 0
+        if self.dry_run and b >= len(self.buses):
             self.grow(addr, flags)
-        b, slot, fn = addr.bus or 0, addr.slot or 0, addr.function or 0
+            b = addr.bus or 0
+        slot, fn = addr.slot or 0, addr.function or 0
         if b >= len(self.buses):
             raise self.fail(f"invalid PCI address {_where(addr)}: only PCI buses up to {len(self.buses) - 1} "
                             "are available")
@@ -157,10 +159,16 @@ class AddressSet:
         bus = self.buses[b]
         if not _compatible(b, bus.flags, flags, False):
             return None
+        if not flags & AGGREGATE:  # the first free slot
+            try:
+                slot = bus.functions.index(0, bus.min_slot, bus.max_slot + 1)
+            except ValueError:
+                return None
+            return Address(type="pci", domain=0, bus=b, slot=slot, function=0)
         for slot in range(bus.min_slot, bus.max_slot + 1):
             if bus.functions[slot] == 0:
                 return Address(type="pci", domain=0, bus=b, slot=slot, function=0)
-            if flags & AGGREGATE and bus.aggregate[slot]:
+            if bus.aggregate[slot]:
                 for fn in range(8):
                     if not bus.functions[slot] & (1 << fn):
                         return Address(type="pci", domain=0, bus=b, slot=slot, function=fn)
@@ -488,7 +496,7 @@ def _set_multifunction(ctx: Ctx) -> None:
         if addr is not None and addr.type == "pci":
             used.setdefault((addr.bus or 0, addr.slot or 0), []).append((dev, addr))
     for pairs in used.values():
-        if any(a.function for _, a in pairs):
+        if len(pairs) > 1 and any(a.function for _, a in pairs):  # a lone device in its slot stays as it is
             for dev, a in pairs:
                 if not a.function and a.multifunction is None:
                     ctx.addresses[id(dev)] = replace(a, multifunction=True)

@@ -119,8 +119,20 @@ class Concerns:
     def may_match(self, joined: str) -> bool:
         """False when the argv (joined by newlines) lacks a property name or every driver a pattern needs:
         a cheap test before parsing the -device options."""
-        return all(any(d in joined for d in v) if k == "driver" and v else k == JSON_KEY or k in joined
-                   for pattern in self.devices for k, v in pattern)
+        for alternatives in self._words:
+            for word in alternatives:
+                if word in joined:
+                    break
+            else:
+                return False
+        return True
+
+    @cached_property
+    def _words(self) -> tuple[tuple[str, ...], ...]:
+        """What may_match looks for: per property of each pattern, the words of which one must be in the argv
+        (the driver's accepted names, or the property name; nothing for JSON_KEY)."""
+        return tuple(v if k == "driver" and v else (k,) for pattern in self.devices for k, v in pattern
+                     if k != JSON_KEY)
 
     def devices_match(self, devs: list[dict[str, str]]) -> bool:
         """``devs``: the -device dicts, values normalised (_norm), JSON ones with JSON_KEY on."""
@@ -477,21 +489,24 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> li
     on what an argv says (version, arch, machine, concerns); a bug that says no configuration is not flagged."""
     facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv))
     # the rule's version and concerns conditions, cheap first (the static stages ask for every combination)
-    candidates = [b for b in _flaggable(version) if b.concerns is not None and b.concerns.may_match(facts.joined)]
+    candidates = [b for b in _flaggable(version, arch) if b.concerns is not None
+                  and b.concerns.may_match(facts.joined)]
     return [b for b in candidates if check(b, facts, "concern", full=False).holds]
 
 
-# version -> (the database it was filtered from, its bugs with a configuration whose range has the version)
-_FLAGGABLE: dict[QemuVersion, tuple[tuple[KnownBug, ...], tuple[KnownBug, ...]]] = {}
+# (version, arch) -> (the database it was filtered from, the bugs bugs_concerning considers)
+_FLAGGABLE: dict[tuple[QemuVersion, str], tuple[tuple[KnownBug, ...], tuple[KnownBug, ...]]] = {}
 
 
-def _flaggable(version: QemuVersion) -> tuple[KnownBug, ...]:
-    """The bugs bugs_concerning considers for this version, in file order: those that say a configuration and
-    whose affected range has the version. Filtered once per version (and again when the database is
-    reloaded), not for every argv."""
+def _flaggable(version: QemuVersion, arch: str) -> tuple[KnownBug, ...]:
+    """The bugs bugs_concerning considers for this version and arch, in file order: those that say a
+    configuration, whose affected range has the version and whose arches (if any) have the arch. Filtered once
+    per version and arch (and again when the database is reloaded), not for every argv; ``check`` still
+    decides."""
     bugs = load_bugs()
-    entry = _FLAGGABLE.get(version)
+    entry = _FLAGGABLE.get((version, arch))
     if entry is None or entry[0] is not bugs:
-        entry = _FLAGGABLE[version] = (bugs, tuple(b for b in bugs if b.concerns is not None
-                                                   and b.first <= version <= b.last))
+        entry = _FLAGGABLE[(version, arch)] = (bugs, tuple(
+            b for b in bugs if b.concerns is not None and b.first <= version <= b.last
+            and (not b.arches or (arch and arch in b.arches))))
     return entry[1]
