@@ -21,7 +21,7 @@ from conformance.stages import CASE_STAGES, required
 
 STAGES = CASE_STAGES  # what a case's `stages` may list (conformance/stages.py)
 _CASE_KEYS = {"template", "description", "targets", "stages", "needs", "error_without", "expect_error", "vars",
-              "arch_vars", "live", "argv_contains", "smoke"}
+              "arch_vars", "live", "argv_contains", "smoke", "bisect"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Case:
     live: dict[str, Any] = field(default_factory=dict, hash=False)
     source: str = ""
     smoke: bool = False  # one of the live smoke set's cases (conformance/pytest_plugin.py marks its tests smoke)
+    bisect: bool = False  # device-rich: a failed boot/migrate re-runs device subsets (conformance/live/bisect.py)
+    devices_only: frozenset[str] | None = None  # set by a bisection run: the -device keys the live argv keeps
 
     def machine_for(self, arch: str) -> str | None:
         return next((m for a, m in self.targets if a == arch), None)
@@ -157,8 +159,9 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
         if lacking:
             raise fail(f"stage {listed} builds on {', '.join(lacking)}, which the case does not list",
                        hint=f"add {', '.join(repr(r) for r in lacking)} to its stages, or drop {listed!r}")
-    if not isinstance(raw.get("smoke", False), bool):
-        raise fail(f"smoke = {raw['smoke']!r} is not a boolean", hint="smoke = true, or leave it out")
+    for flag in ("smoke", "bisect"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise fail(f"{flag} = {raw[flag]!r} is not a boolean", hint=f"{flag} = true, or leave it out")
     if {"migrate", "migrate_why"} & set(raw.get("live", {})):
         raise fail("[live] migrate is gone: the case's stages decide whether it migrates",
                    hint="leave 'migrate' out of its stages, and say why in a comment")
@@ -169,6 +172,7 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
         vars=dict(raw.get("vars", {})),
         arch_vars={k: dict(v) for k, v in raw.get("arch_vars", {}).items()}, live=dict(raw.get("live", {})),
         source=f"{path}:{line}" if line else str(path), smoke=raw.get("smoke", False),
+        bisect=raw.get("bisect", False),
     )
 
 

@@ -204,16 +204,20 @@ def _write_interrupted(planned: Planned[Target], writer: ResultWriter, what: str
 
 
 def live_stage_runner(name: str, catalogue: Catalogue, output: Path) -> LiveRun:
-    """The function that runs one item of a live stage: (case, build, peer, machine type) -> its result."""
+    """The function that runs one item of a live stage: (case, build, peer, machine type) -> its result. A
+    failure of a device-rich case is bisected to the devices that make it fail (conformance/live/bisect.py)."""
+    from conformance.live.bisect import bisecting
+
     if name == "boot":
         from conformance.live.boot import run_boot
 
-        return lambda case, target, _peer, _machine: run_boot(case, target, catalogue, output).result
+        return bisecting(lambda case, target, _peer, _machine, out: run_boot(case, target, catalogue, out).result,
+                         output)
     if name == "migrate":
         from conformance.live.migrate import run_migrate
 
-        return lambda case, source, destination, machine: run_migrate(case, source, destination or source, catalogue,
-                                                                       output, machine=machine)
+        return bisecting(lambda case, source, destination, machine, out: run_migrate(
+            case, source, destination or source, catalogue, out, machine=machine), output)
     raise ConformanceError(f"no runner for the live stage {name!r}",
                            hint="give it one in conformance/runner.py: live_stage_runner")
 

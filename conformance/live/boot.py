@@ -172,6 +172,10 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     prepared.live = adapt_for_live(prepared.argv, binary=str(target.binary), accel=target.accel.accel,
                                    vm_dir=vm_dir, boot_args=target.guest.boot_args(),
                                    substitutes=case.substitutes, macs=_hostdev_macs(domain))
+    if case.devices_only is not None:  # a bisection run (conformance/live/bisect.py): a subset of the devices
+        from conformance.live.bisect import keep_devices
+
+        prepared.live = keep_devices(prepared.live, case.devices_only)
     (vm_dir / "argv.json").write_text(json.dumps(prepared.argv, indent=1) + "\n")
     prepared.artifacts["argv"] = str((vm_dir / "argv.json").relative_to(output))
     prepared.details = {"changes": prepared.live.changes, "substitutions": prepared.live.substitutions,

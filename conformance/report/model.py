@@ -338,6 +338,11 @@ def _facts(r: StageResult, notable: bool) -> list[str]:
     for label, items in lists:
         if items:
             facts.append(f"{label}: " + "; ".join(str(i) for i in items))
+    bisect = d.get("bisect")
+    if isinstance(bisect, dict) and bisect.get("tried"):  # conformance/live/bisect.py: the runs that named it
+        facts.append(f"bisect ({bisect.get('runs')} runs, {bisect.get('seconds', '?')} s, folder "
+                     f"{bisect.get('folder', '?')}): " + "; ".join(
+                         f"{'+'.join(t.get('devices') or ['none'])}: {t.get('verdict')}" for t in bisect["tried"]))
     return [clean(f) for f in facts]
 
 
