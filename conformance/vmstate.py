@@ -98,7 +98,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.coverage import FAMILIES, _culprit, _reason, binary_key, dump_vmstate, paused
+from conformance.coverage import (
+    FAMILIES,
+    _culprit,
+    _reason,
+    _run_qemu,
+    binary_key,
+    dump_vmstate,
+    parse_device_help,
+    paused,
+)
 from conformance.errors import ConformanceError, LiveError
 from conformance.paths import cache_dir
 from conformance.qemu.process import LaunchFailed
@@ -196,11 +205,17 @@ NOT_COMPARED_PREFIXES: dict[str, str] = {
 #: Values that mean "switched off" (rule P2).
 OFF_VALUES = (False, 0, "", "off", "none", "disabled", None)
 
-#: Placeholders for the backends a device type insists on when plugged alone: QEMU's words -> (property,
-#: the options that make one, with {n} for a unique number).
+#: Placeholders for what a device type insists on when plugged alone: QEMU's words (a regular expression)
+#: -> (the property, the options that make its backend, with {n} for a unique number).
 BACKEND_PLACEHOLDERS: tuple[tuple[str, str, list[str]], ...] = (
-    ("drive", "drive=vmsd{n}", ["-blockdev", "driver=null-co,node-name=vmsd{n},read-zeroes=on"]),
-    ("chardev", "chardev=vmsc{n}", ["-chardev", "null,id=vmsc{n}"]),
+    (r"\bdrive\b", "drive=vmsd{n}", ["-blockdev", "driver=null-co,node-name=vmsd{n},read-zeroes=on"]),
+    (r"chardev|char device", "chardev=vmsc{n}", ["-chardev", "null,id=vmsc{n}"]),
+    (r"audiodev|audio driver", "audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"]),
+    (r"memdev", "memdev=vmsm{n}", ["-object", "memory-backend-ram,id=vmsm{n},size=4M,share=on"]),
+    (r"cryptodev", "cryptodev=vmsy{n}", ["-object", "cryptodev-backend-builtin,id=vmsy{n}"]),
+    (r"\bbmc\b", "bmc=vmsb{n}", ["-device", "ipmi-bmc-sim,id=vmsb{n}"]),
+    (r"chassis not specified", "chassis_nr=1{n}", []),
+    (r"chassis slot", "chassis=1{n}", []),  # two ports on the default chassis 0, slot 0
 )
 
 
@@ -446,11 +461,9 @@ def compare_entry(qom_type: str, src: dict[str, Any] | None, dst_dump: dict[str,
 
 #: A bus a device type needs when plugged alone, and the device that brings one (QEMU: "No 'B' bus found").
 BUS_PROVIDERS: dict[str, str] = {"usb-bus": "qemu-xhci", "virtio-serial-bus": "virtio-serial-pci",
-                                 "SCSI": "virtio-scsi-pci"}
+                                 "SCSI": "virtio-scsi-pci", "HDA": "intel-hda", "floppy-bus": "isa-fdc",
+                                 "IndustryPack": "tpci200", "sd-bus": "sdhci-pci", "ccid-bus": "usb-ccid"}
 _PROPS_LOCK = threading.Lock()
-#: Per binary: the placeholders each device type needed, and the types that clash with others when
-#: plugged together (learned on the first machine type, used on the next: one QEMU start each).
-_LEARNED: dict[str, tuple[dict[str, tuple[str, list[str]]], set[str]]] = {}
 
 
 @dataclass
@@ -513,57 +526,112 @@ def parse_qtree(text: str) -> list[QtreeDevice]:
     return roots
 
 
+@dataclass
+class _Learned:
+    """What one binary taught on earlier machine types: the placeholders each type needed, the types that
+    clash with others when plugged together, and the types it refuses however plugged (with QEMU's words).
+    The next machine types start right away: one or two QEMUs each."""
+
+    extra: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    clashing: set[str] = field(default_factory=set)
+    solo: set[str] = field(default_factory=set)  # clash even among the clashing ones: one QEMU each
+    refused: dict[str, str] = field(default_factory=dict)
+    buses: dict[str, str | None] | None = None  # ``-device help``: type -> the bus type it needs
+
+
+#: PCI functions the probe places devices at itself (slot, then function; multifunction): slots 0x10-0x1e
+#: of the root bus, so that more than 32 PCI types fit and a bus provider QEMU places itself (a low slot)
+#: never collides with them.
+PCI_SLOTS = range(0x10, 0x1f)
+
+
+def _placement(name: str, index: int, learned: _Learned, machine: str) -> str:
+    """``,bus=ROOT,addr=S.F`` for the ``index``-th PCI device of a batch ('' for other buses, or past the
+    slots)."""
+    if learned.buses is None or learned.buses.get(name) not in ("PCI", "PCIE"):
+        return ""
+    slot, fn = divmod(index, 8)
+    if slot >= len(PCI_SLOTS):
+        return ""
+    root = "pci.0" if machine == "pc" or machine.startswith("pc-i440fx") else "pcie.0"
+    return f",bus={root},addr={PCI_SLOTS[slot]:#x}.{fn}" + (",multifunction=on" if fn == 0 else "")
+
+
+_LEARNED: dict[str, _Learned] = {}
+
+
 def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: MachineProps) -> None:
     """Plug ``types`` (each alone, with placeholders for the backends and buses it insists on) under
     ``machine`` and read everything back into ``facts``; a batch QEMU refuses without naming a device is
     split in halves, each its own QEMU."""
-    extra, clashing = _LEARNED.setdefault(str(binary), ({}, set()))  # what the build taught on earlier types
+    learned = _LEARNED.setdefault(str(binary), _Learned())
+    if learned.buses is None:
+        try:
+            learned.buses = parse_device_help(_run_qemu(binary, ["-display", "none", "-device", "help"]))
+        except ConformanceError:
+            learned.buses = {}
+    for name in types:
+        if name in learned.refused and name not in facts.devices:
+            facts.devices[name] = {"error": learned.refused[name]}
     wanted = [t for t in types if t not in facts.devices]
-    pending = [t for t in wanted if t not in clashing] if len(wanted) > 1 else wanted
-    alone: list[str] = [t for t in wanted if t not in pending]
+    if len(wanted) > 1:
+        solo = [t for t in wanted if t in learned.solo]
+        pending = [t for t in wanted if t not in learned.clashing and t not in learned.solo]
+    else:
+        solo, pending = [], wanted
+    alone: list[str] = [t for t in wanted if t not in pending and t not in solo]
     try:
-        _plug(binary, machine, pending, folder, facts, extra, alone)
+        _plug(binary, machine, pending, folder, facts, learned, alone)
     finally:
-        clashing.update(alone)
-        if alone and len(alone) < len(wanted):
-            _probe(binary, machine, alone, folder, facts)  # together: they clashed with others, not each other
+        if alone and len(alone) < len(wanted):  # together: they clashed with others, perhaps not each other
+            learned.clashing.update(alone)
+            again: list[str] = []
+            _plug(binary, machine, alone, folder, facts, learned, again)
+            learned.solo.update(again)
+            solo += again
         else:
-            for name in alone:
-                _probe(binary, machine, [name], folder, facts)
+            solo += alone
+        for name in solo:
+            _plug(binary, machine, [name], folder, facts, learned, [])
 
 
-def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: MachineProps,
-          extra: dict[str, tuple[str, list[str]]], alone: list[str]) -> None:
+def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: MachineProps, learned: _Learned,
+          alone: list[str]) -> None:
     while pending or facts.machine_devices is None:
         args: list[str] = []
+        pci = 0
         for n, name in enumerate(pending):
-            suffix, opts = extra.get(name, ("", []))
+            suffix, opts = learned.extra.get(name, ("", []))
             args += [a.replace("{n}", str(n)) for a in opts]
-            args += ["-device", f"{name},id=cov{n}{suffix.replace('{n}', str(n))}"]
+            where = _placement(name, pci, learned, machine)
+            pci += 1 if where else 0
+            args += ["-device", f"{name},id=cov{n}{suffix.replace('{n}', str(n))}{where}"]
         try:
             qemu = paused(binary, machine, folder, args, name=f"vmstate properties {machine}")
         except LaunchFailed as exc:
-            culprit = _culprit(exc.stderr_tail, pending)
+            culprit = _culprit(exc.stderr_tail, pending) or _placeholder_owner(exc.stderr_tail, pending)
             if culprit is None:
                 if not pending:  # the bare machine does not start: nothing to read
                     facts.machine_devices = {}
                     return
                 if len(pending) == 1:
                     facts.devices[pending[0]] = {"error": _reason(exc.stderr_tail, pending[0])}
+                    learned.refused[pending[0]] = facts.devices[pending[0]]["error"]
                     return
                 half = len(pending) // 2
                 _probe(binary, machine, pending[:half], folder, facts)
                 _probe(binary, machine, pending[half:], folder, facts)
                 return
             why = _reason(exc.stderr_tail, culprit)
-            fix = _placeholder(why, extra.get(culprit))
+            fix = _placeholder(why, learned.extra.get(culprit))
             if fix is not None:
-                extra[culprit] = fix
+                learned.extra[culprit] = fix
             elif len(pending) > 1:  # it may only clash with another one (two IDE units, two VGAs): alone
                 pending.remove(culprit)
                 alone.append(culprit)
             else:
                 facts.devices[culprit] = {"error": why}
+                learned.refused[culprit] = why
                 pending.remove(culprit)
             continue
         except LiveError as exc:
@@ -574,14 +642,14 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
             qmp = qemu.qmp
             tree = parse_qtree(str(qmp.cmd("human-monitor-command", **{"command-line": "info qtree"})))
             everything = [d for root in tree for d in (root, *root.descendants())]
-            ours = {d.id: d for d in everything if re.fullmatch(r"cov\d+|vmsbus\d+", d.id)}
+            ours = {d.id: d for d in everything if re.fullmatch(r"cov\d+|vms[a-z]+\d+", d.id)}
             if facts.machine_devices is None:
                 facts.machine_devices = _machine_devices(everything, ours)
                 facts.compat_props = _compat_props(qmp, machine)
             for n, name in enumerate(pending):
                 dev = ours.get(f"cov{n}")
-                if dev is None:
-                    facts.devices[name] = {"error": "plugged, but not in info qtree"}
+                if dev is None:  # a device on no bus (vmgenid, vmcoreinfo): info qtree does not list it
+                    facts.devices[name] = {"props": {}, "children": {}, "unread": "on no bus: not in info qtree"}
                     continue
                 children: dict[str, dict[str, str]] = {}
                 for child in dev.descendants():
@@ -595,14 +663,23 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
         return
 
 
+def _placeholder_owner(stderr: str, pending: list[str]) -> str | None:
+    """The device whose placeholder QEMU refused (``-device ipmi-bmc-sim,id=vmsb4``: the 5th device's)."""
+    for line in reversed(stderr.splitlines()):
+        found = re.search(r"id=vms[a-z]+(\d+)\b", line)
+        if found and int(found.group(1)) < len(pending):
+            return pending[int(found.group(1))]
+    return None
+
+
 def _placeholder(why: str, have: tuple[str, list[str]] | None) -> tuple[str, list[str]] | None:
     """The suffix and options that give a device what QEMU said it lacks, or None (nothing more to try)."""
     suffix, opts = have or ("", [])
     bus = re.search(r"No '([^']+)' bus found", why)
     if bus and bus.group(1) in BUS_PROVIDERS and not any(o.startswith(BUS_PROVIDERS[bus.group(1)]) for o in opts):
         return suffix, [*opts, "-device", f"{BUS_PROVIDERS[bus.group(1)]},id=vmsbus{{n}}"]
-    for word, prop, more in BACKEND_PLACEHOLDERS:
-        if word in why.lower() and prop not in suffix:
+    for pattern, prop, more in BACKEND_PLACEHOLDERS:
+        if re.search(pattern, why, re.IGNORECASE) and prop not in suffix:
             return f"{suffix},{prop}", [*opts, *more]
     return None
 
