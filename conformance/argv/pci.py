@@ -103,6 +103,9 @@ class AddressSet:
         self.dry_run = dry_run
         self.pcie_to_pci_ok = pcie_to_pci_ok
         self.buses: list[Bus] = []
+        # connect flags -> the first bus that may still take such a device: a bus that had no place for it
+        # never gets one (addresses are only ever taken, compatibility does not change, buses are appended)
+        self._first_free: dict[int, int] = {}
 
     def fail(self, message: str) -> DomainInvalid:
         return DomainInvalid(message, path=self.ctx.domain.source)
@@ -175,10 +178,12 @@ class AddressSet:
         return None
 
     def next_addr(self, flags: int) -> Address:
-        for b in range(len(self.buses)):
+        for b in range(self._first_free.get(flags, 0), len(self.buses)):
             found = self._find_on_bus(b, flags)
             if found is not None:
+                self._first_free[flags] = b
                 return found
+        self._first_free[flags] = len(self.buses)
         if self.dry_run:
             addr = Address(type="pci", domain=0, bus=len(self.buses), slot=0, function=0)
             self.grow(addr, flags)

@@ -71,6 +71,8 @@ _BRANCH = {"-netdev": ("netdev", "type", "netdev type"), "-blockdev": ("blockdev
            "-chardev": ("chardev", "type", "chardev backend")}
 # -chardev keys that are no member of a backend (the chardev's id; a multiplexer in front of it)
 _CHARDEV_NOT_MEMBERS = {"id", "mux"}
+# the options property_problems checks
+_CHECKED_OPTIONS = frozenset(_BRANCH) | frozenset(_NOT_PROPERTIES)
 # -chardev comma-syntax keys spelled otherwise than the chardev-add member they fill (QEMU's qemu_chr_parse_*)
 _ADDR = {k: f"addr.data.{k}" for k in ("host", "port", "to", "ipv4", "ipv6", "path", "abstract", "tight")}
 _CHARDEV_KEYS: dict[str, dict[str, str]] = {
@@ -161,26 +163,34 @@ def property_problems(argv: list[str], caps: Capabilities,
     otherwise. ``memo``: the problems of each (option, value) already checked against these same caps (the
     static stages check the same -device strings for many cases on one fixture)."""
     problems: list[str] = []
+    recorded = caps.records["properties"]
+    scope = _scope(recorded)
     for i in range(1, len(argv) - 1):
-        opt, value = argv[i], argv[i + 1]
-        if value.startswith("-") or (opt not in _BRANCH and opt not in _NOT_PROPERTIES):
+        opt = argv[i]
+        if opt not in _CHECKED_OPTIONS:
+            continue
+        value = argv[i + 1]
+        if value.startswith("-"):
             continue
         if memo is None:
-            problems += option_problems(opt, value, caps)
+            problems += option_problems(opt, value, caps, recorded, scope)
             continue
         found = memo.get((opt, value))
         if found is None:
-            found = memo[(opt, value)] = option_problems(opt, value, caps)
+            found = memo[(opt, value)] = option_problems(opt, value, caps, recorded, scope)
         problems += found
     return problems
 
 
-def option_problems(opt: str, value: str, caps: Capabilities) -> list[str]:
-    """The problems of one -device/-object/-netdev/-blockdev/-chardev value against the fixture's QEMU."""
+def option_problems(opt: str, value: str, caps: Capabilities, recorded: Recorded | None = None,
+                    scope: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None) -> list[str]:
+    """The problems of one -device/-object/-netdev/-blockdev/-chardev value against the fixture's QEMU
+    (``recorded``, ``scope``: the fixture's property record and its _scope, when the caller has them)."""
     if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union
         return member_problems(opt, value, caps) if caps.option_members else []
-    recorded = caps.records["properties"]
-    scope = _scope(recorded)
+    if recorded is None:
+        recorded = caps.records["properties"]
+        scope = _scope(recorded)
     checked = scope[2] if scope is not None else None
     head = _head(value)
     if checked is not None and head is not None and head not in checked and "qom-type=" not in value:
