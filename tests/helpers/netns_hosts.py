@@ -166,3 +166,26 @@ def make_hosts(count: int, folder: Path) -> Iterator[list[Host]]:
         for netns, veth in made:
             subprocess.run(["ip", "link", "delete", veth], capture_output=True)
             _kill_and_delete(netns)  # with what still runs there (a session sshd forked)
+        _end_sessions(key)
+
+
+def _end_sessions(key: Path) -> None:
+    """End the ssh clients that logged in with ``key`` and the aexpect helpers holding them: avocado's remote
+    spawner leaves its sessions open after the job (an aexpect_helper, bash -c ssh ..., ssh), and with the
+    hosts gone they would wait forever."""
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if str(key).encode() not in (entry / "cmdline").read_bytes():
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            pids.add(int(entry.name))
+            if b"aexpect_helper" in Path(f"/proc/{parent}/cmdline").read_bytes():
+                pids.add(parent)
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
