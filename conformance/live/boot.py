@@ -30,7 +30,13 @@ from conformance.errors import ConformanceError, LiveError
 from conformance.knownbugs.matcher import AVAILABLE_FEATURES, Facts, expected_bugs, explain_failure
 from conformance.live.accel import AccelDecision
 from conformance.live.adapt import LiveArgv, NeedsHardware, adapt_for_live
-from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
+from conformance.live.checks import (
+    MachineFacts,
+    check_drivers_bound,
+    check_report,
+    failover_pairs,
+    failover_team_enslaved,
+)
 from conformance.live.guest import Guest
 from conformance.live.vm import GuestVm
 from conformance.qemu.process import LaunchFailed
@@ -296,6 +302,16 @@ def check_guest(vm: GuestVm, prepared: PreparedVm, details: dict[str, Any]) -> t
     checks = check_report(vm.report, devs, target.guest.has_driver if target.guest else (lambda _m: False),
                           MachineFacts.from_argv(argv))
     qmp_failures = qmp_cross_check(vm, devs, details)
+    try:  # every device the guest kernel has a driver for is bound (conformance/live/checks.py)
+        qmp_pci = [d for bus in vm.process.qmp.cmd("query-pci") for d in _walk_pci(bus.get("devices", []))]
+        bound = check_drivers_bound(vm.report, devs, qmp_pci, target.guest.has_driver if target.guest
+                                    else (lambda _m: False))
+    except QmpError as exc:
+        qmp_failures.append(f"QMP query-pci failed: {exc.message}")
+    else:
+        checks.failures += bound.failures
+        checks.checked += bound.checked
+        checks.notes += bound.notes
     details.update({"checked": checks.checked, "notes": checks.notes})
     return checks.failures + qmp_failures, len(checks.checked), len(checks.notes)
 

@@ -8,6 +8,9 @@ whatever the domain asked for), checked against the guest's own report:
   its PCI function is checked, and a note says so);
 - disks appear as block devices of the right kind (virtio-blk vdX, SCSI/SATA sdX, CD-ROM srX)
   when the guest can drive their controller;
+- every device whose Linux driver the guest kernel has (:data:`DRIVER_MODULES`) is bound by it, found
+  by its QOM id at the PCI address QMP ``query-pci`` gives (:func:`check_drivers_bound`); a device
+  whose driver the kernel lacks is a note naming the module;
 - serial ports appear as consoles, virtio-serial ports with their names;
 - a failover pair (failover=on + failover_pair_id) forms a failover master with the standby
   (ppn=sby) and the primary enslaved.
@@ -54,6 +57,31 @@ PCI_DEVICES: dict[str, tuple[str | None, str | None]] = {
 }
 # transitional virtio devices show 1af4:10xx (legacy id) or 1af4:1040+N (modern-only)
 _VIRTIO_MODERN = {"1000": "1041", "1001": "1042", "1002": "1045", "1003": "1043", "1004": "1048", "1005": "1044"}
+
+# QEMU device -> the Linux module that drives it (virtio: the virtio driver; the guest's PCI line shows it
+# as vdrv=). The guest kernel may lack it (Debian's cloud kernel has few): then it is a note, not a failure.
+_VIRTIO_MODULES = {"net": "virtio_net", "blk": "virtio_blk", "scsi": "virtio_scsi", "serial": "virtio_console",
+                   "rng": "virtio_rng", "balloon": "virtio_balloon", "9p": "9pnet_virtio", "gpu": "virtio_gpu",
+                   "vga": "virtio_gpu", "keyboard": "virtio_input", "mouse": "virtio_input",
+                   "tablet": "virtio_input", "iommu": "virtio_iommu", "mem": "virtio_mem",
+                   "crypto": "virtio_crypto"}
+DRIVER_MODULES: dict[str, str] = {
+    **{f"virtio-{kind}-pci{suffix}": module for kind, module in _VIRTIO_MODULES.items()
+       for suffix in ("", "-transitional", "-non-transitional")},
+    "virtio-vga": "virtio_gpu",
+    "lsi53c895a": "sym53c8xx", "lsi53c810": "sym53c8xx", "mptsas1068": "mptsas", "megasas": "megaraid_sas",
+    "megasas-gen2": "megaraid_sas", "pvscsi": "vmw_pvscsi", "am53c974": "am53c974", "dc390": "am53c974",
+    "ich9-ahci": "ahci", "sdhci-pci": "sdhci_pci",
+    "e1000": "e1000", "e1000-82544gc": "e1000", "e1000-82545em": "e1000", "e1000e": "e1000e",
+    "rtl8139": "8139cp", "ne2k_pci": "ne2k_pci", "pcnet": "pcnet32", "tulip": "tulip", "vmxnet3": "vmxnet3",
+    **{name: "uhci_hcd" for name in ("piix3-usb-uhci", "piix4-usb-uhci", *(f"ich9-usb-uhci{i}" for i in range(1, 7)))},
+    "usb-ehci": "ehci_pci", "ich9-usb-ehci1": "ehci_pci", "ich9-usb-ehci2": "ehci_pci", "pci-ohci": "ohci_pci",
+    "qemu-xhci": "xhci_pci", "nec-usb-xhci": "xhci_pci",
+    "AC97": "snd_intel8x0", "ES1370": "snd_ens1370", "intel-hda": "snd_hda_intel", "ich9-intel-hda": "snd_hda_intel",
+    "i6300esb": "i6300esb", "pvpanic-pci": "pvpanic_pci", "bochs-display": "bochs", "cirrus-vga": "cirrus",
+    "qxl-vga": "qxl", "qxl": "qxl", "vmware-svga": "vmwgfx", "tpci200": "tpci200", "kvaser_pci": "kvaser_pci",
+    "ctucan_pci": "ctucan_pci",
+}
 
 NIC_MODULES = {"virtio-net-pci": "virtio_net", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "8139cp",
                "vmxnet3": "vmxnet3", "virtio-net-device": "virtio_net"}
@@ -200,6 +228,46 @@ def check_report(report: GuestReport, devices: list[dict[str, Any]], has_driver:
     return result
 
 
+def _guest_addr(dev: dict[str, Any]) -> str:
+    """query-pci's bus/slot/function -> the guest's 0000:BB:SS.F (the bus numbers the guest programmed)."""
+    return f"0000:{int(dev['bus']):02x}:{int(dev['slot']):02x}.{int(dev['function']):x}"
+
+
+def check_drivers_bound(report: GuestReport, devices: list[dict[str, Any]], qmp_pci: list[dict[str, Any]],
+                        has_driver: Any) -> CheckResult:
+    """Every -device with an id whose Linux driver the guest kernel has is bound by a driver in the guest.
+
+    ``qmp_pci``: query-pci's devices, bridges walked (each with bus, slot, function, qdev_id)."""
+    result = CheckResult()
+    where = {str(d["qdev_id"]): _guest_addr(d) for d in qmp_pci if d.get("qdev_id")}
+    seen = {dev.addr: dev for dev in report.pci}
+    lacking: dict[str, list[str]] = {}
+    for dev in devices:
+        driver, qid = str(dev.get("driver")), dev.get("id")
+        module = DRIVER_MODULES.get(driver)
+        if module is None or not qid:
+            continue
+        if not has_driver(module):
+            lacking.setdefault(module, []).append(f"{qid} ({driver})")
+            continue
+        addr = where.get(str(qid))
+        if addr is None:
+            result.failures.append(f"{qid} ({driver}): QMP query-pci does not list it")
+            continue
+        pci = seen.get(addr)
+        virtio = driver.startswith("virtio-")
+        bound = pci and (pci.virtio_driver if virtio else pci.driver)
+        if pci is None:
+            result.failures.append(f"{qid} ({driver}) at {addr}: not in the guest")
+        elif not bound:
+            result.failures.append(f"{qid} ({driver}) at {addr}: no driver bound (the guest has {module})")
+        else:
+            result.checked.append(f"{qid} ({driver}) bound to {bound}")
+    for module, which in sorted(lacking.items()):
+        result.notes.append(f"the guest kernel has no {module}: {', '.join(which)} not driven")
+    return result
+
+
 def _check_system(report: GuestReport, facts: MachineFacts, result: CheckResult) -> None:
     system = report.system
     if system is None:
@@ -244,31 +312,56 @@ def _check_failover(report: GuestReport, standby: dict[str, Any], primary: dict[
                               f"primary {prim.name if prim else '-'}")
 
 
+# disk device -> (kind as the guest reports it, the modules that drive it besides its controller's)
+_DISK_KINDS = {"virtio-blk-pci": ("virtio", ()), "virtio-blk-pci-transitional": ("virtio", ()),
+               "virtio-blk-pci-non-transitional": ("virtio", ()), "virtio-blk-device": ("virtio", ()),
+               "scsi-hd": ("scsi", ("sd_mod",)), "ide-hd": ("ata", ("sd_mod",)), "usb-storage": ("scsi", ("sd_mod",)),
+               "ide-cd": ("cdrom", ("sr_mod",)), "scsi-cd": ("cdrom", ("sr_mod",))}
+# disk controller (the device its bus belongs to) -> module; usb-storage is its own controller
+_DISK_CONTROLLERS = {**{k: v for k, v in DRIVER_MODULES.items() if v in (
+    "sym53c8xx", "mptsas", "megaraid_sas", "vmw_pvscsi", "am53c974", "virtio_scsi", "ahci")},
+    "usb-storage": "usb_storage", "usb-bot": "usb_storage", "usb-uas": "uas"}
+
+
+def _disk_modules(dev: dict[str, Any], by_id: dict[str, dict[str, Any]], facts: MachineFacts) -> list[str]:
+    """The guest modules a disk device needs: its controller's and its own kind's."""
+    driver = str(dev.get("driver"))
+    kind, own = _DISK_KINDS[driver]
+    if kind == "virtio":
+        return ["virtio_blk"]
+    if driver == "usb-storage":
+        return ["usb_storage", *own]
+    bus = str(dev.get("bus") or "")
+    owner = by_id.get(bus.rsplit(".", 1)[0]) if bus else None
+    if owner is not None:
+        controller = _DISK_CONTROLLERS.get(str(owner.get("driver")))
+        return [controller or f"(a driver for {owner.get('driver')})", *own]
+    if driver.startswith("ide-"):  # the machine's own IDE/SATA buses (ide.N)
+        return [facts.sata_module, *own]
+    return ["virtio_scsi", *own]
+
+
 def _check_disks(report: GuestReport, devices: list[dict[str, Any]], has_driver: Any, facts: MachineFacts,
                  result: CheckResult) -> None:
+    by_id = {str(d["id"]): d for d in devices if d.get("id")}
     kinds: Counter[str] = Counter()
+    undriven: dict[str, list[str]] = {}
     for dev in devices:
         driver = str(dev.get("driver"))
-        if driver in ("virtio-blk-pci", "virtio-blk-device"):
-            kinds["virtio"] += 1
-        elif driver == "scsi-hd":
-            kinds["scsi"] += 1
-        elif driver in ("ide-hd",):
-            kinds["ata"] += 1
-        elif driver in ("ide-cd", "scsi-cd"):
-            kinds["cdrom"] += 1
+        if driver not in _DISK_KINDS:
+            continue
+        needed = _disk_modules(dev, by_id, facts)
+        kind = _DISK_KINDS[driver][0]
+        if all(has_driver(m) for m in needed):
+            kinds[kind] += 1
+        else:
+            undriven.setdefault(", ".join(needed), []).append(str(dev.get("id") or driver))
     names = [d.name for d in report.disks]
     seen = Counter(_disk_kind(d.name, d.hba) for d in report.disks)
-    cdrom_bus = {str(d.get("driver")): facts.sata_module for d in devices}.get("ide-cd", "virtio_scsi")
-    need = {"virtio": ["virtio_blk"], "scsi": ["virtio_scsi", "sd_mod"], "ata": [facts.sata_module, "sd_mod"],
-            "cdrom": [cdrom_bus, "sr_mod"]}
+    for modules, which in sorted(undriven.items()):
+        result.notes.append(f"{len(which)} disk(s) the guest kernel cannot drive ({modules}): "
+                            f"{', '.join(which)}; checked over QMP only")
     for kind, count in kinds.items():
-        module = ", ".join(need[kind])
-        drivable = all(has_driver(m) for m in need[kind])
-        if not drivable:
-            result.notes.append(f"{count} {kind} disk(s): the guest kernel cannot drive their controller "
-                                f"({module}); checked over QMP only")
-            continue
         if seen[kind] < count:
             result.failures.append(f"{kind} disks: guest sees {seen[kind]} of {count} ({', '.join(names) or 'none'})")
         else:
@@ -280,7 +373,7 @@ def _disk_kind(name: str, hba: str | None) -> str:
         return "virtio"
     if name.startswith("sr"):
         return "cdrom"
-    return "scsi" if hba == "virtio_scsi" else "ata"
+    return "ata" if hba in ("ahci", "ata_piix") else "scsi"
 
 
 def _check_consoles(report: GuestReport, devices: list[dict[str, Any]], facts: MachineFacts,
