@@ -88,6 +88,7 @@ wrapper: its text and reported version), the machine type and the device type: a
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import tempfile
@@ -163,6 +164,7 @@ NOT_COMPARED: dict[str, str] = {
     "vhostfd": "a host file descriptor", "vhostfds": "host file descriptors", "fd": "a host file descriptor",
     "mac": "chosen per instance (libvirt sets it; both sides of a migration get the same)",
     "addr": "the slot the probe chose (libvirt places every device itself)",
+    "multifunction": "set by the probe's placement (several types per slot); libvirt sets it per device",
     "bus": "the bus the probe chose (libvirt places every device itself)",
     "bootindex": "set by libvirt per device (the probe sets none)",
     "serial": "a per-disk string libvirt sets",
@@ -1000,7 +1002,9 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
     """The ``vmstate`` result of one case on one ordered pair under one machine type: ``pass`` when every
     device is compatible, ``fail`` naming the hazards otherwise (a known bug of either side's version that
     concerns this argv and machine type explains it, by the one rule: conformance/knownbugs/matcher.py). A
-    result with hazards keeps both argvs, the machine type pinned, under ``output``/argv/vmstate/."""
+    result with hazards that a known bug of either version could explain keeps both argvs, the machine type
+    pinned, under ``output``/argv/vmstate/ (for ``bugs explain``; writing one per failed prediction took
+    most of a cached sweep's time)."""
     from conformance.knownbugs.matcher import load_bugs
     from conformance.live.boot import explain
     from conformance.results.records import StageResult
@@ -1017,7 +1021,9 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
     verdict = "fail" if bad else "pass"
     reason = ("; ".join(f"{k}: {v}" for k, v in bad.items()) if bad else
               f"{len(devices)} devices compatible under {machine}")
-    if bad and any("vmstate" in (*b.stages, *b.reproduce) for b in load_bugs()):  # the rule's stage condition
+    candidates = bad and any("vmstate" in (*b.stages, *b.reproduce) and any(
+        b.first <= c.version <= b.last for c in (source.caps, destination.caps)) for b in load_bugs())
+    if candidates:  # the rule's stage and version conditions first: the rest needs the argvs
         pinned = [_with_machine(src_argv, machine), _with_machine(dst_argv, machine)]
         for caps, peer, side, argv in ((source.caps, destination.caps, "source", pinned[0]),
                                        (destination.caps, source.caps, "destination", pinned[1])):
@@ -1028,7 +1034,7 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
     result = StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
                          qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
                          details=details)
-    if bad and output is not None:  # what `bugs explain` reads a pair's argvs from (the machine type pinned)
+    if candidates and output is not None:  # what `bugs explain` reads a pair's argvs from (machine type pinned)
         for side, caps, argv in (("source", source.caps, src_argv), ("destination", destination.caps, dst_argv)):
             path = output / "argv" / "vmstate" / f"{caps.arch}-{caps.version}" / f"{case.name}@{machine}.json"
             if not path.is_file():
@@ -1120,6 +1126,9 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="vmstate") as pool:
         for future in [pool.submit(one.props, m, sorted(types)) for (_, m), (one, types) in wanted.items()]:
             future.result()
+    pairs = {(side(s).key, side(d).key) for _, s, d, _, _, _ in work}
+    for pair in pairs:
+        _load_memo(pair, root)
     for planned, source, destination, machine, a, b in work:
         try:
             result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination), a, b,
@@ -1133,4 +1142,36 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
         if result.verdict not in ("pass", "skip"):
             say(f"    vmstate {planned.case.name} {source.caps.label} -> {destination.caps.label} @{machine}: "
                 f"{result.verdict.upper()} {result.reason}")
+    for pair in pairs:
+        _save_memo(pair, root)
     return results
+
+
+#: The rules' own version: this module's text. Saved verdicts of an older text are not read.
+RULES_KEY = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+_SEP = "\x1f"
+
+
+def _memo_path(pair: tuple[str, str], root: Path | None) -> Path:
+    return cache_root(root) / "verdicts" / f"{pair[0]}-{pair[1]}-{RULES_KEY}.json"
+
+
+def _load_memo(pair: tuple[str, str], root: Path | None) -> None:
+    """The per-device verdicts of an earlier run for this pair of binaries (same rules), into the memo."""
+    try:
+        data = json.loads(_memo_path(pair, root).read_text())
+    except (OSError, ValueError):
+        return
+    for key, value in data.get("devices", {}).items():
+        _MEMO.setdefault(tuple(key.split(_SEP)), value)
+    for key, value in data.get("dumps", {}).items():
+        _ENTRIES.setdefault(tuple(key.split(_SEP)), value)
+
+
+def _save_memo(pair: tuple[str, str], root: Path | None) -> None:
+    mine = lambda memo: {_SEP.join(k): v for k, v in memo.items() if k[:2] == pair}  # noqa: E731
+    path = _memo_path(pair, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps({"devices": mine(_MEMO), "dumps": mine(_ENTRIES)}))
+    tmp.replace(path)

@@ -68,8 +68,8 @@ def test_7_2_to_10_0_under_pc_q35_7_1_keeps_virtio_rng_pci(qemu_x86_64: Path, qe
 def test_run_vmstate_on_two_builds_writes_one_result_per_pair(qemu_x86_64: Path, qemu_10: Path,
                                                                tmp_path: Path) -> None:
     """`run --stages vmstate --qemu A --qemu B`: four ordered pairs (each build with itself), the machine type
-    pinned as migrate pins it, a device map per result, argvs kept for the ones with hazards. Uses the
-    suite's cache (the probes and guests of the other live tests)."""
+    pinned as migrate pins it, a device map per result. 10.0 -> 7.2 predicts the i8259 'ltim' subsection
+    (backward only). Uses the suite's cache (the probes and guests of the other live tests)."""
     from conformance.results.records import read_results
     from conformance.runner import run_stages
 
@@ -83,7 +83,7 @@ def test_run_vmstate_on_two_builds_writes_one_result_per_pair(qemu_x86_64: Path,
         newest = "pc-q35-7.2" if "7.2" in (r.qemu.version[:3], r.peer.version[:3]) else "pc-q35-10.0"
         assert r.details["machine"] == newest and r.details["devices"]["virtio-rng-pci"] == COMPATIBLE
         assert r.verdict in ("pass", "fail")
-        if r.verdict == "fail":
-            assert all((out / r.artifacts[f"{side}-argv"]).is_file() for side in ("source", "destination"))
+        if r.verdict == "fail":  # no known bug of 7.2 or 10.0 explains a vmstate result: no argvs kept
+            assert not r.artifacts and r.details["devices"]["isa-i8259"].startswith("[V5] i8259: subsection")
     same = [r for r in records if r.qemu and r.peer and r.qemu.version == r.peer.version]
     assert len(same) == 2 and all(r.verdict == "pass" and r.details["same_build"] for r in same)
