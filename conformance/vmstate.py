@@ -165,6 +165,7 @@ NOT_COMPARED: dict[str, str] = {
     "mac": "chosen per instance (libvirt sets it; both sides of a migration get the same)",
     "addr": "the slot the probe chose (libvirt places every device itself)",
     "multifunction": "set by the probe's placement (several types per slot); libvirt sets it per device",
+    "sas_address": "derived at realize from the device's own PCI address when unset: the probe's placement",
     "bus": "the bus the probe chose (libvirt places every device itself)",
     "bootindex": "set by libvirt per device (the probe sets none)",
     "serial": "a per-disk string libvirt sets",
@@ -200,6 +201,7 @@ PROPERTY_RENAMES: dict[str, tuple[str, bool, str]] = {
 #: Properties that matter only when another one is on: (that property, the reason).
 DEPENDS_ON: dict[str, tuple[str, str]] = {
     "x-ats-page-aligned": ("ats", "the page-aligned bit is in the ATS capability, which exists only with ats=on"),
+    "fs1gp": ("x-flts", "intel-iommu's first-stage 1 GiB pages exist only with first-stage translation on"),
 }
 NOT_COMPARED_PREFIXES: dict[str, str] = {
     "legacy-": "the string form of another property, compared through that one",
@@ -755,6 +757,9 @@ SECTIONS_WITHOUT_CLASS: dict[str, str] = {"ps2-kbd": "ps2kbd", "ps2-mouse": "ps2
 EQUIVALENT_VALUES: dict[str, tuple[frozenset[str], str]] = {
     "rombar": (frozenset({"1", "-1"}), "rombar became a tri-state in 9.x: -1 (a ROM BAR when the device has a ROM) "
                                        "is what 1 was for a device with its default ROM"),
+    "logical_block_size": (frozenset({"0", "512"}), "10.0 prints 0 for 'the backend's size' where 7.2 printed 512: "
+                                                    "the same for a 512-byte backend (every case's image)"),
+    "physical_block_size": (frozenset({"0", "512"}), "as logical_block_size"),
 }
 
 

@@ -135,3 +135,13 @@ def test_every_case_that_migrates_is_predicted() -> None:
 
     for case in load_catalogue().cases.values():
         assert ("vmstate" in case.stages) == ("migrate" in case.stages), case.name
+
+
+def test_values_the_probe_chose_or_spelt_differently_are_not_hazards() -> None:
+    """Seen in the sweep: megasas' sas_address follows the probe's PCI placement; 10.0 prints usb-storage's
+    block sizes as 0 ('the backend's'); intel-iommu's fs1gp needs first-stage translation (x-flts) on."""
+    kw: dict[str, Any] = {"machine": "pc-q35-7.2", "src_label": "7.2", "dst_label": "10.0", "newer": "10.0"}
+    assert compare_properties({"sas_address": "1"}, {"sas_address": "2"}, {}, {}, **kw) == []
+    assert compare_properties({"logical_block_size": "512"}, {"logical_block_size": "0"}, {}, {}, **kw) == []
+    assert compare_properties({}, {"fs1gp": "true", "x-flts": "false"}, {}, {"fs1gp": "true"}, **kw) == []
+    assert compare_properties({}, {"fs1gp": "true", "x-flts": "true"}, {}, {"fs1gp": "true"}, **kw)
