@@ -150,3 +150,15 @@ def test_the_report_keeps_one_result_per_machine_type_and_a_row_for_each(tmp_pat
     assert ">backward<" in page and "machine type deprecated in 10.0.2-x86_64 (a warning)" in page
     junit = (tmp_path / "junit.xml").read_text()
     assert "q35-minimal[10.0.2-x86_64-&gt;7.2.22-x86_64@pc-q35-5.2]" in junit
+
+
+def test_the_machine_a_migration_records_whichever_way_it_was_chosen() -> None:
+    from conformance.live.migrate import _migration_machine
+
+    case = load_catalogue().get("q35-minimal")
+    old, new = _caps("5.2.0:x86_64"), _caps("7.2.22:x86_64")
+    assert _migration_machine(case, new, new, "", cross=False) == ("pc-q35-7.2", "")  # the alias q35, resolved
+    assert _migration_machine(case, old, new, "", cross=True) == ("pc-q35-5.2", "")  # the newest both have
+    assert _migration_machine(case, old, new, "pc-q35-4.2", cross=True) == ("pc-q35-4.2", "")
+    assert _migration_machine(case, new, old, "pc-q35-7.2", cross=True) == \
+        (None, "machine type pc-q35-7.2 unknown to QEMU 5.2.0")
