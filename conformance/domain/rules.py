@@ -13,6 +13,7 @@ import dis
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Controller, Device, Disk, Domain
@@ -39,8 +40,6 @@ class Refusal:
 
 Rule = Callable[[Domain, "Capabilities | None"], Iterator[Refusal]]
 RULES: list[Rule] = []
-# the rules whose code reads their caps argument: the only ones whose answer can change once caps are known
-CAPS_RULES: list[Rule] = []
 
 
 def _reads_caps(fn: Rule) -> bool:
@@ -53,10 +52,16 @@ def _reads_caps(fn: Rule) -> bool:
         isinstance(ins.argval, tuple) and "caps" in ins.argval)) for ins in dis.get_instructions(code))
 
 
+@cache
+def caps_rules() -> tuple[Rule, ...]:
+    """The rules whose code reads their caps argument, in order: the only ones whose answer can change once
+    caps are known (found on first use, not at import)."""
+    return tuple(fn for fn in RULES if _reads_caps(fn))
+
+
 def rule(fn: Rule) -> Rule:
     RULES.append(fn)
-    if _reads_caps(fn):
-        CAPS_RULES.append(fn)
+    caps_rules.cache_clear()
     return fn
 
 
@@ -64,7 +69,7 @@ def first_refusal(domain: Domain, caps: Capabilities | None, *, caps_only: bool 
     """The first refusal of the rules in order. ``caps_only``: the domain already passed every rule without
     caps (``first_refusal(domain, None)`` was None), so only the rules that read caps can refuse it now: run
     just those, in the same order (a rule that never reads caps answers the same with or without them)."""
-    for check in CAPS_RULES if caps_only else RULES:
+    for check in caps_rules() if caps_only else RULES:
         for refusal in check(domain, caps):
             return refusal
     return None
