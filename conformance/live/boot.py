@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from conformance.live.checks import (
     failover_pairs,
     failover_team_enslaved,
 )
-from conformance.live.guest import Guest
+from conformance.live.guest import Guest, build_guest
 from conformance.live.vm import GuestVm
 from conformance.qemu.process import LaunchFailed
 from conformance.qemu.qmp import QmpError
@@ -162,6 +162,9 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
 
     caps = target.caps
     assert target.guest is not None
+    flavour = str(case.live.get("guest", "cloud"))  # the case's guest flavour (conformance/live/guest.py FLAVOURS)
+    if flavour != target.guest.flavour:
+        target = replace(target, guest=build_guest(target.guest.arch, flavour=flavour))
     images_in = image_dir or vm_dir
     prepared = PreparedVm(case, target, vm_dir, [], None,  # type: ignore[arg-type]  # set below
                           artifacts={"folder": str(vm_dir.relative_to(output))})
