@@ -9,6 +9,7 @@ The live sweep's figure (``--live``: boot,migrate --machines all) is to be added
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -20,11 +21,21 @@ from conformance.paths import cache_dir
 from conformance.runner import run_stages
 
 
-def sweep(binaries: list[Path]) -> float:
+def sweep(binaries: list[Path]) -> tuple[float, float, str]:
+    """(wall s, CPU s of this process and its QEMUs, the stage's own line: predictions and seconds)."""
+    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sweep-") as out:
+        cpu = _cpu()
         started = time.monotonic()
-        run_stages(["vmstate"], binaries, [], Path(out), lambda _m: None, machines=MachineChoice.parse("all"))
-        return time.monotonic() - started
+        run_stages(["vmstate"], binaries, [], Path(out), lines.append, machines=MachineChoice.parse("all"))
+        wall = time.monotonic() - started
+    stage = next((line.strip() for line in lines if line.strip().startswith("vmstate:")), "")
+    return wall, _cpu() - cpu, stage
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -32,13 +43,17 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true", help="keep the vmstate cache (no cold run)")
     args = parser.parse_args()
     binaries = default_binaries()
-    cold = None
+    parts = []
     if not args.cached_only:
         shutil.rmtree(cache_dir() / "vmstate", ignore_errors=True)
-        cold = sweep(binaries)
-    cached = sweep(binaries)
-    print(f"static prediction, {len(binaries)} builds, --machines all: "
-          f"{'' if cold is None else f'cold {cold:.1f} s, '}cached {cached:.1f} s (probes and report included)")
+        wall, cpu, stage = sweep(binaries)
+        print(f"cold:   {wall:.1f} s wall, {cpu:.1f} s CPU; {stage}")
+        parts.append(f"cold {wall:.1f} s")
+    wall, cpu, stage = sweep(binaries)
+    print(f"cached: {wall:.1f} s wall, {cpu:.1f} s CPU; {stage}")
+    parts.append(f"cached {wall:.1f} s")
+    print(f"static prediction, {len(binaries)} builds, --machines all (probe of each build and report included): "
+          f"{', '.join(parts)}")
 
 
 if __name__ == "__main__":
