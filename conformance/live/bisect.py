@@ -99,9 +99,13 @@ def _slot(props: dict[str, Any]) -> tuple[str, int, int] | None:
 
 
 def signature(reason: str) -> str:
-    """What kind of failure a reason says, for 'still fails the same way': its first clause, numbers out
-    ('source: QEMU did not start (exit code 1)', 'source failed its boot checks', 'scsi disks')."""
-    clauses = [c.strip() for c in reason.split(":")]
+    """What kind of failure a reason says, for 'still fails the same way', numbers out: for a QEMU that did
+    not start, its whole first line (QEMU's message names the option it refused); else the first clause
+    ('source failed its boot checks', 'scsi disks'; up to a ':' or ';'), two when the first is one word
+    ('source: ...')."""
+    if "did not start" in reason:
+        return re.sub(r"\d+", "N", reason.splitlines()[0] if reason else "")
+    clauses = [c.strip() for c in re.split(r"[:;]", reason)]
     head = ": ".join(clauses[:2]) if len(clauses) > 1 and " " not in clauses[0] else clauses[0]
     return re.sub(r"\d+", "N", head)
 

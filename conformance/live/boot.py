@@ -364,7 +364,9 @@ def qmp_cross_check(vm: GuestVm, devs: list[dict[str, Any]], details: dict[str, 
     if missing:
         failures.append(f"QMP: devices missing from /machine/peripheral: {', '.join(missing)}")
     qmp_pci = [dev for bus in pci for dev in _walk_pci(bus.get("devices", []))]
-    qmp_ids = Counter(f"{d['id']['vendor']:04x}:{d['id']['device']:04x}" for d in qmp_pci if "id" in d)
+    # vendor ffff is no function (PCI): QEMU 10.0 lists an igb's disabled SR-IOV VFs so, the guest cannot see them
+    qmp_ids = Counter(f"{d['id']['vendor']:04x}:{d['id']['device']:04x}" for d in qmp_pci
+                      if "id" in d and d["id"]["vendor"] != 0xFFFF)
     guest_ids = Counter(dev.id for dev in (report or vm.report).pci)
     unseen = sorted(f"{pci_id} x{n - guest_ids[pci_id]}" for pci_id, n in qmp_ids.items() if guest_ids[pci_id] < n)
     if unseen:

@@ -73,4 +73,9 @@ def test_another_failure_is_not_the_same_failure(tmp_path: Path) -> None:
     record = Bisection(device_graph(ARGV), set(), run_stage, tmp_path,
                        signature("source: QEMU did not start (exit code 1): no")).run()
     assert record["runs"] >= 1 and record["culprits"] and not record.get("finding")
-    assert signature("source: QEMU did not start (exit code 1): no") == "source: QEMU did not start (exit code N)"
+    assert signature("source: QEMU did not start (exit code 1): -device a: no") == \
+        "source: QEMU did not start (exit code N): -device a: no"
+    assert signature("scsi disks: guest sees 3 of 8 (sda, sdb)") == "scsi disks"
+    assert signature("the source QEMU died (killed by SIGSEGV); destination exit code 1: x") == \
+        signature("the source QEMU died (killed by SIGSEGV); source killed by SIGSEGV")
+    assert signature("source failed its boot checks: PCI 1af4:1052") == "source failed its boot checks"
