@@ -79,3 +79,19 @@ def test_another_failure_is_not_the_same_failure(tmp_path: Path) -> None:
     assert signature("the source QEMU died (killed by SIGSEGV); destination exit code 1: x") == \
         signature("the source QEMU died (killed by SIGSEGV); source killed by SIGSEGV")
     assert signature("source failed its boot checks: PCI 1af4:1052") == "source failed its boot checks"
+
+
+def test_the_catalogue_key(tmp_path: Path) -> None:
+    import pytest
+
+    from conformance.cases import load_catalogue
+    from conformance.errors import CaseError
+
+    case = '[cases.c]\ntemplate = "minimal.xml.j2"\ndescription = "d"\ntargets = ["aarch64:virt"]\nstages = ["parse"]\n'
+    (tmp_path / "good.toml").write_text(case + "bisect = true\n")
+    assert load_catalogue(tmp_path / "good.toml").get("c").bisect
+    (tmp_path / "bad.toml").write_text(case + 'bisect = "yes"\n')
+    with pytest.raises(CaseError, match="bisect = 'yes' is not a boolean"):
+        load_catalogue(tmp_path / "bad.toml")
+    catalogue = load_catalogue()  # the product catalogue: the device-rich virt cases bisect
+    assert catalogue.get("virt-misc-rich").bisect and not catalogue.get("virt-minimal").bisect
