@@ -1,8 +1,8 @@
 """Bisection on real QEMU: a device-rich case whose migration fails because of one device names that device.
 
-The case (tests/data/bisect/cases.toml) holds a NIC, two virtio inputs, a USB controller and mouse, an RNG,
-a balloon and an ivshmem-plain without master=on, which QEMU refuses to migrate. The runner's migrate stage
-(the same function `run` and `qualify` use) must fail it and bisect it to ivshmem-plain, in bounded runs.
+The case (tests/data/bisect/cases.toml) holds a NIC, a USB controller and mouse, an RNG and a
+virtio-rng-pci with both its interfaces off, which QEMU refuses to start. The runner's migrate stage
+(the same function `run` and `qualify` use) must fail it and bisect it to that device alone, in bounded runs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def arm_target(qemu_aarch64: Path) -> Target:
 
 
 @pytest.mark.smoke
-def test_a_migration_blocker_is_bisected_to_its_device(arm_target: Target, tmp_path: Path) -> None:
+def test_a_refused_device_is_bisected_to_itself(arm_target: Target, tmp_path: Path) -> None:
     catalogue = load_catalogue(DATA / "bisect" / "cases.toml")
     case = catalogue.get("virt-bisect-refused")
     result = live_stage_runner("migrate", catalogue, tmp_path)(case, arm_target, arm_target, "")
