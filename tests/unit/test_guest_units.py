@@ -243,3 +243,26 @@ def test_no_apt_says_what_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     text = str(err.value)
     assert "apt-get/dpkg-deb not found" in text and "--kernel" in text and "--modules" in text
     assert "busybox" in text and "\n" not in text
+
+
+def test_flavours_plan_their_own_roots(tmp_path: Path) -> None:
+    from conformance.live.guest import DEVICE_MODULE_ROOTS, FLAVOURS, MODULE_ROOTS, _plan_modules
+
+    assert FLAVOURS["cloud"][1] == MODULE_ROOTS
+    assert FLAVOURS["generic"][1] == MODULE_ROOTS + DEVICE_MODULE_ROOTS
+    assert not set(MODULE_ROOTS) & set(DEVICE_MODULE_ROOTS)
+    folder = tmp_path / "lib" / "modules" / "6.1.0-test"
+    (folder / "kernel").mkdir(parents=True)
+    (folder / "kernel" / "virtio.ko").write_bytes(_tiny_module("", signed=False))
+    (folder / "kernel" / "sym53c8xx.ko").write_bytes(_tiny_module("virtio", signed=False))
+    cloud = _plan_modules(folder, strip=True)
+    assert "sym53c8xx" not in cloud.order and "sym53c8xx" not in cloud.missing
+    generic = _plan_modules(folder, strip=True, roots=FLAVOURS["generic"][1])
+    assert generic.order.index("virtio") < generic.order.index("sym53c8xx")
+    assert "mptsas" in generic.missing
+
+
+def test_an_unknown_flavour_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(GuestBuildError, match="unknown guest flavour 'tiny'") as err:
+        build_guest("x86_64", flavour="tiny", cache=tmp_path)
+    assert "cloud, generic" in str(err.value)
