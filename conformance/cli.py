@@ -255,8 +255,10 @@ def cmd_guest(args: argparse.Namespace) -> int:
         print(f"guest: {text}", file=sys.stderr, flush=True)
 
     for arch in args.arch or ["x86_64"]:
-        guest = build_guest(arch, kernel=args.kernel, modules=args.modules, refresh=args.refresh, log=log)
-        print(describe(guest))
+        for flavour in args.flavour or ["cloud"]:
+            guest = build_guest(arch, kernel=args.kernel, modules=args.modules, refresh=args.refresh, log=log,
+                                flavour=flavour)
+            print(describe(guest))
     return 0
 
 
@@ -383,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kernel", type=path_arg, help="your own kernel image instead of Debian's cloud kernel")
     g.add_argument("--modules", type=path_arg, help="its modules folder (lib/modules/VERSION)")
     g.add_argument("--refresh", action="store_true", help="look for a newer kernel package")
+    g.add_argument("--flavour", action="append", choices=["cloud", "generic"],
+                   help="repeatable (default cloud): generic has drivers for emulated hardware (cases' live.guest)")
     g.set_defaults(func=cmd_guest)
 
     p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")

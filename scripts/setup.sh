@@ -7,7 +7,8 @@
 #   - pip: this package with its test and avocado extras (editable: capsdata/ and templates/ are read in place)
 #   - the extra real QEMU builds 10.0 (bookworm-backports) and 5.2 (bullseye), unpacked beside 7.2
 #     under $QEMU_CONFORMANCE_BUILDS (default ~/.cache/qemu-conformance/builds), nothing installed
-#   - the test guests (Debian cloud kernel + busybox initramfs), cached under ~/.cache/qemu-conformance
+#   - the test guests (Debian cloud kernel + busybox initramfs; x86_64 also the generic kernel's, for the
+#     device-rich cases), cached under ~/.cache/qemu-conformance
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,7 @@ qemu-conformance builds cpu-map || echo "setup: WARNING: libvirt 11.3's CPU map 
 
 if qemu-conformance guest --help >/dev/null 2>&1; then
   echo "setup: test guests"
-  qemu-conformance guest build --arch x86_64
+  qemu-conformance guest build --arch x86_64 --flavour cloud --flavour generic
   qemu-conformance guest build --arch aarch64
 fi
 echo "setup: done"
