@@ -88,7 +88,7 @@ def libvirt_corpus(session: nox.Session) -> None:
     unbuilt = sorted(r["case"] for r in scored if r["status"] == "ERROR" and "is not supported" in r["detail"])
     session.log(f"libvirt corpus: {passed}/{len(scored)} PASS ({ratio:.1%}; goal {CORPUS_GOAL:.0%}); "
                 f"{len(errors)} configurations libvirt rejects were accepted; {len(unbuilt)} inputs the "
-                f"builder does not support (README, 'Out of scope'): {', '.join(unbuilt) or 'none'}")
+                f"builder does not support (docs/libvirt-corpus.md, 'Out of scope'): {', '.join(unbuilt) or 'none'}")
     if ratio < CORPUS_GOAL:
         session.error(f"below the goal of {CORPUS_GOAL:.0%}")
 

@@ -71,7 +71,7 @@ def finished_message(result: str, fail_reason: str | None = None) -> dict[str, A
 
 
 def variant_settings(variant: dict[str, Any] | None) -> tuple[dict[str, str], list[str]]:
-    """The suite's settings (``QEMU_CONFORMANCE_*``, see the README) among a variant's parameters
+    """The suite's settings (``QEMU_CONFORMANCE_*``, docs/settings.md) among a variant's parameters
     (``avocado run -p NAME=VALUE``, or a varianter plugin), and the names of the others."""
     settings: dict[str, str] = {}
     ignored: list[str] = []

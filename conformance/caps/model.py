@@ -147,7 +147,7 @@ QAPI_OPTIONS: dict[str, tuple[str, str]] = {
 # Flags of the rules in flags.py that libvirt has no capability string for (this project's own names; libvirt
 # spells two of the facts differently and they are not aliased: 'migration-event', 'device-del-event'), so an
 # imported libvirt file can never say them. Kept with the fact kinds; checked against libvirt's corpus in
-# tests/test_caps_diff.py.
+# tests/unit/test_caps_diff.py.
 NOT_LIBVIRT_FLAGS: frozenset[str] = frozenset({
     "migration.wait-unplug", "event.failover-negotiated", "event.unplug-primary", "migration-events",
     "device.deleted-event",
