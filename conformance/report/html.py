@@ -16,11 +16,13 @@ past the escaping (jinja's autoescape, and markupsafe's in fragments.py).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 
+from conformance import prediction
 from conformance.report import fragments
 from conformance.report.coverage_panel import CoverageRow, coverage_rows, load_coverage
 from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, build_page, merge
@@ -50,11 +52,14 @@ def render(records: list[StageResult], origin: dict[int, Path], output: Path, ti
 
 
 def write_report(result_files: list[Path], output: Path, title: str = "QEMU compatibility report") -> Path:
-    """OUTPUT/report.html and, from the same merged results, OUTPUT/junit.xml; the page's path."""
+    """OUTPUT/report.html and, from the same merged results, OUTPUT/junit.xml and (when they hold vmstate and
+    migrate results) OUTPUT/prediction.json, the predicted-against-observed summary; the page's path."""
     records, origin = merge(result_files)
     output.mkdir(parents=True, exist_ok=True)
     write_junit(records, output / "junit.xml")
     target = output / "report.html"
     coverage = coverage_rows(load_coverage(result_files, output))
+    if any(r.stage == "vmstate" for r in records) and any(r.stage == "migrate" for r in records):
+        (output / "prediction.json").write_text(json.dumps(prediction.summary(records), indent=1) + "\n")
     target.write_text(render(records, origin, output, title, len(result_files), coverage), encoding="utf-8")
     return target

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from conformance import prediction
 from conformance.machines import swept_machine
 from conformance.results.records import QemuBuild, StageResult, read_results
 from conformance.results.verdicts import BY_NAME, FAILURES, TABLE, VERDICTS, worst
@@ -152,13 +153,16 @@ def _label_builds(builds: list[Build]) -> None:
 def merge(result_files: list[Path]) -> tuple[list[StageResult], dict[int, Path]]:
     """All records, deduplicated by (case, build, peer build, stage, fixture, machine type); remembers which
     file each came from. A migration keys on its pair, so cross-build results never collapse into one, and
-    on the machine type --machines gave it (one result per machine type)."""
+    on the machine type --machines gave it (one result per machine type); a vmstate prediction on the
+    machine type it judged."""
     latest: dict[tuple[str, str, str, str, str, str], tuple[StageResult, Path]] = {}
     for path in result_files:
         for r in read_results(path):
             peer = build_key(r.peer, r.arch) if r.peer else ""
+            # a prediction names the machine type it judged, however it was chosen: one per type
+            machine = str(r.details.get("machine", "")) if r.stage == "vmstate" else swept_machine(r.details)
             latest[(r.case, build_key(r.qemu, r.arch), peer, r.stage, str(r.details.get("fixture", "")),
-                    swept_machine(r.details))] = (r, path)
+                    machine)] = (r, path)
     records = [r for r, _ in latest.values()]
     origin = {id(r): p for r, p in latest.values()}
     return records, origin
@@ -508,6 +512,29 @@ class FailureGroup:
 
 
 @dataclass
+class PredictionRow:
+    """One live migration beside its prediction (conformance/prediction.py), as the table shows it."""
+
+    row: prediction.Row
+    pair: str  # "source -> destination" (build labels)
+    anchor: str  # the migration matrix cell of the live result
+
+
+@dataclass
+class PredictionGroup:
+    """The predicted-against-observed table of one pair of builds, both directions (or one build with itself)."""
+
+    title: str
+    arch: str
+    rows: list[PredictionRow]
+
+    @property
+    def counts(self) -> list[tuple[str, int]]:
+        found = Counter(r.row.klass for r in self.rows)
+        return [(c, found[c]) for c in prediction.CLASSES if found[c]]
+
+
+@dataclass
 class Page:
     builds: list[Build]
     matrix_builds: list[Build]
@@ -521,6 +548,9 @@ class Page:
     drift: list[dict[str, Any]]
     totals: list[tuple[str, int]]
     count: int
+    predictions: list[PredictionGroup] = field(default_factory=list)  # predicted against observed, per pair
+    rules: list[prediction.RuleRecord] = field(default_factory=list)  # each vmstate rule's record
+    prediction_classes: list[tuple[str, int]] = field(default_factory=list)  # rows per class, the table's order
 
     @property
     def matrix_groups(self) -> list[tuple[str, int]]:
@@ -533,6 +563,11 @@ class Page:
             else:
                 groups.append((label, 1))
         return groups
+
+    @property
+    def missed(self) -> int:
+        """Live breaks the prediction did not see."""
+        return dict(self.prediction_classes).get("missed", 0)
 
     @property
     def live_builds(self) -> list[Build]:
@@ -625,6 +660,8 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
             g["rows"].append(Row(f"{case} @ {machine}" if machine else case, cells))
             g["machines"] |= {machine} - {""}
 
+    predictions, rules, classes = _predictions(records, builds, keys, peers, anchors)
+
     rows = []
     n = 0
     for case in sorted(grid):
@@ -672,7 +709,34 @@ def build_page(records: list[StageResult], origin: dict[int, Path], output: Path
         failures=sorted(groups.values(), key=lambda g: (VERDICTS.index(g.view.verdict), -g.count))[:FAILURE_ROWS],
         failures_total=len(failures), known=_known_bugs(records, viewer, builds, keys, anchors),
         drift=_drift(records, builds, keys, viewer),
-        totals=[(v.name, verdicts[v.name]) for v in TABLE if verdicts[v.name]], count=len(records))
+        totals=[(v.name, verdicts[v.name]) for v in TABLE if verdicts[v.name]], count=len(records),
+        predictions=predictions, rules=rules, prediction_classes=classes)
+
+
+def _predictions(records: list[StageResult], builds: dict[str, Build], keys: dict[int, str], peers: dict[int, str],
+                 anchors: dict[int, str]) -> tuple[list[PredictionGroup], list[prediction.RuleRecord],
+                                                   list[tuple[str, int]]]:
+    """Predicted against observed, when the results hold both stages: a table per pair of builds (both
+    directions; a build with itself on its own), rows by case, machine type, direction; the rules' record."""
+    if not any(r.stage == "vmstate" for r in records) or not any(r.stage == "migrate" for r in records):
+        return [], [], []
+    joined = prediction.join(records)
+    groups: dict[tuple[str, ...], list[PredictionRow]] = defaultdict(list)
+    for row in joined:
+        src = keys[id(row.migrate)]
+        dst = peers.get(id(row.migrate), src)
+        pair = f"{builds[src].short} -> {builds[dst].short}"
+        groups[tuple(sorted({src, dst}, key=lambda k: builds[k].sort_key))].append(
+            PredictionRow(row, pair, anchors.get(id(row.migrate), "")))
+    out = []
+    for members in sorted(groups, key=lambda m: (len(m), [builds[k].sort_key for k in m])):
+        title = " <-> ".join(builds[k].label for k in members) if len(members) > 1 else \
+            f"{builds[members[0]].label} with itself"
+        rows = sorted(groups[members], key=lambda r: (prediction.CLASSES.index(r.row.klass), r.row.case,
+                                                       _machine_key(r.row.machine), r.pair))
+        out.append(PredictionGroup(title, builds[members[0]].arch, rows))
+    counts = Counter(r.klass for r in joined)
+    return out, prediction.rule_record(joined), [(c, counts[c]) for c in prediction.CLASSES if counts[c]]
 
 
 def _machine_key(machine: str) -> tuple[str, tuple[int, ...]]:
