@@ -15,7 +15,9 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conformance.caps.model import Capabilities
 from conformance.cases import Case, load_catalogue
@@ -105,6 +107,8 @@ def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: 
     output.mkdir(parents=True, exist_ok=True)
     caps = cached_caps(qemu)
     build = QemuBuild(str(qemu), str(caps.version), caps.package, caps.arch)
+    if stage == "vmstate":  # a pair, judged from the builds' own answers (conformance/vmstate.py): no guest
+        return _run_vmstate(case, catalogue, qemu, caps, peer, output, say, machine)
     if not stage_row(stage).live:  # neither a guest nor an accelerator (nor their imports)
         from conformance.plan import plan
 
@@ -120,3 +124,29 @@ def run_item(case_name: str, stage: str, qemu: Path, peer: Path | None, output: 
     result = live_stage_runner(stage, catalogue, output)(case, target, destination, machine)
     ResultWriter(output).write(result)
     return result
+
+
+@dataclass(frozen=True)
+class _Build:
+    """What the vmstate stage reads of a build: its binary and capabilities (no accelerator, no guest)."""
+
+    binary: Path
+    caps: Capabilities
+
+    @property
+    def build(self) -> QemuBuild:
+        return QemuBuild(str(self.binary), str(self.caps.version), self.caps.package, self.caps.arch)
+
+
+def _run_vmstate(case: Case, catalogue: Any, qemu: Path, caps: Capabilities, peer: Path | None, output: Path,
+                 say: Callable[[str], None], machine: str) -> StageResult:
+    """One vmstate item: ``qemu`` to ``peer`` (itself when None) under ``machine`` ('' for the stage's own
+    choice, the newest type both builds have)."""
+    from conformance.plan import Planned
+    from conformance.vmstate import run_items
+
+    source = _Build(qemu, caps)
+    destination = source if peer is None or peer == qemu else _Build(peer, cached_caps(peer))
+    item = WorkItem(case.name, "vmstate", caps.label, destination.caps.label, machine)
+    planned = Planned(case, stage_row("vmstate"), source, destination, item)
+    return run_items([planned], ResultWriter(output), catalogue, say)[0]
