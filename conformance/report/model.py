@@ -729,7 +729,7 @@ def _predictions(records: list[StageResult], builds: dict[str, Build], keys: dic
         groups[tuple(sorted({src, dst}, key=lambda k: builds[k].sort_key))].append(
             PredictionRow(row, pair, anchors.get(id(row.migrate), "")))
     out = []
-    for members in sorted(groups, key=lambda m: (len(m), [builds[k].sort_key for k in m])):
+    for members in sorted(groups, key=lambda m: (-len(m), [builds[k].sort_key for k in m])):  # pairs first
         title = " <-> ".join(builds[k].label for k in members) if len(members) > 1 else \
             f"{builds[members[0]].label} with itself"
         rows = sorted(groups[members], key=lambda r: (prediction.CLASSES.index(r.row.klass), r.row.case,
