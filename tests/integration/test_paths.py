@@ -246,6 +246,15 @@ def test_qualify_no_boot_relative_and_absolute(tmp_path: Path, qemu_x86_64: Path
     assert (rel / "reports/host/report.html").is_file()
     assert out_rel.splitlines()[-1] == out_abs.splitlines()[-1] == "QUALIFIED"
     assert str(rel / "reports/host/results.jsonl") in out_rel  # printed absolute
+    # the static migration prediction runs too: the host build with itself, every case it builds, no hazard
+    predicted = [json.loads(line) for line in (rel / "reports/host/results.jsonl").read_text().splitlines()
+                 if '"vmstate"' in line]
+    predicted = [r for r in predicted if r["stage"] == "vmstate"]
+    assert predicted and all(r["verdict"] in ("pass", "skip") for r in predicted), predicted[:3]
+    passed = [r for r in predicted if r["verdict"] == "pass"]
+    assert passed and all(r["details"]["same_build"] and r["details"]["machine"] for r in passed)
+    assert all(set(r["details"]["devices"].values()) <= {"compatible"} for r in passed)
+    assert "vmstate: " in out_rel and " predictions in " in out_rel
 
 
 def test_report_relative_and_absolute(tmp_path: Path) -> None:
