@@ -14,6 +14,10 @@ stages whose pytest column in the stage table (conformance/stages.py) names the 
   (``[...@pc-q35-7.2]`` per machine type under ``--conformance-machines all``);
   it is marked ``live``, and ``smoke`` for a smoke case from a build to itself (and for one cross-build pair
   with 10.0, when 10.0 is under test).
+- a test that asks for ``vmstate_combo`` runs the static migration prediction (conformance/vmstate.py)
+  once per case that lists vmstate x the same (source, destination) pairs and machine types as
+  ``migrate_combo``, with the same ids (``teaming-q35[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]``); no guest
+  boots (each build answers paused, its answers cached), so it is not marked ``live``.
 
 Options:
 
@@ -231,6 +235,21 @@ class MigrateCombo:
         return result
 
 
+@dataclass(frozen=True)
+class VmstateCombo:
+    """The static migration prediction of one case from one QEMU binary to another (or the same) of one arch."""
+
+    case_name: str
+    source: Path
+    destination: Path
+    machine: str = ""  # --conformance-machines all/REGEX: the machine type judged ("": the newest both have)
+
+    def run(self, output: Path) -> StageResult:
+        from conformance.avocado.work import run_item  # one item, as avocado runs it: writes results.jsonl
+
+        return run_item(self.case_name, "vmstate", self.source, self.destination, output, machine=self.machine)
+
+
 def check_verdict(result: StageResult, evidence: dict[str, Any] | None = None) -> None:
     """A result as a pytest outcome, by the verdict table: skip -> skipped with its reason, known-bug ->
     xfail naming the bug, fail/error -> a failure with the reason and artefacts; pass and
@@ -302,6 +321,20 @@ def migrate_params(binaries: list[Path], case_globs: list[str], machines: str = 
             for i, p in enumerate(planned)]
 
 
+def vmstate_params(binaries: list[Path], case_globs: list[str], machines: str = "newest") -> list[Any]:
+    """The planned vmstate items: the pairs and machine types of migrate_params, with its ids."""
+    from conformance.machines import MachineChoice, planner_machines
+    from conformance.plan import plan
+
+    cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
+    chosen = planner_machines(MachineChoice.parse(machines), _binary_caps)
+    return [pytest.param(VmstateCombo(p.case.name, p.build, p.peer, p.item.machine),
+                         id=f"{p.case.name}[{p.item.build}->{p.item.peer}"
+                            f"{'@' + p.item.machine if p.item.machine else ''}]")
+            for p in plan(cases, binaries, _stages_of("vmstate_combo"), _binary_names, machines=chosen)
+            if p.peer is not None]
+
+
 def _smoke_migrations(planned: list[Any]) -> set[int]:
     """Which planned migrations (their indexes) are in the smoke set: those of the cases marked ``smoke`` in
     cases.toml from a build to itself, one machine type each, and one cross-build pair with a 10.0 build
@@ -340,7 +373,7 @@ def _live_target(binary: Path) -> Target:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Each fixture's parameters are planned items (conformance/plan.py); a shard keeps its own, by the
-    test's id and its kind (``static`` for parse and argv together, ``boot``, ``migrate``)."""
+    test's id and its kind (``static`` for parse and argv together, ``boot``, ``migrate``, ``vmstate``)."""
     opts = metafunc.config.option
     if "static_combo" in metafunc.fixturenames:
         combos = [(i, c) for i, c in static_combos(opts.conformance_cases, opts.conformance_caps)
@@ -355,6 +388,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                                                          opts.conformance_cases,
                                                                          opts.conformance_machines)
                                                if _in_shard(metafunc.config, "migrate", p.id)])
+    if "vmstate_combo" in metafunc.fixturenames:
+        metafunc.parametrize("vmstate_combo", [p for p in vmstate_params(live_binaries(metafunc.config),
+                                                                         opts.conformance_cases,
+                                                                         opts.conformance_machines)
+                                               if _in_shard(metafunc.config, "vmstate", p.id)])
 
 
 @pytest.fixture(scope="session")

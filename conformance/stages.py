@@ -57,7 +57,7 @@ TABLE: tuple[Stage, ...] = (
           meaning="render, schema, parse and the semantic rules of the case's domain XML"),
     Stage("argv", "case", live=False, requires="parse", chip="A", pytest="static_combo",
           meaning="the QEMU command line libvirt would build, checked against the build's capabilities"),
-    Stage("vmstate", "pair", live=False, requires="argv", chip="V", per_machine=True,
+    Stage("vmstate", "pair", live=False, requires="argv", chip="V", pytest="vmstate_combo", per_machine=True,
           meaning="predicted before any boot: the case's devices' migration state and property values under the "
                   "machine type match between the source build and the destination"),
     Stage("boot", "case", live=True, requires="argv", chip="B", pytest="live_combo",
