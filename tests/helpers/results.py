@@ -1,9 +1,11 @@
-"""Results for the report tests (tests/unit/test_report.py, tests/integration/test_report_browser.py)."""
+"""Results for the report tests (tests/unit/test_report.py, tests/unit/test_prediction.py,
+tests/integration/test_report_browser.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from conformance.machines import FROM_GIVEN
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import TABLE
 
@@ -50,3 +52,53 @@ def every_verdict(folder: Path) -> Path:
     writer.write(StageResult(case="q35-minimal", stage="boot", verdict="pass", arch="x86_64", qemu=NEW, accel="tcg",
                              reason="booted in 5.0 s; 5 checks passed"))
     return writer.path
+
+
+# ---- predicted against observed (conformance/prediction.py)
+
+# the same version at another path is another build: the join must not mix them
+OTHER = QemuBuild("/elsewhere/qemu-system-x86_64", "10.0.2", "", "x86_64")
+V5 = "[V5] i8259: subsection i8259/ltim is unknown to the destination"
+P1 = "[P1] x-pcie-lnksta-dllla: on under 10.0.2, off under 7.2.22"
+
+
+def vmstate_result(case: str, src: QemuBuild, dst: QemuBuild, machine: str, devices: dict[str, str]) -> StageResult:
+    bad = any(v != "compatible" for v in devices.values())
+    return StageResult(case=case, stage="vmstate", verdict="fail" if bad else "pass", arch="x86_64", qemu=src,
+                       peer=dst, details={"machine": machine, "devices": devices})
+
+
+def migrate_result(case: str, src: QemuBuild, dst: QemuBuild | None, machine: str, verdict: str,
+             reason: str = "") -> StageResult:
+    version = lambda q: tuple(int(n) for n in q.version.split("."))  # noqa: E731
+    direction = "same" if dst is None or dst.version == src.version else \
+        "forward" if version(src) < version(dst) else "backward"
+    return StageResult(case=case, stage="migrate", verdict=verdict, arch="x86_64", qemu=src, peer=dst,
+                       reason=reason, details={"machine": machine, "machine_from": FROM_GIVEN, "direction": direction})
+
+
+def prediction_records() -> list[StageResult]:
+    """Predicted against observed (tests/unit/test_prediction.py, the browser test): six migrations, one of each
+    class (two agree, one unjudged), their vmstate predictions, and noise the join must ignore."""
+    return [
+        # backward, predicted V5 + P1, broke: confirmed
+        vmstate_result("q35-minimal", NEW, OLD, "pc-q35-7.2",
+                       {"isa-i8259": V5, "pcie-root-port": P1, "e1000": "compatible"}),
+        migrate_result("q35-minimal", NEW, OLD, "pc-q35-7.2", "fail", "destination: Unknown subsection i8259/ltim"),
+        # the same case and pair under another machine type: predicted V5, went through: not confirmed
+        vmstate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", {"isa-i8259": V5}),
+        migrate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", "pass"),
+        # forward, predicted compatible, known bug live: missed
+        vmstate_result("net-user", OLD, NEW, "pc-q35-7.2", {"e1000": "compatible"}),
+        migrate_result("net-user", OLD, NEW, "pc-q35-7.2", "known-bug", "slirp instance id"),
+        # forward, predicted compatible, passed: agree
+        vmstate_result("q35-minimal", OLD, NEW, "pc-q35-7.2", {"isa-i8259": "compatible"}),
+        migrate_result("q35-minimal", OLD, NEW, "pc-q35-7.2", "pass"),
+        # one build with itself: no peer on the migrate result, the prediction's peer is the build
+        vmstate_result("q35-minimal", OLD, OLD, "pc-q35-7.2", {"isa-i8259": "compatible"}),
+        migrate_result("q35-minimal", OLD, None, "pc-q35-7.2", "pass"),
+        # a prediction for another build of the same version: not this migration's
+        vmstate_result("net-user", OTHER, OLD, "pc-q35-7.2", {"e1000": P1}),
+        migrate_result("net-user", NEW, OLD, "pc-q35-7.2", "error", "QEMU gone"),
+        StageResult(case="q35-minimal", stage="boot", verdict="pass", arch="x86_64", qemu=OLD),
+    ]

@@ -99,3 +99,46 @@ def test_report_in_chromium(tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_predicted_against_observed_in_chromium(tmp_path: Path) -> None:
+    """The prediction table: missed and not confirmed rows stand out, the rules' record counts, and the
+    observed verdict links the migration matrix cell of the live result."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from conformance.results.records import ResultWriter
+    from tests.helpers.results import prediction_records
+
+    writer = ResultWriter(tmp_path / "results")
+    for r in prediction_records():
+        writer.write(r)
+    report = write_report([writer.path], tmp_path / "report")
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.goto(report.as_uri(), wait_until="load")
+            section = page.locator("#prediction")
+            section.scroll_into_view_if_needed()
+            expect(section).to_be_visible()
+            expect(section.locator("table.rules")).to_contain_text("V5")
+            missed = section.locator("tr.k-missed")
+            expect(missed).to_have_count(1)
+            expect(missed).to_contain_text("slirp instance id")
+            agree = section.locator("tr.k-agree").first
+            colour = "(el) => getComputedStyle(el.querySelector('td')).backgroundColor"
+            assert missed.evaluate(colour) != agree.evaluate(colour), "a missed break stands out"
+            assert section.locator("tr.k-not-confirmed").evaluate(colour) not in (agree.evaluate(colour),
+                                                                                  missed.evaluate(colour))
+            _shoot(page, tmp_path / "report-prediction.png")
+            link = missed.locator("a").first
+            target = link.get_attribute("href")
+            assert target and target.startswith("#m")
+            link.click()
+            expect(page.locator(f"[id='{target[1:]}']")).to_be_attached()
+        finally:
+            browser.close()
+    assert not problems, problems

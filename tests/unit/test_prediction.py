@@ -6,62 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conformance.machines import FROM_GIVEN
 from conformance.prediction import classify, hazards, join, rule_record, summary
 from conformance.report.html import write_report
-from conformance.results.records import QemuBuild, ResultWriter, StageResult
-
-OLD = QemuBuild("/usr/bin/qemu-system-x86_64", "7.2.22", "Debian 1:7.2", "x86_64")
-NEW = QemuBuild("/opt/qemu-10.0/bin/qemu-system-x86_64", "10.0.2", "", "x86_64")
-# the same version at another path is another build: the join must not mix them
-OTHER = QemuBuild("/elsewhere/qemu-system-x86_64", "10.0.2", "", "x86_64")
-V5 = "[V5] i8259: subsection i8259/ltim is unknown to the destination"
-P1 = "[P1] x-pcie-lnksta-dllla: on under 10.0.2, off under 7.2.22"
-
-
-def _vmstate(case: str, src: QemuBuild, dst: QemuBuild, machine: str, devices: dict[str, str]) -> StageResult:
-    bad = any(v != "compatible" for v in devices.values())
-    return StageResult(case=case, stage="vmstate", verdict="fail" if bad else "pass", arch="x86_64", qemu=src,
-                       peer=dst, details={"machine": machine, "devices": devices})
-
-
-def _migrate(case: str, src: QemuBuild, dst: QemuBuild | None, machine: str, verdict: str,
-             reason: str = "") -> StageResult:
-    version = lambda q: tuple(int(n) for n in q.version.split("."))  # noqa: E731
-    direction = "same" if dst is None or dst.version == src.version else \
-        "forward" if version(src) < version(dst) else "backward"
-    return StageResult(case=case, stage="migrate", verdict=verdict, arch="x86_64", qemu=src, peer=dst,
-                       reason=reason, details={"machine": machine, "machine_from": FROM_GIVEN, "direction": direction})
-
-
-def recorded() -> list[StageResult]:
-    """Four rows, one of each class, plus noise the join must ignore."""
-    return [
-        # backward, predicted V5 + P1, broke: confirmed
-        _vmstate("q35-minimal", NEW, OLD, "pc-q35-7.2", {"isa-i8259": V5, "pcie-root-port": P1, "e1000": "compatible"}),
-        _migrate("q35-minimal", NEW, OLD, "pc-q35-7.2", "fail", "destination: Unknown subsection i8259/ltim"),
-        # the same case and pair under another machine type: predicted V5, went through: not confirmed
-        _vmstate("q35-minimal", NEW, OLD, "pc-q35-5.2", {"isa-i8259": V5}),
-        _migrate("q35-minimal", NEW, OLD, "pc-q35-5.2", "pass"),
-        # forward, predicted compatible, known bug live: missed
-        _vmstate("net-user", OLD, NEW, "pc-q35-7.2", {"e1000": "compatible"}),
-        _migrate("net-user", OLD, NEW, "pc-q35-7.2", "known-bug", "slirp instance id"),
-        # forward, predicted compatible, passed: agree
-        _vmstate("q35-minimal", OLD, NEW, "pc-q35-7.2", {"isa-i8259": "compatible"}),
-        _migrate("q35-minimal", OLD, NEW, "pc-q35-7.2", "pass"),
-        # one build with itself: no peer on the migrate result, the prediction's peer is the build
-        _vmstate("q35-minimal", OLD, OLD, "pc-q35-7.2", {"isa-i8259": "compatible"}),
-        _migrate("q35-minimal", OLD, None, "pc-q35-7.2", "pass"),
-        # a prediction for another build of the same version: not this migration's
-        _vmstate("net-user", OTHER, OLD, "pc-q35-7.2", {"e1000": P1}),
-        _migrate("net-user", NEW, OLD, "pc-q35-7.2", "error", "QEMU gone"),
-        StageResult(case="q35-minimal", stage="boot", verdict="pass", arch="x86_64", qemu=OLD),
-    ]
+from conformance.results.records import ResultWriter
+from tests.helpers.results import NEW, OLD, P1, V5, migrate_result, prediction_records
 
 
 def test_each_migration_joins_its_prediction_on_case_pair_and_machine() -> None:
     rows = {(r.case, r.migrate.qemu.version, r.migrate.peer.version if r.migrate.peer else "-", r.machine): r
-            for r in join(recorded())}
+            for r in join(prediction_records())}
     assert len(rows) == 6, "a row per migrate result, nothing else"
     assert rows[("q35-minimal", "10.0.2", "7.2.22", "pc-q35-7.2")].klass == "confirmed"
     assert rows[("q35-minimal", "10.0.2", "7.2.22", "pc-q35-5.2")].klass == "not confirmed"
@@ -90,10 +43,10 @@ def test_hazards_split_on_rule_tags_only() -> None:
 
 
 def test_rule_record_and_summary() -> None:
-    rows = join(recorded())
+    rows = join(prediction_records())
     record = {r.rule: (r.predicted, r.confirmed, r.not_confirmed) for r in rule_record(rows)}
     assert record == {"V5": (2, 1, 1), "P1": (1, 1, 0)}
-    data = summary(recorded())
+    data = summary(prediction_records())
     assert data["classes"] == {"missed": 1, "not confirmed": 1, "confirmed": 1, "agree": 2, "unjudged": 1}
     assert data["missed"] == 1 and data["rows"] == 6
     assert json.loads(json.dumps(data)) == data, "plain JSON"
@@ -101,7 +54,7 @@ def test_rule_record_and_summary() -> None:
 
 def test_report_renders_the_table_and_writes_prediction_json(tmp_path: Path) -> None:
     writer = ResultWriter(tmp_path / "run")
-    for r in recorded():
+    for r in prediction_records():
         writer.write(r)
     page = write_report([writer.path], tmp_path / "out").read_text()
     section = page[page.index('<section id="prediction">'):]
@@ -119,6 +72,6 @@ def test_report_renders_the_table_and_writes_prediction_json(tmp_path: Path) -> 
 
 def test_no_table_without_both_stages(tmp_path: Path) -> None:
     writer = ResultWriter(tmp_path / "run")
-    writer.write(_migrate("q35-minimal", OLD, NEW, "pc-q35-7.2", "pass"))
+    writer.write(migrate_result("q35-minimal", OLD, NEW, "pc-q35-7.2", "pass"))
     page = write_report([writer.path], tmp_path / "out").read_text()
     assert 'id="prediction"' not in page and not (tmp_path / "out" / "prediction.json").exists()
