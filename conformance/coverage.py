@@ -18,6 +18,14 @@ Everything is asked of the build itself, per machine family (x86_64 ``q35`` and 
   one refused on the bus QEMU picked for it is tried on the other buses of its kind. A type whose bus
   the family never has, or a system-bus device the machine refuses ("cannot be handled by this
   machine"), is *not on the family*: not offered there, listed with the reason (``not_on_family``).
+- **Migration blockers**: the dump shows neither a description's ``unmigratable`` flag nor a blocker a
+  device adds at realize, so the family's QEMU with every migratable type cold-plugged is asked:
+  ``query-migrate`` ``blocked-reasons`` (QEMU 6.0+: "non-migratable device: ID/NAME", NAME the
+  description's name, or the blocker's text), or on older QEMU a ``migrate`` to nowhere, which fails at
+  once naming the first blocker (QEMU started again without it, bounded). Each reason is mapped to the
+  types it names (``attribute_blockers``; a reason naming no device: bisection of the command line),
+  which are *unmigratable* on the family with QEMU's words. Each case's paused QEMU is asked too: a
+  blocked case migrates nothing, so it covers nothing, and the types it blocks on are unmigratable.
 - **Covered**: every case that boots (and so migrates) on the family is prepared exactly as the boot
   stage prepares it (conformance/live/boot.py ``prepare_vm``: the same static and live argv), started
   paused, and its QOM composition tree walked: every instantiated type with migration state counts,
@@ -55,7 +63,7 @@ from conformance.qemu.qmp import QmpCommandFailed, QmpError, QmpMonitorGone, Qmp
 FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("virt",)}
 EXCLUSIONS = Path(__file__).resolve().parent / "coverage_exclusions.toml"
 EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4  # 4: migration blockers (query-migrate) make a type unmigratable
 MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)
 START_TIMEOUT = 10.0  # s for a paused QEMU's QMP greeting
 SKIP_CHILD_TYPES = ("memory-region",)  # QOM children not worth walking (hundreds, never devices)
@@ -107,6 +115,53 @@ def parse_vmstate_dump(dump: dict[str, Any]) -> tuple[set[str], set[str]]:
         desc = entry["Description"] or {}
         (stateful if desc.get("Fields") or desc.get("Subsections") else empty).add(name)
     return stateful, empty
+
+
+def section_names(dump: dict[str, Any]) -> dict[str, str]:
+    """A ``-dump-vmstate`` JSON -> {QOM class: its state description's name} (the name QEMU's migration
+    code uses for the device's section, the last part of a "non-migratable device" reason)."""
+    return {name: str(entry["Description"].get("name", name)) for name, entry in dump.items()
+            if isinstance(entry, dict) and isinstance(entry.get("Description"), dict)}
+
+
+NON_MIGRATABLE = re.compile(r"non-migratable device:? '?([^'\s]+)'?")
+BLOCKED = "migration blocked"  # the prefix of a blocked type's reason in ``unmigratable``
+
+
+def attribute_blockers(reasons: Iterable[str], plugged: Iterable[str], ids: dict[str, str],
+                       names: dict[str, str], children: dict[str, list[str]], also: Iterable[str] = ()
+                       ) -> tuple[dict[str, str], list[str]]:
+    """QEMU's migration blockers (``query-migrate``'s ``blocked-reasons``, or the error of a ``migrate``
+    on QEMU < 6.0) -> ({type: the reason}, [reasons naming no type]).
+
+    "non-migratable device: ID/NAME" (``ID/`` when the device has a bus address) names a state
+    description that is marked unmigratable: every ``plugged`` or ``also`` type whose own description
+    (``names``: class -> description name) or a child's (``children``) is NAME, or whose type is NAME,
+    is blocked. Any other reason is a blocker a device added at realize: the plugged device whose id
+    (``ids``: covN -> type) or type the text names."""
+    blocked: dict[str, str] = {}
+    rest: list[str] = []
+    plugged = sorted(set(plugged))
+    candidates = sorted(set(plugged) | set(also))
+    for reason in reasons:
+        found: list[str] = []
+        match = NON_MIGRATABLE.search(reason)
+        if match:
+            parts = match.group(1).split("/")
+            for i in range(len(parts)):
+                section = "/".join(parts[i:])
+                found = [t for t in candidates if section in (t, names.get(t))
+                         or any(names.get(c) == section for c in children.get(t, []))]
+                if found:
+                    break
+        else:
+            found = [ids[i] for i in re.findall(r"\b(cov\d+)\b", reason) if ids.get(i) in plugged]
+            found = found or [t for t in plugged if re.search(rf"(?<![\w.-]){re.escape(t)}(?![\w.-])", reason)]
+        if not found:
+            rest.append(reason)
+        for name in found:
+            blocked.setdefault(name, f"{BLOCKED} (QEMU: {reason})")
+    return blocked, rest
 
 
 def classify_state(offered: Iterable[str], stateful: set[str], empty: set[str],
@@ -215,6 +270,9 @@ class FamilyFacts:
     refused: dict[str, str] = field(default_factory=dict)  # type -> why QEMU refused it cold-plugged
     covered: dict[str, list[str]] = field(default_factory=dict)  # stateful type -> cases
     cases_skipped: dict[str, str] = field(default_factory=dict)  # case -> why it was not walked
+    blocked: dict[str, str] = field(default_factory=dict)  # type -> QEMU's migration blocker for it
+    blockers: str = ""  # how the blockers were asked, and what could not be attributed
+    case_blocked: dict[str, str] = field(default_factory=dict)  # type -> blocker, seen in a case's QEMU
     seconds: float = 0.0
 
 
@@ -236,6 +294,7 @@ class BuildFacts:
     bus_subtypes: dict[str, list[str]]
     families: dict[str, FamilyFacts]
     seconds: float = 0.0
+    sections: dict[str, str] = field(default_factory=dict)  # class -> its state description's name
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,11 +310,13 @@ def family_result(build: BuildFacts, family: str, exclusions: dict[str, Exclusio
     ``not_on_family`` the build's other migratable types, each with the reason the build gave."""
     facts = build.families[family]
     subtypes = {k: set(v) for k, v in build.bus_subtypes.items()}
-    covered = {t: cases for t, cases in sorted(facts.covered.items())}
-    off = off_family(family, build.migratable, build.buses, set(facts.present_buses), subtypes,
+    blocked = {**facts.blocked, **facts.case_blocked}
+    candidates = {t: how for t, how in build.migratable.items() if t not in blocked}
+    covered = {t: cases for t, cases in sorted(facts.covered.items()) if t not in blocked}
+    off = off_family(family, candidates, build.buses, set(facts.present_buses), subtypes,
                      facts.refused, build.carriers)
     off = {t: why for t, why in off.items() if t not in covered}  # a case has it: the family takes it
-    migratable = sorted(t for t in build.migratable if t not in off)
+    migratable = sorted(t for t in candidates if t not in off)
     not_coverable = {}
     for name in migratable:
         rule = exclusions.get(name)
@@ -264,7 +325,8 @@ def family_result(build: BuildFacts, family: str, exclusions: dict[str, Exclusio
     return {"build": build.version, "arch": build.arch, "family": family, "binary": build.binary,
             "migratable": migratable, "covered": covered, "not_coverable": not_coverable,
             "categories": {t: build.categories.get(t, "Uncategorized") for t in migratable},
-            "not_on_family": off, "unmigratable": dict(sorted(build.unmigratable.items())),
+            "not_on_family": off, "unmigratable": dict(sorted({**build.unmigratable, **blocked}.items())),
+            "blockers": facts.blockers,
             "broken": dict(sorted(build.broken.items())),
             "cases_skipped": dict(sorted(facts.cases_skipped.items()))}
 
@@ -297,6 +359,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
                          f"{len(row.get('unmigratable', {}))})")
         for row in rows:
             s = summary(row)
+            if "not attributed" in row.get("blockers", "") or "stopped" in row.get("blockers", ""):
+                lines.append(f"  migration blockers on {row['family']}: {row['blockers']}")
             if s["uncovered"]:
                 lines.append(f"  uncovered on {row['family']} ({len(s['uncovered'])}), by -device help's category:")
                 groups: dict[str, list[str]] = {}
@@ -431,6 +495,12 @@ def _plug_args(plugged: list[str], wanted: list[str], buses: dict[str, str | Non
     slot_fn = 0
     for name in plugged:
         spec = f"{name},id=cov{wanted.index(name)}"
+        backend = next((b for prefix, b in PLUG_BACKENDS.items() if name.startswith(prefix)), None)
+        objects: list[str] = []
+        if backend:
+            props, obj = backend
+            spec += "," + props.format(n=wanted.index(name))
+            objects = ["-object", obj.format(n=wanted.index(name))] if obj else []
         if buses.get(name) == "PCI" and root_bus:
             slot, fn = divmod(slot_fn, 8)
             slot_fn += 1
@@ -438,8 +508,17 @@ def _plug_args(plugged: list[str], wanted: list[str], buses: dict[str, str | Non
                 spec += f",bus={root_bus},addr={slot + 2:#x}.{fn}" + (",multifunction=on" if fn == 0 else "")
         elif placement and name in placement:
             spec += f",bus={placement[name]}"
-        specs[name] = ["-device", spec]
+        specs[name] = [*objects, "-device", spec]
     return specs
+
+
+# What a few types need to be cold-plugged at all, so that the build can be asked whether they block
+# migration ({type prefix: (properties, an -object or "")}; {n}: the type's covN number). The answer
+# still comes from the build; a type refused for want of another backend is asked only in the cases.
+PLUG_BACKENDS: dict[str, tuple[str, str]] = {
+    "usb-mtp": ("rootdir=/tmp,readonly=on", ""),
+    "virtio-crypto-": ("cryptodev=covcrypto{n}", "cryptodev-backend-builtin,id=covcrypto{n}"),
+}
 
 
 def _starts(binary: Path, machine: str, folder: Path, specs: list[list[str]]) -> bool:
@@ -452,12 +531,14 @@ def _starts(binary: Path, machine: str, folder: Path, specs: list[list[str]]) ->
 
 
 def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str], buses: dict[str, str | None],
-                     root_bus: str | None, refused: dict[str, str], placement: dict[str, str]) -> dict[str, str]:
+                     root_bus: str | None, refused: dict[str, str], placement: dict[str, str],
+                     blockers: list[str] | None = None) -> dict[str, str]:
     """Start the family with every ``wanted`` type cold-plugged; each type QEMU refuses is recorded in
     ``refused`` and dropped, and QEMU started again. QEMU names the device it refuses, except when it
     aborts (two VGA devices: "RAMBlock vga.vram already registered"): then the first prefix of the
     command line that fails is found by bisection, and its last device is the one. Returns the family's
-    QOM tree ({path: type}) once it starts."""
+    QOM tree ({path: type}) once it starts; ``blockers`` (QEMU 6.0+) is filled with that QEMU's
+    ``query-migrate`` blocked-reasons."""
     plugged = [t for t in wanted if t not in refused]
     while True:
         specs = list(_plug_args(plugged, wanted, buses, root_bus, placement).values())
@@ -480,9 +561,101 @@ def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str]
             plugged.remove(culprit)
             continue
         try:
+            if blockers is not None:
+                blockers[:] = _blocked_reasons(qemu, "query-migrate")
             return walk_tree(qemu.qmp)
         finally:
             qemu.stop()
+
+
+MIGRATE_TO_NOWHERE = "exec:cat > /dev/null"
+MAX_BLOCKER_STEPS = 8  # QEMU < 6.0: one migrate per blocker, each on a QEMU started again without it
+
+
+def _blocked_reasons(qemu: QemuProcess, how: str) -> list[str]:
+    """A paused QEMU's migration blockers: all of them (``query-migrate``, QEMU 6.0+), or the first one,
+    the error of a ``migrate`` to nowhere (older QEMU: it fails at once on a blocker)."""
+    if how == "query-migrate":
+        return [str(r) for r in qemu.qmp.cmd("query-migrate").get("blocked-reasons", [])]
+    try:
+        qemu.qmp.cmd("migrate", uri=MIGRATE_TO_NOWHERE, timeout=10)
+    except QmpCommandFailed as exc:
+        return [exc.desc]
+    return []
+
+
+def _ask_blockers(binary: Path, machine: str, folder: Path, specs: list[list[str]], how: str) -> list[str] | None:
+    """The blockers of the family with these devices cold-plugged; None when it does not start."""
+    try:
+        qemu = paused(binary, machine, folder, [a for spec in specs for a in spec], name="coverage blockers")
+    except LaunchFailed:
+        return None
+    try:
+        return _blocked_reasons(qemu, how)
+    finally:
+        qemu.stop()
+
+
+def find_blockers(binary: Path, machine: str, folder: Path, plugged: list[str], wanted: list[str],
+                  buses: dict[str, str | None], root_bus: str | None, placement: dict[str, str],
+                  candidates: list[str], names: dict[str, str], children: dict[str, list[str]], how: str,
+                  first: list[str] | None = None) -> tuple[dict[str, str], str]:
+    """({type: QEMU's reason} of the cold-plugged types that block migration, and a line saying how they
+    were asked and what was not attributed). ``first``: the blockers the last cold-plug round's QEMU
+    already reported (query-migrate). A reason that names no device is attributed to the last device of
+    the shortest prefix of the command line that has it (bisection); one the bare machine has too is the
+    machine's own."""
+    ids = {f"cov{wanted.index(t)}": t for t in plugged}
+    blocked: dict[str, str] = {}
+    unattributed: list[str] = []
+    remaining = list(plugged)
+    steps = 0
+    while True:
+        specs = list(_plug_args(remaining, wanted, buses, root_bus, placement).values())
+        reasons = first if first is not None and steps == 0 else _ask_blockers(binary, machine, folder / "ask",
+                                                                               specs, how)
+        steps += 1
+        reasons = [r for r in reasons or [] if r not in unattributed]
+        if not reasons:
+            break
+        found, rest = attribute_blockers(reasons, remaining, ids, names, children, candidates)
+        for reason in rest:
+            culprit = _bisect_blocker(binary, machine, folder / "bisect", remaining, specs, reason, how)
+            if culprit is None:
+                unattributed.append(reason)
+            else:
+                found.setdefault(culprit, f"{BLOCKED} (QEMU: {reason})")
+        blocked.update(found)
+        remaining = [t for t in remaining if t not in found]
+        if how == "query-migrate" or steps >= MAX_BLOCKER_STEPS or not found:
+            break
+    note = ("query-migrate blocked-reasons" if how == "query-migrate"
+            else f"migrate to nowhere, one blocker at a time ({steps} QEMU starts)")
+    if how != "query-migrate" and steps >= MAX_BLOCKER_STEPS:
+        note += f"; stopped after {MAX_BLOCKER_STEPS} starts: more blockers may remain"
+    if unattributed:
+        note += "; not attributed to a device: " + " | ".join(unattributed)
+    return blocked, note
+
+
+def _bisect_blocker(binary: Path, machine: str, folder: Path, plugged: list[str], specs: list[list[str]],
+                    reason: str, how: str) -> str | None:
+    """The last device of the shortest prefix of ``specs`` whose QEMU reports ``reason`` (with ``migrate``,
+    which reports one blocker: any); None when the bare machine reports it too (the machine's own)."""
+    def has(prefix: list[list[str]]) -> bool:
+        got = _ask_blockers(binary, machine, folder, prefix, how) or []
+        return reason in got if how == "query-migrate" else bool(got)
+
+    if has([]):
+        return None
+    low, high = 1, len(specs)  # specs[:high] has it
+    while low < high:
+        mid = (low + high) // 2
+        if has(specs[:mid]):
+            high = mid
+        else:
+            low = mid + 1
+    return plugged[low - 1]
 
 
 NOT_ABOUT_THE_BUS = re.compile(r"propert|must|missing|mandatory|required|not set|specify|expects|chardev|drive|"
@@ -559,9 +732,11 @@ def machine_refusal(reason: str) -> bool:
 
 
 def probe_family(binary: Path, family: str, folder: Path, migratable: list[str], buses: dict[str, str | None],
-                 subtypes: dict[str, set[str]]) -> FamilyFacts:
-    """The buses of a family, bare and after cold-plugging its migratable types in rounds, and the
-    system-bus types its machine refuses."""
+                 subtypes: dict[str, set[str]], names: dict[str, str] | None = None,
+                 children: dict[str, list[str]] | None = None, how: str = "query-migrate") -> FamilyFacts:
+    """The buses of a family, bare and after cold-plugging its migratable types in rounds, the
+    system-bus types its machine refuses, and the cold-plugged types that block migration (``how``:
+    "query-migrate" on QEMU 6.0+, else "migrate"; ``names`` and ``children`` map a blocker to types)."""
     started = time.monotonic()
     facts = FamilyFacts(family)
     qemu = paused(binary, family, folder / "bare", name=f"coverage {family}")
@@ -578,6 +753,8 @@ def probe_family(binary: Path, family: str, folder: Path, migratable: list[str],
     placement: dict[str, str] = {}  # type -> the bus it takes where QEMU's own pick refused it
     wanted: list[str] = []  # in the order their bus appeared: a bus's provider comes before its users
     nodes = {}
+    asked: list[str] = []  # the last round's query-migrate blocked-reasons
+    last_plugged: list[str] = []
     for _ in range(MAX_ROUNDS):
         new = [t for t in migratable if t not in wanted and bus_available(buses.get(t), present, subtypes)]
         if not new and nodes:
@@ -587,10 +764,16 @@ def probe_family(binary: Path, family: str, folder: Path, migratable: list[str],
         if not new:
             break
         wanted += new
-        nodes = _cold_plug_round(binary, family, folder, wanted, buses, root_bus, refused, placement)
+        nodes = _cold_plug_round(binary, family, folder, wanted, buses, root_bus, refused, placement,
+                                 asked if how == "query-migrate" else None)
+        last_plugged = [t for t in wanted if t not in refused]
         present |= {t for t in nodes.values() if t in bus_types}
     facts.present_buses = sorted(present)
     facts.refused = refused
+    plugged = [t for t in wanted if t not in refused]  # a retry elsewhere may have placed more since
+    first = asked if how == "query-migrate" and plugged == last_plugged else None
+    facts.blocked, facts.blockers = find_blockers(binary, family, folder, plugged, wanted, buses, root_bus,
+                                                  placement, migratable, names or {}, children or {}, how, first)
     facts.seconds = round(time.monotonic() - started, 2)
     return facts
 
@@ -621,10 +804,13 @@ def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
                             f"{', '.join(FAMILIES)} only", path=binary)
     stateful: set[str] = set()
     empty: set[str] = set()
+    names: dict[str, str] = {}
     for family in families:
-        s, e = parse_vmstate_dump(dump_vmstate(binary, family, folder))
+        dump = dump_vmstate(binary, family, folder)
+        s, e = parse_vmstate_dump(dump)
         stateful |= s
         empty |= e
+        names.update(section_names(dump))
     need_children = sorted(t for t in buses if t not in stateful and t not in empty)
     children, broken = _children(binary, families[0], folder, need_children)
     migratable, unmigratable = classify_state(buses, stateful, empty, children, broken)
@@ -635,13 +821,16 @@ def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
                 carriers.setdefault(kid, []).append(name)
     say(f"  QEMU {version_text} {arch}: {len(buses)} user-creatable device types, {len(migratable)} migratable, "
         f"{len(unmigratable)} unmigratable")
+    how = "query-migrate" if int(q["major"]) >= 6 else "migrate"  # blocked-reasons: QEMU 6.0+
     fams = {}
     for family in families:
-        fams[family] = probe_family(binary, family, folder / family, sorted(migratable), buses, subtypes)
-        say(f"  {family}: buses {', '.join(fams[family].present_buses)} ({fams[family].seconds:.1f} s)")
+        fams[family] = probe_family(binary, family, folder / family, sorted(migratable), buses, subtypes,
+                                    names, children, how)
+        say(f"  {family}: buses {', '.join(fams[family].present_buses)}; "
+            f"{len(fams[family].blocked)} block migration ({fams[family].seconds:.1f} s)")
     return BuildFacts(str(binary), "", version_text, arch, buses, categories, sorted(stateful), migratable,
                       unmigratable, broken, carriers, {k: sorted(v) for k, v in subtypes.items()}, fams,
-                      round(time.monotonic() - started, 2))
+                      round(time.monotonic() - started, 2), names)
 
 
 # --- the cases ----------------------------------------------------------------------------------------
@@ -649,7 +838,10 @@ def probe_build(binary: Path, folder: Path, say: Say) -> BuildFacts:
 def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases: list[str] | None = None,
                cache: dict[str, Any] | None = None) -> None:
     """Fill each family's ``covered`` and ``cases_skipped``: every case that boots on the family, prepared
-    as the boot stage prepares it, started paused, its QOM tree walked. ``cache``: {argv hash: types}."""
+    as the boot stage prepares it, started paused, its QOM tree walked and its migration blockers asked
+    (QEMU 6.0+). A case whose QEMU reports a blocker does not migrate: its types are not covered by it,
+    and the types the blocker names go to the family's ``case_blocked``. ``cache``: {argv hash: {"types":
+    [...], "blockers": [...]}}."""
     from conformance.caps.probe import probe_binary
     from conformance.cases import load_catalogue
     from conformance.live.accel import AccelDecision
@@ -668,8 +860,13 @@ def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases
     target = Target(binary, caps, AccelDecision("tcg", "coverage: the machine stays paused"), guest, problem)
     stateful = set(build.stateful) | set(build.migratable)
     selected = catalogue.select(cases) if cases else list(catalogue.cases.values())
+    children: dict[str, list[str]] = {}
+    for kid, carriers in build.carriers.items():
+        for carrier in carriers:
+            children.setdefault(carrier, []).append(kid)
+    ask = int(build.version.split(".")[0]) >= 6  # query-migrate has blocked-reasons since 6.0
     for family, facts in build.families.items():
-        facts.covered, facts.cases_skipped = {}, {}
+        facts.covered, facts.cases_skipped, facts.case_blocked = {}, {}, {}
         for case in selected:
             if case.machine_for(build.arch) != family:
                 continue
@@ -689,20 +886,29 @@ def case_types(binary: Path, build: BuildFacts, folder: Path, say: Say, *, cases
                 continue
             argv = prepared.live.argv[1:]
             key = hashlib.sha256(json.dumps(argv).encode()).hexdigest()
-            types = cache.get(key)
-            if types is None:
+            seen = cache.get(key)
+            if not isinstance(seen, dict):
                 try:
                     qemu = QemuProcess(binary, argv, vm_dir / "qemu", name=f"coverage {case.name}",
                                        qmp_timeout=START_TIMEOUT)
                     qemu.start()
                     try:
-                        types = sorted(tree_types(walk_tree(qemu.qmp)))
+                        seen = {"types": sorted(tree_types(walk_tree(qemu.qmp))),
+                                "blockers": _blocked_reasons(qemu, "query-migrate") if ask else []}
                     finally:
                         qemu.stop()
                 except (LiveError, QmpError) as exc:
                     facts.cases_skipped[case.name] = f"QEMU did not start paused: {exc.message}"
                     continue
-                cache[key] = types
+                cache[key] = seen
+            types, reasons = seen["types"], seen["blockers"]
+            if reasons:
+                found, _rest = attribute_blockers(reasons, types, {}, build.sections, children,
+                                                 [t for t in build.migratable if t in types])
+                for name, why in found.items():
+                    facts.case_blocked.setdefault(name, f"{why} in case {case.name}")
+                facts.cases_skipped[case.name] = "its migration is blocked: " + " | ".join(reasons)
+                continue
             for name in types:
                 if name in stateful:
                     facts.covered.setdefault(name, []).append(case.name)

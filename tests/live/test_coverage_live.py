@@ -44,6 +44,19 @@ def test_q35_offers_virtio_net_pci_and_not_what_the_dump_marks_unmigratable(meas
     assert "ICH9-LPC" not in migratable  # not user-creatable
 
 
+def test_usb_uas_blocks_migration_and_is_unmigratable_on_q35(measured: dict[str, Any]) -> None:
+    """7.2 marks usb-uas's state description unmigratable, which -dump-vmstate does not show: the
+    cold-plugged family's query-migrate names it, and it leaves the offered types."""
+    q35 = measured["by_family"]["q35"]
+    assert "usb-uas" not in q35["migratable"] and "usb-uas" not in q35["covered"]
+    why = q35["unmigratable"]["usb-uas"]
+    assert why.startswith("migration blocked (QEMU: non-migratable device: ") and why.endswith("/usb-uas)"), why
+    assert q35["blockers"].startswith("query-migrate"), q35["blockers"]
+    for name in ("usb-mtp", "virtio-crypto-pci"):  # cold-plugged with a backend, blocked the same way
+        assert q35["unmigratable"].get(name, "").startswith("migration blocked (QEMU: "), name
+    assert "virtio-net-pci" not in q35["unmigratable"] and "usb-tablet" in q35["migratable"]
+
+
 def test_covered_includes_what_the_machine_adds(measured: dict[str, Any]) -> None:
     q35, pc = measured["by_family"]["q35"], measured["by_family"]["pc"]
     assert {"ICH9-LPC", "mch"} <= set(q35["covered"])  # -nodefaults keeps the chipset

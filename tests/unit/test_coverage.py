@@ -17,6 +17,7 @@ from conformance.coverage import (
     FamilyFacts,
     _culprit,
     _reason,
+    attribute_blockers,
     classify_state,
     family_result,
     format_table,
@@ -26,6 +27,7 @@ from conformance.coverage import (
     parse_device_categories,
     parse_device_help,
     parse_vmstate_dump,
+    section_names,
     summary,
 )
 
@@ -106,6 +108,68 @@ def test_off_family_by_bus_by_machine_refusal_and_carried_children() -> None:
     # virtio-net-device rides in virtio-net-pci, which the family takes: coverable through it
     carried = off_family("virt", buses, buses, present, subtypes, refused, {"virtio-net-device": ["virtio-net-pci"]})
     assert "virtio-net-device" not in carried and "isa-serial" in carried
+
+
+# query-migrate replies recorded from a paused q35 with these devices cold-plugged (7.2.22 and 10.0.2)
+QUERY_MIGRATE_72 = {"blocked-reasons": ["non-migratable device: 0000:00:01.0/2/usb-mtp",
+                                        "non-migratable device: 0000:00:02.0/virtio-crypto",
+                                        "non-migratable device: 0000:00:01.0/1/usb-uas"]}
+QUERY_MIGRATE_100 = {"blocked-reasons": ["non-migratable device: 0000:00:03.0/virtio-sound-device",
+                                         *QUERY_MIGRATE_72["blocked-reasons"]]}
+MIGRATE_52 = "State blocked by non-migratable device '0000:00:01.0/1/usb-uas'"  # QEMU 5.2's migrate error
+DUMP_NAMES = {"virtio-crypto-device": {"Description": {"name": "virtio-crypto", "Fields": [{"field": "x"}]}},
+              "virtio-sound-device": {"Description": {"name": "virtio-sound-device", "Fields": [{"field": "x"}]}},
+              "usb-uas": {"Description": {"name": "usb-uas", "Fields": [{"field": "dev"}]}},
+              "usb-tablet": {"Description": {"name": "usb-ptr", "Fields": [{"field": "dev"}]}},
+              "vmschkmachine": {"Name": "pc-q35-7.2"}}
+PLUGGED = ["qemu-xhci", "usb-uas", "usb-mtp", "usb-tablet", "virtio-crypto-pci", "virtio-sound-pci"]
+CHILDREN = {"virtio-crypto-pci": ["virtio-crypto-device"], "virtio-sound-pci": ["virtio-sound-device"]}
+
+
+def test_section_names_from_the_dump() -> None:
+    names = section_names(DUMP_NAMES)
+    assert names["virtio-crypto-device"] == "virtio-crypto" and names["usb-tablet"] == "usb-ptr"
+    assert "vmschkmachine" not in names
+
+
+@pytest.mark.parametrize(("reasons", "blocked"), [
+    (QUERY_MIGRATE_72["blocked-reasons"], {"usb-mtp", "usb-uas", "virtio-crypto-pci", "virtio-crypto-device"}),
+    (QUERY_MIGRATE_100["blocked-reasons"], {"usb-mtp", "usb-uas", "virtio-crypto-pci", "virtio-crypto-device",
+                                            "virtio-sound-pci", "virtio-sound-device"}),
+    ([MIGRATE_52], {"usb-uas"}),
+])
+def test_blocked_reasons_map_to_the_device_types(reasons: list[str], blocked: set[str]) -> None:
+    ids = {f"cov{i}": t for i, t in enumerate(PLUGGED)}
+    found, rest = attribute_blockers(reasons, PLUGGED, ids, section_names(DUMP_NAMES), CHILDREN,
+                                     also=["virtio-crypto-device", "virtio-sound-device", "usb-tablet"])
+    assert set(found) == blocked and rest == []
+    # the section name is the dump's Description.name (virtio-crypto), reached through the pci proxy's child
+    assert found["virtio-crypto-pci"] == "migration blocked (QEMU: non-migratable device: 0000:00:02.0/virtio-crypto)" \
+        if "virtio-crypto-pci" in blocked else found["usb-uas"] == f"migration blocked (QEMU: {MIGRATE_52})"
+    assert "usb-tablet" not in found and "qemu-xhci" not in found
+
+
+def test_an_explicit_blocker_maps_by_its_id_or_type_and_else_is_left_for_bisection() -> None:
+    ids = {"cov0": "qemu-xhci", "cov7": "ivshmem-doorbell"}
+    reasons = ["Migration is disabled when using feature 'peer' in device 'cov7'",  # made up: the id names it
+               "usb-host: cannot migrate a host device",  # made up: the type names it
+               "Migration disabled: vhost-user backend lacks VHOST_USER_PROTOCOL_F_LOG_SHMFD feature."]
+    found, rest = attribute_blockers(reasons, ["qemu-xhci", "ivshmem-doorbell", "usb-host"], ids, {}, {})
+    assert set(found) == {"ivshmem-doorbell", "usb-host"}
+    assert rest == [reasons[2]]
+    # an explicit blocker never lands on a type that is not plugged
+    found, rest = attribute_blockers(reasons[1:2], ["qemu-xhci"], ids, {}, {}, also=["usb-host"])
+    assert found == {} and rest == reasons[1:2]
+
+
+def test_a_blocked_type_is_unmigratable_on_its_family_only() -> None:
+    build = _build({"usb-tablet": ["usb-case"]})
+    build.families["q35"].blocked = {"usb-tablet": "migration blocked (QEMU: non-migratable device: x/usb-ptr)"}
+    q35 = family_result(build, "q35", {})
+    assert "usb-tablet" not in q35["migratable"] and "usb-tablet" not in q35["covered"]
+    assert q35["unmigratable"]["usb-tablet"].startswith("migration blocked (QEMU: ")
+    assert "usb-tablet" not in q35["not_on_family"]
+    assert "usb-tablet" not in family_result(build, "pc", {})["unmigratable"]
 
 
 def _build(covered: dict[str, list[str]], refused: dict[str, str] | None = None) -> BuildFacts:
