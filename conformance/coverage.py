@@ -490,7 +490,8 @@ def _children(binary: Path, machine: str, folder: Path, names: list[str]
 def _plug_args(plugged: list[str], wanted: list[str], buses: dict[str, str | None], root_bus: str | None,
                placement: dict[str, str] | None = None) -> dict[str, list[str]]:
     """One ``-device`` per type, id ``covN`` (N: its place in ``wanted``, stable across rounds); PCI ones
-    each at their own function of the root bus, a type with a ``placement`` on that bus."""
+    each at their own function of the root bus, a type with a ``placement`` on that bus (``AUDIO``: its
+    own silent audio backend)."""
     specs: dict[str, list[str]] = {}
     slot_fn = 0
     for name in plugged:
@@ -506,10 +507,17 @@ def _plug_args(plugged: list[str], wanted: list[str], buses: dict[str, str | Non
             slot_fn += 1
             if slot + 2 <= 0x1e:
                 spec += f",bus={root_bus},addr={slot + 2:#x}.{fn}" + (",multifunction=on" if fn == 0 else "")
-        elif placement and name in placement:
+        elif placement and name in placement and placement[name] != AUDIO:
             spec += f",bus={placement[name]}"
+        if placement and placement.get(name) == AUDIO:
+            spec += f",audiodev=covaudio{wanted.index(name)}"
+            objects = ["-audiodev", f"none,id=covaudio{wanted.index(name)}"]
         specs[name] = [*objects, "-device", spec]
     return specs
+
+
+AUDIO = "<audiodev>"  # a placement: a sound device refused for want of an audio backend gets its own
+AUDIO_REFUSAL = re.compile(r"no default audio driver")  # QEMU 10.0 picks none without -audiodev
 
 
 # What a few types need to be cold-plugged at all, so that the build can be asked whether they block
@@ -556,7 +564,11 @@ def _cold_plug_round(binary: Path, machine: str, folder: Path, wanted: list[str]
                     else:
                         high = mid
                 culprit = plugged[low - 1]
-            refused[culprit] = _reason(exc.stderr_tail, culprit)
+            why = _reason(exc.stderr_tail, culprit)
+            if AUDIO_REFUSAL.search(exc.stderr_tail) and placement.get(culprit) != AUDIO:
+                placement[culprit] = AUDIO  # started again with a silent backend of its own
+                continue
+            refused[culprit] = why
             placement.pop(culprit, None)
             plugged.remove(culprit)
             continue

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conformance.coverage import (
+    AUDIO,
     EXCLUSIONS,
     NOT_ABOUT_THE_BUS,
     BuildFacts,
@@ -16,6 +17,7 @@ from conformance.coverage import (
     Exclusion,
     FamilyFacts,
     _culprit,
+    _plug_args,
     _reason,
     attribute_blockers,
     classify_state,
@@ -143,9 +145,11 @@ def test_blocked_reasons_map_to_the_device_types(reasons: list[str], blocked: se
     found, rest = attribute_blockers(reasons, PLUGGED, ids, section_names(DUMP_NAMES), CHILDREN,
                                      also=["virtio-crypto-device", "virtio-sound-device", "usb-tablet"])
     assert set(found) == blocked and rest == []
-    # the section name is the dump's Description.name (virtio-crypto), reached through the pci proxy's child
-    assert found["virtio-crypto-pci"] == "migration blocked (QEMU: non-migratable device: 0000:00:02.0/virtio-crypto)" \
-        if "virtio-crypto-pci" in blocked else found["usb-uas"] == f"migration blocked (QEMU: {MIGRATE_52})"
+    if "virtio-crypto-pci" in blocked:  # the section is the dump's Description.name, the pci proxy's child's
+        assert found["virtio-crypto-pci"] == ("migration blocked (QEMU: non-migratable device: "
+                                              "0000:00:02.0/virtio-crypto)")
+    else:
+        assert found["usb-uas"] == f"migration blocked (QEMU: {MIGRATE_52})"
     assert "usb-tablet" not in found and "qemu-xhci" not in found
 
 
@@ -160,6 +164,17 @@ def test_an_explicit_blocker_maps_by_its_id_or_type_and_else_is_left_for_bisecti
     # an explicit blocker never lands on a type that is not plugged
     found, rest = attribute_blockers(reasons[1:2], ["qemu-xhci"], ids, {}, {}, also=["usb-host"])
     assert found == {} and rest == reasons[1:2]
+
+
+def test_cold_plug_gives_the_blockers_backends_and_a_refused_sound_device_its_own_audiodev() -> None:
+    wanted = ["qemu-xhci", "usb-mtp", "virtio-crypto-pci", "AC97"]
+    buses: dict[str, str | None] = {"qemu-xhci": "PCI", "usb-mtp": "usb-bus", "virtio-crypto-pci": "PCI", "AC97": "PCI"}
+    specs = _plug_args(wanted, wanted, buses, "pcie.0", {"AC97": AUDIO})
+    assert specs["usb-mtp"] == ["-device", "usb-mtp,id=cov1,rootdir=/tmp,readonly=on"]
+    assert specs["virtio-crypto-pci"][:2] == ["-object", "cryptodev-backend-builtin,id=covcrypto2"]
+    assert "cryptodev=covcrypto2" in specs["virtio-crypto-pci"][3]
+    assert specs["AC97"][:2] == ["-audiodev", "none,id=covaudio3"]
+    assert specs["AC97"][3].endswith(",audiodev=covaudio3") and "bus=pcie.0" in specs["AC97"][3]
 
 
 def test_a_blocked_type_is_unmigratable_on_its_family_only() -> None:
