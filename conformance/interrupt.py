@@ -79,8 +79,11 @@ def stop_on_signals(say: Callable[[str], None]) -> Iterator[None]:
     try:
         yield
     finally:
+        code = exit_code()
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # after an interruption the process is on its way out: a second signal while it writes its
+            # last lines still ends it with the first signal's code (a shell reads 130 either way)
+            signal.signal(sig, (lambda *_: os._exit(code)) if code else old)
         reset()
 
 

@@ -67,7 +67,8 @@ def test_a_second_ctrl_c_ends_everything_at_once(qemu_x86_64: Path, tmp_path: Pa
                      "--cases", "pc-minimal", "-o", str(out)), log, str(tmp_path))
     wait_for_qemu(proc, str(tmp_path), log)
     took = interrupt(proc, signal.SIGINT, times=2)
-    assert proc.returncode == 130, log.read_text(errors="replace")[-3000:]
+    # 130 either way for a shell: exit(130), or killed by the second SIGINT while the interpreter ends
+    assert proc.returncode in (130, -signal.SIGINT), log.read_text(errors="replace")[-3000:]
     assert took < 5.0
     assert_no_qemu_left(str(tmp_path))
 
