@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder); a re-run into it first removes "
-                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, live/, argv/, caps/")
+                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, coverage.json, "
+                        "prediction.json, live/, argv/, caps/")
     p.add_argument("-j", "--jobs", type=int,
                    help="live runs at a time (default: the number of cores)")
     _shard_option(p)
@@ -394,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QEMU binary (repeatable)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/host",
                    help="output folder (default %(default)s, in the working folder); a re-run into it first removes "
-                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, live/, argv/, caps/")
+                        "the earlier run's results.jsonl, report.html, junit.xml, shard.json, coverage.json, "
+                        "prediction.json, live/, argv/, caps/")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int,
                    help="live runs at a time (default: the number of cores)")

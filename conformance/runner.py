@@ -347,7 +347,7 @@ def say_plan(items: Sequence[Planned[Any]], choice: MachineChoice, say: Say) -> 
 # --- the output folder -------------------------------------------------------------------
 
 #: What a run writes into its output folder: a re-run removes these, and nothing else.
-RUN_FILES = ("results.jsonl", "report.html", "junit.xml", "shard.json")
+RUN_FILES = ("results.jsonl", "report.html", "junit.xml", "shard.json", "coverage.json", "prediction.json")
 RUN_FOLDERS = ("live", "argv", "caps")  # VM folders; argv files; qualify's probed fixtures and diffs
 
 
