@@ -103,7 +103,16 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
     from conformance.cases import load_catalogue
     from conformance.plan import plan
     from conformance.report.html import write_report
-    from conformance.runner import live_machines, make_target, run_live, run_static, run_vmstate, say_plan, target_names
+    from conformance.runner import (
+        fresh_output,
+        live_machines,
+        make_target,
+        run_live,
+        run_static,
+        run_vmstate,
+        say_plan,
+        target_names,
+    )
     from conformance.stages import CASE_STAGES, LIVE_STAGES, STATIC_STAGES
 
     say = say or (lambda text: print(text, flush=True))
@@ -111,9 +120,8 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         print("qemu-conformance: error: no QEMU binary found: install qemu-system-x86 / qemu-system-arm "
               "or pass --qemu PATH", file=sys.stderr)
         return 2
-    output.mkdir(parents=True, exist_ok=True)
+    fresh_output(output)  # an earlier run's results, report and coverage panel would not be these builds'
     results = output / "results.jsonl"
-    results.unlink(missing_ok=True)
     writer = ResultWriter(output)
     catalogue = load_catalogue()
     cases = list(catalogue.cases.values())
@@ -145,7 +153,6 @@ def qualify(binaries: list[Path], output: Path, say: Callable[[str], None] | Non
         say(f"live stages ({', '.join(LIVE_STAGES)}): every case that lists them; migrate each build with itself, "
             "and across builds of one arch both ways:")
         ok &= not failures(run_live(live, writer, catalogue, output, say, jobs))
-    (output / "coverage.json").unlink(missing_ok=True)  # an earlier run's panel would not be these builds'
     if boot:  # the report's device-coverage panel (conformance/coverage.py; cached per binary)
         from conformance.coverage import headline, measure, write_coverage
 
