@@ -3,13 +3,16 @@
 runs it. Builds: the host's qemu-system-x86_64 and -aarch64 plus the prepared 10.0 and 5.2 builds
 (`qemu-conformance builds fetch`). The last line is the headline.
 
-    python3 benchmarks/matrix.py [--jobs N] [-o DIR] [--qemu PATH ...]
+    python3 benchmarks/matrix.py [--jobs N] [-o DIR] [--qemu PATH ...] [--cases GLOB ...]
+
+``--cases`` runs a selection of the catalogue (the headline then says which), for a quicker comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -35,11 +38,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's, the cores)")
     parser.add_argument("-o", "--output", type=Path, help="keep the results here (default: a temporary folder)")
     parser.add_argument("--qemu", action="append", type=Path, help="these binaries instead (repeatable)")
+    parser.add_argument("--cases", nargs="+", default=[], metavar="GLOB", help="only these cases (default: all)")
     args = parser.parse_args()
     binaries = args.qemu or builds()
     out = args.output or Path(tempfile.mkdtemp(prefix="bench-matrix-"))
     started = time.monotonic()
-    run_stages(["boot", "migrate"], binaries, [], out, lambda text: print(text, flush=True), jobs=args.jobs)
+    run_stages(["boot", "migrate"], binaries, args.cases, out, lambda text: print(text, flush=True), jobs=args.jobs)
     took = time.monotonic() - started
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     by_stage = Counter(r["stage"] for r in results)
@@ -48,7 +52,8 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     print(f"builds: {len(binaries)}; verdicts: {', '.join(f'{v} {n}' for v, n in sorted(verdicts.items()))}")
     print(f"matrix: {by_stage['boot']} boots + {by_stage['migrate']} migrations in {took / 60:.1f} min "
-          f"({len(binaries)} builds, 2 cores)")
+          f"({len(binaries)} builds, {os.cpu_count()} cores"
+          + (f", cases {' '.join(args.cases)}" if args.cases else "") + ")")
 
 
 if __name__ == "__main__":
