@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.caps.model import Capabilities
-from conformance.cases import Case, Catalogue, load_catalogue, plan
+from conformance.cases import Case, Catalogue, case_variables, load_catalogue, plan
 from conformance.domain.schema import SchemaStatus
 from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
@@ -59,7 +59,7 @@ class StaticRunner:
     def __init__(self, catalogue: Catalogue | None = None, image_dir: str = STATIC_IMAGE_DIR) -> None:
         self.catalogue = catalogue or load_catalogue()
         self.image_dir = image_dir
-        self._rendered: dict[tuple[str, str, str], Rendered] = {}
+        self._rendered: dict[tuple[str, str, str, tuple[str, ...]], Rendered] = {}
         # per fixture (by identity, the fixture kept alive): (option, value) -> its property problems
         self._property_problems: dict[int, tuple[Capabilities, dict[tuple[str, str], list[str]]]] = {}
 
@@ -68,8 +68,14 @@ class StaticRunner:
                            overrides=overrides)
 
     def prepare(self, case: Case, caps: Capabilities, machine: str) -> Rendered:
-        """render + schema + parse + the rules without caps, once per (case, arch, machine)."""
-        key = (case.name, caps.arch, machine)
+        """render + schema + parse + the rules without caps, once per (case, arch, machine, its qemu_args as
+        written for this fixture: JSON or comma syntax, groups left out; conformance/domain/commandline.py)."""
+        try:
+            written = case_variables(case, caps, machine, image_dir=self.image_dir,
+                                     defaults=self.catalogue.defaults).get("qemu_args")
+        except ConformanceError as exc:
+            return Rendered("", error=exc)
+        key = (case.name, caps.arch, machine, tuple(written) if isinstance(written, list) else ())
         cached = self._rendered.get(key)
         if cached is not None:
             return cached
