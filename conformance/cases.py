@@ -12,12 +12,15 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conformance.caps.model import Capabilities
 from conformance.errors import CaseError
 from conformance.paths import templates_dir
 from conformance.stages import CASE_STAGES, required
+
+if TYPE_CHECKING:
+    from conformance.domain.user import UserDomain
 
 STAGES = CASE_STAGES  # what a case's `stages` may list (conformance/stages.py)
 _CASE_KEYS = {"template", "description", "targets", "stages", "needs", "error_without", "expect_error", "vars",
@@ -42,6 +45,8 @@ class Case:
     smoke: bool = False  # one of the live smoke set's cases (conformance/pytest_plugin.py marks its tests smoke)
     bisect: bool = False  # device-rich: a failed boot/migrate re-runs device subsets (conformance/live/bisect.py)
     devices_only: frozenset[str] | None = None  # set by a bisection run: the -device keys the live argv keeps
+    # a user's own domain file (run --domain) instead of a template: conformance/domain/user.py
+    domain: UserDomain | None = field(default=None, hash=False, compare=False)
 
     def machine_for(self, arch: str) -> str | None:
         return next((m for a, m in self.targets if a == arch), None)

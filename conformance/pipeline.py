@@ -20,11 +20,14 @@ if TYPE_CHECKING:
 
 def render_case(case: Case, caps: Capabilities, machine: str, *, defaults: dict[str, Any], image_dir: str,
                 overrides: dict[str, Any] | None = None) -> str:
-    """The case's domain XML for this arch and machine type (TemplateError on a broken template)."""
+    """The case's domain XML for this arch and machine type (TemplateError on a broken template); a user's
+    own domain (``case.domain``) adapted for the stage instead (conformance/domain/user.py)."""
     from conformance.cases import case_variables
     from conformance.domain.render import render_template
 
     variables = case_variables(case, caps, machine, image_dir=image_dir, defaults=defaults, overrides=overrides)
+    if case.domain is not None:  # a user's own domain (run --domain): adapted, not rendered
+        return case.domain.render(variables)
     return render_template(case.template, variables)
 
 
