@@ -245,7 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "or run the static stages on stored fixtures with --caps VERSION:ARCH")
     _shard_manifest(args)
     return _stoppable(lambda say: run_stages(stages, binaries, args.cases, args.output, say, jobs=args.jobs,
-                                             fixtures=args.caps, shard=args.shard, machines=args.machines))
+                                             fixtures=args.caps, shard=args.shard, machines=args.machines,
+                                             domains=args.domain))
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
@@ -370,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static stages on a stored fixture, no binary: VERSION:ARCH (4.2.0:x86_64), a file, "
                         "or 'all' (repeatable)")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB", help="only these cases (repeatable)")
+    p.add_argument("--domain", action="append", default=[], type=path_arg, metavar="FILE.xml",
+                   help="your own libvirt domain (virsh dumpxml, virt-install --print-xml), run like a case "
+                        "(repeatable; alone, without --cases, only the domains run; docs/domains.md)")
     p.add_argument("-o", "--output", type=path_arg, default="reports/run",
                    help="output folder (default %(default)s, in the working folder); a re-run into it first removes "
                         "the earlier run's results.jsonl, report.html, junit.xml, shard.json, coverage.json, "

@@ -133,6 +133,13 @@ def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: Q
                 args_file = argv_dir / f"{case.name}.args"
                 args_file.write_text(format_args(outcome.argv))
                 result.artifacts["argv"] = str(args_file.relative_to(writer.path.parent))
+            if case.domain is not None:  # a user's domain (--domain): the file, and what the stage changed in it
+                from conformance.cases import case_variables
+                from conformance.domain.user import domain_details
+
+                machine = case.targets[0][1]
+                emulator = case_variables(case, caps, machine, image_dir="", defaults=catalogue.defaults)["emulator"]
+                result.details.update(domain_details(case, emulator=str(emulator), machine=machine))
             writer.write(result)
             results.append(result)
             if is_failure(outcome.verdict):
@@ -253,6 +260,12 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
                     # its QEMUs were ended under it: what it saw is no verdict on QEMU
                     result.details["seen_before_the_stop"] = f"{result.verdict}: {result.reason}"
                     result.verdict, result.reason = "interrupted", f"{interrupt.reason()}; it saw: {result.reason}"
+            if planned.case.domain is not None:  # a user's domain (--domain): what the live stage changed in it
+                from conformance.domain.user import domain_details
+
+                result.details.update(domain_details(
+                    planned.case, emulator=str(planned.build.binary), live=True, accel=planned.build.accel.accel,
+                    machine=str(result.details.get("machine") or planned.item.machine or "")))
             writer.write(result)
             counts[result.verdict] += 1
             done += 1
@@ -266,16 +279,22 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
 
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,
                jobs: int | None = None, catalogue: Catalogue | None = None, fixtures: list[str] | None = None,
-               shard: Shard = WHOLE, machines: MachineChoice = MACHINES_DEFAULT) -> int:
+               shard: Shard = WHOLE, machines: MachineChoice = MACHINES_DEFAULT, domains: Sequence[Path] = ()) -> int:
     """`qemu-conformance run`: the planned items of ``stages`` (only those) on every binary, 0 when nothing
     failed, 1 otherwise. ``fixtures`` (--caps) run the static stages on stored capabilities, with no binary.
+    ``domains`` (--domain): users' own domain files, planned as cases beside the catalogue's
+    (conformance/domain/user.py); with domains and no ``case_globs``, only the domains run.
     ``shard``: only the work items of that shard; ``machines`` (--machines): the machine types each migration
     runs under (conformance/machines.py). Results go to a fresh OUTPUT/results.jsonl (a re-run into the same
     folder replaces the earlier run's files: see ``fresh_output``)."""
     from conformance.cases import load_catalogue
 
     catalogue = catalogue or load_catalogue()
-    cases = catalogue.select(case_globs)
+    cases = catalogue.select(case_globs) if case_globs or not domains else []
+    if domains:
+        from conformance.domain.user import domain_cases
+
+        cases += domain_cases(list(domains), tuple(stages), taken=set(catalogue.cases))
     output.mkdir(parents=True, exist_ok=True)
     writer = ResultWriter(output)
     targets = []
