@@ -47,6 +47,7 @@ class Case:
     devices_only: frozenset[str] | None = None  # set by a bisection run: the -device keys the live argv keeps
     # a user's own domain file (run --domain) instead of a template: conformance/domain/user.py
     domain: UserDomain | None = field(default=None, hash=False, compare=False)
+    layer: str = ""  # the data layer of its catalogue entry (conformance/data.py): checkout, packaged, a folder
 
     def machine_for(self, arch: str) -> str | None:
         return next((m for a, m in self.targets if a == arch), None)
@@ -111,9 +112,13 @@ def case_variables(case: Case, caps: Capabilities, machine: str, *, image_dir: s
 
 @dataclass
 class Catalogue:
-    path: Path
+    path: Path  # the (base layer's) cases.toml
     cases: dict[str, Case]
     defaults: dict[str, Any]
+    files: tuple[Path, ...] = ()  # every layer's cases.toml it was read from, lowest first (default: path)
+
+    def __post_init__(self) -> None:
+        self.files = self.files or (self.path,)
 
     def select(self, patterns: list[str] | None = None) -> list[Case]:
         import fnmatch
@@ -141,7 +146,8 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
+def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str,
+                domains: tuple[Path, ...] | None = None, layer: str = "") -> Case:
     line = _line_of(text, f"[cases.{name}]")
 
     def fail(message: str, hint: str | None = None) -> CaseError:
@@ -153,8 +159,11 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
     for key in ("template", "description", "targets", "stages"):
         if key not in raw:
             raise fail(f"missing '{key}'")
-    if not (templates_dir() / "domains" / raw["template"]).exists() and path.parent == templates_dir():
-        raise fail(f"template {raw['template']} not found", hint="templates live in templates/domains/")
+    if domains is None and path.parent == templates_dir():
+        domains = (templates_dir() / "domains",)
+    if domains and not any((d / raw["template"]).exists() for d in domains):
+        raise fail(f"template {raw['template']} not found",
+                   hint=f"templates live in {' or '.join(str(d) for d in domains)}")
     targets = []
     for target in raw["targets"]:
         arch, sep, machine = str(target).partition(":")
@@ -182,17 +191,41 @@ def _parse_case(name: str, raw: dict[str, Any], path: Path, text: str) -> Case:
         vars=dict(raw.get("vars", {})),
         arch_vars={k: dict(v) for k, v in raw.get("arch_vars", {}).items()}, live=dict(raw.get("live", {})),
         source=f"{path}:{line}" if line else str(path), smoke=raw.get("smoke", False),
-        bisect=raw.get("bisect", False),
+        bisect=raw.get("bisect", False), layer=layer,
     )
 
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
-    path = path or templates_dir() / "cases.toml"
-    return _load_catalogue(str(path))
+    """The catalogue ``path``, or (default) every data layer's cases.toml merged: a case of an upper layer
+    replaces ours of the same name, its template found in its layer's templates/domains/ or below
+    (conformance/data.py)."""
+    if path is not None:
+        return _load_catalogue(str(path))
+    from conformance.data import layers
+
+    return _load_layers(tuple((layer.name, layer.catalogue, layer.domains) for layer in layers()))
 
 
 @lru_cache(maxsize=4)
-def _load_catalogue(path_text: str) -> Catalogue:
+def _load_layers(found: tuple[tuple[str, Path, Path], ...]) -> Catalogue:
+    cases: dict[str, Case] = {}
+    defaults: dict[str, Any] = {}
+    files: list[Path] = []
+    domains: list[Path] = []
+    for name, path, folder in found:
+        if folder.is_dir():
+            domains.insert(0, folder)
+        if not path.is_file() and files:
+            continue  # a user layer without cases (the base layer must have its catalogue: read it, or say so)
+        layer = _load_catalogue(str(path), tuple(domains), name)
+        cases.update(layer.cases)
+        defaults.update(layer.defaults)
+        files.append(path)
+    return Catalogue(path=files[0], cases=cases, defaults=defaults, files=tuple(files))
+
+
+@lru_cache(maxsize=8)
+def _load_catalogue(path_text: str, domains: tuple[Path, ...] | None = None, layer: str = "") -> Catalogue:
     path = Path(path_text)
     try:
         text = path.read_text()
@@ -203,5 +236,5 @@ def _load_catalogue(path_text: str) -> Catalogue:
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         raise CaseError(f"malformed TOML: {exc}", path=path, line=line) from None
-    cases = {name: _parse_case(name, raw, path, text) for name, raw in data.get("cases", {}).items()}
+    cases = {name: _parse_case(name, raw, path, text, domains, layer) for name, raw in data.get("cases", {}).items()}
     return Catalogue(path=path, cases=cases, defaults=dict(data.get("defaults", {})))

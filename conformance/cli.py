@@ -73,6 +73,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_caps_list(args: argparse.Namespace) -> int:
     from conformance.caps.store import fixture_files, load
+    from conformance.data import BASE_NAMES, layer_of
 
     rows = [("FIXTURE", "VERSION", "ARCH", "SOURCE", "MACHINES", "FLAGS", "FAILOVER", "PACKAGE / ORIGIN")]
     for path in fixture_files(args.dir):
@@ -81,7 +82,9 @@ def cmd_caps_list(args: argparse.Namespace) -> int:
         origin = prov.package or ""
         if prov.source == "libvirt-import":
             origin = f"libvirt {prov.libvirt_version or '?'} {Path(prov.imported_from or '').name}"
-        rows.append((path.name, str(caps.version), caps.arch, prov.source, str(len(caps.machines)),
+        layer = "" if args.dir else layer_of(path)
+        name = path.name if not layer or layer in BASE_NAMES else f"{path.name} ({layer})"  # a --data layer's
+        rows.append((name, str(caps.version), caps.arch, prov.source, str(len(caps.machines)),
                      str(len(caps.flags)), "yes" if caps.has("virtio-net.failover") else "no", origin))
     if len(rows) == 1:
         print(f"no fixtures in {args.dir or 'capsdata/'}")
@@ -442,10 +445,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--data DIR`` / ``--data=DIR`` anywhere on the line (before or after the command): (the rest, the dirs)."""
+    rest, dirs, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--data" and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--data="):
+            dirs.append(argv[i].removeprefix("--data="))
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, dirs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from conformance.data import check, set_user_dirs
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    parser.add_argument("--data", action="append", default=[], metavar="DIR",
+                        help="a data folder layered over the packaged data (repeatable; also QEMU_CONFORMANCE_DATA, "
+                             "a :-separated list): capsdata/, templates/cases.toml, templates/domains/, bugs.toml; "
+                             "theirs wins on a name clash (docs/data.md)")
+    rest, dirs = _data_options(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
     try:
+        set_user_dirs([path_arg(d) for d in dirs])
+        check()  # no data (a broken install): one line and exit 2, for every command
         return int(args.func(args) or 0)
     except ConformanceError as exc:
         print(f"qemu-conformance: error: {exc}", file=sys.stderr)

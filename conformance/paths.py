@@ -1,8 +1,8 @@
 """Where the suite finds its data and keeps its caches.
 
 Settings (environment variables):
-  QEMU_CONFORMANCE_DATA    project folder holding capsdata/ and templates/
-                           (default: the source checkout this package runs from)
+  QEMU_CONFORMANCE_DATA    data folders (``:``-separated) layered over the packaged data:
+                           fixtures, cases, known bugs (conformance/data.py, docs/data.md)
   QEMU_CONFORMANCE_CACHE   cache root (default: $XDG_CACHE_HOME/qemu-conformance,
                            i.e. ~/.cache/qemu-conformance)
   QEMU_CONFORMANCE_BUILDS  folder of extra QEMU builds unpacked beside the host's
@@ -52,21 +52,25 @@ def xdg_dir(name: str, default: str) -> Path:
 
 
 def project_dir() -> Path:
-    """The folder with capsdata/ and templates/ (a source checkout)."""
-    return env_path("QEMU_CONFORMANCE_DATA") or PACKAGE_DIR.parent
+    """The base data layer's folder: the checkout, or the installed package's data (conformance/data.py)."""
+    from conformance.data import base_layer
+
+    return base_layer().root
 
 
 def capsdata_dir() -> Path:
+    """The base layer's capsdata/ (where `caps import --capsdata` writes); reading goes over every layer."""
     return project_dir() / "capsdata"
 
 
 def templates_dir() -> Path:
+    """The base layer's templates/; reading goes over every layer (conformance/data.py)."""
     return project_dir() / "templates"
 
 
 def shared_dir() -> Path:
     """../shared beside the checkout: reference data (libvirt corpus, research)."""
-    return env_path("QEMU_CONFORMANCE_SHARED") or project_dir().parent / "shared"
+    return env_path("QEMU_CONFORMANCE_SHARED") or PACKAGE_DIR.parent.parent / "shared"
 
 
 def libvirt_corpus_dir() -> Path:

@@ -21,6 +21,7 @@ from conformance.caps.store import fixture_files, load
 from conformance.errors import ConformanceError
 from conformance.machines import DEFAULT as MACHINES_DEFAULT
 from conformance.machines import MachineChoice
+from conformance.qemu.host import package_version
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures
 from conformance.shard import WHOLE, Shard
@@ -52,7 +53,8 @@ def qualify_caps(binary: Path, output: Path, writer: ResultWriter,
                                  qemu=QemuBuild(str(binary)), duration_s=time.monotonic() - started))
         say(f"  probe: ERROR {exc}")
         return False, None
-    build = QemuBuild(str(binary), str(caps.version), caps.package, caps.arch)
+    build = QemuBuild(str(binary), str(caps.version), caps.package, caps.arch,
+                      package_version(str(binary), caps.package))  # dpkg's: known bugs' fixed_in_packages
     fixture = write_fixture(caps, output / "caps" / fixture_name(caps))
     writer.write(StageResult(
         case="probe", stage="probe", verdict="pass", arch=caps.arch, qemu=build, accel=caps.provenance.accel or "",

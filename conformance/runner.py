@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from conformance import interrupt
 from conformance.cases import Case, Catalogue
+from conformance.data import note_layer
 from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
 from conformance.machines import DEFAULT as MACHINES_DEFAULT
@@ -133,6 +134,7 @@ def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: Q
                 args_file = argv_dir / f"{case.name}.args"
                 args_file.write_text(format_args(outcome.argv))
                 result.artifacts["argv"] = str(args_file.relative_to(writer.path.parent))
+            note_layer(result.details, case.layer)  # a case of a user's data layer (--data) says so
             if case.domain is not None:  # a user's domain (--domain): the file, and what the stage changed in it
                 from conformance.cases import case_variables
                 from conformance.domain.user import domain_details
@@ -150,8 +152,13 @@ def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: Q
 def fixture_build(caps: Capabilities) -> QemuBuild:
     """The build a stored fixture stands for: no binary, the fixture named instead."""
     from conformance.caps.fixture import fixture_name
+    from conformance.caps.store import fixture_files
+    from conformance.data import BASE_NAMES, layer_of
 
-    return QemuBuild(f"fixture {fixture_name(caps)}", str(caps.version), caps.package, caps.arch)
+    name = fixture_name(caps)
+    layer = next((layer_of(p) for p in fixture_files() if p.name == name), "")
+    where = f" (data layer {layer})" if layer and layer not in BASE_NAMES else ""  # a user's fixture (--data)
+    return QemuBuild(f"fixture {name}{where}", str(caps.version), caps.package, caps.arch)
 
 
 def resolve_fixtures(specs: list[str]) -> list[Capabilities]:
@@ -260,6 +267,7 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
                     # its QEMUs were ended under it: what it saw is no verdict on QEMU
                     result.details["seen_before_the_stop"] = f"{result.verdict}: {result.reason}"
                     result.verdict, result.reason = "interrupted", f"{interrupt.reason()}; it saw: {result.reason}"
+            note_layer(result.details, planned.case.layer)
             if planned.case.domain is not None:  # a user's domain (--domain): what the live stage changed in it
                 from conformance.domain.user import domain_details
 

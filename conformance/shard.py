@@ -89,8 +89,8 @@ def split(items: Iterable[WorkItem], count: int) -> dict[int, list[WorkItem]]:
 # --- the manifest and the merge check ---------------------------------------------------
 
 def catalogue_fingerprint(catalogue: Catalogue) -> str:
-    """SHA-256 (first 16 hex digits) of the catalogue file: shards of one commit agree on it."""
-    return hashlib.sha256(catalogue.path.read_bytes()).hexdigest()[:16]
+    """SHA-256 (first 16 hex digits) of the catalogue's files (every data layer's): shards of one commit agree."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in catalogue.files)).hexdigest()[:16]
 
 
 def write_manifest(output: Path, shard: Shard, catalogue: Catalogue) -> Path:

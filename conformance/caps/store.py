@@ -15,6 +15,7 @@ from pathlib import Path
 
 from conformance.caps.fixture import read_fixture
 from conformance.caps.model import Capabilities, QemuVersion
+from conformance.data import fixture_dirs
 from conformance.errors import FixtureError
 from conformance.paths import capsdata_dir
 
@@ -22,10 +23,13 @@ _NAME_RE = re.compile(r"^qemu-(\d+\.\d+\.\d+)-([a-z0-9_]+)\.xml$")
 
 
 def fixture_files(folder: Path | None = None) -> list[Path]:
-    """capsdata/*.xml sorted by arch, then version."""
-    folder = folder or capsdata_dir()
+    """capsdata/*.xml sorted by arch, then version: of ``folder``, or of every data layer (conformance/data.py;
+    an upper layer's file of the same name wins)."""
+    by_name: dict[str, Path] = {}
+    for where in [folder] if folder else fixture_dirs():
+        by_name.update((p.name, p) for p in where.glob("qemu-*.xml"))
     found = []
-    for path in folder.glob("qemu-*.xml"):
+    for path in by_name.values():
         m = _NAME_RE.match(path.name)
         if m:
             found.append((m[2], QemuVersion.parse(m[1]), path))

@@ -15,12 +15,13 @@ from typing import Any
 
 import jinja2
 
+from conformance.data import domain_dirs
 from conformance.errors import TemplateError
-from conformance.paths import templates_dir
 
 
 @lru_cache(maxsize=8)
-def environment(folder: str) -> jinja2.Environment:
+def environment(folder: str | tuple[str, ...]) -> jinja2.Environment:
+    """Templates from ``folder``, or from several (the first that has a name wins: data layers, upper first)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
@@ -41,10 +42,12 @@ def _template_line(exc: BaseException, template_path: Path) -> int | None:
 
 
 def render_template(name: str, variables: dict[str, Any], folder: Path | None = None) -> str:
-    """Render templates/NAME with ``variables``; TemplateError on any problem."""
-    folder = folder or templates_dir() / "domains"
-    path = folder / name
-    env = environment(str(folder))
+    """Render templates/NAME (``folder``, default: every data layer's templates/domains/, the upper layer's
+    first) with ``variables``; TemplateError on any problem."""
+    folders = [folder] if folder else domain_dirs()
+    path = next((f / name for f in folders if (f / name).exists()), folders[0] / name)
+    folder = path.parent
+    env = environment(tuple(str(f) for f in folders))
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound:

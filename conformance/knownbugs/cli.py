@@ -200,9 +200,11 @@ def _facts(result: StageResult, folder: Path, version: QemuVersion, peer: QemuVe
         details.get(f"{side}_console_tail", ""))
     signal = details.get("signal") if not side else _signal((details.get("exits") or {}).get(side, ""))
     available = AVAILABLE_FEATURES | frozenset(str(f) for f in details.get("available") or ())
+    build = result.peer if side == "destination" else result.qemu  # its package version: fixed_in_packages
     return Facts(version=version, stage=result.stage, arch=result.arch, accel=result.accel, side=side, peer=peer,
                  argv=argv, available=available, signal=signal or None,
-                 text="\n".join(t for t in (reason, stderr, console) if t))
+                 text="\n".join(t for t in (reason, stderr, console) if t),
+                 package=build.package_version if build is not None else "")
 
 
 def _own_reason(result: StageResult) -> str:

@@ -13,13 +13,15 @@ checks a bug's conditions against them in one order, and says which held and whi
 6. ``concerns`` the argv has the devices ``concerns.devices`` names (``concerns.json``: given as JSON);
 7. ``needs``    the hardware or features a reproduction needs are available here (none of them is
    today: a VF is always replaced by an emulated NIC, so vfio bugs never apply to a live result);
-8. ``symptom``  the failure shows the bug's signal and text (explaining a failure only).
+8. ``package``  the build's distribution package version (``Facts.package``, from dpkg) is not one the bug
+   is fixed in (``fixed_in_packages``: a distribution's backport; ``>=VERSION`` covers later ones too);
+9. ``symptom``  the failure shows the bug's signal and text (explaining a failure only).
 
 Three purposes use it:
 
 - ``explain``: a failure that every condition explains is a *known bug*; when several bugs do, the
   result names them all (the most specific first), never the first in the file alone;
-- ``expect``: a bug whose conditions 1-7 hold for a plain run of a stage it ``reproduce``\\ s, when that
+- ``expect``: a bug whose conditions 1-8 hold for a plain run of a stage it ``reproduce``\\ s, when that
   run passes, is *not reproduced* (fixed or backported?);
 - ``concern``: the static stages flag "this domain on this version meets that bug" from the argv alone
   (version, arch, machine, concerns: run-time facts such as the accelerator are not known there).
@@ -40,9 +42,10 @@ from typing import Any, Literal
 
 from conformance.argv.options import options, parse_props
 from conformance.caps.model import QemuVersion
+from conformance.data import BASE_NAMES, bugs_files, layer_of, package_file
 from conformance.errors import CaseError
 
-BUGS_FILE = Path(__file__).with_name("bugs.toml")
+BUGS_FILE = package_file("knownbugs", "bugs.toml")  # ours; data layers add theirs (conformance/data.py)
 
 #: What a reproduction may need that this suite offers on this host: nothing yet (a VF is always
 #: replaced by an emulated NIC), so a bug that needs a real VF never explains, nor is expected in, a result.
@@ -70,11 +73,21 @@ class KnownBug:
     arches: tuple[str, ...] = ()  # only on these guest arches (empty: any)
     cross_version: bool = False  # migrate: only between two different QEMU versions
     accels: tuple[str, ...] = ()  # only under these accelerators (empty: any)
+    fixed_in_packages: tuple[str, ...] = ()  # distribution package versions with the fix ("1:7.2+dfsg-7+deb12u5",
+    #                                          ">=1:7.2+dfsg-7+deb12u5": that one and later)
+    layer: str = ""  # the data layer it came from (conformance/data.py)
 
     def record(self) -> dict[str, str]:
         """The bug as a result records it: enough for reports and JUnit to name it without the database."""
-        return {"id": self.id, "title": self.title, "fixed": self.fixed, "affected": f"{self.first}..{self.last}",
-                "concerns": self.concerns.says if self.concerns else ""}
+        record = {"id": self.id, "title": self.title, "fixed": self.fixed, "affected": f"{self.first}..{self.last}",
+                  "concerns": self.concerns.says if self.concerns else ""}
+        if self.layer and self.layer not in BASE_NAMES:
+            record["layer"] = self.layer
+        return record
+
+    def fixed_in(self, package: str) -> str:
+        """The ``fixed_in_packages`` entry that covers distribution package version ``package`` ('' for none)."""
+        return next((entry for entry in self.fixed_in_packages if package and package_covered(entry, package)), "")
 
 
 _TRUE = {"on", "true", "yes", "1"}
@@ -177,6 +190,7 @@ class Facts:
     available: frozenset[str] = AVAILABLE_FEATURES
     signal: str | None = None  # the signal the QEMU process died of
     text: str = ""  # the reason, stderr tail, console tail
+    package: str = ""  # the build's distribution package version (dpkg's, e.g. "1:7.2+dfsg-7+deb12u18")
 
     @cached_property
     def joined(self) -> str:
@@ -204,7 +218,7 @@ class Facts:
 
 @dataclass(frozen=True)
 class Condition:
-    name: str  # version, stage, arch, accel, side, peer, machine, concerns, needs, symptom
+    name: str  # version, stage, arch, accel, side, peer, machine, concerns, needs, package, symptom
     held: bool
     says: str  # what was compared, in words
 
@@ -347,6 +361,17 @@ def _needs(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
                      + (f": {', '.join(missing)} not available here" if missing else " (available)"))
 
 
+def _package(bug: KnownBug, f: Facts, _: Purpose) -> Condition | None:
+    if not bug.fixed_in_packages:
+        return None
+    if not f.package:
+        return Condition("package", True, "package version not known (fixed_in_packages not checked)")
+    entry = bug.fixed_in(f.package)
+    if entry:
+        return Condition("package", False, f"package {f.package} has the fix (fixed_in_packages {entry})")
+    return Condition("package", True, f"package {f.package} not in fixed_in_packages")
+
+
 def _symptom(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
     if purpose != "explain":
         return None
@@ -363,7 +388,7 @@ def _symptom(bug: KnownBug, f: Facts, purpose: Purpose) -> Condition | None:
     return Condition("symptom", ok, ", ".join(parts) or "any failure")
 
 
-_STEPS = (_version, _stage, _arch, _accel, _side, _peer, _machine, _concerns, _needs, _symptom)
+_STEPS = (_version, _stage, _arch, _accel, _side, _peer, _machine, _concerns, _needs, _package, _symptom)
 
 
 def match(facts: Facts, purpose: Purpose = "explain", bugs: Iterable[KnownBug] | None = None) -> list[Applicability]:
@@ -391,12 +416,32 @@ def near_misses(found: Iterable[Applicability]) -> list[Applicability]:
 
 # ----------------------------------------------------------------------------------------- the database
 
+def load_bugs(path: str | None = None) -> tuple[KnownBug, ...]:
+    """The known bugs of ``path``, or (default) of every data layer: ours, then each layer's over it (a bug of
+    an upper layer replaces ours of the same id, in its place; new ones follow)."""
+    if path is not None:
+        return _load_file(path, layer_of(path))
+    return _load_layers(tuple(str(p) for p in bugs_files()))
+
+
 @lru_cache(maxsize=4)
-def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
+def _load_layers(paths: tuple[str, ...]) -> tuple[KnownBug, ...]:
+    if len(paths) == 1:
+        return _load_file(paths[0], layer_of(paths[0]))
+    by_id: dict[str, KnownBug] = {}
+    for path in paths:
+        by_id.update((b.id, b) for b in _load_file(path, layer_of(path)))
+    return tuple(by_id.values())
+
+
+@lru_cache(maxsize=8)
+def _load_file(path: str, layer: str = "") -> tuple[KnownBug, ...]:
     try:
         data = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as exc:
         raise CaseError(f"malformed known-bugs file: {exc}", path=path) from None
+    except OSError as exc:
+        raise CaseError(f"cannot read the known-bugs file: {exc.strerror}", path=path) from None
     bugs = []
     for bug_id, raw in data.get("bugs", {}).items():
         try:
@@ -414,7 +459,8 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
                 concerns=Concerns.from_toml(raw["concerns"]) if "concerns" in raw else None,
                 reproduce=tuple(raw.get("reproduce", ())),
                 arches=tuple(raw.get("arches", ())), cross_version=bool(raw.get("cross_version", False)),
-                accels=tuple(raw.get("accels", ())),
+                accels=tuple(raw.get("accels", ())), fixed_in_packages=_packages(raw.get("fixed_in_packages", [])),
+                layer=layer,
             ))
         except (KeyError, ValueError, re.error) as exc:
             raise CaseError(f"known bug {bug_id}: bad entry ({exc})", path=path) from None
@@ -422,7 +468,66 @@ def load_bugs(path: str = str(BUGS_FILE)) -> tuple[KnownBug, ...]:
 
 
 _KEYS = {"title", "affected", "fixed", "stages", "match", "needs", "side", "peer", "concerns", "reproduce",
-         "arches", "cross_version", "accels"}
+         "arches", "cross_version", "accels", "fixed_in_packages"}
+
+
+def _packages(raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(v, str) and v.removeprefix(">=").strip() for v in raw):
+        raise ValueError('fixed_in_packages must be a list of package versions, e.g. ["1:7.2+dfsg-7+deb12u5"]')
+    for entry in raw:
+        debian_version_key(entry.removeprefix(">=").strip())  # ValueError when it is not a version
+    return tuple(v.strip() for v in raw)
+
+
+def package_covered(entry: str, package: str) -> bool:
+    """Does ``fixed_in_packages`` entry ``entry`` ("V" exactly, or ">=V") cover package version ``package``?"""
+    if entry.startswith(">="):
+        try:
+            return compare_debian_versions(package, entry[2:].strip()) >= 0
+        except ValueError:
+            return False  # a package string that is no Debian version is covered by no range
+    return package == entry
+
+
+def _order(c: str) -> int:
+    """dpkg's character order in a version's non-digit parts: '~' first, then the end, letters, the rest."""
+    return -1 if c == "~" else ord(c) if c.isalpha() else ord(c) + 256
+
+
+Part = tuple[tuple[int, ...], int]  # a non-digit run (each character's order, then 0 for its end), a number
+
+
+def debian_version_key(version: str) -> tuple[int, list[Part], list[Part]]:
+    """A Debian package version [epoch:]upstream[-revision] split as dpkg compares it (Debian Policy 5.6.12);
+    ValueError when it is not one."""
+    text = version.strip()
+    epoch_text, sep, rest = text.partition(":")
+    if not sep:
+        epoch_text, rest = "0", text
+    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+    if not epoch_text.isdigit() or not upstream or not upstream[0].isdigit() \
+            or not re.fullmatch(r"[A-Za-z0-9.+~:-]+", upstream) or not re.fullmatch(r"[A-Za-z0-9.+~]*", revision):
+        raise ValueError(f"{version!r} is not a Debian package version")
+    return int(epoch_text), _parts(upstream), _parts(revision)
+
+
+def _parts(text: str) -> list[Part]:
+    return [((*(_order(c) for c in letters), 0), int(digits or 0))
+            for letters, digits in re.findall(r"(\D*)(\d*)", text) if letters or digits]
+
+
+def compare_debian_versions(a: str, b: str) -> int:
+    """<0, 0, >0 as dpkg --compare-versions orders ``a`` and ``b`` (a missing part counts as empty)."""
+    (ea, ua, ra), (eb, ub, rb) = debian_version_key(a), debian_version_key(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    for x, y in ((ua, ub), (ra, rb)):
+        empty: Part = ((0,), 0)
+        for i in range(max(len(x), len(y))):
+            p, q = (x[i] if i < len(x) else empty), (y[i] if i < len(y) else empty)
+            if p != q:
+                return -1 if p < q else 1
+    return 0
 
 
 def _peer_range(raw: list[str]) -> tuple[QemuVersion, QemuVersion]:
@@ -482,6 +587,13 @@ def expected_bugs(facts: Facts) -> list[KnownBug]:
     """Bugs a plain run of ``facts.stage`` with ``facts.argv`` reproduces on this version (``reproduce``),
     given the features available: when that run passes, each of them is *not reproduced*."""
     return [a.bug for a in ranked(match(facts, "expect"))]
+
+
+def fixed_by_package(facts: Facts) -> list[KnownBug]:
+    """Bugs a plain run of ``facts.stage`` would reproduce on this version (``expect``) but for the build's
+    package version, which a ``fixed_in_packages`` entry names: a pass then reads as *fixed in the package*."""
+    return [a.bug for a in match(facts, "expect")
+            if a.failed and all(c.name == "package" for c in a.failed)]
 
 
 def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> list[KnownBug]:

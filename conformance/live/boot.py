@@ -27,7 +27,7 @@ from conformance.argv.options import devices
 from conformance.caps.model import Capabilities, QemuVersion
 from conformance.cases import Case, Catalogue, plan
 from conformance.errors import ConformanceError, LiveError
-from conformance.knownbugs.matcher import AVAILABLE_FEATURES, Facts, expected_bugs, explain_failure
+from conformance.knownbugs.matcher import AVAILABLE_FEATURES, Facts, expected_bugs, explain_failure, fixed_by_package
 from conformance.live.accel import AccelDecision
 from conformance.live.adapt import LiveArgv, NeedsHardware, adapt_for_live
 from conformance.live.checks import (
@@ -39,6 +39,7 @@ from conformance.live.checks import (
 )
 from conformance.live.guest import Guest, build_guest
 from conformance.live.vm import GuestVm
+from conformance.qemu.host import package_version
 from conformance.qemu.process import LaunchFailed
 from conformance.qemu.qmp import QmpError
 from conformance.results.records import QemuBuild, StageResult
@@ -60,7 +61,8 @@ class Target:
 
     @property
     def build(self) -> QemuBuild:
-        return QemuBuild(str(self.binary), str(self.caps.version), self.caps.package, self.caps.arch)
+        return QemuBuild(str(self.binary), str(self.caps.version), self.caps.package, self.caps.arch,
+                         package_version(str(self.binary), self.caps.package))
 
 
 @dataclass
@@ -407,7 +409,8 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
             ran = vm.process.argv
         found = explain_failure(Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side,
                                       peer=peer, argv=tuple(ran) if ran is not None else None,
-                                      available=AVAILABLE_FEATURES, signal=signal, text=text))
+                                      available=AVAILABLE_FEATURES, signal=signal, text=text,
+                                      package=_package_of(caps)))
         record = found.record()
         if record is not None:
             details["known_bug"] = record
@@ -417,11 +420,23 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
     return verdict, reason
 
 
+def _package_of(caps: Capabilities) -> str:
+    """The build's distribution package version (conformance/qemu/host.py), for fixed_in_packages."""
+    prov = getattr(caps, "provenance", None)  # a stored fixture's binary is not this host's
+    return package_version(prov.binary if prov is not None and prov.source == "probe" else None, caps.package)
+
+
 def _not_reproduced(reason: str, vms: list[GuestVm], caps: Capabilities, stage: str, details: dict[str, Any], *,
                     peer: QemuVersion | None, side: str, accel: str) -> tuple[str, str]:
     for vm in vms:
-        bugs = expected_bugs(Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side,
-                                   peer=peer, argv=tuple(vm.process.argv), available=AVAILABLE_FEATURES))
+        facts = Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side, peer=peer,
+                      argv=tuple(vm.process.argv), available=AVAILABLE_FEATURES, package=_package_of(caps))
+        bugs = expected_bugs(facts)
+        fixed = [] if bugs else fixed_by_package(facts)
+        if fixed:  # a distribution's backport, its package version named by the bug (fixed_in_packages)
+            details["fixed_in_package"] = [{**b.record(), "package": facts.package} for b in fixed]
+            return "pass", (f"known bug {fixed[0].id} ({fixed[0].title}) is fixed in package {facts.package} "
+                            f"({fixed[0].fixed_in(facts.package)} in fixed_in_packages): {reason}")
         if bugs:
             details["not_reproduced"] = [b.record() for b in bugs]
             package = caps.package or "no package string"

@@ -26,7 +26,7 @@ from conformance.stages import stage as stage_row
 
 QUALIFY_STAGES = BUILD_STAGES  # about a build, not a case: summary and capability drift
 FIXTURE_PREFIX = "fixture "  # QemuBuild.path of a static result on a stored fixture (no binary)
-BUG_HOWS = ("reproduced", "not reproduced", "flagged by version")  # how a result names a known bug
+BUG_HOWS = ("reproduced", "not reproduced", "flagged by version", "fixed in package")  # how a result names a known bug
 PYTEST_NOT_RUN = "skip"  # a pytest outcome, not a verdict: the verdict table's pytest column for "did not run"
 
 EXCERPT_CHARS = 1500  # an inline excerpt: the tail of a log, console or transcript
@@ -233,8 +233,8 @@ class Links:
 def _bug(value: object) -> dict[str, str]:
     """A known bug as a result records it (a dict; older results: its id)."""
     if isinstance(value, dict):
-        return {k: str(value.get(k, "")) for k in ("id", "title", "fixed", "affected", "concerns")}
-    return {"id": str(value), "title": "", "fixed": "", "affected": "", "concerns": ""}
+        return {k: str(value.get(k, "")) for k in ("id", "title", "fixed", "affected", "concerns", "layer", "package")}
+    return {"id": str(value), "title": "", "fixed": "", "affected": "", "concerns": "", "layer": "", "package": ""}
 
 
 def bugs_of(r: StageResult) -> list[tuple[str, dict[str, str]]]:
@@ -247,6 +247,7 @@ def bugs_of(r: StageResult) -> list[tuple[str, dict[str, str]]]:
         out += [(BUG_HOWS[0], _bug(b)) for b in also or []]  # other bugs that explain it as well
     out += [(BUG_HOWS[1], _bug(b)) for b in d.get("not_reproduced") or []]
     out += [(BUG_HOWS[2], _bug(b)) for b in d.get("known_bugs") or []]
+    out += [(BUG_HOWS[3], _bug(b)) for b in d.get("fixed_in_package") or []]  # a distribution's backport
     return out
 
 
@@ -269,6 +270,8 @@ def bug_facts(bug: dict[str, str], *, concerns: bool = True) -> list[str]:
     facts = [f"affects {bug['affected']}" if bug["affected"] else "", f"fixed: {bug['fixed']}" if bug["fixed"] else ""]
     if concerns and bug["concerns"]:
         facts.append(f"concerns {bug['concerns']}")
+    facts += [f"fixed in package {bug['package']}" if bug.get("package") else "",
+              f"data layer {bug['layer']}" if bug.get("layer") else ""]
     return [f for f in facts if f]
 
 

@@ -47,6 +47,7 @@ class QemuBuild:
     version: str = ""
     package: str = ""
     arch: str = ""
+    package_version: str = ""  # the distribution package's version (dpkg's; known bugs' fixed_in_packages)
 
     @property
     def label(self) -> str:

@@ -123,10 +123,11 @@ def test_path_settings_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     from conformance.argv.cpu_map import find_cpu_map
     from conformance.argv.firmware import firmware_dirs
     from conformance.domain.schema import schema_dir
-    from conformance.paths import builds_dir, project_dir, shared_dir
+    from conformance.data import user_dirs
+    from conformance.paths import builds_dir, shared_dir
 
     monkeypatch.chdir(tmp_path)
-    for name, read in (("QEMU_CONFORMANCE_DATA", project_dir), ("QEMU_CONFORMANCE_CACHE", cache_dir),
+    for name, read in (("QEMU_CONFORMANCE_DATA", lambda: user_dirs()[0]), ("QEMU_CONFORMANCE_CACHE", cache_dir),
                        ("QEMU_CONFORMANCE_BUILDS", builds_dir), ("QEMU_CONFORMANCE_SHARED", shared_dir),
                        ("QEMU_CONFORMANCE_SCHEMA_DIR", schema_dir)):
         monkeypatch.setenv(name, "some/where")
