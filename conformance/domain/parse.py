@@ -339,6 +339,16 @@ def _address(ctx: _Ctx, el: etree._Element) -> Address:
     return addr
 
 
+USER_ALIAS_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def user_alias(name: str | None) -> str | None:
+    """The alias a user's domain keeps: libvirt (virDomainDeviceInfoParseXML, 9.0 to 11.3) keeps a user alias
+    ('ua-' and then only letters, digits, '_' and '-') and drops any other, accepting the domain."""
+    ok = name is not None and name.startswith("ua-") and USER_ALIAS_CHARS.issuperset(name)
+    return name if ok else None
+
+
 def _device_children(ctx: _Ctx, el: etree._Element, dev: Device, handlers: dict) -> None:
     """Dispatch children: common ones (alias, address, boot) here, the rest to handlers or extra."""
     for c in el:
@@ -349,7 +359,7 @@ def _device_children(ctx: _Ctx, el: etree._Element, dev: Device, handlers: dict)
         if handler is not None:
             handler(c)
         elif tag == "alias":
-            dev.alias = c.get("name")
+            dev.alias = user_alias(c.get("name"))
         elif tag == "address":
             addr = _address(ctx, c)
             # a PCI address without domain, bus and slot asks for one to be assigned, like no address

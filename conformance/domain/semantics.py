@@ -7,9 +7,10 @@ UnsupportedByQemu: the domain is fine but these capabilities cannot run it.
 from __future__ import annotations
 
 from conformance.caps.model import Capabilities, QemuVersion
-from conformance.domain.model import Device, Domain, Hostdev, Interface
+from conformance.domain.model import Device, Domain
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
+_UNSUPPORTED = "unsupported configuration: "
 TEAMING_UNSUPPORTED = "unsupported configuration: virtio-net failover (teaming) is not supported with this QEMU binary"
 
 
@@ -39,52 +40,55 @@ def validate_domain(domain: Domain, caps: Capabilities | None = None, *, caps_on
 
 
 def _aliases(domain: Domain) -> None:
+    """virDomainDefValidateAliases (domain_validate.c): user aliases are unique. An alias that is not a user
+    alias never gets here: libvirt drops it while parsing (conformance/domain/parse.py user_alias)."""
     seen: dict[str, Device] = {}
     for dev in domain.all_devices():
         alias = dev.alias
         if alias is None:
             continue
-        if not alias.startswith("ua-"):
-            raise _invalid(domain, f"user-defined alias {alias!r} must start with 'ua-'", dev,
-                           hint=f"rename it to 'ua-{alias}'")
         if alias in seen:
-            raise _invalid(domain, f"non-unique alias detected: {alias}", dev)
+            raise _invalid(domain, f"unsupported configuration: non unique alias detected: {alias}", dev)
         seen[alias] = dev
 
 
 def _teaming(domain: Domain) -> None:
+    """libvirt's teaming checks, with its messages: virDomainNetDefValidate and virDomainHostdevDefValidate
+    (domain_validate.c), qemuValidateDomainDeviceDefNetwork (qemu_validate.c), the same in libvirt 9.0 and
+    11.3. libvirt does not ask a persistent interface for an alias (QEMU's failover_pair_id then names the
+    id libvirt assigns, net0) nor a transient one to name an existing alias (failover_pair_id names it
+    anyway): both run, the team just never forms."""
     d = domain.devices
-    persistent = {n.alias: n for n in d.interfaces if n.teaming is not None and n.teaming.type == "persistent"}
-    teamed: list[Interface | Hostdev] = [*d.interfaces, *d.hostdevs]
-    for dev in teamed:
-        team = dev.teaming
+    for net in d.interfaces:
+        team = net.teaming
         if team is None:
             continue
-        if team.type == "persistent":
-            if not isinstance(dev, Interface) or (dev.model or "") not in ("virtio", "virtio-transitional",
-                                                                            "virtio-non-transitional"):
-                raise _invalid(domain, "teaming persistent interface must be <model type='virtio'/>", dev)
-            if team.persistent:
-                raise _invalid(domain, "teaming persistent attribute not allowed if teaming type is 'persistent'",
-                               dev)
-            if not dev.alias:
-                raise _invalid(domain, "teaming persistent interface needs a user alias", dev,
-                               hint="add <alias name='ua-NAME'/> and name it in the transient partner")
-        elif team.type == "transient":
-            if isinstance(dev, Interface) and dev.type != "hostdev" and not (
-                    dev.type == "network" and dev.source.get("type") == "hostdev"):
-                raise _invalid(domain, f"interface - teaming transient device must be type='hostdev', "
-                                       f"not '{dev.type}'", dev)
-            if isinstance(dev, Hostdev) and dev.type != "pci":
-                raise _invalid(domain, "teaming transient <hostdev> must be a PCI device", dev)
-            if not team.persistent:
-                raise _invalid(domain, "teaming persistent attribute must be set if teaming type is 'transient'",
-                               dev)
-            if team.persistent not in persistent:
-                raise _invalid(domain, f"teaming transient device names persistent={team.persistent!r}, "
-                                       f"but no <interface> with that alias has <teaming type='persistent'/>", dev)
-        else:
-            raise _invalid(domain, f"unknown teaming type {team.type!r}", dev, hint="use persistent or transient")
+        if team.type == "persistent" and (net.model or "") not in ("virtio", "virtio-transitional",
+                                                                      "virtio-non-transitional"):
+            raise _invalid(domain, f"{_UNSUPPORTED}virtio-net teaming persistent interface must be "
+                                   f"<model type='virtio'/>, not '{net.model or ''}'", net)
+        if team.type == "transient" and net.type not in ("hostdev", "network"):
+            raise _invalid(domain, f"{_UNSUPPORTED}virtio-net teaming transient interface must be type='hostdev', "
+                                   f"not '{net.type}'", net)
+        if team.type == "transient" and not team.persistent:
+            raise _invalid(domain, f"{_UNSUPPORTED}teaming persistent attribute must be set if teaming type is "
+                                   "'transient'", net)
+        if team.type != "transient" and team.persistent:
+            raise _invalid(domain, f"{_UNSUPPORTED}teaming persistent attribute not allowed if teaming type is "
+                                   f"'{team.type}'", net)
+        if team.type not in ("persistent", "transient"):
+            raise _invalid(domain, f"unknown teaming type {team.type!r}", net, hint="use persistent or transient")
+    for hostdev in d.hostdevs:
+        team = hostdev.teaming
+        if team is None:
+            continue
+        if team.type != "transient":
+            raise _invalid(domain, f"{_UNSUPPORTED}teaming hostdev devices must have type='transient'", hostdev)
+        if not team.persistent:
+            raise _invalid(domain, f"{_UNSUPPORTED}missing required persistent attribute in hostdev teaming "
+                                   "element", hostdev)
+        if hostdev.mode != "subsystem" or hostdev.type != "pci":
+            raise _invalid(domain, f"{_UNSUPPORTED}teaming is only supported for pci hostdev devices", hostdev)
 
 
 def _capabilities(domain: Domain, caps: Capabilities) -> None:
