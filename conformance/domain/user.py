@@ -376,6 +376,11 @@ def _interface(el: etree._Element, changes: list[str], blockers: list[str]) -> N
         blockers.append(f"<interface type='hostdev'> {mac}{_hostdev_source(el) if source is not None else ''}: "
                         "a host network function")
         return
+    teaming = el.find("teaming")
+    if teaming is not None and teaming.get("type") == "transient":
+        blockers.append(f"<interface type='{kind}'> {mac} <teaming type='transient'>: the failover's host network "
+                        "function (libvirt accepts only type='hostdev' there)")
+        return
     model_el = el.find("model")
     if model_el is None and kind in ("vhostuser", "vdpa"):
         model_el = etree.SubElement(el, "model", type="virtio")  # implied by those types
