@@ -86,9 +86,9 @@ def cmd_caps_list(args: argparse.Namespace) -> int:
         name = path.name if not layer or layer in BASE_NAMES else f"{path.name} ({layer})"  # a --data layer's
         rows.append((name, str(caps.version), caps.arch, prov.source, str(len(caps.machines)),
                      str(len(caps.flags)), "yes" if caps.has("virtio-net.failover") else "no", origin))
-    if len(rows) == 1:
-        print(f"no fixtures in {args.dir or 'capsdata/'}")
-        return 0
+    if len(rows) == 1:  # no data is an error, never a quiet exit 0
+        raise ConformanceError("no capability fixtures (qemu-VERSION-ARCH.xml) here", path=args.dir or "capsdata/",
+                               hint="give --dir a fixture folder, or reinstall qemu-conformance with its data")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
