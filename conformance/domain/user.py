@@ -42,6 +42,7 @@ from conformance.static import STATIC_IMAGE_DIR  # what the static stages render
 
 if TYPE_CHECKING:
     from conformance.cases import Case
+    from conformance.results.records import StageResult
 
 DEFAULT_MACHINES = {"x86_64": "pc", "i686": "pc"}  # libvirt's default when <type> names none
 IMAGE_FORMATS = ("raw", "qcow2")  # what the VM folder's blank images are made as
@@ -439,4 +440,20 @@ def domain_details(case: Case, *, emulator: str, machine: str = "", accel: str =
     found: dict[str, Any] = {"domain": str(user.path), "domain_changes": list(adapted.changes)}
     if adapted.blockers:
         found["domain_blockers"] = list(adapted.blockers)
+    return found
+
+
+def without_builds(cases: list[Case], arches: set[str], stages: list[str]) -> list[StageResult]:
+    """A skip per requested stage of each user domain whose arch no build under test has: a domain given is
+    never dropped in silence (the planner plans a case only on builds of its arch)."""
+    from conformance.results.records import StageResult
+
+    found = []
+    for case in cases:
+        if case.domain is None or case.domain.arch in arches:
+            continue
+        reason = (f"the domain is {case.domain.arch}, and no {case.domain.arch} build is under test "
+                  f"(builds: {', '.join(sorted(arches)) or 'none'})")
+        found += [StageResult(case=case.name, stage=name, verdict="skip", reason=reason, arch=case.domain.arch,
+                              details={"domain": str(case.domain.path)}) for name in stages if name in case.stages]
     return found
