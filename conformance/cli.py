@@ -266,6 +266,19 @@ def cmd_guest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guest_move(args: argparse.Namespace) -> int:
+    """guest export FILE / guest import FILE (conformance/live/guest.py)."""
+    from conformance.live.guest import describe, export_guests, import_guests
+
+    def log(text: str) -> None:
+        print(f"guest: {text}", file=sys.stderr, flush=True)
+
+    move = export_guests if args.guest_command == "export" else import_guests
+    for guest in move(args.file, log=log):
+        print(describe(guest))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from conformance.errors import ConformanceError
     from conformance.report.html import write_report
@@ -396,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flavour", action="append", choices=["cloud", "generic"],
                    help="repeatable (default cloud): generic has drivers for emulated hardware (cases' live.guest)")
     g.set_defaults(func=cmd_guest)
+    g = gsub.add_parser("export", help="every guest flavour of the cache (kernel, initramfs, manifest with "
+                                       "SHA-256) as one tarball, for a runner without apt or network")
+    g.add_argument("file", type=path_arg, help="the tarball to write (.tar, or .tar.gz)")
+    g.set_defaults(func=cmd_guest_move)
+    g = gsub.add_parser("import", help="verify a `guest export` tarball and put its guests into the cache")
+    g.add_argument("file", type=path_arg, help="the tarball")
+    g.set_defaults(func=cmd_guest_move)
 
     p = sub.add_parser("qualify", help="qualify QEMU builds (default: the host's) and write a report")
     p.add_argument("--qemu", action="append", default=[], type=binary_arg, metavar="PATH",
