@@ -370,9 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("argv", help="the QEMU command line for a libvirt domain XML and capabilities")
-    p.add_argument("domain", type=path_arg, help="libvirt domain XML")
-    p.add_argument("--caps", type=caps_arg, required=True, help="fixture file, libvirt caps XML or VERSION:ARCH")
+    p.add_argument("domain", type=path_arg, nargs="?", help="libvirt domain XML")
+    p.add_argument("--caps", type=caps_arg, help="fixture file, libvirt caps XML or VERSION:ARCH (with DOMAIN)")
     p.add_argument("--json", action="store_true", help="print a JSON list of strings (argv[0] = emulator)")
+    p.add_argument("--schema-coverage", nargs="?", const="abcd", metavar="CLASSES",
+                   help="instead: every item of libvirt's domain schema with its class (a/b/c/d, or only those given) "
+                        "and the share the builder handles (docs/libvirt-corpus.md)")
     p.set_defaults(func=cmd_argv)
 
     from conformance.stages import CASE_STAGES

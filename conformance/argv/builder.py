@@ -9,6 +9,7 @@ from conformance.argv.context import Ctx
 from conformance.argv.device_types import check_device_types
 from conformance.argv.firmware import resolve_firmware
 from conformance.argv.pci import assign_pci_addresses
+from conformance.argv.schema_coverage import check_domain
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Domain
 from conformance.errors import UnsupportedByQemu
@@ -42,8 +43,10 @@ def new_context(domain: Domain, caps: Capabilities) -> Ctx:
 def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     """The QEMU command line libvirt would build for this domain on a QEMU with these capabilities.
 
-    Pure: reads the domain and caps, mutates neither, does no I/O.
+    Pure: reads the domain and caps, mutates neither, does no I/O. A domain that uses a schema item
+    the builder does not support (schema_classes.toml, class d) is refused, never built without it.
     """
+    check_domain(domain.xml, domain.source)
     ctx = new_context(domain, caps)
     defaults.prepare(ctx)
     firmware = resolve_firmware(ctx)

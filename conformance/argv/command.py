@@ -79,6 +79,14 @@ def format_args(argv: list[str]) -> str:
 
 
 def cli_argv(args: argparse.Namespace) -> int:
+    if getattr(args, "schema_coverage", None):
+        from conformance.argv.schema_coverage import coverage, format_table
+
+        print(format_table(coverage(), only=args.schema_coverage))
+        return 0
+    if args.domain is None or args.caps is None:
+        raise DomainInvalid("argv needs a domain XML and --caps", hint="qemu-conformance argv DOMAIN.xml --caps "
+                            "latest:x86_64, or argv --schema-coverage")
     argv = argv_for_file(Path(args.domain), str(args.caps))
     if args.json:
         print(json.dumps(argv))

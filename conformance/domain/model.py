@@ -437,6 +437,7 @@ class Domain:
     launch_security: LaunchSecurity | None = None
     extra: list[Raw] = field(default_factory=list)  # top-level elements kept verbatim (cputune, sysinfo, ...)
     source: str = "<domain>"
+    xml: Raw | None = None  # the parsed <domain> element: the argv stage checks each item it uses is known
 
     def feature(self, name: str) -> Feature | None:
         return self.features.get(name)

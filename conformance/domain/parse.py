@@ -123,7 +123,7 @@ def _yes(value: str | None) -> bool | None:
 
 
 def _domain(ctx: _Ctx, root: etree._Element) -> Domain:
-    dom = Domain(type=root.get("type") or "qemu", source=ctx.source)
+    dom = Domain(type=root.get("type") or "qemu", source=ctx.source, xml=root)
     for el in root:
         tag = el.tag
         if not isinstance(tag, str):

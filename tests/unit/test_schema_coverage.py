@@ -1,0 +1,130 @@
+"""libvirt's domain schema classified item by item (conformance/argv/schema_classes.toml), and the argv
+stage refusing what is not supported yet instead of building a domain without it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conformance.argv import build_argv
+from conformance.argv.schema_coverage import (
+    CLASSES_FILE,
+    Classifier,
+    _compile,
+    classifier,
+    coverage,
+    load_rules,
+    schema_items,
+)
+from conformance.caps.store import resolve
+from conformance.domain.parse import parse_domain
+from conformance.errors import UnsupportedByQemu
+
+# Ratchets on the table's headline (libvirt 11.3's schema): raise them as items move out of class d.
+ABC_FLOOR = 0.845
+D_CEILING = 727
+
+
+@pytest.fixture(scope="module")
+def schema(corpus: Path) -> Path:
+    path = corpus / "schemas" / "domain.rng"
+    if not path.exists():
+        pytest.skip(f"libvirt's domain schema not found at {path}")
+    return path
+
+
+def test_every_schema_item_has_a_rule(schema: Path) -> None:
+    """No fifth state: an element or attribute the schema allows and no rule classifies fails here."""
+    cov = coverage(schema)
+    assert len(cov.rows) > 3000  # the whole schema was walked, includes and all
+    missing = [it.path for it in cov.unclassified()]
+    assert not missing, f"{len(missing)} schema items have no rule in {CLASSES_FILE.name}: {missing[:20]}"
+
+
+def test_headline_share_and_unsupported_count(schema: Path) -> None:
+    cov = coverage(schema)
+    counts = cov.counts()
+    assert cov.share_abc() >= ABC_FLOOR, cov.headline()
+    assert counts["d"] <= D_CEILING, cov.headline()
+    assert counts["a"] > counts["b"] > 0 and counts["c"] > 0
+
+
+def test_every_rule_classifies_some_schema_item(schema: Path) -> None:
+    """A rule that matches nothing is a typo (or the schema moved on): it would hide nothing and refuse
+    nothing."""
+    paths = [it.path for it in schema_items(schema)]
+    dead = [r.path for r in load_rules() if not any(r.regex.match(p) for p in paths)]
+    # a value rule on an attribute the schema does not enumerate (tls='no', a free-form name) is checked at
+    # run time only: its attribute must exist
+    runtime_only = [d for d in dead if (m := re.fullmatch(r"(.*)\[@([^=\]]+)=.*\]", d))
+                    and any(_compile(f"{m[1]}/@{m[2]}").match(p) for p in paths)]
+    assert sorted(set(dead) - set(runtime_only)) == []
+
+
+def test_walk_names_elements_attributes_and_enumerated_values(schema: Path) -> None:
+    items = {it.path: it.kind for it in schema_items(schema)}
+    assert items["/domain/devices/input"] == "element"
+    assert items["/domain/devices/input/@bus"] == "attribute"
+    assert items["/domain/devices/input[@type='evdev']"] == "value"
+    assert items["/domain/qemu:commandline/qemu:arg"] == "element"  # namespaced, the schema's own prefix
+    assert "/domain/metadata/*" in items  # any element: not walked further
+    assert not any(p.endswith("[@readonly='yes']") for p in items)  # a yes/no switch is its attribute
+
+
+def test_rules_need_no_schema() -> None:
+    """The classification is the suite's own data: it classifies without libvirt's schema at hand."""
+    cl = Classifier(load_rules())
+    assert cl.rule("/domain/devices/input[@type='evdev']").cls == "d"
+    assert cl.rule("/domain/devices/input[@type='tablet']").cls == "a"  # no value rule: the attribute's class
+    assert cl.rule("/domain/metadata/app:whatever/deep/@x").cls == "b"
+    assert cl.rule("/domain/devices/disk/iotune/total_bytes_sec").cls == "b"
+    assert cl.rule("/domain/features/hpt").cls == "c"
+    assert "qemuBuild" in cl.rule("/domain/devices/interface/model/@type").why
+
+
+def test_most_specific_rule_wins() -> None:
+    cl = classifier()
+    assert cl.rule("/domain/devices/controller/target/@memReserve").cls == "d"
+    assert cl.rule("/domain/devices/controller/target/@chassis").cls == "a"
+    assert cl.rule("/domain/devices/serial/source[@tls='no']").cls == "b"
+    assert cl.rule("/domain/devices/serial/source[@tls='yes']").cls == "d"  # the attribute's class
+
+
+_DOMAIN = """<domain type='qemu'>
+  <name>d</name><memory unit='MiB'>256</memory>
+  <metadata><app:info xmlns:app='http://example.org/app'><app:x id='1'/></app:info></metadata>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>{devices}</devices>
+</domain>"""
+
+
+def _argv(devices: str) -> list[str]:
+    return build_argv(parse_domain(_DOMAIN.format(devices=devices), source="d.xml"), resolve("latest:x86_64"))
+
+
+def test_unsupported_item_fails_the_domain_with_one_line_naming_its_path() -> None:
+    with pytest.raises(UnsupportedByQemu) as exc:
+        _argv("<input type='evdev'><source dev='/dev/input/event1'/></input>")
+    message = exc.value.format()
+    assert message.startswith("d.xml:5: unsupported: /domain/devices/input[@type='evdev'] ")
+    assert "\n" not in message
+
+
+def test_unsupported_attribute_is_named() -> None:
+    with pytest.raises(UnsupportedByQemu, match=r"/domain/devices/filesystem/@fmode"):
+        _argv("<filesystem type='mount'><source dir='/tmp'/><target dir='t'/><driver type='path'/>"
+              "</filesystem>".replace("type='mount'", "type='mount' fmode='644'"))
+
+
+def test_refused_for_these_arches_in_libvirts_words() -> None:
+    with pytest.raises(UnsupportedByQemu, match=r"unsupported configuration: /domain/devices/nvram: .*pSeries"):
+        _argv("<nvram><address type='spapr-vio' reg='0x3000'/></nvram>")
+
+
+def test_known_items_still_build() -> None:
+    argv = _argv("<input type='tablet' bus='usb'/><serial type='tcp'><source mode='connect' host='127.0.0.1' "
+                 "service='5555' tls='no'/><protocol type='raw'/><target port='0'/></serial>")
+    assert any("usb-tablet" in a for a in argv)
+    assert any(a.startswith("socket,id=charserial0") or '"charserial0"' in a for a in argv)
