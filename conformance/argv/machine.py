@@ -19,6 +19,7 @@ from conformance.argv.memory import backend_objects, cell_needs_backend, check_h
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import compact_json, escape_opt_value
 from conformance.domain.model import Cpu
+from conformance.domain.rules import _bitmap
 from conformance.errors import UnsupportedByQemu
 
 _MIB = 1024
@@ -459,6 +460,25 @@ def iothreads(ctx: Ctx) -> None:
         ctx.object(props)
 
 
+def _cpu_runs(cpus: str) -> list[str]:
+    """qemuBuildNumaCPUs: a cell's CPUs as libvirt writes them, from the parsed set: one 'a' or 'a-b' per run of
+    consecutive CPUs ('0-0' -> ['0'], '0,1,3' -> ['0-1', '3']); the text as given when it does not parse."""
+    found = _bitmap(cpus)
+    if not found:
+        return cpus.split(",")
+    runs: list[str] = []
+    ordered = sorted(found)
+    start = prev = ordered[0]
+    for cpu in [*ordered[1:], None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if cpu is not None:
+            start = prev = cpu
+    return runs
+
+
 def _hmat(d) -> bool:
     """NUMA caches or interconnects: the guest gets an ACPI HMAT table."""
     cells = d.cpu.numa if d.cpu else []
@@ -529,7 +549,7 @@ def numa(ctx: Ctx) -> None:
                 ctx.object(obj)
         opt = f"node,nodeid={node}"
         if cell.cpus:
-            opt += "".join(f",cpus={part}" for part in cell.cpus.split(","))
+            opt += "".join(f",cpus={run}" for run in _cpu_runs(cell.cpus))
         if _hmat(d):
             opt += f",initiator={_initiator(d, node, cell, numbered)}"
         opt += f",memdev=ram-node{node}" if need_backend else f",mem={aligned_kib(cell.memory_kib) // 1024}"

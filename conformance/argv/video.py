@@ -13,7 +13,7 @@ _PRIMARY = {"vga": "VGA", "cirrus": "cirrus-vga", "vmvga": "vmware-svga", "qxl":
             "bochs": "bochs-display", "ramfb": "ramfb"}
 _SECONDARY = {"qxl": "qxl", "virtio": "virtio-gpu-pci", "bochs": "bochs-display", "vga": "VGA"}
 # libvirt's default video RAM in KiB (virDomainVideoDefaultRAM)
-_DEFAULT_VRAM = {"vga": 16384, "cirrus": 16384, "vmvga": 4096, "qxl": 65536}
+_DEFAULT_VRAM = {"vga": 16384, "cirrus": 16384, "vmvga": 16384, "qxl": 65536}  # vmvga: 16 MiB as libvirt 9.0 runs it
 
 
 def videos(ctx: Ctx) -> None:

@@ -431,6 +431,18 @@ def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
                                  "domain", vids[0])
     if sum(v.primary for v in vids) > 1:
         yield Refusal("<video>", f"{UNSUPPORTED}Only one primary video device is supported", vids[1])
+    # qemuValidateDomainDeviceDefVideo (9.0 and 11.3): only QXL and virtio can be a secondary video device or
+    # have several heads; the primary one is the one marked primary='yes', else the first
+    primary = next((v for v in vids if v.primary), vids[0] if vids else None)
+    for vid in vids:
+        if vid.model in ("qxl", "virtio", "none", None):
+            continue
+        if vid is not primary:
+            yield Refusal(f"<video type='{vid.model}'>", f"{UNSUPPORTED}video type '{vid.model}' is only valid as "
+                                                         "primary video device", vid)
+        if vid.model_attrs.get("heads", "1") != "1":
+            yield Refusal(f"<video type='{vid.model}'>", f"{UNSUPPORTED}video type '{vid.model}' doesn't support "
+                                                         "multiple 'heads'", vid)
     for vid in vids:
         if vid.model == "ramfb" and vid.address is not None:
             yield Refusal("<video type='ramfb'>", f"{UNSUPPORTED}address not supported for video type ramfb", vid)

@@ -56,6 +56,18 @@ def test_rule_refuses_with_libvirts_message(devices: str, machine: str, element:
     assert message in found.message
 
 
+@pytest.mark.parametrize(("videos", "refused"), [
+    (["virtio", "bochs"], "video type 'bochs' is only valid as primary video device"),
+    (["vga", "cirrus"], "video type 'cirrus' is only valid as primary video device"),
+    (["bochs", "virtio"], None),
+    (["virtio", "qxl"], None),
+])
+def test_only_qxl_and_virtio_can_be_secondary(videos: list[str], refused: str | None) -> None:
+    """qemuValidateDomainDeviceDefVideo (libvirt 9.0, asked live, and 11.3): the first video is the primary."""
+    found = refusal("".join(f"<video><model type='{v}' heads='1'/></video>" for v in videos), "q35")
+    assert (found.message.split(": ", 1)[1] if found else None) == refused
+
+
 def test_valid_neighbours_pass() -> None:
     assert refusal("<controller type='pci' index='0' model='pci-root'/>", "pc") is None
     assert refusal("<controller type='usb' index='0' model='qemu-xhci' ports='15'/>", "q35") is None
