@@ -33,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import os
@@ -40,12 +41,14 @@ import re
 import shutil
 import struct
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from conformance.errors import GuestBuildError
@@ -195,6 +198,10 @@ def build_guest(arch: str = "x86_64", *, kernel: Path | None = None, modules: Pa
                               hint="set QEMU_CONFORMANCE_CACHE to a writable folder") from exc
     init_text = init_script_text()
     debarch = _ARCHES[arch][0]
+    if kernel is None and not refresh:
+        imported = _imported_guest(root, arch, flavour, init_text, log)
+        if imported is not None:
+            return imported
 
     debs: dict[str, _Deb] = {}
     sources: dict[str, object] = {}
@@ -228,9 +235,7 @@ def build_guest(arch: str = "x86_64", *, kernel: Path | None = None, modules: Pa
         busybox_file = _find_busybox(arch, busybox)
         sources["busybox"] = _file_identity(busybox_file)
 
-    key_input = {"builder": BUILDER_VERSION, "arch": arch, "sources": sources, "roots": roots,
-                 "init": hashlib.sha256(init_text.encode()).hexdigest(), "append": _APPEND_COMMON,
-                 "gzip": _GZIP_LEVEL, **({"flavour": flavour} if flavour != "cloud" else {})}
+    key_input = {"sources": sources, **_recipe(arch, flavour, init_text)}
     key = hashlib.sha256(json.dumps(key_input, sort_keys=True).encode()).hexdigest()[:16]
     final = root / (f"{arch}-{key}" if flavour == "cloud" else f"{arch}-{flavour}-{key}")
     guest = _load_guest(final)
@@ -261,6 +266,20 @@ def build_guest(arch: str = "x86_64", *, kernel: Path | None = None, modules: Pa
     if guest is None:  # pragma: no cover - the rename above is atomic
         raise GuestBuildError("the guest build left no usable result", path=final)
     return guest
+
+
+def _recipe(arch: str, flavour: str, init_text: str) -> dict[str, object]:
+    """Everything a guest's build depends on but its kernel and busybox: an imported guest is used only
+    when its recipe is this one (same builder, init script, module roots, command line)."""
+    return {"builder": BUILDER_VERSION, "arch": arch, "roots": FLAVOURS[flavour][1],
+            "init": hashlib.sha256(init_text.encode()).hexdigest(), "append": _APPEND_COMMON,
+            "gzip": _GZIP_LEVEL, **({"flavour": flavour} if flavour != "cloud" else {})}
+
+
+def recipe_hash(arch: str, flavour: str = "cloud") -> str:
+    """The recipe (:func:`_recipe`) of this suite's guest for ``arch`` and ``flavour``, hashed."""
+    text = json.dumps(_recipe(arch, flavour, init_script_text()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def init_script_text() -> str:
@@ -389,7 +408,8 @@ def _read_record(record: Path, debdir: Path) -> dict[str, _Deb]:
                 for role, item in data.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
-    return {role: deb for role, deb in debs.items() if deb.file.is_file()}
+    # a file whose content is not the recorded one (truncated, replaced) is fetched again
+    return {role: deb for role, deb in debs.items() if deb.file.is_file() and _verified_sha256(deb.file) == deb.sha256}
 
 
 def _host_debarch() -> str | None:
@@ -499,9 +519,9 @@ def _fetch(apt: _Apt, wanted: dict[str, str], debdir: Path, *,
     if absent:
         raise GuestDownloadError(f"apt offers no {' '.join(absent)} for {apt.debarch}",
                                  hint="check the apt sources (Debian bookworm or later)")
-    def have(pkg: str) -> bool:
-        path = debdir / uris[pkg][0]
-        return path.is_file() and path.stat().st_size == uris[pkg][1]
+    def have(pkg: str) -> bool:  # a cached .deb is used when its content is apt's, not just its size
+        path, size, sha = debdir / uris[pkg][0], uris[pkg][1], uris[pkg][2]
+        return path.is_file() and path.stat().st_size == size and (not sha or _verified_sha256(path) == sha)
 
     todo = [pkg for pkg in wanted.values() if not have(pkg)]
     if todo:
@@ -513,9 +533,26 @@ def _fetch(apt: _Apt, wanted: dict[str, str], debdir: Path, *,
         path = debdir / name
         if not path.is_file():
             raise GuestDownloadError(f"apt-get download left no {name}", path=debdir)
+        actual = _verified_sha256(path)
+        if sha and actual != sha:
+            path.unlink()
+            raise GuestDownloadError(f"downloaded {name} has SHA-256 {actual[:16]}..., apt's lists say {sha[:16]}...",
+                                     path=debdir, hint="run `guest build` again (the file was deleted)")
         version = unquote(name).split("_")[1]
-        debs[role] = _Deb(pkg, version, path, sha or _sha256_file(path))
+        debs[role] = _Deb(pkg, version, path, actual)
     return debs
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256: each file hashed once
+
+
+def _verified_sha256(path: Path) -> str:
+    """The file's SHA-256, hashed once per process while its size and time stay (a 60 MB .deb: ~0.2 s)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = _sha256_file(path)
+    return _VERIFIED[key]
 
 
 def _dpkg_extract(deb: Path, dest: Path) -> None:
@@ -881,3 +918,154 @@ __all__ = ["DEVICE_MODULE_ROOTS", "FLAVOURS", "MODULE_ROOTS", "CpioEntry", "Cpio
            "GuestDownloadError", "build_guest", "describe", "init_script_text", "kernel_version_of",
            "read_cpio", "read_modinfo",
            "recommended_append", "strip_signature"]
+
+
+# --------------------------------------------------------------------------------------------
+# A guest that travels: guest export / guest import
+# --------------------------------------------------------------------------------------------
+
+#: The tarball's manifest: format version, and per guest its recipe hash, folder and files with SHA-256.
+MANIFEST = "qemu-conformance-guest.json"
+EXPORT_FORMAT = 1
+
+
+def cached_flavours(cache: Path | None = None) -> list[tuple[str, str]]:
+    """(arch, flavour) of every guest built in the cache (whatever its recipe)."""
+    root = Path(cache) if cache is not None else cache_dir() / "guest"
+    found = []
+    for arch in _ARCHES:
+        for flavour in FLAVOURS:
+            prefix = f"{arch}-" if flavour == "cloud" else f"{arch}-{flavour}-"
+            if any(re.fullmatch(r"[0-9a-f]{16}", p.name.removeprefix(prefix)) and (p / "guest.json").is_file()
+                   for p in root.glob(f"{prefix}*")):
+                found.append((arch, flavour))
+    return found
+
+
+def export_guests(target: Path, *, cache: Path | None = None, log: Callable[[str], None] = _no_log) -> list[Guest]:
+    """Write every flavour of the test guest in the cache (its current build: kernel, initramfs with its modules,
+    guest.json) and a manifest with their SHA-256 into one tarball ``target``; a guest whose build is stale is
+    built first (from the cached .debs)."""
+    flavours = cached_flavours(cache)
+    if not flavours:
+        raise GuestBuildError("no test guest in the cache to export", path=Path(cache or cache_dir() / "guest"),
+                              hint="run `qemu-conformance guest build` first")
+    guests = [build_guest(arch, cache=cache, log=log, flavour=flavour) for arch, flavour in flavours]
+    entries = []
+    for guest in guests:
+        files = {p.name: {"sha256": _sha256_file(p), "size": p.stat().st_size}
+                 for p in sorted(guest.folder.iterdir()) if p.is_file()}
+        entries.append({"arch": guest.arch, "flavour": guest.flavour, "key": guest.key,
+                        "recipe": recipe_hash(guest.arch, guest.flavour), "folder": guest.folder.name,
+                        "kernel_version": guest.kernel_version, "files": files})
+    manifest = {"format": EXPORT_FORMAT, "builder": BUILDER_VERSION, "guests": entries}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with tarfile.open(tmp, "w:gz" if target.name.endswith(("gz", ".tgz")) else "w") as tar:
+            blob = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime, info.mode = len(blob), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(blob))
+            for guest, entry in zip(guests, entries, strict=True):
+                for name in entry["files"]:
+                    tar.add(guest.folder / name, arcname=f"{entry['folder']}/{name}", recursive=False)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise GuestBuildError(f"cannot write the guest tarball ({exc.strerror})", path=target) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    for guest in guests:
+        log(f"exported {describe(guest)}")
+    return guests
+
+
+def import_guests(source: Path, *, cache: Path | None = None, log: Callable[[str], None] = _no_log) -> list[Guest]:
+    """Verify a tarball of ``export_guests`` (each file's SHA-256 against the manifest, names inside it only) and
+    put its guests into the cache; ``build_guest`` then uses them (when their recipe is this suite's) without
+    apt or network."""
+    root = Path(cache) if cache is not None else cache_dir() / "guest"
+    guests = []
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            manifest = _read_manifest(tar, source)
+            root.mkdir(parents=True, exist_ok=True)
+            with _locked(root):
+                guests = [_import_one(tar, entry, root, source) for entry in manifest["guests"]]
+    except (OSError, tarfile.TarError) as exc:
+        raise GuestBuildError(f"cannot read the guest tarball ({exc})", path=source,
+                              hint="give a file written by `qemu-conformance guest export`") from exc
+    for guest in guests:
+        log(f"imported {describe(guest)}")
+    return guests
+
+
+def _read_manifest(tar: tarfile.TarFile, source: Path) -> dict[str, Any]:
+    try:
+        member = tar.extractfile(MANIFEST)
+        manifest = json.loads(member.read()) if member is not None else None
+    except (KeyError, ValueError, tarfile.TarError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT or not manifest.get("guests"):
+        raise GuestBuildError(f"no usable {MANIFEST} in the tarball", path=source,
+                              hint="give a file written by `qemu-conformance guest export`")
+    for entry in manifest["guests"]:
+        names = [entry.get("folder", ""), *entry.get("files", {})]
+        if not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9._+-]+", n) and n not in (".", "..")
+                   for n in names) or entry.get("arch") not in _ARCHES or entry.get("flavour") not in FLAVOURS:
+            raise GuestBuildError(f"the manifest names a guest or file that is not plain: {names[:3]}", path=source)
+    return manifest
+
+
+def _import_one(tar: tarfile.TarFile, entry: dict[str, Any], root: Path, source: Path) -> Guest:
+    folder, files = str(entry["folder"]), dict(entry["files"])
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-import-{folder}-", dir=root))
+    try:
+        for name, want in files.items():
+            try:
+                member = tar.getmember(f"{folder}/{name}")
+                handle = tar.extractfile(member) if member.isfile() else None
+            except KeyError:
+                handle = None
+            if handle is None:
+                raise GuestBuildError(f"the tarball lacks {folder}/{name}, which its manifest lists", path=source)
+            digest = hashlib.sha256()
+            with open(tmp / name, "wb") as out:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != want["sha256"]:
+                raise GuestBuildError(f"{folder}/{name}: SHA-256 {digest.hexdigest()[:16]}... is not the manifest's "
+                                      f"{str(want['sha256'])[:16]}...", path=source,
+                                      hint="the tarball is damaged: export it again")
+        guest = _load_guest(tmp)
+        if guest is None:
+            raise GuestBuildError(f"{folder}: no bootable guest (guest.json, kernel, initrd)", path=source)
+        tmp.chmod(0o755)
+        final = root / folder
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _write_json_atomic(root / f"imported-{entry['arch']}-{entry['flavour']}.json",
+                       {"folder": folder, "recipe": entry["recipe"], "from": str(source)})
+    guest = _load_guest(final)
+    assert guest is not None
+    return guest
+
+
+def _imported_guest(root: Path, arch: str, flavour: str, init_text: str,
+                    log: Callable[[str], None]) -> Guest | None:
+    """The guest `guest import` put in the cache for ``arch`` and ``flavour``, when its recipe is this suite's."""
+    try:
+        record = json.loads((root / f"imported-{arch}-{flavour}.json").read_text())
+        folder, recipe = str(record["folder"]), str(record["recipe"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    want = hashlib.sha256(json.dumps(_recipe(arch, flavour, init_text), sort_keys=True).encode()).hexdigest()[:16]
+    if recipe != want:
+        log(f"the imported {arch} {flavour} guest was built by another version of the suite (recipe {recipe}, "
+            f"this one {want}): building instead")
+        return None
+    return _load_guest(root / folder)
