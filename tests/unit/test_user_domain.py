@@ -219,3 +219,17 @@ def test_a_result_records_the_file_and_the_changes() -> None:
     assert len(live["domain_blockers"]) == 2
     static = domain_details(case, emulator="/usr/bin/qemu-system-x86_64")
     assert static["domain_changes"] == [] and "domain_blockers" not in static
+
+
+def test_run_with_a_bad_domain_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    from conformance.cli import main
+
+    bad = tmp_path / "web01.xml"
+    bad.write_text("<domain type='kvm'>\n  <os><type arch='x86_64'>hvm</type></os>\n")
+    code = main(["run", "--caps", "7.2:x86_64", "--stages", "parse", "--domain", str(bad), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"qemu-conformance: error: {bad}:3: malformed XML") and err.count("\n") == 1
+    results = tmp_path / "o" / "results.jsonl"
+    assert not results.exists() or not results.read_text()  # refused before any result
