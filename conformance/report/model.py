@@ -342,6 +342,9 @@ def _facts(r: StageResult, notable: bool) -> list[str]:
         ("checked", d.get("checked")), ("checks", d.get("checks")), ("notes", d.get("notes"))]
     if notable:
         lists.append(("changed for the live run", d.get("changes")))
+    if d.get("domain"):  # a user's own domain (run --domain): its file, what the stage changed, what it could not
+        lists += [(f"domain {d['domain']}, changed", d.get("domain_changes") or ["nothing"]),
+                  ("could not be substituted", d.get("domain_blockers"))]
     for label, items in lists:
         if items:
             facts.append(f"{label}: " + "; ".join(str(i) for i in items))

@@ -233,3 +233,17 @@ def test_run_with_a_bad_domain_file_is_one_line_and_exit_2(tmp_path: Path, capsy
     assert err.startswith(f"qemu-conformance: error: {bad}:3: malformed XML") and err.count("\n") == 1
     results = tmp_path / "o" / "results.jsonl"
     assert not results.exists() or not results.read_text()  # refused before any result
+
+
+def test_the_report_shows_a_domains_file_changes_and_blockers() -> None:
+    from conformance.report.model import _facts
+    from conformance.results.records import StageResult
+
+    case = domain_case(load_domain(DOMAINS / "ubuntu22-scsi-hostdev-kvm.xml"), ("boot",))
+    result = StageResult(case=case.name, stage="boot", verdict="skip", reason="cannot run here",
+                         details=domain_details(case, emulator=EMULATOR, live=True))
+    facts = _facts(result, notable=False)
+    changed = next(f for f in facts if f.startswith("domain "))
+    assert "ubuntu22-scsi-hostdev-kvm.xml, changed: <emulator> /usr/bin/qemu-system-x86_64 -> " in changed
+    assert "interface 52:54:00:2b:3b:07: type network -> user netdev (model e1000, MAC kept)" in changed
+    assert any(f.startswith("could not be substituted: <tpm model='tpm-crb'>") and "0000:03:00.0" in f for f in facts)
