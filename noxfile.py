@@ -13,6 +13,8 @@
                             (host: the host's QEMU; all: the host's + 10.0 + 5.2, cross-version migrations
                             included); results in reports/shards/BUILD-2-of-4/
     nox -s shards-report    merge reports/shards/*/results.jsonl into one report (reports/merged)
+    nox -s downstream       build the wheel and sdist, run examples/downstream/ (another project's nox file) from
+                            a temporary folder against the host's QEMU; its reports in reports/downstream/
 """
 
 from __future__ import annotations
@@ -130,3 +132,32 @@ def shards_report(session: nox.Session) -> None:
     if not results:
         session.error("no reports/shards/*/results.jsonl: run the shard sessions first")
     session.run("qemu-conformance", "report", *results, "-o", str(ROOT / "reports" / "merged"))
+
+
+@nox.session
+def downstream(session: nox.Session) -> None:
+    """Another project's nox session, for real: build our wheel and sdist (python -m build), export the cached
+    test guest, copy examples/downstream/ to a temporary folder outside the checkout and run its nox file there
+    against the host's QEMU (a few cases; extra arguments go to its `qemu-conformance run`). Its reports stay
+    in reports/downstream/."""
+    import shutil
+    import tempfile
+
+    session.install("build", "nox")
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-downstream-") as tmp:
+        dist = Path(tmp) / "dist"
+        session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT), silent=True)  # its log on failure
+        wheel = next(dist.glob("qemu_conformance-*.whl"))
+        session.install(str(wheel))  # this session's own copy, to export the guest with
+        guest = Path(tmp) / "guest.tar"
+        session.run("qemu-conformance", "guest", "export", str(guest))
+        project = Path(tmp) / "packaging"
+        shutil.copytree(ROOT / "examples" / "downstream", project)
+        try:
+            session.chdir(project)
+            session.run("nox", "-s", "qualify", "--", *session.posargs,
+                        env={"QEMU_CONFORMANCE_WHEEL": str(wheel), "QEMU_CONFORMANCE_GUEST": str(guest)})
+        finally:
+            session.chdir(ROOT)
+            if (project / "reports").is_dir():
+                shutil.copytree(project / "reports", ROOT / "reports" / "downstream", dirs_exist_ok=True)
