@@ -100,5 +100,6 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.vsocks(ctx)
     misc.cryptos(ctx)
     misc.pstores(ctx)
+    misc.async_teardown(ctx)  # qemuBuildAsyncTeardownCommandLine: the last option
     check_device_types(ctx.argv, domain, caps)
     return ctx.argv

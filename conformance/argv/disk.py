@@ -9,7 +9,7 @@ from conformance.argv.context import Ctx
 from conformance.argv.defaults import backing_chain, disk_bus, disk_index, throttle_filters
 from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
 from conformance.argv.options import escape_opt_value
-from conformance.domain.model import Disk
+from conformance.domain.model import Disk, Filesystem
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 # cache mode -> (cache.direct, cache.no-flush, write-cache)
@@ -265,7 +265,7 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["wwn"] = int(disk.wwn, 16)
     if cache and disk.device != "cdrom" and bus != "fdc":
         props["write-cache"] = "on" if cache[2] else "off"
-    props.update(_device_options(disk, bus))
+    props.update(_device_options(disk, bus, ctx.domain.source))
     ctx.device(props, virtio=disk if bus == "virtio" else None)
 
 
@@ -282,7 +282,7 @@ def iothread_mapping(children: list) -> list[dict[str, Any]]:
     return out
 
 
-def _device_options(disk: Disk, bus: str) -> dict[str, Any]:
+def _device_options(disk: Disk, bus: str, source: str) -> dict[str, Any]:
     """The front-end options libvirt derives from <driver>, <blockio>, <target>, <vendor>/<product>."""
     props: dict[str, Any] = {}
     drv = disk.driver
@@ -308,12 +308,38 @@ def _device_options(disk: Disk, bus: str) -> dict[str, Any]:
             props["product"] = disk.product
     elif bus in ("ide", "sata") and disk.product is not None:
         props["model"] = disk.product
+    props.update(_geometry(disk, bus, source))
     werror = drv.get("error_policy")
     rerror = drv.get("rerror_policy") or (werror if werror != "enospace" else None)
     if werror:
         props["werror"] = "enospc" if werror == "enospace" else werror
     if rerror:
         props["rerror"] = rerror
+    return props
+
+
+def _geometry(disk: Disk, bus: str, source: str) -> dict[str, Any]:
+    """<geometry cyls= heads= secs= trans=>: the device's cyls, heads, secs and bios-chs-trans
+    (qemuBuildDiskDeviceProps); libvirt's disk validation allows a translation mode on IDE disks only."""
+    geometry = next((e for e in disk.extra if getattr(e, "tag", None) == "geometry"), None)
+    if geometry is None:
+        return {}
+    props: dict[str, Any] = {}
+    for attr in ("cyls", "heads", "secs"):
+        try:
+            value = int(geometry.get(attr) or 0)
+        except ValueError:
+            raise DomainInvalid(f"<disk target='{disk.target_dev}'> <geometry {attr}=> is not a number: "
+                                f"{geometry.get(attr)!r}", path=source, line=geometry.sourceline) from None
+        if value:
+            props[attr] = value
+    trans = geometry.get("trans")
+    if trans and trans != "default":
+        if bus != "ide":
+            raise DomainInvalid(f"<disk target='{disk.target_dev}'>: unsupported configuration: CHS translation "
+                                f"mode can only be set for 'ide' bus not '{bus}'", path=source,
+                                line=geometry.sourceline)
+        props["bios-chs-trans"] = trans
     return props
 
 
@@ -380,20 +406,51 @@ def filesystems(ctx: Ctx) -> None:
                 props["bootindex"] = ctx.boot_index[id(fs)]
             ctx.device({**props, **ctx.address_props(fs)}, virtio=fs)
             continue
-        if driver == "handle":  # the handle driver has no security model
-            opts = ["handle", f"id=fsdev-{alias}", f"path={escape_opt_value(fs.source.get('dir', ''))}"]
-        else:
-            opts = ["local", f"security_model={fs.attrs.get('accessmode', 'passthrough')}", f"id=fsdev-{alias}",
-                    f"path={escape_opt_value(fs.source.get('dir', ''))}"]
+        opts = _fsdev_options(ctx, fs, driver)
         if fs.driver.get("wrpolicy") == "immediate":
-            opts.insert(1 if driver == "handle" else 2, "writeout=immediate")
-        if fs.attrs.get("multidevs"):
-            opts.insert(2, f"multidevs={fs.attrs['multidevs']}")
+            opts.append("writeout=immediate")
+        opts += [f"id=fsdev-{alias}", f"path={escape_opt_value(fs.source.get('dir', ''))}"]
         if fs.readonly:
             opts.append("readonly=on")
         ctx.add("-fsdev", ",".join(opts))
         ctx.device({"driver": "virtio-9p-pci", "id": alias, "fsdev": f"fsdev-{alias}", "mount_tag": fs.target_dir,
                     **ctx.address_props(fs)}, virtio=fs)
+
+
+# <filesystem accessmode=> -> the local fsdev's security_model (qemuBuildFSStr); the default is passthrough
+_SECURITY_MODEL = {"passthrough": "passthrough", "mapped": "mapped", "squash": "none"}
+
+
+def _fs_mode(ctx: Ctx, fs: Filesystem, attr: str) -> str | None:
+    """fmode=/dmode= of a 9p local fsdev: libvirt reads the XML's value as octal (at most 0777) and writes it
+    back with four octal digits."""
+    text = fs.attrs.get(attr)
+    if text is None:
+        return None
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise DomainInvalid(f"<filesystem {attr}='{text}'> is not an octal file mode", path=ctx.domain.source,
+                            line=fs.line, hint="e.g. 644") from None
+    if not 0 <= mode <= 0o777:
+        raise DomainInvalid(f"<filesystem {attr}='{text}'> must be at most 0777", path=ctx.domain.source,
+                            line=fs.line)
+    return f"{mode:04o}" if mode else None
+
+
+def _fsdev_options(ctx: Ctx, fs: Filesystem, driver: str) -> list[str]:
+    """The -fsdev options before writeout, id and path (qemuBuildFSStr): the driver, then for the local driver
+    its security model, multidevs, fmode and dmode."""
+    if driver == "handle":  # the handle driver has none of them
+        return ["handle"]
+    opts = ["local", f"security_model={_SECURITY_MODEL.get(fs.attrs.get('accessmode', ''), 'passthrough')}"]
+    if fs.attrs.get("multidevs") in ("remap", "forbid", "warn"):
+        opts.append(f"multidevs={fs.attrs['multidevs']}")
+    for attr in ("fmode", "dmode"):
+        mode = _fs_mode(ctx, fs, attr)
+        if mode:
+            opts.append(f"{attr}={mode}")
+    return opts
 
 
 __all__ = ["disk_index", "disks", "filesystems"]

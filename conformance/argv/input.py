@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx
-from conformance.errors import DomainInvalid
+from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 _USB = {"mouse": "usb-mouse", "tablet": "usb-tablet", "keyboard": "usb-kbd"}
 _VIRTIO = {"mouse": "virtio-mouse-pci", "tablet": "virtio-tablet-pci", "keyboard": "virtio-keyboard-pci",
@@ -20,8 +20,28 @@ def usb_bus_props(ctx: Ctx, dev) -> dict[str, Any]:
     return {"bus": f"{ctx.alias(cont) if cont else 'usb'}.0", "port": addr.port}
 
 
+def evdev_object(ctx: Ctx, inp) -> None:
+    """<input type='evdev'>: a host evdev device passed through by an input-linux object (qemuBuildInputEvdevProps):
+    its evdev path, repeat when set, grab_all for grab='all', grab-toggle when set."""
+    if not ctx.caps.has("input-linux"):
+        raise UnsupportedByQemu("<input type='evdev'>: unsupported configuration: input-linux is not supported by "
+                                "this QEMU binary", path=ctx.domain.source, line=inp.line)
+    repeat = inp.source.get("repeat")
+    props: dict[str, Any] = {"qom-type": "input-linux", "id": ctx.alias(inp), "evdev": inp.source.get("dev")}
+    if repeat in ("on", "off"):
+        props["repeat"] = repeat == "on"
+    if inp.source.get("grab") == "all":
+        props["grab_all"] = True
+    if inp.source.get("grabToggle"):
+        props["grab-toggle"] = inp.source["grabToggle"]
+    ctx.object(props)
+
+
 def inputs(ctx: Ctx) -> None:
     for inp in ctx.inputs:
+        if inp.type == "evdev":
+            evdev_object(ctx, inp)
+            continue
         if inp.bus in ("ps2", None, "xen"):
             continue
         props: dict[str, Any]

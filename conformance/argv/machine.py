@@ -297,6 +297,8 @@ def _cpu_extras(ctx: Ctx) -> list[str]:
             out.append(f"kvmclock={'on' if present == 'yes' else 'off'}")
         elif timer.name == "hypervclock" and present == "yes":
             out.append("hv-time=on")
+        elif timer.name == "tsc" and int(timer.attrs.get("frequency") or 0) > 0:
+            out.append(f"tsc-frequency={int(timer.attrs['frequency'])}")
         elif timer.name == "armvtimer" and timer.attrs.get("tickpolicy") in ("discard", "delay"):
             out.append(f"kvm-no-adjvtime={'on' if timer.attrs['tickpolicy'] == 'discard' else 'off'}")
     apic = d.features.get("apic")

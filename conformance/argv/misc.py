@@ -366,3 +366,20 @@ def launch_security(ctx: Ctx) -> None:
     if ls.attrs.get("kernelHashes") in ("yes", "no"):
         props["kernel-hashes"] = ls.attrs["kernelHashes"] == "yes"
     ctx.object(props)
+
+
+def async_teardown(ctx: Ctx) -> None:
+    """<features><async-teardown enabled='yes|no'/>: -run-with async-teardown=on|off where QEMU has it
+    (qemuBuildAsyncTeardownCommandLine); asking for it from a QEMU without it is refused (libvirt's feature
+    validation)."""
+    feature = ctx.domain.features.get("async-teardown")
+    enabled = feature.attrs.get("enabled") if feature is not None else None
+    if enabled not in ("yes", "no"):
+        return
+    if not ctx.caps.has("run-with.async-teardown"):
+        if enabled == "yes":
+            raise UnsupportedByQemu("<async-teardown>: unsupported configuration: asynchronous teardown is not "
+                                    "available with this QEMU binary", path=ctx.domain.source,
+                                    hint="needs QEMU 8.1+ (-run-with async-teardown)")
+        return
+    ctx.add("-run-with", f"async-teardown={'on' if enabled == 'yes' else 'off'}")
