@@ -34,7 +34,7 @@ class Rendered:
     error: ConformanceError | None = None  # rendering, the schema or parsing failed
     schema: SchemaStatus | None = None
     # the semantic rules without caps (validate_domain(domain)): what the parse stage says when it parsed
-    refused: DomainInvalid | None = None
+    refused: DomainInvalid | UnsupportedByQemu | None = None
 
 
 @dataclass
@@ -93,7 +93,7 @@ class StaticRunner:
             else:
                 try:
                     validate_domain(result.domain, None)
-                except DomainInvalid as exc:
+                except (DomainInvalid, UnsupportedByQemu) as exc:  # a rule may refuse as the emulator would
                     result.refused = exc
         self._rendered[key] = result
         return result

@@ -247,3 +247,27 @@ def test_the_report_shows_a_domains_file_changes_and_blockers() -> None:
     assert "ubuntu22-scsi-hostdev-kvm.xml, changed: <emulator> /usr/bin/qemu-system-x86_64 -> " in changed
     assert "interface 52:54:00:2b:3b:07: type network -> user netdev (model e1000, MAC kept)" in changed
     assert any(f.startswith("could not be substituted: <tpm model='tpm-crb'>") and "0000:03:00.0" in f for f in facts)
+
+
+def test_a_rule_refusing_as_the_emulator_would_is_the_parse_stages_error(tmp_path: Path) -> None:
+    """A user's domain can meet a rule that refuses without capabilities as QEMU would (UnsupportedByQemu:
+    zPCI on x86): the parse stage's error, not a crash of the whole run."""
+    import json
+
+    from conformance.runner import run_stages
+
+    path = tmp_path / "zpci-on-x86.xml"
+    path.write_text("""<domain type='qemu'><name>z</name><memory>65536</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source><address domain='0x0001' bus='0x00' slot='0x00' function='0x0'/></source>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x08' function='0x0'><zpci uid='0x19' fid='0x1f'/></address>
+    </hostdev>
+  </devices></domain>""")
+    code = run_stages(["parse", "argv"], [], [], tmp_path / "out", lambda _line: None, fixtures=["7.2:x86_64"],
+                      domains=[path])
+    found = {r["stage"]: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    assert code == 1
+    assert found["parse"]["verdict"] == "error" and "zPCI" in found["parse"]["reason"]
+    assert found["argv"]["verdict"] == "skip"
