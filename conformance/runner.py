@@ -38,6 +38,7 @@ from conformance.stages import LIVE_STAGES, STATIC_STAGES, in_order, stage
 if TYPE_CHECKING:
     from conformance.caps.model import Capabilities
     from conformance.live.boot import Target
+    from conformance.live.checked import CheckedStates
     from conformance.live.guest import Guest
 
 Say = Callable[[str], None]
@@ -181,17 +182,32 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
     at the cores: with 4 jobs one CI run of 44 saw a destination guest write nothing for 20 s after RESUME
     (under investigation)."""
     counts: Counter[str] = Counter()
-    for name in LIVE_STAGES:
-        work = [p for p in items if p.stage.name == name]
-        if not work:
-            continue
-        if interrupt.STOP.is_set():  # a stage the interrupted run never reached
-            for planned in work:
-                counts[_write_interrupted(planned, writer, "not started")] += 1
-            continue
-        counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output), writer, say,
-                                jobs or os.cpu_count() or 1))
+    checked = checked_states(items, output)
+    try:
+        for name in LIVE_STAGES:
+            work = [p for p in items if p.stage.name == name]
+            if not work:
+                continue
+            if interrupt.STOP.is_set():  # a stage the interrupted run never reached
+                for planned in work:
+                    counts[_write_interrupted(planned, writer, "not started")] += 1
+                continue
+            counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output, checked), writer, say,
+                                    jobs or os.cpu_count() or 1))
+    finally:
+        checked.close()
     return counts
+
+
+def checked_states(items: Sequence[Planned[Target]], output: Path) -> CheckedStates:
+    """Boot once, migrate many (conformance/live/checked.py): the planned migrations counted by the checked
+    source state each can start from."""
+    from conformance.live.checked import CheckedStates
+    from conformance.live.migrate import source_key
+
+    keys = [source_key(p.case, p.build, p.peer or p.build, p.item.machine, output)
+            for p in items if p.stage.name == "migrate"]
+    return CheckedStates(Counter(k for k in keys if k is not None))
 
 
 def _on(planned: Planned[Target]) -> str:
@@ -217,21 +233,27 @@ def _write_interrupted(planned: Planned[Target], writer: ResultWriter, what: str
     return "interrupted"
 
 
-def live_stage_runner(name: str, catalogue: Catalogue, output: Path) -> LiveRun:
+def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: CheckedStates | None = None
+                      ) -> LiveRun:
     """The function that runs one item of a live stage: (case, build, peer, machine type) -> its result. A
-    failure of a device-rich case is bisected to the devices that make it fail (conformance/live/bisect.py)."""
+    failure of a device-rich case is bisected to the devices that make it fail (conformance/live/bisect.py).
+    ``checked``: boot once, migrate many: a boot keeps its checked guest for the migrations from its build,
+    which start from it (conformance/live/checked.py)."""
     from conformance.live.bisect import bisecting
 
     if name == "boot":
         from conformance.live.boot import run_boot
+        from conformance.live.migrate import keep_checked
 
-        return bisecting(lambda case, target, _peer, _machine, out: run_boot(case, target, catalogue, out).result,
-                         output)
+        return bisecting(lambda case, target, _peer, _machine, out: run_boot(
+            case, target, catalogue, out,
+            keep=keep_checked(checked, case, target, out) if checked is not None else None).result, output)
     if name == "migrate":
         from conformance.live.migrate import run_migrate
 
         return bisecting(lambda case, source, destination, machine, out: run_migrate(
-            case, source, destination or source, catalogue, out, machine=machine), output)
+            case, source, destination or source, catalogue, out, machine=machine,
+            checked=checked if out == output else None), output)
     raise ConformanceError(f"no runner for the live stage {name!r}",
                            hint="give it one in conformance/runner.py: live_stage_runner")
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -194,15 +195,16 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     return prepared
 
 
-def launch(prepared: PreparedVm, name: str, *, incoming: bool = False) -> GuestVm:
+def launch(prepared: PreparedVm, name: str, *, incoming: bool = False, role: str = "destination") -> GuestVm:
     """Start QEMU for a prepared VM (start step). With ``incoming``, it waits for a migration stream
     (``-incoming defer``) and keeps ``-S``, as libvirt starts a destination: once the stream is in, it
     stays paused until the migrate stage has compared its RAM with the source's and sends ``cont``.
-    Raises LaunchFailed when QEMU does not come up."""
+    ``role`` names it in the recorded changes (a restored source starts so too). Raises LaunchFailed when
+    QEMU does not come up."""
     argv = prepared.live.argv[1:]
     if incoming:
         argv = [*argv, *([] if "-S" in argv else ["-S"]), "-incoming", "defer"]
-        prepared.details["changes"] = [*prepared.details["changes"], "destination: -incoming defer"]
+        prepared.details["changes"] = [*prepared.details["changes"], f"{role}: -incoming defer"]
     vm = GuestVm(prepared.target.binary, argv, prepared.vm_dir, prepared.live.console_log, name=name)
     try:
         return vm.start(paused=incoming)
@@ -231,10 +233,12 @@ def launch_failure(exc: LiveError) -> str:
 
 
 def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
-             timeout: float = BOOT_TIMEOUT) -> BootRun:
+             timeout: float = BOOT_TIMEOUT, keep: Callable[[GuestVm, PreparedVm], str] | None = None) -> BootRun:
     """Boot one case on one QEMU binary; always returns a result (never raises for a QEMU problem).
 
-    plan -> prepare -> start -> check -> explain; the result is built once, at the end."""
+    plan -> prepare -> start -> check -> explain; the result is built once, at the end. ``keep``: given the
+    VM that passed its checks, before it stops (the migrations' checked state: conformance/live/checked.py);
+    what it says goes to ``details.checked_state`` and changes no verdict."""
     caps = target.caps
     started = time.monotonic()
     verdict, reason = "error", "not run"
@@ -256,6 +260,12 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
             artifacts, details = prepared.artifacts, prepared.details
             run.argv = prepared.live.argv
             verdict, reason, vm = _start_and_check(prepared, timeout, details)
+            if keep is not None and vm is not None and verdict == "pass":
+                try:
+                    details["checked_state"] = keep(vm, prepared)
+                except BaseException:
+                    vm.stop()
+                    raise
             if vm is not None:
                 details["exit"] = vm.stop().describe()
                 run.report, run.events = vm.report, vm.process.events

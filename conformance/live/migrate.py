@@ -64,6 +64,16 @@ from conformance.live.boot import (
     qmp_cross_check,
     vm_artifacts,
 )
+from conformance.live.checked import (
+    STATE_FILE,
+    CheckedState,
+    CheckedStates,
+    Key,
+    RestoreFailed,
+    argv_digest,
+    restore,
+    save,
+)
 from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
 from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
@@ -525,16 +535,40 @@ def _cancelled(mig: Migration, problem: str, source: GuestVm, destination: Guest
 
 # --- the stage ----------------------------------------------------------------------------------
 
+def source_key(case: Case, source: Target, destination: Target, machine: str, output: Path) -> Key | None:
+    """The checked state (conformance/live/checked.py) a migration's source can start from: (output, case,
+    source binary, the machine type both sides run), or None when it runs none (a skip, a bisection run)."""
+    if case.devices_only is not None:
+        return None
+    pinned, why = _migration_machine(case, source.caps, destination.caps, machine, source.binary != destination.binary)
+    return None if pinned is None or why else (str(output), case.name, str(source.binary), pinned)
+
+
 def run_migrate(case: Case, source: Target, destination: Target, catalogue: Catalogue, output: Path, *,
-                timeouts: MigrationTimeouts | None = None, machine: str = "") -> StageResult:
+                timeouts: MigrationTimeouts | None = None, machine: str = "",
+                checked: CheckedStates | None = None) -> StageResult:
     """Migrate one case from ``source`` to ``destination`` (one build or two); always a result.
 
     ``machine``: the machine type to run both sides under (--machines all/REGEX); by default one build runs
     the case's own machine alias and two builds the newest versioned type both have (conformance/machines.py).
     Every result records the machine type (``details.machine``), how it was chosen (``machine_from``), the
     direction (``same``, ``forward``, ``backward``) and the builds that deprecate it (``machine_deprecated``:
-    QEMU warns on stderr, which fails nothing)."""
-    timeouts = timeouts or MigrationTimeouts.from_env()
+    QEMU warns on stderr, which fails nothing).
+
+    ``checked``: the run's checked states; the source then starts from its build's checked state for this
+    machine type when there is one (``details.restored``), else boots as without it."""
+    key = source_key(case, source, destination, machine, output) if checked is not None else None
+    try:
+        return _run_migrate(case, source, destination, catalogue, output, timeouts or MigrationTimeouts.from_env(),
+                            machine, checked if key is not None else None, key)
+    finally:
+        if checked is not None and key is not None:
+            checked.used(key)
+
+
+def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Catalogue, output: Path,
+                 timeouts: MigrationTimeouts, machine: str, checked: CheckedStates | None, key: Key | None
+                 ) -> StageResult:
     started = time.monotonic()
     caps = source.caps
     details: dict[str, Any] = {"pair": pair_label(source, destination),
@@ -580,7 +614,18 @@ def run_migrate(case: Case, source: Target, destination: Target, catalogue: Cata
         details["source"], details["destination"] = src_prep.details, dst_prep.details
         artifacts.update({f"source-{k}": v for k, v in src_prep.artifacts.items()})
         artifacts.update({f"destination-{k}": v for k, v in dst_prep.artifacts.items()})
-        verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
+        state: CheckedState | str | None = None
+        if checked is not None and key is not None:
+            origin = f"migration {pair_label(source, destination)}"
+            state = checked.get(key, argv_digest(src_prep.live.argv, src_dir), partial(
+                make_checked, case, source, catalogue, output, argv_machine, key, origin))
+        if isinstance(state, CheckedState):
+            artifacts["source-checked"] = str(state.folder.relative_to(output))
+            verdict, reason, mig = _restore_then_migrate(state, src_prep, dst_prep, vms, timeouts, details, output)
+        else:
+            if state is not None:
+                details["source_from"] = f"a boot of its own: {state}"
+            verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
         if mig is not None:
             details.update({"timeline": mig.timeline, "events": mig.events, "stats": mig.stats,
                             "checks": mig.checks, **mig.evidence})
@@ -643,6 +688,92 @@ def start_pair(src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm]) -
         raise PairNotReady(f"destination: {launch_failure(exc)}") from None
     vms.append(destination)
     return source, destination
+
+
+def _alias_to(caps: Capabilities) -> Callable[[str], str | None]:
+    def resolve(name: str) -> str | None:
+        found = caps.machine(name)
+        return found.name if found is not None else None
+
+    return resolve
+
+
+def checked_folder(output: Path, case: Case, target: Target, machine: str) -> Path:
+    """The folder of a checked source made for migrations (not by the boot stage), emptied."""
+    tag = hashlib.sha1(str(target.binary).encode()).hexdigest()[:6]
+    folder = output / "live" / case.name / f"checked-{target.caps.arch}-{target.caps.version}-{tag}-{machine}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def make_checked(case: Case, target: Target, catalogue: Catalogue, output: Path, machine: str | None, key: Key,
+                 origin: str) -> CheckedState | str:
+    """Boot, check and save a source for the migrations of ``key``; why not (a str) when it cannot be: then
+    each of them boots its own source, as without checked states."""
+    folder = checked_folder(output, case, target, key[3])
+    try:
+        prepared = prepare_vm(case, target, catalogue, output, folder, machine=machine)
+    except ConformanceError as exc:
+        return f"cannot prepare the checked source: {exc}"
+    vm: GuestVm | None = None
+    try:
+        vm = launch(prepared, f"{case.name} checked source on {target.binary}")
+        waited = vm.wait_report("boot", BOOT_TIMEOUT)
+        if not waited.ok:
+            return f"the checked source did not boot: {waited.reason}"
+        failures, _, _ = check_guest(vm, prepared, prepared.details)
+        if failures:
+            return f"the checked source failed its boot checks: {'; '.join(failures)}"
+        return save(vm, prepared, key, origin)
+    except LiveError as exc:
+        return f"the checked source: {launch_failure(exc)}"
+    finally:
+        if vm is not None:
+            vm.stop()
+
+
+def keep_checked(checked: CheckedStates, case: Case, target: Target, output: Path
+                 ) -> Callable[[GuestVm, PreparedVm], str] | None:
+    """For the boot stage: save its checked VM as the state its build's migrations start from, when the run
+    migrates from this build under this machine type (None: it does not)."""
+    key = source_key(case, target, target, "", output)
+    if key is None or not checked.wanted(key):
+        return None
+
+    def keep(vm: GuestVm, prepared: PreparedVm) -> str:
+        try:
+            state: CheckedState | str = save(vm, prepared, key, "boot stage")
+        except LiveError as exc:
+            state = f"the boot stage could not save its guest: {exc.message}"
+        checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir), state)
+        return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
+            if isinstance(state, CheckedState) else state
+
+    return keep
+
+
+def _restore_then_migrate(state: CheckedState, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],
+                          timeouts: MigrationTimeouts, details: dict[str, Any], output: Path
+                          ) -> tuple[str, str, Migration | None]:
+    """The source restored from its checked state (a failed restore: an error of the suite), then migrated."""
+    name = f"{src_prep.case.name} {pair_label(src_prep.target, dst_prep.target)}"
+    try:
+        source, details["restored"] = restore(state, src_prep, vms, f"{name} source (restored)", output,
+                                              _alias_to(src_prep.target.caps))
+    except RestoreFailed as exc:
+        details.update(exc.evidence)
+        return "error", exc.message, None
+    try:
+        destination = launch(dst_prep, f"{name} destination", incoming=True)
+    except LiveError as exc:
+        return "fail", f"destination: {launch_failure(exc)}", None
+    vms.append(destination)
+    guest = dst_prep.target.guest
+    mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts,
+                      has_driver=guest.has_driver if guest else lambda _module: False)
+    return mig.verdict, mig.reason, mig
 
 
 def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],

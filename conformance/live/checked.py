@@ -1,0 +1,312 @@
+"""Boot once, migrate many: a migration's source guest, booted and checked once, saved, restored per pair.
+
+A checked source is a guest that booted and passed the boot checks (conformance/live/boot.py) on one
+build under one machine type. Its state is saved once into its VM folder (``migrate`` to ``exec:cat >
+checked.state``: every build has exec:, and the file is plain precopy) with its disk images beside it.
+Each migration with that build as its source and that machine type then restores it instead of booting
+again: a fresh folder with copies of the images, QEMU started with ``-incoming defer -S``,
+``migrate-incoming exec:cat ...``, ``cont``. Measured on 2 shared cores (TCG, 256 MiB): a boot with its
+checks takes 4-13 s, a restore 0.3-0.6 s to a running guest, plus the first heartbeat.
+
+The restored guest is proved to be the checked one, and the proof is in the result (``details.restored``):
+- QEMU's argv is the checked VM's, with only the folder and the machine alias (``q35`` for the type it
+  resolves to, which the state's configuration section names) told apart;
+- the guest's heartbeat goes on from the last one before the save (``HB n`` with n above it) and no
+  GUEST-INIT appears: the same guest, not a boot;
+- a failover team was unplugged by the save (QEMU unplugs the primary before any migration): the
+  restored source sends FAILOVER_NEGOTIATED, plugs the primary back, and the guest re-reports it enslaved
+  (a new report, not the one read before the save);
+- QEMU's devices (qom-list, query-pci) agree with the guest's report, as after the boot.
+A restore that fails any of these is a RestoreFailed with its evidence (argv, stderr and console tails):
+the migration's result is an ``error`` of the suite, never a fresh boot in its place.
+
+Where a checked state comes from: the boot stage's own VM when the plan migrates from that build (the
+runner asks; conformance/runner.py), else the first migration that needs it, when more than one will.
+A source that fails its checks, or a state that cannot be saved, is never shared: each migration then
+boots its own source as before (``details.source_from`` says why), so its verdict is the same as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from conformance.argv.options import devices
+from conformance.errors import LiveError
+from conformance.live.boot import PreparedVm, launch, launch_failure, qmp_cross_check
+from conformance.live.checks import failover_pairs, failover_team_enslaved
+from conformance.live.vm import GuestVm
+from conformance.qemu.qmp import QmpError
+
+STATE_FILE = "checked.state"
+SAVE_TIMEOUT = 30.0  # s for the save (a failover primary's unplug included: 6.5 s under pc-q35-5.2)
+LOAD_TIMEOUT = 30.0  # s for the restore to load the state
+SETTLE_TIMEOUT = 10.0  # s for the first heartbeat, and the re-plug of a failover primary, after the restore
+
+#: (output folder, case, binary, machine type the state names): what the runner counts migrations by
+Key = tuple[str, str, str, str]
+
+
+class RestoreFailed(LiveError):
+    """The checked state could not be restored, or the restored guest is not provably the checked one."""
+
+    def __init__(self, message: str, evidence: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+@dataclass
+class CheckedState:
+    """A checked guest saved to a file: what a restore needs and what proves it."""
+
+    key: Key
+    folder: Path  # the checked VM's folder: its console, QMP transcript, the state, its disk images
+    argv: list[str]  # the checked VM's live argv
+    machine: str  # the machine type the state names (resolved from an alias)
+    console: bytes  # the checked console up to the save (complete lines)
+    heartbeat: int | None  # the guest's last heartbeat before the save
+    reports: int  # the guest's complete re-reports before the save
+    images: list[str]  # disk images in ``folder`` (names), copied into each restored source's folder
+    origin: str  # "boot stage" or "migration <id>"
+    saved: dict[str, Any] = field(default_factory=dict)  # seconds, bytes, sha256 of the state file
+
+    @property
+    def digest(self) -> str:
+        return argv_digest(self.argv, self.folder)
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / STATE_FILE
+
+    def record(self, output: Path) -> dict[str, Any]:
+        return {"folder": str(self.folder.relative_to(output)), "origin": self.origin, "machine": self.machine,
+                "saved_heartbeat": self.heartbeat, **self.saved}
+
+
+def resolved_machine(argv: list[str], alias_to: Callable[[str], str | None]) -> str:
+    """The machine type an argv runs (an alias resolved by ``alias_to``), '' when it names none."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-machine":
+            first = argv[i + 1].split(",")[0]
+            name = first.partition("=")[2] if first.startswith("type=") else first
+            return alias_to(name) or name
+    return ""
+
+
+def comparable_argv(argv: list[str], folder: Path, alias_to: Callable[[str], str | None]) -> list[str]:
+    """An argv with its VM folder and machine alias told apart: what two VMs of one checked state share."""
+    out = []
+    after_machine = False
+    for arg in argv:
+        arg = arg.replace(str(folder), "<vm>")
+        if after_machine:
+            head, sep, rest = arg.partition(",")
+            name = head.partition("=")[2] if head.startswith("type=") else head
+            arg = (alias_to(name) or name) + sep + rest
+        after_machine = arg == "-machine"
+        out.append(arg)
+    return out
+
+
+def argv_digest(argv: list[str], folder: Path) -> str:
+    """What tells the checked states of one key apart: the argv without its folder (a state is restored only
+    into the same command line; the machine type is the key's)."""
+    return hashlib.sha256("\0".join(comparable_argv(argv, folder, lambda _n: None)).encode()).hexdigest()[:16]
+
+
+def image_names(prepared: PreparedVm) -> list[str]:
+    """The file-backed disks of a prepared VM that live in its folder (what a restore carries over)."""
+    from conformance.pipeline import parse_xml
+
+    domain, _ = parse_xml((prepared.vm_dir / "domain.xml").read_text(), str(prepared.vm_dir / "domain.xml"))
+    names = set()
+    for disk in domain.devices.disks:
+        path = Path((disk.source.attrs.get("file") if disk.source else None) or "")
+        if path.parent == prepared.vm_dir and path.is_file():
+            names.add(path.name)
+    return sorted(names)
+
+
+def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedState:
+    """Save a running, checked guest into its folder (the VM ends ``postmigrate``); LiveError when not."""
+    q = vm.process.qmp
+    vm.expect_stop = True
+    started = time.monotonic()
+    try:
+        q.cmd("migrate", uri=f"exec:cat > {STATE_FILE}")  # QEMU runs in its VM folder
+        status = ""
+        while time.monotonic() - started < SAVE_TIMEOUT:
+            status = str(q.cmd("query-migrate", timeout=5).get("status", ""))
+            if status in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.02)
+        if status != "completed":
+            info = q.cmd("query-migrate", timeout=5)
+            with contextlib.suppress(QmpError):
+                q.cmd("migrate_cancel", timeout=5)
+            raise LiveError(f"saving the checked guest ended {status or 'nowhere'} after "
+                            f"{time.monotonic() - started:.1f} s" + (f": {info['error-desc']}"
+                                                                     if info.get("error-desc") else ""))
+    except QmpError as exc:
+        raise LiveError(f"saving the checked guest: {exc.message}") from None
+    took = time.monotonic() - started
+    vm.reader.poll_file(vm.console)
+    text = vm.console.read_bytes() if vm.console.exists() else b""
+    state = prepared.vm_dir / STATE_FILE
+    digest = hashlib.sha256()
+    with open(state, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return CheckedState(key, prepared.vm_dir, list(prepared.live.argv), key[3], text[:text.rfind(b"\n") + 1],
+                        vm.report.last_heartbeat, len(vm.report.reports), image_names(prepared), origin,
+                        {"save_s": round(took, 3), "bytes": state.stat().st_size, "sha256": digest.hexdigest()})
+
+
+def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name: str, output: Path,
+            alias_to: Callable[[str], str | None]) -> tuple[GuestVm, dict[str, Any]]:
+    """Start ``prepared`` (a migration's source, in its own folder) from the checked state and prove it is the
+    checked guest; the running VM (appended to ``vms``) and the record for ``details.restored``.
+    RestoreFailed with the evidence otherwise."""
+    record: dict[str, Any] = state.record(output)
+    evidence: dict[str, Any] = {"restore_argv": prepared.live.argv}
+
+    def failed(why: str, vm: GuestVm | None = None) -> RestoreFailed:
+        if vm is not None:
+            evidence.update(restore_stderr_tail=vm.process.stderr_tail(10), restore_console_tail=vm.console_tail(15))
+        return RestoreFailed(f"restoring the checked source ({record['folder']}) failed: {why}",
+                             {"restored": record, **evidence})
+
+    machine = resolved_machine(prepared.live.argv, alias_to)
+    ours = comparable_argv(prepared.live.argv, prepared.vm_dir, alias_to)
+    theirs = comparable_argv(state.argv, state.folder, alias_to)
+    if ours != theirs or machine != state.machine:
+        diff = [f"{a!r} != {b!r}" for a, b in zip(ours, theirs, strict=False) if a != b][:3]
+        raise failed(f"this source's argv is not the checked one's ({'; '.join(diff) or 'lengths differ'})")
+    for image in state.images:  # the checked guest's disks, as they were at the save (sparse copies)
+        done = subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(state.folder / image),
+                               str(prepared.vm_dir / image)], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise failed(f"copying the disk image {image}: {done.stderr.strip()}")
+    started = time.monotonic()
+    try:
+        vm = launch(prepared, name, incoming=True, role="restored source")
+    except LiveError as exc:
+        raise failed(launch_failure(exc)) from None
+    vms.append(vm)
+    q = vm.process.qmp
+    try:
+        q.cmd("migrate-incoming", uri="exec:cat " + shlex.quote(os.path.relpath(state.state_file, prepared.vm_dir)))
+        status = ""
+        while time.monotonic() - started < LOAD_TIMEOUT and vm.process.is_running():
+            status = str(q.cmd("query-status", timeout=5).get("status", ""))
+            if status != "inmigrate":
+                break
+            time.sleep(0.02)
+        if status != "paused":
+            raise failed(f"QEMU is {status or 'gone'} after the load, not paused"
+                         + ("" if vm.process.is_running() else f" ({vm.process.exit.describe()})"), vm)
+        record["load_s"] = round(time.monotonic() - started, 3)
+        vm.reader.feed(state.console)  # the checked guest's console so far: its boot report, its heartbeats
+        q.cmd("cont")
+        vm.cont_at = time.monotonic()
+    except QmpError as exc:
+        raise failed(f"QMP: {exc.message}", vm) from None
+    checks = [f"argv is the checked VM's (machine {machine})", f"loaded in {record['load_s']:.2f} s"]
+    saved = state.heartbeat
+    inits = vm.report.inits
+
+    def beat(report: Any) -> bool:
+        return report.inits > inits or (report.last_heartbeat is not None
+                                        and (saved is None or report.last_heartbeat > saved))
+
+    waited = vm.wait_report(beat, SETTLE_TIMEOUT)
+    if vm.report.inits > inits:
+        raise failed("the restored guest booted again (GUEST-INIT on its console)", vm)
+    if not waited.ok:
+        raise failed(f"no heartbeat after HB {saved} within {SETTLE_TIMEOUT:g} s ({waited.reason})", vm)
+    record["heartbeat"] = vm.report.last_heartbeat
+    checks.append(f"heartbeat HB {vm.report.last_heartbeat} after HB {saved} (the save), no new boot")
+    devs = devices(prepared.live.argv)
+    for standby, primary in failover_pairs(devs):
+        sid = standby.get("id")
+        if q.wait_event("FAILOVER_NEGOTIATED", SETTLE_TIMEOUT,
+                        match=lambda e, s=sid: e.get("data", {}).get("device-id") == s) is None:
+            raise failed(f"no FAILOVER_NEGOTIATED for {sid} within {SETTLE_TIMEOUT:g} s", vm)
+        seen = state.reports
+        back = partial(failover_team_enslaved, mac=str(standby.get("mac", "")), primary_pci_listed=True)
+        if not vm.wait_report(lambda r, seen=seen, back=back: len(r.reports) > seen and back(r), SETTLE_TIMEOUT).ok:
+            raise failed(f"the guest did not report the primary {primary.get('id')} enslaved again within "
+                         f"{SETTLE_TIMEOUT:g} s of the restore", vm)
+        checks.append(f"primary {primary.get('id')} plugged back and enslaved (the save unplugged it)")
+    cross = qmp_cross_check(vm, devs, record)
+    if cross:
+        raise failed("; ".join(cross), vm)
+    checks.append("QMP peripheral and query-pci agree with the guest's report")
+    record.update(checks=checks, seconds=round(time.monotonic() - started, 3))
+    return vm, record
+
+
+class CheckedStates:
+    """The checked states of one run, each made at most once (threads needing one being made wait for it).
+
+    ``uses`` counts the migrations planned per key: a key used once is not worth a save and a restore
+    (its migration boots as before), and the state files of a key are deleted after its last use. Within
+    a key, states are told apart by their argv (``argv_digest``): a source restores only its own argv's."""
+
+    def __init__(self, uses: Counter[Key] | None = None) -> None:
+        self.uses: Counter[Key] = uses or Counter()
+        self._lock = threading.Lock()
+        self._states: dict[tuple[Key, str], CheckedState | str] = {}  # a str: why there is none
+        self._making: dict[tuple[Key, str], threading.Lock] = {}
+
+    def wanted(self, key: Key) -> bool:
+        with self._lock:
+            return self.uses[key] > 0
+
+    def add(self, key: Key, digest: str, state: CheckedState | str) -> None:
+        with self._lock:
+            self._states[(key, digest)] = state
+
+    def get(self, key: Key, digest: str, make: Callable[[], CheckedState | str] | None = None
+            ) -> CheckedState | str | None:
+        """The state of ``key`` for an argv (a str: why there is none); made by ``make`` when missing and used
+        more than once (one thread makes it, the others wait); else None."""
+        with self._lock:
+            found = self._states.get((key, digest))
+            if found is not None or make is None or self.uses[key] < 2:
+                return found
+            lock = self._making.setdefault((key, digest), threading.Lock())
+        with lock:
+            with self._lock:
+                found = self._states.get((key, digest))
+            if found is None:
+                found = make()
+                self.add(key, digest, found)
+            return found
+
+    def used(self, key: Key) -> None:
+        """One planned migration of ``key`` is done: the last one deletes its state files."""
+        with self._lock:
+            self.uses[key] -= 1
+            done = [s for (k, _), s in self._states.items() if k == key and isinstance(s, CheckedState)] \
+                if self.uses[key] <= 0 else []
+        for state in done:
+            state.state_file.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """The run is over: delete every state file left."""
+        with self._lock:
+            states = [s for s in self._states.values() if isinstance(s, CheckedState)]
+        for state in states:
+            state.state_file.unlink(missing_ok=True)
