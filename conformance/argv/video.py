@@ -13,7 +13,8 @@ _PRIMARY = {"vga": "VGA", "cirrus": "cirrus-vga", "vmvga": "vmware-svga", "qxl":
             "bochs": "bochs-display", "ramfb": "ramfb"}
 _SECONDARY = {"qxl": "qxl", "virtio": "virtio-gpu-pci", "bochs": "bochs-display", "vga": "VGA"}
 # libvirt's default video RAM in KiB (virDomainVideoDefaultRAM)
-_DEFAULT_VRAM = {"vga": 16384, "cirrus": 16384, "vmvga": 16384, "qxl": 65536}  # vmvga: 16 MiB as libvirt 9.0 runs it
+# (vmvga and bochs: 16 MiB, as libvirt 9.0 runs them)
+_DEFAULT_VRAM = {"vga": 16384, "cirrus": 16384, "vmvga": 16384, "qxl": 65536, "bochs": 16384}
 
 
 def videos(ctx: Ctx) -> None:
@@ -52,8 +53,8 @@ def videos(ctx: Ctx) -> None:
         elif model in ("vga", "vmvga"):
             vram = int(m.get("vram", _DEFAULT_VRAM[model]))
             props["vgamem_mb"] = vram // 1024
-        if model == "bochs" and m.get("vram"):
-            props["vgamem"] = int(m["vram"]) * 1024
+        if model == "bochs":
+            props["vgamem"] = int(m.get("vram", _DEFAULT_VRAM[model])) * 1024
         res = next((c for c in vid.model_children if c.tag == "resolution"), None)
         if res is not None:  # <resolution x y>: the card's preferred mode (qemuBuildDeviceVideoCmd)
             props.update({k: int(res.get(a, "0")) for k, a in (("xres", "x"), ("yres", "y")) if res.get(a)})
