@@ -1,0 +1,253 @@
+"""The second oracle: the host's real libvirt (Debian 12: 9.0) in a private libvirtd.
+
+- every case the host's libvirt starts gives the suite's argv after the written rules, or a difference
+  listed in KNOWN_DIFFERENCES with its reason (a new one fails);
+- validation parity: libvirt accepts what the suite accepts and refuses what it refuses, with its message;
+- a few cases boot under libvirt and the guest's report matches the argv QEMU received;
+- the private libvirtd leaves nothing behind, also when its caller is interrupted or killed.
+
+Needs libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients, the libvirt-qemu user and root
+(`nox -s libvirt` installs nothing: .ci/run does); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.cases import load_catalogue, plan
+from conformance.domain.parse import parse_domain
+from conformance.domain.semantics import validate_domain
+from conformance.errors import ConformanceError
+from conformance.libvirt_oracle import (
+    RULES,
+    PrivateLibvirtd,
+    boot_case,
+    compare_case,
+    libvirt_message,
+    missing_requirements,
+    normalise,
+)
+from conformance.live.boot import Target
+from tests.helpers import ROOT, code_under_test
+
+pytestmark = [pytest.mark.live, pytest.mark.skipif(bool(missing_requirements()), reason=(
+    "no private libvirtd here: missing " + "; ".join(missing_requirements())))]
+
+# case -> why libvirt 9.0 and the suite (libvirt 11.3) differ where no token rule can normalise it
+KNOWN_DIFFERENCES = {
+    "q35-nic-rich": "PCI placement: libvirt 9.0 puts ne2k_pci, pcnet and tulip on pcie-root-ports (as PCIe "
+                    "devices), 11.3 on the pcie-to-pci-bridge as conventional PCI; every address after them moves",
+    "virt-net-usb-rich": "PCI placement of the conventional PCI NIC models, as q35-nic-rich",
+}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLibvirtd]:
+    root = tmp_path_factory.mktemp("libvirtd")
+    with PrivateLibvirtd(root, keep=True) as running:
+        yield running
+
+
+def _started_under(daemon: PrivateLibvirtd, xml: Path, name: str) -> str:
+    """'' when libvirt defines the domain (validation), else its message."""
+    done = daemon.virsh("define", str(xml), check=False)
+    if done.returncode:
+        return libvirt_message(done.stderr)
+    daemon.virsh("undefine", name, check=False)
+    return ""
+
+
+# --- the comparison ---------------------------------------------------------------------------------------
+
+
+def _comparable(target: Target) -> list[str]:
+    catalogue = load_catalogue()
+    return [c.name for c in catalogue.cases.values()
+            if "argv" in c.stages and (p := plan(c, target.caps)).run and not p.expect_error]
+
+
+@pytest.mark.smoke
+def test_a_case_is_identical_after_the_rules(daemon: PrivateLibvirtd, x86_target: Target, tmp_path: Path) -> None:
+    """The cheapest whole loop: q35-minimal under libvirt 9.0, compared with the suite's argv."""
+    outcome = compare_case(daemon, load_catalogue().get("q35-minimal"), x86_target, load_catalogue(), tmp_path)
+    assert outcome.status == "identical", (outcome.detail, outcome.libvirt_argv)
+    assert "management-options" in outcome.rules  # libvirt's own -name, -S, monitor: dropped by a rule
+    assert outcome.libvirt_argv[0] == str(x86_target.binary)
+
+
+def test_every_case_libvirt_starts_is_identical_after_the_rules(daemon: PrivateLibvirtd, x86_target: Target,
+                                                                tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    differing, refused = {}, {}
+    for name in _comparable(x86_target):
+        outcome = compare_case(daemon, catalogue.get(name), x86_target, catalogue, tmp_path)
+        if outcome.status == "differing":
+            differing[name] = outcome.detail
+        elif outcome.status in ("refused", "both-refused"):
+            refused[name] = outcome.detail
+        else:
+            assert outcome.status == "identical", (name, outcome.status, outcome.detail)
+    assert set(differing) <= set(KNOWN_DIFFERENCES), {k: v for k, v in differing.items()
+                                                       if k not in KNOWN_DIFFERENCES}
+    # what libvirt refuses here is the host (no PCI passthrough, no br0, no tap) or QEMU 7.2 (no dc-390)
+    assert all(any(word in why for word in ("passthrough", "No such device", "doesn't exist", "is not a valid"))
+               for why in refused.values()), refused
+
+
+def test_each_rule_names_its_release_and_is_used() -> None:
+    for rule in RULES:
+        assert rule.kind in ("version", "harness", "scope"), rule.name
+        assert rule.normalises and rule.libvirt, rule.name
+        if rule.kind == "version":
+            assert rule.libvirt.removeprefix("<=")[0].isdigit(), rule.name
+            assert rule.applies("9.0.0") and not rule.applies("11.3.0"), rule.name
+    suite = ["qemu", "-m", "size=262144k", "-smp", "1,sockets=1,dies=1,clusters=1,cores=1,threads=1"]
+    real = ["qemu", "-name", "guest=x", "-S", "-m", "256", "-smp", "1,sockets=1,dies=1,cores=1,threads=1"]
+    a, b, applied = normalise(suite, real, "9.0.0")
+    assert a == b and applied == ["management-options", "memory-size-keyword", "smp-clusters"]
+    assert normalise(suite, real, "11.3.0")[0] != normalise(suite, real, "11.3.0")[1]  # no version rule there
+
+
+# --- validation parity --------------------------------------------------------------------------------------
+
+DOMAIN = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='KiB'>262144</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <emulator>{emulator}</emulator>
+{devices}
+  </devices>
+</domain>
+"""
+NET = "<interface type='user'><mac address='52:54:00:00:00:0{n}'/><model type='{model}'/>{inner}</interface>"
+VF = ("<interface type='hostdev' managed='yes'><mac address='52:54:00:00:00:01'/><source><address type='pci' "
+      "domain='0x0000' bus='0x03' slot='0x07' function='0x1'/></source>{inner}</interface>")
+
+PARITY = {  # name -> devices; the four the suite refused before issue 20 first
+    "alias-without-prefix": NET.format(n=1, model="virtio", inner="<alias name='mynet'/>"),
+    "alias-with-bad-characters": NET.format(n=1, model="virtio", inner="<alias name='ua-my.net!'/>"),
+    "persistent-without-alias": NET.format(n=1, model="virtio", inner="<teaming type='persistent'/>"),
+    "transient-names-missing-alias": NET.format(n=1, model="virtio", inner="<alias name='ua-net0'/>"
+                                                "<teaming type='persistent'/>")
+    + VF.format(inner="<teaming type='transient' persistent='ua-ghost'/>"),
+    "duplicate-alias": NET.format(n=1, model="virtio", inner="<alias name='ua-x'/>")
+    + NET.format(n=2, model="virtio", inner="<alias name='ua-x'/>"),
+    "persistent-not-virtio": NET.format(n=1, model="e1000", inner="<alias name='ua-net0'/>"
+                                        "<teaming type='persistent'/>"),
+    "transient-not-hostdev": NET.format(n=1, model="virtio", inner="<alias name='ua-net0'/>"
+                                        "<teaming type='persistent'/>")
+    + NET.format(n=2, model="virtio", inner="<teaming type='transient' persistent='ua-net0'/>"),
+    "transient-without-persistent": NET.format(n=1, model="virtio", inner="<alias name='ua-net0'/>"
+                                               "<teaming type='persistent'/>")
+    + VF.format(inner="<teaming type='transient'/>"),
+    "secondary-bochs": "<video><model type='virtio' heads='1'/></video><video><model type='bochs' heads='1'/></video>",
+}
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("name", list(PARITY))
+def test_suite_refuses_exactly_what_libvirt_refuses(daemon: PrivateLibvirtd, name: str, tmp_path: Path) -> None:
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(DOMAIN.format(name=name, emulator="/usr/bin/qemu-system-x86_64", devices=PARITY[name]))
+    theirs = _started_under(daemon, xml, name)
+    try:
+        validate_domain(parse_domain(xml.read_text(), source=str(xml)))
+        ours = ""
+    except ConformanceError as exc:
+        ours = exc.message
+    assert bool(ours) == bool(theirs), f"libvirt: {theirs or 'accepts'}; suite: {ours or 'accepts'}"
+    assert theirs in ours  # the same message, libvirt's words
+
+
+def test_libvirt_drops_the_aliases_the_suite_drops(daemon: PrivateLibvirtd, tmp_path: Path) -> None:
+    for name in ("alias-without-prefix", "alias-with-bad-characters"):
+        xml = tmp_path / f"{name}.xml"
+        xml.write_text(DOMAIN.format(name=name, emulator="/usr/bin/qemu-system-x86_64", devices=PARITY[name]))
+        daemon.virsh("define", str(xml))
+        try:
+            kept = "<alias" in daemon.virsh("dumpxml", "--inactive", name).stdout
+        finally:
+            daemon.virsh("undefine", name, check=False)
+        assert not kept and parse_domain(xml.read_text()).devices.interfaces[0].alias is None
+
+
+# --- boots under libvirt --------------------------------------------------------------------------------------
+
+
+def test_a_case_boots_under_libvirt_and_the_guest_reports_its_devices(daemon: PrivateLibvirtd, x86_target: Target,
+                                                                      tmp_path: Path) -> None:
+    if x86_target.guest is None:
+        pytest.skip(f"no test guest: {x86_target.guest_problem}")
+    catalogue = load_catalogue()
+    booted = boot_case(daemon, catalogue.get("serial-console"), x86_target, catalogue, tmp_path)
+    assert booted.ok, booted.detail
+    assert booted.checked >= 3
+
+
+# --- nothing left behind ----------------------------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from conformance.libvirt_oracle import PrivateLibvirtd
+root = Path(sys.argv[1])
+daemon = PrivateLibvirtd(root, keep=True).start()
+daemon.create(Path(sys.argv[2]), "held", paused=True)
+print(daemon._proc.pid, flush=True)
+try:
+    time.sleep(600)
+finally:
+    daemon.stop()
+"""
+
+
+def _namespace_of(unshare_pid: int) -> str:
+    child = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()[0]
+    return os.readlink(f"/proc/{child}/ns/pid_for_children")
+
+
+def _in_namespace(ns: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"{entry}/ns/pid") == ns:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_nothing_outlives_its_caller(sig: signal.Signals, tmp_path: Path) -> None:
+    """A caller interrupted (Ctrl-C: an orderly stop) or killed (SIGKILL: the namespace dies with it) leaves
+    no libvirtd, virtlogd or QEMU."""
+    xml = tmp_path / "held.xml"
+    xml.write_text(DOMAIN.format(name="held", emulator="/usr/bin/qemu-system-x86_64", devices=""))
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "root"), str(xml)],
+                            stdout=subprocess.PIPE, text=True, env=code_under_test(), cwd=ROOT)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.strip().isdigit(), "the holder did not start its libvirtd"
+        ns = _namespace_of(int(line))
+        inside = _in_namespace(ns)
+        assert len(inside) >= 4, inside  # init, virtlogd, libvirtd, QEMU
+        proc.send_signal(sig)
+        proc.wait(30)
+        end = time.monotonic() + 10
+        while _in_namespace(ns) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _in_namespace(ns) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
