@@ -7,6 +7,8 @@
     nox -s live             every live test (pytest -m live): each case booted and migrated on the host's
                             QEMU (TCG here), the failure scenarios, the real builds, avocado, interrupts
     nox -s libvirt-corpus   score the argv builder against libvirt's own expectations (needs ../shared)
+    nox -s libvirt          the host's real libvirt (a private libvirtd, root) runs every case: its argv against
+                            the suite's after written rules, validation parity, a few boots (reports/libvirt-oracle)
     nox -s qualify          qualify the host's QEMU builds and write an HTML report to reports/host
     nox -s "shard(build='all', shard='2/4')"
                             one CI job: shard 2 of 4 of the qualification of the builds
@@ -62,6 +64,17 @@ def live(session: nox.Session) -> None:
     QEMU binaries (--conformance-qemu adds builds), and the live tests of tests/live and tests/integration."""
     _install(session)
     session.run("pytest", "-n", "auto", "--dist", "loadgroup", "-m", "live", "tests", *session.posargs)
+
+
+@nox.session
+def libvirt(session: nox.Session) -> None:
+    """The host's real libvirt as a second oracle (docs/libvirt-oracle.md): a private libvirtd (Debian's
+    libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients; root) starts every case paused on the host's
+    QEMU, its argv against the suite's after the written rules, a few boots checked (reports/libvirt-oracle/);
+    then validation parity and the daemon's clean-up (tests/live/test_libvirt_oracle.py)."""
+    _install(session)
+    session.run("python", "-m", "conformance.libvirt_oracle", "-o", str(ROOT / "reports" / "libvirt-oracle"))
+    session.run("pytest", "-m", "live", "tests/live/test_libvirt_oracle.py", "-k", "not every_case", *session.posargs)
 
 
 CORPUS_GOAL = 0.85  # share of scored cases that must PASS
