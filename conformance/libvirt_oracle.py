@@ -618,6 +618,16 @@ RULES: list[Rule] = [
 ]
 
 
+# case -> why the host's libvirt 9.0 and the suite (11.3) differ where no token rule can normalise it; a case
+# listed here still counts as differing, but does not fail the comparison (a new difference does)
+KNOWN_DIFFERENCES = {
+    "q35-nic-rich": "PCI placement: libvirt 9.0 puts ne2k_pci, pcnet and tulip on pcie-root-ports (as PCIe "
+                    "devices), the suite behind the pcie-to-pci-bridge as conventional PCI; every address after "
+                    "them moves (11.3's placement not confirmed by a corpus case on q35)",
+    "virt-net-usb-rich": "PCI placement of ne2k_pci, pcnet and tulip on aarch64 virt, as q35-nic-rich",
+}
+
+
 # --- booting under libvirt --------------------------------------------------------------------------------
 
 BOOT_TIMEOUT = 90.0  # s from resume to the guest's boot report (2-6 s measured under TCG; loaded CI is slower)
@@ -830,7 +840,8 @@ def host_binaries() -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m conformance.libvirt_oracle [-o DIR] [--cases GLOB...] [--qemu PATH...]``: the comparison,
-    its headline last; exit 1 when a domain libvirt started differs from the suite's argv after the rules."""
+    its headline last; exit 1 when a domain libvirt started differs from the suite's argv after the rules (and
+    is not in KNOWN_DIFFERENCES), when the suite refuses a domain libvirt starts, or a boot fails."""
     import argparse
 
     from conformance.interrupt import stop_on_signals
@@ -855,7 +866,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in run.lines():
         print(line)
     print(run.summary())
-    return 1 if run.count("differing") or run.count("suite-refused") or not all(b.ok for b in run.boots) else 0
+    unexplained = [o for o in run.outcomes if o.status == "differing" and o.case not in KNOWN_DIFFERENCES]
+    for o in unexplained:
+        print(f"not explained by a rule or KNOWN_DIFFERENCES: {o.case} [{o.arch}]", file=sys.stderr)
+    return 1 if unexplained or run.count("suite-refused") or not all(b.ok for b in run.boots) else 0
 
 
 if __name__ == "__main__":

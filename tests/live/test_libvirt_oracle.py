@@ -27,6 +27,7 @@ from conformance.domain.parse import parse_domain
 from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError
 from conformance.libvirt_oracle import (
+    KNOWN_DIFFERENCES,
     RULES,
     PrivateLibvirtd,
     boot_case,
@@ -40,14 +41,6 @@ from tests.helpers import ROOT, code_under_test
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(bool(missing_requirements()), reason=(
     "no private libvirtd here: missing " + "; ".join(missing_requirements())))]
-
-# case -> why libvirt 9.0 and the suite (libvirt 11.3) differ where no token rule can normalise it
-KNOWN_DIFFERENCES = {
-    "q35-nic-rich": "PCI placement: libvirt 9.0 puts ne2k_pci, pcnet and tulip on pcie-root-ports (as PCIe "
-                    "devices), 11.3 on the pcie-to-pci-bridge as conventional PCI; every address after them moves",
-    "virt-net-usb-rich": "PCI placement of the conventional PCI NIC models, as q35-nic-rich",
-}
-
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLibvirtd]:
