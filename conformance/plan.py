@@ -7,12 +7,13 @@ when the case lists the stage in its ``stages`` (templates/cases.toml) and the s
 requested stages are planned: a stage's work may need another's first (argv needs parse's domain), but
 the planner never adds a stage that was not asked for, and the runner records only planned items.
 
-Items come in pipeline order (conformance/stages.py), then by build, peer, machine type and case: the
-order the runner runs them in.
+Items come in pipeline order (conformance/stages.py), then by build, peer, machine type and case. The
+runner runs a live stage's items longest first (``longest_first``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -99,3 +100,14 @@ def _position(row: Stage) -> tuple[int, str]:
 def work_items(cases: Iterable[Case], builds: Sequence[tuple[str, str]], stages: Iterable[str]) -> list[WorkItem]:
     """The items' names only, for builds given as (VERSION-ARCH, arch)."""
     return [p.item for p in plan(cases, builds, stages, lambda b: b)]
+
+
+def longest_first(items: Sequence[Planned[B]], seconds: Callable[[Planned[B]], float]) -> list[Planned[B]]:
+    """Items in the order that ends a parallel run soonest: longest first (a long item started last keeps one
+    job busy after the others are done). Items of about the same length (within a factor of 1.5) keep
+    together by build, so that one build's binary and guest stay warm in the page cache: that order costs
+    no parallelism."""
+    def bucket(p: Planned[B]) -> int:
+        return -round(math.log(max(seconds(p), 0.1), 1.5))
+
+    return sorted(items, key=lambda p: (bucket(p), p.item.build, -seconds(p)))

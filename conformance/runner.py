@@ -29,7 +29,7 @@ from conformance.errors import ConformanceError
 from conformance.live.accel import AccelDecision, decide_accel
 from conformance.machines import DEFAULT as MACHINES_DEFAULT
 from conformance.machines import FROM_GIVEN, MachineChoice, planner_machines
-from conformance.plan import Planned, plan
+from conformance.plan import Planned, longest_first, plan
 from conformance.results.records import QemuBuild, ResultWriter, StageResult
 from conformance.results.verdicts import failures, is_failure
 from conformance.shard import WHOLE, Shard
@@ -180,9 +180,11 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
     ``jobs`` at a time (default: the cores). A migration's guests idle most of the time, so more jobs are
     faster (on 2 cores, 24 migrations took 89-102 s with 2 jobs, 58-68 s with 3-4), but the default stays
     at the cores: with 4 jobs one CI run of 44 saw a destination guest write nothing for 20 s after RESUME
-    (under investigation)."""
+    (under investigation). Each stage runs its longest items first (conformance/plan.py: longest_first), by
+    the seconds earlier runs took (the cache's durations.json), else by ``estimate``."""
     counts: Counter[str] = Counter()
     checked = checked_states(items, output)
+    history = durations()
     try:
         for name in LIVE_STAGES:
             work = [p for p in items if p.stage.name == name]
@@ -192,11 +194,62 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
                 for planned in work:
                     counts[_write_interrupted(planned, writer, "not started")] += 1
                 continue
+            work = longest_first(work, lambda p: history.get(p.item.id) or estimate(p))
+            timed: dict[str, float] = {}
             counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output, checked), writer, say,
-                                    jobs or os.cpu_count() or 1))
+                                    jobs or os.cpu_count() or 1, timed))
+            save_durations(timed)
     finally:
         checked.close()
     return counts
+
+
+#: s per live item before any run timed it: medians of a 6-build matrix (a517aec, 2 shared cores, TCG)
+ESTIMATES = {("boot", "x86_64"): 6.7, ("boot", "aarch64"): 3.3, ("migrate", "x86_64"): 18.5,
+             ("migrate", "aarch64"): 10.6}
+DURATIONS_FILE = "durations.json"  # in the cache folder: {item id: seconds} of the latest runs
+
+
+def estimate(planned: Planned[Any]) -> float:
+    """How long an item nobody timed yet may take: its stage and arch's median, longer for the generic guest
+    (a full distribution kernel: about 3 times) and for a device-rich case (bisect: about 1.6 times)."""
+    arch = planned.build.caps.arch if hasattr(planned.build, "caps") else ""
+    seconds = ESTIMATES.get((planned.stage.name, arch), 10.0)
+    if planned.case.live.get("guest") == "generic":
+        seconds *= 3
+    return seconds * (1.6 if planned.case.bisect else 1.0)
+
+
+def durations() -> dict[str, float]:
+    """The seconds earlier runs took per item id (empty when none was recorded or the file is unreadable)."""
+    import json
+
+    from conformance.paths import cache_dir
+
+    try:
+        found = json.loads((cache_dir() / DURATIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in found.items() if isinstance(v, int | float)} if isinstance(found, dict) \
+        else {}
+
+
+def save_durations(timed: dict[str, float]) -> None:
+    """Merge this run's item durations into the cache (a write that fails only loses the ordering hint)."""
+    import json
+
+    from conformance.paths import cache_dir
+
+    if not timed:
+        return
+    path = cache_dir() / DURATIONS_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**durations(), **timed}, indent=0, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 def checked_states(items: Sequence[Planned[Target]], output: Path) -> CheckedStates:
@@ -259,9 +312,9 @@ def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: Ch
 
 
 def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer: ResultWriter, say: Say,
-              jobs: int) -> Counter[str]:
-    """The executor: run live work items ``jobs`` at a time, writing each result and a progress line as it
-    finishes."""
+              jobs: int, timed: dict[str, float] | None = None) -> Counter[str]:
+    """The executor: run live work items ``jobs`` at a time, in the order given, writing each result and a
+    progress line as it finishes; ``timed`` gets the seconds of each item that ran to a verdict on QEMU."""
     from conformance.progress import RunProgress  # rich: not for a process that runs one avocado test
 
     counts: Counter[str] = Counter()
@@ -297,6 +350,8 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
                     planned.case, emulator=str(planned.build.binary), live=True, accel=planned.build.accel.accel,
                     machine=str(result.details.get("machine") or planned.item.machine or "")))
             writer.write(result)
+            if timed is not None and result.verdict not in ("skip", "interrupted", "error"):
+                timed[planned.item.id] = round(result.duration_s, 2)
             counts[result.verdict] += 1
             done += 1
             why = "" if result.verdict == "pass" else f" {result.reason}"

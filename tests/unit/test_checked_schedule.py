@@ -1,0 +1,119 @@
+"""Boot once, migrate many (conformance/live/checked.py) and the wall-clock order of live items
+(conformance/plan.py longest_first, conformance/runner.py estimate/durations), without QEMU."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conformance.cases import load_catalogue
+from conformance.live.checked import CheckedState, CheckedStates, argv_digest, comparable_argv, resolved_machine
+from conformance.plan import Planned, WorkItem, longest_first
+from conformance.runner import durations, estimate, save_durations
+from conformance.stages import stage
+
+ALIASES = {"q35": "pc-q35-7.2", "pc": "pc-i440fx-7.2"}.get
+
+
+def test_the_machine_type_an_argv_runs_is_resolved_from_its_alias() -> None:
+    assert resolved_machine(["qemu", "-machine", "q35,usb=off"], ALIASES) == "pc-q35-7.2"
+    assert resolved_machine(["qemu", "-machine", "type=pc-q35-5.2,usb=off"], ALIASES) == "pc-q35-5.2"
+    assert resolved_machine(["qemu", "-m", "256"], ALIASES) == ""
+
+
+def test_two_sources_of_one_state_differ_only_by_folder_and_alias(tmp_path: Path) -> None:
+    one, two = tmp_path / "checked", tmp_path / "pair" / "source"
+    a = ["qemu", "-machine", "q35,usb=off", "-blockdev", f'{{"filename":"{one}/vda.qcow2"}}']
+    b = ["qemu", "-machine", "pc-q35-7.2,usb=off", "-blockdev", f'{{"filename":"{two}/vda.qcow2"}}']
+    assert comparable_argv(a, one, ALIASES) == comparable_argv(b, two, ALIASES)
+    other = ["qemu", "-machine", "pc-q35-5.2,usb=off", "-blockdev", f'{{"filename":"{two}/vda.qcow2"}}']
+    assert comparable_argv(a, one, ALIASES) != comparable_argv(other, two, ALIASES)
+    assert argv_digest(b, two) == argv_digest([x.replace(str(two), str(one)) for x in b], one)
+    assert argv_digest(b, two) != argv_digest(other, two)
+
+
+def _state(tmp_path: Path, key: tuple[str, str, str, str]) -> CheckedState:
+    folder = tmp_path / key[1]
+    folder.mkdir(exist_ok=True)
+    (folder / "checked.state").write_bytes(b"state")
+    return CheckedState(key, folder, ["qemu"], key[3], b"", 3, 0, [], "test")
+
+
+def test_a_state_is_made_once_for_a_key_used_twice_and_its_file_goes_after_the_last_use(tmp_path: Path) -> None:
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({key: 2}))
+    made: list[int] = []
+
+    def make() -> CheckedState:
+        made.append(1)
+        time.sleep(0.1)  # a second thread asking meanwhile waits for this one
+        return _state(tmp_path, key)
+
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(states.get(key, "d", make))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and got[0] is got[1] and isinstance(got[0], CheckedState)
+    state_file = got[0].state_file  # type: ignore[union-attr]
+    states.used(key)
+    assert state_file.exists()
+    states.used(key)
+    assert not state_file.exists()
+
+
+def test_a_key_used_once_makes_no_state_and_a_reason_is_shared(tmp_path: Path) -> None:
+    once = (str(tmp_path), "case", "/qemu", "pc-q35-5.2")
+    states = CheckedStates(Counter({once: 1}))
+    assert states.get(once, "d", lambda: pytest.fail("made for one use")) is None
+    twice = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({twice: 3}))
+    assert states.get(twice, "d", lambda: "the checked source did not boot") == "the checked source did not boot"
+    assert states.get(twice, "d", lambda: pytest.fail("made twice")) == "the checked source did not boot"
+    assert states.get(twice, "another argv") is None  # a state is only for its own argv
+
+
+def test_close_deletes_every_state_file_left(tmp_path: Path) -> None:
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({key: 5}))
+    state = _state(tmp_path, key)
+    states.add(key, "d", state)
+    states.close()
+    assert not state.state_file.exists()
+
+
+def _planned(case: str, stage_name: str, build: str, arch: str = "x86_64", peer: str = "") -> Planned[object]:
+    target = SimpleNamespace(caps=SimpleNamespace(arch=arch))
+    return Planned(load_catalogue().get(case), stage(stage_name), target, target if peer else None,
+                   WorkItem(case, stage_name, build, peer))
+
+
+def test_longest_first_and_one_build_together_among_equals() -> None:
+    seconds = {("a", "7.2"): 30.0, ("b", "10.0"): 5.0, ("c", "7.2"): 5.2, ("d", "10.0"): 5.1, ("e", "7.2"): 1.0}
+    items = [_planned("q35-minimal", "boot", build) for (_, build) in seconds]
+    named = {id(p): name for p, (name, _) in zip(items, seconds, strict=True)}
+    order = longest_first(items, lambda p: seconds[(named[id(p)], p.item.build)])
+    assert [named[id(p)] for p in order] == ["a", "d", "b", "c", "e"]
+
+
+def test_an_estimate_knows_the_slow_cases() -> None:
+    plain = estimate(_planned("q35-minimal", "migrate", "7.2.22-x86_64", peer="7.2.22-x86_64"))
+    generic = estimate(_planned("pc-nic-rich", "migrate", "7.2.22-x86_64", peer="7.2.22-x86_64"))
+    assert generic > 2 * plain
+    assert estimate(_planned("q35-minimal", "boot", "7.2.22-x86_64")) < plain
+
+
+def test_durations_are_merged_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QEMU_CONFORMANCE_CACHE", str(tmp_path))
+    assert durations() == {}
+    save_durations({"a.boot[7.2.22-x86_64]": 4.5})
+    save_durations({"b.boot[7.2.22-x86_64]": 2.0})
+    assert durations() == {"a.boot[7.2.22-x86_64]": 4.5, "b.boot[7.2.22-x86_64]": 2.0}
+    (tmp_path / "durations.json").write_text("not json")
+    assert durations() == {}
