@@ -20,7 +20,8 @@ attribute of class ``d`` (and of class ``c`` that no earlier rule refused): noth
 not know is dropped in silence. ``qemu-conformance argv --schema-coverage`` prints the table.
 
 A rule's ``path`` is an item path in which ``*`` matches one name (or part of one) and ``**`` any
-number of steps; of the rules that match an item, the most specific (most literal characters) wins.
+number of steps; of the rules that match an item, the most specific (most literal characters) wins, and of
+two as specific the earlier in the file.
 A value item that no value rule matches takes its attribute's class.
 """
 
@@ -195,6 +196,7 @@ class Rule:
     regex: re.Pattern[str]
     weight: int  # literal characters: the most specific matching rule wins
     except_arches: tuple[str, ...] = ()  # guest arches on which the builder implements it (class a there)
+    order: int = 0  # its place in the file: of two rules as specific, the earlier wins
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -221,7 +223,7 @@ def load_rules(path: Path = CLASSES_FILE) -> tuple[Rule, ...]:
         if not pattern or cls not in CLASS_NAMES or not why:
             raise DomainInvalid(f"rule {i + 1} needs path, class (a, b, c or d) and why: {entry}", path=path)
         rules.append(Rule(pattern, cls, why, _compile(pattern), len(pattern.replace("*", "")),
-                          tuple(entry.get("except_arches", ()))))
+                          tuple(entry.get("except_arches", ())), i))
     return tuple(rules)
 
 
@@ -231,8 +233,12 @@ class Classifier:
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self._memo: dict[str, Rule | None] = {}
-        self._value_rules = [r for r in rules if "[@" in r.path]
-        self._plain_rules = [r for r in rules if "[@" not in r.path]
+        # rules by the folder their literal start names ("/domain/devices/" for "/domain/devices/*/alias"): an
+        # item is matched only against the rules of its own ancestor folders
+        self._buckets: dict[tuple[bool, str], list[Rule]] = {}
+        for r in rules:
+            literal = r.path.split("*", 1)[0].split("[@", 1)[0]
+            self._buckets.setdefault(("[@" in r.path, literal[:literal.rfind("/") + 1]), []).append(r)
         # value rules, by the attribute they are about: only those attributes look at values at run time
         self._valued = [_compile(m[1] + "/@" + m[2]) for r in rules
                         if (m := re.fullmatch(r"(.*)\[@([^=\]]+)=.*\]", r.path))]
@@ -255,9 +261,11 @@ class Classifier:
             pass
         value = re.fullmatch(r"(.*)\[@([^=\]]+)='.*'\]", path, re.S)
         best: Rule | None = None
-        for r in self._value_rules if value else self._plain_rules:
-            if r.regex.match(path) and (best is None or r.weight > best.weight):
-                best = r
+        steps = (value[1] if value else path).split("/")
+        for i in range(1, len(steps)):
+            for r in self._buckets.get((value is not None, "/".join(steps[:i]) + "/"), ()):
+                if r.regex.match(path) and (best is None or (r.weight, -r.order) > (best.weight, -best.order)):
+                    best = r
         if best is None and value:
             best = self.rule(f"{value[1]}/@{value[2]}")
         self._memo[path] = best
