@@ -210,6 +210,9 @@ def _live(root: etree._Element, domain_type: str, image_dir: str, changes: list[
     assert devices is not None  # _retarget made one
     for el in list(devices):
         tag = el.tag
+        if tag in ("serial", "parallel", "console", "channel") and el.find("log") is not None:
+            el.remove(el.find("log"))  # type: ignore[arg-type]
+            changes.append(f"{_describe(el, 'type')} <log> removed: libvirt opens the log file on the host")
         if tag == "disk":
             _disk(el, image_dir, changes, blockers)
         elif tag == "interface":
@@ -242,6 +245,9 @@ def _live(root: etree._Element, domain_type: str, image_dir: str, changes: list[
             driver = el.find("driver")
             blockers.append(f"{_describe(el, 'type')} driver {driver.get('type') if driver is not None else 'path'}"
                             ": a host folder")
+        elif tag == "video" and el.find("driver") is not None and el.find("driver").get("name") == "vhostuser":
+            blockers.append(f"<video> {_describe(el.find('model'), 'type') if el.find('model') is not None else ''} "
+                            "<driver name='vhostuser'>: libvirt runs the vhost-user GPU backend, the suite does not")
         elif tag == "vsock":
             blockers.append("<vsock>: needs /dev/vhost-vsock, which libvirt opens")
         elif tag == "input" and el.get("type") in ("passthrough", "evdev"):
@@ -313,6 +319,38 @@ def _host_side(root: etree._Element, changes: list[str], blockers: list[str]) ->
     if backing is not None and backing.find("hugepages") is not None:
         backing.remove(backing.find("hugepages"))
         changes.append("<memoryBacking><hugepages> removed: ordinary memory here")
+    access = bool(root.findall("cpu/numa/cell[@memAccess]") or root.findall("memoryBacking/access")
+                  or root.findall("devices/memory[@access]"))
+    source = backing.find("source") if backing is not None else None
+    kind = source.get("type") if source is not None else None
+    if kind == "file" or (access and kind in (None, "anonymous")):
+        # libvirt backs such memory with files in its memory_backing_dir on the host; memfd shares as well
+        if backing is None:
+            backing = etree.SubElement(root, "memoryBacking")
+        if source is None:
+            source = etree.SubElement(backing, "source")
+        source.attrib.clear()
+        source.set("type", "memfd")
+        changes.append("guest memory in files of libvirt's memory_backing_dir -> <memoryBacking><source type='memfd'>"
+                       " (its access modes kept)")
+    discard = root.find("memoryBacking/discard")
+    if discard is not None:
+        root.find("memoryBacking").remove(discard)  # type: ignore[union-attr]
+        changes.append("<memoryBacking><discard> removed: libvirt keeps such memory in files on the host")
+    for dimm in root.findall("devices/memory[@discard='yes']"):
+        del dimm.attrib["discard"]
+        changes.append(f"{_describe(dimm, 'model')} discard='yes' removed: libvirt keeps such memory in a host file")
+    for dimm in root.findall("devices/memory"):
+        host = [c for c in dimm.findall("source/*") if c.tag in ("pagesize", "nodemask")]
+        for child in host:
+            dimm.find("source").remove(child)  # type: ignore[union-attr]
+        if host:
+            changes.append(f"{_describe(dimm, 'model')} <source> {', '.join(c.tag for c in host)} removed: "
+                           "ordinary memory of any host node here")
+    for table in root.findall("os/acpi/table"):
+        blockers.append(f"<acpi><table type='{table.get('type')}'> {table.text or ''}: a host file")
+    for entry in root.findall("sysinfo/entry[@file]"):
+        blockers.append(f"<sysinfo><entry name='{entry.get('name')}' file='{entry.get('file')}'>: a host file")
     numatune = root.find("numatune")
     if numatune is not None:
         root.remove(numatune)
@@ -329,10 +367,11 @@ def _disk(el: etree._Element, image_dir: str, changes: list[str], blockers: list
     if el.get("device") == "lun":
         blockers.append(f"<disk device='lun'> {dev}: a host SCSI LUN")
         return
-    if el.get("type") in ("nvme", "vhostuser", "dir"):
+    if el.get("type") in ("nvme", "vhostuser", "dir", "vhostvdpa"):
         blockers.append(f"<disk type='{el.get('type')}'> {dev}: "
                         + {"nvme": "a host NVMe controller", "vhostuser": "a vhost-user block server",
-                           "dir": "a host folder as a FAT disk"}[str(el.get("type"))])
+                           "dir": "a host folder as a FAT disk",
+                           "vhostvdpa": "a host vDPA device"}[str(el.get("type"))])
         return
     source = el.find("source")
     if source is None or not dev:

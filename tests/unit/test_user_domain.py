@@ -271,3 +271,34 @@ def test_a_rule_refusing_as_the_emulator_would_is_the_parse_stages_error(tmp_pat
     assert code == 1
     assert found["parse"]["verdict"] == "error" and "zPCI" in found["parse"]["reason"]
     assert found["argv"]["verdict"] == "skip"
+
+
+def test_host_memory_files_logs_and_backends_are_substituted_or_named(tmp_path: Path) -> None:
+    """What libvirt keeps on the host for a domain: memory files (access modes, discard), hugepage and node
+    pinning of memory devices, chardev logs; and what it runs beside QEMU or reads from the host (a
+    vhost-user GPU, an ACPI table, an fw_cfg file), which cannot be substituted."""
+    path = tmp_path / "host.xml"
+    path.write_text("""<domain type='kvm'><name>h</name><memory>1048576</memory><maxMemory slots='4'>4194304</maxMemory>
+  <memoryBacking><hugepages/><access mode='shared'/><discard/></memoryBacking>
+  <os><type arch='x86_64' machine='q35'>hvm</type>
+    <acpi><table type='slic'>/var/lib/libvirt/acpi/slic.dat</table></acpi></os>
+  <sysinfo type='fwcfg'><entry name='opt/com.coreos/config' file='/tmp/provision.ign'/></sysinfo>
+  <cpu><numa><cell id='0' cpus='0' memory='1048576' unit='KiB' memAccess='shared'/></numa></cpu>
+  <devices>
+    <serial type='pty'><log file='/var/log/libvirt/qemu/h-serial0.log' append='on'/></serial>
+    <video><driver name='vhostuser'/><model type='virtio'/></video>
+    <memory model='dimm' discard='yes'><source><pagesize unit='KiB'>2048</pagesize><nodemask>1-3</nodemask></source>
+      <target><size unit='KiB'>524288</size><node>0</node></target></memory>
+  </devices></domain>""")
+    adapted = load_domain(path).adapt(emulator=EMULATOR, machine="q35", image_dir="/vm")
+    root = etree.fromstring(adapted.xml.encode())
+    assert root.find("memoryBacking/source").attrib == {"type": "memfd"}
+    assert root.find("memoryBacking/hugepages") is None and root.find("memoryBacking/discard") is None
+    assert root.find("memoryBacking/access").get("mode") == "shared"
+    assert root.find("devices/serial/log") is None
+    dimm = root.find("devices/memory")
+    assert dimm.get("discard") is None and len(dimm.find("source")) == 0
+    assert "<serial type='pty'> <log> removed: libvirt opens the log file on the host" in adapted.changes
+    assert [b.split(":")[0] for b in adapted.blockers] == [
+        "<acpi><table type='slic'> /var/lib/libvirt/acpi/slic.dat", "<sysinfo><entry name='opt/com.coreos/config' "
+        "file='/tmp/provision.ign'>", "<video> <model type='virtio'> <driver name='vhostuser'>"]
