@@ -55,13 +55,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.data import package_file
 from conformance.errors import ConformanceError, LiveError
 from conformance.paths import cache_dir
 from conformance.qemu.process import LaunchFailed, QemuProcess
 from conformance.qemu.qmp import QmpCommandFailed, QmpError, QmpMonitorGone, QmpSession
 
 FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("virt",)}
-EXCLUSIONS = Path(__file__).resolve().parent / "coverage_exclusions.toml"
+EXCLUSIONS = package_file("coverage_exclusions.toml")  # package data (conformance/data.py)
 EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
 CACHE_FORMAT = 4  # 4: migration blockers (query-migrate) make a type unmigratable
 MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)

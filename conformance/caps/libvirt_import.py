@@ -39,9 +39,10 @@ from conformance.caps.model import (
     QemuVersion,
     SevInfo,
 )
+from conformance.data import package_file
 from conformance.errors import FixtureError
 
-HISTORY_FILE = Path(__file__).with_name("libvirt_history.json")
+HISTORY_FILE = package_file("caps", "libvirt_history.json")  # package data (conformance/data.py)
 _PATH_VERSION_RE = re.compile(r"libvirt-(\d+\.\d+\.\d+)")
 
 

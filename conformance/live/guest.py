@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from conformance.data import package_file
 from conformance.errors import GuestBuildError
 from conformance.paths import cache_dir
 
@@ -284,7 +285,7 @@ def recipe_hash(arch: str, flavour: str = "cloud") -> str:
 
 def init_script_text() -> str:
     """The guest's /init (guest_init.sh, package data beside this module)."""
-    path = Path(__file__).with_name(_INIT_SCRIPT)
+    path = package_file("live", _INIT_SCRIPT)  # package data (conformance/data.py)
     try:
         return path.read_text()
     except OSError as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 import jinja2
 
 from conformance import prediction
+from conformance.data import package_file
 from conformance.report import fragments
 from conformance.report.coverage_panel import CoverageRow, coverage_rows, load_coverage
 from conformance.report.model import BUG_HOWS, EXCERPT_ARTIFACTS, FAILURE_ROWS, build_page, merge
@@ -35,7 +36,7 @@ __all__ = ["merge", "render", "write_report"]
 
 LIST_LIMIT = 8  # case names shown in a known-bug row before "and N more"
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(package_file("report")), autoescape=True,
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
