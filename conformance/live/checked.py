@@ -90,7 +90,8 @@ class CheckedState:
         return self.folder / STATE_FILE
 
     def record(self, output: Path) -> dict[str, Any]:
-        return {"folder": str(self.folder.relative_to(output)), "origin": self.origin, "machine": self.machine,
+        folder = self.folder.relative_to(output) if self.folder.is_relative_to(output) else self.folder
+        return {"folder": str(folder), "origin": self.origin, "machine": self.machine,
                 "saved_heartbeat": self.heartbeat, **self.saved}
 
 

@@ -370,9 +370,9 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
     """The source reached a terminal status: check both sides (the source's word is not enough)."""
     final = mig.evidence["source_status_final"]
     source.reader.poll_file(source.console)  # the source's last heartbeat before the switch
-    time.sleep(0.2)
-    mig.stats = _query_stats(source)
     if final != "completed":
+        time.sleep(0.2)
+        mig.stats = _query_stats(source)
         notes = [f"migration {final} on the source"
                  + (f": {mig.stats['error-desc']}" if mig.stats.get("error-desc") else "")]
         if not destination.process.is_running():
@@ -405,6 +405,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
         failures.append(f"source ends {src_status}, not postmigrate")
     dst_status = _loaded(destination)
     if not destination.process.is_running():
+        mig.stats = _query_stats(source)
         failures.append(f"the source says completed, but the destination {_side_error(destination)}")
         mig.verdict, mig.reason = "fail", "; ".join(failures)
         return mig
@@ -420,6 +421,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
         with contextlib.suppress(QmpError):
             destination.process.qmp.cmd("cont")
         dst_status = _loaded(destination, until="running")
+    mig.stats = _query_stats(source)  # read a while after completion: right at it some figures read 0
     if dst_status != "running":
         failures.append(f"destination ends {dst_status}, not running")
     ok, beat = _heartbeat_goes_on(destination, source.report.last_heartbeat, timeouts.heartbeat)
