@@ -8,6 +8,9 @@ waiting destination (the suite's own start_pair), then migrates:
 The RAM check (conformance/live/ramcheck.py) is timed twice: inside the suite's runs (the way it took
 there), and on each raw pair once it has migrated (the destination loaded and paused, the source
 stopped), both ways: read from each QEMU's memory, and by pmemsave (what it did before).
+Per pair, the source is made ready two ways, each timed with the CPU seconds of its QEMUs: booted and
+checked (what every migration did before), and restored from a checked state saved once
+(conformance/live/checked.py: what a run does now); a pair's cost is that plus the checked migration.
 ``--memory-mib`` sizes the guests (default: the catalogue's, 256 MiB). The last line is the headline.
 
     python3 benchmarks/migrate.py [--runs 3] [--memory-mib 1024]
@@ -16,19 +19,22 @@ stopped), both ways: read from each QEMU's memory, and by pmemsave (what it did 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from conformance.argv.options import devices
 from conformance.cases import load_catalogue
-from conformance.live.boot import prepare_vm
+from conformance.live.boot import launch, prepare_vm
+from conformance.live.checked import CheckedState, restore
 from conformance.live.checks import failover_pairs
-from conformance.live.migrate import MigrationTimeouts, migrate_vms, start_pair
+from conformance.live.migrate import MigrationTimeouts, _alias_to, make_checked, migrate_vms, source_key, start_pair
 from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
 from conformance.runner import make_target
@@ -41,9 +47,17 @@ class Run(NamedTuple):
     ram_how: str  # the way the check read RAM
     pmemsave: float = 0.0  # s of the RAM check by pmemsave on the same raw pair
     differing: int = 0  # pages that differed on a raw pair (both ways found the same: QEMU 7.2's lost TCG writes)
+    ready: float = 0.0  # s until the source was ready: booted and checked, or restored and proved
+    cpu: float = 0.0  # CPU s of the pair's QEMUs (user + system), whole run
 
 
-def one(target, case_name: str, raw: bool, memory_mib: int | None) -> Run:  # type: ignore[no-untyped-def]
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # QEMUs that were stopped (and reaped)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one(target, case_name: str, raw: bool, memory_mib: int | None,  # type: ignore[no-untyped-def]
+        state: CheckedState | None = None) -> Run:
     catalogue = load_catalogue()
     if memory_mib:
         catalogue.defaults["memory_kib"] = memory_mib * 1024
@@ -56,7 +70,15 @@ def one(target, case_name: str, raw: bool, memory_mib: int | None) -> Run:  # ty
         dst = prepare_vm(case, target, catalogue, out, out / "dst", image_dir=out / "src")
         vms: list[GuestVm] = []
         try:
-            source, destination = start_pair(src, dst, vms)
+            started = time.monotonic()
+            if state is None:
+                source, destination = start_pair(src, dst, vms)
+                ready = time.monotonic() - started
+            else:
+                source, _ = restore(state, src, vms, f"{case_name} restored", out, _alias_to(target.caps))
+                ready = time.monotonic() - started
+                destination = launch(dst, f"{case_name} destination", incoming=True)
+                vms.append(destination)
             if raw:
                 q, d = source.process.qmp, destination.process.qmp
                 d.cmd("migrate-incoming", uri="unix:migrate.sock")
@@ -71,7 +93,7 @@ def one(target, case_name: str, raw: bool, memory_mib: int | None) -> Run:  # ty
                 fast, slow = (compare_ram(source, destination, names, fast=way) for way in (True, False))
                 if fast.note or slow.note or fast.differing != slow.differing:  # the two ways must agree
                     raise SystemExit(f"{case_name}: raw pair: RAM check: {fast.record()} / {slow.record()}")
-                return Run(took, took, fast.seconds, fast.method, slow.seconds, len(fast.differing))
+                return Run(took, took, fast.seconds, fast.method, slow.seconds, len(fast.differing), ready)
             started = time.monotonic()
             mig = migrate_vms(source, destination, failover=failover_pairs(devices(src.live.argv)),
                               timeouts=MigrationTimeouts.from_env())
@@ -80,10 +102,31 @@ def one(target, case_name: str, raw: bool, memory_mib: int | None) -> Run:  # ty
                 raise SystemExit(f"{case_name}: {mig.verdict}: {mig.reason}")
             completed = next(s["t"] for s in mig.timeline if s["side"] == "source" and s["status"] == "completed")
             ram = mig.evidence.get("ram", {})
-            return Run(completed, total, ram.get("seconds", 0.0), ram.get("method", "not compared"))
+            return Run(completed, total, ram.get("seconds", 0.0), ram.get("method", "not compared"), ready=ready)
         finally:
             for vm in vms:
                 vm.stop()
+
+
+def checked(target, case_name: str, memory_mib: int | None, folder: Path) -> CheckedState:  # type: ignore[no-untyped-def]
+    """Boot, check and save the case's source once, as a run does for the migrations of one build."""
+    catalogue = load_catalogue()
+    if memory_mib:
+        catalogue.defaults["memory_kib"] = memory_mib * 1024
+    case = catalogue.get(case_name)
+    key = source_key(case, target, target, "", folder)
+    assert key is not None, case_name
+    made = make_checked(case, target, catalogue, folder, None, key, "benchmark")
+    if isinstance(made, str):
+        raise SystemExit(f"{case_name}: {made}")
+    return made
+
+
+def timed(run: Callable[[], Run]) -> Run:
+    """A run with the CPU seconds of its QEMUs."""
+    before = _children_cpu()
+    result = run()
+    return result._replace(cpu=_children_cpu() - before)
 
 
 def main() -> int:
@@ -98,9 +141,26 @@ def main() -> int:
     target = make_target(Path(binary), lambda _t: None)
     mib = args.memory_mib or load_catalogue().defaults["memory_kib"] // 1024
     figures = {}
+    pairs = {}
     for case, label in (("q35-minimal", "plain"), ("teaming-q35", "failover")):
         floor = [one(target, case, True, args.memory_mib) for _ in range(args.runs)]
-        suite = [one(target, case, False, args.memory_mib) for _ in range(args.runs)]
+        suite = [timed(lambda case=case: one(target, case, False, args.memory_mib)) for _ in range(args.runs)]
+        with tempfile.TemporaryDirectory(prefix="bench-checked-") as tmp:
+            save_started, cpu = time.monotonic(), _children_cpu()
+            state = checked(target, case, args.memory_mib, Path(tmp))
+            save = (time.monotonic() - save_started, _children_cpu() - cpu)
+            restored = [timed(lambda case=case, state=state: one(target, case, False, args.memory_mib, state))
+                        for _ in range(args.runs)]
+        boot_ready, restore_ready = (statistics.median(r.ready for r in runs) for runs in (suite, restored))
+        boot_pair, restore_pair = (statistics.median(r.ready + r.total for r in runs) for runs in (suite, restored))
+        boot_cpu, restore_cpu = (statistics.median(r.cpu for r in runs) for runs in (suite, restored))
+        restored_full = statistics.median(r.total for r in restored)
+        pairs[label] = (boot_pair, restore_pair, restored_full, boot_cpu, restore_cpu)
+        print(f"{label} ({case}) per pair: booted and checked source {boot_ready:.2f} s + checked migration = "
+              f"{boot_pair:.2f} s ({boot_cpu:.1f} CPU s); restored from the checked state {restore_ready:.2f} s + "
+              f"checked migration {restored_full:.2f} s = {restore_pair:.2f} s ({restore_cpu:.1f} CPU s); the state "
+              f"saved once in {save[0]:.2f} s ({save[1]:.1f} CPU s, {state.saved['bytes'] / 2**20:.0f} MiB, boot "
+              f"and checks included)")
         seen = statistics.median(s.completed for s in suite)
         full = statistics.median(s.total for s in suite)
         ram = statistics.median(s.ram for s in suite)
@@ -117,6 +177,10 @@ def main() -> int:
           f"failover {fs:.2f} s (raw {ff:.2f} s, {fs - ff:+.2f} s; checked {ffull:.1f} s); RAM check {pram:.3f} s "
           f"plain, {fram:.3f} s failover per {mib} MiB (pmemsave on the same pairs {pslow:.2f} s, now {pfast:.3f} s), "
           f"x86_64 TCG")
+    (pb, pr, pc, pbc, prc), (fb, fr, fc, fbc, frc) = pairs["plain"], pairs["failover"]
+    print(f"migrate per pair: plain {pr:.2f} s from the checked state (checked migration {pc:.2f} s) against "
+          f"{pb:.2f} s booting its source, {prc:.1f} against {pbc:.1f} CPU s; failover {fr:.2f} s ({fc:.2f} s) against "
+          f"{fb:.2f} s, {frc:.1f} against {fbc:.1f} CPU s; x86_64 TCG")
     return 0
 
 
