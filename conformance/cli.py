@@ -110,14 +110,17 @@ def cmd_caps_diff(args: argparse.Namespace) -> int:
 def cmd_caps_import(args: argparse.Namespace) -> int:
     from conformance.caps.fixture import fixture_name, to_xml, write_fixture
     from conformance.caps.libvirt_import import import_libvirt_caps
+    from conformance.data import layers
     from conformance.paths import capsdata_dir
 
     for source in args.files:
         caps = import_libvirt_caps(source, libvirt_version=args.libvirt_version)
         if args.output and len(args.files) == 1:
             target: Path | None = args.output
-        elif args.capsdata:
-            target = capsdata_dir() / fixture_name(caps)
+        elif args.capsdata:  # the uppermost data layer's (--data DIR: DIR/capsdata/), else ours
+            top = layers()[-1]
+            target = (capsdata_dir() if top.is_base else top.capsdata) / fixture_name(caps)
+            target.parent.mkdir(parents=True, exist_ok=True)
         else:
             target = None
         if target is None:
@@ -356,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("import", help="convert libvirt capability XML into this project's fixture")
     p.add_argument("files", nargs="+", type=path_arg, help="libvirt caps XML (test fixture or host cache)")
     p.add_argument("-o", "--output", type=path_arg, help="output file (one input only)")
-    p.add_argument("--capsdata", action="store_true", help="write into capsdata/ under the standard name")
+    p.add_argument("--capsdata", action="store_true",
+                   help="write into capsdata/ under the standard name (--data DIR: DIR/capsdata/)")
     p.add_argument("--libvirt-version", help="libvirt release that wrote the file, when the file cannot tell")
     p.set_defaults(func=cmd_caps_import)
     p = csub.add_parser("show", help="summary and flags of one fixture")
