@@ -127,3 +127,21 @@ def test_known_items_still_build() -> None:
                  "service='5555' tls='no'/><protocol type='raw'/><target port='0'/></serial>")
     assert any("usb-tablet" in a for a in argv)
     assert any(a.startswith("socket,id=charserial0") or '"charserial0"' in a for a in argv)
+
+
+def test_cli_prints_the_table_and_the_headline(schema: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.cli import main
+
+    assert main(["argv", "--schema-coverage", "d"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("libvirt domain schema: ") and "(a)+(b)+(c)" in lines[-1]
+    assert any(line.startswith("d      /domain/devices/controller/target/@memReserve ") for line in lines)
+    assert not any(line.startswith(("a ", "b ", "c ")) for line in lines)  # only the classes asked for
+
+
+def test_cli_argv_without_a_domain_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.cli import main
+
+    assert main(["argv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "argv needs a domain XML and --caps" in err and "\n" not in err
