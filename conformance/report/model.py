@@ -325,6 +325,8 @@ def _facts(r: StageResult, notable: bool) -> list[str]:
         how.append(f"machine type {d['machine']}" + (f" ({d['machine_from']})" if d.get("machine_from") else ""))
     if d.get("direction"):
         how.append(f"direction {d['direction']}")
+    if d.get("layer"):  # a case of a user's data layer (--data, docs/data.md)
+        how.append(f"case from data layer {d['layer']}")
     if d.get("machine_deprecated"):
         how.append(f"machine type deprecated in {', '.join(map(str, d['machine_deprecated']))} (a warning)")
     if notable:

@@ -124,7 +124,7 @@ def test_static_run_names_the_layer_of_its_case_fixture_and_bug(layers: tuple[Pa
         assert f"data layer {a}" in r["qemu"]["path"]  # type: ignore[index]
     flags = next(r for r in found if r["stage"] == "argv")["details"]["known_bugs"]  # type: ignore[index]
     assert [(f["id"], f["layer"]) for f in flags] == [("distro-rng-boot-hang", str(a))]
-    assert str(a) in (out / "report.html").read_text()
+    assert f"case from data layer {a}" in (out / "report.html").read_text()
 
 
 def test_a_missing_data_folder_is_one_line() -> None:
