@@ -122,8 +122,8 @@ def test_pytest_plugin_options_are_absolute(tmp_path: Path, monkeypatch: pytest.
 def test_path_settings_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conformance.argv.cpu_map import find_cpu_map
     from conformance.argv.firmware import firmware_dirs
-    from conformance.domain.schema import schema_dir
     from conformance.data import user_dirs
+    from conformance.domain.schema import schema_dir
     from conformance.paths import builds_dir, shared_dir
 
     monkeypatch.chdir(tmp_path)
