@@ -131,14 +131,15 @@ def domain_case(user: UserDomain, stages: tuple[str, ...]) -> Case:
     given stages (a stage builds on the ones before it: conformance/stages.py). It boots the cloud test guest,
     as cases do by default: the generic one has drivers for more emulated hardware (e1000, AHCI) but took
     28-56 s to boot on the loaded 2-core host against 5-13 s (docs/guest.md), and a device without a driver in
-    the guest is only not checked from inside."""
+    the guest is only not checked from inside. A failed boot or migration is bisected to the devices that
+    make it fail (conformance/live/bisect.py), as for the catalogue's device-rich cases."""
     from conformance.cases import Case
     from conformance.stages import in_order, required
 
     wanted = set(stages)
     for name in stages:
         wanted.update(required(name))
-    return Case(name=user.name, template=str(user.path), description=f"your domain {user.path}",
+    return Case(name=user.name, template=str(user.path), description=f"your domain {user.path}", bisect=True,
                 targets=((user.arch, user.machine),), stages=tuple(in_order(wanted)),
                 source=str(user.path), domain=user)
 

@@ -39,6 +39,7 @@ def test_a_virt_install_domain_is_a_case_named_after_its_file() -> None:
     assert case.targets == (("x86_64", "pc"),)
     assert case.stages == ("parse", "argv", "boot")  # boot builds on argv and parse (conformance/stages.py)
     assert case.domain is not None and case.domain.type == "kvm"
+    assert case.bisect  # a failure names the devices that make it fail
 
 
 def test_the_planner_plans_a_domain_beside_the_catalogue_cases(catalogue: Catalogue) -> None:
