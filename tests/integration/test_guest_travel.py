@@ -94,5 +94,8 @@ def test_a_cached_deb_is_checked_by_its_hash_not_its_size(tmp_path: Path) -> Non
     record.write_text(json.dumps({"busybox": {"package": "busybox-static", "version": "1", "sha256":
                                               _sha256_file(good), "file": good.name}}))
     assert "busybox" in guest_mod._read_record(record, debdir)
-    good.write_bytes(b"the fake package")  # same size, other content
+    fake = debdir / "fake.part"
+    fake.write_bytes(b"the fake package")  # same size, other content, put in place as a download would be
+    fake.rename(good)
     assert guest_mod._read_record(record, debdir) == {}
+    assert json.loads((debdir / ".sha256.json").read_text())[good.name][3] == _sha256_file(good)  # hashed again
