@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_layers_add_and_override_in_process(layers: tuple[Path, Path]) -> None:
         # the package decides: no package version known, an older one, the backport, a later one
         for package, expected in (("", True), ("1:7.2+dfsg-7+deb12u4", True), ("1:7.2+dfsg-7+deb12u5", False),
                                   ("1:7.2+dfsg-7+deb12u18+b3", False)):
-            with_package = Facts(**{**facts.__dict__, "package": package})
+            with_package = replace(facts, package=package)
             assert bool(expected_bugs(with_package)) is expected, package
             assert bool(fixed_by_package(with_package)) is not expected, package
     finally:
