@@ -96,8 +96,11 @@ mounts = dict(zip(sys.argv[2::2], sys.argv[3::2]))
 for path, sub in mounts.items():
     subprocess.run(["mount", "--bind", os.path.join(root, sub), path], check=True)
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-stopping = []
-signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+class Stop(Exception):
+    pass
+def on_term(*_):
+    raise Stop
+signal.signal(signal.SIGTERM, on_term)
 log = open(os.path.join(root, "daemons.log"), "ab", buffering=0)
 logd = subprocess.Popen(["virtlogd", "-f", "/etc/libvirt/virtlogd.conf", "-p", "/run/libvirt/virtlogd.pid"],
                         stdout=log, stderr=log)
@@ -106,16 +109,15 @@ while not os.path.exists("/run/libvirt/virtlogd-sock") and time.monotonic() < en
     time.sleep(0.02)
 lvd = subprocess.Popen(["libvirtd", "-f", "/etc/libvirt/libvirtd.conf", "-p", "/run/libvirt/libvirtd.pid"],
                        stdout=log, stderr=log)
-daemons = {logd.pid: logd, lvd.pid: lvd}
-while not stopping and lvd.poll() is None:
-    try:
-        pid, _ = os.waitpid(-1, 0)
-    except ChildProcessError:
-        break
-    except InterruptedError:
-        continue
-    if pid in daemons:
-        daemons[pid].returncode = 0 if daemons[pid].returncode is None else daemons[pid].returncode
+try:
+    while lvd.poll() is None:  # reap whatever ends here (a SIGTERM interrupts the wait)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+except Stop:
+    pass
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 for proc in (lvd, logd):
     if proc.poll() is None:
         proc.terminate()

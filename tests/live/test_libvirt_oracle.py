@@ -221,7 +221,7 @@ def _in_namespace(ns: str) -> list[int]:
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_nothing_outlives_its_caller(sig: signal.Signals, tmp_path: Path) -> None:
     """A caller interrupted (Ctrl-C: an orderly stop) or killed (SIGKILL: the namespace dies with it) leaves
     no libvirtd, virtlogd or QEMU."""
