@@ -441,8 +441,15 @@ def run_vmstate(cases: list[Case], targets: list[Target], writer: ResultWriter, 
 
 
 def live_machines(choice: MachineChoice) -> Callable[[Case, Target, Target], Sequence[str]] | None:
-    """The planner's ``machines`` for targets (their probed capabilities): None for ``newest``."""
-    return planner_machines(choice, lambda target: target.caps)
+    """The planner's ``machines`` for targets (their probed capabilities). For ``newest``, one item per pair
+    under the stage's own choice (''), but a user's domain (--domain) naming a versioned machine type runs
+    under that type, as libvirt migrates it, not under the newest of its family."""
+    chosen = planner_machines(choice, lambda target: target.caps)
+    if chosen is not None:
+        return chosen
+    from conformance.domain.user import own_machine
+
+    return lambda case, source, _destination: [own_machine(case, source.caps)]
 
 
 def say_plan(items: Sequence[Planned[Any]], choice: MachineChoice, say: Say) -> None:

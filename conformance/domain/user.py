@@ -497,3 +497,13 @@ def without_builds(cases: list[Case], arches: set[str], stages: list[str]) -> li
         found += [StageResult(case=case.name, stage=name, verdict="skip", reason=reason, arch=case.domain.arch,
                               details={"domain": str(case.domain.path)}) for name in stages if name in case.stages]
     return found
+
+
+def own_machine(case: Case, caps: Any) -> str:
+    """The versioned machine type a user's domain names (``pc-q35-6.2``) when these capabilities know it by
+    that name, else '' (a catalogue case, an alias such as ``q35``, or a type the build lacks: the stage then
+    chooses, or says why not). libvirt keeps a domain's machine type when it migrates; so does the suite."""
+    if case.domain is None:
+        return ""
+    found = caps.machine(case.domain.machine)
+    return case.domain.machine if found is not None and found.name == case.domain.machine else ""

@@ -15,9 +15,10 @@ from conformance.cases import load_catalogue
 from conformance.domain.user import domain_cases
 from conformance.errors import GuestBuildError
 from conformance.live.boot import Target
+from conformance.machines import MachineChoice
 from conformance.plan import plan
 from conformance.results.records import ResultWriter
-from conformance.runner import make_target, run_live, run_stages, target_names
+from conformance.runner import live_machines, make_target, run_live, run_stages, target_names
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.live
@@ -67,17 +68,25 @@ def x86_10_target() -> Target:
         pytest.skip(f"no test guest: {exc}")
 
 
+@pytest.mark.parametrize("machine", ["pc", "pc-i440fx-6.2"])
 def test_a_virt_install_domain_migrates_from_7_2_to_10_0(x86_target: Target, x86_10_target: Target,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, machine: str) -> None:
+    """virt-install's alias ``pc`` migrates under the newest type both builds have, as cases do; a versioned
+    type (the same file, its machine set to pc-i440fx-6.2 as an older host's libvirt wrote it) is kept."""
     catalogue = load_catalogue()
-    case, = domain_cases([CENTOS], ("migrate",))
-    items = [p for p in plan([case], [x86_target, x86_10_target], ["migrate"], target_names)
+    path = tmp_path / CENTOS.name
+    path.write_text(CENTOS.read_text().replace('machine="pc"', f'machine="{machine}"'))
+    case, = domain_cases([path], ("migrate",))
+    items = [p for p in plan([case], [x86_target, x86_10_target], ["migrate"], target_names,
+                             machines=live_machines(MachineChoice.parse("newest")))
              if p.peer is x86_10_target and p.build is x86_target]
+    at = "" if machine == "pc" else f"@{machine}"
     assert [p.item.id for p in items] == [f"centos7-pc-ide-rtl8139-kvm.migrate[{x86_target.caps.label}->"
-                                          f"{x86_10_target.caps.label}]"]
-    counts = run_live(items, ResultWriter(tmp_path), catalogue, tmp_path, lambda _line: None, jobs=1)
+                                          f"{x86_10_target.caps.label}{at}]"]
+    counts = run_live(items, ResultWriter(tmp_path), catalogue, tmp_path / "out", lambda _line: None, jobs=1)
     result, = records(tmp_path)
     assert counts == Counter({"pass": 1}), result["reason"]
-    assert result["details"]["machine"] == f"pc-i440fx-{x86_target.caps.version.major}.{x86_target.caps.version.minor}"
-    assert f"machine type pc -> {result['details']['machine']}" in result["details"]["domain_changes"]
+    newest = f"pc-i440fx-{x86_target.caps.version.major}.{x86_target.caps.version.minor}"
+    assert result["details"]["machine"] == (newest if machine == "pc" else machine)
+    assert (f"machine type pc -> {newest}" in result["details"]["domain_changes"]) == (machine == "pc")
     assert result["details"]["direction"] == "forward"

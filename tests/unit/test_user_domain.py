@@ -303,3 +303,26 @@ def test_host_memory_files_logs_and_backends_are_substituted_or_named(tmp_path: 
     assert [b.split(":")[0] for b in adapted.blockers] == [
         "<acpi><table type='slic'> /var/lib/libvirt/acpi/slic.dat", "<sysinfo><entry name='opt/com.coreos/config' "
         "file='/tmp/provision.ign'>", "<video> <model type='virtio'> <driver name='vhostuser'>"]
+
+
+def test_a_versioned_machine_type_is_kept_across_builds_an_alias_is_not(tmp_path: Path) -> None:
+    """libvirt keeps a domain's machine type when it migrates: a domain naming pc-q35-6.2 migrates from 7.2 to
+    10.0 under pc-q35-6.2; one naming q35 under the newest type both have (the stage's choice, '')."""
+    from types import SimpleNamespace
+
+    from conformance.caps.store import resolve
+    from conformance.machines import MachineChoice
+    from conformance.runner import live_machines
+
+    pinned = tmp_path / "pinned.xml"
+    pinned.write_text((DOMAINS / "debian11-q35-kvm.xml").read_text().replace('machine="q35"', 'machine="pc-q35-6.2"'))
+    cases = domain_cases([DOMAINS / "debian11-q35-kvm.xml", pinned], ("migrate",))
+    builds = [SimpleNamespace(caps=resolve("7.2:x86_64")), SimpleNamespace(caps=resolve("10.0:x86_64"))]
+    from conformance.plan import plan
+
+    items = plan(cases, builds, ["migrate"], lambda b: (b.caps.label, b.caps.arch),
+                 machines=live_machines(MachineChoice.parse("newest")))
+    ids = {p.item.id for p in items}
+    assert "pinned.migrate[7.2.22-x86_64->10.0.2-x86_64@pc-q35-6.2]" in ids
+    assert "debian11-q35-kvm.migrate[7.2.22-x86_64->10.0.2-x86_64]" in ids
+    assert len(ids) == 8
