@@ -32,17 +32,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lxml import etree
 
+from conformance.caps.model import Capabilities
+from conformance.cases import Case
 from conformance.errors import DomainInvalid
 from conformance.live.adapt import NeedsHardware
+from conformance.results.records import StageResult
+from conformance.stages import in_order, required
 from conformance.static import STATIC_IMAGE_DIR  # what the static stages render with: any other folder is a VM's
-
-if TYPE_CHECKING:
-    from conformance.cases import Case
-    from conformance.results.records import StageResult
 
 DEFAULT_MACHINES = {"x86_64": "pc", "i686": "pc"}  # libvirt's default when <type> names none
 IMAGE_FORMATS = ("raw", "qcow2")  # what the VM folder's blank images are made as
@@ -133,9 +133,6 @@ def domain_case(user: UserDomain, stages: tuple[str, ...]) -> Case:
     28-56 s to boot on the loaded 2-core host against 5-13 s (docs/guest.md), and a device without a driver in
     the guest is only not checked from inside. A failed boot or migration is bisected to the devices that
     make it fail (conformance/live/bisect.py), as for the catalogue's device-rich cases."""
-    from conformance.cases import Case
-    from conformance.stages import in_order, required
-
     wanted = set(stages)
     for name in stages:
         wanted.update(required(name))
@@ -486,8 +483,6 @@ def domain_details(case: Case, *, emulator: str, machine: str = "", accel: str =
 def without_builds(cases: list[Case], arches: set[str], stages: list[str]) -> list[StageResult]:
     """A skip per requested stage of each user domain whose arch no build under test has: a domain given is
     never dropped in silence (the planner plans a case only on builds of its arch)."""
-    from conformance.results.records import StageResult
-
     found = []
     for case in cases:
         if case.domain is None or case.domain.arch in arches:
@@ -499,7 +494,7 @@ def without_builds(cases: list[Case], arches: set[str], stages: list[str]) -> li
     return found
 
 
-def own_machine(case: Case, caps: Any) -> str:
+def own_machine(case: Case, caps: Capabilities) -> str:
     """The versioned machine type a user's domain names (``pc-q35-6.2``) when these capabilities know it by
     that name, else '' (a catalogue case, an alias such as ``q35``, or a type the build lacks: the stage then
     chooses, or says why not). libvirt keeps a domain's machine type when it migrates; so does the suite."""
