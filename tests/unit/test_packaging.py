@@ -70,3 +70,20 @@ def test_user_layers_order_and_bad_folders(monkeypatch: pytest.MonkeyPatch, tmp_
             data.set_user_dirs([tmp_path / "empty"])
     finally:
         data.set_user_dirs([])
+
+
+def test_data_option_anywhere_on_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.cli import _data_options, main
+
+    assert _data_options(["--data", "a", "run", "--data=b", "--cases", "x"]) == (["run", "--cases", "x"], ["a", "b"])
+    (tmp_path / "capsdata").mkdir()
+    fixture = (ROOT / "capsdata" / "qemu-7.2.22-x86_64.xml").read_text()
+    (tmp_path / "capsdata" / "qemu-7.2.99-x86_64.xml").write_text(fixture.replace('micro="22"', 'micro="99"', 1))
+    try:
+        for argv in (["--data", str(tmp_path), "caps", "list"], ["caps", "list", f"--data={tmp_path}"]):
+            assert main(argv) == 0
+            assert f"qemu-7.2.99-x86_64.xml ({tmp_path})" in capsys.readouterr().out
+        assert main(["caps", "list", "--data", str(tmp_path / "none")]) == 2
+        assert "data folder not found" in capsys.readouterr().err
+    finally:
+        data.set_user_dirs([])
