@@ -21,6 +21,7 @@ from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
 from conformance.knownbugs.matcher import bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
+from conformance.qemu.host import package_version
 from conformance.results.records import QemuBuild, StageResult
 from conformance.stages import STATIC_STAGES
 
@@ -129,7 +130,8 @@ class StaticRunner:
         if "argv" in stages:
             outcome = self._argv(case, caps, rendered, what.expect_error)
             if outcome.argv:
-                outcome.known_bugs = [b.record() for b in bugs_concerning(caps.version, outcome.argv, caps.arch)]
+                outcome.known_bugs = [b.record() for b in bugs_concerning(  # package: fixed_in_packages
+                    caps.version, outcome.argv, caps.arch, package_version(None, caps.package))]
             outcomes.append(outcome)
         return outcomes
 

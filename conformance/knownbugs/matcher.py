@@ -596,10 +596,11 @@ def fixed_by_package(facts: Facts) -> list[KnownBug]:
             if a.failed and all(c.name == "package" for c in a.failed)]
 
 
-def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "") -> list[KnownBug]:
+def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", package: str = "") -> list[KnownBug]:
     """Known bugs of this QEMU version whose configuration this argv has (the static flags): the same rule
-    on what an argv says (version, arch, machine, concerns); a bug that says no configuration is not flagged."""
-    facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv))
+    on what an argv says (version, arch, machine, concerns, and the package version when known: a bug a
+    fixture's package has the fix for is not flagged); a bug that says no configuration is not flagged."""
+    facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv), package=package)
     # the rule's version and concerns conditions, cheap first (the static stages ask for every combination)
     candidates = [b for b in _flaggable(version, arch) if b.concerns is not None
                   and b.concerns.may_match(facts.joined)]

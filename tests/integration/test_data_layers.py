@@ -126,6 +126,12 @@ def test_static_run_names_the_layer_of_its_case_fixture_and_bug(layers: tuple[Pa
     flags = next(r for r in found if r["stage"] == "argv")["details"]["known_bugs"]  # type: ignore[index]
     assert [(f["id"], f["layer"]) for f in flags] == [("distro-rng-boot-hang", str(a))]
     assert f"case from data layer {a}" in (out / "report.html").read_text()
+    # B over A: the fixture's package (Debian 1:7.2+dfsg-7+deb12u18+b3) has the fix, so nothing is flagged
+    fixed = cli("run", "--caps", "7.2.99:x86_64", "--cases", "distro-*", "--stages", "parse,argv",
+                "-o", str(tmp_path / "fixed"), "--data", str(a), "--data", str(layers[1]))
+    assert fixed.returncode == 0, fixed.stderr
+    argv = next(r for r in results(tmp_path / "fixed") if r["stage"] == "argv")
+    assert not argv["details"].get("known_bugs"), argv["details"]  # type: ignore[union-attr]
 
 
 def test_a_missing_data_folder_is_one_line() -> None:
