@@ -209,8 +209,9 @@ def cpu(ctx: Ctx) -> None:
         if any(re.fullmatch(r"sve\d+", n) and p in ("require", "force") for p, n in c.features) and \
                 not any(n == "sve" for _, n in c.features):
             feats.append("sve=on")  # SVE vector lengths imply SVE itself
-        feats += _cache_and_phys_bits(c)
     feats += _cpu_extras(ctx)
+    if c is not None:  # after the timers, Hyper-V, KVM and PMU flags, whatever the CPU mode
+        feats += _cache_and_phys_bits(c)
     ctx.add("-cpu", ",".join([model, *feats]))
 
 
@@ -264,21 +265,26 @@ def _host_has(ctx: Ctx, feature: str) -> bool:
 
 
 def _cache_and_phys_bits(c) -> list[str]:
-    """<cache mode=> and <maxphysaddr> (qemuBuildCpuModelArgStr)."""
+    """<cache mode=> and <maxphysaddr> (qemuBuildCpuCommandLine): the host's cache information is switched
+    off only for a CPU that would pass it through (host-passthrough, maximum); an emulated physical address
+    width without bits is the host's width switched off."""
     out: list[str] = []
     cache = next((e for e in c.extra if getattr(e, "tag", None) == "cache"), None)
     if cache is not None:
         mode = cache.get("mode")
-        if mode == "passthrough":
-            out += ["host-cache-info=on", "l3-cache=off"]
-        elif mode == "disable":
-            out += ["host-cache-info=off", "l3-cache=off"]
-        elif mode == "emulate":
-            out += ["host-cache-info=off", "l3-cache=on"]
+        host_off = mode in ("emulate", "disable") and c.mode in ("host-passthrough", "maximum")
+        if mode == "emulate":
+            out.append("l3-cache=on")
+        elif mode == "passthrough":
+            out.append("host-cache-info=on")
+        if host_off:
+            out.append("host-cache-info=off")
+        if mode in ("passthrough", "disable"):
+            out.append("l3-cache=off")
     phys = next((e for e in c.extra if getattr(e, "tag", None) == "maxphysaddr"), None)
     if phys is not None:
-        if phys.get("mode") == "emulate" and phys.get("bits"):
-            out.append(f"phys-bits={phys.get('bits')}")
+        if phys.get("mode") == "emulate":
+            out.append(f"phys-bits={phys.get('bits')}" if int(phys.get("bits") or 0) > 0 else "host-phys-bits=off")
         elif phys.get("mode") == "passthrough":
             out.append("host-phys-bits=on")
             if phys.get("limit"):

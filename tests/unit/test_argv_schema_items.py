@@ -72,3 +72,21 @@ def test_async_teardown_where_qemu_has_it() -> None:
 def test_tsc_frequency() -> None:
     argv = _argv(top="<clock offset='utc'><timer name='tsc' frequency='3504000000'/></clock>")
     assert _options(argv, "-cpu")[0].endswith(",tsc-frequency=3504000000")
+
+
+@pytest.mark.parametrize(("cpu", "tail"), [
+    # the host's cache information is switched off only for a CPU that would pass it through
+    ("<cpu mode='host-passthrough'><cache mode='disable'/></cpu>", "host-cache-info=off,l3-cache=off"),
+    ("<cpu mode='custom'><model>Haswell</model><cache mode='disable'/></cpu>", ",l3-cache=off"),
+    ("<cpu mode='maximum'><cache mode='emulate'/></cpu>", "l3-cache=on,host-cache-info=off"),
+    ("<cpu mode='custom'><model>Haswell</model><maxphysaddr mode='emulate'/></cpu>", ",host-phys-bits=off"),
+    ("<cpu mode='custom'><model>Haswell</model><maxphysaddr mode='emulate' bits='42'/></cpu>", ",phys-bits=42"),
+])
+def test_cpu_cache_and_physical_address_bits(cpu: str, tail: str) -> None:
+    """After the PMU and the other flags, for every CPU mode (host-model included: they were dropped there)."""
+    argv = _argv(top=cpu + "<features><pmu state='off'/></features>")
+    flags = _options(argv, "-cpu")[0]
+    assert flags.endswith(tail) and "host-cache-info=off,l3-cache=on" not in flags
+    if "custom" in cpu:
+        assert "host-cache-info" not in flags
+    assert flags.index("pmu=off") < flags.index(tail.lstrip(",").split(",")[0])
