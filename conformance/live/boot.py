@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -182,7 +183,7 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     prepared.argv = domain_argv(domain, caps)
     images = _create_images(domain, images_in)
     prepared.live = adapt_for_live(prepared.argv, binary=str(target.binary), accel=target.accel.accel,
-                                   vm_dir=vm_dir, boot_args=target.guest.boot_args(),
+                                   vm_dir=vm_dir, boot_args=target.guest.boot_args(heartbeat_append()),
                                    substitutes=case.substitutes, macs=_hostdev_macs(domain))
     if case.devices_only is not None:  # a bisection run (conformance/live/bisect.py): a subset of the devices
         from conformance.live.bisect import keep_devices
@@ -193,6 +194,18 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     prepared.details = {"changes": prepared.live.changes, "substitutions": prepared.live.substitutions,
                         "images": images, "accel_reason": target.accel.reason}
     return prepared
+
+
+def heartbeat_append() -> str:
+    """``guest.hb=SECONDS`` for the guest's kernel command line when QEMU_CONFORMANCE_GUEST_HEARTBEAT sets a
+    period other than the guest's own (1 s); '' otherwise. Every wait for "the next heartbeat" (after a
+    migration, after a restore) lasts half a period on average."""
+    value = os.environ.get("QEMU_CONFORMANCE_GUEST_HEARTBEAT", "").strip()
+    try:
+        period = float(value)
+    except ValueError:
+        return ""
+    return f"guest.hb={period:g}" if 0.05 <= period <= 60 and period != 1 else ""
 
 
 def launch(prepared: PreparedVm, name: str, *, incoming: bool = False, role: str = "destination") -> GuestVm:

@@ -1,8 +1,9 @@
 """Boot once, migrate many: a migration's source guest, booted and checked once, saved, restored per pair.
 
 A checked source is a guest that booted and passed the boot checks (conformance/live/boot.py) on one
-build under one machine type. Its state is saved once into its VM folder (``migrate`` to ``exec:cat >
-checked.state``: every build has exec:, and the file is plain precopy) with its disk images beside it.
+build under one machine type. Its state is saved once into its VM folder, the guest stopped first
+(``stop``, ``migrate`` to ``exec:cat > checked.state``: every build has exec:) with its disk images beside
+it; a failover guest runs while saved (it must release its primary), on QEMU 9.0 or later only.
 Each migration with that build as its source and that machine type then restores it instead of booting
 again: a fresh folder with copies of the images, QEMU started with ``-incoming defer -S``,
 ``migrate-incoming exec:cat ...``, ``cont``. Measured on 2 shared cores (TCG, 256 MiB): a boot with its
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.argv.options import devices
+from conformance.caps.model import QemuVersion
 from conformance.errors import LiveError
 from conformance.live.boot import PreparedVm, launch, launch_failure, qmp_cross_check
 from conformance.live.checks import failover_pairs, failover_team_enslaved
@@ -54,6 +56,8 @@ SAVE_TIMEOUT = 30.0  # s for the save
 #: s in wait-unplug before the save gives up: a failover primary's release takes 6.5 s under native PCIe
 #: hotplug (pc-q35-5.2), never with the known bug pcie-native-hotplug-plug-read-as-unplug (QEMU 5.2)
 SAVE_UNPLUG_TIMEOUT = 8.0
+#: the first QEMU whose live migration under TCG keeps every guest write (tcg-migration-lost-dirty-pages)
+LIVE_SAVE_FROM = QemuVersion(9, 0, 0)
 LOAD_TIMEOUT = 30.0  # s for the restore to load the state
 SETTLE_TIMEOUT = 10.0  # s for the first heartbeat, and the re-plug of a failover primary, after the restore
 
@@ -143,11 +147,23 @@ def image_names(prepared: PreparedVm) -> list[str]:
 
 
 def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedState:
-    """Save a running, checked guest into its folder (the VM ends ``postmigrate``); LiveError when not."""
+    """Save a running, checked guest into its folder (the VM ends ``postmigrate``); LiveError when not.
+
+    The guest is stopped first, so it writes nothing while it is saved: QEMU before 9.0 under TCG can lose
+    guest writes in a live migration (known bug tcg-migration-lost-dirty-pages), and a state saved live would
+    carry the loss into every migration restored from it. A failover guest must run while it is saved (it
+    releases its primary when QEMU asks): it is saved live on 9.0 or later only."""
     q = vm.process.qmp
+    target = prepared.target
+    failover = bool(failover_pairs(devices(prepared.live.argv)))
+    if failover and target.accel.accel == "tcg" and target.caps.version < LIVE_SAVE_FROM:
+        raise LiveError(f"a failover guest is saved running, and QEMU {target.caps.version} under TCG can lose "
+                        "guest writes in a live migration (known bug tcg-migration-lost-dirty-pages)")
     vm.expect_stop = True
     started = time.monotonic()
     try:
+        if not failover:
+            q.cmd("stop")
         q.cmd("migrate", uri=f"exec:cat > {STATE_FILE}")  # QEMU runs in its VM folder
         status = ""
         while time.monotonic() - started < SAVE_TIMEOUT:
