@@ -20,10 +20,11 @@ from conformance.errors import CaseError
 def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_name: str = ""
                   ) -> tuple[list[str], list[str]]:
     """A case's ``qemu_args`` (its <qemu:commandline>) for these capabilities: (the arguments, the QOM types
-    whose group was left out).
+    and flags whose group was left out).
 
-    An entry is an argument, or a group ``{ needs_types = [TYPE...], args = [...] }`` kept only when the
-    build has every type (a device some builds lack, in a case the others run whole). A ``-device`` value
+    An entry is an argument, or a group ``{ needs_types = [TYPE...], needs = [FLAG...], args = [...] }`` kept
+    only when the build has every type and capability flag (a device some builds lack, or cannot run, in a
+    case the others run whole). A ``-device`` value
     written as JSON stays JSON on builds that take JSON ``-device`` (flag device.json) and is written in
     comma syntax on the others; ``-object`` the same by flag object.qapified. QEMU creates every
     comma-syntax ``-device`` before the JSON ones whatever their order, and libvirt writes its own devices as
@@ -34,11 +35,12 @@ def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_na
     left_out: list[str] = []
     for entry in entries:
         if isinstance(entry, dict):
-            unknown = set(entry) - {"needs_types", "args"}
+            unknown = set(entry) - {"needs_types", "needs", "args"}
             if unknown or not isinstance(entry.get("args"), list):
                 raise CaseError(f"case {case_name}: qemu_args group {entry!r} is not a group", path=where,
-                                hint="write { needs_types = [TYPE...], args = [...] }")
+                                hint="write { needs_types = [TYPE...], needs = [FLAG...], args = [...] }")
             lacking = [t for t in entry.get("needs_types", []) if not caps.has_type(t)]
+            lacking += [f for f in entry.get("needs", []) if not caps.has(f)]
             if lacking:
                 left_out += lacking
                 continue

@@ -16,13 +16,15 @@ ARGS = [
     "-device", '{"driver":"ivshmem-plain","memdev":"shm0","master":"on","id":"iv,0","addr":"0x10"}',
     "-chardev", "null,id=c0",
     {"needs_types": ["acpi-erst"], "args": ["-device", '{"driver":"acpi-erst","id":"erst0"}']},
+    {"needs": ["virtio-iommu.boot-bypass"], "args": ["-device", '{"driver":"virtio-iommu-pci","id":"vi0"}']},
 ]
 
 
 def test_json_stays_json_where_the_build_takes_it() -> None:
     caps = resolve("10.0.2:x86_64")
     args, left_out = qemu_args_for(ARGS, caps, where="cases.toml")
-    assert args == [*ARGS[:6], "-device", '{"driver":"acpi-erst","id":"erst0"}']
+    assert args == [*ARGS[:6], "-device", '{"driver":"acpi-erst","id":"erst0"}',
+                    "-device", '{"driver":"virtio-iommu-pci","id":"vi0"}']
     assert left_out == []
 
 
@@ -33,7 +35,7 @@ def test_comma_syntax_and_groups_left_out_on_5_2() -> None:
     assert args == ["-object", "memory-backend-ram,id=shm0,size=1048576,share=on",
                     "-device", "ivshmem-plain,memdev=shm0,master=on,id=iv,,0,addr=0x10",
                     "-chardev", "null,id=c0"]
-    assert left_out == ["acpi-erst"]
+    assert left_out == ["acpi-erst", "virtio-iommu.boot-bypass"]
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -61,4 +63,4 @@ def test_one_static_runner_writes_each_fixture_its_own_syntax() -> None:
     assert "&#34;driver&#34;:&#34;pvpanic-pci&#34;" in new_xml
     assert "pvpanic-pci" not in old_xml.split("<qemu:commandline>")[1]
     assert "<qemu:arg value='ipmi-bmc-sim,id=bmc0'/>" in old_xml
-    assert "groups left out: this QEMU has no pvpanic-pci, acpi-erst" in old_xml
+    assert "groups left out: this QEMU lacks pvpanic-pci, acpi-erst" in old_xml
