@@ -7,10 +7,11 @@ whatever the domain asked for), checked against the guest's own report:
 - every NIC appears with its MAC and driver when the guest kernel has that driver (else only
   its PCI function is checked, and a note says so);
 - disks appear as block devices of the right kind (virtio-blk vdX, SCSI/SATA sdX, CD-ROM srX)
-  when the guest can drive their controller;
+  when the guest can drive their controller, and the guest read the first block of each it sees;
 - every device whose Linux driver the guest kernel has (:data:`DRIVER_MODULES`) is bound by it, found
   by its QOM id at the PCI address QMP ``query-pci`` gives (:func:`check_drivers_bound`); a device
-  whose driver the kernel lacks is a note naming the module;
+  whose driver the kernel lacks is a note naming the module; a sound card bound by its driver has ALSA
+  nodes, and the guest opened each;
 - serial ports appear as consoles, virtio-serial ports with their names;
 - a failover pair (failover=on + failover_pair_id) forms a failover master with the standby
   (ppn=sby) and the primary enslaved.
@@ -263,9 +264,23 @@ def check_drivers_bound(report: GuestReport, devices: list[dict[str, Any]], qmp_
             result.failures.append(f"{qid} ({driver}) at {addr}: no driver bound (the guest has {module})")
         else:
             result.checked.append(f"{qid} ({driver}) bound to {bound}")
+            if module.startswith("snd_"):
+                _check_sound(report, f"{qid} ({driver}) at {addr}", addr, result)
     for module, which in sorted(lacking.items()):
         result.notes.append(f"the guest kernel has no {module}: {', '.join(which)} not driven")
     return result
+
+
+def _check_sound(report: GuestReport, label: str, addr: str, result: CheckResult) -> None:
+    """The sound card at ``addr`` has ALSA nodes (a control, PCMs) and the guest opened each."""
+    nodes = [n for n in report.sounds if n.pci == addr]
+    failed = [n.name for n in nodes if not n.opened]
+    if not nodes:
+        result.failures.append(f"{label}: bound, but the guest has no sound card on it")
+    elif failed:
+        result.failures.append(f"{label}: the guest could not open {', '.join(failed)}")
+    else:
+        result.checked.append(f"{label}: opened {', '.join(n.name for n in nodes)}")
 
 
 def _check_system(report: GuestReport, facts: MachineFacts, result: CheckResult) -> None:
@@ -366,6 +381,15 @@ def _check_disks(report: GuestReport, devices: list[dict[str, Any]], has_driver:
             result.failures.append(f"{kind} disks: guest sees {seen[kind]} of {count} ({', '.join(names) or 'none'})")
         else:
             result.checked.append(f"{kind} disks x{count}")
+    # every disk the guest sees has a driver (it made the disk): its first block must have been read
+    for disk in report.disks:
+        if disk.read in ("err", "hung"):
+            how = "failed" if disk.read == "err" else "did not finish in time"
+            result.failures.append(f"disk {disk.name} ({disk.driver or '?'} on {disk.hba or '?'}"
+                                   f"{' at ' + disk.pci if disk.pci else ''}): reading its first block {how}")
+    read = [d.name for d in report.disks if d.read == "ok"]
+    if read:
+        result.checked.append(f"first block read: {', '.join(read)}")
 
 
 def _disk_kind(name: str, hba: str | None) -> str:

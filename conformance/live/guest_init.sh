@@ -10,14 +10,17 @@
 #   PCI <addr> <vendor>:<device> class=<class> drv=<driver|-> vdrv=<virtio driver|->
 #   NET <if> addr=<mac> master=<if|-> dev=<pci addr|-> drv=<driver|-> ppn=<phys_port_name|-> \
 #       role=<failover-master|standby|primary|-> state=<operstate|->
-#   BLK <name> size=<512-byte sectors> dev=<pci addr|-> drv=<driver|-> hba=<driver|-> ro=<0|1> rm=<0|1>
+#   BLK <name> size=<512-byte sectors> dev=<pci addr|-> drv=<driver|-> hba=<driver|-> ro=<0|1> rm=<0|1> \
+#       rd=<ok|err|hung|->                          (its first block read at boot: ok, failed, not done in
+#                                                    READ_WAIT s; "-": empty, or appeared later)
+#   SND <node> dev=<pci addr|-> drv=<driver|-> open=<ok|err>   (each ALSA control/PCM node, opened and closed)
 #   CON <tty> drv=<driver|->
 #   PORT <vportNpM> name=<name|->
 #   END-OF-BOOT-REPORT
 #   HB <n> <uptime>                                 (every second)
 #   REPORT <k> uptime=<s>            (when PCI devices, drivers, disks, disk sizes, interfaces,
 #                                     their links or states, consoles or online CPUs change)
-#   SYS/PCI/NET/BLK/CON/PORT lines as above
+#   SYS/PCI/NET/BLK/CON/PORT/SND lines as above
 #   END-OF-REPORT <k>
 #
 # Values never contain spaces; an unknown value is "-". Kernel command line
@@ -193,7 +196,7 @@ report_net() {
 }
 
 report_blk() {
-    local b s drv ro
+    local b s drv ro rm rd
     for b in /sys/block/*; do
         [ -e "$b/device" ] || continue
         val "$b/size"
@@ -204,7 +207,74 @@ report_blk() {
         val "$b/ro"
         ro=$V
         val "$b/removable"
-        echo "BLK ${b##*/} size=$s dev=$PCIADDR drv=$drv hba=$ANYDRV ro=$ro rm=$V"
+        rm=$V
+        val "/run/rd/${b##*/}"
+        rd=$V
+        [ "$rd" = busy ] && rd=hung
+        echo "BLK ${b##*/} size=$s dev=$PCIADDR drv=$drv hba=$ANYDRV ro=$ro rm=$rm rd=$rd"
+    done
+}
+
+# Read the first block of every disk with a medium, all at once in the background, and wait for them
+# READ_WAIT s at most; /run/rd/<disk> says busy, then ok or err. So the driver and the device model
+# have done real I/O before the guest is migrated.
+READ_WAIT=5
+read_disks() {
+    local b n s i busy
+    mkdir -p /run/rd
+    for b in /sys/block/*; do
+        [ -e "$b/device" ] || continue
+        n=${b##*/}
+        s=0
+        read -r s <"$b/size"
+        [ "$s" != 0 ] || continue
+        echo busy >"/run/rd/$n"
+        (
+            if dd if="/dev/$n" of=/dev/null bs=512 count=1; then echo ok; else echo err; fi >"/run/rd/$n.new"
+            mv "/run/rd/$n.new" "/run/rd/$n"
+        ) &
+    done
+    i=0
+    while [ "$i" -lt $((READ_WAIT * 20)) ]; do
+        busy=
+        for b in /run/rd/*; do
+            [ -e "$b" ] || continue
+            read -r s <"$b"
+            [ "$s" = busy ] && busy=1
+        done
+        [ -n "$busy" ] || return
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
+
+# A sound driver registers its card after probing its codecs (HD audio: in the background): wait, at most
+# READ_WAIT s, until every PCI device a sound driver has bound has a card with a control node.
+wait_sound() {
+    local d i missing
+    i=0
+    while [ "$i" -lt $((READ_WAIT * 20)) ]; do
+        missing=
+        for d in /sys/bus/pci/drivers/snd_*/0000:*; do
+            [ -e "$d" ] || continue
+            set -- "$d"/sound/card*/controlC*
+            [ -e "$1" ] || missing=1
+        done
+        [ -n "$missing" ] || return
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
+
+# Open (and close) every ALSA control and PCM node, so that each sound card's driver opens the device.
+report_snd() {
+    local n r
+    for n in /dev/snd/controlC* /dev/snd/pcmC*; do
+        [ -e "$n" ] || continue
+        r=err
+        true 4<"$n" && r=ok
+        pci_of "/sys/class/sound/${n##*/}"
+        echo "SND ${n##*/} dev=$PCIADDR drv=$PCIDRV open=$r"
     done
 }
 
@@ -234,6 +304,7 @@ report_all() {
     report_net
     report_blk
     report_con
+    report_snd
 }
 
 # Bring every interface that is administratively down up (the failover master
@@ -257,7 +328,7 @@ links_up() {
 signature() {
     local n s
     set -- /sys/bus/pci/devices/* /sys/bus/pci/devices/*/driver /sys/class/net/*/master \
-        /sys/class/net/*/lower_* /sys/class/tty/hvc* /sys/class/virtio-ports/*
+        /sys/class/net/*/lower_* /sys/class/tty/hvc* /sys/class/virtio-ports/* /dev/snd/*
     SIG="$*"
     for n in /sys/class/net/* /sys/block/*; do
         s=-
@@ -299,6 +370,8 @@ if [ -n "$SHELL_TTY" ] && (exec 3<>"/dev/$SHELL_TTY"); then
 fi
 
 links_up
+read_disks
+wait_sound
 uptime_now
 echo "BOOT-OK uptime=$UP"
 signature

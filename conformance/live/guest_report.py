@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Console", "Disk", "GuestReport", "NetIf", "PciDevice", "Port", "ReportReader", "Snapshot",
-           "SystemInfo", "parse_report"]
+           "SoundNode", "SystemInfo", "parse_report"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Disk:
     hba: str | None                # driver of the parent: virtio-pci, virtio_scsi, ahci, ata_piix
     readonly: bool | None
     removable: bool | None
+    read: str | None = None        # its first block read at boot: ok, err, hung (not done in time); None: not read
 
     @property
     def size_bytes(self) -> int | None:
@@ -67,6 +68,14 @@ class Disk:
 class Console:
     name: str                      # ttyS0, ttyAMA0, hvc0
     driver: str | None
+
+
+@dataclass(frozen=True)
+class SoundNode:
+    name: str                      # controlC0, pcmC0D0p
+    pci: str | None                # the sound card's PCI address
+    driver: str | None             # snd_intel8x0, snd_ens1370, snd_hda_intel
+    opened: bool | None            # the guest opened (and closed) it
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class Snapshot:
     disks: list[Disk] = field(default_factory=list)
     consoles: list[Console] = field(default_factory=list)
     ports: list[Port] = field(default_factory=list)
+    sounds: list[SoundNode] = field(default_factory=list)
     complete: bool = False
 
     def net(self, name: str) -> NetIf | None:
@@ -165,6 +175,10 @@ class GuestReport:
         return self.latest.ports if self.latest else []
 
     @property
+    def sounds(self) -> list[SoundNode]:
+        return self.latest.sounds if self.latest else []
+
+    @property
     def system(self) -> SystemInfo | None:
         return self.latest.system if self.latest else None
 
@@ -173,7 +187,7 @@ class GuestReport:
 # Line parsing
 # --------------------------------------------------------------------------------------------
 
-_TAG = re.compile(r"(GUEST-INIT|BOOT-OK|SYS|PCI|NET|BLK|CON|PORT|END-OF-BOOT-REPORT|HB|REPORT|"
+_TAG = re.compile(r"(GUEST-INIT|BOOT-OK|SYS|PCI|NET|BLK|CON|PORT|SND|END-OF-BOOT-REPORT|HB|REPORT|"
                   r"END-OF-REPORT|MODFAIL)(?= |$)")
 _KV = re.compile(r"^[A-Za-z_]+=\S*$")
 _INT = re.compile(r"^\d+$")
@@ -197,6 +211,7 @@ _SHAPES: dict[str, tuple[int, int, tuple[str, ...], Callable[[list[str]], bool]]
     "BLK": (1, 1, ("size", "dev", "drv"), _any),
     "CON": (1, 1, (), _any),
     "PORT": (1, 1, (), _any),
+    "SND": (1, 1, ("dev", "drv", "open"), _any),
     "END-OF-BOOT-REPORT": (0, 0, (), _any),
     "HB": (2, 2, (), lambda w: bool(_INT.match(w[0]) and _FLOAT.match(w[1]))),
     "REPORT": (1, 1, (), lambda w: bool(_INT.match(w[0]))),
@@ -330,11 +345,15 @@ class _Parser:
                                    _opt(f.get("state"))))
         elif tag == "BLK":
             snap.disks.append(Disk(pos[0], _opt_int(f.get("size")), _opt(f.get("dev")), _opt(f.get("drv")),
-                                   _opt(f.get("hba")), _opt_bool(f.get("ro")), _opt_bool(f.get("rm"))))
+                                   _opt(f.get("hba")), _opt_bool(f.get("ro")), _opt_bool(f.get("rm")),
+                                   _opt(f.get("rd"))))
         elif tag == "CON":
             snap.consoles.append(Console(pos[0], _opt(f.get("drv"))))
         elif tag == "PORT":
             snap.ports.append(Port(pos[0], _opt(f.get("name"))))
+        elif tag == "SND":
+            snap.sounds.append(SoundNode(pos[0], _opt(f.get("dev")), _opt(f.get("drv")),
+                                         {"ok": True, "err": False}.get(f.get("open", ""))))
         return True
 
     def _kernel_line(self, line: str) -> None:
