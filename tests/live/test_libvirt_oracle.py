@@ -13,9 +13,11 @@ Needs libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients, the libvirt-q
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,15 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLibvirtd
         yield running
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short folder: the cases' UNIX sockets (VNC, channels) live in their VM folders, and a socket path
+    longer than 107 bytes is refused (pytest's tmp_path can be longer)."""
+    folder = Path(tempfile.mkdtemp(prefix="lvo-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _started_under(daemon: PrivateLibvirtd, xml: Path, name: str) -> str:
     """'' when libvirt defines the domain (validation), else its message."""
     done = daemon.virsh("define", str(xml), check=False)
@@ -77,22 +88,27 @@ def test_a_case_is_identical_after_the_rules(daemon: PrivateLibvirtd, x86_target
 
 
 def test_every_case_libvirt_starts_is_identical_after_the_rules(daemon: PrivateLibvirtd, x86_target: Target,
-                                                                tmp_path: Path) -> None:
+                                                                short_tmp: Path) -> None:
     catalogue = load_catalogue()
     differing, refused = {}, {}
     for name in _comparable(x86_target):
-        outcome = compare_case(daemon, catalogue.get(name), x86_target, catalogue, tmp_path)
+        outcome = compare_case(daemon, catalogue.get(name), x86_target, catalogue, short_tmp)
         if outcome.status == "differing":
             differing[name] = outcome.detail
-        elif outcome.status in ("refused", "both-refused"):
+        elif outcome.status == "refused":
             refused[name] = outcome.detail
+        elif outcome.status == "both-refused":  # parity: the same refusal, in libvirt's words
+            theirs, ours = outcome.detail.removeprefix("libvirt: ").split("; suite: ", 1)
+            assert theirs in ours, outcome.detail
         else:
             assert outcome.status == "identical", (name, outcome.status, outcome.detail)
     assert set(differing) <= set(KNOWN_DIFFERENCES), {k: v for k, v in differing.items()
                                                        if k not in KNOWN_DIFFERENCES}
-    # what libvirt refuses here is the host (no PCI passthrough, no br0, no tap) or QEMU 7.2 (no dc-390)
-    assert all(any(word in why for word in ("passthrough", "No such device", "doesn't exist", "is not a valid"))
-               for why in refused.values()), refused
+    # what libvirt refuses here is the host (no PCI passthrough) or libvirt 9.0 itself (it names the DC-390
+    # SCSI controller dc-390, which QEMU refuses; 11.3 and the suite write dc390)
+    unexplained = {k: v for k, v in refused.items()
+                   if "host doesn't support passthrough" not in v and "'dc-390' is not a valid" not in v}
+    assert not unexplained, unexplained
 
 
 def test_each_rule_names_its_release_and_is_used() -> None:
