@@ -160,4 +160,5 @@ def test_a_backport_override_turns_not_reproduced_into_fixed(layers: tuple[Path,
     assert "fixed in package" in str(boot["reason"])
     fixed = boot["details"]["fixed_in_package"]  # type: ignore[index]
     assert fixed[0]["id"] == "distro-rng-boot-hang" and fixed[0]["layer"] == str(b)
-    assert "fixed in package" in (tmp_path / "ab" / "report.html").read_text()
+    report = (tmp_path / "ab" / "report.html").read_text()
+    assert f"fixed in package {package}" in report and f"data layer {b}" in report  # the bug's facts
