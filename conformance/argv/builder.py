@@ -47,7 +47,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     the builder does not support (schema_classes.toml, class d) is refused, never built without it.
     """
     check_domain(domain.xml, domain.source)
-    ctx = new_context(domain, caps)
+    ctx = new_context(domain, misc.namespace_capabilities(domain, caps))
     defaults.prepare(ctx)
     firmware = resolve_firmware(ctx)
     ctx.pflash, ctx.bios = (None, firmware) if isinstance(firmware, str) else (firmware, None)

@@ -40,6 +40,9 @@ def _storage_props(ctx: Ctx, disk: Disk, node: str) -> dict[str, Any]:
             props: dict[str, Any] = {"driver": "nbd", "server": server}
             if src.attrs.get("name"):
                 props["export"] = src.attrs["name"]
+            reconnect = next((c for c in src.children if getattr(c, "tag", None) == "reconnect"), None)
+            if reconnect is not None and int(reconnect.get("delay") or 0) > 0:  # qemuBlockStorageSourceGetNBDProps
+                props["reconnect-delay"] = int(reconnect.get("delay"))
             props["node-name"] = node
             return props
         if protocol in ("http", "https", "ftp", "ftps"):

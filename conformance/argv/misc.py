@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from conformance.argv.chardev import chardev_backend
@@ -16,6 +17,8 @@ from conformance.argv.harness import (
 )
 from conformance.argv.memory import backend_objects, memory_device_prealloc
 from conformance.argv.options import escape_opt_value
+from conformance.caps.model import Capabilities
+from conformance.domain.model import Domain
 from conformance.domain.parse import _Ctx
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
@@ -383,3 +386,18 @@ def async_teardown(ctx: Ctx) -> None:
                                     hint="needs QEMU 8.1+ (-run-with async-teardown)")
         return
     ctx.add("-run-with", f"async-teardown={'on' if enabled == 'yes' else 'off'}")
+
+
+def namespace_capabilities(domain: Domain, caps: Capabilities) -> Capabilities:
+    """<qemu:capabilities><qemu:add capability=X/><qemu:del capability=Y/>: the domain's own edits of the
+    capability flags, applied before anything is built (qemuDomainDefNamespaceParseCaps, then
+    qemuProcessPrepareQEMUCaps). The fixture itself is left alone: the argv is built on a copy."""
+    el = next((e for e in domain.extra if getattr(e, "tag", None) == f"{QEMU_NS}capabilities"), None)
+    if el is None:
+        return caps
+    add = {c.get("capability", "") for c in el if c.tag == f"{QEMU_NS}add"}
+    remove = {c.get("capability", "") for c in el if c.tag == f"{QEMU_NS}del"}
+    edited = copy.copy(caps)
+    edited.__dict__.pop("_derived", None)  # facts derived from the unedited flags stay with the fixture
+    edited.__dict__["flags"] = (caps.flags | add) - remove
+    return edited

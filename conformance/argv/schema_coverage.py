@@ -19,9 +19,9 @@ parsed domain and refuses, with one ``unsupported`` line naming the path, the fi
 attribute of class ``d`` (and of class ``c`` that no earlier rule refused): nothing the builder does
 not know is dropped in silence. ``qemu-conformance argv --schema-coverage`` prints the table.
 
-A rule's ``path`` is an item path in which ``*`` matches one name (or part of one) and ``**`` any
-number of steps; of the rules that match an item, the most specific (most literal characters) wins, and of
-two as specific the earlier in the file.
+A rule's ``path`` is an item path in which ``*`` matches one name (or part of one) and ``/**`` any
+number of steps, none included; of the rules that match an item, the most specific (most literal
+characters) wins, and of two as specific the earlier in the file.
 A value item that no value rule matches takes its attribute's class.
 """
 
@@ -201,8 +201,10 @@ class Rule:
 
 def _compile(pattern: str) -> re.Pattern[str]:
     out = []
-    for part in re.split(r"(\*\*|\*)", pattern):
-        if part == "**":
+    for part in re.split(r"(/\*\*|\*\*|\*)", pattern):
+        if part == "/**":  # any number of steps, none included
+            out.append(r"(?:/.*)?")
+        elif part == "**":
             out.append(r".*")
         elif part == "*":
             out.append(r"[^/\[\]@]*")

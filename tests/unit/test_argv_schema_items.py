@@ -90,3 +90,24 @@ def test_cpu_cache_and_physical_address_bits(cpu: str, tail: str) -> None:
     if "custom" in cpu:
         assert "host-cache-info" not in flags
     assert flags.index("pmu=off") < flags.index(tail.lstrip(",").split(",")[0])
+
+
+def test_namespace_capabilities_edit_the_flags_of_this_domain_only() -> None:
+    """<qemu:capabilities>: a flag the domain deletes is gone for its argv, the fixture keeps it."""
+    caps = resolve("latest:x86_64")
+    assert caps.has("run-with.async-teardown")
+    ns = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+    xml = _DOMAIN.format(devices="", top="<features><async-teardown enabled='no'/></features><qemu:capabilities>"
+                         "<qemu:del capability='run-with.async-teardown'/></qemu:capabilities>")
+    argv = build_argv(parse_domain(xml.replace("<domain type='kvm'>", f"<domain type='kvm' {ns}>"), source="d.xml"),
+                      caps)
+    assert "-run-with" not in argv
+    assert caps.has("run-with.async-teardown")
+
+
+def test_nbd_reconnect_delay() -> None:
+    argv = _argv("<disk type='network' device='disk'><driver name='qemu' type='raw'/><source protocol='nbd' "
+                 "name='foo'><host name='example.org' port='6000'/><reconnect delay='10'/></source>"
+                 "<target dev='vda' bus='virtio'/></disk>")
+    nbd = json.loads(next(b for b in _options(argv, "-blockdev") if '"nbd"' in b))
+    assert nbd["reconnect-delay"] == 10
