@@ -862,6 +862,7 @@ def run_oracle(binaries: Sequence[Path], output: Path, *, patterns: list[str] | 
     """Every case (matching ``patterns``) on every binary under one private libvirtd; ``boot``: the cases also
     booted with the test guest. Writes OUTPUT/libvirt-oracle.json."""
     from conformance.cases import load_catalogue, plan
+    from conformance.interrupt import STOP
     from conformance.runner import make_target
 
     began, cpu = time.monotonic(), _cpu_seconds()
@@ -874,6 +875,8 @@ def run_oracle(binaries: Sequence[Path], output: Path, *, patterns: list[str] | 
         say(f"private libvirtd {daemon.version} up in {daemon.started_s:.1f} s ({daemon.root})")
         for target in targets:
             for case in catalogue.select(patterns):
+                if STOP.is_set():  # Ctrl-C or SIGTERM (conformance/interrupt.py): stop between domains
+                    break
                 what = plan(case, target.caps)
                 if not what.run or what.expect_error or "argv" not in case.stages:
                     continue
@@ -881,7 +884,8 @@ def run_oracle(binaries: Sequence[Path], output: Path, *, patterns: list[str] | 
                 run.outcomes.append(outcome)
                 say(f"  {outcome.status:13} {case.name} [{target.caps.arch}] {outcome.detail[:160]}")
             for case in catalogue.select(patterns):
-                if case.name in boot and case.machine_for(target.caps.arch) and target.guest is not None:
+                if case.name in boot and case.machine_for(target.caps.arch) and target.guest is not None \
+                        and not STOP.is_set():
                     booted = boot_case(daemon, case, target, catalogue, output)
                     run.boots.append(booted)
                     say(f"  boot {'ok' if booted.ok else 'FAIL'} {case.name} [{target.caps.arch}]: {booted.detail}")
@@ -902,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     is not in KNOWN_DIFFERENCES), when the suite refuses a domain libvirt starts, or a boot fails."""
     import argparse
 
-    from conformance.interrupt import stop_on_signals
+    from conformance.interrupt import exit_code, stop_on_signals
 
     parser = argparse.ArgumentParser(prog="python -m conformance.libvirt_oracle", description=main.__doc__)
     parser.add_argument("-o", "--output", type=Path, default=Path("reports/libvirt-oracle"))
@@ -915,12 +919,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"libvirt oracle: cannot run: missing {'; '.join(missing)}", file=sys.stderr)
         return 2
     with stop_on_signals(lambda m: print(m, file=sys.stderr)):
-        try:
-            run = run_oracle(args.qemu or host_binaries(), args.output.absolute(), patterns=args.cases,
-                             boot=[c for c in args.boot.split(",") if c], say=print)
-        except KeyboardInterrupt:
-            print("libvirt oracle: interrupted; the private libvirtd and its QEMUs are stopped", file=sys.stderr)
-            return 130
+        run = run_oracle(args.qemu or host_binaries(), args.output.absolute(), patterns=args.cases,
+                         boot=[c for c in args.boot.split(",") if c], say=print)
+        stopped = exit_code()
+    if stopped:
+        print(f"libvirt oracle: interrupted after {len(run.outcomes)} domains; the private libvirtd and its "
+              "QEMUs are stopped", file=sys.stderr)
+        print(run.summary())
+        return stopped
     for line in run.lines():
         print(line)
     print(run.summary())

@@ -260,3 +260,41 @@ def test_nothing_outlives_its_caller(sig: signal.Signals, tmp_path: Path) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _unshare_of(root: Path) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd[0] == b"unshare" and str(root).encode() in cmd:
+                return int(entry.name)
+    return None
+
+
+@pytest.mark.smoke
+def test_ctrl_c_stops_the_comparison_and_exits_130(short_tmp: Path) -> None:
+    """python -m conformance.libvirt_oracle under Ctrl-C (conformance/interrupt.py): it stops between two
+    domains, stops the private libvirtd, prints what it had and exits 130."""
+    out = short_tmp / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "conformance.libvirt_oracle", "-o", str(out), "--boot", "",
+                             "--qemu", "/usr/bin/qemu-system-x86_64"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=code_under_test(), cwd=ROOT)
+    try:
+        end = time.monotonic() + 60
+        while (unshare := _unshare_of(out / "libvirtd")) is None or not (out / "libvirtd" / "run" / "qemu").is_dir():
+            assert proc.poll() is None and time.monotonic() < end, "the comparison did not start its libvirtd"
+            time.sleep(0.2)
+        ns = _namespace_of(unshare)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, text[-2000:]
+        assert time.monotonic() - began < 20, text[-2000:]
+        assert "interrupted after" in text
+        assert _in_namespace(ns) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
