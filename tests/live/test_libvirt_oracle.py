@@ -30,13 +30,11 @@ from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError
 from conformance.libvirt_oracle import (
     KNOWN_DIFFERENCES,
-    RULES,
     PrivateLibvirtd,
     boot_case,
     compare_case,
     libvirt_message,
     missing_requirements,
-    normalise,
 )
 from conformance.live.boot import Target
 from tests.helpers import ROOT, code_under_test
@@ -109,20 +107,6 @@ def test_every_case_libvirt_starts_is_identical_after_the_rules(daemon: PrivateL
     unexplained = {k: v for k, v in refused.items()
                    if "host doesn't support passthrough" not in v and "'dc-390' is not a valid" not in v}
     assert not unexplained, unexplained
-
-
-def test_each_rule_names_its_release_and_is_used() -> None:
-    for rule in RULES:
-        assert rule.kind in ("version", "harness", "scope"), rule.name
-        assert rule.normalises and rule.libvirt, rule.name
-        if rule.kind == "version":
-            assert rule.libvirt.removeprefix("<=")[0].isdigit(), rule.name
-            assert rule.applies("9.0.0") and not rule.applies("11.3.0"), rule.name
-    suite = ["qemu", "-m", "size=262144k", "-smp", "1,sockets=1,dies=1,clusters=1,cores=1,threads=1"]
-    real = ["qemu", "-name", "guest=x", "-S", "-m", "256", "-smp", "1,sockets=1,dies=1,cores=1,threads=1"]
-    a, b, applied = normalise(suite, real, "9.0.0")
-    assert a == b and applied == ["management-options", "memory-size-keyword", "smp-clusters"]
-    assert normalise(suite, real, "11.3.0")[0] != normalise(suite, real, "11.3.0")[1]  # no version rule there
 
 
 # --- validation parity --------------------------------------------------------------------------------------

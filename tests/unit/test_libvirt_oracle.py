@@ -1,0 +1,111 @@
+"""The libvirt oracle's written rules and helpers, without a libvirtd (the live side:
+tests/live/test_libvirt_oracle.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.libvirt_oracle import (
+    EMULATED,
+    HARNESS_GENID,
+    KNOWN_DIFFERENCES,
+    RULES,
+    first_difference,
+    libvirt_message,
+    normalise,
+    version_tuple,
+    with_guest_kernel,
+)
+
+# one (suite, libvirt 9.0) pair per rule, each identical once that rule (and only it) has run
+EXAMPLES = {
+    "management-options": (
+        ["q", "-machine", "pc"],
+        ["q", "-name", "guest=g,debug-threads=on", "-S", "-object",
+         '{"qom-type":"secret","id":"masterKey0","format":"raw","file":"/var/lib/libvirt/qemu/d/master-key.aes"}',
+         "-machine", "pc", "-chardev", "socket,id=charmonitor,fd=29,server=on,wait=off", "-mon",
+         "chardev=charmonitor,id=monitor,mode=control", "-sandbox", "on,obsolete=deny", "-msg", "timestamp=on"]),
+    "memory-size-keyword": (["q", "-m", "size=262144k"], ["q", "-m", "256"]),
+    "itco-watchdog": (["q", "-global", "ICH9-LPC.noreboot=off", "-watchdog-action", "reset"], ["q"]),
+    "smp-clusters": (["q", "-smp", "4,sockets=2,dies=1,clusters=1,cores=2,threads=1"],
+                     ["q", "-smp", "4,sockets=2,dies=1,cores=2,threads=1"]),
+    "blockdev-key-order": (["q", "-blockdev", '{"driver":"file","auto-read-only":true,"cache":{"direct":true}}'],
+                           ["q", "-blockdev", '{"driver":"file","cache":{"direct":true},"auto-read-only":true}']),
+    "probed-backing-null": (["q", "-blockdev", '{"node-name":"f","driver":"qcow2","file":"s"}'],
+                            ["q", "-blockdev", '{"node-name":"f","driver":"qcow2","file":"s","backing":null}']),
+    "passed-fd-numbers": (["q", "-chardev", "socket,id=c,fd=1729,server=on,wait=off"],
+                          ["q", "-chardev", "socket,id=c,fd=31,server=on,wait=off"]),
+    "tcg-tap-without-vhost": (["q", "-accel", "tcg", "-netdev", '{"type":"tap","fd":"N","vhost":true,"vhostfd":"44",'
+                               '"id":"hostnet0"}'],
+                              ["q", "-accel", "tcg", "-netdev", '{"type":"tap","fd":"N","id":"hostnet0"}']),
+    "generated-genid": (["q", "-device", f'{{"driver":"vmgenid","guid":"{HARNESS_GENID}","id":"vmgenid0"}}'],
+                        ["q", "-device", '{"driver":"vmgenid","guid":"11dd7784-6bc9-4acf-84a0-19d83d68ade7",'
+                         '"id":"vmgenid0"}']),
+}
+
+
+def test_every_rule_has_an_example() -> None:
+    assert sorted(EXAMPLES) == sorted(r.name for r in RULES)
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_rule_makes_its_example_identical(name: str) -> None:
+    suite, real = EXAMPLES[name]
+    assert first_difference(suite, real) is not None
+    a, b, applied = normalise(suite, real, "9.0.0")
+    assert first_difference(a, b) is None, (a, b)
+    assert name in applied
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
+def test_rule_names_its_release_and_what_it_normalises(rule) -> None:
+    assert rule.kind in ("version", "harness", "scope")
+    assert len(rule.normalises) > 40
+    if rule.kind == "version":  # holds for the host's 9.0, not for a host that runs the emulated release
+        assert version_tuple(rule.libvirt.removeprefix("<=")) <= version_tuple(EMULATED)
+        assert rule.applies("9.0.0") and not rule.applies(EMULATED)
+    else:
+        assert rule.applies(EMULATED) and rule.libvirt == "every release"
+
+
+def test_a_version_rule_does_not_hide_a_difference_on_a_newer_host() -> None:
+    suite, real = EXAMPLES["memory-size-keyword"]
+    a, b, applied = normalise(suite, real, EMULATED)
+    assert first_difference(a, b) == (2, "size=262144k", "256") and applied == []
+
+
+def test_tap_rule_keeps_vhost_of_a_kvm_domain() -> None:
+    suite = ["q", "-accel", "kvm", "-netdev", '{"type":"tap","fd":"N","vhost":true,"vhostfd":"44","id":"hostnet0"}']
+    real = ["q", "-accel", "kvm", "-netdev", '{"type":"tap","fd":"N","id":"hostnet0"}']
+    a, b, _ = normalise(suite, real, "9.0.0")
+    assert first_difference(a, b) is not None
+
+
+def test_itco_keeps_the_action_of_another_watchdog() -> None:
+    suite = ["q", "-global", "ICH9-LPC.noreboot=off", "-watchdog-action", "reset"]
+    real = ["q", "-watchdog-action", "reset"]
+    a, b, _ = normalise(suite, real, "9.0.0")
+    assert a == b == ["q", "-watchdog-action", "reset"]
+
+
+def test_first_difference_reports_the_token_and_the_end() -> None:
+    assert first_difference(["a", "b"], ["a", "c"]) == (1, "b", "c")
+    assert first_difference(["a"], ["a", "b"]) == (1, "<end>", "b")
+    assert first_difference(["a"], ["a"]) is None
+
+
+def test_libvirt_message_is_libvirts_error_on_one_line() -> None:
+    stderr = ("error: Failed to define domain from /tmp/x.xml\n"
+              "error: unsupported configuration: non unique alias detected: ua-x\n\n")
+    assert libvirt_message(stderr) == "unsupported configuration: non unique alias detected: ua-x"
+
+
+def test_guest_kernel_goes_into_os() -> None:
+    xml = "<domain><os><type>hvm</type><cmdline>old</cmdline></os></domain>"
+    out = with_guest_kernel(xml, "/k", "/i", "console=ttyS0")
+    assert "<kernel>/k</kernel>" in out and "<initrd>/i</initrd>" in out and "<cmdline>console=ttyS0</cmdline>" in out
+    assert "old" not in out
+
+
+def test_known_differences_say_why() -> None:
+    assert all(len(why) > 40 for why in KNOWN_DIFFERENCES.values())
