@@ -532,14 +532,15 @@ def parse_qtree(text: str) -> list[QtreeDevice]:
 
 @dataclass
 class _Learned:
-    """What one binary taught on earlier machine types: the placeholders each type needed, the types that
-    clash with others when plugged together, and the types it refuses however plugged (with QEMU's words).
-    The next machine types start right away: one or two QEMUs each."""
+    """What one binary taught on earlier machine types: the placeholders each type needed, the batch (level)
+    each type goes in because it clashes with types of lower levels when plugged together, and per machine
+    family the types it refuses however plugged (with QEMU's words), learnt under the family's newest type
+    only (an older type's refusal may be its own: 10.0's vmgenid needs the fw_cfg DMA that pc-i440fx-2.4
+    lacks). The next machine types start right away: one QEMU per level."""
 
     extra: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
-    clashing: set[str] = field(default_factory=set)
-    solo: set[str] = field(default_factory=set)  # clash even among the clashing ones: one QEMU each
-    refused: dict[str, str] = field(default_factory=dict)
+    level: dict[str, int] = field(default_factory=dict)  # absent: level 0, the main batch
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (family, type) -> QEMU's words
     buses: dict[str, str | None] | None = None  # ``-device help``: type -> the bus type it needs
 
 
@@ -547,6 +548,9 @@ class _Learned:
 #: of the root bus, so that more than 32 PCI types fit and a bus provider QEMU places itself (a low slot)
 #: never collides with them.
 PCI_SLOTS = range(0x10, 0x1f)
+#: Device types per QEMU while a binary learns (its first machine type of a family): each refusal restarts
+#: QEMU, with a chunk rather than every type (measured: 115 types per restart made learning half the cold run).
+LEARN_CHUNK = 24
 
 
 def _placement(name: str, index: int, learned: _Learned, machine: str) -> str:
@@ -562,46 +566,59 @@ def _placement(name: str, index: int, learned: _Learned, machine: str) -> str:
 
 
 _LEARNED: dict[str, _Learned] = {}
+_LEARNED_LOCK = threading.Lock()
 
 
-def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: MachineProps) -> None:
-    """Plug ``types`` (each alone, with placeholders for the backends and buses it insists on) under
-    ``machine`` and read everything back into ``facts``; a batch QEMU refuses without naming a device is
-    split in halves, each its own QEMU."""
-    learned = _LEARNED.setdefault(str(binary), _Learned())
-    if learned.buses is None:
-        try:
-            learned.buses = parse_device_help(_run_qemu(binary, ["-display", "none", "-device", "help"]))
-        except ConformanceError:
-            learned.buses = {}
+def machine_family(machine: str) -> str:
+    """``pc-q35-7.2`` -> ``pc-q35``: the versioned types of one family share their refusals."""
+    return re.sub(r"-\d+(\.\d+)*$", "", machine)
+
+
+def _learned(binary: Path) -> _Learned:
+    with _LEARNED_LOCK:
+        learned = _LEARNED.setdefault(str(binary), _Learned())
+        if learned.buses is None:
+            try:
+                learned.buses = parse_device_help(_run_qemu(binary, ["-display", "none", "-device", "help"]))
+            except ConformanceError:
+                learned.buses = {}
+        return learned
+
+
+def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: MachineProps, *,
+           learn: bool = False) -> None:
+    """Plug ``types`` (each with placeholders for the backends and buses it insists on) under ``machine``
+    and read everything back into ``facts``: one QEMU per level (types that clash with a lower level's go
+    one level up, learnt once); a batch QEMU refuses without naming a device is split in halves, each its
+    own QEMU. ``learn``: the family's newest type, whose refusals count for the family's other types; it
+    plugs LEARN_CHUNK types per QEMU."""
+    learned = _learned(binary)
+    family = machine_family(machine)
     for name in types:
-        if name in learned.refused and name not in facts.devices:
-            facts.devices[name] = {"error": learned.refused[name]}
+        if (family, name) in learned.refused and name not in facts.devices:
+            facts.devices[name] = {"error": learned.refused[family, name]}
     wanted = [t for t in types if t not in facts.devices]
-    if len(wanted) > 1:
-        solo = [t for t in wanted if t in learned.solo]
-        pending = [t for t in wanted if t not in learned.clashing and t not in learned.solo]
-    else:
-        solo, pending = [], wanted
-    alone: list[str] = [t for t in wanted if t not in pending and t not in solo]
-    try:
-        _plug(binary, machine, pending, folder, facts, learned, alone)
-    finally:
-        if alone and len(alone) < len(wanted):  # together: they clashed with others, perhaps not each other
-            learned.clashing.update(alone)
-            again: list[str] = []
-            _plug(binary, machine, alone, folder, facts, learned, again)
-            learned.solo.update(again)
-            solo += again
-        else:
-            solo += alone
-        for name in solo:
-            _plug(binary, machine, [name], folder, facts, learned, [])
+    levels: dict[int, list[list[str]]] = {}
+    for t in wanted:
+        levels.setdefault(learned.level.get(t, 0), [[]])[0].append(t)
+    if learn and levels.get(0) and len(levels[0][0]) > LEARN_CHUNK:
+        main = levels[0][0]
+        levels[0] = [main[i:i + LEARN_CHUNK] for i in range(0, len(main), LEARN_CHUNK)]
+    if not levels and facts.machine_devices is None:
+        levels[0] = [[]]  # no type to plug: the bare machine still says what it adds
+    while levels:
+        level = min(levels)
+        for batch in levels.pop(level):
+            _plug(binary, machine, batch, folder, facts, learned, level, learn)
 
 
 def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: MachineProps, learned: _Learned,
-          alone: list[str]) -> None:
-    while pending or facts.machine_devices is None:
+          level: int = 0, learn: bool = False, *, alone: bool = False) -> None:
+    """One batch: QEMU started, a refused placeholder supplied, a device that refuses the batch tried alone
+    at once (it works alone: it clashes, and goes a level up from now on; it fails alone: QEMU refuses it
+    under this machine type), until QEMU starts; then everything read (and what the machine adds, unless
+    ``alone``: the batch's QEMU reads that)."""
+    while pending or (facts.machine_devices is None and not alone):
         args: list[str] = []
         pci = 0
         for n, name in enumerate(pending):
@@ -613,18 +630,18 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
         try:
             qemu = paused(binary, machine, folder, args, name=f"vmstate properties {machine}")
         except LaunchFailed as exc:
-            culprit = _culprit(exc.stderr_tail, pending) or _placeholder_owner(exc.stderr_tail, pending)
+            # a placeholder's line names its owner by number (ipmi-bmc-sim,id=vmsb4 is the 5th device's BMC)
+            culprit = _placeholder_owner(exc.stderr_tail, pending) or _culprit(exc.stderr_tail, pending)
             if culprit is None:
                 if not pending:  # the bare machine does not start: nothing to read
                     facts.machine_devices = {}
                     return
                 if len(pending) == 1:
-                    facts.devices[pending[0]] = {"error": _reason(exc.stderr_tail, pending[0])}
-                    learned.refused[pending[0]] = facts.devices[pending[0]]["error"]
+                    _refuse(pending[0], _reason(exc.stderr_tail, pending[0]), machine, facts, learned, learn)
                     return
                 half = len(pending) // 2
-                _probe(binary, machine, pending[:half], folder, facts)
-                _probe(binary, machine, pending[half:], folder, facts)
+                _probe(binary, machine, pending[:half], folder, facts, learn=learn)
+                _probe(binary, machine, pending[half:], folder, facts, learn=learn)
                 return
             why = _reason(exc.stderr_tail, culprit)
             fix = _placeholder(why, learned.extra.get(culprit))
@@ -632,10 +649,11 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
                 learned.extra[culprit] = fix
             elif len(pending) > 1:  # it may only clash with another one (two IDE units, two VGAs): alone
                 pending.remove(culprit)
-                alone.append(culprit)
+                _plug(binary, machine, [culprit], folder, facts, learned, level + 1, learn, alone=True)
+                if "error" not in facts.devices.get(culprit, {"error": ""}):
+                    learned.level[culprit] = max(learned.level.get(culprit, 0), level + 1)
             else:
-                facts.devices[culprit] = {"error": why}
-                learned.refused[culprit] = why
+                _refuse(culprit, why, machine, facts, learned, learn)
                 pending.remove(culprit)
             continue
         except LiveError as exc:
@@ -667,12 +685,20 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
         return
 
 
+def _refuse(name: str, why: str, machine: str, facts: MachineProps, learned: _Learned, learn: bool) -> None:
+    """QEMU refuses ``name`` alone under ``machine``; under the family's newest type, for the whole family."""
+    facts.devices[name] = {"error": why}
+    if learn:
+        learned.refused[machine_family(machine), name] = why
+
+
 def _placeholder_owner(stderr: str, pending: list[str]) -> str | None:
     """The device whose placeholder QEMU refused (``-device ipmi-bmc-sim,id=vmsb4``: the 5th device's)."""
     for line in reversed(stderr.splitlines()):
-        found = re.search(r"id=vms[a-z]+(\d+)\b", line)
-        if found and int(found.group(1)) < len(pending):
-            return pending[int(found.group(1))]
+        found = re.search(r"id=(cov|vms[a-z]+)(\d+)\b", line)
+        if found:  # the last line naming a device of the batch says whose it is
+            n = int(found.group(2))
+            return pending[n] if found.group(1) != "cov" and n < len(pending) else None
     return None
 
 
@@ -714,9 +740,10 @@ def _compat_props(qmp: Any, machine: str) -> list[dict[str, str]] | None:
 
 
 def machine_properties(binary: Path, key: str, machine: str, types: Iterable[str], *,
-                       root: Path | None = None) -> MachineProps:
+                       root: Path | None = None, learn: bool = False) -> MachineProps:
     """The build's facts under ``machine`` for these device types, from the cache where it has them
-    (per binary content, machine type and device type); the missing types are probed in one QEMU."""
+    (per binary content, machine type and device type); the missing types are probed, one QEMU per level
+    (``learn``: see _probe)."""
     path = cache_root(root) / "props" / key / f"{machine}.json"
     facts = MachineProps(machine)
     with _PROPS_LOCK:
@@ -732,7 +759,7 @@ def machine_properties(binary: Path, key: str, machine: str, types: Iterable[str
         return facts
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qemu-conformance-vmstate-") as tmp:
-        _probe(binary, machine, wanted, Path(tmp), facts)
+        _probe(binary, machine, wanted, Path(tmp), facts, learn=learn)
         if facts.machine_devices is None:  # every type refused: the bare machine still says what it adds
             _probe(binary, machine, [], Path(tmp), facts)
     facts.seconds = round(time.monotonic() - started, 2)
@@ -986,7 +1013,8 @@ def make_side(binary: Path, caps: Any, *, root: Path | None = None) -> Side:
     def props(machine: str, types: list[str]) -> MachineProps:
         have = cache.get(machine)
         if have is None or any(t not in have.devices for t in types):
-            have = cache[machine] = machine_properties(binary, key, machine, types, root=root)
+            have = cache[machine] = machine_properties(binary, key, machine, types, root=root,
+                                                       learn=machine == newest(machine))
         return have
 
     newest_of: dict[str, str] = {}
@@ -1039,14 +1067,22 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
     result = StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
                          qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
                          details=details)
-    if candidates and output is not None:  # what `bugs explain` reads a pair's argvs from (machine type pinned)
-        for side, caps, argv in (("source", source.caps, src_argv), ("destination", destination.caps, dst_argv)):
-            path = output / "argv" / "vmstate" / f"{caps.arch}-{caps.version}" / f"{case.name}@{machine}.json"
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(_with_machine(argv, machine)) + "\n")
-            result.artifacts[f"{side}-argv"] = str(path.relative_to(output))
+    if candidates and output is not None:
+        result.artifacts.update(_write_argvs(case.name, source, destination, machine, src_argv, dst_argv, output))
     return result
+
+
+def _write_argvs(case: str, source: Any, destination: Any, machine: str, src_argv: list[str], dst_argv: list[str],
+                 output: Path) -> dict[str, str]:
+    """What `bugs explain` reads a pair's argvs from (machine type pinned): {artifact name: path}."""
+    artifacts = {}
+    for side, caps, argv in (("source", source.caps, src_argv), ("destination", destination.caps, dst_argv)):
+        path = output / "argv" / "vmstate" / f"{caps.arch}-{caps.version}" / f"{case}@{machine}.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_with_machine(argv, machine)) + "\n")
+        artifacts[f"{side}-argv"] = str(path.relative_to(output))
+    return artifacts
 
 
 def _with_machine(argv: list[str], machine: str) -> list[str]:
@@ -1118,9 +1154,21 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
             results.append(result)
             continue
         work.append((planned, source, destination, machine, a, b))
-    # the facts first, two builds' machine types at a time (each a paused QEMU or two)
-    wanted: dict[tuple[str, str], tuple[Side, set[str]]] = {}
+    # the verdicts an earlier run gave on the same inputs: one file per source build
+    inputs = _inputs_key()
+    saved: dict[str, dict[str, Any]] = {}
+    keys: list[str] = []
+    misses = []
     for planned, source, destination, machine, a, b in work:
+        s = side(source)
+        if s.key not in saved:
+            saved[s.key] = _load_results(s.key, inputs, root)
+        keys.append(_item_key(planned.case, source, destination, side(destination).key, machine, a, b))
+        if keys[-1] not in saved[s.key]:
+            misses.append((planned, source, destination, machine, a, b))
+    # the facts first, ``jobs`` builds' machine types at a time (each a paused QEMU per level)
+    wanted: dict[tuple[str, str], tuple[Side, set[str]]] = {}
+    for planned, source, destination, machine, a, b in misses:
         s, d = side(source), side(destination)
         types = set(case_devices(a, planned.case.substitutes)) | set(case_devices(b, planned.case.substitutes))
         if s.key == d.key:
@@ -1128,20 +1176,44 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
         for one in (s, d):
             for m in (machine, one.newest(machine)):
                 wanted.setdefault((one.label, m), (one, set()))[1].update(types)
+    # each binary learns first (its placeholders, clashes and refusals) under its families' newest types, one
+    # after the other; then every other machine type, ``jobs`` at a time
+    learning: dict[str, list[tuple[Side, str, list[str]]]] = {}
+    rest = []
+    for (_, m), (one, types) in wanted.items():
+        todo = (one, m, sorted(types))
+        (learning.setdefault(one.label, []) if m == one.newest(m) else rest).append(todo)
+
+    def learn(todos: list[tuple[Side, str, list[str]]]) -> None:
+        for one, m, types in todos:
+            one.props(m, types)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="vmstate") as pool:
-        for future in [pool.submit(one.props, m, sorted(types)) for (_, m), (one, types) in wanted.items()]:
+        for future in [pool.submit(learn, todos) for todos in learning.values()]:
             future.result()
-    pairs = {(side(s).key, side(d).key) for _, s, d, _, _, _ in work}
+        for future in [pool.submit(one.props, m, types) for one, m, types in rest]:
+            future.result()
+    pairs = {(side(s).key, side(d).key) for _, s, d, _, _, _ in misses}
     for pair in pairs:
         _load_memo(pair, root)
-    for planned, source, destination, machine, a, b in work:
-        try:
-            result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination), a, b,
-                                    writer.path.parent)
-        except (ConformanceError, QmpError) as exc:
-            result = StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
-                                 qemu=source.build, peer=destination.build, reason=str(exc),
-                                 details={"machine": machine})
+    output = writer.path.parent
+    changed: set[str] = set()
+    for (planned, source, destination, machine, a, b), key in zip(work, keys, strict=True):
+        known = saved[side(source).key].get(key)
+        if known is not None:
+            result = StageResult.from_dict(known)
+            if result.artifacts:
+                _write_argvs(planned.case.name, source, destination, machine, a, b, output)
+        else:
+            try:
+                result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination),
+                                        a, b, output)
+                saved[side(source).key][key] = json.loads(result.to_json())
+                changed.add(side(source).key)
+            except (ConformanceError, QmpError) as exc:
+                result = StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
+                                     qemu=source.build, peer=destination.build, reason=str(exc),
+                                     details={"machine": machine})
         writer.write(result)
         results.append(result)
         if result.verdict not in ("pass", "skip"):
@@ -1149,6 +1221,8 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
                 f"{result.verdict.upper()} {result.reason}")
     for pair in pairs:
         _save_memo(pair, root)
+    for key in changed:
+        _save_results(key, inputs, saved[key], root)
     return results
 
 
@@ -1171,6 +1245,52 @@ def _load_memo(pair: tuple[str, str], root: Path | None) -> None:
         _MEMO.setdefault(tuple(key.split(_SEP)), value)
     for key, value in data.get("dumps", {}).items():
         _ENTRIES.setdefault(tuple(key.split(_SEP)), value)
+
+
+def _inputs_key() -> str:
+    """What a verdict depends on besides the two builds and the item: the rules (this module's text), the
+    known bugs (every layer's, as loaded) and the code that matches them."""
+    import inspect
+
+    from conformance.knownbugs import matcher
+    from conformance.live.boot import explain
+
+    digest = hashlib.sha256(RULES_KEY.encode())
+    digest.update(repr(matcher.load_bugs()).encode())
+    digest.update(Path(matcher.__file__).read_bytes())
+    digest.update(inspect.getsource(explain).encode())
+    return digest.hexdigest()[:12]
+
+
+def _item_key(case: Any, source: Any, destination: Any, dst_key: str, machine: str, src_argv: list[str],
+              dst_argv: list[str]) -> str:
+    """One item's inputs: the case, both builds (the binaries' content, as the results name them), the machine
+    type and both argvs."""
+    from dataclasses import asdict
+
+    data = [case.name, sorted((case.substitutes or {}).items()), asdict(source.build), asdict(destination.build),
+            dst_key, machine, src_argv, dst_argv]
+    return hashlib.sha256(_json(data).encode()).hexdigest()[:24]
+
+
+def _results_path(key: str, inputs: str, root: Path | None) -> Path:
+    return cache_root(root) / "results" / f"{key}-{inputs}.json"
+
+
+def _load_results(key: str, inputs: str, root: Path | None) -> dict[str, Any]:
+    """The results of an earlier run with this source binary on the same inputs: {item key: result}."""
+    try:
+        return dict(json.loads(_results_path(key, inputs, root).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_results(key: str, inputs: str, results: dict[str, Any], root: Path | None) -> None:
+    path = _results_path(key, inputs, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(results))
+    tmp.replace(path)
 
 
 def _save_memo(pair: tuple[str, str], root: Path | None) -> None:

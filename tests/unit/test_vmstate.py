@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from conformance.vmstate import compare_entry, compare_properties, parse_qtree
+from conformance.vmstate import (
+    _placeholder_owner,
+    compare_entry,
+    compare_properties,
+    machine_family,
+    parse_qtree,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vmstate" / "x86_64-sections.json"
 DUMPS: dict[str, dict[str, Any]] = json.loads(DATA.read_text())
@@ -145,3 +151,12 @@ def test_values_the_probe_chose_or_spelt_differently_are_not_hazards() -> None:
     assert compare_properties({"logical_block_size": "512"}, {"logical_block_size": "0"}, {}, {}, **kw) == []
     assert compare_properties({}, {"fs1gp": "true", "x-flts": "false"}, {}, {"fs1gp": "true"}, **kw) == []
     assert compare_properties({}, {"fs1gp": "true", "x-flts": "true"}, {}, {"fs1gp": "true"}, **kw)
+
+
+def test_a_placeholder_names_its_owner_and_families_share_refusals() -> None:
+    stderr = ("qemu-system-x86_64: -device ipmi-bmc-sim,id=vmsb1: savevm_state_handler_insert: Detected duplicate "
+              "SaveStateEntry")
+    assert _placeholder_owner(stderr, ["ipmi-bmc-sim", "pci-ipmi-kcs"]) == "pci-ipmi-kcs"
+    assert _placeholder_owner("-device e1000,id=cov0: refused\n", ["e1000"]) is None
+    assert [machine_family(m) for m in ("pc-q35-7.2", "pc-i440fx-2.12", "virt-10.0", "q35")] == \
+        ["pc-q35", "pc-i440fx", "virt", "q35"]
