@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 
 from conformance.vmstate import (
+    COMPATIBLE,
+    CONDITIONAL,
+    SUBSECTION_GATES,
     _placeholder_owner,
     compare_entry,
     compare_properties,
+    gate_subsections,
     machine_family,
     parse_qtree,
+    split_conditional,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vmstate" / "x86_64-sections.json"
@@ -151,6 +156,45 @@ def test_values_the_probe_chose_or_spelt_differently_are_not_hazards() -> None:
     assert compare_properties({"logical_block_size": "512"}, {"logical_block_size": "0"}, {}, {}, **kw) == []
     assert compare_properties({}, {"fs1gp": "true", "x-flts": "false"}, {}, {"fs1gp": "true"}, **kw) == []
     assert compare_properties({}, {"fs1gp": "true", "x-flts": "true"}, {}, {"fs1gp": "true"}, **kw)
+
+
+def test_a_subsection_the_guest_decides_to_send_is_conditional() -> None:
+    """The live evidence (10.0.2 -> 7.2.22, 9 migrations through): i8259/ltim is sent only when the guest
+    programs the PIC level-triggered, which Linux does not. The dump alone says 'hazard if sent'; the gate
+    table makes it a warning naming the subsection, and the device compatible."""
+    raw = compare_entry("isa-i8259", DUMPS["100"]["isa-i8259"], DUMPS["72"])
+    assert raw == ["[V5] i8259: subsection i8259/ltim is unknown to the destination (the source sends it when its "
+                   "test holds at run time)"]
+    assert compare_entry("isa-i8259", DUMPS["72"]["isa-i8259"], DUMPS["100"]) == []  # forward: optional on the wire
+    gated = gate_subsections(raw, "isa-i8259", {})
+    assert CONDITIONAL in gated[0] and "ICW1" in gated[0]
+    devices, notes = split_conditional({"isa-i8259": "; ".join(gated), "e1000e": COMPATIBLE})
+    assert devices == {"isa-i8259": COMPATIBLE, "e1000e": COMPATIBLE}
+    assert "i8259/ltim" in notes["isa-i8259"]
+
+
+def test_a_subsection_a_property_gates_follows_the_value_read_under_the_machine_type() -> None:
+    """virtio-gpu/blob is sent only with the device's blob property on (off by default and in the live case,
+    whose 10.0 -> 7.2 migrations went through): off is conditional, on stays a hazard naming the value."""
+    raw = compare_entry("virtio-gpu-device", DUMPS["100"]["virtio-gpu-device"], DUMPS["72"])
+    assert len(raw) == 1 and "subsection virtio-gpu/blob is unknown" in raw[0]
+    off = gate_subsections(raw, "virtio-gpu-pci", {"blob": "false", "max_outputs": "1"})
+    assert CONDITIONAL in off[0] and "blob on, false here" in off[0]
+    on = gate_subsections(raw, "virtio-gpu-pci", {"blob": "on"})
+    assert CONDITIONAL not in on[0] and on[0].endswith("(sent: blob is true here)")
+    assert gate_subsections(raw, "virtio-gpu-pci", {}) == [raw[0] + " (sent: blob is ? here)"]  # unread: a hazard
+    devices, notes = split_conditional({"virtio-gpu-pci": "; ".join([*off, "[P1] xres: 1280 on A, 1024 on B"])})
+    assert devices == {"virtio-gpu-pci": "[P1] xres: 1280 on A, 1024 on B"} and "virtio-gpu/blob" in notes[
+        "virtio-gpu-pci"]
+
+
+def test_a_subsection_only_another_type_sends_and_one_no_gate_is_known_for() -> None:
+    ext = "[V5] sd-card: subsection sd-card/ext_csd_modes-state is unknown to the destination (the source ...)"
+    assert CONDITIONAL in gate_subsections([ext], "sd-card", {})[0]
+    assert gate_subsections([ext], "emmc", {}) == [ext]
+    other = "[V5] hpet: subsection hpet/new is unknown to the destination (the source sends it ...)"
+    assert gate_subsections([other, "[V3] x: y"], "hpet", {}) == [other, "[V3] x: y"]
+    assert all(gate.source.startswith("hw/") for gate in SUBSECTION_GATES.values())
 
 
 def test_a_placeholder_names_its_owner_and_families_share_refusals() -> None:
