@@ -20,6 +20,13 @@ Classification of a row (a live migration result):
 A known bug that did not reproduce (``not-reproduced``) means the migration went through: it counts as a
 live pass. A vmstate ``known-bug`` (a hazard a known bug explains) counts as a predicted fail.
 
+The verdict (``settle``): a predicted hazard does not fail ``run`` or ``qualify`` when the same case, pair
+and machine type migrated live in the same run and passed: the vmstate result becomes a ``pass`` that keeps
+its hazards (``details.not_confirmed``, a warning), and its row is "not confirmed". With no live pass for it
+(``run --stages vmstate`` alone, or the live run failed) the hazard stays a ``fail``; a confirmed hazard is
+the live failure itself. Conditional V5 notes (``details.conditional``: a subsection sent only if the guest
+or a property makes QEMU send it) are warnings, not hazards: shown beside the prediction, counted apart.
+
 The per-rule record counts hazards (one ``[TAG] reason`` of one device of one row): predicted, and of those
 confirmed live (the row broke: the hazard may or may not be the cause) or not confirmed (it went through).
 """
@@ -103,10 +110,16 @@ class Row:
 
     @property
     def predicted(self) -> str:
-        """``pass``, ``fail`` (hazards), or what else the vmstate stage said (``skip``, ``none``)."""
+        """``pass``, ``fail`` (hazards, also those the live run did not confirm: ``settle``), or what else the
+        vmstate stage said (``skip``, ``none``)."""
         if self.vmstate is None:
             return "none"
-        return "fail" if self.vmstate.verdict in PREDICTED_FAIL else self.vmstate.verdict
+        return "fail" if predicted_fail(self.vmstate) else self.vmstate.verdict
+
+    @property
+    def conditional(self) -> dict[str, str]:
+        """Subsections sent only conditionally (warnings): {device: its notes}."""
+        return dict(self.vmstate.details.get("conditional") or {}) if self.vmstate is not None else {}
 
     @property
     def hazard(self) -> bool:
@@ -121,7 +134,11 @@ class Row:
         if self.hazard:
             return "; ".join(f"{device}: {reason}" for device, _, reason in self.hazards) or self.vmstate.reason
         if self.predicted == "pass":
-            return "compatible" + (" (one build with itself)" if self.vmstate.details.get("same_build") else "")
+            text = "compatible" + (" (one build with itself)" if self.vmstate.details.get("same_build") else "")
+            if self.conditional:
+                text += "; conditional (a break only if sent): " + "; ".join(
+                    f"{device}: {note}" for device, note in self.conditional.items())
+            return text
         return f"{self.vmstate.verdict}: {self.vmstate.reason}"
 
     @property
@@ -133,7 +150,8 @@ class Row:
                 "source": _build(self.migrate.qemu), "destination": _build(self.migrate.peer or self.migrate.qemu),
                 "predicted": self.predicted, "hazards": [{"device": d, "rule": t, "reason": r} for d, t, r in
                                                          self.hazards],
-                "observed": self.migrate.verdict, "observed_reason": self.migrate.reason, "class": self.klass}
+                "observed": self.migrate.verdict, "observed_reason": self.migrate.reason, "class": self.klass,
+                "conditional": self.conditional}
 
 
 def _build(q: QemuBuild | None) -> dict[str, str]:
@@ -150,8 +168,60 @@ def join(records: Iterable[StageResult]) -> list[Row]:
             continue
         v = predictions.get(join_key(r))
         found = hazards(v.details.get("devices") or {}) if v is not None else []
-        rows.append(Row(r, v, classify(v.verdict if v is not None else None, r.verdict), found))
+        rows.append(Row(r, v, classify(("fail" if predicted_fail(v) else v.verdict) if v is not None else None,
+                                       r.verdict), found))
     return rows
+
+
+def predicted_fail(v: StageResult) -> bool:
+    """The vmstate result names a hazard: a fail, a known bug, or a pass that ``settle`` gave a hazard the
+    live migration did not confirm."""
+    return v.verdict in PREDICTED_FAIL or bool(v.details.get("not_confirmed"))
+
+
+def settle(held: Iterable[StageResult], observed: Iterable[StageResult]) -> list[StageResult]:
+    """The verdict of each vmstate result once the live results of the same run are in (``observed``): a
+    ``fail`` whose case, pair and machine type migrated live and passed becomes a ``pass`` with its hazards
+    kept under ``details.not_confirmed`` (a warning: the guest did not make QEMU send the state, or a rule is
+    wrong); any other result is unchanged (no live run for it, or the live run broke: confirmed)."""
+    passed = {join_key(r) for r in observed if r.stage == "migrate" and r.verdict in LIVE_PASS}
+    out = []
+    for v in held:
+        if v.stage == "vmstate" and v.verdict == "fail" and join_key(v) in passed:
+            bad = "; ".join(f"{k}: {x}" for k, x in (v.details.get("devices") or {}).items() if x != "compatible")
+            v.details["not_confirmed"] = bad or v.reason or "hazards predicted"
+            v.verdict = "pass"
+            v.reason = f"predicted hazards not confirmed: the live migration passed (a warning): {v.reason or bad}"
+        out.append(v)
+    return out
+
+
+class HeldResults:
+    """A results writer for the vmstate stage that holds its results until the live stages of the same run
+    have written theirs (``flush``: settled, then written): a run's verdict on a prediction needs both."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.path = writer.path
+        self.held: list[StageResult] = []
+
+    def write(self, result: StageResult) -> None:
+        self.held.append(result)
+
+    def flush(self, say: Any = None) -> Counter[str]:
+        """Settle the held results against the live ones written so far, write them; their verdicts' counts."""
+        from conformance.results.records import read_results
+
+        observed = list(read_results(self.path)) if self.path.is_file() else []
+        settled = settle(self.held, observed)
+        for r in settled:
+            self.writer.write(r)
+        warned = sum(1 for r in settled if r.details.get("not_confirmed"))
+        if warned and say is not None:
+            say(f"  vmstate: {warned} predicted hazards not confirmed (the live migration passed): warnings, "
+                "see the report's predicted-against-observed table")
+        self.held = []
+        return Counter(r.verdict for r in settled)
 
 
 @dataclass
@@ -160,10 +230,11 @@ class RuleRecord:
     predicted: int = 0
     confirmed: int = 0
     not_confirmed: int = 0
+    conditional: int = 0  # notes of subsections sent only if the guest or a property makes QEMU send them
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "predicted": self.predicted, "confirmed": self.confirmed,
-                "not_confirmed": self.not_confirmed}
+                "not_confirmed": self.not_confirmed, "conditional": self.conditional}
 
 
 def rule_record(rows: Iterable[Row]) -> list[RuleRecord]:
@@ -176,6 +247,8 @@ def rule_record(rows: Iterable[Row]) -> list[RuleRecord]:
             rec.predicted += 1
             rec.confirmed += row.klass == "confirmed"
             rec.not_confirmed += row.klass == "not confirmed"
+        for _, tag, _ in hazards(row.conditional):
+            record.setdefault(tag, RuleRecord(tag)).conditional += 1
     return [record[t] for t in sorted(record, key=lambda t: (t[0], int(t[1:]) if t[1:].isdigit() else 0))]
 
 

@@ -4,12 +4,14 @@ classification of each row and the rules' record, on a small set of recorded res
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
-from conformance.prediction import classify, hazards, join, rule_record, summary
+from conformance.prediction import HeldResults, classify, hazards, join, rule_record, settle, summary
 from conformance.report.html import write_report
-from conformance.results.records import ResultWriter
-from tests.helpers.results import NEW, OLD, P1, V5, migrate_result, prediction_records
+from conformance.results.records import ResultWriter, read_results
+from conformance.results.verdicts import failures
+from tests.helpers.results import NEW, OLD, P1, V5, migrate_result, prediction_records, vmstate_result
 
 
 def test_each_migration_joins_its_prediction_on_case_pair_and_machine() -> None:
@@ -75,3 +77,45 @@ def test_no_table_without_both_stages(tmp_path: Path) -> None:
     writer.write(migrate_result("q35-minimal", OLD, NEW, "pc-q35-7.2", "pass"))
     page = write_report([writer.path], tmp_path / "out").read_text()
     assert 'id="prediction"' not in page and not (tmp_path / "out" / "prediction.json").exists()
+
+
+def test_a_hazard_the_live_migration_passed_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    """The verdict (prediction.settle): predicted V5, the same case, pair and machine type migrated and passed:
+    a pass keeping its hazards as not confirmed, and its row 'not confirmed'; confirmed (the live run broke)
+    or not migrated at all (vmstate alone): the hazard stays a fail."""
+    held = [vmstate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", {"isa-i8259": V5}),  # migrated, passed
+            vmstate_result("q35-minimal", NEW, OLD, "pc-q35-7.2", {"isa-i8259": V5}),  # migrated, broke
+            vmstate_result("q35-minimal", NEW, OLD, "pc-q35-6.2", {"isa-i8259": V5}),  # not migrated
+            vmstate_result("q35-minimal", OLD, NEW, "pc-q35-5.2", {"isa-i8259": "compatible"})]
+    live = [migrate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", "pass"),
+            migrate_result("q35-minimal", NEW, OLD, "pc-q35-7.2", "fail", "Unknown subsection i8259/ltim"),
+            migrate_result("q35-minimal", OLD, NEW, "pc-q35-5.2", "pass")]
+    writer = ResultWriter(tmp_path / "run")
+    for r in live:
+        writer.write(r)
+    said: list[str] = []
+    counts = HeldResults(writer)
+    for r in held:
+        counts.write(r)
+    assert not (writer.path.read_text().count('"vmstate"')), "held until the live results are in"
+    assert counts.flush(said.append) == Counter({"pass": 2, "fail": 2}) and failures(counts.flush()) == 0
+    assert said == ["  vmstate: 1 predicted hazards not confirmed (the live migration passed): warnings, see the "
+                    "report's predicted-against-observed table"]
+    settled = {r.details["machine"] + r.qemu.version: r for r in read_results(writer.path) if r.stage == "vmstate"}
+    warned = settled["pc-q35-5.210.0.2"]
+    assert warned.verdict == "pass" and V5 in warned.details["not_confirmed"] and "not confirmed" in warned.reason
+    assert settled["pc-q35-7.210.0.2"].verdict == "fail" and settled["pc-q35-6.210.0.2"].verdict == "fail"
+    rows = {(r.machine, r.migrate.qemu.version): r for r in join(read_results(writer.path))}
+    assert rows["pc-q35-5.2", "10.0.2"].klass == "not confirmed" and rows["pc-q35-5.2", "10.0.2"].rules == ["V5"]
+    assert rows["pc-q35-7.2", "10.0.2"].klass == "confirmed" and rows["pc-q35-5.2", "7.2.22"].klass == "agree"
+    assert settle([held[2]], live)[0].verdict == "fail", "no live migration for it: still a failure"
+
+
+def test_conditional_subsections_are_shown_and_counted_apart() -> None:
+    note = f"{V5} (conditional: sent only if the guest programmed the PIC level-triggered (ICW1 LTIM); ...)"
+    v = vmstate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", {"isa-i8259": "compatible"})
+    v.details["conditional"] = {"isa-i8259": note}
+    rows = join([v, migrate_result("q35-minimal", NEW, OLD, "pc-q35-5.2", "pass")])
+    assert rows[0].klass == "agree" and rows[0].hazards == []
+    assert rows[0].prediction_text.startswith("compatible; conditional (a break only if sent): isa-i8259: [V5]")
+    assert [(r.rule, r.predicted, r.conditional) for r in rule_record(rows)] == [("V5", 0, 1)]
