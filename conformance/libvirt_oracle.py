@@ -51,10 +51,9 @@ if TYPE_CHECKING:
     from conformance.cases import Case, Catalogue
     from conformance.live.boot import Target
 
-PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients")
 COMMANDS = {"libvirtd": "libvirt-daemon", "virtlogd": "libvirt-daemon", "virsh": "libvirt-clients",
             "unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2"}
-START_TIMEOUT = 30.0  # s until libvirtd answers (measured 0.3-1 s; its QEMU probes come on first use)
+START_TIMEOUT = 30.0  # s until libvirtd answers (measured 3-7 s on 2 loaded cores; its QEMU probes come later)
 VIRSH_TIMEOUT = 120.0  # s per virsh call; the first `create` waits for libvirt's QEMU probe (2-5 s per binary)
 STOP_TIMEOUT = 15.0  # s for the daemons to end after SIGTERM before everything in the namespace is killed
 
@@ -227,9 +226,19 @@ class PrivateLibvirtd:
                 "--kill-child", sys.executable, "-c", _INIT, str(self.root),
                 *(x for path, sub in MOUNTS.items() for x in (path, sub))]
         env = {**os.environ, "STOP_TIMEOUT": str(STOP_TIMEOUT - 2)}
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=open(self.root / "unshare.log", "wb"), env=env,  # noqa: SIM115
-                                      preexec_fn=_die_with_parent_thread)
+        with open(self.root / "unshare.log", "wb") as log:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                          env=env, preexec_fn=_die_with_parent_thread)
+        try:
+            self._wait_ready()
+        except BaseException:  # a daemon that did not come up, or Ctrl-C meanwhile: nothing stays behind
+            self.stop()
+            raise
+        self.started_s = time.monotonic() - began
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
         end = time.monotonic() + START_TIMEOUT
         while True:
             if self._proc.poll() is not None:
@@ -239,14 +248,11 @@ class PrivateLibvirtd:
                 if done.returncode == 0:
                     self.version = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
                                          if line.startswith("Running against daemon")), "")
-                    break
+                    return
             if time.monotonic() > end:
-                self.stop()
                 raise LibvirtError(f"the private libvirtd did not answer within {START_TIMEOUT:.0f} s: "
                                    f"{self._daemon_log_tail()}")
             time.sleep(0.1)
-        self.started_s = time.monotonic() - began
-        return self
 
     def _daemon_log_tail(self) -> str:
         from conformance.qemu.process import file_tail
