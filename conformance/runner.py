@@ -300,7 +300,8 @@ def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: Ch
 
         return bisecting(lambda case, target, _peer, _machine, out: run_boot(
             case, target, catalogue, out,
-            keep=keep_checked(checked, case, target, out) if checked is not None else None).result, output)
+            keep=keep_checked(checked, case, target, catalogue, out) if checked is not None else None).result,
+            output)
     if name == "migrate":
         from conformance.live.migrate import run_migrate
 

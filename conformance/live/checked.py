@@ -196,10 +196,11 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
 
 
 def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name: str, output: Path,
-            alias_to: Callable[[str], str | None]) -> tuple[GuestVm, dict[str, Any]]:
+            alias_to: Callable[[str], str | None], *, load_only: bool = False) -> tuple[GuestVm, dict[str, Any]]:
     """Start ``prepared`` (a migration's source, in its own folder) from the checked state and prove it is the
     checked guest; the running VM (appended to ``vms``) and the record for ``details.restored``.
-    RestoreFailed with the evidence otherwise."""
+    RestoreFailed with the evidence otherwise. ``load_only``: stop at the loaded, paused VM (the check that
+    a new state loads at all)."""
     record: dict[str, Any] = state.record(output)
     evidence: dict[str, Any] = {"restore_argv": prepared.live.argv}
 
@@ -239,6 +240,8 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
             raise failed(f"QEMU is {status or 'gone'} after the load, not paused"
                          + ("" if vm.process.is_running() else f" ({vm.process.exit.describe()})"), vm)
         record["load_s"] = round(time.monotonic() - started, 3)
+        if load_only:
+            return vm, record
         vm.reader.feed(state.console)  # the checked guest's console so far: its boot report, its heartbeats
         q.cmd("cont")
         vm.cont_at = time.monotonic()
