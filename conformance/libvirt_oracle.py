@@ -645,9 +645,9 @@ RULES: list[Rule] = [
          "drops from libvirt's argv what it adds to manage a running QEMU: -name, -S, the master-key secret "
          "object, the monitor's -chardev and -mon, -sandbox, -msg (the suite's live stage adds its own QMP)",
          _real(lambda real: _drop(real, _management))),
-    Rule("memory-size-keyword", "version", "<=11.3.0",
-         "-m: libvirt 11.3 writes the initial memory as size=KiBk where 9.0 writes MiB (-m 256 -> -m "
-         "size=262144k; the release between them not pinned)",
+    Rule("memory-size-keyword", "version", "9.5.0",
+         "-m: libvirt 9.5 writes the initial memory as size=KiBk where earlier releases write MiB (-m 256 -> "
+         "-m size=262144k; libvirt's QE suite tp-libvirt expects the new form from 9.5.0 on)",
          _real(lambda real: _values(real, "-m", _m_as_size))),
     Rule("itco-watchdog", "version", "9.1.0",
          "q35: libvirt 9.1 adds the chipset's iTCO watchdog to the domain: -global ICH9-LPC.noreboot=off, and "
