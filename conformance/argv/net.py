@@ -88,6 +88,10 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
                 props["vhostfds"] = ":".join(str(VHOST_FD + i) for i in range(queues))
             else:
                 props["vhostfd"] = str(VHOST_FD)
+        tune = next((c for c in net.extra if getattr(c, "tag", None) == "tune"), None)
+        sndbuf = next((c for c in tune if c.tag == "sndbuf"), None) if tune is not None else None
+        if sndbuf is not None:  # <tune><sndbuf>: the tap's send buffer (qemuBuildHostNetProps)
+            props["sndbuf"] = int((sndbuf.text or "0").strip() or 0)
         props["id"] = ident
         return props
     if net.type == "vhostuser" and net.source.get("type", "unix") == "unix":

@@ -111,3 +111,10 @@ def test_nbd_reconnect_delay() -> None:
                  "<target dev='vda' bus='virtio'/></disk>")
     nbd = json.loads(next(b for b in _options(argv, "-blockdev") if '"nbd"' in b))
     assert nbd["reconnect-delay"] == 10
+
+
+def test_tap_sndbuf() -> None:
+    argv = _argv("<interface type='bridge'><source bridge='br0'/><model type='virtio'/><tune><sndbuf>1600</sndbuf>"
+                 "</tune></interface>")
+    tap = json.loads(next(n for n in _options(argv, "-netdev") if '"tap"' in n))
+    assert tap["sndbuf"] == 1600 and list(tap)[-1] == "id"
