@@ -102,11 +102,11 @@ def case_variables(case: Case, caps: Capabilities, machine: str, *, image_dir: s
         **case.arch_vars.get(caps.arch, {}),
         **(overrides or {}),
     }
-    if isinstance(variables.get("qemu_args"), list):  # JSON or comma syntax, groups the build has
+    if isinstance(variables.get("qemu_args"), list):  # JSON or comma syntax, as the build takes -device
         from conformance.domain.commandline import qemu_args_for
 
-        variables["qemu_args"], variables["qemu_args_left_out"] = qemu_args_for(
-            variables["qemu_args"], caps, where=case.source or case.name, case_name=case.name)
+        variables["qemu_args"] = qemu_args_for(variables["qemu_args"], caps, where=case.source or case.name,
+                                               case_name=case.name)
     return variables
 
 

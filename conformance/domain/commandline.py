@@ -17,37 +17,15 @@ from conformance.caps.model import Capabilities
 from conformance.errors import CaseError
 
 
-def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_name: str = ""
-                  ) -> tuple[list[str], list[str]]:
-    """A case's ``qemu_args`` (its <qemu:commandline>) for these capabilities: (the arguments, the QOM types
-    and flags whose group was left out).
-
-    An entry is an argument, or a group ``{ needs_types = [TYPE...], needs = [FLAG...], args = [...] }`` kept
-    only when the build has every type and capability flag (a device some builds lack, or cannot run, in a
-    case the others run whole). A ``-device`` value
+def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_name: str = "") -> list[str]:
+    """A case's ``qemu_args`` (its <qemu:commandline>) written for these capabilities. A ``-device`` value
     written as JSON stays JSON on builds that take JSON ``-device`` (flag device.json) and is written in
-    comma syntax on the others; ``-object`` the same by flag object.qapified. QEMU creates every
-    comma-syntax ``-device`` before the JSON ones whatever their order, and libvirt writes its own devices as
-    JSON exactly when the build has device.json: so the extras are JSON there and comma syntax, after
-    libvirt's, elsewhere, and either way are created after the buses libvirt's devices bring."""
+    comma syntax on the others; ``-object`` the same by flag object.qapified. Every build gets the same
+    devices: a migration between two builds needs them on both sides (a device some builds lack goes in a
+    case whose ``needs`` say so, which the planner checks on both)."""
     syntax = {"-device": ("driver", caps.has("device.json")), "-object": ("qom-type", caps.has("object.qapified"))}
     args: list[str] = []
-    left_out: list[str] = []
     for entry in entries:
-        if isinstance(entry, dict):
-            unknown = set(entry) - {"needs_types", "needs", "args"}
-            if unknown or not isinstance(entry.get("args"), list):
-                raise CaseError(f"case {case_name}: qemu_args group {entry!r} is not a group", path=where,
-                                hint="write { needs_types = [TYPE...], needs = [FLAG...], args = [...] }")
-            lacking = [t for t in entry.get("needs_types", []) if not caps.has_type(t)]
-            lacking += [f for f in entry.get("needs", []) if not caps.has(f)]
-            if lacking:
-                left_out += lacking
-                continue
-            group, inner = qemu_args_for(entry["args"], caps, where=where, case_name=case_name)
-            args += group
-            left_out += inner
-            continue
         value = str(entry)
         head_key, json_ok = syntax.get(args[-1] if args else "", ("", True))
         if not json_ok and value.startswith("{"):
@@ -63,4 +41,4 @@ def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_na
                                 "only plain values")
             value = format_props(props, "", head_key=head_key)
         args.append(value)
-    return args, left_out
+    return args
