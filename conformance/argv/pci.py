@@ -222,8 +222,8 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
             flags = virtio
         elif model == "virtio-transitional":
             flags = pci
-        elif model in ("e1000e", "igb") or model not in _KNOWN_NIC_MODELS:
-            flags = pcie
+        elif model in ("e1000e", "igb") or model.lower() not in _LIBVIRT_NIC_MODELS:
+            flags = pcie  # a model libvirt has no name for (ne2k_pci, pcnet, tulip...) is placed as PCIe
         else:
             flags = pci
         out.append((net, flags))
@@ -285,10 +285,13 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     return out
 
 
-_KNOWN_NIC_MODELS = {
-    "virtio", "virtio-transitional", "virtio-non-transitional", "e1000", "e1000e", "igb", "rtl8139", "vmxnet3",
-    "ne2k_pci", "pcnet", "netfront", "i82551", "i82557b", "i82559er", "ne2k_isa", "lan9118", "smc91c111",
-    "spapr-vlan", "usb-net", "vhost-user",
+# libvirt's named NIC models (virDomainNetModel, the same in 9.0 and 11.3 but igb, added in 9.3): any other
+# model string is "unknown", which qemuDomainDeviceCalculatePCIConnectFlags places as a PCIe device (libvirt
+# 9.0 puts ne2k_pci, pcnet and tulip on pcie-root-ports: the libvirt oracle, conformance/libvirt_oracle.py)
+_LIBVIRT_NIC_MODELS = {
+    "netfront", "rtl8139", "virtio", "e1000", "e1000e", "igb", "virtio-transitional", "virtio-non-transitional",
+    "usb-net", "spapr-vlan", "lan9118", "scm91c111", "vlance", "vmxnet", "vmxnet2", "vmxnet3", "am79c970a",
+    "am79c973", "82540em", "82545em", "82543gc",
 }
 
 
