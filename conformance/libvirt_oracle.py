@@ -684,12 +684,7 @@ RULES: list[Rule] = [
 
 # case -> why the host's libvirt 9.0 and the suite (11.3) differ where no token rule can normalise it; a case
 # listed here still counts as differing, but does not fail the comparison (a new difference does)
-KNOWN_DIFFERENCES = {
-    "q35-nic-rich": "PCI placement: libvirt 9.0 puts ne2k_pci, pcnet and tulip on pcie-root-ports (as PCIe "
-                    "devices), the suite behind the pcie-to-pci-bridge as conventional PCI; every address after "
-                    "them moves (11.3's placement not confirmed by a corpus case on q35)",
-    "virt-net-usb-rich": "PCI placement of ne2k_pci, pcnet and tulip on aarch64 virt, as q35-nic-rich",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}  # none left (the PCI placement of unnamed NIC models was the last one)
 
 
 # --- booting under libvirt --------------------------------------------------------------------------------
