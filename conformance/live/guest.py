@@ -88,7 +88,9 @@ DEVICE_MODULE_ROOTS: tuple[str, ...] = (
     "usb_storage", "uas", "sdhci_pci", "mmc_block", "9pnet_virtio", "9p",
     "8139cp", "ne2k_pci", "pcnet32", "tulip",                            # NICs
     "uhci_hcd", "ehci_pci", "ohci_pci", "xhci_pci", "usbhid",            # USB
-    "snd_intel8x0", "snd_ens1370", "snd_hda_intel", "snd_hda_codec_generic",
+    # the HD-audio codec driver before the controller's: snd_hda_intel configures its codecs in the background
+    # and gives up ("Cannot probe codecs") when no codec driver is loaded yet
+    "snd_intel8x0", "snd_ens1370", "snd_hda_codec_generic", "snd_hda_intel",
     "i6300esb", "pvpanic_pci", "virtio_input", "virtio_mem", "virtio_crypto", "virtio_iommu",
     "tpci200", "kvaser_pci", "ctucan_pci",
 )
