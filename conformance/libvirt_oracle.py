@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from conformance.errors import ConformanceError, LiveError
 
 if TYPE_CHECKING:
+    from conformance.caps.model import Capabilities
     from conformance.cases import Case, Catalogue
     from conformance.live.boot import Target
 
@@ -896,6 +897,69 @@ def run_oracle(binaries: Sequence[Path], output: Path, *, patterns: list[str] | 
     return run
 
 
+# --- validation parity over libvirt's corpus ----------------------------------------------------------------
+
+
+@dataclass
+class ParityOutcome:
+    """One corpus domain: libvirt's ``virsh define --validate`` (schema, parse and validation, no start) and the
+    suite's render-free pipeline (schema, parse, rules, argv) on the same QEMU's capabilities."""
+
+    case: str
+    libvirt: str  # its refusal, '' when it defines the domain
+    suite: str  # the suite's refusal, '' when it builds an argv
+    expected: list[str]  # what libvirt 11.3's own tests expect of it (argv, xml2xml, error)
+
+    @property
+    def bucket(self) -> str:
+        return {(False, False): "both accept", (True, True): "both refuse", (True, False): "libvirt only refuses",
+                (False, True): "suite only refuses"}[(bool(self.libvirt), bool(self.suite))]
+
+
+def corpus_parity(daemon: PrivateLibvirtd, caps: Capabilities, corpus: Path, *, arch: str = "x86_64",
+                  say: Callable[[str], None] = lambda _m: None) -> list[ParityOutcome]:
+    """Every input of libvirt 11.3's corpus for ``arch`` (its emulator the host's) defined under the private
+    libvirtd and run through the suite: who refuses what. ``define`` stops before the start-time checks (host
+    NUMA nodes, hugepages, firmware selection, QEMU refusing a device), so "suite only refuses" mixes those
+    with real over-strictness, and "libvirt only refuses" mixes 9.0-versus-11.3 changes with under-strictness:
+    a list to read, not a score."""
+    from conformance.domain.parse import parse_domain
+    from conformance.domain.schema import validate_schema
+    from conformance.interrupt import STOP
+    from conformance.pipeline import domain_argv
+
+    index = json.loads((corpus / "index.json").read_text())
+    emulator = f"/usr/bin/qemu-system-{arch}"
+    out: list[ParityOutcome] = []
+    scratch = daemon.root / "parity.xml"
+    for case in index["cases"]:
+        for var in case["variants"]:
+            if STOP.is_set() or var["tree"] != "libvirt-11.3.0" or var["needs"]:
+                continue
+            expected = [o["kind"] for o in var["outputs"] if o["arch"] == arch]
+            if not expected:
+                continue
+            source = corpus / var["input"]
+            xml = re.sub(r"<emulator>[^<]*</emulator>", f"<emulator>{emulator}</emulator>", source.read_text())
+            xml = re.sub(r"<name>[^<]*</name>", f"<name>{case['name']}</name>", xml, count=1)
+            scratch.write_text(xml)
+            done = daemon.virsh("define", "--validate", str(scratch), check=False)
+            theirs = libvirt_message(done.stderr) if done.returncode else ""
+            if not done.returncode:
+                daemon.virsh("undefine", case["name"], "--nvram", check=False)
+            try:
+                validate_schema(xml, source=str(source))
+                domain_argv(parse_domain(xml, source=str(source)), caps)
+                ours = ""
+            except ConformanceError as exc:
+                ours = exc.message
+            out.append(ParityOutcome(case["name"], theirs, ours, expected))
+    say(f"corpus parity ({arch}, {len(out)} domains): " + ", ".join(
+        f"{sum(o.bucket == b for o in out)} {b}"
+        for b in ("both accept", "both refuse", "libvirt only refuses", "suite only refuses")))
+    return out
+
+
 def host_binaries() -> list[Path]:
     """The host's QEMU binaries the comparison runs on: x86_64, and aarch64 when installed."""
     return [Path(p) for arch in ("x86_64", "aarch64") if (p := shutil.which(f"qemu-system-{arch}"))]
@@ -914,11 +978,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", action="append", help="case name glob (repeatable; default every case)")
     parser.add_argument("--qemu", action="append", type=Path, help="QEMU binary (default the host's)")
     parser.add_argument("--boot", default=",".join(BOOT_CASES), help="cases booted under libvirt (comma list)")
+    parser.add_argument("--corpus-parity", action="store_true",
+                        help="instead: who refuses what of libvirt's x86_64 corpus (libvirt define vs the suite)")
     args = parser.parse_args(argv)
     missing = missing_requirements()
     if missing:
         print(f"libvirt oracle: cannot run: missing {'; '.join(missing)}", file=sys.stderr)
         return 2
+    if args.corpus_parity:
+        return _corpus_parity_main(args.output.absolute())
     with stop_on_signals(lambda m: print(m, file=sys.stderr)):
         run = run_oracle(args.qemu or host_binaries(), args.output.absolute(), patterns=args.cases,
                          boot=[c for c in args.boot.split(",") if c], say=print)
@@ -935,6 +1003,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     for o in unexplained:
         print(f"not explained by a rule or KNOWN_DIFFERENCES: {o.case} [{o.arch}]", file=sys.stderr)
     return 1 if unexplained or run.count("suite-refused") or not all(b.ok for b in run.boots) else 0
+
+
+def _corpus_parity_main(output: Path) -> int:
+    from dataclasses import asdict
+
+    from conformance.interrupt import stop_on_signals
+    from conformance.paths import libvirt_corpus_dir
+    from conformance.runner import make_target
+
+    corpus = libvirt_corpus_dir()
+    if not (corpus / "index.json").exists():
+        print(f"libvirt oracle: no libvirt corpus at {corpus} (QEMU_CONFORMANCE_SHARED)", file=sys.stderr)
+        return 2
+    caps = make_target(Path("/usr/bin/qemu-system-x86_64"), lambda _m: None).caps
+    output.mkdir(parents=True, exist_ok=True)
+    with stop_on_signals(lambda m: print(m, file=sys.stderr)), \
+            private_libvirtd(output / "libvirtd-parity", keep=True) as daemon:
+        found = corpus_parity(daemon, caps, corpus, say=print)
+    (output / "corpus-parity.json").write_text(json.dumps([asdict(o) | {"bucket": o.bucket} for o in found],
+                                                          indent=1) + "\n")
+    for o in found:
+        if o.bucket in ("libvirt only refuses", "suite only refuses"):
+            print(f"{o.bucket:21} {o.case} (11.3's tests: {'/'.join(sorted(set(o.expected)))}): "
+                  f"{(o.libvirt or o.suite)[:150]}")
+    return 0
 
 
 if __name__ == "__main__":
