@@ -12,6 +12,7 @@ Needs libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients, the libvirt-q
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from conformance.libvirt_oracle import (
     PrivateLibvirtd,
     boot_case,
     compare_case,
+    corpus_parity,
     libvirt_message,
     missing_requirements,
 )
@@ -282,3 +284,20 @@ def test_ctrl_c_stops_the_comparison_and_exits_130(short_tmp: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_corpus_parity_sorts_each_domain_into_its_bucket(daemon: PrivateLibvirtd, x86_target: Target,
+                                                         tmp_path: Path) -> None:
+    """--corpus-parity on a corpus of three: one both accept, one both refuse, one libvirt 9.0 refuses (the
+    passt backend, added after 9.0) while the suite (11.3) builds it."""
+    domains = {"fine": NET.format(n=1, model="virtio", inner=""),
+               "dup": PARITY["duplicate-alias"],
+               "passt": NET.format(n=1, model="virtio", inner="<backend type='passt'/>")}
+    cases = []
+    for name, devices in domains.items():
+        (tmp_path / f"{name}.xml").write_text(DOMAIN.format(name=name, emulator="/usr/bin/x", devices=devices))
+        cases.append({"name": name, "variants": [{"tree": "libvirt-11.3.0", "needs": [], "input": f"{name}.xml",
+                                                  "outputs": [{"arch": "x86_64", "kind": "argv"}]}]})
+    (tmp_path / "index.json").write_text(json.dumps({"cases": cases}))
+    found = {o.case: o.bucket for o in corpus_parity(daemon, x86_target.caps, tmp_path)}
+    assert found == {"fine": "both accept", "dup": "both refuse", "passt": "libvirt only refuses"}
