@@ -728,9 +728,12 @@ def make_checked(case: Case, target: Target, catalogue: Catalogue, output: Path,
         failures, _, _ = check_guest(vm, prepared, prepared.details)
         if failures:
             return f"the checked source failed its boot checks: {'; '.join(failures)}"
-        state = save(vm, prepared, key, origin)
     except LiveError as exc:
         return f"the checked source: {launch_failure(exc)}"
+    try:
+        state = save(vm, prepared, key, origin)
+    except LiveError as exc:
+        return f"the checked source could not be saved: {exc.message}"
     finally:
         if vm is not None:
             vm.stop()
