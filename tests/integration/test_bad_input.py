@@ -134,3 +134,13 @@ def test_unknown_device_model_names_the_element(tmp_path: Path) -> None:
     line = next(i for i, text in enumerate(xml.splitlines(), 1) if "<interface" in text)
     assert_one_line_error(cli("argv", str(domain), "--caps", "7.2:x86_64"), f"{domain}:{line}:",
                           "model 'nosuchnic'", "has no device type")
+
+
+def test_qemu_device_aliases_are_device_types() -> None:
+    """libvirt writes QEMU's alias `lsi` for an lsilogic controller (and `ahci` for SATA): not unknown."""
+    from conformance.argv.device_types import qom_type
+
+    types = frozenset({"lsi53c895a", "ich9-ahci", "virtio-net-pci", "e1000"})
+    assert qom_type("lsi", types) == "lsi53c895a" and qom_type("ahci", types) == "ich9-ahci"
+    assert qom_type("virtio-net", types) == "virtio-net-pci" and qom_type("e1000-82540em", types) == "e1000"
+    assert qom_type("virtio-blk", types) is None and qom_type("nosuchnic", types) is None
