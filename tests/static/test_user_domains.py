@@ -98,7 +98,6 @@ CORPUS = ("q35-virt-manager-basic", "cpu-host-passthrough", "net-user", "graphic
           "x86-kvm-32-on-64")
 CORPUS_EXPECTED = {
     ("q35-virt-manager-basic", "argv", "10.0"): ("fail", "no device type 'qxl-vga'"),
-    **{("disk-cache", "argv", v): ("fail", "no device type 'lsi'") for v in ("7.2", "10.0")},  # Debian: no LSI
     **{("luks-disks-source-both", s, "10.0"): ("skip", "has no machine type pc-i440fx-2.1") for s in ("parse", "argv")},
     # LUKS decryption is not built: refused, where it used to be dropped (docs/libvirt-corpus.md, class d)
     ("luks-disks-source-both", "argv", "7.2"): ("fail", "encryption is not supported by the argv builder yet"),
