@@ -276,6 +276,8 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
             if keep is not None and vm is not None and verdict == "pass":
                 try:
                     details["checked_state"] = keep(vm, prepared)
+                except Exception as exc:  # the boot's verdict stands; its migrations then boot their source
+                    details["checked_state"] = f"not saved: {type(exc).__name__}: {exc}"
                 except BaseException:
                     vm.stop()
                     raise

@@ -312,7 +312,10 @@ class CheckedStates:
             with self._lock:
                 found = self._states.get((key, digest))
             if found is None:
-                found = make()
+                try:
+                    found = make()
+                except Exception as exc:  # a suite problem making it: its migrations boot their own source
+                    found = f"making the checked source failed: {type(exc).__name__}: {exc}"
                 self.add(key, digest, found)
             return found
 

@@ -117,3 +117,14 @@ def test_durations_are_merged_into_the_cache(tmp_path: Path, monkeypatch: pytest
     assert durations() == {"a.boot[7.2.22-x86_64]": 4.5, "b.boot[7.2.22-x86_64]": 2.0}
     (tmp_path / "durations.json").write_text("not json")
     assert durations() == {}
+
+
+def test_a_state_that_raises_while_made_is_a_reason_not_an_error(tmp_path: Path) -> None:
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({key: 2}))
+
+    def make() -> CheckedState:
+        raise OSError("disk full")
+
+    found = states.get(key, "d", make)
+    assert isinstance(found, str) and "OSError: disk full" in found
