@@ -3,7 +3,8 @@
 A checked source is a guest that booted and passed the boot checks (conformance/live/boot.py) on one
 build under one machine type. Its state is saved once into its VM folder, the guest stopped first
 (``stop``, ``migrate`` to ``exec:cat > checked.state``: every build has exec:) with its disk images beside
-it; a failover guest runs while saved (it must release its primary), on QEMU 9.0 or later only.
+it; a failover guest runs while saved (it must release its primary), and before QEMU 9.0 under TCG its
+state is shared only when the loaded copy's RAM equals the saved guest's.
 Each migration with that build as its source and that machine type then restores it instead of booting
 again: a fresh folder with copies of the images, QEMU started with ``-incoming defer -S``,
 ``migrate-incoming exec:cat ...``, ``cont``. Measured on 2 shared cores (TCG, 256 MiB): a boot with its
@@ -48,6 +49,7 @@ from conformance.caps.model import QemuVersion
 from conformance.errors import LiveError
 from conformance.live.boot import PreparedVm, launch, launch_failure, qmp_cross_check
 from conformance.live.checks import failover_pairs, failover_team_enslaved
+from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
 from conformance.qemu.qmp import QmpError
 
@@ -152,13 +154,9 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
     The guest is stopped first, so it writes nothing while it is saved: QEMU before 9.0 under TCG can lose
     guest writes in a live migration (known bug tcg-migration-lost-dirty-pages), and a state saved live would
     carry the loss into every migration restored from it. A failover guest must run while it is saved (it
-    releases its primary when QEMU asks): it is saved live on 9.0 or later only."""
+    releases its primary when QEMU asks): ``same_ram`` then compares the stopped guest with the loaded state."""
     q = vm.process.qmp
-    target = prepared.target
     failover = bool(failover_pairs(devices(prepared.live.argv)))
-    if failover and target.accel.accel == "tcg" and target.caps.version < LIVE_SAVE_FROM:
-        raise LiveError(f"a failover guest is saved running, and QEMU {target.caps.version} under TCG can lose "
-                        "guest writes in a live migration (known bug tcg-migration-lost-dirty-pages)")
     vm.expect_stop = True
     started = time.monotonic()
     try:
@@ -189,6 +187,25 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
     return CheckedState(key, prepared.vm_dir, list(prepared.live.argv), key[3], text[:text.rfind(b"\n") + 1],
                         vm.report.last_heartbeat, len(vm.report.reports), image_names(prepared), origin,
                         {"save_s": round(took, 3), "bytes": state.stat().st_size})
+
+
+def saved_live(prepared: PreparedVm) -> bool:
+    """Whether ``save`` saves this guest running (a failover guest) on a build that can lose its writes so."""
+    target = prepared.target
+    return bool(failover_pairs(devices(prepared.live.argv))) and target.accel.accel == "tcg" \
+        and target.caps.version < LIVE_SAVE_FROM
+
+
+def same_ram(saved: GuestVm, loaded: GuestVm, must: bool) -> str:
+    """'' when the loaded state's RAM equals the saved guest's (stopped after its save), else why not; a
+    comparison that cannot run is a reason only when it ``must`` run (a guest saved live where writes can be
+    lost: tcg-migration-lost-dirty-pages)."""
+    ram = compare_ram(saved, loaded, ram_region_names(loaded.process.argv))
+    if ram.note:
+        return f"its RAM could not be compared with the saved guest's ({ram.note})" if must else ""
+    failure, _, _ = ram.verdict()
+    return f"the saved state's RAM differs from the guest's (known bug tcg-migration-lost-dirty-pages?): " \
+        f"{failure}" if failure else ""
 
 
 def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name: str, output: Path,

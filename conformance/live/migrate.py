@@ -72,7 +72,9 @@ from conformance.live.checked import (
     RestoreFailed,
     argv_digest,
     restore,
+    same_ram,
     save,
+    saved_live,
 )
 from conformance.live.checks import MachineFacts, check_report, failover_pairs, failover_team_enslaved
 from conformance.live.ramcheck import compare_ram, ram_region_names
@@ -721,31 +723,34 @@ def make_checked(case: Case, target: Target, catalogue: Catalogue, output: Path,
         return f"cannot prepare the checked source: {exc}"
     vm: GuestVm | None = None
     try:
-        vm = launch(prepared, f"{case.name} checked source on {target.binary}")
-        waited = vm.wait_report("boot", BOOT_TIMEOUT)
-        if not waited.ok:
-            return f"the checked source did not boot: {waited.reason}"
-        failures, _, _ = check_guest(vm, prepared, prepared.details)
-        if failures:
-            return f"the checked source failed its boot checks: {'; '.join(failures)}"
-    except LiveError as exc:
-        return f"the checked source: {launch_failure(exc)}"
-    try:
-        state = save(vm, prepared, key, origin)
-    except LiveError as exc:
-        return f"the checked source could not be saved: {exc.message}"
+        try:
+            vm = launch(prepared, f"{case.name} checked source on {target.binary}")
+            waited = vm.wait_report("boot", BOOT_TIMEOUT)
+            if not waited.ok:
+                return f"the checked source did not boot: {waited.reason}"
+            failures, _, _ = check_guest(vm, prepared, prepared.details)
+            if failures:
+                return f"the checked source failed its boot checks: {'; '.join(failures)}"
+        except LiveError as exc:
+            return f"the checked source: {launch_failure(exc)}"
+        try:
+            state = save(vm, prepared, key, origin)
+        except LiveError as exc:
+            return f"the checked source could not be saved: {exc.message}"
+        return loads(state, case, target, catalogue, output, machine, vm, saved_live(prepared))
     finally:
         if vm is not None:
             vm.stop()
-    return loads(state, case, target, catalogue, output, machine)
 
 
 def loads(state: CheckedState, case: Case, target: Target, catalogue: Catalogue, output: Path,
-          machine: str | None) -> CheckedState | str:
-    """The new state, once its own build loaded it (into ``verify/`` beside it, left there when it did not);
-    why not otherwise. A state that does not load is a finding, not the migrations' error: each of them then
-    boots its own source (measured: isa-cirrus-vga's state aborts 7.2 on load, known bug
-    isa-cirrus-vga-load-alias-abort; a pc-nic-rich state saved right after boot crashed 10.0 once)."""
+          machine: str | None, saved: GuestVm, live: bool) -> CheckedState | str:
+    """The new state, once its own build loaded it (into ``verify/`` beside it, left there when it did not)
+    with the RAM of ``saved``, the guest it was saved from (stopped; ``live``: saved running where writes can
+    be lost, so the comparison must run); why not otherwise. A state that does not load is a finding, not the
+    migrations' error: each of them then boots its own source (measured: isa-cirrus-vga's state aborts 7.2 on
+    load, known bug isa-cirrus-vga-load-alias-abort; a pc-nic-rich state saved right after boot crashed 10.0
+    once)."""
     folder = state.folder / "verify"
     if folder.exists():
         shutil.rmtree(folder)
@@ -753,8 +758,13 @@ def loads(state: CheckedState, case: Case, target: Target, catalogue: Catalogue,
     vms: list[GuestVm] = []
     try:
         prepared = prepare_vm(case, target, catalogue, output, folder, machine=machine)
-        restore(state, prepared, vms, f"{case.name} checked state on {target.binary}", output,
-                _alias_to(target.caps), load_only=True)
+        loaded, record = restore(state, prepared, vms, f"{case.name} checked state on {target.binary}", output,
+                                 _alias_to(target.caps), load_only=True)
+        differs = same_ram(saved, loaded, live)
+        if differs:
+            state.state_file.unlink(missing_ok=True)
+            return differs
+        state.saved.update(verify_load_s=record["load_s"], ram="equal" if live else "equal or not compared")
     except RestoreFailed as exc:
         state.state_file.unlink(missing_ok=True)
         tail = exc.evidence.get("restore_stderr_tail", "").strip().splitlines()[-1:]
@@ -782,8 +792,7 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
         except LiveError as exc:
             state: CheckedState | str = f"the boot stage could not save its guest: {exc.message}"
         else:
-            vm.stop()
-            state = loads(saved, case, target, catalogue, output, None)
+            state = loads(saved, case, target, catalogue, output, None, vm, saved_live(prepared))
         checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir), state)
         return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
             if isinstance(state, CheckedState) else state
