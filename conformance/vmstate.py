@@ -695,14 +695,7 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
     under this machine type), until QEMU starts; then everything read (and what the machine adds, unless
     ``alone``: the batch's QEMU reads that)."""
     while pending or (facts.machine_devices is None and not alone):
-        args: list[str] = []
-        pci = 0
-        for n, name in enumerate(pending):
-            suffix, opts = learned.extra.get(name, ("", []))
-            args += [a.replace("{n}", str(n)) for a in opts]
-            where = _placement(name, pci, learned, machine)
-            pci += 1 if where else 0
-            args += ["-device", f"{name},id=cov{n}{suffix.replace('{n}', str(n))}{where}"]
+        args = _batch_args(pending, learned, machine)
         try:
             qemu = paused(binary, machine, folder, args, name=f"vmstate properties {machine}")
         except LaunchFailed as exc:
@@ -715,6 +708,8 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
                 if len(pending) == 1:
                     _refuse(pending[0], _reason(exc.stderr_tail, pending[0]), machine, facts, learned, learn)
                     return
+                culprit = _first_failing(binary, machine, pending, folder, learned)
+            if culprit is None:  # no prefix of the batch fails (QEMU is not consistent): halves, each its own
                 half = len(pending) // 2
                 _probe(binary, machine, pending[:half], folder, facts, learn=learn)
                 _probe(binary, machine, pending[half:], folder, facts, learn=learn)
@@ -759,6 +754,38 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
         finally:
             qemu.stop()
         return
+
+
+def _batch_args(pending: list[str], learned: _Learned, machine: str) -> list[str]:
+    """The options that plug ``pending``, each with its learnt placeholders, PCI types at their own slots."""
+    args: list[str] = []
+    pci = 0
+    for n, name in enumerate(pending):
+        suffix, opts = learned.extra.get(name, ("", []))
+        args += [a.replace("{n}", str(n)) for a in opts]
+        where = _placement(name, pci, learned, machine)
+        pci += 1 if where else 0
+        args += ["-device", f"{name},id=cov{n}{suffix.replace('{n}', str(n))}{where}"]
+    return args
+
+
+def _first_failing(binary: Path, machine: str, pending: list[str], folder: Path, learned: _Learned) -> str | None:
+    """The device whose addition makes the batch fail when QEMU's words name none (5.2 aborts with 'RAMBlock
+    "vga.vram" already registered' for a second VGA-class device): the end of the shortest failing prefix,
+    found by bisection (a prefix keeps every device's place; about log2(len) QEMUs, once per build: the
+    device then goes a level up), or None for a batch of one."""
+    lo, hi = 1, len(pending)  # the whole batch failed; the shortest failing prefix is lo..hi devices long
+    if hi < 2:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            paused(binary, machine, folder, _batch_args(pending[:mid], learned, machine),
+                   name=f"vmstate properties {machine}").stop()
+            lo = mid + 1
+        except (LaunchFailed, LiveError):
+            hi = mid
+    return pending[lo - 1]
 
 
 def _refuse(name: str, why: str, machine: str, facts: MachineProps, learned: _Learned, learn: bool) -> None:
