@@ -10,6 +10,9 @@ of them (`lsi` for an lsilogic controller, `ahci` for a SATA one): ``qom_type`` 
 
 from __future__ import annotations
 
+from typing import Any
+
+from conformance.argv.controllers import SCSI_DRIVERS
 from conformance.argv.options import devices
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Domain
@@ -36,9 +39,19 @@ def check_device_types(argv: list[str], domain: Domain, caps: Capabilities) -> N
     for device in devices(argv):
         driver = str(device.get("driver", ""))
         if driver and qom_type(driver, caps.qom_types) is None:
-            element = next((d for d in domain.all_devices() if getattr(d, "model", None) == driver), None)
+            element = next((d for d in domain.all_devices() if _writes(d, driver)), None)
             tag = type(element).__name__.lower() if element is not None else "device"
+            model = getattr(element, "model", None) or driver
+            written = f" (written -device {driver})" if model != driver else ""
             raise UnsupportedByQemu(
-                f"<{tag}> model '{driver}': QEMU {caps.version} {caps.arch} has no device type '{driver}'",
+                f"<{tag}> model '{model}'{written}: QEMU {caps.version} {caps.arch} has no device type '{driver}'",
                 path=domain.source, line=getattr(element, "line", None),
                 hint=f"use a model this QEMU has (`qemu-conformance caps show {caps.version}:{caps.arch}`)")
+
+
+
+def _writes(element: Any, driver: str) -> bool:
+    """Whether ``element`` is the one libvirt writes as ``-device driver``: by its model, or for a SCSI
+    controller by libvirt's driver name for its model (a dc390 controller is ``-device dc-390``)."""
+    model = getattr(element, "model", None)
+    return model == driver or (getattr(element, "type", None) == "scsi" and SCSI_DRIVERS.get(model or "") == driver)

@@ -144,3 +144,14 @@ def test_qemu_device_aliases_are_device_types() -> None:
     assert qom_type("lsi", types) == "lsi53c895a" and qom_type("ahci", types) == "ich9-ahci"
     assert qom_type("virtio-net", types) == "virtio-net-pci" and qom_type("e1000-82540em", types) == "e1000"
     assert qom_type("virtio-blk", types) is None and qom_type("nosuchnic", types) is None
+
+
+def test_dc390_controller_is_refused_as_libvirt_names_it(tmp_path: Path) -> None:
+    """libvirt writes `-device dc-390` for model='dc390', a name QEMU does not have: refused, not renamed."""
+    xml = cli("render", "q35-storage-rich", "--caps", "7.2:x86_64").stdout.replace(
+        "model='am53c974'", "model='dc390'")
+    domain = tmp_path / "d.xml"
+    domain.write_text(xml)
+    line = next(i for i, text in enumerate(xml.splitlines(), 1) if "model='dc390'" in text)
+    assert_one_line_error(cli("argv", str(domain), "--caps", "7.2:x86_64"), f"{domain}:{line}:",
+                          "no device type 'dc-390'")
