@@ -204,3 +204,34 @@ def test_a_placeholder_names_its_owner_and_families_share_refusals() -> None:
     assert _placeholder_owner("-device e1000,id=cov0: refused\n", ["e1000"]) is None
     assert [machine_family(m) for m in ("pc-q35-7.2", "pc-i440fx-2.12", "virt-10.0", "q35")] == \
         ["pc-q35", "pc-i440fx", "virt", "q35"]
+
+
+def test_a_clash_qemu_names_no_device_for_is_bisected_once_and_learnt(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """5.2 aborts ('RAMBlock "vga.vram" already registered') when two VGA-class devices meet, naming neither:
+    the shortest failing prefix ends at the second one, which then goes a level up for the next machine type
+    (a QEMU stand-in that refuses exactly that pair; no real QEMU here)."""
+    import conformance.vmstate as vm
+    from conformance.qemu.process import Exit, LaunchFailed
+
+    started: list[list[str]] = []
+
+    class Paused:
+        qmp = None
+
+        def stop(self) -> None:
+            pass
+
+    def fake_paused(_binary: Path, _machine: str, _folder: Path, args: list[str], name: str = "") -> Paused:
+        devices = [a.split(",")[0] for i, a in enumerate(args) if i and args[i - 1] == "-device"]
+        started.append(devices)
+        if {"VGA", "cirrus-vga"} <= set(devices):
+            raise LaunchFailed(name, Exit(1), [], 'RAMBlock "vga.vram" already registered, abort!\n')
+        return Paused()
+
+    monkeypatch.setattr(vm, "paused", fake_paused)
+    learned = vm._Learned(buses={})
+    batch = ["e1000", "VGA", "rtl8139", "virtio-net-pci", "cirrus-vga", "pcnet", "ne2k_pci", "i82559er"]
+    assert vm._first_failing(Path("qemu"), "pc-i440fx-5.2", batch, tmp_path, learned) == "cirrus-vga"
+    assert len(started) <= 3, "bisection: log2(8) starts"
+    assert vm._first_failing(Path("qemu"), "pc-i440fx-5.2", ["VGA"], tmp_path, learned) is None
