@@ -118,7 +118,7 @@ from conformance.paths import cache_dir
 from conformance.qemu.process import LaunchFailed
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: refusals learnt per family under the newest type, ipmi-bmc-sim placeholders (16fda59)
 COMPATIBLE = "compatible"
 
 Say = Callable[[str], None]
@@ -1157,7 +1157,6 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
     pinned, under ``output``/argv/vmstate/ (for ``bugs explain``; writing one per failed prediction took
     most of a cached sweep's time)."""
     from conformance.knownbugs.matcher import load_bugs
-    from conformance.live.boot import explain
     from conformance.results.records import StageResult
 
     started = time.monotonic()
@@ -1182,18 +1181,45 @@ def vmstate_result(case: Any, source: Any, destination: Any, machine: str, src: 
         b.first <= c.version <= b.last for c in (source.caps, destination.caps)) for b in load_bugs())
     if candidates:  # the rule's stage and version conditions first: the rest needs the argvs
         pinned = [_with_machine(src_argv, machine), _with_machine(dst_argv, machine)]
-        for caps, peer, side, argv in ((source.caps, destination.caps, "source", pinned[0]),
-                                       (destination.caps, source.caps, "destination", pinned[1])):
-            verdict, reason = explain(verdict, reason, [], caps, "vmstate", details, peer=peer.version, side=side,
-                                      argv=argv)
-            if verdict != "fail":
-                break
+        verdict, reason = explain_hazards(bad, reason, source.caps, destination.caps, pinned, details)
     result = StageResult(case=case.name, stage="vmstate", verdict=verdict, reason=reason, arch=source.caps.arch,
                          qemu=source.build, peer=destination.build, duration_s=time.monotonic() - started,
                          details=details)
     if candidates and output is not None:
         result.artifacts.update(_write_argvs(case.name, source, destination, machine, src_argv, dst_argv, output))
     return result
+
+
+def explain_hazards(bad: dict[str, str], reason: str, source: Any, destination: Any, pinned: list[list[str]],
+                    details: dict[str, Any]) -> tuple[str, str]:
+    """Each device's hazard on its own through the one known-bug rule (either side's version, with the argvs
+    ``pinned`` to the machine type): ``known-bug`` only when every hazard is explained, naming the bugs;
+    otherwise ``fail`` naming the hazards left, so that a known bug of one device never hides another's
+    break. ``details["explained"]``: {device: bug id}."""
+    from conformance.live.boot import explain
+
+    explained: dict[str, dict[str, Any]] = {}
+    for device, hazard in bad.items():
+        for caps, peer, side, argv in ((source, destination, "source", pinned[0]),
+                                       (destination, source, "destination", pinned[1])):
+            found: dict[str, Any] = {}
+            verdict, _ = explain("fail", f"{device}: {hazard}", [], caps, "vmstate", found, peer=peer.version,
+                                 side=side, argv=argv)
+            if verdict == "known-bug":
+                explained[device] = found["known_bug"]
+                break
+    if not explained:
+        return "fail", reason
+    details["explained"] = {device: record["id"] for device, record in explained.items()}
+    left = {k: v for k, v in bad.items() if k not in explained}
+    named = ", ".join(f"{device} ({record['id']})" for device, record in explained.items())
+    if left:
+        return "fail", "; ".join(f"{k}: {v}" for k, v in left.items()) + f"; explained by known bugs: {named}"
+    records = list({record["id"]: record for record in explained.values()}.values())
+    first, others = records[0], [r["id"] for r in records[1:]]
+    details["known_bug"] = first
+    also = f"; also explained by {', '.join(others)}" if others else ""
+    return "known-bug", f"known bug {first['id']} ({first['title']}; fixed: {first['fixed']}){also}: {reason}"
 
 
 def _write_argvs(case: str, source: Any, destination: Any, machine: str, src_argv: list[str], dst_argv: list[str],

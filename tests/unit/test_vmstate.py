@@ -235,3 +235,28 @@ def test_a_clash_qemu_names_no_device_for_is_bisected_once_and_learnt(monkeypatc
     assert vm._first_failing(Path("qemu"), "pc-i440fx-5.2", batch, tmp_path, learned) == "cirrus-vga"
     assert len(started) <= 3, "bisection: log2(8) starts"
     assert vm._first_failing(Path("qemu"), "pc-i440fx-5.2", ["VGA"], tmp_path, learned) is None
+
+
+def test_a_known_bug_explains_its_own_hazard_only() -> None:
+    """Each device's hazard is matched on its own: a known bug of one device (pvpanic's events default) must
+    not turn a result with another device's unexplained hazard into known-bug."""
+    import json
+
+    from conformance.caps.fixture import read_fixture
+    from conformance.vmstate import explain_hazards
+    from tests.helpers import DATA, ROOT
+
+    old, new = (read_fixture(ROOT / "capsdata" / f"qemu-{v}-x86_64.xml") for v in ("7.2.22", "10.0.2"))
+    folder = DATA / "knownbugs" / "pvpanic-shutdown-event-no-compat" / "explained"
+    pinned = [json.loads((folder / f"{side}-argv.json").read_text()) for side in ("source", "destination")]
+    pvpanic = "[P1] events: 3 on 7.2.22-x86_64, 7 on 10.0.2-x86_64 under pc-q35-7.2"
+    other = "[P1] x-made-up: on on 7.2.22-x86_64, off on 10.0.2-x86_64 under pc-q35-7.2"
+    details: dict = {}
+    verdict, reason = explain_hazards({"pvpanic-pci": pvpanic}, f"pvpanic-pci: {pvpanic}", old, new, pinned, details)
+    assert verdict == "known-bug" and details["known_bug"]["id"] == "pvpanic-shutdown-event-no-compat"
+    details = {}
+    both = {"pvpanic-pci": pvpanic, "virtio-net-pci": other}
+    verdict, reason = explain_hazards(both, "whole", old, new, pinned, details)
+    assert verdict == "fail" and "known_bug" not in details
+    assert details["explained"] == {"pvpanic-pci": "pvpanic-shutdown-event-no-compat"}
+    assert reason.startswith("virtio-net-pci: [P1] x-made-up") and "pvpanic-pci (pvpanic-shutdown" in reason
