@@ -215,7 +215,8 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         cont = ctx.controller("scsi", addr.controller or 0)
         driver = "scsi-cd" if disk.device == "cdrom" else "scsi-block" if disk.device == "lun" else "scsi-hd"
         props = {"driver": driver, "bus": f"{ctx.alias(cont) if cont else 'scsi0'}.{addr.bus or 0}"}
-        if cont is not None and cont.model == "lsilogic":
+        if cont is not None and cont.model in ("lsilogic", "ncr53c90", "dc390", "am53c974"):
+            # qemuBuildDeviceAddressProps: these HBAs take a unit number only (no channel, no lun)
             props["scsi-id"] = addr.unit or 0
         else:
             props.update({"channel": addr.bus or 0, "scsi-id": addr.target or 0, "lun": addr.unit or 0})
