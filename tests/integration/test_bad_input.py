@@ -126,12 +126,18 @@ def test_schema_unavailable_is_said(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert not status.available and "libvirt0" in status.why
 
 
-def test_unknown_device_model_names_the_element(tmp_path: Path) -> None:
-    xml = cli("render", "net-user-virtio", "--caps", "7.2:x86_64").stdout.replace(
-        "<model type='virtio'/>", "<model type='nosuchnic'/>")
+def _edited_case(tmp_path: Path, case: str, old: str, new: str, element: str) -> tuple[Path, int]:
+    """A case rendered for 7.2 x86_64 with ``old`` replaced by ``new``, written as d.xml, and the line of the
+    first ``element`` (what a one-line error must name)."""
+    xml = cli("render", case, "--caps", "7.2:x86_64").stdout.replace(old, new)
     domain = tmp_path / "d.xml"
     domain.write_text(xml)
-    line = next(i for i, text in enumerate(xml.splitlines(), 1) if "<interface" in text)
+    return domain, next(i for i, text in enumerate(xml.splitlines(), 1) if element in text)
+
+
+def test_unknown_device_model_names_the_element(tmp_path: Path) -> None:
+    domain, line = _edited_case(tmp_path, "net-user-virtio", "<model type='virtio'/>", "<model type='nosuchnic'/>",
+                                "<interface")
     assert_one_line_error(cli("argv", str(domain), "--caps", "7.2:x86_64"), f"{domain}:{line}:",
                           "model 'nosuchnic'", "has no device type")
 
@@ -148,10 +154,6 @@ def test_qemu_device_aliases_are_device_types() -> None:
 
 def test_dc390_controller_is_refused_as_libvirt_names_it(tmp_path: Path) -> None:
     """libvirt writes `-device dc-390` for model='dc390', a name QEMU does not have: refused, not renamed."""
-    xml = cli("render", "q35-storage-rich", "--caps", "7.2:x86_64").stdout.replace(
-        "model='am53c974'", "model='dc390'")
-    domain = tmp_path / "d.xml"
-    domain.write_text(xml)
-    line = next(i for i, text in enumerate(xml.splitlines(), 1) if "model='dc390'" in text)
+    domain, line = _edited_case(tmp_path, "q35-storage-rich", "model='am53c974'", "model='dc390'", "model='dc390'")
     assert_one_line_error(cli("argv", str(domain), "--caps", "7.2:x86_64"), f"{domain}:{line}:",
                           "no device type 'dc-390'")

@@ -9,26 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conformance.builds import find_qemu
 from conformance.cases import load_catalogue
-from conformance.errors import GuestBuildError
 from conformance.live.boot import Target
 from conformance.live.migrate import run_migrate
 from conformance.machines import FROM_GIVEN
-from conformance.runner import make_target
 
 pytestmark = pytest.mark.live
 
-
-@pytest.fixture(scope="module")
-def x86_10_target() -> Target:
-    binary = find_qemu("10.0")
-    if binary is None:
-        pytest.skip("QEMU 10.0 is not fetched (qemu-conformance builds fetch 10.0)")
-    try:
-        return make_target(binary, lambda _text: None)
-    except GuestBuildError as exc:
-        pytest.skip(f"no test guest: {exc}")
 
 
 def _machine_arg(result_dir: Path, artifact: str) -> str:

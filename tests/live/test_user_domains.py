@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conformance.builds import find_qemu
 from conformance.cases import load_catalogue
 from conformance.domain.user import domain_cases
-from conformance.errors import GuestBuildError
 from conformance.live.boot import Target
 from conformance.machines import MachineChoice
 from conformance.plan import plan
 from conformance.results.records import ResultWriter
-from conformance.runner import live_machines, make_target, run_live, run_stages, target_names
+from conformance.runner import live_machines, run_live, run_stages, target_names
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.live
@@ -56,16 +54,6 @@ def test_a_virt_install_domain_boots_here_and_a_hostdev_one_is_a_skip(qemu_x86_6
     assert "<hostdev mode='subsystem' type='pci'> 0000:03:00.0: a host device" in ubuntu["reason"]
     assert len(ubuntu["details"]["domain_blockers"]) == 2
 
-
-@pytest.fixture(scope="module")
-def x86_10_target() -> Target:
-    binary = find_qemu("10.0")
-    if binary is None:
-        pytest.skip("QEMU 10.0 is not fetched (qemu-conformance builds fetch 10.0)")
-    try:
-        return make_target(binary, lambda _text: None)
-    except GuestBuildError as exc:
-        pytest.skip(f"no test guest: {exc}")
 
 
 @pytest.mark.parametrize("machine", ["pc", "pc-i440fx-6.2"])
