@@ -402,10 +402,10 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
             failures.append("failover not negotiated, yet the source sent UNPLUG_PRIMARY")
         else:
             mig.checks.append("failover not negotiated by the guest: migrated without UNPLUG_PRIMARY")
-    src_status = _status(source)
+    src_status = _settled(source, until="postmigrate", wait=2.0)  # MIGRATION completed comes first
     if src_status != "postmigrate":
         failures.append(f"source ends {src_status}, not postmigrate")
-    dst_status = _loaded(destination)
+    dst_status = _settled(destination)
     if not destination.process.is_running():
         mig.stats = _query_stats(source)
         failures.append(f"the source says completed, but the destination {_side_error(destination)}")
@@ -422,7 +422,7 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
             mig.checks.append(check)
         with contextlib.suppress(QmpError):
             destination.process.qmp.cmd("cont")
-        dst_status = _loaded(destination, until="running")
+        dst_status = _settled(destination, until="running")
     mig.stats = _query_stats(source)  # read a while after completion: right at it some figures read 0
     if dst_status != "running":
         failures.append(f"destination ends {dst_status}, not running")
@@ -442,13 +442,14 @@ def _judge(mig: Migration, source: GuestVm, destination: GuestVm,
     return mig
 
 
-def _loaded(destination: GuestVm, until: str = "paused", wait: float = 5.0) -> str:
-    """The destination's status once it has loaded the stream (a moment after the source completes):
-    ``until`` or running, or whatever it is after ``wait`` s."""
+def _settled(vm: GuestVm, until: str = "paused", wait: float = 5.0) -> str:
+    """A side's status once the migration has settled there: ``until`` or running, or whatever it is after
+    ``wait`` s. Both sides get there a moment after the source reports completed: the destination once it
+    has loaded the stream, the source once its main loop has left finish-migrate for postmigrate."""
     status = ""
     end = time.monotonic() + wait
-    while time.monotonic() < end and destination.process.is_running():
-        status = _status(destination)
+    while time.monotonic() < end and vm.process.is_running():
+        status = _status(vm)
         if status in (until, "running"):
             break
         time.sleep(0.05)
