@@ -148,8 +148,8 @@ def prove(commits: list[str], keep: Path | None, corpus: Path) -> int:
     for commit in reversed(commits):  # newest first
         diff = subprocess.run(["git", "-C", str(root), "show", "--format=", commit, "--", "conformance", "capsdata",
                                "templates"], check=True, capture_output=True, text=True).stdout
-        if diff.strip():
-            subprocess.run(["git", "apply", "-R", "-"], cwd=before, input=diff, check=True, text=True)
+        if diff.strip() and subprocess.run(["git", "apply", "-R", "-"], cwd=before, input=diff, text=True).returncode:
+            raise SystemExit(f"cannot revert {commit} in {before}: later changes touch the same lines")
     for tree in (before, after):
         env = dict(os.environ, PYTHONPATH=str(tree))
         subprocess.run([sys.executable, __file__, "dump", str(tree / "outputs.json"), "--corpus", str(corpus)],
