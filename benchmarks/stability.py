@@ -23,12 +23,14 @@ from conformance.results.records import StageResult, read_results
 
 
 def item_key(r: StageResult) -> str:
-    """One work item, as the runs name it: stage, case, build (and peer, machine type), arch."""
+    """One work item, as the runs name it: stage, case, build (and peer, machine type), arch; a checked state
+    its own build cannot load (conformance/live/checked.py) is the item ``... state-load``."""
     build = r.qemu.version if r.qemu else "?"
     if r.peer is not None:
         build += f"->{r.peer.version}"
     machine = r.details.get("machine", "")
-    return " ".join(p for p in (r.stage, r.case, build, r.arch, machine) if p)
+    load = "state-load" if r.details.get("state_load") else ""
+    return " ".join(p for p in (r.stage, r.case, build, r.arch, machine, load) if p)
 
 
 def run_once(output: Path, jobs: int | None, qemu: list[str]) -> tuple[dict[str, str], float, int]:

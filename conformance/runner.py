@@ -198,6 +198,11 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
             timed: dict[str, float] = {}
             counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output, checked), writer, say,
                                     jobs or os.cpu_count() or 1, timed))
+            for found in checked.take_findings():  # a checked state its own build cannot load: a result
+                writer.write(found)
+                counts[found.verdict] += 1
+                say(f"  migrate {found.case} on QEMU {found.qemu.version if found.qemu else '?'} through its checked "
+                    f"state: {found.verdict.upper()} {found.reason}")
             save_durations(timed)
     finally:
         checked.close()
@@ -296,12 +301,16 @@ def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: Ch
 
     if name == "boot":
         from conformance.live.boot import run_boot
-        from conformance.live.migrate import keep_checked
+        from conformance.live.migrate import keep_checked, note_boot
 
-        return bisecting(lambda case, target, _peer, _machine, out: run_boot(
-            case, target, catalogue, out,
-            keep=keep_checked(checked, case, target, catalogue, out) if checked is not None else None).result,
-            output)
+        def boot(case: Case, target: Target, _peer: Any, _machine: str, out: Path) -> StageResult:
+            run = run_boot(case, target, catalogue, out,
+                           keep=keep_checked(checked, case, target, catalogue, out) if checked is not None else None)
+            if checked is not None:  # a source that never came up is not booted again by its migrations
+                note_boot(checked, case, target, out, run)
+            return run.result
+
+        return bisecting(boot, output)
     if name == "migrate":
         from conformance.live.migrate import run_migrate
 

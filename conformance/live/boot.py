@@ -68,6 +68,19 @@ class Target:
 
 
 @dataclass
+class NotUp:
+    """A boot whose QEMU or guest never came up (no boot report): what a migration's source booted from the same
+    argv says (``why``, as conformance/live/migrate.py's start_pair words it) and its evidence, so that the
+    migrations of this run can rely on this boot instead of booting the source again (live/checked.py)."""
+
+    why: str  # "source did not boot: boot timeout: ..." or "source: QEMU did not start (exit code 1): ..."
+    text: str  # QEMU's stderr tail and the console tail, what the known-bug match reads ('': QEMU did not start)
+    signal: str | None  # the signal QEMU died of by itself, if it did
+    ended: bool  # QEMU ended by itself (did not start, crashed, exited): not a wait the load may have caused
+    folder: Path  # the boot's VM folder (its argv names it)
+
+
+@dataclass
 class BootRun:
     """Everything a boot produced, for the result record and for the caller's own checks."""
 
@@ -75,6 +88,7 @@ class BootRun:
     argv: list[str] = field(default_factory=list)
     report: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    not_up: NotUp | None = None  # the guest never reported its boot (see NotUp)
 
 
 def vm_folder(output: Path, case: Case, target: Target) -> Path:
@@ -272,7 +286,7 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
         else:
             artifacts, details = prepared.artifacts, prepared.details
             run.argv = prepared.live.argv
-            verdict, reason, vm = _start_and_check(prepared, timeout, details)
+            verdict, reason, vm, down, launch_error = _start_and_check(prepared, timeout, details)
             if keep is not None and vm is not None and verdict == "pass":
                 try:
                     details["checked_state"] = keep(vm, prepared)
@@ -285,6 +299,13 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
                 details["exit"] = vm.stop().describe()
                 run.report, run.events = vm.report, vm.process.events
                 artifacts.update(vm_artifacts(vm, output))
+            if down:
+                ended = (launch_error is not None and launch_error.exit.returncode is not None) if vm is None \
+                    else not vm.process.exit.requested
+                run.not_up = NotUp(f"source: {reason}" if vm is None else f"source did not boot: {reason}",
+                                   "\n".join([vm.process.stderr_tail(), vm.console_tail(10)]) if vm else "",
+                                   None if vm is None or vm.process.exit.requested else vm.process.exit.signal,
+                                   ended, vm_dir)
             verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "boot", details,
                                       accel=target.accel.accel, argv=prepared.live.argv)
             if not artifacts.get("console"):
@@ -296,27 +317,28 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
 
 
 def _start_and_check(prepared: PreparedVm, timeout: float, details: dict[str, Any]
-                     ) -> tuple[str, str, GuestVm | None]:
-    """(verdict, reason, the VM to stop) for a prepared boot."""
+                     ) -> tuple[str, str, GuestVm | None, bool, LaunchFailed | None]:
+    """(verdict, reason, the VM to stop, whether it never came up (no boot report), QEMU's launch failure when
+    it did not start) for a prepared boot."""
     try:
         vm = launch(prepared, f"{prepared.case.name} on {prepared.target.binary}")
     except LiveError as exc:
-        return "fail", launch_failure(exc), None
+        return "fail", launch_failure(exc), None, True, exc if isinstance(exc, LaunchFailed) else None
     try:
         waited = vm.wait_report("boot", timeout)
         details["boot_s"] = round(waited.seconds, 3)
         if not waited.ok:
             details["console_tail"] = vm.console_tail()
             details["stderr_tail"] = vm.process.stderr_tail()
-            return "fail", waited.reason, vm
+            return "fail", waited.reason, vm, True, None
         failures, checked, notes = check_guest(vm, prepared, details)
     except BaseException:
         vm.stop()
         raise
     if failures:
-        return "fail", "; ".join(failures), vm
+        return "fail", "; ".join(failures), vm, False, None
     return "pass", (f"booted in {waited.seconds:.1f} s; {checked} checks passed"
-                    + (f"; {notes} notes" if notes else "")), vm
+                    + (f"; {notes} notes" if notes else "")), vm, False, None
 
 
 def check_guest(vm: GuestVm, prepared: PreparedVm, details: dict[str, Any]) -> tuple[list[str], int, int]:
@@ -414,11 +436,12 @@ def _walk_pci(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, stage: str,
             details: dict[str, Any], *, peer: QemuVersion | None = None, side: str = "",
-            accel: str = "", argv: list[str] | None = None) -> tuple[str, str]:
+            accel: str = "", argv: list[str] | None = None, seen: NotUp | None = None) -> tuple[str, str]:
     """Explain step, one rule (conformance/knownbugs/matcher.py): a failure that known bugs of this QEMU
     version explain (under ``accel``, the target's decision, with the argv QEMU ran: the VM's, else
     ``argv``, the one it was given) becomes known-bug, naming them all; a pass where a known bug of this
-    version should have shown becomes not-reproduced."""
+    version should have shown becomes not-reproduced. ``seen``: with no VM, what an earlier boot of the same
+    argv saw (its signal, stderr and console tails), read as that VM's."""
     if verdict == "pass":
         return _not_reproduced(reason, vms, caps, stage, details, peer=peer, side=side, accel=accel)
     if verdict != "fail":
@@ -432,6 +455,10 @@ def explain(verdict: str, reason: str, vms: list[GuestVm], caps: Capabilities, s
                 details.setdefault("signal", signal)
             text = "\n".join([reason, vm.process.stderr_tail(), vm.console_tail(10)])
             ran = vm.process.argv
+        elif seen is not None:
+            signal, text = seen.signal, "\n".join([reason, seen.text]) if seen.text else reason
+            if signal:
+                details.setdefault("signal", signal)
         found = explain_failure(Facts(version=caps.version, stage=stage, arch=caps.arch, accel=accel, side=side,
                                       peer=peer, argv=tuple(ran) if ran is not None else None,
                                       available=AVAILABLE_FEATURES, signal=signal, text=text,

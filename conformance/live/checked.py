@@ -26,6 +26,15 @@ Where a checked state comes from: the boot stage's own VM when the plan migrates
 runner asks; conformance/runner.py), else the first migration that needs it, when more than one will.
 A source that fails its checks, or a state that cannot be saved, is never shared: each migration then
 boots its own source as before (``details.source_from`` says why), so its verdict is the same as before.
+
+Two outcomes are results of their own rather than only reasons:
+- a source that never came up in this run's boot stage (same build, argv and machine type; a known-bug
+  hang, a crash, a QEMU that did not start) is not booted again by its migrations: each is judged on that
+  boot's evidence (``SourceDown``), as its own boot would have been, and names the boot it relies on
+  (``details.source_from``, ``details.source_boot``). An unexplained hang is booted again (the load may
+  have caused it);
+- a saved state its own build cannot load (the check right after the save) is a ``migrate`` result of the
+  build with itself (``details.state_load``), with the loading QEMU's exit, signal and stderr tail.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from typing import Any
 from conformance.argv.options import devices
 from conformance.caps.model import QemuVersion
 from conformance.errors import LiveError
-from conformance.live.boot import PreparedVm, launch, launch_failure, qmp_cross_check
+from conformance.live.boot import NotUp, PreparedVm, launch, launch_failure, qmp_cross_check
 from conformance.live.checks import failover_pairs, failover_team_enslaved
 from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
@@ -102,6 +111,20 @@ class CheckedState:
         folder = self.folder.relative_to(output) if self.folder.is_relative_to(output) else self.folder
         return {"folder": str(folder), "origin": self.origin, "machine": self.machine,
                 "saved_heartbeat": self.heartbeat, **self.saved}
+
+
+@dataclass
+class SourceDown:
+    """A source that never came up in this run's boot stage, with the same argv: what its migrations rely on
+    instead of booting it again (``not_up``: what that boot saw; ``boot``: its result, named)."""
+
+    not_up: NotUp
+    boot: str  # "boot CASE on QEMU VERSION ARCH: VERDICT (its folder)"
+    verdict: str  # that boot's verdict
+
+    def record(self) -> dict[str, Any]:
+        return {"boot": self.boot, "verdict": self.verdict, "why": self.not_up.why,
+                "signal": self.not_up.signal, "ended_by_itself": self.not_up.ended}
 
 
 def resolved_machine(argv: list[str], alias_to: Callable[[str], str | None]) -> str:
@@ -305,21 +328,33 @@ class CheckedStates:
     def __init__(self, uses: Counter[Key] | None = None) -> None:
         self.uses: Counter[Key] = uses or Counter()
         self._lock = threading.Lock()
-        self._states: dict[tuple[Key, str], CheckedState | str] = {}  # a str: why there is none
+        self._states: dict[tuple[Key, str], CheckedState | SourceDown | str] = {}  # a str: why there is none
         self._making: dict[tuple[Key, str], threading.Lock] = {}
+        self._findings: list[Any] = []  # StageResults of states their own build cannot load
+
+    def finding(self, result: Any) -> None:
+        """A result of its own (a state its build cannot load), for the runner to write."""
+        with self._lock:
+            self._findings.append(result)
+
+    def take_findings(self) -> list[Any]:
+        with self._lock:
+            found, self._findings = self._findings, []
+        return found
 
     def wanted(self, key: Key) -> bool:
         with self._lock:
             return self.uses[key] > 0
 
-    def add(self, key: Key, digest: str, state: CheckedState | str) -> None:
+    def add(self, key: Key, digest: str, state: CheckedState | SourceDown | str) -> None:
         with self._lock:
             self._states[(key, digest)] = state
 
     def get(self, key: Key, digest: str, make: Callable[[], CheckedState | str] | None = None
-            ) -> CheckedState | str | None:
-        """The state of ``key`` for an argv (a str: why there is none); made by ``make`` when missing and used
-        more than once (one thread makes it, the others wait); else None."""
+            ) -> CheckedState | SourceDown | str | None:
+        """The state of ``key`` for an argv (a str: why there is none; a SourceDown: the boot stage's source never
+        came up); made by ``make`` when missing and used more than once (one thread makes it, the others wait);
+        else None."""
         with self._lock:
             found = self._states.get((key, digest))
             if found is not None or make is None or self.uses[key] < 2:

@@ -53,6 +53,8 @@ from conformance.errors import ConformanceError, LiveError
 from conformance.live.adapt import NeedsHardware
 from conformance.live.boot import (
     BOOT_TIMEOUT,
+    BootRun,
+    NotUp,
     PreparedVm,
     Target,
     boot_skip,
@@ -70,6 +72,7 @@ from conformance.live.checked import (
     CheckedStates,
     Key,
     RestoreFailed,
+    SourceDown,
     argv_digest,
     restore,
     same_ram,
@@ -599,6 +602,7 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
     src_dir, dst_dir = pair_folders(output, case, source, destination, machine)
     argv_machine = None if details["machine_from"] == FROM_CASE else pinned  # one build: the case's alias
     vms: list[GuestVm] = []
+    seen: NotUp | None = None  # a source not booted again: what the boot stage's boot of it saw
     try:
         try:
             src_prep = prepare_vm(case, source, catalogue, output, src_dir, machine=argv_machine)
@@ -619,12 +623,17 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         details["source"], details["destination"] = src_prep.details, dst_prep.details
         artifacts.update({f"source-{k}": v for k, v in src_prep.artifacts.items()})
         artifacts.update({f"destination-{k}": v for k, v in dst_prep.artifacts.items()})
-        state: CheckedState | str | None = None
+        state: CheckedState | SourceDown | str | None = None
+        mig: Migration | None = None
         if checked is not None and key is not None:
             origin = f"migration {pair_label(source, destination)}"
             state = checked.get(key, argv_digest(src_prep.live.argv, src_dir), partial(
-                make_checked, case, source, catalogue, output, argv_machine, key, origin))
-        if isinstance(state, CheckedState):
+                make_checked, case, source, catalogue, output, argv_machine, key, origin, checked.finding))
+        if isinstance(state, SourceDown):  # the boot stage's source, same argv, never came up: not booted again
+            details["source_from"] = f"this run's boot stage, not booted again: {state.boot}"
+            details["source_boot"] = state.record()
+            verdict, reason, seen = "fail", state.not_up.why, state.not_up
+        elif isinstance(state, CheckedState):
             artifacts["source-checked"] = str(state.folder.relative_to(output))
             verdict, reason, mig = _restore_then_migrate(state, src_prep, dst_prep, vms, timeouts, details, output)
         else:
@@ -647,7 +656,8 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
             details[f"{side}_console_tail"] = vm.console_tail(15)
             details[f"{side}_stderr_tail"] = vm.process.stderr_tail(10)
     verdict, reason = explain_pair(verdict, reason, vms, source.caps, destination.caps, details,
-                                   accel=source.accel.accel, argvs=(src_prep.live.argv, dst_prep.live.argv))
+                                   accel=source.accel.accel, argvs=(src_prep.live.argv, dst_prep.live.argv),
+                                   source_seen=seen)
     return result(verdict, reason)
 
 
@@ -714,7 +724,7 @@ def checked_folder(output: Path, case: Case, target: Target, machine: str) -> Pa
 
 
 def make_checked(case: Case, target: Target, catalogue: Catalogue, output: Path, machine: str | None, key: Key,
-                 origin: str) -> CheckedState | str:
+                 origin: str, finding: Callable[[StageResult], None] | None = None) -> CheckedState | str:
     """Boot, check and save a source for the migrations of ``key``; why not (a str) when it cannot be: then
     each of them boots its own source, as without checked states."""
     folder = checked_folder(output, case, target, key[3])
@@ -738,20 +748,21 @@ def make_checked(case: Case, target: Target, catalogue: Catalogue, output: Path,
             state = save(vm, prepared, key, origin)
         except LiveError as exc:
             return f"the checked source could not be saved: {exc.message}"
-        return loads(state, case, target, catalogue, output, machine, vm, saved_live(prepared))
+        return loads(state, case, target, catalogue, output, machine, vm, saved_live(prepared), finding)
     finally:
         if vm is not None:
             vm.stop()
 
 
 def loads(state: CheckedState, case: Case, target: Target, catalogue: Catalogue, output: Path,
-          machine: str | None, saved: GuestVm, live: bool) -> CheckedState | str:
+          machine: str | None, saved: GuestVm, live: bool, finding: Callable[[StageResult], None] | None = None
+          ) -> CheckedState | str:
     """The new state, once its own build loaded it (into ``verify/`` beside it, left there when it did not)
     with the RAM of ``saved``, the guest it was saved from (stopped; ``live``: saved running where writes can
     be lost, so the comparison must run); why not otherwise. A state that does not load is a finding, not the
     migrations' error: each of them then boots its own source (measured: isa-cirrus-vga's state aborts 7.2 on
     load, known bug isa-cirrus-vga-load-alias-abort; a pc-nic-rich state saved right after boot crashed 10.0
-    once)."""
+    once), and ``finding`` gets it as a result of its own (load_failure)."""
     folder = state.folder / "verify"
     if folder.exists():
         shutil.rmtree(folder)
@@ -768,6 +779,11 @@ def loads(state: CheckedState, case: Case, target: Target, catalogue: Catalogue,
         state.saved.update(verify_load_s=record["load_s"], ram="equal" if live else "equal or not compared")
     except RestoreFailed as exc:
         state.state_file.unlink(missing_ok=True)
+        for vm in vms:  # a QEMU whose monitor went away mid-load is dying: its own end, not a requested stop
+            vm.process.wait(2.0)
+            vm.stop()
+        if finding is not None:
+            finding(load_failure(state, target, exc, vms, output))
         tail = exc.evidence.get("restore_stderr_tail", "").strip().splitlines()[-1:]
         return f"its own build did not load the saved state: {exc.message}" + (f" ({tail[0]})" if tail else "")
     except ConformanceError as exc:
@@ -777,6 +793,46 @@ def loads(state: CheckedState, case: Case, target: Target, catalogue: Catalogue,
             vm.stop()
     shutil.rmtree(folder)
     return state
+
+
+def load_failure(state: CheckedState, target: Target, exc: RestoreFailed, vms: list[GuestVm], output: Path
+                 ) -> StageResult:
+    """A checked state its own build did not load, as a result of its own: a ``migrate`` of the build with
+    itself through the state file (``details.state_load``: where the state came from, how the loading QEMU
+    ended, its stderr and console tails), judged like a destination that cannot load a stream (a fail, unless a
+    known bug of the build explains it). Its migrations boot their own source, as before."""
+    caps = target.caps
+    details: dict[str, Any] = {"pair": pair_label(target, target), "direction": "same", "machine": state.machine,
+                               "machine_from": FROM_CASE, "state_load": state.record(output), **exc.evidence}
+    loaded = vms[0] if vms else None
+    if loaded is not None:
+        details["exits"] = {"destination": loaded.process.exit.describe()}
+    reason = f"its own build does not load the checked state saved by the {state.origin}: {exc.message}"
+    verdict, reason = explain("fail", reason, [loaded] if loaded else [], caps, "migrate", details,
+                              peer=caps.version, side="destination", accel=target.accel.accel,
+                              argv=exc.evidence.get("restore_argv"))
+    return StageResult(case=state.key[1], stage="migrate", verdict=verdict, reason=reason, arch=caps.arch,
+                       qemu=target.build, peer=target.build, accel=target.accel.accel,
+                       duration_s=float(state.saved.get("save_s", 0.0)) + float(details["restored"].get("load_s", 0.0)),
+                       artifacts={"state_load": str((state.folder / "verify").relative_to(output))
+                                  if state.folder.is_relative_to(output) else str(state.folder / "verify")},
+                       details=details)
+
+
+def note_boot(checked: CheckedStates, case: Case, target: Target, output: Path, run: BootRun) -> None:
+    """For the boot stage: a source that never came up (``run.not_up``) is recorded for the migrations from its
+    build under its machine type, which then rely on it instead of booting it again (SourceDown), when the
+    boot's evidence is not the load's: a known bug explains it, or QEMU ended by itself (did not start,
+    crashed). An unexplained boot timeout is booted again by each migration, as before."""
+    key = source_key(case, target, target, "", output)
+    down = run.not_up
+    if key is None or down is None or not checked.wanted(key):
+        return
+    if run.result.verdict != "known-bug" and not down.ended:
+        return
+    folder = down.folder.relative_to(output) if down.folder.is_relative_to(output) else down.folder
+    label = f"boot {case.name} on QEMU {target.caps.version} {target.caps.arch}: {run.result.verdict} ({folder})"
+    checked.add(key, argv_digest(run.argv, down.folder), SourceDown(down, label, run.result.verdict))
 
 
 def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: Catalogue, output: Path
@@ -793,7 +849,7 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
         except LiveError as exc:
             state: CheckedState | str = f"the boot stage could not save its guest: {exc.message}"
         else:
-            state = loads(saved, case, target, catalogue, output, None, vm, saved_live(prepared))
+            state = loads(saved, case, target, catalogue, output, None, vm, saved_live(prepared), checked.finding)
         checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir), state)
         return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
             if isinstance(state, CheckedState) else state
@@ -862,17 +918,19 @@ def _legacy_failover_standby(source: GuestVm, prepared: PreparedVm) -> str | Non
 
 def explain_pair(verdict: str, reason: str, vms: list[GuestVm], source: Capabilities, destination: Capabilities,
                  details: dict[str, Any], *, accel: str = "",
-                 argvs: tuple[list[str], list[str]] | None = None) -> tuple[str, str]:
+                 argvs: tuple[list[str], list[str]] | None = None, source_seen: NotUp | None = None
+                 ) -> tuple[str, str]:
     """Known bugs of either side's version (the source's first) that explain a failed migration, or
     that should have shown in a passed one (not-reproduced); ``accel``: the pair's accelerator; ``argvs``:
-    the (source, destination) argv each side was given (what a side that did not start is judged on)."""
+    the (source, destination) argv each side was given (what a side that did not start is judged on);
+    ``source_seen``: what the boot stage's source saw, for a source not booted again (SourceDown)."""
     sides = ("source", "destination")
     started: list[GuestVm | None] = [*vms, None, None][:2]  # a side that did not start has no VM
     given = argvs or (None, None)
     for vm, caps, peer, side, argv in zip(started, (source, destination), (destination, source), sides, given,
                                           strict=True):
         verdict, reason = explain(verdict, reason, [vm] if vm else [], caps, "migrate", details, peer=peer.version,
-                                  side=side, accel=accel, argv=argv)
+                                  side=side, accel=accel, argv=argv, seen=source_seen if side == "source" else None)
         if verdict not in ("fail", "pass"):
             break
     return verdict, reason
