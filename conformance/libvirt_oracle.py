@@ -685,14 +685,9 @@ RULES: list[Rule] = [
 
 # case -> why the host's libvirt 9.0 and the suite (11.3) differ where no token rule can normalise it; a case
 # listed here still counts as differing, but does not fail the comparison (a new difference does)
-# Differences found and not fixed yet, case -> why (the run still prints them as differing). The PCI placement
-# of unnamed NIC models was fixed; the storage-rich cases started under libvirt only once dc390 left their
-# <controller> list (libvirt writes -device dc-390), which showed this gap:
-_PCIE_PCI_BRIDGE_ORDER = ("the argv builder adds the pcie-pci-bridge for conventional PCI HBAs after the root "
-                          "ports, libvirt right after the first one (index 3 here, slot 0x2 on it); the same gap "
-                          "as the wide corpus's virtio-transitional FAIL (issue 20)")
-KNOWN_DIFFERENCES: dict[str, str] = {"q35-storage-rich": _PCIE_PCI_BRIDGE_ORDER,
-                                     "virt-storage-rich": _PCIE_PCI_BRIDGE_ORDER}
+# None now: the storage-rich cases differed until a transitional virtio filesystem took a conventional PCI slot
+# (qemuDomainDeviceCalculatePCIConnectFlags), which moved the pcie-pci-bridge right after the first root port.
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 # --- booting under libvirt --------------------------------------------------------------------------------

@@ -213,7 +213,9 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
     for cont in ctx.controllers:
         if cont.type == "pci" and cont.model not in ("pci-root", "pcie-root"):
             out.append((cont, CONTROLLER_CONNECT.get(cont.model or "", 0)))
-    out += [(fs, virtio) for fs in d.filesystems if fs.driver.get("type") != "mtp"]
+    # transitional virtio models only work in conventional PCI slots (qemuDomainDeviceCalculatePCIConnectFlags)
+    out += [(fs, pci if fs.attrs.get("model") == "virtio-transitional" and fs.driver.get("type") != "virtiofs"
+             else virtio) for fs in d.filesystems if fs.driver.get("type") != "mtp"]
     for net in d.interfaces:
         if net.type == "hostdev" or net.model == "usb-net":
             continue
@@ -252,7 +254,9 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
         if disk_bus(disk) == "virtio":
             out.append((disk, pci if disk.model == "virtio-transitional" else virtio))
     for hd in ctx.hostdevs:
-        if getattr(hd, "type", "") in ("pci", "hostdev", "scsi_host", "mdev"):
+        if getattr(hd, "type", "") == "scsi_host":  # vhost-scsi follows the virtio rules
+            out.append((hd, pci if hd.attrs.get("model") == "virtio-transitional" else virtio))
+        elif getattr(hd, "type", "") in ("pci", "hostdev", "mdev"):
             out.append((hd, pcie))
     mb = ctx.memballoon
     if mb is not None and mb.model in ("virtio", "virtio-non-transitional", "virtio-transitional"):
@@ -273,7 +277,7 @@ def _device_flags(ctx: Ctx) -> list[tuple[Device, int]]:
             out.append((ser, pci))
     if ctx.iommu is not None and ctx.iommu.model == "virtio":
         out.append((ctx.iommu, virtio | INTEGRATED))
-    out += [(vsock, virtio) for vsock, _ in ctx.vsocks]
+    out += [(vsock, pci if el.get("model") == "virtio-transitional" else virtio) for vsock, el in ctx.vsocks]
     for mem in d.memories:
         if mem.model in ("virtio-pmem", "virtio-mem"):
             out.append((mem, virtio))

@@ -207,3 +207,24 @@ def test_s390_virtio_devices_get_ccw_addresses(corpus: Path) -> None:
     devnos = [d.split("devno=")[1].split(",")[0] for d in opts(argv, "-device") if "devno=" in d]
     assert devnos == ["fe.0.0001", "fe.0.0000", "fe.0.0002"]  # vda, vdb (given), the balloon
     assert opts(argv, "-cpu") == ["qemu"]  # TCG's default CPU of the s390 machine, not KVM's 'host'
+
+
+@pytest.mark.parametrize("dev", [
+    "<filesystem type='mount' accessmode='passthrough' model='virtio-transitional'>"
+    "<source dir='/export/fs1'/><target dir='fs1'/></filesystem>",
+    "<hostdev mode='subsystem' type='scsi_host' managed='no' model='virtio-transitional'>"
+    "<source protocol='vhost' wwpn='naa.5123456789abcde0'/></hostdev>",
+    "<vsock model='virtio-transitional'><cid auto='no' address='4'/></vsock>",
+])
+def test_transitional_virtio_takes_a_conventional_pci_slot(caps_10, dev: str) -> None:
+    """qemuDomainDeviceCalculatePCIConnectFlags: a transitional virtio device (here a 9p filesystem, vhost-scsi,
+    vsock) only works in a conventional PCI slot, so on q35 the builder adds a root port with a pcie-pci-bridge
+    (grown together, virDomainPCIAddressSetGrow) and the device lands on the bridge; the spare hotplug root
+    port comes after."""
+    xml = domain(dev).replace("<controller type='usb' model='qemu-xhci'/>", "<controller type='usb' model='none'/>")
+    devs = [json.loads(d) for d in opts(argv_of(xml, caps_10), "-device") if d.startswith("{")]
+    bridge = next(d for d in devs if d["driver"] == "pcie-pci-bridge")
+    assert bridge["id"] == "pci.2" and bridge["bus"] == "pci.1"
+    transitional = next(d for d in devs if d["driver"].endswith("-pci-transitional"))
+    assert transitional["bus"] == "pci.2"
+    assert [d["id"] for d in devs if d["driver"] == "pcie-root-port"] == ["pci.1", "pci.3"]
