@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from conformance.live.boot import Target
     from conformance.live.checked import CheckedStates
     from conformance.live.guest import Guest
+    from conformance.static import StaticRunner
 
 Say = Callable[[str], None]
 #: a live stage: (case, build, peer, machine type) -> result; the machine type is the planned item's
@@ -90,23 +91,37 @@ def caps_names(caps: Capabilities) -> tuple[str, str]:
 
 
 def run_static(cases: list[Case], target: Target, writer: ResultWriter, catalogue: Catalogue,
-               say: Say, shard: Shard = WHOLE, stages: Iterable[str] = STATIC_STAGES) -> Counter[str]:
+               say: Say, shard: Shard = WHOLE, stages: Iterable[str] = STATIC_STAGES,
+               runner: StaticRunner | None = None) -> Counter[str]:
     """The static stages on the target's probed capabilities (see run_static_caps)."""
-    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say, shard, stages)
+    return run_static_caps(cases, target.caps, target.build, writer, catalogue, say, shard, stages, runner)
 
 
 def run_static_caps(cases: list[Case], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
                     catalogue: Catalogue, say: Say, shard: Shard = WHOLE,
-                    stages: Iterable[str] = STATIC_STAGES) -> Counter[str]:
+                    stages: Iterable[str] = STATIC_STAGES, runner: StaticRunner | None = None) -> Counter[str]:
     """The requested static stages of ``cases`` on one set of capabilities (probed or a stored fixture),
     as planned (conformance/plan.py) and owned by ``shard``; see run_static_items."""
     static = [s for s in stages if stage(s).static and stage(s).scope == "case"]  # vmstate: run_vmstate
     items = shard.mine(plan(cases, [caps], static, caps_names))
-    return Counter(r.verdict for r in run_static_items(items, caps, build, writer, catalogue, say))
+    return Counter(r.verdict for r in run_static_items(items, caps, build, writer, catalogue, say, runner))
+
+
+def static_runner(cases: list[Case], fixtures: Sequence[Capabilities], catalogue: Catalogue, shard: Shard,
+                  stages: Iterable[str], jobs: int) -> StaticRunner:
+    """One StaticRunner for all the builds of a run (rendering and parsing are done once per case and arch,
+    not per build), with the planned static items of ``fixtures`` computed ahead in ``jobs`` processes."""
+    from conformance.static import StaticRunner
+
+    runner = StaticRunner(catalogue)
+    static = [s for s in stages if stage(s).static and stage(s).scope == "case"]
+    runner.prefetch([(p.case, caps) for caps in fixtures for p in shard.mine(plan(cases, [caps], static, caps_names))],
+                    jobs)
+    return runner
 
 
 def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: QemuBuild, writer: ResultWriter,
-                     catalogue: Catalogue, say: Say) -> list[StageResult]:
+                     catalogue: Catalogue, say: Say, runner: StaticRunner | None = None) -> list[StageResult]:
     """Run the planned static items of one build and record exactly those: a stage that was not planned
     is not recorded, even when a planned one did its work (argv renders and parses the domain, as parse
     does). Each argv is kept as OUTPUT/argv/ARCH-VERSION/CASE.args, and known bugs of this version the
@@ -114,7 +129,7 @@ def run_static_items(items: Sequence[Planned[Any]], caps: Capabilities, build: Q
     from conformance.argv.command import format_args
     from conformance.static import StaticOutcome, StaticRunner, to_result
 
-    runner = StaticRunner(catalogue)
+    runner = runner or StaticRunner(catalogue)
     by_case: dict[str, dict[str, Planned[Any]]] = {}
     for p in items:
         by_case.setdefault(p.case.name, {})[p.stage.name] = p
@@ -394,10 +409,12 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     writer = ResultWriter(output)
     targets = []
     bad = 0
-    for caps in resolve_fixtures(fixtures or []):
+    stored = resolve_fixtures(fixtures or [])
+    static = static_runner(cases, stored, catalogue, shard, stages, jobs or os.cpu_count() or 1)
+    for caps in stored:
         build = fixture_build(caps)
         say(f"{build.path}: QEMU {caps.version} {caps.arch} ({caps.provenance.source})")
-        counts = run_static_caps(cases, caps, build, writer, catalogue, say, shard, stages)
+        counts = run_static_caps(cases, caps, build, writer, catalogue, say, shard, stages, static)
         bad += failures(counts)
         say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     for binary in binaries:
@@ -412,7 +429,7 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
         say(f"  QEMU {target.caps.version} {target.caps.arch}, accel {target.accel.accel} ({target.accel.reason})")
         targets.append(target)
         if set(stages) & set(STATIC_STAGES):
-            counts = run_static(cases, target, writer, catalogue, say, shard, stages)
+            counts = run_static(cases, target, writer, catalogue, say, shard, stages, static)
             bad += failures(counts)
             say(f"  static: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))}")
     if domains:  # a domain of an arch no build has is a skip saying so, not silence (one shard writes it)
