@@ -26,10 +26,13 @@ Format (``<qemu-capabilities format="1">``), every list sorted so files diff wel
         <branch name="file"><member name="filename" type="string"/></branch>
       </option>
     </option-members>
+    <qapi-schema>          (optional: the QAPI types behind -netdev/-blockdev/-chardev/-object, compact JSON
+      {"roots": ..., "types": ...}                         text: conformance/caps/qapi_record.py)
+    </qapi-schema>
     <flags> (extra flags from an import)
   </qemu-capabilities>
 
-Fixtures written before host CPUs, SEV, CPU blockers, accelerators and option members were recorded
+Fixtures written before host CPUs, SEV, CPU blockers, accelerators, option members and the QAPI schema were recorded
 still load (those parts are optional; same format version).
 
 Flags derived from the raw facts are written as a comment for readers and
@@ -152,6 +155,8 @@ def to_xml(caps: Capabilities) -> bytes:
                 parent = onode if not branch else etree.SubElement(onode, "branch", name=branch)
                 for name, kind in sorted(members.items()):
                     etree.SubElement(parent, "member", name=name, type=kind)
+    if caps.qapi_schema:
+        etree.SubElement(root, "qapi-schema").text = "\n" + caps.qapi_schema + "\n  "
     _names(root, "flags", "flag", caps.extra_flags)
     derived = sorted(caps.flags - caps.extra_flags)
     root.append(etree.Comment(" derived flags (recomputed on load): " + " ".join(derived) + " "))
@@ -291,6 +296,7 @@ class _Reader:
             schema=self.names("schema", "fact", "query"),
             migration_capabilities=self.names("migration-capabilities", "capability"),
             cpu_models=cpus, host_cpus=self.host_cpus(), sev=self.sev(), option_members=self.option_members(),
+            qapi_schema=(self.root.findtext("qapi-schema") or "").strip(),
             extra_flags=self.names("flags", "flag"), provenance=provenance,
         )
 

@@ -39,6 +39,7 @@ from conformance.caps.model import (
     QemuVersion,
     SevInfo,
 )
+from conformance.caps.qapi_record import encode, record_from_schema, replies_beside, schema_from_replies
 from conformance.data import package_file
 from conformance.errors import FixtureError
 
@@ -116,7 +117,10 @@ def _infer_libvirt_version(flags: set[str], qemu: QemuVersion, arch: str) -> str
     return newest
 
 
-def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = None) -> Capabilities:
+def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = None,
+                        replies: str | Path | None = None) -> Capabilities:
+    """libvirt's caps XML -> Capabilities; the QAPI schema of -netdev/-blockdev/-chardev/-object comes from
+    ``replies`` (libvirt's ``.replies`` file of the same probe), by default the one beside the XML if any."""
     path = Path(source)
     try:
         data = path.read_bytes()
@@ -224,6 +228,7 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
         cpu_models=tuple(cpus.values()),
         host_cpus=tuple(_host_cpu(node) for node in root.iterfind("hostCPU")),
         sev=_sev(root, path),
+        qapi_schema=_qapi_schema(replies if replies is not None else replies_beside(path)),
         extra_flags=frozenset(extra),
         provenance=Provenance(
             source="libvirt-import", binary=text("emulator"), package=package or None,
@@ -231,6 +236,10 @@ def import_libvirt_caps(source: str | Path, *, libvirt_version: str | None = Non
             libvirt_version=libvirt_version, implied=tuple(sorted(implied, key=lambda i: i.flag)),
         ),
     )
+
+
+def _qapi_schema(replies: str | Path | None) -> str:
+    return encode(record_from_schema(schema_from_replies(replies))) if replies is not None else ""
 
 
 def _host_cpu(node: etree._Element) -> HostCpu:

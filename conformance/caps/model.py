@@ -226,6 +226,9 @@ class Capabilities:
     # branch (netdev type, blockdev driver, chardev backend; "": members every branch has) -> member
     # ("cache.direct" inside a nested object) -> JSON type ("string", "int", "boolean", "object|string", ...)
     option_members: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # the QAPI types behind -netdev/-blockdev/-chardev/-object, as the compact text of caps/qapi_record.py
+    # ("" when not recorded); decoded only when the argv check first asks (conformance/argv/qapi_check.py)
+    qapi_schema: str = ""
     # flags that come from an import and are not expressible as raw facts
     extra_flags: frozenset[str] = frozenset()
     provenance: Provenance = field(default_factory=lambda: Provenance(source="unknown"))
@@ -453,5 +456,5 @@ class Capabilities:
 _EQ_FIELDS = (
     "version", "arch", "package", "accelerators", "machines", "qom_types", "type_properties",
     "commands", "events", "schema", "migration_capabilities", "cpu_models", "host_cpus", "sev", "extra_flags",
-    "option_members", "provenance",
+    "option_members", "qapi_schema", "provenance",
 )

@@ -32,6 +32,7 @@ from conformance.caps.model import (
     QemuVersion,
     SevInfo,
 )
+from conformance.caps.qapi_record import encode, record_from_schema
 from conformance.errors import LiveError, ProbeFailed
 from conformance.qemu.host import kvm_openable
 from conformance.qemu.process import LaunchFailed, QemuProcess
@@ -306,6 +307,7 @@ def capabilities_from_replies(replies: dict[str, Any], *, binary: str, accel: st
         host_cpus=(host_cpu,) if host_cpu is not None else (),
         sev=_sev(replies.get("query-sev-capabilities")),
         option_members=SchemaIndex(schema).option_members(),
+        qapi_schema=encode(record_from_schema(schema)),
         provenance=Provenance(
             source="probe", binary=binary, package=package or None, accel=accel, host=socket.gethostname(),
             created=datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
