@@ -6,6 +6,10 @@ testCompareXMLToArgvValidateSchemaCommand).
 types the suite builds argv for; an import of libvirt's caps XML: the properties behind its flags), so a
 property is checked only where the fixture says whether it exists (``caps.records["properties"]``).
 
+-netdev / -blockdev / -chardev / -object: where the fixture records the QAPI schema (every stored fixture does),
+conformance/argv/qapi_check.py checks each value against it, as libvirt's test does; what follows is the check
+of fixtures that record only the flat members of the unions (probed before the schema was recorded).
+
 -netdev / -blockdev / -chardev: the members of the QAPI union behind each (netdev_add's arguments,
 blockdev-add's, chardev-add's backend: ``caps.option_members``), which a probe takes from query-qmp-schema.
 A netdev type, blockdev driver or chardev backend the union lacks, a member it lacks, or a JSON value of
@@ -23,6 +27,10 @@ from functools import lru_cache
 from typing import Any
 
 from conformance.argv.options import parse_props
+from conformance.argv.qapi_check import CHARDEV_KEYS as _CHARDEV_KEYS
+from conformance.argv.qapi_check import CHARDEV_NOT_MEMBERS as _CHARDEV_NOT_MEMBERS
+from conformance.argv.qapi_check import OPTIONS as _QAPI_OPTIONS
+from conformance.argv.qapi_check import qapi_problems
 from conformance.caps.model import Capabilities, Recorded
 
 # keys a -device / -object takes that are not QOM properties of the type
@@ -69,21 +77,8 @@ def _head(value: str) -> str | None:
 # what a branch of each option's union is called, and the key that names it
 _BRANCH = {"-netdev": ("netdev", "type", "netdev type"), "-blockdev": ("blockdev", "driver", "blockdev driver"),
            "-chardev": ("chardev", "type", "chardev backend")}
-# -chardev keys that are no member of a backend (the chardev's id; a multiplexer in front of it)
-_CHARDEV_NOT_MEMBERS = {"id", "mux"}
 # the options property_problems checks
 _CHECKED_OPTIONS = frozenset(_BRANCH) | frozenset(_NOT_PROPERTIES)
-# -chardev comma-syntax keys spelled otherwise than the chardev-add member they fill (QEMU's qemu_chr_parse_*)
-_ADDR = {k: f"addr.data.{k}" for k in ("host", "port", "to", "ipv4", "ipv6", "path", "abstract", "tight")}
-_CHARDEV_KEYS: dict[str, dict[str, str]] = {
-    "socket": _ADDR | {"fd": "addr.data.str", "delay": "nodelay"},
-    "udp": {"host": "remote.data.host", "port": "remote.data.port", "ipv4": "remote.data.ipv4",
-            "ipv6": "remote.data.ipv6", "localaddr": "local.data.host", "localport": "local.data.port"},
-    "file": {"path": "out", "input-path": "in"},
-    "pipe": {"path": "device"}, "serial": {"path": "device"}, "tty": {"path": "device"},
-    "parallel": {"path": "device"}, "parport": {"path": "device"},
-    "spicevmc": {"name": "type"}, "spiceport": {"name": "fqdn"},
-}
 _JSON_TYPES = ((bool, "boolean"), (int, "int"), (float, "number"), (str, "string"), (dict, "object"),
                (list, "array"), (type(None), "null"))
 
@@ -186,7 +181,11 @@ def option_problems(opt: str, value: str, caps: Capabilities, recorded: Recorded
                     scope: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None) -> list[str]:
     """The problems of one -device/-object/-netdev/-blockdev/-chardev value against the fixture's QEMU
     (``recorded``, ``scope``: the fixture's property record and its _scope, when the caller has them)."""
-    if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union
+    if opt in _QAPI_OPTIONS:  # the fixture's QAPI schema, where it records one (conformance/argv/qapi_check.py)
+        found = qapi_problems(opt, value, caps)
+        if found is not None:
+            return found
+    if opt in _BRANCH:  # -netdev, -blockdev, -chardev: the QAPI union's members (fixtures probed before the schema)
         return member_problems(opt, value, caps) if caps.option_members else []
     if recorded is None:
         recorded = caps.records["properties"]
