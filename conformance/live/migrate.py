@@ -113,6 +113,25 @@ class MigrationTimeouts:
                    _setting("QEMU_CONFORMANCE_HEARTBEAT_TIMEOUT", cls.heartbeat))
 
 
+#: bytes/s: what libvirt lets a migration use unless told otherwise (its QEMU_DOMAIN_MIG_BANDWIDTH_MAX, INT64_MAX
+#: rounded down to MiB, set as max-bandwidth before every migrate), against QEMU's own 128 MiB/s, which made the
+#: stream of a 256 MiB guest take 0.7 s
+LIBVIRT_BANDWIDTH = (2**63 - 1) // 2**20 * 2**20
+
+
+def stage_bandwidth() -> int | None:
+    """max-bandwidth (bytes/s) the migrate stage sets on the source: libvirt's default (LIBVIRT_BANDWIDTH);
+    QEMU_CONFORMANCE_MIGRATE_BANDWIDTH=MIB sets MiB/s instead, 0 leaves QEMU's own default (None)."""
+    value = os.environ.get("QEMU_CONFORMANCE_MIGRATE_BANDWIDTH", "").strip()
+    if not value:
+        return LIBVIRT_BANDWIDTH
+    try:
+        mib = int(value)
+    except ValueError:
+        return LIBVIRT_BANDWIDTH
+    return min(mib * 2**20, LIBVIRT_BANDWIDTH) if mib > 0 else None
+
+
 def pair_label(source: Target, destination: Target) -> str:
     """``7.2.22-x86_64->10.0.2-x86_64``: how results, ids and folders name a pair."""
     return f"{source.caps.version}-{source.caps.arch}->{destination.caps.version}-{destination.caps.arch}"
@@ -193,7 +212,8 @@ def _event_time(event: dict[str, Any], t0_wall: float) -> float:
 
 def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[dict[str, Any], dict[str, Any]]],
                 timeouts: MigrationTimeouts, on_status: Callable[[str, str], None] | None = None,
-                has_driver: Callable[[str], bool] = lambda _module: False) -> Migration:
+                has_driver: Callable[[str], bool] = lambda _module: False, bandwidth: int | None = None
+                ) -> Migration:
     """Migrate a running, checked source into a destination started with ``-incoming defer``.
 
     ``has_driver(module)`` tells which devices the guest kernel drives (the guest's own knowledge,
@@ -201,7 +221,8 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
 
     Returns the Migration with verdict pass/fail/skip (a migration blocker is a skip with QEMU's
     reason); never raises for a QEMU problem. ``on_status(side, status)`` is called on each new
-    status (a test cancels or kills from there). The caller stops both VMs.
+    status (a test cancels or kills from there). ``bandwidth``: max-bandwidth in bytes/s for the source
+    (None: QEMU's default; the stage passes stage_bandwidth()). The caller stops both VMs.
     """
     mig = Migration()
     src_q, dst_q = source.process.qmp, destination.process.qmp
@@ -217,6 +238,9 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
         for q in (src_q, dst_q):
             q.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True},
                                                              {"capability": "return-path", "state": True}])
+        if bandwidth is not None:
+            src_q.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+            mig.evidence["max_bandwidth"] = bandwidth
         dst_q.cmd("migrate-incoming", uri=f"unix:{socket_name}")  # relative: QEMU runs in its VM folder
         source.expect_stop = destination.expect_stop = True
         t0_wall, t0 = time.time(), time.monotonic()
@@ -875,7 +899,7 @@ def _restore_then_migrate(state: CheckedState, src_prep: PreparedVm, dst_prep: P
     vms.append(destination)
     guest = dst_prep.target.guest
     mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts,
-                      has_driver=guest.has_driver if guest else lambda _module: False)
+                      has_driver=guest.has_driver if guest else lambda _module: False, bandwidth=stage_bandwidth())
     return mig.verdict, mig.reason, mig
 
 
@@ -888,7 +912,7 @@ def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, v
         return ("skip", legacy, None) if legacy else ("fail", exc.message, None)
     guest = dst_prep.target.guest
     mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts,
-                      has_driver=guest.has_driver if guest else lambda _module: False)
+                      has_driver=guest.has_driver if guest else lambda _module: False, bandwidth=stage_bandwidth())
     return mig.verdict, mig.reason, mig
 
 
