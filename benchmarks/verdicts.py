@@ -1,7 +1,8 @@
 """Compare the verdicts of two runs of the same matrix (before and after a change): each item whose verdict
 differs, or that only one run has. Items are named as benchmarks/stability.py names them (stage, case,
-build->peer, arch, machine type). The last line is the headline; the exit status is 1 when a verdict
-differs.
+build->peer, arch, machine type). A result only the run after has because it is new in kind (a checked
+state its own build cannot load: ``... state-load``) is listed as new, not as a difference. The last line
+is the headline; the exit status is 1 when a verdict differs.
 
     python3 benchmarks/verdicts.py BEFORE/results.jsonl AFTER/results.jsonl
 
@@ -32,7 +33,10 @@ def main() -> int:
     args = parser.parse_args()
     before, after = verdicts(args.before), verdicts(args.after)
     differ = []
-    for key in sorted(set(before) | set(after)):
+    new = sorted(k for k in set(after) - set(before) if k.endswith(" state-load"))
+    for key in new:
+        print(f"new result: {key} ({after[key][0]}): {after[key][1].reason[:200]}")
+    for key in sorted((set(before) | set(after)) - set(new)):
         was, now = before.get(key), after.get(key)
         if was is None or now is None or was[0] != now[0]:
             differ.append(f"{key} ({was[0] if was else 'absent'} -> {now[0] if now else 'absent'})")
@@ -41,9 +45,9 @@ def main() -> int:
                     if found is not None:
                         print(f"  {label}: {found[1].reason[:300]}")
                 print(f"{differ[-1]}")
-    items = len(set(before) | set(after))
+    items = len((set(before) | set(after)) - set(new))
     print(f"verdicts: {items} items, {items - len(differ)} the same, {len(differ)} differ"
-          + (f": {'; '.join(differ)}" if differ else ""))
+          + (f": {'; '.join(differ)}" if differ else "") + (f" (and {len(new)} new state-load results)" if new else ""))
     return 1 if differ else 0
 
 
