@@ -11,6 +11,7 @@ import copy
 import re
 
 from conformance.argv.context import Ctx
+from conformance.argv.storage_source import data_store
 from conformance.domain.model import (
     Address,
     Chardev,
@@ -307,12 +308,13 @@ def _disks(ctx: Ctx) -> None:
     ctx.disks = order
     # node names: libvirt numbers storage sources in reverse order of the disk list, each disk's chain from
     # its top image down through its <backingStore> layers (top n, its backing n + 1, ...)
-    with_source = [d for d in order if d.source is not None and (d.source.path or d.type == "network")
+    with_source = [d for d in order if d.source is not None and (d.source.path or d.type in ("network", "nvme"))
                    and disk_bus(d) != "sd"]
     n = 1
     for disk in reversed(with_source):
         ctx.node_index[id(disk)] = n
-        n += 1 + len(backing_chain(disk)[0]) + len(throttle_filters(disk))
+        layers = [disk, *backing_chain(disk)[0]]  # each image's qcow2 data store takes the index after it
+        n += sum(1 + (data_store(layer) is not None) for layer in layers) + len(throttle_filters(disk))
 
 
 def throttle_filters(disk: Disk) -> list[str]:

@@ -9,6 +9,17 @@ from conformance.argv.context import Ctx
 from conformance.argv.defaults import backing_chain, disk_bus, disk_index, throttle_filters
 from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
 from conformance.argv.options import escape_opt_value
+from conformance.argv.storage_source import (
+    child,
+    data_store,
+    managed_pr_object,
+    network_props,
+    qemu_luks,
+    slice_of,
+    storage_objects,
+    uses_managed_pr,
+    validate,
+)
 from conformance.domain.model import Disk, Filesystem
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
@@ -19,43 +30,39 @@ _CACHE = {
 }
 
 
-def _storage_props(ctx: Ctx, disk: Disk, node: str) -> dict[str, Any]:
+def _storage_props(ctx: Ctx, disk: Disk, node: str, refs: dict[str, Any]) -> dict[str, Any]:
+    """The storage node's own properties (qemuBlockStorageSourceGetBackendProps), before node-name."""
     src = disk.source
     assert src is not None
-    if disk.type == "block":
-        cdrom = disk.device == "cdrom" and src.attrs["dev"] in HOST_CDROM_PATHS
-        return {"driver": "host_cdrom" if cdrom else "host_device", "filename": src.attrs["dev"], "node-name": node}
-    if disk.type == "file":
-        return {"driver": "file", "filename": src.attrs["file"], "node-name": node}
+    if disk.type in ("block", "file"):  # qemuBlockStorageSourceGetFileProps
+        if disk.type == "block":
+            cdrom = disk.device == "cdrom" and src.attrs["dev"] in HOST_CDROM_PATHS
+            props: dict[str, Any] = {"driver": "host_cdrom" if cdrom else "host_device", "filename": src.attrs["dev"]}
+        else:
+            props = {"driver": "file", "filename": src.attrs["file"]}
+        io = disk.driver.get("io")
+        if io in ("native", "io_uring", "threads"):
+            props["aio"] = io
+        if refs.get("pr-manager"):
+            props["pr-manager"] = refs["pr-manager"]
+        props["node-name"] = node
+        return props
+    if disk.type == "nvme":  # qemuBlockStorageSourceGetNVMeProps
+        addr = child(src, "address")
+        attrs = dict(addr.attrib) if addr is not None else {}
+        try:
+            device = (f"{int(attrs.get('domain', '0'), 0):04x}:{int(attrs.get('bus', '0'), 0):02x}:"
+                      f"{int(attrs.get('slot', '0'), 0):02x}.{int(attrs.get('function', '0'), 0):x}")
+        except ValueError:
+            raise DomainInvalid(f"<disk target='{disk.target_dev}'>: the NVMe controller's PCI address is not a "
+                                f"number: {attrs}", path=ctx.domain.source, line=disk.line) from None
+        return {"driver": "nvme", "device": device, "namespace": int(src.attrs.get("namespace") or 1),
+                "node-name": node}
     if disk.type == "dir":
         return {"driver": "vvfat", "dir": src.attrs["dir"], "floppy": disk.device == "floppy", "rw": False,
                 "node-name": node}
     if disk.type == "network":
-        protocol = src.attrs.get("protocol", "")
-        host = src.hosts[0] if src.hosts else {}
-        if protocol == "nbd":
-            server: dict[str, Any] = ({"type": "unix", "path": host["socket"]} if host.get("transport") == "unix"
-                                      else {"type": "inet", "host": host.get("name", ""),
-                                            "port": host.get("port", "10809")})
-            props: dict[str, Any] = {"driver": "nbd", "server": server}
-            if src.attrs.get("name"):
-                props["export"] = src.attrs["name"]
-            reconnect = next((c for c in src.children if getattr(c, "tag", None) == "reconnect"), None)
-            if reconnect is not None and int(reconnect.get("delay") or 0) > 0:  # qemuBlockStorageSourceGetNBDProps
-                props["reconnect-delay"] = int(reconnect.get("delay"))
-            props["node-name"] = node
-            return props
-        if protocol in ("http", "https", "ftp", "ftps"):
-            url = f"{protocol}://{host.get('name', '')}"
-            if host.get("port"):
-                url += f":{host['port']}"
-            return {"driver": protocol, "url": f"{url}/{src.attrs.get('name', '').lstrip('/')}", "node-name": node}
-        if protocol == "iscsi":
-            target, _, lun = src.attrs.get("name", "").partition("/")
-            return {"driver": "iscsi", "portal": f"{host.get('name', '')}:{host.get('port', '3260')}",
-                    "target": target, "lun": int(lun or 0), "transport": "tcp", "node-name": node}
-        raise UnsupportedByQemu(f"network disk protocol {protocol!r} is not supported", path=ctx.domain.source,
-                                line=disk.line)
+        return {**network_props(ctx, disk, refs), "node-name": node}
     raise UnsupportedByQemu(f"disk type {disk.type!r} is not supported", path=ctx.domain.source, line=disk.line)
 
 
@@ -75,8 +82,7 @@ def cache_mode(disk: Disk) -> str:
 def _luks(disk: Disk) -> bool:
     """The image is LUKS-encrypted for QEMU to decrypt (raw format then means a 'luks' format node)."""
     nodes = [*(disk.source.children if disk.source else []), *disk.extra]
-    return any(getattr(n, "tag", None) == "encryption" and n.get("format") == "luks"
-               and n.get("engine") != "librbd" for n in nodes)
+    return any(getattr(n, "tag", None) == "encryption" and qemu_luks(n) for n in nodes)
 
 
 def needs_format_layer(ctx: Ctx, disk: Disk) -> bool:
@@ -112,53 +118,106 @@ def blockdev(ctx: Ctx, disk: Disk) -> str | None:
         return None
     n = ctx.node_index[id(disk)]
     chain, terminated = backing_chain(disk)
+    layers = chain_indexes(disk, chain, n)
     below: str | None = _TERMINATED if terminated else None
-    for i in reversed(range(len(chain))):
-        below = _layer_blockdev(ctx, chain[i], n + 1 + i, below)
-    node = _layer_blockdev(ctx, disk, n, below)
+    for layer, index in reversed(layers[1:]):
+        below = _layer_blockdev(ctx, layer, index, below, top=False)
+    node = _layer_blockdev(ctx, disk, n, below, top=True)
     if disk.driver.get("copy_on_read") == "on":  # a copy-on-read filter on top (qemuBlockStorageGetCopyOnReadProps)
         cor = f"libvirt-CoR-{disk.target_dev}"
         ctx.blockdev_arg({"driver": "copy-on-read", "node-name": cor, "file": node, "discard": "unmap"})
         node = cor
     # one throttle filter per <throttlefilter>, numbered after the chain (qemuBuildThrottleFiltersCommandLine)
     for i, group in enumerate(throttle_filters(disk)):
-        name = f"libvirt-{n + len(chain) + 1 + i}-filter"
+        name = f"libvirt-{layers[-1][1] + (data_store(layers[-1][0]) is not None) + 1 + i}-filter"
         ctx.blockdev_arg({"driver": "throttle", "node-name": name, "throttle-group": f"throttle-{group}",
                           "file": node})
         node = name
     return node
 
 
-def _layer_blockdev(ctx: Ctx, disk: Disk, n: int, backing: str | None) -> str:
-    """One image of a chain: its storage node and, unless raw, its format node with the effective node of
-    the image below as backing (qemuBlockStorageSourceAttachPrepareBlockdev); returns its effective node."""
+def chain_indexes(disk: Disk, chain: list[Disk], n: int) -> list[tuple[Disk, int]]:
+    """Each image of a disk's chain, top down, with its node index: libvirt numbers an image's data store
+    right after the image (qemuDomainPrepareStorageSourceBlockdev)."""
+    out = []
+    for layer in [disk, *chain]:
+        out.append((layer, n))
+        n += 1 + (data_store(layer) is not None)
+    return out
+
+
+def _storage_blockdev(ctx: Ctx, disk: Disk, n: int, refs: dict[str, Any], *, layered: bool) -> str:
+    """The storage node and, with a <slice>, the raw node that cuts the slice out of it
+    (qemuBlockStorageSourceGetBlockdevStorageSliceProps); returns the node the format layer reads."""
+    cache = _CACHE.get(cache_mode(disk))
+    storage = f"libvirt-{n}-storage"
+    props = _storage_props(ctx, disk, storage, refs)
+    sliced = slice_of(disk)
+
+    def role(p: dict[str, Any], effective: bool) -> None:
+        if effective:  # the node the guest sees: it takes the options of a format node
+            p.update(_effective_node_props(disk))
+        else:
+            p["auto-read-only"] = True
+            p["discard"] = "unmap"
+        if cache:
+            p["cache"] = {"direct": cache[0], "no-flush": cache[1]}
+
+    role(props, not layered and sliced is None)
+    ctx.blockdev_arg(props)
+    if sliced is None:
+        return storage
+    node = f"libvirt-{n}-slice-sto"
+    try:
+        offset, size = int(sliced.get("offset", "")), int(sliced.get("size", ""))
+    except ValueError:
+        raise DomainInvalid(f"<disk target='{disk.target_dev}'>: <slice offset= size=> must be numbers",
+                            path=ctx.domain.source, line=sliced.sourceline) from None
+    slice_props: dict[str, Any] = {"driver": "raw", "file": storage, "offset": offset, "size": size, "node-name": node}
+    role(slice_props, not layered)
+    ctx.blockdev_arg(slice_props)
+    return node
+
+
+def _data_store_blockdev(ctx: Ctx, disk: Disk, n: int) -> str | None:
+    """A qcow2 image's external data file: a raw source of its own, storage node only, numbered right after
+    the image (qemuBlockStorageSourceGetBlockdevProps 'data-file')."""
+    store = data_store(disk)
+    if store is None:
+        return None
+    validate(ctx, store, top=False)
+    refs = storage_objects(ctx, store, n + 1, top=False)
+    return _storage_blockdev(ctx, store, n + 1, refs, layered=False)
+
+
+def _layer_blockdev(ctx: Ctx, disk: Disk, n: int, backing: str | None, *, top: bool) -> str:
+    """One image of a chain: its data store, its storage node and, unless raw, its format node with the
+    effective node of the image below as backing (qemuBlockStorageSourceAttachPrepareBlockdev); returns its
+    effective node."""
     fmt = disk.driver.get("type") or "raw"
     if fmt == "fat":
         fmt = "raw"  # a directory shown as a FAT image: vvfat builds the image, the format node is raw
     if backing and fmt not in _BACKING_FORMATS:  # qemuBlockStorageSourceGetFormatProps
         raise UnsupportedByQemu(f"unsupported configuration: storage format '{fmt}' does not support backing "
                                 "store", path=ctx.domain.source, line=disk.line)
+    validate(ctx, disk, top)
+    data_file = _data_store_blockdev(ctx, disk, n)
     cache = _CACHE.get(cache_mode(disk))
-    storage = f"libvirt-{n}-storage"
-    props = _storage_props(ctx, disk, storage)
-    io = disk.driver.get("io")
-    if io in ("native", "io_uring", "threads") and props.get("driver") in ("file", "host_device", "host_cdrom"):
-        props["aio"] = io
+    refs = storage_objects(ctx, disk, n, top)
     layered = needs_format_layer(ctx, disk)
-    if layered:
-        props["auto-read-only"] = True
-        props["discard"] = "unmap"
-    else:  # the storage node is the one the guest sees: it takes the options of the format node
-        props.update(_effective_node_props(disk))
-    if cache:
-        props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
-    ctx.blockdev_arg(props)
+    below = _storage_blockdev(ctx, disk, n, refs, layered=layered)
     if not layered:
-        return storage
+        return below
     fmt_props: dict[str, Any] = {"node-name": f"libvirt-{n}-format", **_effective_node_props(disk)}
     if cache:
         fmt_props["cache"] = {"direct": cache[0], "no-flush": cache[1]}
-    fmt_props["driver"] = fmt
+    luks = refs.get("key-secret")
+    if luks and fmt == "raw":  # qemuBlockStorageSourceGetFormatRawProps: the LUKS layer decrypts
+        fmt_props.update({"driver": "luks", "key-secret": luks})
+    else:
+        fmt_props["driver"] = fmt
+    if luks and fmt == "qcow2":  # qemuBlockStorageSourceGetCryptoProps
+        fmt_props["encrypt"] = {"format": "luks", "key-secret": luks}
     if fmt == "qcow2" and disk.driver.get("discard_no_unref") in ("on", "off"):
         fmt_props["discard-no-unref"] = disk.driver["discard_no_unref"] == "on"
     if fmt == "qcow2":
@@ -167,16 +226,29 @@ def _layer_blockdev(ctx: Ctx, disk: Disk, n: int, backing: str | None) -> str:
         if size is not None:
             scale = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1 << 20, "m": 1 << 20}
             fmt_props["cache-size"] = int((size.text or "0").strip()) * scale.get((size.get("unit") or "b").lower(), 1)
-    fmt_props["file"] = storage
+    if data_file:
+        fmt_props["data-file"] = data_file
+    fmt_props["file"] = below
     if backing is not None and fmt in _BACKING_FORMATS:
         fmt_props["backing"] = backing or None
     ctx.blockdev_arg(fmt_props, keep_null=("backing",))
     return f"libvirt-{n}-format"
 
 
+# source features built for -blockdev only: a -drive disk using one is refused, never built without it
+_BLOCKDEV_ONLY = ("auth", "encryption", "reservations", "slices", "dataStore", "cookies", "ssl", "readahead",
+                  "timeout", "initiator", "snapshot", "config", "identity", "reconnect")
+
+
 def _drive(ctx: Ctx, disk: Disk) -> str | None:
     """Pre-blockdev QEMU: -drive file=...,format=...,if=none,id=drive-ALIAS."""
     alias = ctx.alias(disk)
+    used = [c.tag for c in [*(disk.source.children if disk.source else []), *disk.extra]
+            if getattr(c, "tag", None) in _BLOCKDEV_ONLY]
+    if used or disk.type == "network" or (disk.source is not None and disk.source.attrs.get("query")):
+        what = f"<{used[0]}>" if used else "a network source"
+        raise UnsupportedByQemu(f"<disk target='{disk.target_dev}'>: {what} is built for -blockdev (QEMU 4.2+) "
+                                "only", path=ctx.domain.source, line=disk.line)
     opts = []
     if disk.source is not None and disk.source.path:
         opts.append(f"file={escape_opt_value(disk.source.path)}")
@@ -202,7 +274,9 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props = {"driver": "ide-cd" if disk.device == "cdrom" else "ide-hd"}
         if bus == "ide":
             cont = ctx.controller("ide", addr.controller or 0)
-            props["bus"] = f"{ctx.alias(cont) if cont else 'ide'}.{addr.bus or 0}"
+            # the machine's built-in IDE controller (index 0) keeps QEMU's bus name whatever alias the XML gives it
+            builtin = cont is None or (cont.index or 0) == 0
+            props["bus"] = f"{'ide' if builtin else ctx.alias(cont)}.{addr.bus or 0}"
             props["unit"] = addr.unit or 0
         else:
             cont = ctx.controller("sata", addr.controller or 0)
@@ -267,7 +341,7 @@ def disk_device(ctx: Ctx, disk: Disk, drive: str | None) -> None:
         props["serial"] = disk.serial.replace(" ", "\\ ")  # libvirt escapes spaces in serials
     if disk.wwn:
         props["wwn"] = int(disk.wwn, 16)
-    if cache and disk.device != "cdrom" and bus != "fdc":
+    if cache:
         props["write-cache"] = "on" if cache[2] else "off"
     props.update(_device_options(disk, bus, ctx.domain.source))
     ctx.device(props, virtio=disk if bus == "virtio" else None)
@@ -366,6 +440,8 @@ def floppy_controller(ctx: Ctx) -> None:
 
 
 def disks(ctx: Ctx) -> None:
+    if ctx.blockdev and uses_managed_pr(ctx.disks):
+        managed_pr_object(ctx)
     floppy_controller(ctx)
     for disk in ctx.disks:
         if disk.transient and disk.transient_share_backing:  # hot-plugged once QEMU runs (qemuBuildDisksCommandLine)
@@ -376,7 +452,7 @@ def disks(ctx: Ctx) -> None:
                               f"if=sd,index={disk_index(disk.target_dev)}")
             continue
         if disk.source is not None and disk.type == "network" and not disk.source.hosts and \
-                disk.source.attrs.get("protocol") != "nbd":
+                disk.source.attrs.get("protocol") not in ("nbd", "rbd"):  # nbd: localhost; rbd: ceph.conf
             raise DomainInvalid("network disk without <host>", path=ctx.domain.source, line=disk.line)
         if disk.type == "vhostuser":  # a UNIX socket chardev instead of block nodes (qemuBuildDiskSourceCommandLine)
             src = disk.source.attrs if disk.source is not None else {}

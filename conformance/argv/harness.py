@@ -55,6 +55,12 @@ SPICE_TLS_X509_DIR = "/etc/pki/libvirt-spice"
 HARNESS_RENDER_NODE = "/dev/dri/foo"
 DBUS_SOCKET_DIR = "/var/run/libvirt/qemu/dbus"
 PASST_STATE_DIR = "/var/run/libvirt/qemu/passt"  # qemu.conf's passtStateDir: the passt sockets
+# secrets: the harness's mocked random bytes make the domain's master key bytes 0..31 and every secret's IV bytes
+# 0..15, and its fake secret driver answers every secret (disk auth, LUKS passphrase) with this value
+HARNESS_MASTER_KEY = bytes(range(32))
+HARNESS_SECRET_IV = bytes(range(16))
+HARNESS_SECRET_VALUE = b"AQCVn5hO6HzFAhAAq0NCv8jtJcIcE+HOBlMQ1A"
+MASTER_KEY_ALIAS = "masterKey0"
 
 
 def spice_tls(modern_libvirt: bool) -> bool:

@@ -64,7 +64,7 @@ def test_domains_with_refused_items_fail_naming_the_item(domains: list[tuple[str
             assert "error" in reply, f"{name} [{caps.name}] uses {first[0]} ({first[1].cls}) but built an argv"
             checked += 1
             named += first[0] in reply["error"]
-    assert checked >= 40  # the corpus's network disks with secrets, s390/pSeries addresses, ...
+    assert checked >= 20  # storage pools, ssh disks, SEV-SNP extras, s390/pSeries addresses, ...
     assert named >= checked // 2
 
 
