@@ -72,6 +72,10 @@ def test_probe_5_2_records_its_netdev_union() -> None:
         pytest.skip(f"no QEMU 5.2 build at {binary} (qemu-conformance builds)")
     caps = probe_binary(binary, accel="tcg")
     assert caps.version.minor == 2 and caps.version.major == 5
+    from conformance.argv.qapi_check import schema_of
+
+    schema = schema_of(caps)  # the QAPI schema is recorded: netdev_add is a union from 5.0, object-add from 6.0
+    assert schema is not None and schema.qapified("netdev") and not schema.qapified("object")
     vdpa = '{"type":"vhost-vdpa","id":"n0","vhostdev":"/dev/vhost-vdpa-0","vhostfd":"3"}'
     argv = ["qemu", "-netdev", vdpa, "-netdev", '{"type":"dgram","id":"n1"}']
     assert property_problems(argv, resolve("10.0.2:x86_64")) == []
