@@ -176,6 +176,15 @@ def _values(value: object) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------- the facts and the rule
 
+@lru_cache(maxsize=8192)
+def _device_props(value: str) -> tuple[tuple[str, str], ...]:
+    """One -device value's properties, values normalised, JSON_KEY 'on' when given as JSON: a function of the
+    string alone, kept (the static matrix meets the same -device strings on many fixtures)."""
+    props = {k: _norm(v) for k, v in parse_props(value).items()}
+    props[JSON_KEY] = "on" if value.startswith("{") else "off"
+    return tuple(props.items())
+
+
 @dataclass(frozen=True)
 class Facts:
     """What a stage result says about itself, as the rule reads it. An empty string or None: not known."""
@@ -207,13 +216,8 @@ class Facts:
     @cached_property
     def devices(self) -> list[dict[str, str]]:
         """The -device dicts of the argv, values normalised, JSON_KEY 'on' for those given as JSON."""
-        out = []
-        for _, opt, value in options(list(self.argv or ())):
-            if opt == "-device" and value:
-                props = {k: _norm(v) for k, v in parse_props(value).items()}
-                props[JSON_KEY] = "on" if value.startswith("{") else "off"
-                out.append(props)
-        return out
+        return [dict(_device_props(value)) for _, opt, value in options(list(self.argv or ()))
+                if opt == "-device" and value]
 
 
 @dataclass(frozen=True)
