@@ -7,6 +7,7 @@ error, or skip it and why.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -83,7 +84,31 @@ def plan(case: Case, caps: Capabilities) -> Plan:
         return Plan(True, machine, expect_error=case.error_without)
     if missing:
         return Plan(False, machine, skip_reason=f"capability missing: {', '.join(missing)}")
+    lacking = _qemu_args_lacking(case, caps)
+    if lacking:  # the case's own <qemu:commandline>, written once for every build, asks what this QEMU lacks
+        return Plan(False, machine, skip_reason=f"the case's qemu_args need what this QEMU lacks: {lacking}")
     return Plan(True, machine, expect_error=case.expect_error)
+
+
+def _qemu_args_lacking(case: Case, caps: Capabilities) -> str:
+    """The first problem the QAPI schema check (conformance/argv/qapi_check.py) finds in the -netdev/-blockdev/
+    -chardev/-object of the case's qemu_args on this fixture; "" when none (or nothing to check)."""
+    args = {**case.vars, **case.arch_vars.get(caps.arch, {})}.get("qemu_args")
+    if not isinstance(args, list) or not args:
+        return ""
+    entries = tuple(str(a) for a in args)
+
+    def first_problem() -> str:
+        from conformance.argv.qapi_check import OPTIONS, qapi_problems
+
+        for opt, value in itertools.pairwise(entries):
+            if opt in OPTIONS:
+                problems = qapi_problems(opt, value, caps)
+                if problems:
+                    return problems[0]
+        return ""
+
+    return caps.derived(("qemu_args lacking", entries), first_problem)
 
 
 def case_variables(case: Case, caps: Capabilities, machine: str, *, image_dir: str, defaults: dict[str, Any],
