@@ -240,6 +240,27 @@ _BLOCKDEV_ONLY = ("auth", "encryption", "reservations", "slices", "dataStore", "
                   "timeout", "initiator", "snapshot", "config", "identity", "reconnect")
 
 
+def nvram_blockdev(ctx: Ctx, nvram: Disk, fmt: str, *, layered: bool) -> None:
+    """pflash1 from an <nvram type='network'|'block'|'nvme'> source (qemuBuildPflashBlockdevCommandLine): the
+    objects its nodes name (secrets, TLS credentials), the storage node as a disk's, the format node when
+    layered."""
+    validate(ctx, nvram, top=False)
+    refs = storage_objects(ctx, nvram, "pflash1", top=False)
+    storage = "libvirt-pflash1-storage"
+    props = _storage_props(ctx, nvram, storage, refs)
+    if layered:
+        props.update({"auto-read-only": True, "discard": "unmap"})
+    else:
+        props["read-only"] = False
+    ctx.blockdev_arg(props)
+    if layered:
+        fmt_props: dict[str, Any] = {"node-name": "libvirt-pflash1-format", "read-only": False, "driver": fmt,
+                                     "file": storage}
+        if fmt == "qcow2":
+            fmt_props["backing"] = None
+        ctx.blockdev_arg(fmt_props, keep_null=("backing",))
+
+
 def _drive(ctx: Ctx, disk: Disk) -> str | None:
     """Pre-blockdev QEMU: -drive file=...,format=...,if=none,id=drive-ALIAS."""
     alias = ctx.alias(disk)
@@ -439,6 +460,33 @@ def floppy_controller(ctx: Ctx) -> None:
             ctx.add("-global", f"isa-fdc.{key}={value}")
 
 
+def _flat(prefix: str, value: Any) -> list[str]:
+    """A JSON value as -drive's dotted keys: file.server.0.host=... (qemuBlockStorageSourceGetBackendProps in
+    its legacy form, flattened as libvirt's virQEMUBuildCommandLineJSON does)."""
+    if isinstance(value, dict):
+        return [o for k, v in value.items() for o in _flat(f"{prefix}.{k}", v)]
+    if isinstance(value, list):
+        return [o for i, v in enumerate(value) for o in _flat(f"{prefix}.{i}", v)]
+    if isinstance(value, bool):
+        return [f"{prefix}={'on' if value else 'off'}"]
+    return [f"{prefix}={escape_opt_value(str(value))}"]
+
+
+def _sd_source(ctx: Ctx, disk: Disk) -> str:
+    """An SD card's image for -drive: file=PATH, or a network source's storage props flattened under file."""
+    src = disk.source
+    if src is None or disk.type != "network":
+        return f"file={escape_opt_value((src.path if src is not None else '') or '')}"
+    validate(ctx, disk, top=True)
+    used = [c.tag for c in [*src.children, *disk.extra] if getattr(c, "tag", None) in _BLOCKDEV_ONLY
+            and c.tag != "reconnect"]
+    if used or src.attrs.get("tls") == "yes":  # their objects are built for -blockdev nodes only
+        raise UnsupportedByQemu(f"<disk target='{disk.target_dev}'>: an SD card's network source is built "
+                                f"without <{used[0] if used else 'source tls'}> only", path=ctx.domain.source,
+                                line=disk.line)
+    return ",".join(_flat("file", network_props(ctx, disk, {})))
+
+
 def disks(ctx: Ctx) -> None:
     if ctx.blockdev and uses_managed_pr(ctx.disks):
         managed_pr_object(ctx)
@@ -447,8 +495,7 @@ def disks(ctx: Ctx) -> None:
         if disk.transient and disk.transient_share_backing:  # hot-plugged once QEMU runs (qemuBuildDisksCommandLine)
             continue
         if disk_bus(disk) == "sd":  # an SD card: the board's own slot, still only as -drive if=sd
-            path = disk.source.path if disk.source is not None else ""
-            ctx.add("-drive", f"file={escape_opt_value(path or '')},format={disk.driver.get('type', 'raw')},"
+            ctx.add("-drive", f"{_sd_source(ctx, disk)},format={disk.driver.get('type', 'raw')},"
                               f"if=sd,index={disk_index(disk.target_dev)}")
             continue
         if disk.source is not None and disk.type == "network" and not disk.source.hosts and \

@@ -8,6 +8,7 @@ from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
 from conformance.argv.cpu_map import find_cpu_map, load_x86_map
 from conformance.argv.cpu_x86 import LIBVIRT_TO_QEMU, from_qemu
+from conformance.argv.disk import nvram_blockdev
 from conformance.argv.harness import (
     HARNESS_GENERATED_UUID,
     HARNESS_NOW,
@@ -18,6 +19,7 @@ from conformance.argv.harness import (
 from conformance.argv.memory import backend_objects, cell_needs_backend, check_host_nodes, legacy_memory_args
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import compact_json, escape_opt_value
+from conformance.argv.storage_source import nvram_source
 from conformance.domain.model import Cpu
 from conformance.domain.rules import _bitmap
 from conformance.errors import UnsupportedByQemu
@@ -38,8 +40,12 @@ def pflash(ctx: Ctx) -> None:
     images = [("pflash0", fw.code, fw.code_format, fw.code_readonly, True)]
     if fw.vars:
         images.append(("pflash1", fw.vars, fw.vars_format, False, False))
+    nvram = nvram_source(ctx)  # a variable store on a block device or network storage: built as a disk source
     for name, path, fmt, readonly, always_layered in images:
         storage = f"libvirt-{name}-storage"
+        if name == "pflash1" and nvram is not None:
+            nvram_blockdev(ctx, nvram, fmt, layered=_pflash_vars_layered(ctx, fmt))
+            continue
         if not always_layered and not _pflash_vars_layered(ctx, fmt):
             ctx.blockdev_arg({"driver": "file", "filename": path, "node-name": storage, "read-only": readonly})
             continue

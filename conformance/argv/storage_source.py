@@ -54,8 +54,9 @@ def child(el: etree._Element | DiskSource | None, tag: str) -> etree._Element | 
 
 
 def _fail(ctx: Ctx, disk: Disk, message: str, *, unsupported: bool = False) -> None:
-    raise (UnsupportedByQemu if unsupported else DomainInvalid)(
-        f"<disk target='{disk.target_dev}'>: {message}", path=ctx.domain.source, line=disk.line)
+    where = f"<disk target='{disk.target_dev}'>" if disk.target_dev else "<nvram>"
+    raise (UnsupportedByQemu if unsupported else DomainInvalid)(f"{where}: {message}", path=ctx.domain.source,
+                                                                line=disk.line)
 
 
 # --- what a source carries ---------------------------------------------------------------------
@@ -102,6 +103,24 @@ def data_store(disk: Disk) -> Disk | None:
     driver["type"] = fmt.get("type", "raw") if fmt is not None else "raw"
     return Disk(type=el.get("type", "file"), device=disk.device, source=source, driver=driver,
                 target_dev=disk.target_dev, target_bus=disk.target_bus, readonly=disk.readonly, line=el.sourceline)
+
+
+def nvram_source(ctx: Ctx) -> Disk | None:
+    """<os><nvram type='network'|'block'|'nvme'> as a storage source of its own (the variable store on a host block
+    device or on network storage); None for a local file (firmware.py picks or generates its path)."""
+    root = ctx.domain.xml
+    el = root.find("os/nvram") if root is not None else None
+    if el is None or el.get("type") not in ("network", "block", "nvme"):
+        return None
+    src = el.find("source")
+    source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
+    for c in src if src is not None else []:
+        if c.tag == "host":
+            source.hosts.append(dict(c.attrib))
+        elif isinstance(c.tag, str):
+            source.children.append(c)
+    return Disk(type=el.get("type", ""), device="disk", source=source, driver={"type": el.get("format", "raw")},
+                target_dev="", line=el.sourceline)
 
 
 def slice_of(disk: Disk) -> etree._Element | None:
@@ -269,8 +288,9 @@ def managed_pr_object(ctx: Ctx) -> None:
                 "path": f"{domain_dir(ctx.domain.name, ctx.modern_libvirt)}/{MANAGED_PR_ALIAS}.sock"})
 
 
-def storage_objects(ctx: Ctx, disk: Disk, n: int, top: bool) -> dict[str, Any]:
-    """Write the objects the storage and format nodes of source ``n`` refer to, in libvirt's order (the
+def storage_objects(ctx: Ctx, disk: Disk, n: int | str, top: bool) -> dict[str, Any]:
+    """Write the objects the storage and format nodes of source ``n`` (a node index, or "pflash1" for the
+    NVRAM) refer to, in libvirt's order (the
     reservation helper, the auth and cookie secrets, the encryption secrets, the TLS credentials); return the
     properties those nodes take from them."""
     src = disk.source
@@ -435,5 +455,5 @@ def network_props(ctx: Ctx, disk: Disk, refs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if v is not None}
 
 
-__all__ = ["auth_of", "data_store", "encryption_of", "managed_pr_object", "network_props", "qemu_luks",
-           "slice_of", "storage_objects", "uses_managed_pr", "validate"]
+__all__ = ["auth_of", "data_store", "encryption_of", "managed_pr_object", "network_props", "nvram_source",
+           "qemu_luks", "slice_of", "storage_objects", "uses_managed_pr", "validate"]

@@ -246,3 +246,27 @@ def test_nvme_needs_the_capability(caps_10) -> None:
     caps = without(caps_10, "drive-nvme")
     with pytest.raises(ConformanceError, match="NVMe disks are not supported"):
         argv_of(xml, caps)
+
+
+def test_a_network_nvram_is_pflash1_from_its_source_not_a_generated_file(caps_10) -> None:
+    xml = domain("").replace(
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os>",
+        "<os><type arch='x86_64' machine='pc'>hvm</type>"
+        "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>"
+        "<nvram type='network'><source protocol='iscsi' name='iqn.2013-07.com.example:nv'>"
+        "<host name='example.com' port='6000'/><auth username='me'><secret type='iscsi' usage='u'/></auth>"
+        "</source></nvram></os><features><acpi/></features>")
+    argv = argv_of(xml, caps_10)
+    pflash1 = next(n for n in objects(argv, "-blockdev") if n["node-name"] == "libvirt-pflash1-storage")
+    assert (pflash1["driver"], pflash1["portal"], pflash1["user"]) == ("iscsi", "example.com:6000", "me")
+    assert any(o["id"] == pflash1["password-secret"] for o in objects(argv, "-object"))
+    assert "_VARS" not in " ".join(argv)  # no local variable store was made up
+
+
+def test_an_sd_card_on_network_storage_is_a_flattened_drive(caps_10) -> None:
+    from conformance.argv.disk import _flat
+
+    assert _flat("file", {"driver": "gluster", "server": [{"type": "inet", "host": "h", "port": "24007"},
+                                                          {"type": "unix", "path": "/s,x"}], "debug": 4}) == [
+        "file.driver=gluster", "file.server.0.type=inet", "file.server.0.host=h", "file.server.0.port=24007",
+        "file.server.1.type=unix", "file.server.1.path=/s,,x", "file.debug=4"]
