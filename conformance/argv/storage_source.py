@@ -147,6 +147,9 @@ def validate(ctx: Ctx, disk: Disk, top: bool) -> None:
         return
     protocol = src.attrs.get("protocol", "") if disk.type == "network" else ""
     auth = auth_of(ctx, disk, top)
+    if auth is not None and protocol == "ssh":
+        _fail(ctx, disk, "unsupported configuration: an ssh disk with a password is built by nbdkit, which the "
+                         "suite does not model (qemu.conf storage_use_nbdkit)", unsupported=True)
     if auth is not None:
         secret = auth.find("secret")
         kind = secret.get("type") if secret is not None else None
@@ -449,7 +452,10 @@ def network_props(ctx: Ctx, disk: Disk, refs: dict[str, Any]) -> dict[str, Any]:
         props.update({"server": {"host": host.get("name", ""), "type": "inet"}, "path": name,
                       "user": _id(ctx, disk, identity.get("user") if identity is not None else None, "user"),
                       "group": _id(ctx, disk, identity.get("group") if identity is not None else None, "group")})
-    else:  # sheepdog (removed from libvirt), ssh, vxhs, tftp: refused by their schema rules first
+    elif protocol == "ssh":  # qemuBlockStorageSourceGetSshProps: QEMU's own driver (qemu.conf's
+        # storage_use_nbdkit is off by default); a user name, key or password needs nbdkit: refused (validate)
+        props.update({"path": name, "server": _inet(host, protocol)})
+    else:  # sheepdog (removed from libvirt), vxhs, tftp: refused by their schema rules first
         raise UnsupportedByQemu(f"network disk protocol {protocol!r} is not supported", path=ctx.domain.source,
                                 line=disk.line)
     return {k: v for k, v in props.items() if v is not None}

@@ -270,3 +270,14 @@ def test_an_sd_card_on_network_storage_is_a_flattened_drive(caps_10) -> None:
                                                           {"type": "unix", "path": "/s,x"}], "debug": 4}) == [
         "file.driver=gluster", "file.server.0.type=inet", "file.server.0.host=h", "file.server.0.port=24007",
         "file.server.1.type=unix", "file.server.1.path=/s,,x", "file.debug=4"]
+
+
+def test_ssh_uses_qemus_driver_and_refuses_what_needs_nbdkit(caps_10) -> None:
+    disk = ("<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+            "<source protocol='ssh' name='test.img'><host name='example.org'/>{extra}"
+            "<knownHosts path='/k'/></source><target dev='vda' bus='virtio'/></disk>")
+    (node,) = objects(argv_of(domain(disk.format(extra="")), caps_10), "-blockdev")
+    assert (node["driver"], node["path"], node["server"]) == ("ssh", "test.img", {"host": "example.org",
+                                                                                  "port": "22"})
+    with pytest.raises(ConformanceError, match="nbdkit"):
+        argv_of(domain(disk.format(extra="<auth username='u'><secret type='iscsi' usage='x'/></auth>")), caps_10)
