@@ -241,7 +241,7 @@ _BLOCKDEV_ONLY = ("auth", "encryption", "reservations", "slices", "dataStore", "
 
 
 def nvram_blockdev(ctx: Ctx, nvram: Disk, fmt: str, *, layered: bool) -> None:
-    """pflash1 from an <nvram type='network'|'block'|'nvme'> source (qemuBuildPflashBlockdevCommandLine): the
+    """pflash1 from an <nvram type='network'|'block'> source (qemuBuildPflashBlockdevCommandLine): the
     objects its nodes name (secrets, TLS credentials), the storage node as a disk's, the format node when
     layered."""
     validate(ctx, nvram, top=False)

@@ -106,11 +106,11 @@ def data_store(disk: Disk) -> Disk | None:
 
 
 def nvram_source(ctx: Ctx) -> Disk | None:
-    """<os><nvram type='network'|'block'|'nvme'> as a storage source of its own (the variable store on a host block
+    """<os><nvram type='network'|'block'> as a storage source of its own (the variable store on a host block
     device or on network storage); None for a local file (firmware.py picks or generates its path)."""
     root = ctx.domain.xml
     el = root.find("os/nvram") if root is not None else None
-    if el is None or el.get("type") not in ("network", "block", "nvme"):
+    if el is None or el.get("type") not in ("network", "block"):
         return None
     src = el.find("source")
     source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
@@ -440,9 +440,9 @@ def network_props(ctx: Ctx, disk: Disk, refs: dict[str, Any]) -> dict[str, Any]:
                       "conf": config.get("file") if config is not None else None})
         if src.hosts:
             props["server"] = [_inet(h, protocol) for h in src.hosts]
+        props["encrypt"] = refs.get("rbd-encrypt")
         if secret:
             props.update({"user": user, "auth-client-required": ["cephx", "none"], "key-secret": secret})
-        props["encrypt"] = refs.get("rbd-encrypt")
     elif protocol == "gluster":  # qemuBlockStorageSourceGetGlusterProps
         volume, _, path = name.lstrip("/").partition("/")
         props.update({"volume": volume, "path": path, "server": [_socket(h, protocol) for h in src.hosts],
