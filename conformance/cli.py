@@ -130,8 +130,9 @@ def cmd_caps_import(args: argparse.Namespace) -> int:
         implied = [i.flag for i in caps.provenance.implied]
         shown = ", ".join(f for f in implied if f in ("virtio-net.failover", "blockdev", "object.qapified"))
         print(f"{target}: QEMU {caps.version} {caps.arch} from libvirt {caps.provenance.libvirt_version or '?'}"
-              f"; {len(implied)} retired flags restored as implied{f' (incl. {shown})' if shown else ''}",
-              file=sys.stderr)
+              f"; {len(implied)} retired flags restored as implied{f' (incl. {shown})' if shown else ''}"
+              + ("" if caps.qapi_schema else f"; no QAPI schema (no {Path(source).with_suffix('.replies').name}"
+                 " beside it): its -netdev/-blockdev/-chardev/-object go unchecked"), file=sys.stderr)
     return 0
 
 
