@@ -2,11 +2,20 @@
 and every case (issue 17): cold (an empty vmstate cache) and from the cache. Prints both figures, wall and
 CPU seconds (this process and its QEMUs: other work shares the cores) and the load average, as its last line.
 
-    python benchmarks/sweep.py [--cached-only]
+    python benchmarks/sweep.py [--cached-only] [--keep DIR]
+    python benchmarks/sweep.py --compare OLD NEW   (two --keep folders, or two results.jsonl)
+
 
 The cold run gets a vmstate cache of its own (a temporary $QEMU_CONFORMANCE_CACHE whose other folders, the
 builds and the probes, are the real ones), so the benchmark never empties the cache other runs use; the
-cached run reads what the cold run wrote. ``--cached-only`` measures the real cache as it is.
+cached run reads what the cold run wrote. ``--cached-only`` measures the real cache as it is. Each figure
+counts the QEMUs started (paused probes; ``-device help`` and ``-dump-vmstate`` runs apart) and names the
+builds that started most. ``--keep DIR`` keeps the cold run's results.jsonl (the cached run's as
+cached.jsonl, the cold run's property cache as props/); ``--compare`` compares two such folders item by
+item (each prediction by case, source, destination, machine type: verdict, per-device verdicts,
+conditional notes, reason; each device reading by build, machine type and device type: its compared
+values) and exits 1 when anything differs: the proof that a speed change left the prediction set as it
+was.
 
 The live sweep's figure (``--live``: boot,migrate --machines all) is to be added by its owner.
 """
@@ -14,28 +23,60 @@ The live sweep's figure (``--live``: boot,migrate --machines all) is to be added
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import resource
+import shutil
+import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from conformance.coverage import default_binaries
 from conformance.machines import MachineChoice
 from conformance.paths import cache_dir
+from conformance.qemu.process import QemuProcess
 from conformance.runner import run_stages
 
 
-def sweep(binaries: list[Path]) -> tuple[float, float, str]:
-    """(wall s, CPU s of this process and its QEMUs, the stage's own line: predictions and seconds)."""
+@contextmanager
+def counting_qemus() -> Iterator[Counter[tuple[str, str]]]:
+    """Counts the QEMUs started meanwhile, per (binary, -M machine type): the benchmark's own instrument."""
+    counts: Counter[tuple[str, str]] = Counter()
+    start = QemuProcess.start
+
+    def counted(self: QemuProcess) -> QemuProcess:
+        args = self.args
+        machine = args[args.index("-M") + 1] if "-M" in args[:-1] else "?"
+        counts[self.binary, machine] += 1
+        return start(self)
+
+    QemuProcess.start = counted  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        QemuProcess.start = start  # type: ignore[method-assign]
+
+
+def sweep(binaries: list[Path], keep: Path | None = None) -> tuple[float, float, str, Counter[tuple[str, str]]]:
+    """(wall s, CPU s of this process and its QEMUs, the stage's own line: predictions and seconds, the QEMUs
+    started per (binary, machine type)). ``keep``: where the run's results.jsonl is copied to."""
     lines: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="sweep-") as out:
+    with tempfile.TemporaryDirectory(prefix="sweep-") as out, counting_qemus() as qemus:
         cpu = _cpu()
         started = time.monotonic()
         run_stages(["vmstate"], binaries, [], Path(out), lines.append, machines=MachineChoice.parse("all"))
         wall = time.monotonic() - started
+        if keep is not None:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(out) / "results.jsonl", keep)
     stage = next((line.strip() for line in lines if line.strip().startswith("vmstate:")), "")
-    return wall, _cpu() - cpu, stage
+    return wall, _cpu() - cpu, stage, qemus
 
 
 def _cpu() -> float:
@@ -53,20 +94,154 @@ def own_vmstate_cache(folder: Path) -> None:
     os.environ.setdefault("QEMU_CONFORMANCE_BUILDS", str(real / "builds"))
 
 
+def _qemus(counts: Counter[tuple[str, str]]) -> str:
+    """'N QEMUs' and the binaries that started most."""
+    per_binary: Counter[str] = Counter()
+    for (binary, _), n in counts.items():
+        per_binary[binary] += n
+    top = ", ".join(f"{_short(b)} {n}" for b, n in per_binary.most_common(6))
+    newest: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {}  # (binary, family) -> its newest type read
+    for binary, machine in counts:
+        found = re.fullmatch(r"(.+?)-(\d+(?:\.\d+)*)", machine)
+        if found:
+            version = tuple(int(x) for x in found.group(2).split("."))
+            newest[binary, found.group(1)] = max(newest.get((binary, found.group(1)), ((), "")), (version, machine))
+    learning = sum(counts[binary, machine] for (binary, _), (_, machine) in newest.items())
+    return (f"{sum(counts.values())} QEMUs ({top}; {learning} under each family's newest type, where each build "
+            "learns)") if counts else "0 QEMUs"
+
+
+def _short(binary: str) -> str:
+    parts = Path(binary).parts
+    build = next((p for p in parts if re.fullmatch(r"qemu-[\d.]+", p)), "host")
+    return f"{build}/{Path(binary).name.removeprefix('qemu-system-')}"
+
+
+# --- the prediction set, item by item -------------------------------------------------------------------
+
+def _items(path: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+    """results.jsonl -> {(case, arch, source, destination, machine): what a prediction says} (vmstate only)."""
+    out: dict[tuple[str, ...], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("stage") != "vmstate":
+            continue
+        qemu, peer, details = record.get("qemu") or {}, record.get("peer") or {}, record.get("details") or {}
+        key = (record["case"], record.get("arch", ""), f"{qemu.get('path')}@{qemu.get('version')}",
+               f"{peer.get('path')}@{peer.get('version')}", str(details.get("machine", "")))
+        out[key] = {"verdict": record["verdict"], "devices": details.get("devices"),
+                    "conditional": details.get("conditional"), "explained": details.get("explained"),
+                    "reason": record.get("reason", "")}
+    return out
+
+
+def compare(old: Path, new: Path, say: Any = print) -> int:
+    """Item-by-item comparison of two prediction sets; prints the counts and the first differences; the
+    number of items that differ (missing on one side included)."""
+    a, b = _items(old), _items(new)
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    both = sorted(set(a) & set(b))
+    differ = [k for k in both if a[k] != b[k]]
+    fields: Counter[str] = Counter(f for k in differ for f in a[k] if a[k][f] != b[k][f])
+    say(f"{len(a)} items in {old}, {len(b)} in {new}: {len(both) - len(differ)} equal, {len(differ)} differ "
+        f"({', '.join(f'{f} {n}' for f, n in fields.most_common()) or 'none'}), {len(only_a)} only in the first, "
+        f"{len(only_b)} only in the second; verdicts {dict(Counter(v['verdict'] for v in a.values()))} / "
+        f"{dict(Counter(v['verdict'] for v in b.values()))}")
+    for k in differ[:10]:
+        say(f"  differs {k}:")
+        for f in a[k]:
+            if a[k][f] != b[k][f]:
+                say(f"    {f}: {json.dumps(a[k][f])[:300]}\n      -> {json.dumps(b[k][f])[:300]}")
+    for k in (only_a[:5] + only_b[:5]):
+        say(f"  only in {'the first' if k in a else 'the second'}: {k}")
+    return len(differ) + len(only_a) + len(only_b)
+
+
+def _delta(x: Any, y: Any, where: str = "") -> str:
+    """Where two JSON values differ: 'path: a -> b; ...'."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return "; ".join(d for k in sorted(set(x) | set(y)) if (d := _delta(x.get(k), y.get(k), f"{where}{k}.")))
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y):
+        return "; ".join(d for i, (a, b) in enumerate(zip(x, y, strict=True)) if (d := _delta(a, b, f"{where}{i}.")))
+    return "" if x == y else f"{where.rstrip('.')}: {json.dumps(x)[:80]} -> {json.dumps(y)[:80]}"
+
+
+def compare_props(old: Path, new: Path, say: Any = print) -> int:
+    """Every device's values in two kept property caches (``--keep``'s props/): per build, machine type and
+    device type both read or took, the compared properties (conformance.vmstate.not_compared aside: the
+    probe's own placement and names), its children's, an error's presence, and the machine's own devices.
+    Prints the counts and the first differences; returns how many differ."""
+    from conformance.vmstate import BACKEND_PLACEHOLDERS, not_compared
+
+    chosen = {prop.split("=")[0] for _, prop, _ in BACKEND_PLACEHOLDERS}  # numbered by the device's batch place
+
+    def shown(entry: dict[str, Any], plugged: Any) -> Any:
+        """An entry as compared: an error, or its values and its own children's (a device of the batch that
+        landed on its bus, such as a usb-storage under a usb-ehci, is the batch's doing)."""
+        if "error" in entry:
+            return "error"
+        compared = lambda values: {k: v for k, v in values.items() if not not_compared(k) and k not in chosen}  # noqa: E731
+        return compared(entry.get("props", {})), {c: compared(v) for c, v in entry.get("children", {}).items()
+                                                  if c not in plugged}
+
+    same = differ = taken = noise = 0
+    shown_diffs: list[str] = []
+    for path in sorted(old.glob("*/*.json")):
+        other = new / path.parent.name / path.name
+        if not other.is_file():
+            continue
+        a, b = json.loads(path.read_text()), json.loads(other.read_text())
+        plugged = set(a["devices"]) | set(b["devices"])
+        pairs = [(name, shown(entry, plugged), shown(b["devices"][name], plugged))
+                 for name, entry in a["devices"].items() if name in b["devices"]]
+        pairs.append(("(machine)", a["machine_devices"], b["machine_devices"]))
+        for name, x, y in pairs:
+            took = bool(b.get("machine_same_as")) if name == "(machine)" else "same_as" in b["devices"][name]
+            taken += took
+            if x == y:
+                same += 1
+                continue
+            if not took:  # read by both runs: what the probe chose itself (a placeholder's chassis number)
+                noise += 1
+                continue
+            differ += 1
+            if len(shown_diffs) < 10:
+                shown_diffs.append(f"  {path.parent.name[:8]} {path.stem} {name}: {_delta(x, y)[:400]}")
+    say(f"property caches: {same} device readings equal, {differ} taken from a newer machine type differ from "
+        f"what the old run read ({taken} taken in all), {noise} read by both runs differ (values the probe chose "
+        "itself, such as a placeholder's chassis number: not the rule's doing)")
+    for line in shown_diffs:
+        say(line)
+    return differ
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cached-only", action="store_true", help="measure the real vmstate cache (no cold run)")
+    parser.add_argument("--keep", type=Path, help="keep the results: DIR/results.jsonl (cold), DIR/cached.jsonl, "
+                        "DIR/props/ (the cold run's property cache)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
+                        help="compare two --keep folders (or results.jsonl files) item by item; exit 1 on a difference")
     args = parser.parse_args()
+    if args.compare:
+        old, new = args.compare
+        if old.is_dir():  # two --keep folders: the prediction sets and the property caches
+            bad = compare(old / "results.jsonl", new / "results.jsonl") + compare_props(old / "props", new / "props")
+        else:
+            bad = compare(old, new)
+        sys.exit(1 if bad else 0)
     binaries = default_binaries()
     parts = []
     with tempfile.TemporaryDirectory(prefix="sweep-cache-") as cache:
         if not args.cached_only:
             own_vmstate_cache(Path(cache))
-            wall, cpu, stage = sweep(binaries)
-            print(f"cold:   {wall:.1f} s wall, {cpu:.1f} s CPU; {stage}")
-            parts.append(f"cold {wall:.1f} s ({cpu:.1f} s CPU)")
-        wall, cpu, stage = sweep(binaries)
-        print(f"cached: {wall:.1f} s wall, {cpu:.1f} s CPU; {stage}")
+            wall, cpu, stage, qemus = sweep(binaries, args.keep / "results.jsonl" if args.keep else None)
+            if args.keep:  # what each build said under each machine type, for a rule's check
+                shutil.copytree(Path(cache) / "vmstate" / "props", args.keep / "props", dirs_exist_ok=True)
+            print(f"cold:   {wall:.1f} s wall, {cpu:.1f} s CPU, {_qemus(qemus)}; {stage}")
+            parts.append(f"cold {wall:.1f} s ({cpu:.1f} s CPU, {sum(qemus.values())} QEMUs)")
+        wall, cpu, stage, qemus = sweep(binaries, args.keep / "cached.jsonl" if args.keep else None)
+        print(f"cached: {wall:.1f} s wall, {cpu:.1f} s CPU, {_qemus(qemus)}; {stage}")
         parts.append(f"cached {wall:.1f} s ({cpu:.1f} s CPU)")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"static prediction, {len(binaries)} builds, --machines all (probe of each build and report included): "

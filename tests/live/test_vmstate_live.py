@@ -11,7 +11,15 @@ import pytest
 from conformance.builds import find_qemu
 from conformance.caps.probe import probe_binary
 from conformance.coverage import binary_key
-from conformance.vmstate import COMPATIBLE, build_dump, compare_entry, machine_properties, make_side, predict
+from conformance.vmstate import (
+    COMPATIBLE,
+    build_dump,
+    compare_entry,
+    machine_properties,
+    make_side,
+    not_compared,
+    predict,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("vmstate")]
 
@@ -98,3 +106,45 @@ def test_run_vmstate_on_two_builds_writes_one_result_per_pair(qemu_x86_64: Path,
     assert run_stages(["vmstate"], [qemu_x86_64, qemu_10], ["balloon-rng"], again, lambda _m: None) == 0
     cached = [r for r in read_results(again / "results.jsonl") if r.stage == "vmstate"]
     assert [(r.verdict, r.details) for r in cached] == [(r.verdict, r.details) for r in records]
+
+
+def test_a_machine_type_takes_what_no_compat_entry_tells_apart_from_the_newer_one(qemu_10: Path,
+                                                                                 tmp_path: Path) -> None:
+    """C1 on 10.0 (which lists its compat entries): pc-i440fx-7.0 differs from 7.1 by entries on
+    arm-gicv3-common and nvme-ns only, so every device plugged here is taken from 7.1 without a QEMU, and
+    reads what a QEMU under 7.0 reads; 7.1 differs from 7.2 by virtio-device and virtio-rng-pci entries, so
+    virtio-rng-pci is read again (vectors 0 under 7.1, bad9c5a5166f) while e1000 is taken. pc-i440fx-2.4's
+    fw_cfg entry (no DMA) touches a device the machine adds: everything is read again, and vmgenid refuses."""
+    import conformance.vmstate
+
+    types = ["virtio-rng-pci", "e1000", "virtio-net-pci", "vmgenid"]
+    side = make_side(qemu_10, probe_binary(qemu_10), root=tmp_path / "chain")
+    for machine in ("pc-i440fx-10.0", "pc-i440fx-7.2", "pc-i440fx-7.1"):
+        side.props(machine, types)
+    seven_one = side.props("pc-i440fx-7.1", types).devices
+    assert "same_as" not in seven_one["virtio-rng-pci"] and seven_one["virtio-rng-pci"]["props"]["vectors"] == "0"
+    assert seven_one["e1000"]["same_as"] == "pc-i440fx-7.2"
+    started = []
+    paused = conformance.vmstate.paused
+
+    def counted(*args: object, **kwargs: object) -> object:
+        started.append(args[1])
+        return paused(*args, **kwargs)  # type: ignore[arg-type]
+
+    conformance.vmstate.paused = counted  # type: ignore[assignment]
+    try:
+        derived = side.props("pc-i440fx-7.0", types)
+    finally:
+        conformance.vmstate.paused = paused
+    assert started == [] and {d.get("same_as") for d in derived.devices.values()} == {"pc-i440fx-7.1", "pc-i440fx-7.2"}
+    read = machine_properties(qemu_10, binary_key(qemu_10), "pc-i440fx-7.0", types, root=tmp_path / "read")
+    assert read.machine_devices == derived.machine_devices and derived.compat_props == read.compat_props
+    compared = lambda values: {k: v for k, v in values.items() if not not_compared(k)}  # noqa: E731
+    for name in types:  # what the probe chose itself (addr, mac) aside: the same values
+        mine, theirs = derived.devices[name], read.devices[name]
+        assert compared(mine["props"]) == compared(theirs["props"]), name
+        assert {c: compared(v) for c, v in mine["children"].items()} == {
+            c: compared(v) for c, v in theirs["children"].items()}, name
+    side.props("pc-i440fx-2.5", types)
+    old = side.props("pc-i440fx-2.4", types).devices
+    assert "DMA" in old["vmgenid"]["error"] and not any("same_as" in d for d in old.values())
