@@ -88,14 +88,17 @@ class StaticRunner:
 
         global _PREFETCH
         _PREFETCH = (self, pairs)
+        pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
         try:
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                for done in pool.imap_unordered(_prefetched, groups.values()):
-                    for i, outcomes in done:
-                        case, caps = pairs[i]
-                        self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
+            for done in pool.imap_unordered(_prefetched, groups.values()):
+                for i, outcomes in done:
+                    case, caps = pairs[i]
+                    self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
+            pool.close()  # the workers end when the tasks are done
+            pool.join()
         finally:
             _PREFETCH = None
+            pool.terminate()  # on an error or Ctrl-C: no worker outlives the call
 
     def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
         return render_case(case, caps, machine, defaults=self.catalogue.defaults, image_dir=self.image_dir,
@@ -200,6 +203,15 @@ class StaticRunner:
 
 
 _PREFETCH: tuple[StaticRunner, list[tuple[Case, Capabilities]]] | None = None  # what forked workers inherit
+
+
+def _worker_signals() -> None:
+    """A prefetch worker dies of SIGTERM (Pool.terminate) and leaves Ctrl-C to its parent: it must not keep the
+    handlers of conformance/interrupt.py it inherits, whose first signal only asks the run to stop."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _prefetched(indices: list[int]) -> list[tuple[int, list[StaticOutcome]]]:

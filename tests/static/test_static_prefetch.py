@@ -1,0 +1,44 @@
+"""The static stages computed ahead on several cores (StaticRunner.prefetch, what `run --caps` does) give the
+outcomes one process computes pair after pair. No QEMU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conformance.caps.store import fixture_files, load
+from conformance.cases import load_catalogue
+from conformance.cli import main
+from conformance.results.records import read_results
+from conformance.static import StaticRunner
+
+CASES = ("q35-minimal", "virt-minimal", "teaming-q35", "q35-storage-rich", "pc-nic-rich", "virt-misc-rich")
+
+
+def test_prefetched_outcomes_are_those_of_one_process() -> None:
+    catalogue = load_catalogue()
+    fixtures = [load(p) for p in fixture_files()]
+    pairs = [(catalogue.get(name), caps) for name in CASES for caps in fixtures
+             if caps.arch in catalogue.get(name).arches]
+    one = StaticRunner(catalogue)
+    alone = [one.run(case, caps) for case, caps in pairs]
+    ahead = StaticRunner(catalogue)
+    ahead.prefetch(pairs, 2)
+    assert len(ahead._ahead) == len(pairs), "every pair computed ahead"
+    assert [ahead.run(case, caps) for case, caps in pairs] == alone
+    assert not ahead._ahead, "each prefetched outcome is handed out once"
+    assert any(o.argv for outcomes in alone for o in outcomes), "the comparison covers built argvs"
+
+
+def test_run_caps_with_one_job_and_with_two_write_the_same_results(tmp_path: Path) -> None:
+    written = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / jobs
+        assert main(["run", "--stages", "parse,argv", "--caps", "all", "--jobs", jobs, "-o", str(out),
+                     *(a for name in CASES for a in ("--cases", name))]) == 0
+        written[jobs] = sorted((r.case, r.stage, r.qemu.path if r.qemu else "", r.verdict, r.reason,
+                                tuple(r.details.get("argv", []))) for r in read_results(out / "results.jsonl"))
+        assert sorted(p.name for p in (out / "argv").rglob("*.args")) == sorted(
+            f"{r[0]}.args" for r in written[jobs] if r[1] == "argv" and r[5])
+    assert written["1"] == written["2"]
+    assert len(written["1"]) > 2 * len(CASES) and os.cpu_count()
