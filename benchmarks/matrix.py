@@ -26,6 +26,7 @@ from pathlib import Path
 
 from conformance.builds import find_qemu
 from conformance.cases import load_catalogue
+from conformance.machines import FROM_NEWEST
 from conformance.runner import run_stages
 
 
@@ -44,6 +45,8 @@ def source_of(r: dict) -> str:
     d = r.get("details", {})
     if r["verdict"] == "skip":
         return "skipped"
+    if d.get("state_load"):
+        return "a state its own build did not load (a result of its own)"
     if "restored" in d and "checks" in d["restored"]:
         return "restored from a checked state"
     if "restored" in d:
@@ -52,7 +55,7 @@ def source_of(r: dict) -> str:
     if why.startswith("this run's boot stage"):
         return "not booted again: its boot stage's source never came up"
     if not why:
-        return "own boot: a key used once (a pinned machine type)" if d.get("machine_from") == "newest" \
+        return "own boot: a key used once (a pinned machine type)" if d.get("machine_from") == FROM_NEWEST \
             else "own boot: no checked state (single run, bisection)"
     why = why.removeprefix("a boot of its own: ")
     for words, label in (("did not boot", "the checked source did not boot"), ("did not start", "QEMU did not start"),
