@@ -128,3 +128,60 @@ def test_a_state_that_raises_while_made_is_a_reason_not_an_error(tmp_path: Path)
 
     found = states.get(key, "d", make)
     assert isinstance(found, str) and "OSError: disk full" in found
+
+
+def _boot_run(tmp_path: Path, verdict: str, ended: bool) -> object:
+    from conformance.live.boot import BootRun, NotUp
+    from conformance.results.records import StageResult
+
+    folder = tmp_path / "live" / "case" / "x86_64-5.2.0-abc"
+    return BootRun(StageResult(case="case", stage="boot", verdict=verdict, reason="r"), argv=["qemu", str(folder)],
+                   not_up=NotUp("source did not boot: boot timeout: no boot report in 60 s (nothing on the console)",
+                                "", None, ended, folder))
+
+
+@pytest.mark.parametrize(("verdict", "ended", "relied_on"), [
+    ("known-bug", False, True),  # a hang a known bug explains (isa-vga-over-smram-pc)
+    ("fail", True, True),  # QEMU ended by itself: did not start, crashed
+    ("fail", False, False),  # a boot timeout nothing explains: the load may have caused it, boot again
+])
+def test_a_source_that_never_came_up_is_relied_on_only_with_evidence_the_load_cannot_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verdict: str, ended: bool, relied_on: bool) -> None:
+    from conformance.live import migrate
+    from conformance.live.checked import SourceDown
+
+    key = (str(tmp_path), "case", "/qemu", "pc-i440fx-5.2")
+    monkeypatch.setattr(migrate, "source_key", lambda *_a: key)
+    states = CheckedStates(Counter({key: 3}))
+    run = _boot_run(tmp_path, verdict, ended)
+    target = SimpleNamespace(caps=SimpleNamespace(version="5.2.0", arch="x86_64"))
+    migrate.note_boot(states, SimpleNamespace(name="case"), target, tmp_path, run)  # type: ignore[arg-type]
+    found = states.get(key, argv_digest(run.argv, run.not_up.folder))  # type: ignore[attr-defined]
+    if relied_on:
+        assert isinstance(found, SourceDown)
+        assert found.boot == f"boot case on QEMU 5.2.0 x86_64: {verdict} (live/case/x86_64-5.2.0-abc)"
+        assert found.record()["why"].startswith("source did not boot")
+    else:
+        assert found is None
+
+
+def test_the_stage_migrates_at_libvirts_bandwidth_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.live.migrate import LIBVIRT_BANDWIDTH, stage_bandwidth
+
+    monkeypatch.delenv("QEMU_CONFORMANCE_MIGRATE_BANDWIDTH", raising=False)
+    assert stage_bandwidth() == LIBVIRT_BANDWIDTH == 9223372036853727232
+    monkeypatch.setenv("QEMU_CONFORMANCE_MIGRATE_BANDWIDTH", "64")
+    assert stage_bandwidth() == 64 * 2**20
+    monkeypatch.setenv("QEMU_CONFORMANCE_MIGRATE_BANDWIDTH", "0")
+    assert stage_bandwidth() is None
+
+
+def test_the_guest_heartbeat_is_half_a_second_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.live.boot import heartbeat_append
+
+    monkeypatch.delenv("QEMU_CONFORMANCE_GUEST_HEARTBEAT", raising=False)
+    assert heartbeat_append() == "guest.hb=0.5"
+    monkeypatch.setenv("QEMU_CONFORMANCE_GUEST_HEARTBEAT", "1")
+    assert heartbeat_append() == ""  # the guest's own period
+    monkeypatch.setenv("QEMU_CONFORMANCE_GUEST_HEARTBEAT", "0.25")
+    assert heartbeat_append() == "guest.hb=0.25"
