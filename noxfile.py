@@ -95,7 +95,7 @@ def libvirt_corpus(session: nox.Session) -> None:
     summary.parent.mkdir(exist_ok=True)
     session.run("python", str(CORPUS.parent.parent / "tools" / "libvirt_argv_compare.py"), "--corpus", str(CORPUS),
                 "--summary-json", str(summary), "-q", "--batch", *session.posargs,
-                "--", "python", "-m", "conformance.argv.batch", success_codes=[0, 1])
+                "--", "python", "-m", "conformance.argv.batch", "--harness-firmware", success_codes=[0, 1])
     scored = [r for r in json.loads(summary.read_text()) if r["status"] != "SKIP"]
     passed = sum(r["status"] == "PASS" for r in scored)
     ratio = passed / len(scored) if scored else 0.0

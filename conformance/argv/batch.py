@@ -56,11 +56,31 @@ def answers(lines: Iterable[str], jobs: int = 1) -> Iterator[str]:
         yield from pool.imap(_answer_line, requests, chunksize=8)
 
 
+def use_harness_firmware(corpus: Path | None = None) -> Path | None:
+    """Point firmware auto-selection at libvirt's test descriptors, if found; say which on stderr."""
+    from conformance.argv.firmware import ENV_FIRMWARE_DIRS, find_harness_firmware_data, harness_firmware_dirs
+    from conformance.paths import libvirt_corpus_dir
+
+    data = find_harness_firmware_data(corpus or libvirt_corpus_dir())
+    if data is None:
+        print("batch: libvirt's test firmware descriptors not found: <os firmware> uses the host's "
+              "(docs/libvirt-corpus.md)", file=sys.stderr)
+        return None
+    os.environ[ENV_FIRMWARE_DIRS] = os.pathsep.join(map(str, harness_firmware_dirs(data)))
+    print(f"batch: firmware descriptors of libvirt's test harness: {data}", file=sys.stderr)
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m conformance.argv.batch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--harness-firmware", action="store_true",
+                    help="select firmware from libvirt's test descriptors (tests/qemufirmwaredata), as the corpus's "
+                         "expectations were made, when a libvirt source is at hand (docs/libvirt-corpus.md)")
     ns = ap.parse_args(argv)
+    if ns.harness_firmware:
+        use_harness_firmware()
     for reply in answers(sys.stdin, ns.jobs):
         sys.stdout.write(reply + "\n")
     sys.stdout.flush()

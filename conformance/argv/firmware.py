@@ -50,6 +50,34 @@ class Pflash:
     smm: bool = False  # the firmware requires SMM: -machine smm=on
 
 
+# libvirt's own tests (qemuxmlconftest) read firmware descriptors from tests/qemufirmwaredata of libvirt's source:
+# its home/user/.config, etc and usr/share folders stand for $XDG_CONFIG_HOME, /etc and /usr/share. The libvirt
+# corpus's expected command lines were made with them, so scoring uses them too when a libvirt source is at hand.
+ENV_LIBVIRT_FIRMWARE_DATA = "QEMU_CONFORMANCE_LIBVIRT_FIRMWARE_DATA"
+
+
+def harness_firmware_dirs(data: Path) -> tuple[Path, ...]:
+    """The descriptor folders of libvirt's test harness under a tests/qemufirmwaredata folder, in its order."""
+    return tuple(data / sub / "qemu" / "firmware" for sub in ("home/user/.config", "etc", "usr/share"))
+
+
+def find_harness_firmware_data(corpus: Path | None = None) -> Path | None:
+    """libvirt's tests/qemufirmwaredata: $QEMU_CONFORMANCE_LIBVIRT_FIRMWARE_DATA, else the corpus's own copy
+    (CORPUS/qemufirmwaredata), else an unpacked libvirt release in the suite's cache
+    (~/.cache/qemu-conformance/libvirt-X.Y.Z, the newest); None when there is none (docs/libvirt-corpus.md)."""
+    from conformance.paths import cache_dir, env_path
+
+    given = env_path(ENV_LIBVIRT_FIRMWARE_DATA)
+    if given is not None:
+        return given
+    candidates = [corpus / "qemufirmwaredata"] if corpus is not None else []
+    def release(path: Path) -> tuple[int, ...]:
+        return tuple(int(n) for n in path.parent.parent.name.removeprefix("libvirt-").split(".") if n.isdigit())
+
+    candidates += sorted(cache_dir().glob("libvirt-*/tests/qemufirmwaredata"), key=release, reverse=True)
+    return next((c for c in candidates if (c / "usr" / "share" / "qemu" / "firmware").is_dir()), None)
+
+
 def firmware_dirs() -> tuple[Path, ...]:
     given = env_paths(ENV_FIRMWARE_DIRS)
     if given is not None:
@@ -102,6 +130,10 @@ def _matches(ctx: Ctx, desc: dict[str, Any], lattrs: dict[str, str], code: str |
         filename = (mapping.get("executable") or {}).get("filename") if device == "flash" else mapping.get("filename")
         if filename != code:
             return False
+    template = d.os.nvram.attrs.get("template") if d.os.nvram is not None else None
+    if device == "flash" and template and (mapping.get("mode", "split") != "split"
+                                           or (mapping.get("nvram-template") or {}).get("filename") != template):
+        return False  # <nvram template> names the split build's template (qemuFirmwareMatchesPaths)
     arch = ctx.arch
     if not any(t.get("architecture") == arch and any(fnmatch.fnmatchcase(ctx.machine_name, m)
                                                        for m in t.get("machines", []))
@@ -128,6 +160,8 @@ def _matches(ctx: Ctx, desc: dict[str, Any], lattrs: dict[str, str], code: str |
             return False
         if mode != ("stateless" if lattrs.get("stateless") == "yes" else "split"):
             return False
+        if lattrs.get("readonly") == "no" and mode != "combined":
+            return False  # a writable loader needs a combined build, which the mode check above never keeps
         fmt = (mapping.get("executable") or {}).get("format", "raw")
         # an existing definition keeps libvirt's historical raw images
         if fmt not in ("raw", "qcow2") or fmt != lattrs.get("format", "raw"):
@@ -142,7 +176,7 @@ def _matches(ctx: Ctx, desc: dict[str, Any], lattrs: dict[str, str], code: str |
             return False
         if int(ls.values.get("policy", "0"), 0) & _SEV_ES_POLICY and "amd-sev-es" not in features:
             return False
-    return True
+    return not (ls is not None and ls.type == "sev-snp" and "amd-sev-snp" not in features)
 
 
 def select_descriptor(ctx: Ctx, lattrs: dict[str, str], code: str | None) -> dict[str, Any]:
@@ -151,8 +185,9 @@ def select_descriptor(ctx: Ctx, lattrs: dict[str, str], code: str | None) -> dic
         if _matches(ctx, desc, lattrs, code):
             return desc
     raise UnsupportedByQemu(
-        f"<os firmware='{ctx.domain.os.firmware}'>: no firmware descriptor fits this domain "
-        f"({ctx.arch}, {ctx.machine_name})", path=ctx.domain.source,
+        f"operation failed: Unable to find '{ctx.domain.os.firmware}' firmware that is compatible with the current "
+        f"configuration (<os firmware>: no firmware descriptor fits {ctx.arch}, {ctx.machine_name})",
+        path=ctx.domain.source,
         hint=f"install the distribution's firmware package (ovmf, qemu-efi-aarch64) or point {ENV_FIRMWARE_DIRS} "
              f"at descriptor folders; searched: {', '.join(map(str, dirs))}")
 

@@ -474,12 +474,12 @@ def iothreads(ctx: Ctx) -> None:
         ctx.object(props)
 
 
-def _cpu_runs(cpus: str) -> list[str]:
+def _cpu_runs(cpus: str | set[int]) -> list[str]:
     """qemuBuildNumaCPUs: a cell's CPUs as libvirt writes them, from the parsed set: one 'a' or 'a-b' per run of
     consecutive CPUs ('0-0' -> ['0'], '0,1,3' -> ['0-1', '3']); the text as given when it does not parse."""
-    found = _bitmap(cpus)
+    found = cpus if isinstance(cpus, set) else _bitmap(cpus)
     if not found:
-        return cpus.split(",")
+        return cpus.split(",") if isinstance(cpus, str) else []
     runs: list[str] = []
     ordered = sorted(found)
     start = prev = ordered[0]
@@ -556,14 +556,19 @@ def numa(ctx: Ctx) -> None:
         cell_needs_backend(ctx, node, cell.attrs.get("memAccess")) for node, cell in numbered)
     if numbered and not need_backend:
         legacy_memory_args(ctx)
+    cpus: dict[int, str | set[int]] = {node: cell.cpus for node, cell in numbered if cell.cpus}
+    sets = {node: _bitmap(text) for node, text in cpus.items() if isinstance(text, str)}
+    if 0 in dict(numbered) and sum(map(len, sets.values())) < d.vcpus:
+        # qemuDomainDefNumaCPUsRectify: the vCPUs no cell names go to node 0 (virDomainNumaFillCPUsInNode)
+        cpus[0] = set(range(d.vcpus)).difference(*(c for node, c in sets.items() if node != 0))
     for node, cell in numbered:
         if need_backend:
             for obj in backend_objects(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, node=node,
                                        access=cell.attrs.get("memAccess"), discard=cell.attrs.get("discard")):
                 ctx.object(obj)
         opt = f"node,nodeid={node}"
-        if cell.cpus:
-            opt += "".join(f",cpus={run}" for run in _cpu_runs(cell.cpus))
+        if cpus.get(node):
+            opt += "".join(f",cpus={run}" for run in _cpu_runs(cpus[node]))
         if _hmat(d):
             opt += f",initiator={_initiator(d, node, cell, numbered)}"
         opt += f",memdev=ram-node{node}" if need_backend else f",mem={aligned_kib(cell.memory_kib) // 1024}"

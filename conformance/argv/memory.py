@@ -82,8 +82,8 @@ def _host_nodes(ctx: Ctx, node: int | None, mem: MemoryDevice | None) -> tuple[l
     if mem is not None and mem.source.get("nodemask"):
         return node_list(mem.source["nodemask"]), "bind"
     nt = ctx.domain.numatune
-    if nt is None:
-        return None
+    if nt is None:  # vCPUs placed by numad without <numatune>: memory too (virDomainNumatuneParseXML)
+        return (list(range(HOST_NUMA_NODES)), "bind") if ctx.domain.vcpu_attrs.get("placement") == "auto" else None
     chosen = None
     if node is not None:
         chosen = next((m for m in nt.memnodes if m.get("cellid") == str(node)), None)

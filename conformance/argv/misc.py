@@ -86,6 +86,10 @@ def panics(ctx: Ctx) -> None:
                 props["ioport"] = int(addr.extra["iobase"], 0)
             ctx.device(props)
         elif model == "pvpanic":
+            addr = ctx.address(panic)
+            if addr is None or addr.type != "pci":  # checked after address assignment (qemuValidateDomainDefPanic)
+                raise UnsupportedByQemu("<panic>: unsupported configuration: pvpanic is supported only with PCI "
+                                        "address type", path=ctx.domain.source, line=panic.line)
             ctx.device({"driver": "pvpanic-pci", "id": ctx.alias(panic), **ctx.address_props(panic)})
         elif model in ("hyperv", "s390"):
             continue

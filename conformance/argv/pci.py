@@ -79,7 +79,7 @@ def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) 
     if dev_flags & INTEGRATED:
         if bus_no != 0:
             return False
-        bus_flags |= AUTOASSIGN
+        bus_flags |= AUTOASSIGN | PCI_DEVICE  # the root bus takes an integrated device of either kind
     if from_config:
         if bus_flags & ENDPOINT:
             bus_flags |= ENDPOINT
@@ -466,7 +466,30 @@ def _assign(ctx: Ctx, addrs: AddressSet, wanted: list[tuple[Device, int]], recor
             ctx.addresses[id(dev)] = addr
 
 
+def _prime_virtio_mmio(ctx: Ctx) -> None:
+    """qemuDomainAssignVirtioMMIOAddresses: an Arm virt guest that already has a virtio-mmio device gets
+    virtio-mmio for every virtio device without an address (qemuDomainPrimeVirtioDeviceAddresses' list)."""
+    everything = _all_with_info(ctx)
+    if not ctx.is_arm_virt or not any((a := ctx.address(dev)) is not None and a.type == "virtio-mmio"
+                                      for dev in everything):
+        return
+    d = ctx.domain.devices
+    primed: list[Device] = [disk for disk in ctx.disks if disk_bus(disk) == "virtio"]
+    primed += [net for net in d.interfaces if net.type != "hostdev" and nic_model(ctx, net).startswith("virtio")]
+    primed += [vid for vid in ctx.videos if video_model(ctx, vid) == "virtio"]
+    primed += [inp for inp in ctx.inputs if inp.bus == "virtio"]
+    primed += [c for c in ctx.controllers if c.type in ("virtio-serial", "scsi")]
+    primed += [hd for hd in ctx.hostdevs if getattr(hd, "type", "") == "scsi_host"]
+    if ctx.memballoon is not None and ctx.memballoon.model != "none":
+        primed.append(ctx.memballoon)
+    primed += [*d.rngs, *(m for m in d.memories if m.model in ("virtio-pmem", "virtio-mem"))]
+    for dev in primed:
+        if _wants(ctx, dev):
+            ctx.addresses[id(dev)] = Address(type="virtio-mmio")
+
+
 def assign_pci_addresses(ctx: Ctx) -> None:
+    _prime_virtio_mmio(ctx)
     if not (ctx.has_pcie_root or ctx.has_pci_root) or not ctx.supports_pci:
         return
     max_idx = max((c.index or 0 for c in ctx.controllers if c.type == "pci"), default=-1)

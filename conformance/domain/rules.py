@@ -864,6 +864,8 @@ def shmems(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 @rule
 def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     loader, nvram = domain.os.loader, domain.os.nvram
+    if domain.os.firmware and nvram is not None and domain.os.firmware != "efi":  # virDomainDefOSValidate
+        yield Refusal("<nvram>", f"firmware type '{domain.os.firmware}' does not support nvram")
     if loader is None:
         return
     stateless = loader.attrs.get("stateless") == "yes"

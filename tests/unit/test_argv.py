@@ -121,15 +121,17 @@ def test_numa_mem_follows_the_fixtures_machine(spec: str) -> None:
     assert caps.machine("pc-i440fx-5.0").numa_mem and not caps.machine("pc-q35-5.2").numa_mem  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("cpus", "want"), [("0-0", ["cpus=0"]), ("0,1,3", ["cpus=0-1", "cpus=3"]),
-                                             ("0-1,2", ["cpus=0-2"]), ("0-3,^2", ["cpus=0-1", "cpus=3"])])
-def test_numa_cpus_are_written_from_the_parsed_set(cpus: str, want: list[str]) -> None:
+@pytest.mark.parametrize(("cpus", "rest", "want"), [("0-0", "1-3", ["cpus=0"]), ("0,1,3", "2", ["cpus=0-1", "cpus=3"]),
+                                                     ("0-1,2", "3", ["cpus=0-2"]),
+                                                     ("0-3,^2", "2", ["cpus=0-1", "cpus=3"])])
+def test_numa_cpus_are_written_from_the_parsed_set(cpus: str, rest: str, want: list[str]) -> None:
     """qemuBuildNumaCPUs writes a cell's CPUs from the bitmap, one run each: libvirt 9.0 ran cpus='0-0' as
-    cpus=0 (found by the libvirt oracle, conformance/libvirt_oracle.py)."""
+    cpus=0 (found by the libvirt oracle, conformance/libvirt_oracle.py). A second cell names the other vCPUs
+    (else node 0 would take them: qemuDomainDefNumaCPUsRectify)."""
     caps = resolve("7.2.22:x86_64")
-    numa = ("<domain type='qemu'><name>n</name><memory unit='MiB'>256</memory><vcpu>4</vcpu>"
+    numa = ("<domain type='qemu'><name>n</name><memory unit='MiB'>512</memory><vcpu>4</vcpu>"
             "<os><type arch='x86_64' machine='q35'>hvm</type></os><cpu><numa>"
-            f"<cell id='0' cpus='{cpus}' memory='256' unit='MiB'/>"
+            f"<cell id='0' cpus='{cpus}' memory='256' unit='MiB'/><cell id='1' cpus='{rest}' memory='256' unit='MiB'/>"
             "</numa></cpu><devices><memballoon model='none'/></devices></domain>")
     node = options(argv_of(numa, caps), "-numa")[0]
     assert [p for p in node.split(",") if p.startswith("cpus=")] == want

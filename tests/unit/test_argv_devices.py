@@ -188,6 +188,36 @@ def test_firmware_features_pick_the_secure_boot_build(caps_10, descriptors: Path
     assert "pflash1=libvirt-pflash1-storage" in opts(plain, "-machine")[0]
 
 
+def test_firmware_autoselection_follows_the_loader_and_nvram_given(caps_10, descriptors: Path) -> None:
+    """qemuFirmwareMatchDomain/qemuFirmwareMatchesPaths: <nvram template> must be the split build's template,
+    a writable loader needs a combined build (never kept), and a BIOS has no NVRAM (virDomainDefOSValidate)."""
+    efi = " firmware='efi'"
+    template = argv_of(domain(os_attrs=efi, os_extra="<nvram template='/fw/ovmf.fd.vars'/>",
+                              machine="pc-q35-10.0"), caps_10)
+    assert json.loads(opts(template, "-blockdev")[0])["filename"] == "/fw/ovmf.fd"
+    with pytest.raises(UnsupportedByQemu, match="Unable to find 'efi' firmware that is compatible"):
+        argv_of(domain(os_attrs=efi, os_extra="<nvram template='/elsewhere/VARS.fd'/>", machine="pc-q35-10.0"),
+                caps_10)
+    with pytest.raises(UnsupportedByQemu, match="Unable to find 'efi' firmware that is compatible"):
+        argv_of(domain(os_attrs=efi, os_extra="<loader readonly='no'/>", machine="pc-q35-10.0"), caps_10)
+    with pytest.raises(Exception, match="firmware type 'bios' does not support nvram"):
+        argv_of(domain(os_attrs=" firmware='bios'", os_extra="<nvram>/var/VARS.fd</nvram>", machine="pc"), caps_10)
+
+
+def test_pvpanic_is_an_integrated_device_on_the_root_bus(caps_aarch64) -> None:
+    """pvpanic-pci is a conventional PCI device flagged integrated: pcie-root takes it (bus 0, no bridge added,
+    virDomainPCIAddressFlagsCompatible); with any other address type libvirt refuses it after assignment."""
+    xml = domain("<panic model='pvpanic'/>", arch="aarch64", machine="virt", dtype="qemu")
+    xml = xml.replace("<controller type='usb' model='qemu-xhci'/>", "<controller type='usb' model='none'/>")
+    devs = [json.loads(d) for d in opts(argv_of(xml, caps_aarch64), "-device") if d.startswith("{")]
+    assert {"driver": "pvpanic-pci", "bus": "pcie.0", "addr": "0x1"}.items() <= next(
+        d for d in devs if d["driver"] == "pvpanic-pci").items()
+    assert not [d for d in devs if d["driver"] == "pcie-pci-bridge"]
+    with pytest.raises(UnsupportedByQemu, match="pvpanic is supported only with PCI address type"):
+        argv_of(xml.replace("<panic model='pvpanic'/>",
+                            "<panic model='pvpanic'><address type='isa' iobase='0x505'/></panic>"), caps_aarch64)
+
+
 def test_rom_loader_is_bios(caps_10) -> None:
     argv = argv_of(domain(os_extra="<loader>/usr/share/seabios/bios.bin</loader>", machine="pc"), caps_10)
     assert opts(argv, "-bios") == ["/usr/share/seabios/bios.bin"]
@@ -228,3 +258,43 @@ def test_transitional_virtio_takes_a_conventional_pci_slot(caps_10, dev: str) ->
     transitional = next(d for d in devs if d["driver"].endswith("-pci-transitional"))
     assert transitional["bus"] == "pci.2"
     assert [d["id"] for d in devs if d["driver"] == "pcie-root-port"] == ["pci.1", "pci.3"]
+
+
+def test_numa_vcpus_no_cell_names_go_to_node_0(caps_10) -> None:
+    """qemuDomainDefNumaCPUsRectify: when the cells name fewer CPUs than the domain has, node 0 takes all the
+    others (virDomainNumaFillCPUsInNode)."""
+    cells = ("<cpu><numa><cell id='0' cpus='0' memory='262144' unit='KiB'/>"
+             "<cell id='1' cpus='2-4,6' memory='262144' unit='KiB'/></numa></cpu>")
+    xml = domain(extra=cells).replace("<os>", "<vcpu>12</vcpu><os>")
+    nodes = [o for o in opts(argv_of(xml, caps_10), "-numa") if o.startswith("node")]
+    assert nodes[0].startswith("node,nodeid=0,cpus=0-1,cpus=5,cpus=7-11,")
+    assert nodes[1].startswith("node,nodeid=1,cpus=2-4,cpus=6,")
+
+
+def test_auto_vcpu_placement_without_numatune_binds_memory_to_numads_nodes(caps_10) -> None:
+    """virDomainNumatuneParseXML: vCPUs placed by numad and no <numatune><memory>: the memory placement is
+    automatic too, so the RAM backend is bound to numad's advice (the harness's: every host node)."""
+    xml = domain(machine="pc").replace("<os>", "<vcpu placement='auto'>2</vcpu><os>")
+    ram = json.loads(opts(argv_of(xml, caps_10), "-object")[-1])
+    assert ram["qom-type"] == "memory-backend-ram" and ram["policy"] == "bind"
+    assert ram["host-nodes"] == [0, 1, 2, 3]
+    static = domain(machine="pc").replace("<os>", "<vcpu>2</vcpu><os>")
+    assert all("host-nodes" not in o for o in opts(argv_of(static, caps_10), "-object"))
+
+
+def test_a_virtio_mmio_device_takes_the_others_to_virtio_mmio(caps_aarch64) -> None:
+    """qemuDomainAssignVirtioMMIOAddresses: on an Arm virt guest that has a virtio-mmio device, the virtio devices
+    without an address (here the virtio-serial controller added for a channel) go on virtio-mmio too, so no
+    PCIe root port is added for them; without one they take PCI addresses."""
+    devices = ("<disk type='file' device='disk'><source file='/a.qcow2'/><target dev='vda' bus='virtio'/>"
+               "<address type='virtio-mmio'/></disk>"
+               "<channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'/>"
+               "</channel>")
+    xml = domain(devices, arch="aarch64", machine="virt", dtype="qemu").replace(
+        "<controller type='usb' model='qemu-xhci'/>", "<controller type='usb' model='none'/>")
+    devs = [json.loads(d) for d in opts(argv_of(xml, caps_aarch64), "-device") if d.startswith("{")]
+    assert {"driver": "virtio-serial-device", "id": "virtio-serial0"} in devs
+    assert not [d for d in devs if d["driver"] == "pcie-root-port"]
+    pci = [json.loads(d) for d in opts(argv_of(xml.replace("<address type='virtio-mmio'/>", ""), caps_aarch64),
+                                       "-device") if d.startswith("{")]
+    assert next(d for d in pci if d["id"] == "virtio-serial0")["driver"] == "virtio-serial-pci"
