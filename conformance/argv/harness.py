@@ -70,5 +70,9 @@ def spice_tls(modern_libvirt: bool) -> bool:
 def domain_dir(name: str, modern_libvirt: bool) -> str:
     """The domain's private folder (libvirt's HOME for QEMU): the harness of libvirt 10+ uses the real
     /var/lib/libvirt/qemu, older harnesses /tmp/lib (index.json fixed_env HOME)."""
-    base = "/var/lib/libvirt/qemu" if modern_libvirt else "/tmp/lib"
-    return f"{base}/domain-{DOMAIN_ID}-{name}"
+    return f"{lib_dir(modern_libvirt)}/domain-{DOMAIN_ID}-{name}"
+
+
+def lib_dir(modern_libvirt: bool) -> str:
+    """libvirt's state folder for QEMU (cfg->libDir) in the harness."""
+    return "/var/lib/libvirt/qemu" if modern_libvirt else "/tmp/lib"
