@@ -329,10 +329,11 @@ def _shard_option(p: argparse.ArgumentParser) -> None:
 def _machines_option(p: argparse.ArgumentParser) -> None:
     from conformance.machines import DEFAULT, machine_arg
 
-    p.add_argument("--machines", type=machine_arg, default=DEFAULT, metavar="newest|all|REGEX",
+    p.add_argument("--machines", type=machine_arg, default=DEFAULT, metavar="newest|all|classes|differences|REGEX",
                    help="machine types each migration runs under: newest (default: the newest versioned type both "
                         "builds have), all (every versioned type of the case's family both have, one migration "
-                        "each), or a regular expression selecting among those (pc-q35-[5-7])")
+                        "each), classes or differences (run only: one migration per class of those types, "
+                        "docs/machines.md), or a regular expression selecting among those (pc-q35-[5-7])")
 
 
 def build_parser() -> argparse.ArgumentParser:

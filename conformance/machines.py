@@ -10,6 +10,11 @@ them; nothing here is a hand list.
   machine alias (``q35``), which is that build's newest.
 - ``all``: one migration per versioned type of the family that both builds have (one build with itself: all
   of its own).
+- ``classes``: one migration per class of those types that both builds describe alike for the case;
+  ``differences``: one per class of types under which the two builds differ alike (one build with itself:
+  its newest type). conformance/machine_classes.py says what each does and does not test; the class's newest
+  type runs and its result names the types it stands for. ``run`` only (it reads the builds' property
+  values, which needs the binaries).
 - any other value is a regular expression (``re.search``) that selects among those: ``pc-q35-[5-7]``.
 
 Forward (the older QEMU to the newer) is what every QEMU promises; backward (newer to older) is promised
@@ -29,6 +34,7 @@ from conformance.cases import Case
 
 NEWEST = "newest"
 ALL = "all"
+CLASSES, DIFFERENCES = "classes", "differences"
 DIRECTIONS = ("same", "forward", "backward")
 
 #: How a migration's machine type was chosen (``details.machine_from``): the case's own alias on one build,
@@ -48,24 +54,32 @@ class MachineChoice:
 
     @classmethod
     def parse(cls, spec: str | None) -> MachineChoice:
-        """``newest``, ``all`` or a regular expression; ValueError for one that does not compile."""
+        """``newest``, ``all``, ``classes``, ``differences`` or a regular expression; ValueError for one that
+        does not compile."""
         spec = (spec or NEWEST).strip() or NEWEST
-        if spec not in (NEWEST, ALL):
+        if spec not in (NEWEST, ALL, CLASSES, DIFFERENCES):
             try:
                 re.compile(spec)
             except re.error as exc:
-                raise ValueError(f"--machines {spec!r} is not newest, all or a regular expression: {exc}") from None
+                raise ValueError(f"--machines {spec!r} is not newest, all, classes, differences or a regular "
+                                 f"expression: {exc}") from None
         return cls(spec)
 
     @property
     def newest(self) -> bool:
         return self.spec == NEWEST
 
+    @property
+    def classes(self) -> bool:
+        """classes or differences: one migration per class of machine types (conformance/machine_classes.py)."""
+        return self.spec in (CLASSES, DIFFERENCES)
+
     def select(self, shared: Sequence[str]) -> list[str]:
-        """The machine types of ``shared`` this choice runs under (``newest``: none, the stage decides)."""
+        """The machine types of ``shared`` this choice runs under (``newest``: none, the stage decides;
+        ``classes``: all of them, the classifier then keeps one per class)."""
         if self.newest:
             return []
-        if self.spec == ALL:
+        if self.spec in (ALL, CLASSES, DIFFERENCES):
             return list(shared)
         pattern = re.compile(self.spec)
         return [m for m in shared if pattern.search(m)]
@@ -144,9 +158,15 @@ def machines_for(choice: MachineChoice, case: Case, a: Capabilities, b: Capabili
 def planner_machines(choice: MachineChoice, caps_of: Callable[[B], Capabilities]
                      ) -> Callable[[Case, B, B], Sequence[str]] | None:
     """The ``machines`` argument of conformance.plan.plan for builds of any kind (``caps_of`` gives their
-    capabilities); None for ``newest`` (one item per pair, as before machine types)."""
+    capabilities); None for ``newest`` (one item per pair, as before machine types). ``classes`` needs the
+    builds' binaries (conformance/machine_classes.py: ClassPlanner), so it is refused here."""
     if choice.newest:
         return None
+    if choice.classes:
+        from conformance.errors import ConformanceError
+
+        raise ConformanceError(f"--machines {choice.spec} reads the builds' property values, so only "
+                               "`qemu-conformance run` takes it", hint="use all or a regular expression here")
     return lambda case, a, b: machines_for(choice, case, caps_of(a), caps_of(b))
 
 

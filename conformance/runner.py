@@ -444,12 +444,17 @@ def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], o
     from conformance.prediction import HeldResults
 
     held = HeldResults(writer)  # a hazard the same run's live migration passed is a warning (prediction.settle)
-    if "vmstate" in stages:
-        run_vmstate(cases, targets, held, catalogue, say, shard, machines)
+    classes = None  # --machines classes|differences: one migration per class (conformance/machine_classes.py)
+    if machines.classes:
+        from conformance.machine_classes import ClassPlanner
+
+        classes = ClassPlanner(targets, catalogue, machines.spec)
+    if "vmstate" in stages:  # the prediction is cheap: every machine type, also under classes
+        run_vmstate(cases, targets, held, catalogue, say, shard, MachineChoice.parse("all") if classes else machines)
     live = shard.mine(plan(cases, targets, [s for s in stages if stage(s).live], target_names,
-                           machines=live_machines(machines)))
+                           machines=classes.machines if classes else live_machines(machines)))
     say_plan(live, machines, say)
-    bad += failures(run_live(live, writer, catalogue, output, say, jobs))
+    bad += failures(run_live(live, classes.writer(writer) if classes else writer, catalogue, output, say, jobs))
     bad += failures(held.flush(say))
     from conformance.report.html import write_report
 

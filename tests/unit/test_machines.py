@@ -93,7 +93,7 @@ def test_a_regex_selects_among_the_shared_types_and_a_bad_one_is_refused() -> No
     assert planned[("5.2.0-x86_64", "7.2.22-x86_64")] == ["pc-q35-4.0", "pc-q35-4.1", "pc-q35-4.2", "pc-q35-5.0",
                                                           "pc-q35-5.1", "pc-q35-5.2"]
     assert _migrations("q35-minimal", [old, new], "nothing-matches") == {}
-    with pytest.raises(ValueError, match="not newest, all or a regular expression"):
+    with pytest.raises(ValueError, match="not newest, all, classes, differences or a regular expression"):
         MachineChoice.parse("pc-q35-(")
 
 
