@@ -17,7 +17,11 @@ conditional notes, reason; each device reading by build, machine type and device
 values) and exits 1 when anything differs: the proof that a speed change left the prediction set as it
 was.
 
-The live sweep's figure (``--live``: boot,migrate --machines all) is to be added by its owner.
+``--live plan|all|classes|differences``: the live sweep instead (issue 17: the device-rich cases, boot and
+migrate, over 5.2/7.2/10.0 x86_64 and 7.2/10.0 aarch64): ``plan`` prints, for each way of choosing machine
+types, the migrations and the distinct source states (case, build, machine type) it needs, with no QEMU
+booted; the others run ``run --stages boot,migrate --machines MODE`` and print wall and CPU seconds, the
+verdicts and the load (docs/machines.md).
 """
 
 from __future__ import annotations
@@ -215,6 +219,49 @@ def compare_props(old: Path, new: Path, say: Any = print) -> int:
     return differ
 
 
+LIVE_CASES = ["*-rich", "pc-isa-vga", "*-newer-misc"]  # issue 17's device-rich cases
+LIVE_SKIP = ("5.2.0", "aarch64")  # issue 17's live sweep: aarch64 on 7.2 and 10.0 only
+
+
+def live_sweep(mode: str, binaries: list[Path], keep: Path | None = None) -> None:
+    """The live sweep (``--live``): ``plan`` counts what each choice needs; a mode runs it."""
+    from types import SimpleNamespace
+
+    from conformance.caps.probe import probe_binary
+    from conformance.cases import load_catalogue
+    from conformance.machine_classes import ClassPlanner
+    from conformance.plan import plan
+    from conformance.runner import live_machines, target_names
+
+    catalogue = load_catalogue()
+    probed = [(b, probe_binary(b)) for b in binaries]
+    chosen = [b for b, caps in probed if (str(caps.version), caps.arch) != LIVE_SKIP]
+    if mode == "plan":
+        targets = [SimpleNamespace(binary=b, caps=caps) for b, caps in probed if b in chosen]
+        cases = catalogue.select(LIVE_CASES)
+        for name in ("all", "classes", "differences"):
+            started = time.monotonic()
+            machines = (live_machines(MachineChoice.parse(name)) if name == "all"
+                        else ClassPlanner(targets, catalogue, name).machines)
+            items = [p for p in plan(cases, targets, ["migrate"], target_names, machines=machines)
+                     if all(p.build.caps.has(f) and p.peer.caps.has(f) for f in p.case.needs)]
+            states = {(p.case.name, p.build.caps.label, p.item.machine) for p in items}
+            same = sum(p.build is p.peer for p in items)
+            print(f"{name:12} {len(items):5} migrations ({same} same-build), {len(states):5} source states "
+                  f"({time.monotonic() - started:.1f} s to plan)")
+        return
+    out = keep or Path(tempfile.mkdtemp(prefix="sweep-live-"))
+    lines: list[str] = []
+    cpu, started = _cpu(), time.monotonic()
+    run_stages(["boot", "migrate"], chosen, LIVE_CASES, out, lambda line: (lines.append(line), print(line)),
+               machines=MachineChoice.parse(mode))
+    wall, cpu = time.monotonic() - started, _cpu() - cpu
+    stages = "; ".join(line.strip() for line in lines if line.strip().startswith(("boot:", "migrate:", "live plan")))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"live sweep, --machines {mode}, {len(chosen)} builds: {wall:.1f} s wall, {cpu:.1f} s CPU; {stages}; "
+          f"load average {load} on {os.cpu_count()} cores; results {out / 'results.jsonl'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cached-only", action="store_true", help="measure the real vmstate cache (no cold run)")
@@ -222,7 +269,10 @@ def main() -> None:
                         "DIR/props/ (the cold run's property cache)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                         help="compare two --keep folders (or results.jsonl files) item by item; exit 1 on a difference")
+    parser.add_argument("--live", choices=["plan", "all", "classes", "differences"], help="the live sweep instead")
     args = parser.parse_args()
+    if args.live:
+        return live_sweep(args.live, default_binaries(), args.keep)
     if args.compare:
         old, new = args.compare
         if old.is_dir():  # two --keep folders: the prediction sets and the property caches
