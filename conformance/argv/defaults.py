@@ -19,6 +19,7 @@ from conformance.domain.model import (
     Device,
     Disk,
     DiskSource,
+    Hostdev,
     Input,
     Interface,
     Iommu,
@@ -238,6 +239,20 @@ def _controllers(ctx: Ctx) -> None:
             continue
         if not have(bus, idx):
             insert_controller(conts, Controller(type=bus, index=idx))
+    # SCSI host devices: a drive address each, then every SCSI controller up to the highest they name, of the
+    # model of the controller that one is on (virDomainDefMaybeAddHostdevSCSIcontroller)
+    scsi_hostdevs = [hd for hd in ctx.domain.devices.hostdevs if hd.mode == "subsystem" and hd.type == "scsi"]
+    _scsi_hostdev_addresses(ctx, conts, scsi_hostdevs)
+    if scsi_hostdevs:
+        top_index, model = -1, None
+        for hd in scsi_hostdevs:  # the model of the last controller found while the index grows
+            index = ctx.address(hd).controller or 0  # type: ignore[union-attr]
+            if index > top_index:
+                top_index = index
+                model = next((c.model for c in conts if c.type == "scsi" and c.index == index and c.model), model)
+        for i in range(top_index + 1):
+            if not have("scsi", i):
+                insert_controller(conts, Controller(type="scsi", index=i, model=model))
     # every virtio-serial controller a virtio channel or console sits on (no address: the first, index 0)
     for chr_ in [*ctx.domain.devices.channels, *ctx.domain.devices.consoles]:
         if chr_.target_type != "virtio":
@@ -258,6 +273,55 @@ def _controllers(ctx: Ctx) -> None:
             cont.model = default_usb_model(ctx)
         elif cont.type == "scsi" and cont.model in (None, "auto"):  # auto: qemuDomainSetSCSIControllerModel
             cont.model = default_scsi_model(ctx)
+
+
+# units a SCSI controller model takes (virDomainSCSIDriveAddressIsUsed): the highest, and one reserved
+SCSI_MAX_UNIT = {"virtio-scsi": 16383, "virtio-transitional": 16383, "virtio-non-transitional": 16383,
+                 "ibmvscsi": 31, "lsisas1068": 1, "lsisas1078": 255, "ncr53c90": 6, "dc390": 6, "am53c974": 6}
+SCSI_RESERVED_UNIT = {"ibmvscsi": 7, "lsilogic": 7, "vmpvscsi": 7, "buslogic": 7}
+SCSI_BUS_UNITS = 7  # the QEMU driver's units per controller when libvirt picks one (scsiBusMaxUnit)
+
+
+def _scsi_hostdev_addresses(ctx: Ctx, conts: list[Controller], hostdevs: list[Hostdev]) -> None:
+    """virDomainHostdevAssignAddress: a SCSI host device without an address takes the first unit (bus 0,
+    target 0) that no SCSI disk or host device uses on controller 0, then 1, ... (libvirt adds no controller
+    for it here: the controllers come from the addresses afterwards)."""
+    used: set[tuple[int, int, int, int]] = set()
+
+    def key(addr: Address) -> tuple[int, int, int, int]:
+        return addr.controller or 0, addr.bus or 0, addr.target or 0, addr.unit or 0
+
+    given = {key(hd.address) for hd in hostdevs if hd.address is not None and hd.address.type == "drive"}
+    for disk in ctx.domain.devices.disks:
+        if disk_bus(disk) != "scsi":
+            continue
+        where = key(disk.address if disk.address is not None else _drive_address(ctx, disk, "scsi"))
+        if disk.address is None and where in given:  # virDomainDiskDefAssignAddress
+            raise DomainInvalid(f"<disk target='{disk.target_dev}'>: unsupported configuration: using disk target "
+                                f"name '{disk.target_dev}' conflicts with SCSI host device address "
+                                "controller='{}' bus='{}' target='{}' unit='{}".format(*where),
+                                path=ctx.domain.source, line=disk.line)
+        used.add(where)
+    for hd in hostdevs:  # virDomainHostdevDefPostParse
+        if hd.address is not None and hd.address.type == "drive" and key(hd.address) in used:
+            raise DomainInvalid("<hostdev>: XML error: SCSI host address controller='{}' bus='{}' target='{}' "
+                                "unit='{}' in use by a SCSI disk".format(*key(hd.address)),
+                                path=ctx.domain.source, line=hd.line)
+    used |= given
+
+    def taken(controller: int, unit: int) -> bool:
+        model = next((c.model for c in conts if c.type == "scsi" and c.index == controller), None) or ""
+        return (controller, 0, 0, unit) in used or unit > SCSI_MAX_UNIT.get(model, unit) \
+            or unit == SCSI_RESERVED_UNIT.get(model)
+
+    for hd in hostdevs:
+        if hd.address is not None:
+            continue
+        controller = 0
+        while (unit := next((u for u in range(SCSI_BUS_UNITS) if not taken(controller, u)), None)) is None:
+            controller += 1
+        ctx.addresses[id(hd)] = Address(type="drive", controller=controller, bus=0, target=0, unit=unit)
+        used.add((controller, 0, 0, unit))
 
 
 # --- disks ---------------------------------------------------------------------------------
@@ -315,6 +379,10 @@ def _disks(ctx: Ctx) -> None:
         ctx.node_index[id(disk)] = n
         layers = [disk, *backing_chain(disk)[0]]  # each image's qcow2 data store takes the index after it
         n += sum(1 + (data_store(layer) is not None) for layer in layers) + len(throttle_filters(disk))
+    for hd in ctx.domain.devices.hostdevs:  # then each SCSI host device's backend, in order
+        if hd.mode == "subsystem" and hd.type == "scsi":
+            ctx.node_index[id(hd)] = n
+            n += 1
 
 
 def throttle_filters(disk: Disk) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.argv.context import Ctx, rom_props
-from conformance.argv.harness import VHOST_SCSI_FD
+from conformance.argv.harness import SCSI_GENERIC_DEVICE, VHOST_SCSI_FD
 from conformance.domain.model import Hostdev, Interface
 from conformance.errors import UnsupportedByQemu
 
@@ -39,6 +39,29 @@ def _usb_host(ctx: Ctx, dev: Hostdev) -> None:
     if id(dev) in ctx.boot_index:
         props["bootindex"] = ctx.boot_index[id(dev)]
     props.update(ctx.address_props(dev))
+    ctx.device(props)
+
+
+def _scsi_generic(ctx: Ctx, dev: Hostdev) -> None:
+    """qemuBuildHostdevSCSICommandLine: the host's SCSI generic node as a host_device -blockdev (its effective
+    node: no auto-read-only, no discard) and a scsi-generic device at the hostdev's drive address."""
+    if dev.source_attrs.get("protocol") == "iscsi":
+        raise UnsupportedByQemu("<hostdev type='scsi'> over iSCSI is not supported by the argv builder",
+                                path=ctx.domain.source, line=dev.line)
+    node = f"libvirt-{ctx.node_index[id(dev)]}-backend"
+    ctx.blockdev_arg({"driver": "host_device", "filename": SCSI_GENERIC_DEVICE, "node-name": node,
+                      "read-only": dev.readonly})
+    props: dict[str, Any] = {"driver": "scsi-generic", "drive": node, "id": ctx.alias(dev)}
+    if id(dev) in ctx.boot_index:
+        props["bootindex"] = ctx.boot_index[id(dev)]
+    addr = ctx.address(dev)
+    assert addr is not None  # every SCSI host device has a drive address (defaults._scsi_hostdev_addresses)
+    cont = ctx.controller("scsi", addr.controller or 0)
+    props["bus"] = f"{ctx.alias(cont) if cont else 'scsi0'}.{addr.bus or 0}"
+    if cont is not None and cont.model in ("lsilogic", "ncr53c90", "dc390", "am53c974"):
+        props["scsi-id"] = addr.unit or 0  # qemuBuildDeviceAddressProps: a unit number only on these HBAs
+    else:
+        props.update({"channel": addr.bus or 0, "scsi-id": addr.target or 0, "lun": addr.unit or 0})
     ctx.device(props)
 
 
@@ -81,6 +104,9 @@ def hostdevs(ctx: Ctx) -> None:
             if id(dev) in ctx.boot_index:
                 props["bootindex"] = ctx.boot_index[id(dev)]
             ctx.device({**props, **ctx.address_props(dev)})
+            continue
+        if kind == "scsi" and isinstance(dev, Hostdev):
+            _scsi_generic(ctx, dev)
             continue
         if kind != "pci":
             raise UnsupportedByQemu(f"<hostdev type='{kind}'> is not supported by the argv builder",

@@ -15,7 +15,7 @@ from conformance.argv.firmware import ENV_FIRMWARE_DIRS
 from conformance.caps.model import SevInfo
 from conformance.domain.parse import parse_domain
 from conformance.domain.semantics import validate_domain
-from conformance.errors import UnsupportedByQemu
+from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +309,39 @@ def test_vnc_socket_in_libvirts_own_folder_is_dropped(caps_10) -> None:
     assert opts(dropped, "-vnc")[0].startswith("127.0.0.1:0")
     kept = argv_of(domain(vnc.format("/run/vnc/guest.socket")), caps_10)
     assert opts(kept, "-vnc")[0].startswith("vnc=unix:/run/vnc/guest.socket")
+
+
+SCSI_HOSTDEV = ("<hostdev mode='subsystem' type='scsi' managed='yes'><source><adapter name='scsi_host0'/>"
+                "<address bus='0' target='0' unit='{n}'/></source>{addr}</hostdev>")
+
+
+def test_scsi_hostdevs_fill_seven_units_per_controller_then_add_one(caps_10) -> None:
+    """virDomainHostdevAssignAddress: a SCSI host device without an address takes the first free unit of
+    controller 0, 1, ... (7 per controller, units given elsewhere skipped); virDomainDefMaybeAddHostdevSCSIcontroller
+    then adds the controllers up to the highest, of the model found; each is a scsi-generic on a host_device
+    backend numbered after the disks (qemuBuildHostdevSCSICommandLine; /dev/sg0 is the harness's node)."""
+    given = "<address type='drive' controller='1' bus='0' target='0' unit='0'/>"
+    devices = ("<controller type='scsi' index='0' model='virtio-scsi'/>"
+               + "".join(SCSI_HOSTDEV.format(n=n, addr="") for n in range(8))
+               + SCSI_HOSTDEV.format(n=8, addr=given) + SCSI_HOSTDEV.format(n=9, addr=""))
+    argv = argv_of(domain(devices, machine="pc"), caps_10)
+    devs = [json.loads(d) for d in opts(argv, "-device") if d.startswith("{")]
+    assert [d["id"] for d in devs if d["driver"] == "virtio-scsi-pci"] == ["scsi0", "scsi1"]
+    generic = [d for d in devs if d["driver"] == "scsi-generic"]
+    assert [(d["bus"], d["lun"]) for d in generic] == [("scsi0.0", u) for u in range(7)] + [
+        ("scsi1.0", 1), ("scsi1.0", 0), ("scsi1.0", 2)]
+    backends = [json.loads(b) for b in opts(argv, "-blockdev")]
+    assert backends[0] == {"driver": "host_device", "filename": "/dev/sg0", "node-name": "libvirt-1-backend",
+                           "read-only": False}
+    assert generic[0]["drive"] == "libvirt-1-backend" and generic[-1]["drive"] == "libvirt-10-backend"
+
+
+def test_scsi_disk_and_hostdev_addresses_may_not_meet(caps_10) -> None:
+    """virDomainDiskDefAssignAddress / virDomainHostdevDefPostParse: a SCSI disk's derived address may not be a
+    host device's, and a host device's address may not be a SCSI disk's."""
+    disk = "<disk type='block' device='disk'><source dev='/dev/sdz'/><target dev='sda' bus='scsi'/>{}</disk>"
+    given = "<address type='drive' controller='0' bus='0' target='0' unit='0'/>"
+    with pytest.raises(DomainInvalid, match="using disk target name 'sda' conflicts with SCSI host device"):
+        argv_of(domain(disk.format("") + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
+    with pytest.raises(DomainInvalid, match="in use by a SCSI disk"):
+        argv_of(domain(disk.format(given) + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
