@@ -31,6 +31,9 @@ class Case:
     name: str = "q35-rng"
     substitutes: dict[str, str] = field(default_factory=dict)
 
+    def machine_for(self, _arch: str) -> str:
+        return "q35"
+
 
 def view(values: dict[str, dict[str, str]], *, version: str = "7.2:x86_64",
          compat: dict[str, list[dict[str, str]]] | None = None, chassis: dict[str, str] | None = None) -> BuildView:
@@ -130,3 +133,30 @@ def test_a_migrate_result_names_the_types_its_representative_stands_for() -> Non
     planner.writer(Writer()).write(result)
     assert written[0].details["machine_class"]["members"] == TYPES
     assert written[0].details["machine_class"]["mode"] == DIFFERENCES
+
+
+def test_a_type_whose_facts_are_not_read_is_a_class_of_its_own() -> None:
+    a = view(same({"vectors": "2"}))
+    b = view(same({"vectors": "2"}), version="10.0:x86_64")
+    unread = b.props
+
+    def props(machine: str, types: list[str]) -> Facts:
+        return Facts({}, {}) if machine == "pc-q35-5.1" else unread(machine, types)
+
+    b.props = props
+    for mode in (CLASSES, DIFFERENCES):
+        assert groups(classify(Case(), a, b, TYPES[:3], mode=mode)) == [
+            ("pc-q35-5.2", ("pc-q35-5.0", "pc-q35-5.2")), ("pc-q35-5.1", ("pc-q35-5.1",))], mode
+
+
+def test_differences_runs_a_build_with_itself_under_the_types_its_cross_pairs_boot() -> None:
+    a = view(same({"vectors": "2"}))  # 7.2: pc-q35-2.4 ... 7.2
+    b = view(same({"vectors": "2"}) | {"pc-q35-5.0": {"vectors": "3"}}, version="10.0:x86_64")
+    planner = ClassPlanner.__new__(ClassPlanner)
+    planner.mode, planner.reference, planner.found, planner.chosen, planner.planned = DIFFERENCES, {}, {}, {}, {}
+    planner.views = {a.caps.label: a, b.caps.label: b}
+    itself = planner._pair(Case(), a, a)  # asks the cross pairs first, whatever the plan's order
+    assert planner._pair(Case(), a, b) == ["pc-q35-7.2", "pc-q35-5.0"]  # where they agree, and 5.0
+    assert itself == ["pc-q35-5.0", "pc-q35-7.2"]
+    newest = planner.found[("q35-rng", a.caps.label, a.caps.label, "pc-q35-7.2")]
+    assert "pc-q35-5.0" not in newest.members and {"pc-q35-2.4", "pc-q35-5.1"} <= set(newest.members)
