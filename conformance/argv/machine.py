@@ -130,23 +130,24 @@ def machine(ctx: Ctx) -> None:
         opts.append("mem-merge=off")
     if any(m.model == "nvdimm" for m in d.devices.memories):
         opts.append("nvdimm=on")
-    if _hmat(d):
-        opts.append("hmat=on")  # NUMA caches or interconnects: the ACPI HMAT table
     if uses_default_ram_backend(ctx):
         opts.append(f"memory-backend={ctx.machine.default_ram_id}")  # type: ignore[union-attr]
-    if any(s.model == "pcspk" for s in d.devices.sounds):  # the PC speaker is the machine's own
-        pcspk = next(s for s in d.devices.sounds if s.model == "pcspk")
-        opts.append(f"pcspk-audiodev=audio{pcspk.audio_id or ctx.audio_id}")
+    # then in qemuBuildMachineCommandLine's order: launch security, pflash, HMAT, HPET, the PC speaker
+    if d.launch_security is not None:
+        opts.append("confidential-guest-support=lsec0")
     fw = ctx.pflash
     if fw is not None:
         opts.append("pflash0=libvirt-pflash0-format")
         if fw.vars:
             opts.append(f"pflash1={pflash_node(ctx, 'pflash1', fw.vars_format, False)}")
-    if d.launch_security is not None:
-        opts.append("confidential-guest-support=lsec0")
+    if _hmat(d):
+        opts.append("hmat=on")  # NUMA caches or interconnects: the ACPI HMAT table
     hpet = _timer(ctx, "hpet")
     if hpet is not None and "present" in hpet and ctx.caps.has("machine-hpet"):
         opts.append(f"hpet={'on' if hpet['present'] == 'yes' else 'off'}")
+    if any(s.model == "pcspk" for s in d.devices.sounds):  # the PC speaker is the machine's own
+        pcspk = next(s for s in d.devices.sounds if s.model == "pcspk")
+        opts.append(f"pcspk-audiodev=audio{pcspk.audio_id or ctx.audio_id}")
     if ctx.machine is not None and ctx.machine.acpi:  # only where the machine type has ACPI at all
         opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
     ctx.add("-machine", ",".join(opts))

@@ -358,11 +358,27 @@ def launch_security(ctx: Ctx) -> None:
     ls = ctx.domain.launch_security
     if ls is None:
         return
-    if ls.type != "sev":
+    if ls.type not in ("sev", "sev-snp"):
         raise UnsupportedByQemu(f"<launchSecurity type='{ls.type}'> is not supported by the argv builder",
                                 path=ctx.domain.source)
     v = ls.values
     cbitpos, reduced = _sev_platform(ctx, v)
+    if ls.type == "sev-snp":  # qemuBuildSEVSNPCommandLine
+        snp: dict[str, Any] = {"qom-type": "sev-snp-guest", "id": "lsec0", "cbitpos": cbitpos,
+                               "reduced-phys-bits": reduced}
+        if ls.attrs.get("kernelHashes") in ("yes", "no"):
+            snp["kernel-hashes"] = ls.attrs["kernelHashes"] == "yes"
+        snp["policy"] = int(v.get("policy", "0x30000"), 0)
+        for element, prop in (("guestVisibleWorkarounds", "guest-visible-workarounds"), ("idBlock", "id-block"),
+                              ("idAuth", "id-auth"), ("hostData", "host-data")):
+            if v.get(element):
+                snp[prop] = v[element]
+        if ls.attrs.get("authorKey") in ("yes", "no"):
+            snp["author-key-enabled"] = ls.attrs["authorKey"] == "yes"
+        if ls.attrs.get("vcek") in ("yes", "no"):  # QEMU's property is the inverse
+            snp["vcek-disabled"] = ls.attrs["vcek"] == "no"
+        ctx.object(snp)
+        return
     props: dict[str, Any] = {"qom-type": "sev-guest", "id": "lsec0", "cbitpos": cbitpos,
                              "reduced-phys-bits": reduced, "policy": int(v.get("policy", "0x0"), 0)}
     home = domain_dir(ctx.domain.name, ctx.modern_libvirt)

@@ -345,3 +345,17 @@ def test_scsi_disk_and_hostdev_addresses_may_not_meet(caps_10) -> None:
         argv_of(domain(disk.format("") + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
     with pytest.raises(DomainInvalid, match="in use by a SCSI disk"):
         argv_of(domain(disk.format(given) + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
+
+
+def test_sev_snp_guest_object_and_its_place_on_the_machine(caps_10) -> None:
+    """qemuBuildSEVSNPCommandLine: a sev-snp-guest object (vcek inverted into vcek-disabled, absent attributes
+    left out); qemuBuildMachineCommandLine puts confidential-guest-support before the pflash nodes."""
+    ls = ("<launchSecurity type='sev-snp' authorKey='yes' vcek='no'><cbitpos>47</cbitpos>"
+          "<reducedPhysBits>1</reducedPhysBits><policy>0x00030000</policy><hostData>aGk=</hostData></launchSecurity>")
+    loader = "<loader readonly='yes' type='pflash' stateless='yes'>/fw/OVMF.amdsev.fd</loader>"
+    argv = argv_of(domain(extra=ls + "<features><acpi/></features>", os_extra=loader, machine="pc-q35-8.2"), caps_10)
+    snp = json.loads(next(o for o in opts(argv, "-object") if "sev-snp-guest" in o))
+    assert snp == {"qom-type": "sev-snp-guest", "id": "lsec0", "cbitpos": 47, "reduced-phys-bits": 1,
+                   "policy": 0x30000, "host-data": "aGk=", "author-key-enabled": True, "vcek-disabled": True}
+    machine = opts(argv, "-machine")[0]
+    assert machine.index("confidential-guest-support=lsec0") < machine.index("pflash0=")
