@@ -1,8 +1,9 @@
 """`python -m conformance.argv.batch`: many domain + caps pairs through one Python process.
 
 Speaks the batch protocol of libvirt_argv_compare.py (``--batch``): each stdin line is a JSON object
-``{"domain": PATH, "caps": PATH}``; each stdout line answers one input, in order, with
-``{"argv": [...]}`` or ``{"error": "one-line message"}``. ``--jobs N`` forks N workers (default: the
+``{"domain": PATH, "caps": PATH}`` (optionally ``"abi_update": true``: libvirt's output for a new definition,
+its .abi-update files); each stdout line answers one input, in order, with ``{"argv": [...]}`` or
+``{"error": "one-line message"}``. ``--jobs N`` forks N workers (default: the
 number of cores) that share the parsed capability fixtures; answers keep the input order.
 """
 
@@ -22,13 +23,18 @@ from conformance.errors import ConformanceError
 def answer(request: dict) -> dict:
     """One request -> one reply; a bug in the builder is an error reply that says so, never a crash."""
     from conformance.argv.command import argv_for_file
+    from conformance.argv.firmware import NEW_DEFINITION
 
+    # "abi_update": libvirt's output for a new definition (its .abi-update files), not a loaded one
+    token = NEW_DEFINITION.set(bool(request.get("abi_update")))
     try:
         return {"argv": argv_for_file(Path(request["domain"]), str(request["caps"]))}
     except ConformanceError as exc:
         return {"error": exc.format()}
     except Exception as exc:  # the batch goes on; the reply names the bug
         return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+    finally:
+        NEW_DEFINITION.reset(token)
 
 
 def _answer_line(line: str) -> str:

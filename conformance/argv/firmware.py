@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from conformance.argv.context import Ctx
 
 ENV_FIRMWARE_DIRS = "QEMU_CONFORMANCE_FIRMWARE_DIRS"
+# A new definition (libvirt's VIR_DOMAIN_DEF_PARSE_ABI_UPDATE: defining a new domain, the harness's .abi-update
+# outputs) may auto-select a firmware image of any format and names a raw NVRAM store after a .raw template; an
+# existing definition keeps raw images and .fd stores (qemuDomainDefBootPostParse, qemuFirmwareEnsureNVRAM).
+# The batch protocol's "abi_update" sets it per request.
+NEW_DEFINITION: ContextVar[bool] = ContextVar("new_definition", default=False)
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
 _SEV_ES_POLICY = 1 << 2
 
@@ -164,7 +170,8 @@ def _matches(ctx: Ctx, desc: dict[str, Any], lattrs: dict[str, str], code: str |
             return False  # a writable loader needs a combined build, which the mode check above never keeps
         fmt = (mapping.get("executable") or {}).get("format", "raw")
         # an existing definition keeps libvirt's historical raw images
-        if fmt not in ("raw", "qcow2") or fmt != lattrs.get("format", "raw"):
+        wanted = lattrs.get("format") or (None if NEW_DEFINITION.get() else "raw")
+        if fmt not in ("raw", "qcow2") or (wanted is not None and fmt != wanted):
             return False
         if mode == "split" and (mapping.get("nvram-template") or {}).get("format", "raw") not in ("raw", "qcow2"):
             return False
@@ -204,6 +211,7 @@ def resolve_firmware(ctx: Ctx) -> Pflash | str | None:
         lattrs["format"] = nvram.attrs["format"]  # <nvram format=X> alone asks for an X firmware build
     code = loader.path if loader is not None else None
     template_format = None
+    template_path = nvram.attrs.get("template") if nvram is not None else None
     smm = False
     if d.os.firmware:
         ctx_loader = (lattrs, code)
@@ -218,6 +226,7 @@ def resolve_firmware(ctx: Ctx) -> Pflash | str | None:
         lattrs.update(type="pflash", readonly="yes", format=executable.get("format", "raw"))
         if mapping.get("mode", "split") == "split":
             template_format = (mapping.get("nvram-template") or {}).get("format") or lattrs["format"]
+            template_path = (mapping.get("nvram-template") or {}).get("filename")
         if "requires-smm" in desc.get("features", []):
             smm = True
             lattrs["secure"] = "yes"
@@ -234,6 +243,8 @@ def resolve_firmware(ctx: Ctx) -> Pflash | str | None:
     elif lattrs.get("readonly") == "yes" and lattrs.get("stateless") != "yes":
         # an <nvram> without a source is replaced: the template's format, libvirt's path for it
         vars_format = template_format or code_format
-        vars_path = f"{NVRAM_DIR}/{d.name}_VARS{'.qcow2' if vars_format == 'qcow2' else '.fd'}"
+        ext = ".qcow2" if vars_format == "qcow2" else ".raw" if NEW_DEFINITION.get() and (
+            template_path or "").endswith(".raw") else ".fd"
+        vars_path = f"{NVRAM_DIR}/{d.name}_VARS{ext}"
     return Pflash(code=code, code_format=code_format, code_readonly=lattrs.get("readonly") == "yes",
                   vars=vars_path, vars_format=vars_format, secure=lattrs.get("secure") == "yes", smm=smm)

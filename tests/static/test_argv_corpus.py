@@ -21,7 +21,7 @@ from conformance.argv.firmware import ENV_FIRMWARE_DIRS, find_harness_firmware_d
 
 # The share of scored outputs that PASS today: a ratchet, raised as the builder follows more of libvirt's
 # rules (the goal, in `nox -s libvirt-corpus`, is 85%).
-PASS_FLOOR = 0.945
+PASS_FLOOR = 0.95
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ def corpus_results(corpus: Path, tree: str = "libvirt-11.3.0", firmware: bool = 
                 if out["kind"] not in ("argv", "error") or not out.get("caps_file"):
                     continue
                 label = f"{case['name']} [{out['arch']}-{out['qemu_version']}] {Path(out['file']).name}"
-                reply = answer({"domain": corpus / var["input"], "caps": corpus / out["caps_file"]})
+                # a new definition for libvirt's .abi-update outputs (index.json says which; the compare tool
+                # does not pass it yet, so `nox -s libvirt-corpus` scores those as loaded definitions)
+                reply = answer({"domain": corpus / var["input"], "caps": corpus / out["caps_file"],
+                                "abi_update": out.get("abi_update", False)})
                 want_error = ""
                 if out["kind"] == "error" and (corpus / out["file"]).exists():
                     want_error = ((corpus / out["file"]).read_text().strip().splitlines() or [""])[0]

@@ -359,3 +359,26 @@ def test_sev_snp_guest_object_and_its_place_on_the_machine(caps_10) -> None:
                    "policy": 0x30000, "host-data": "aGk=", "author-key-enabled": True, "vcek-disabled": True}
     machine = opts(argv, "-machine")[0]
     assert machine.index("confidential-guest-support=lsec0") < machine.index("pflash0=")
+
+
+def test_a_new_definition_may_autoselect_a_qcow2_build(caps_aarch64, descriptors: Path) -> None:
+    """qemuDomainDefBootPostParse: only a loaded definition is held to raw images; a new one (libvirt's
+    ABI_UPDATE parse, the batch protocol's "abi_update") takes the first descriptor that fits, here qcow2."""
+    from conformance.argv.batch import answer
+    from conformance.argv.firmware import NEW_DEFINITION, load_descriptors
+
+    (descriptors / "etc" / "51-raw.json").unlink()
+    load_descriptors.cache_clear()
+    xml = domain(os_attrs=" firmware='efi'", arch="aarch64", machine="virt-4.0", dtype="qemu")
+    token = NEW_DEFINITION.set(True)
+    try:
+        nodes = [json.loads(v) for v in opts(argv_of(xml, caps_aarch64), "-blockdev")]
+    finally:
+        NEW_DEFINITION.reset(token)
+    assert nodes[0]["filename"] == "/fw/code.qcow2"
+    assert nodes[2]["filename"] == "/var/lib/libvirt/qemu/nvram/guest_VARS.qcow2"
+    loaded = [json.loads(v) for v in opts(argv_of(xml, caps_aarch64), "-blockdev")]
+    assert loaded[0]["filename"] == "/fw/code.raw"
+    assert not NEW_DEFINITION.get()
+    assert answer({"domain": "/nonexistent.xml", "caps": "x", "abi_update": True})["error"]
+    assert not NEW_DEFINITION.get()  # the request's setting does not outlive it
