@@ -68,11 +68,12 @@ def counting_qemus() -> Iterator[Counter[tuple[str, str]]]:
 
 
 def sweep(binaries: list[Path], keep: Path | None = None) -> tuple[float, float, str, Counter[tuple[str, str]]]:
-    """(wall s, CPU s of this process and its QEMUs, the stage's own line: predictions and seconds, the QEMUs
-    started per (binary, machine type)). ``keep``: where the run's results.jsonl is copied to."""
+    """(wall s, CPU s of this process and its QEMUs, the stage's own line: predictions and seconds and the
+    QEMUs' share of the CPU, the QEMUs started per (binary, machine type)). ``keep``: where the run's
+    results.jsonl is copied to."""
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sweep-") as out, counting_qemus() as qemus:
-        cpu = _cpu()
+        cpu, qemu_cpu = _cpu(), _cpu(children_only=True)
         started = time.monotonic()
         run_stages(["vmstate"], binaries, [], Path(out), lines.append, machines=MachineChoice.parse("all"))
         wall = time.monotonic() - started
@@ -80,12 +81,13 @@ def sweep(binaries: list[Path], keep: Path | None = None) -> tuple[float, float,
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(Path(out) / "results.jsonl", keep)
     stage = next((line.strip() for line in lines if line.strip().startswith("vmstate:")), "")
-    return wall, _cpu() - cpu, stage, qemus
+    return wall, _cpu() - cpu, f"{stage}; QEMUs' CPU {_cpu(children_only=True) - qemu_cpu:.1f} s", qemus
 
 
-def _cpu() -> float:
+def _cpu(*, children_only: bool = False) -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    qemus = children.ru_utime + children.ru_stime
+    return qemus if children_only else own.ru_utime + own.ru_stime + qemus
 
 
 def own_vmstate_cache(folder: Path) -> None:

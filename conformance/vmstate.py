@@ -1202,6 +1202,23 @@ def _entry(src: Side, dst: Side, kind: str, dst_has: bool) -> list[str]:
 _ENTRIES: dict[tuple[str, ...], list[str]] = {}
 
 
+def _more(ready: set[Any], known: int) -> bool:
+    return len(ready) > known
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    """A StageResult as its JSON line holds it (``StageResult.from_dict`` reads it back), without the deep copy
+    of ``dataclasses.asdict`` (which took most of a cold sweep's own time): the details are shared."""
+    from dataclasses import asdict, fields
+
+    data = {f.name: getattr(result, f.name) for f in fields(result)}
+    for name in ("qemu", "peer"):
+        if data[name] is not None:
+            data[name] = asdict(data[name])
+    data["duration_s"] = round(result.duration_s, 3)
+    return data
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -1449,12 +1466,54 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
         todo = (one, m, sorted(types))
         (learning.setdefault(one.label, []) if m == one.newest(m) else rest).append(todo)
 
+    ready: set[tuple[str, str]] = set()  # (build, machine type) whose facts are read
+    news = threading.Condition()
+
     def learn(todos: list[tuple[Side, str, list[str]]]) -> None:
         for one, m, types in todos:
-            one.props(m, types)
+            try:
+                one.props(m, types)
+            finally:
+                with news:
+                    ready.add((one.label, m))
+                    news.notify_all()
+
+    # what each item waits for: the facts of both builds under its machine type and their families' newest
+    needs: list[set[tuple[str, str]]] = []
+    for (_planned, source, destination, machine, _, _), key in zip(work, keys, strict=True):
+        s, d = side(source), side(destination)
+        cached = key in saved[s.key] or s.key == d.key
+        needs.append(set() if cached else {(one.label, m) for one in (s, d) for m in (machine, one.newest(machine))})
+    pairs = {(side(s).key, side(d).key) for _, s, d, _, _, _ in misses}
+    for pair in pairs:
+        _load_memo(pair, root)
+    output = writer.path.parent
+    changed: set[str] = set()
+    judged: dict[int, Any] = {}
+
+    def judge(index: int) -> Any:
+        planned, source, destination, machine, a, b = work[index]
+        known = saved[side(source).key].get(keys[index])
+        if known is not None:
+            result = StageResult.from_dict(known)
+            if result.artifacts:
+                _write_argvs(planned.case.name, source, destination, machine, a, b, output)
+            return result
+        try:
+            result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination),
+                                    a, b, output)
+        except (ConformanceError, QmpError) as exc:
+            return StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
+                               qemu=source.build, peer=destination.build, reason=str(exc),
+                               details={"machine": machine})
+        result.to_json()  # its one-line reason, the full one kept in details, as written
+        saved[side(source).key][keys[index]] = _as_dict(result)
+        changed.add(side(source).key)
+        return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="vmstate") as pool:
-        for future in [pool.submit(learn, todos) for todos in learning.values()]:
+        futures = [pool.submit(learn, todos) for todos in learning.values()]
+        for future in futures:
             future.result()
         # a build that lists its compat entries goes down each family from the newest type, one type after the
         # other (each may take what the one above read: C1); another build's types go ``jobs`` at a time
@@ -1464,29 +1523,27 @@ def run_items(items: Sequence[Any], writer: Any, catalogue: Any, say: Say, *, ro
             chain = (one.label, machine_family(m)) if compat_touched(one.binary, m, one.newest(m)) is not None else (
                 one.label, m)
             chains.setdefault(chain, []).append(todo)
-        for future in [pool.submit(learn, todos) for todos in sorted(chains.values(), key=len, reverse=True)]:
-            future.result()
-    pairs = {(side(s).key, side(d).key) for _, s, d, _, _, _ in misses}
-    for pair in pairs:
-        _load_memo(pair, root)
-    output = writer.path.parent
-    changed: set[str] = set()
-    for (planned, source, destination, machine, a, b), key in zip(work, keys, strict=True):
-        known = saved[side(source).key].get(key)
-        if known is not None:
-            result = StageResult.from_dict(known)
-            if result.artifacts:
-                _write_argvs(planned.case.name, source, destination, machine, a, b, output)
-        else:
-            try:
-                result = vmstate_result(planned.case, source, destination, machine, side(source), side(destination),
-                                        a, b, output)
-                saved[side(source).key][key] = json.loads(result.to_json())
-                changed.add(side(source).key)
-            except (ConformanceError, QmpError) as exc:
-                result = StageResult(case=planned.case.name, stage="vmstate", verdict="error", arch=source.caps.arch,
-                                     qemu=source.build, peer=destination.build, reason=str(exc),
-                                     details={"machine": machine})
+        futures += [pool.submit(learn, todos) for todos in sorted(chains.values(), key=len, reverse=True)]
+        # each item is judged here as soon as its facts are read, while the probes go on
+        waiting = list(range(len(work)))
+        while waiting:
+            with news:
+                have = set(ready)
+            go = [i for i in waiting if needs[i] <= have]
+            if not go and not all(f.done() for f in futures):
+                known = len(have)
+                with news:
+                    news.wait_for(functools.partial(_more, ready, known), timeout=1.0)
+                continue
+            go = go or waiting  # every probe ended: what is left probes for itself (and says why it cannot)
+            taken = set(go)
+            waiting = [i for i in waiting if i not in taken]
+            for index in go:
+                judged[index] = judge(index)
+    for future in futures:
+        future.result()
+    for index, (planned, source, destination, machine, _, _) in enumerate(work):
+        result = judged[index]
         writer.write(result)
         results.append(result)
         if result.verdict not in ("pass", "skip"):
