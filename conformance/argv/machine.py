@@ -151,7 +151,7 @@ def machine(ctx: Ctx) -> None:
     if ctx.machine is not None and ctx.machine.acpi:  # only where the machine type has ACPI at all
         opts.append(f"acpi={'on' if 'acpi' in feats else 'off'}")
     ctx.add("-machine", ",".join(opts))
-    accel = "kvm" if d.type == "kvm" else "tcg"
+    accel = d.type if d.type in ("kvm", "hvf") else "tcg"
     kvm_feats = feats.get("kvm")
     ring = next((c for c in kvm_feats.children if c.tag == "dirty-ring" and c.get("state") == "on"),
                 None) if kvm_feats is not None else None
@@ -610,11 +610,13 @@ def clock_and_pm(ctx: Ctx) -> None:
         rtc += ",driftfix=slew"
     ctx.add("-rtc", rtc)
     pit = _timer(ctx, "pit")
-    if pit and pit.get("tickpolicy") in ("delay", "discard"):
-        ctx.add("-global", f"kvm-pit.lost_tick_policy={pit['tickpolicy']}")
+    # qemuBuildClockCommandLine: delay (also with no tickpolicy) or discard, where QEMU has the KVM PIT's property
+    policy = pit.get("tickpolicy") or "delay" if pit is not None else None
+    if policy in ("delay", "discard") and ctx.caps.has("kvm-pit-lost-tick-policy"):
+        ctx.add("-global", f"kvm-pit.lost_tick_policy={policy}")
     hpet = _timer(ctx, "hpet")
-    if hpet and hpet.get("present") == "no" and not ctx.caps.has("machine-hpet"):
-        ctx.add("-no-hpet")  # before QEMU 8.0 (later: -machine hpet=off)
+    if hpet and hpet.get("present") == "no" and not ctx.caps.has("machine-hpet") and ctx.arch in ("x86_64", "i686"):
+        ctx.add("-no-hpet")  # a PC's, before QEMU 8.0 (later: -machine hpet=off)
     ctx.add("-no-shutdown")
     if (ctx.is_x86 or ctx.arch == "aarch64") and "acpi" not in d.features and \
             (ctx.machine is None or ctx.machine.acpi is None):

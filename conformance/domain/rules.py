@@ -862,6 +862,14 @@ def shmems(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 
 @rule
+def virt_type(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """virQEMUCapsIsVirtTypeSupported: an hvf domain needs a QEMU built with the hvf accelerator (macOS)."""
+    if domain.type == "hvf" and caps is not None and not caps.has("hvf"):
+        emulator = domain.devices.emulator or f"/usr/bin/qemu-system-{domain.os.arch or caps.arch}"
+        yield Refusal("<domain>", f"{UNSUPPORTED}Emulator '{emulator}' does not support virt type 'hvf'")
+
+
+@rule
 def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     loader, nvram = domain.os.loader, domain.os.nvram
     if domain.os.firmware and nvram is not None and domain.os.firmware != "efi":  # virDomainDefOSValidate

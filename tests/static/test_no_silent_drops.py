@@ -64,7 +64,7 @@ def test_domains_with_refused_items_fail_naming_the_item(domains: list[tuple[str
             assert "error" in reply, f"{name} [{caps.name}] uses {first[0]} ({first[1].cls}) but built an argv"
             checked += 1
             named += first[0] in reply["error"]
-    assert checked >= 20  # storage pools, ssh disks, SEV-SNP extras, s390/pSeries addresses, ...
+    assert checked >= 15  # storage pools, ssh disks, s390/pSeries addresses, ... (fewer as d items get built)
     assert named >= checked // 2
 
 

@@ -382,3 +382,23 @@ def test_a_new_definition_may_autoselect_a_qcow2_build(caps_aarch64, descriptors
     assert not NEW_DEFINITION.get()
     assert answer({"domain": "/nonexistent.xml", "caps": "x", "abi_update": True})["error"]
     assert not NEW_DEFINITION.get()  # the request's setting does not outlive it
+
+
+def test_hvf_domains_need_qemus_hvf_accelerator(caps_10, corpus: Path) -> None:
+    """qemuBuildAccelCommandLine: type='hvf' is -accel hvf; virQEMUCapsIsVirtTypeSupported refuses it on a QEMU
+    without the accelerator."""
+    hvf = load_caps(str(corpus / "caps" / "libvirt-11.3.0" / "caps_7.2.0_x86_64+hvf.xml"))
+    xml = domain(machine="pc", dtype="hvf")
+    assert opts(argv_of(xml, hvf), "-accel") == ["hvf"]
+    with pytest.raises(Exception, match="does not support virt type 'hvf'"):
+        argv_of(xml, caps_10)
+
+
+def test_pit_and_hpet_timers_follow_the_capabilities(caps_10, caps_aarch64) -> None:
+    """qemuBuildClockCommandLine: a PIT timer without a tick policy is written as delay, only where QEMU has the
+    KVM PIT's lost_tick_policy; -no-hpet is a PC's (x86) option only."""
+    pit = "<clock offset='utc'><timer name='pit'/><timer name='hpet' present='no'/></clock>"
+    assert "kvm-pit.lost_tick_policy=delay" in opts(argv_of(domain(extra=pit, machine="pc"), caps_10), "-global")
+    arm = argv_of(domain(extra=pit, arch="aarch64", machine="virt", dtype="qemu"), caps_aarch64)
+    assert not [g for g in opts(arm, "-global") if "kvm-pit" in g]
+    assert "-no-hpet" not in arm
