@@ -22,6 +22,7 @@ CHARDEV_LOG_FD = 1751
 TPM_FD, TPM_CANCEL_FD = 1730, 1731
 VSOCK_FD = 6789
 VHOST_SCSI_FD = 3  # the vhost-scsi device's pre-opened fd  # the vhost-vsock device's pre-opened fd
+VDPA_FD = 1732  # an opened vhost-vdpa device (the harness's qemuVDPAConnect)
 SCSI_GENERIC_DEVICE = "/dev/sg0"  # a SCSI host device's /dev/sg node: libvirt reads it from sysfs, the harness fixes it
 HARNESS_VSOCK_CID = 42  # the guest CID the harness hands out for <cid auto='yes'/>
 # the swtpm socket of <tpm><backend type='emulator'/>: the harness replaces libvirt's

@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.argv.chardev import reconnect_option
 from conformance.argv.context import Ctx, rom_props
-from conformance.argv.harness import DOMAIN_ID, PASST_STATE_DIR, TAP_FD_BRIDGE, TAP_FD_ETHERNET, VHOST_FD
+from conformance.argv.harness import DOMAIN_ID, PASST_STATE_DIR, TAP_FD_BRIDGE, TAP_FD_ETHERNET, VDPA_FD, VHOST_FD
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Interface
 from conformance.errors import UnsupportedByQemu
@@ -111,6 +111,13 @@ def netdev_props(ctx: Ctx, net: Interface, ident: str) -> dict[str, Any]:
             opts += reconnect_option(ctx, rec)
         ctx.add("-chardev", ",".join(opts))
         props = {"type": "vhost-user", "chardev": chardev}
+        queues = int(net.driver.get("queues", "1") or 1)
+        if queues > 1:
+            props["queues"] = queues
+        return {**props, "id": ident}
+    if net.type == "vdpa":  # qemuBuildHostNetProps: the opened vhost-vdpa device passed in an fd set
+        fdset = ctx.pass_fd(f"{ident.removeprefix('host')}-vdpa", VDPA_FD)
+        props = {"type": "vhost-vdpa", "vhostdev": f"/dev/fdset/{fdset}"}
         queues = int(net.driver.get("queues", "1") or 1)
         if queues > 1:
             props["queues"] = queues

@@ -402,3 +402,16 @@ def test_pit_and_hpet_timers_follow_the_capabilities(caps_10, caps_aarch64) -> N
     arm = argv_of(domain(extra=pit, arch="aarch64", machine="virt", dtype="qemu"), caps_aarch64)
     assert not [g for g in opts(arm, "-global") if "kvm-pit" in g]
     assert "-no-hpet" not in arm
+
+
+def test_vdpa_interface_passes_the_opened_device_in_an_fd_set(caps_10) -> None:
+    """qemuBuildHostNetProps: <interface type='vdpa'> is a vhost-vdpa netdev on /dev/fdset/N, the device libvirt
+    opened passed with -add-fd (opaque ALIAS-vdpa; fd 1732 is the harness's), queues when more than one."""
+    nic = ("<interface type='vdpa'><mac address='52:54:00:95:db:c0'/><source dev='/dev/vhost-vdpa-0'/>"
+           "<driver queues='2'/></interface>")
+    argv = argv_of(domain(nic, machine="pc"), caps_10)
+    assert opts(argv, "-add-fd") == ["set=0,fd=1732,opaque=net0-vdpa"]
+    assert json.loads(opts(argv, "-netdev")[0]) == {"type": "vhost-vdpa", "vhostdev": "/dev/fdset/0", "queues": 2,
+                                                    "id": "hostnet0"}
+    nic_dev = json.loads(next(d for d in opts(argv, "-device") if "virtio-net-pci" in d))
+    assert nic_dev["mq"] is True and nic_dev["vectors"] == 6
