@@ -306,3 +306,33 @@ class _AnnotatingWriter:
 
     def write(self, result: Any) -> None:
         self.inner.write(self.planner.annotate(result))
+
+
+def sampling_disagreements(every: Sequence[Any], sampled: Sequence[Any]) -> tuple[int, list[str]]:
+    """The check of the sampling itself: ``every`` holds the migrate results of ``--machines all``,
+    ``sampled`` those of ``classes``/``differences`` over the same builds. Each type a class stands for
+    must have, under ``all``, its representative's verdict (and known bug). Returns (types compared, one
+    line per disagreement); a type ``all`` did not run is not compared."""
+
+    def key(r: Any, machine: str) -> tuple[str, str, str, str]:
+        return (r.case, f"{r.qemu.version}-{r.qemu.arch}", f"{r.peer.version}-{r.peer.arch}", machine)
+
+    def verdict(r: Any) -> str:
+        bug = r.details.get("known_bug") or {}
+        return f"{r.verdict} {bug.get('id', '')}".strip()
+
+    runs = {key(r, str(r.details.get("machine", ""))): r for r in every if r.stage == "migrate" and r.peer}
+    compared, out = 0, []
+    for r in sampled:
+        one = r.details.get("machine_class") if r.stage == "migrate" and r.peer else None
+        if not one:
+            continue
+        for machine in one["members"]:
+            seen = runs.get(key(r, machine))
+            if seen is None:
+                continue
+            compared += 1
+            if verdict(seen) != verdict(r):
+                out.append(f"{r.case} {key(r, '')[1]} -> {key(r, '')[2]} @{machine}: {verdict(seen)} under all, "
+                           f"{verdict(r)} for its representative {one['representative']}")
+    return compared, out

@@ -160,3 +160,22 @@ def test_differences_runs_a_build_with_itself_under_the_types_its_cross_pairs_bo
     assert itself == ["pc-q35-5.0", "pc-q35-7.2"]
     newest = planner.found[("q35-rng", a.caps.label, a.caps.label, "pc-q35-7.2")]
     assert "pc-q35-5.0" not in newest.members and {"pc-q35-2.4", "pc-q35-5.1"} <= set(newest.members)
+
+
+def test_the_sampling_check_names_a_type_whose_verdict_is_not_its_representatives() -> None:
+    from conformance.machine_classes import sampling_disagreements
+
+    def result(machine: str, verdict: str, members: list[str] | None = None) -> StageResult:
+        details: dict[str, Any] = {"machine": machine, "machine_from": "--machines"}
+        if members:
+            details["machine_class"] = {"representative": machine, "members": members}
+        return StageResult(case="q35-rng", stage="migrate", verdict=verdict, arch="x86_64",
+                           qemu=QemuBuild("/a", "10.0.2", arch="x86_64"), peer=QemuBuild("/a", "10.0.2", arch="x86_64"),
+                           details=details)
+
+    every = [result("pc-q35-3.0", "fail"), result("pc-q35-3.1", "pass"), result("pc-q35-10.0", "pass")]
+    sampled = [result("pc-q35-10.0", "pass", ["pc-q35-3.0", "pc-q35-3.1", "pc-q35-9.0", "pc-q35-10.0"])]
+    compared, bad = sampling_disagreements(every, sampled)
+    assert compared == 3  # pc-q35-9.0: not run under all
+    assert bad == ["q35-rng 10.0.2-x86_64 -> 10.0.2-x86_64 @pc-q35-3.0: fail under all, pass for its representative "
+                   "pc-q35-10.0"]
