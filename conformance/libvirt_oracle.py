@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from conformance.errors import ConformanceError, LiveError
 
@@ -901,6 +901,92 @@ def run_oracle(binaries: Sequence[Path], output: Path, *, patterns: list[str] | 
 
 # --- validation parity over libvirt's corpus ----------------------------------------------------------------
 
+# why the host's libvirt 9.0 and the suite disagree on a corpus domain, by kind (read in libvirt 11.3's source and
+# its test list, tests/qemuxmlconftest.c: DO_TEST_CAPS_LATEST_PARSE_ERROR is a define-time refusal,
+# DO_TEST_CAPS_LATEST_FAILURE one at start, after the domain parsed and validated)
+START_TIME = "start-time"  # libvirt refuses it when starting (define never gets there); the suite refusing is right
+QEMU_REFUSES = "qemu-refuses"  # libvirt builds the argv; the host's QEMU has no such device (the suite's check)
+VERSION = "version"  # libvirt 9.0 and 11.3 differ here; the suite follows 11.3
+HOST = "host"  # the host's configuration is not libvirt's test harness's (qemu.conf, firmware descriptors)
+UNSUPPORTED = "unsupported"  # the argv builder refuses the element by name: not built yet (class (d))
+PARITY_KINDS = (START_TIME, QEMU_REFUSES, VERSION, HOST, UNSUPPORTED)
+
+
+class ParityVerdict(NamedTuple):
+    """Why libvirt 9.0 (define) and the suite disagree on a corpus domain. It explains the disagreement only
+    while the refusing side's message still contains ``refusal`` (a different refusal is a new disagreement)."""
+
+    kind: str  # one of PARITY_KINDS
+    refusal: str  # a part of the refusing side's message
+    reason: str  # where libvirt decides it (11.3's function, the release that changed it)
+
+
+def _v(kind: str, refusal: str, reason: str) -> ParityVerdict:
+    return ParityVerdict(kind, refusal, reason)
+
+
+_FIRMWARE = "firmware auto-selection runs at define from 9.2.0 (qemuDomainDefBootPostParse -> qemuFirmwareFillDomain " \
+            "with ABI update), at start before; this host has no x86_64 firmware descriptor, so 11.3 refuses the " \
+            "define as the suite does and 9.0 refuses the start"
+_TCG_HOST_MODEL = "host-model under TCG: the suite's probe of the host's QEMU carries no TCG host CPU expansion, so " \
+                  "the builder refuses it by name; libvirt expands it when starting"
+_SPICE_TLS = "a SPICE TLS port with spice_tls off in this qemu.conf (qemuValidateDomainDeviceDefSPICEGraphics); " \
+             "libvirt's harness turns spiceTLS on"
+_HOST_NUMA = "qemuBuildNumaCommandLine (virDomainNumatuneNodesetIsAvailable): the host has no such NUMA node"
+_SHMEM_SIZE = "11.3 checks the size at define (qemuValidateDomainDeviceDefShmem); 9.0 only when starting"
+
+# corpus domain -> verdict: every disagreement of --corpus-parity that is understood; the run counts the rest
+PARITY_EXPLAINED: dict[str, ParityVerdict] = {
+    # suite only refuses
+    "chardev-backends-json": _v(UNSUPPORTED, "@tls='yes'", "TLS on a TCP chardev (tls-creds-x509) is not built yet"),
+    "cpu-host-model-cmt": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
+    "cpu-host-model-nofallback-tcg": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
+    "cpu-host-model-vendor": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
+    "cpu-qemu-host-passthrough": _v(START_TIME, "CPU mode 'host-passthrough'", "qemuProcessUpdateGuestCPU refuses "
+                                    "host-passthrough under TCG when starting, with the suite's message"),
+    "disk-cdrom-usb-empty": _v(VERSION, "'usb' disk must not be empty", "11.3 refuses an empty USB disk at define "
+                               "(qemuValidateDomainDeviceDefDiskFrontend); 9.0 defines it"),
+    "disk-scsi": _v(QEMU_REFUSES, "no device type 'spapr-vscsi'", "libvirt writes -device spapr-vscsi for "
+                    "model='ibmvscsi' on any arch (11.3's expected argv); QEMU x86_64 has no such device"),
+    "disk-source-fd": _v(UNSUPPORTED, "@fdgroup", "a disk passed as an fd group (-add-fd) is not built yet; libvirt "
+                         "needs the fds associated (virDomainFDAssociate) before it starts"),
+    "disk-target-overflow": _v(VERSION, "Unknown disk name", "11.3's virDomainDiskDefAssignAddress refuses a disk "
+                               "name whose index overflows, at define; 9.0 defines and builds it"),
+    "hugepages-default-5M": _v(START_TIME, "hugetlbfs mount", "qemuGetDomainHupageMemPath finds no hugetlbfs mount "
+                               "for the size when building the command line"),
+    "memory-align-fail": _v(START_TIME, "overflowed after alignment", "qemuDomainAlignMemorySizes, when starting"),
+    "net-many-models": _v(QEMU_REFUSES, "no device type 'idontexist'", "libvirt writes -device idontexist for an "
+                          "unknown model (11.3's expected argv); QEMU refuses it"),
+    "net-user-slirp-portforward": _v(VERSION, "<portForward>", "11.3 refuses <portForward> without passt at define "
+                                     "(virDomainNetDefValidate); 9.0 defines it"),
+    "net-vhostuser-fail": _v(START_TIME, "custom tap device path", "qemuDomainValidateActualNetDef, when building "
+                             "the command line (9.0 has it too; its pretend start makes every NIC an ethernet one)"),
+    "numatune-memnode-restrictive-mode-err-mixed": _v(VERSION, "'restrictive' mode is required", "virDomainNuma"
+                                                      "DefValidate refuses this direction at define from 9.4.0; "
+                                                      "9.0 only the other one"),
+    "numatune-memnode-unavailable-restrictive": _v(START_TIME, "is unavailable", _HOST_NUMA),
+    "numatune-static-nodeset-exceed-hostnode": _v(START_TIME, "is unavailable", _HOST_NUMA),
+    "serial-tcp-chardev-telnets": _v(VERSION, "protocol 'tls'", "11.3 refuses protocol 'tls' at define "
+                                     "(qemuValidateDomainChrSourceDef); 9.0 defines it"),
+    "shmem-invalid-address": _v(START_TIME, "only 'pci' addresses", "qemuBuildShmemCommandLine"),
+    "shmem-invalid-size": _v(VERSION, "power of 2", _SHMEM_SIZE),
+    "shmem-small-size": _v(VERSION, "power of 2", _SHMEM_SIZE),
+    **{f"firmware-auto-{name}": _v(VERSION, "firmware that is compatible", _FIRMWARE) for name in (
+        "bios", "efi", "efi-enrolled-keys", "efi-loader-secure", "efi-no-enrolled-keys", "efi-no-secboot",
+        "efi-nvram-path", "efi-secboot", "efi-smm-off", "efi-stateless")},
+    # libvirt only refuses
+    "disk-device-removable": _v(VERSION, "removable is only valid", "'removable' on a SCSI disk from 9.6.0 "
+                                "(virDomainDiskDefValidate); 9.0 allows it on USB only"),
+    "disk-sata-product": _v(VERSION, "vendor and product", "'product' on an IDE/SATA disk after 9.0 "
+                            "(qemuValidateDomainDeviceDefDiskFrontend); 9.0 allows it on SCSI only"),
+    "net-usb": _v(VERSION, "new PCI bus", "a usb-net NIC gets a USB address from 10.3.0; 9.0 looks for a PCI slot"),
+    "net-user-passt": _v(VERSION, "'passt'", "the host's 9.0 refuses <backend type='passt'> at parse; 11.3 builds it"),
+    "vhost-user-fs-readonly": _v(VERSION, "read-only mode", "a read-only virtiofs from 11.0.0; 9.0 refuses it"),
+    **{name: _v(HOST, "spice TLS port", _SPICE_TLS) for name in (
+        "graphics-spice-agent-file-xfer", "graphics-spice-agentmouse", "graphics-spice-compression",
+        "graphics-spice-qxl-vga", "graphics-spice-sasl", "graphics-spice-usb-redir", "serial-spiceport")},
+}
+
 
 @dataclass
 class ParityOutcome:
@@ -911,20 +997,45 @@ class ParityOutcome:
     libvirt: str  # its refusal, '' when it defines the domain
     suite: str  # the suite's refusal, '' when it builds an argv
     expected: list[str]  # what libvirt 11.3's own tests expect of it (argv, xml2xml, error)
+    # when only the suite refuses: libvirt's pretend start (``virsh domxml-to-native``: the start's domain
+    # preparation and command line, no host set-up), its refusal or '' when it builds; None when not asked
+    start: str | None = None
 
     @property
     def bucket(self) -> str:
         return {(False, False): "both accept", (True, True): "both refuse", (True, False): "libvirt only refuses",
                 (False, True): "suite only refuses"}[(bool(self.libvirt), bool(self.suite))]
 
+    @property
+    def disagrees(self) -> bool:
+        return bool(self.libvirt) != bool(self.suite)
+
+    @property
+    def explained(self) -> ParityVerdict | None:
+        """The verdict of PARITY_EXPLAINED on this disagreement, if it still fits the refusal; else None."""
+        why = PARITY_EXPLAINED.get(self.case)
+        return why if self.disagrees and why is not None and why.refusal in (self.libvirt or self.suite) else None
+
+
+def pretend_start(daemon: PrivateLibvirtd, xml_file: Path) -> str | None:
+    """libvirt's refusal of a domain when starting it, without starting it: ``virsh domxml-to-native`` runs the
+    start's domain preparation and command-line build (qemuProcessCreatePretendCmdPrepare/Build) with no disk,
+    network or cgroup set-up; '' when it builds a command line. None for a domain with ``<interface
+    type='hostdev'>``: libvirtd 9.0 crashes on it (a use-after-free in qemuConnectDomainXMLToNative). It is blind
+    to interface checks: qemuConnectDomainXMLToNative makes every ``<interface>`` a plain type='ethernet' one."""
+    if re.search(r"<interface\s[^>]*type=['\"]hostdev['\"]", xml_file.read_text()):
+        return None
+    done = daemon.virsh("domxml-to-native", "qemu-argv", str(xml_file), check=False)
+    return libvirt_message(done.stderr) if done.returncode else ""
+
 
 def corpus_parity(daemon: PrivateLibvirtd, caps: Capabilities, corpus: Path, *, arch: str = "x86_64",
                   say: Callable[[str], None] = lambda _m: None) -> list[ParityOutcome]:
     """Every input of libvirt 11.3's corpus for ``arch`` (its emulator the host's) defined under the private
     libvirtd and run through the suite: who refuses what. ``define`` stops before the start-time checks (host
-    NUMA nodes, hugepages, firmware selection, QEMU refusing a device), so "suite only refuses" mixes those
-    with real over-strictness, and "libvirt only refuses" mixes 9.0-versus-11.3 changes with under-strictness:
-    a list to read, not a score."""
+    NUMA nodes, hugepages, firmware selection, QEMU refusing a device), so a domain only the suite refuses is
+    also given to libvirt's pretend start (``pretend_start``). Each disagreement's verdict is in
+    PARITY_EXPLAINED; ``parity_report`` counts the ones without."""
     from conformance.domain.parse import parse_domain
     from conformance.domain.schema import validate_schema
     from conformance.interrupt import STOP
@@ -955,11 +1066,41 @@ def corpus_parity(daemon: PrivateLibvirtd, caps: Capabilities, corpus: Path, *, 
                 ours = ""
             except ConformanceError as exc:
                 ours = exc.message
-            out.append(ParityOutcome(case["name"], theirs, ours, expected))
+            found = ParityOutcome(case["name"], theirs, ours, expected)
+            if ours and not theirs:
+                found.start = pretend_start(daemon, scratch)
+            out.append(found)
     say(f"corpus parity ({arch}, {len(out)} domains): " + ", ".join(
         f"{sum(o.bucket == b for o in out)} {b}"
         for b in ("both accept", "both refuse", "libvirt only refuses", "suite only refuses")))
     return out
+
+
+def parity_report(found: Sequence[ParityOutcome]) -> tuple[list[str], int]:
+    """The disagreements, one line each with its verdict (kind and reason) or UNEXPLAINED, then the counts by
+    kind; and how many are unexplained. An entry of PARITY_EXPLAINED whose domain now agrees is listed as stale
+    (the suite or the host changed: drop it)."""
+    lines, unexplained = [], 0
+    kinds: dict[str, int] = {}
+    for o in found:
+        if not o.disagrees:
+            continue
+        why = o.explained
+        kind, reason = (why.kind, why.reason) if why is not None else ("UNEXPLAINED", "")
+        if why is None:
+            unexplained += 1
+        kinds[kind] = kinds.get(kind, 0) + 1
+        start = "" if o.start is None else f"; libvirt's pretend start: {o.start[:120] or 'builds'}"
+        lines.append(f"{o.bucket:20} {kind:12} {o.case} (11.3's tests: {'/'.join(sorted(set(o.expected)))}): "
+                     f"{(o.libvirt or o.suite)[:150]}" + (f" -- {reason}" if reason else "") + start)
+    seen = {o.case for o in found}
+    stale = sorted(c for c in PARITY_EXPLAINED if c in seen and not any(o.case == c and o.disagrees for o in found))
+    lines += [f"stale in PARITY_EXPLAINED (now agrees): {c}" for c in stale]
+    total = sum(kinds.values())
+    lines.append(f"{total} disagreements: {total - unexplained} explained ("
+                 + ", ".join(f"{kinds[k]} {k}" for k in PARITY_KINDS if k in kinds)
+                 + f"), {unexplained} unexplained")
+    return lines, unexplained
 
 
 def host_binaries() -> list[Path]:
@@ -1023,13 +1164,13 @@ def _corpus_parity_main(output: Path) -> int:
     with stop_on_signals(lambda m: print(m, file=sys.stderr)), \
             private_libvirtd(output / "libvirtd-parity", keep=True) as daemon:
         found = corpus_parity(daemon, caps, corpus, say=print)
-    (output / "corpus-parity.json").write_text(json.dumps([asdict(o) | {"bucket": o.bucket} for o in found],
-                                                          indent=1) + "\n")
-    for o in found:
-        if o.bucket in ("libvirt only refuses", "suite only refuses"):
-            print(f"{o.bucket:21} {o.case} (11.3's tests: {'/'.join(sorted(set(o.expected)))}): "
-                  f"{(o.libvirt or o.suite)[:150]}")
-    return 0
+    (output / "corpus-parity.json").write_text(json.dumps(
+        [asdict(o) | {"bucket": o.bucket, "verdict": o.explained and o.explained._asdict()}
+         for o in found], indent=1) + "\n")
+    lines, unexplained = parity_report(found)
+    for line in lines:
+        print(line)
+    return 1 if unexplained else 0
 
 
 if __name__ == "__main__":

@@ -3,15 +3,23 @@ tests/live/test_libvirt_oracle.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conformance.libvirt_oracle import (
     EMULATED,
     HARNESS_GENID,
+    PARITY_EXPLAINED,
+    PARITY_KINDS,
     RULES,
+    START_TIME,
+    VERSION,
+    ParityOutcome,
     first_difference,
     libvirt_message,
     normalise,
+    parity_report,
     version_tuple,
     with_guest_kernel,
 )
@@ -104,3 +112,64 @@ def test_guest_kernel_goes_into_os() -> None:
     out = with_guest_kernel(xml, "/k", "/i", "console=ttyS0")
     assert "<kernel>/k</kernel>" in out and "<initrd>/i</initrd>" in out and "<cmdline>console=ttyS0</cmdline>" in out
     assert "old" not in out
+
+
+# --- corpus parity's verdicts ------------------------------------------------------------------------------
+
+
+def test_parity_report_counts_the_unexplained_disagreements() -> None:
+    found = [
+        ParityOutcome("fine", "", "", ["argv"]),
+        ParityOutcome("shmem-small-size", "", "<shmem>: XML error: shmem size must be a power of 2 and ...", ["error"],
+                      start="XML error: shmem size must be at least 1 MiB (1024 KiB)"),
+        ParityOutcome("net-usb", "internal error: Cannot automatically add a new PCI bus ...", "", ["argv"]),
+        ParityOutcome("new-one", "", "<disk>: some new refusal", ["argv"], start=""),
+        # an explained domain refused for another reason now: the verdict no longer fits
+        ParityOutcome("disk-scsi", "", "<disk>: another refusal", ["argv"]),
+        # an explained domain that now agrees: its entry is stale
+        ParityOutcome("memory-align-fail", "x", "y", ["error"]),
+    ]
+    lines, unexplained = parity_report(found)
+    assert unexplained == 2
+    assert lines[-1] == "4 disagreements: 2 explained (2 version), 2 unexplained"
+    assert "stale in PARITY_EXPLAINED (now agrees): memory-align-fail" in lines
+    new = next(line for line in lines if "new-one" in line)
+    assert "UNEXPLAINED" in new and "pretend start: builds" in new
+    assert "UNEXPLAINED" in next(line for line in lines if "disk-scsi" in line)
+    assert "9.0 only when starting" in next(line for line in lines if "shmem-small-size" in line)
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_EXPLAINED))
+def test_parity_verdict_is_complete(case: str) -> None:
+    verdict = PARITY_EXPLAINED[case]
+    assert verdict.kind in PARITY_KINDS
+    assert len(verdict.refusal) >= 5 and len(verdict.reason) > 20
+
+
+def test_parity_verdicts_agree_with_libvirts_own_tests() -> None:
+    """Against libvirt 11.3's corpus: a start-time verdict is a case libvirt's tests parse and validate (an
+    xml2xml output) but fail to build (an error output, DO_TEST_CAPS_LATEST_FAILURE); a version verdict on a
+    refusal 11.3 expects is a parse error there (an error output, no xml2xml); and 11.3's error is the refusal
+    the verdict names, so the suite refuses what 11.3 refuses."""
+    from conformance.paths import libvirt_corpus_dir
+
+    corpus = libvirt_corpus_dir()
+    if not (corpus / "index.json").exists():
+        pytest.skip(f"no libvirt corpus at {corpus}")
+    index = {c["name"]: c for c in json.loads((corpus / "index.json").read_text())["cases"]}
+    checked = 0
+    for case, verdict in PARITY_EXPLAINED.items():
+        assert case in index, f"{case}: not a case of libvirt's corpus"
+        outputs = [o for v in index[case]["variants"] if v["tree"] == "libvirt-11.3.0" for o in v["outputs"]
+                   if o["arch"] == "x86_64"]
+        kinds = {o["kind"] for o in outputs}
+        if verdict.kind == START_TIME:
+            assert kinds == {"error", "xml2xml"}, case
+        if "error" not in kinds:
+            continue
+        if verdict.kind == VERSION:
+            assert kinds == {"error"}, case
+        err = next(o for o in outputs if o["kind"] == "error")
+        assert verdict.refusal in (corpus / err["file"]).read_text(), case
+        checked += 1
+    assert checked >= 12
