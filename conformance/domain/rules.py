@@ -341,6 +341,11 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
             yield Refusal(_disk(disk), f"{UNSUPPORTED}'discard_no_unref' is not supported by this QEMU binary", disk,
                           by_qemu=True)
         addr = disk.address
+        # virDomainDiskDefValidate (virDomainDiskAddressDiskBusCompatibility): these buses take a drive address only
+        drive_bus = bus or {"hd": "ide", "sd": "scsi", "fd": "fdc"}.get(disk.target_dev[:2], "")
+        if addr is not None and addr.type not in ("", "none", "drive") and drive_bus in ("ide", "fdc", "scsi", "sata"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}Invalid address type '{addr.type}' for the disk "
+                                       f"'{disk.target_dev}' with the bus type '{drive_bus}'", disk)
         if addr is not None and addr.type == "drive":
             key = (bus, addr.controller or 0, addr.bus or 0, addr.target or 0, addr.unit or 0)
             if key in drive_addresses:
