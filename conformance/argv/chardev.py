@@ -109,7 +109,19 @@ def chardev_backend(ctx: Ctx, chr_: Chardev, ident: str) -> None:
     ctx.add("-chardev", ",".join(opts))
 
 
+def serial_ports(serials: list) -> dict[int, int]:
+    """Each serial's port: its <target port>, else one past the highest port of all the serials so far, those
+    given later included (virDomainChrDefPostParse, device by device in order)."""
+    ports: dict[int, int] = {id(s): int(s.target_attrs["port"]) for s in serials
+                             if s.target_attrs.get("port") is not None}
+    for ser in serials:
+        if id(ser) not in ports:
+            ports[id(ser)] = max(ports.values(), default=-1) + 1
+    return ports
+
+
 def serials(ctx: Ctx) -> None:
+    ports = serial_ports(ctx.serials)
     for i, ser in enumerate(ctx.serials):
         alias = ctx.alias(ser) or f"serial{i}"
         ident = f"char{alias}"
@@ -128,8 +140,7 @@ def serials(ctx: Ctx) -> None:
             target or "", "isa-serial")
         props: dict[str, Any] = {"driver": driver, "chardev": ident, "id": alias}
         if driver == "isa-serial":
-            port = ser.target_attrs.get("port")
-            props["index"] = int(port) if port is not None else i
+            props["index"] = ports[id(ser)]
         props.update(ctx.address_props(ser))
         ctx.device(props)
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from conformance.argv.context import Ctx, rom_props
 from conformance.argv.harness import SCSI_GENERIC_DEVICE, VHOST_SCSI_FD
-from conformance.domain.model import Hostdev, Interface
+from conformance.argv.storage_source import network_props
+from conformance.domain.model import Disk, DiskSource, Hostdev, Interface
 from conformance.errors import UnsupportedByQemu
 
 
@@ -45,12 +46,17 @@ def _usb_host(ctx: Ctx, dev: Hostdev) -> None:
 def _scsi_generic(ctx: Ctx, dev: Hostdev) -> None:
     """qemuBuildHostdevSCSICommandLine: the host's SCSI generic node as a host_device -blockdev (its effective
     node: no auto-read-only, no discard) and a scsi-generic device at the hostdev's drive address."""
-    if dev.source_attrs.get("protocol") == "iscsi":
-        raise UnsupportedByQemu("<hostdev type='scsi'> over iSCSI is not supported by the argv builder",
-                                path=ctx.domain.source, line=dev.line)
     node = f"libvirt-{ctx.node_index[id(dev)]}-backend"
-    ctx.blockdev_arg({"driver": "host_device", "filename": SCSI_GENERIC_DEVICE, "node-name": node,
-                      "read-only": dev.readonly})
+    if dev.source_attrs.get("protocol") == "iscsi":  # an iSCSI LUN: the iscsi driver, as for an iSCSI disk
+        hosts = [dict(c.attrib) for c in dev.source_children if getattr(c, "tag", None) == "host"]
+        name = dev.source_attrs.get("name", "")
+        attrs = {**dev.source_attrs, "name": name if "/" in name else f"{name}/0"}  # LUN 0 unless named
+        others = [c for c in dev.source_children if getattr(c, "tag", None) != "host"]
+        source = Disk(type="network", source=DiskSource(attrs=attrs, hosts=hosts, children=others))
+        backend = {k: v for k, v in network_props(ctx, source, {}).items() if v is not None}
+    else:
+        backend = {"driver": "host_device", "filename": SCSI_GENERIC_DEVICE}
+    ctx.blockdev_arg({**backend, "node-name": node, "read-only": dev.readonly})
     props: dict[str, Any] = {"driver": "scsi-generic", "drive": node, "id": ctx.alias(dev)}
     if id(dev) in ctx.boot_index:
         props["bootindex"] = ctx.boot_index[id(dev)]

@@ -415,3 +415,26 @@ def test_vdpa_interface_passes_the_opened_device_in_an_fd_set(caps_10) -> None:
                                                     "id": "hostnet0"}
     nic_dev = json.loads(next(d for d in opts(argv, "-device") if "virtio-net-pci" in d))
     assert nic_dev["mq"] is True and nic_dev["vectors"] == 6
+
+
+def test_iscsi_hostdev_is_an_iscsi_node_under_scsi_generic(caps_10) -> None:
+    """qemuBuildHostdevSCSICommandLine over iSCSI: the LUN is an iscsi -blockdev (as an iSCSI disk's,
+    qemuBlockStorageSourceGetISCSIProps; LUN 0 unless the name gives one: virDomainPostParseCheckISCSIPath)."""
+    hd = ("<hostdev mode='subsystem' type='scsi'><source protocol='iscsi' name='iqn.2001-01.org.example:t{}'>"
+          "<host name='example.org' port='3260'/></source>"
+          "<address type='drive' controller='0' bus='0' target='0' unit='4'/></hostdev>")
+    for suffix, lun in (("/1", 1), ("", 0)):
+        node = json.loads(opts(argv_of(domain(hd.format(suffix), machine="pc"), caps_10), "-blockdev")[0])
+        assert node == {"driver": "iscsi", "portal": "example.org:3260", "target": "iqn.2001-01.org.example:t",
+                        "lun": lun, "transport": "tcp", "node-name": "libvirt-1-backend", "read-only": False}
+
+
+def test_serial_without_a_port_takes_one_past_the_highest() -> None:
+    """virDomainChrDefPostParse: a serial without <target port> takes one past the highest port of all serials,
+    including one given further down."""
+    from conformance.argv.chardev import serial_ports
+    from conformance.domain.model import Chardev
+
+    first, given, third = Chardev(), Chardev(target_attrs={"port": "0"}), Chardev()
+    ports = serial_ports([first, given, third])
+    assert [ports[id(c)] for c in (first, given, third)] == [1, 0, 2]
