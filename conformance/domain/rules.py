@@ -151,6 +151,14 @@ def pci_root_matches_machine(domain: Domain, caps: Capabilities | None) -> Itera
         if want and cont.type == "pci" and cont.index == 0 and cont.model and cont.model != want:
             yield Refusal(_ctl(cont), f"{XML}The PCI controller with index='0' must be model='{want}' for this "
                                       f"machine type, but model='{cont.model}' was found instead", cont)
+        # qemuDomainControllerDefPostParse: expander buses exist on their own machine types only
+        if name and cont.type == "pci" and cont.model == "pci-expander-bus" and not is_i440fx(name):
+            yield Refusal(_ctl(cont), f"{UNSUPPORTED}pci-expander-bus controllers are only supported on "
+                                      "440fx-based machinetypes", cont)
+        if name and cont.type == "pci" and cont.model == "pcie-expander-bus" and \
+                not (is_q35(name) or is_arm_virt(domain, name)):
+            yield Refusal(_ctl(cont), f"{UNSUPPORTED}pcie-expander-bus controllers are not supported with this "
+                                      "machine type", cont)
 
 
 @rule

@@ -151,3 +151,22 @@ def test_disk_bus_takes_a_drive_address_only(target: str, address: str, refused:
         assert found is None or "Invalid address type" not in found.message
     else:
         assert found is not None and refused in found.message and found.element.startswith("<disk target=")
+
+
+@pytest.mark.parametrize(("model", "machine", "refused"), [
+    ("pcie-expander-bus", "pc", "pcie-expander-bus controllers are not supported with this machine type"),
+    ("pci-expander-bus", "q35", "pci-expander-bus controllers are only supported on 440fx-based machinetypes"),
+    ("pcie-expander-bus", "q35", None),
+    ("pci-expander-bus", "pc", None),
+])
+def test_expander_bus_needs_its_machine_type(model: str, machine: str, refused: str | None) -> None:
+    """qemuDomainControllerDefPostParse (libvirt's corpus case pcie-expander-bus-bad-machine): a PCI expander
+    bus on i440fx only, a PCIe one on q35 and ARM virt; the suite refused pc + pcie-expander-bus for want of a
+    PCI slot, libvirt's verdict but not its reason."""
+    root = "pcie-root" if machine == "q35" else "pci-root"
+    found = refusal(f"<controller type='pci' index='0' model='{root}'/>"
+                    f"<controller type='pci' index='1' model='{model}'><target busNr='254'/></controller>", machine)
+    if refused is None:
+        assert found is None or "expander-bus controllers" not in found.message
+    else:
+        assert found is not None and refused in found.message and found.element == "<controller type='pci' index='1'>"
