@@ -1596,11 +1596,27 @@ def _item_key(case: Any, source: Any, destination: Any, dst_key: str, machine: s
               dst_argv: list[str]) -> str:
     """One item's inputs: the case, both builds (the binaries' content, as the results name them), the machine
     type and both argvs."""
-    from dataclasses import asdict
-
-    data = [case.name, sorted((case.substitutes or {}).items()), asdict(source.build), asdict(destination.build),
-            dst_key, machine, src_argv, dst_argv]
+    data = [case.name, sorted((case.substitutes or {}).items()), _digest(source.build), _digest(destination.build),
+            dst_key, machine, _digest(src_argv), _digest(dst_argv)]
     return hashlib.sha256(_json(data).encode()).hexdigest()[:24]
+
+
+_DIGESTS: dict[Any, tuple[Any, str]] = {}
+
+
+def _digest(value: Any) -> str:
+    """A build's record (by its fields) or an argv (by the list object), hashed once (every machine type of a
+    case's pair shares them: hashing each item's argvs anew was most of a cached sweep's stage)."""
+    from dataclasses import asdict, is_dataclass
+
+    record = is_dataclass(value) and not isinstance(value, type)
+    memo = (type(value).__name__, *vars(value).values()) if record else id(value)
+    have = _DIGESTS.get(memo)
+    if have is not None and (record or have[0] is value):
+        return have[1]
+    digest = hashlib.sha256(_json(asdict(value) if record else value).encode()).hexdigest()[:24]
+    _DIGESTS[memo] = (value, digest)
+    return digest
 
 
 def _results_path(key: str, inputs: str, root: Path | None) -> Path:
