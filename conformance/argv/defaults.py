@@ -307,6 +307,14 @@ def _scsi_hostdev_addresses(ctx: Ctx, conts: list[Controller], hostdevs: list[Ho
             raise DomainInvalid("<hostdev>: XML error: SCSI host address controller='{}' bus='{}' target='{}' "
                                 "unit='{}' in use by a SCSI disk".format(*key(hd.address)),
                                 path=ctx.domain.source, line=hd.line)
+    seen: set[tuple[int, int, int, int]] = set()
+    for hd in hostdevs:  # virDomainDefHostdevValidate: two SCSI host devices on one address
+        if hd.address is not None and hd.address.type == "drive":
+            if key(hd.address) in seen:
+                raise DomainInvalid("<hostdev>: unsupported configuration: SCSI host address controller='{}' "
+                                    "bus='{}' target='{}' unit='{}' in use by another SCSI host device"
+                                    .format(*key(hd.address)), path=ctx.domain.source, line=hd.line)
+            seen.add(key(hd.address))
     used |= given
 
     def taken(controller: int, unit: int) -> bool:

@@ -345,6 +345,9 @@ def test_scsi_disk_and_hostdev_addresses_may_not_meet(caps_10) -> None:
         argv_of(domain(disk.format("") + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
     with pytest.raises(DomainInvalid, match="in use by a SCSI disk"):
         argv_of(domain(disk.format(given) + SCSI_HOSTDEV.format(n=0, addr=given), machine="pc"), caps_10)
+    with pytest.raises(DomainInvalid, match="in use by another SCSI host device"):  # virDomainDefHostdevValidate
+        argv_of(domain(SCSI_HOSTDEV.format(n=0, addr=given) + SCSI_HOSTDEV.format(n=1, addr=given), machine="pc"),
+                caps_10)
 
 
 def test_sev_snp_guest_object_and_its_place_on_the_machine(caps_10) -> None:
