@@ -885,6 +885,11 @@ def virt_type(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 @rule
 def firmware(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     loader, nvram = domain.os.loader, domain.os.nvram
+    wanted = {c.get("name"): c.get("enabled") for c in domain.os.firmware_children
+              if getattr(c, "tag", None) == "feature"}
+    if domain.os.firmware and wanted.get("enrolled-keys") == "yes" and wanted.get("secure-boot") == "no":
+        yield Refusal("<firmware>", "firmware feature 'enrolled-keys' cannot be enabled when firmware feature "
+                                    "'secure-boot' is disabled")  # virDomainDefOSValidate
     if domain.os.firmware and nvram is not None and domain.os.firmware != "efi":  # virDomainDefOSValidate
         yield Refusal("<nvram>", f"firmware type '{domain.os.firmware}' does not support nvram")
     if loader is None:

@@ -170,3 +170,18 @@ def test_expander_bus_needs_its_machine_type(model: str, machine: str, refused: 
         assert found is None or "expander-bus controllers" not in found.message
     else:
         assert found is not None and refused in found.message and found.element == "<controller type='pci' index='1'>"
+
+
+@pytest.mark.parametrize(("enrolled", "secure", "refused"), [
+    ("yes", "no", True), ("yes", "yes", False), ("no", "no", False), ("yes", None, False)])
+def test_enrolled_keys_need_secure_boot(enrolled: str, secure: str | None, refused: bool) -> None:
+    """virDomainDefOSValidate (libvirt's corpus case firmware-auto-efi-enrolled-keys-no-secboot): asking for
+    enrolled keys with secure boot off is refused at define, before any firmware descriptor is read; the
+    suite refused it only for want of a fitting descriptor."""
+    features = f"<feature enabled='{enrolled}' name='enrolled-keys'/>" + (
+        f"<feature enabled='{secure}' name='secure-boot'/>" if secure else "")
+    xml = BASE.format(machine="q35", devices="").replace(
+        "<os>", f"<os firmware='efi'><firmware>{features}</firmware>")
+    found = first_refusal(parse_domain(xml), None)
+    message = "firmware feature 'enrolled-keys' cannot be enabled when firmware feature 'secure-boot' is disabled"
+    assert (found is not None and found.message == message and found.element == "<firmware>") is refused
