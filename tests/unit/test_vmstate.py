@@ -260,3 +260,41 @@ def test_a_known_bug_explains_its_own_hazard_only() -> None:
     assert verdict == "fail" and "known_bug" not in details
     assert details["explained"] == {"pvpanic-pci": "pvpanic-shutdown-event-no-compat"}
     assert reason.startswith("virtio-net-pci: [P1] x-made-up") and "pvpanic-pci (pvpanic-shutdown" in reason
+
+
+def test_c1_takes_only_what_no_differing_compat_entry_can_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C1 on entries 10.0.2's query-machines lists (a few of each type's, the ones that matter here): pc-i440fx-2.5's
+    list differs from 2.6's by isa-fdc and vmxnet3 entries. A floppy plugs into its isa-fdc
+    placeholder (whose fallback the entry sets): read again; e1000 is taken. A difference that reaches a
+    device the machine adds (2.4's fw_cfg_io: no DMA, which vmgenid needs) takes nothing."""
+    import conformance.vmstate as vm
+
+    entry = lambda kind, prop, value: {"qom-type": kind, "property": prop, "value": value}  # noqa: E731
+    newer = [entry("virtio-pci", "x-pcie-pm-init", "off")]
+    machines = [{"name": "pc-i440fx-2.6", "compat-props": newer},
+                {"name": "pc-i440fx-2.5", "compat-props": [*newer, entry("isa-fdc", "fallback", "144"),
+                                                           entry("vmxnet3", "x-old-msi-offsets", "on")]},
+                {"name": "pc-i440fx-2.4", "compat-props": [*newer, entry("isa-fdc", "fallback", "144"),
+                                                           entry("vmxnet3", "x-old-msi-offsets", "on"),
+                                                           entry("fw_cfg_io", "dma_enabled", "off")]}]
+    learned = vm._Learned(machines=machines, applies={"virtio-pci": {"virtio-pci", "virtio-net-pci"},
+                                                      "isa-fdc": {"isa-fdc"}, "vmxnet3": {"vmxnet3"},
+                                                      "fw_cfg_io": {"fw_cfg_io"}})
+    learned.extra["floppy"] = ("", ["-device", "isa-fdc,id=vmsbus{n}"])
+    monkeypatch.setitem(vm._LEARNED, "/qemu-10.0", learned)
+    assert vm.compat_touched(Path("/qemu-10.0"), "pc-i440fx-2.5", "pc-i440fx-2.6") == {"isa-fdc", "vmxnet3"}
+    assert vm.compat_touched(Path("/qemu-7.2"), "pc-i440fx-2.5", "pc-i440fx-2.6") is None  # nothing learnt
+    basis = vm.MachineProps("pc-i440fx-2.6", devices={
+        "floppy": {"props": {"drive-type": '"288"'}, "children": {}},
+        "e1000": {"props": {"mac": "x"}, "children": {}},
+        "vmxnet3": {"props": {}, "children": {}},
+        "vmgenid": {"error": "vmgenid requires DMA"}}, machine_devices={"fw_cfg_io": {"dma_enabled": ["true"]}})
+    facts = vm.MachineProps("pc-i440fx-2.5")
+    touched = vm.compat_touched(Path("/qemu-10.0"), "pc-i440fx-2.5", "pc-i440fx-2.6") or set()
+    vm._derive(facts, basis, touched, list(basis.devices), learned)
+    assert set(facts.devices) == {"e1000"} and facts.devices["e1000"]["same_as"] == "pc-i440fx-2.6"
+    assert facts.machine_devices == basis.machine_devices and facts.machine_same_as == "pc-i440fx-2.6"
+    older = vm.MachineProps("pc-i440fx-2.4")
+    vm._derive(older, facts, vm.compat_touched(Path("/qemu-10.0"), "pc-i440fx-2.4", "pc-i440fx-2.5") or set(),
+               ["e1000"], learned)
+    assert older.devices == {} and older.machine_devices is None
