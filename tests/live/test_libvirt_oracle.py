@@ -37,6 +37,7 @@ from conformance.libvirt_oracle import (
     corpus_parity,
     libvirt_message,
     missing_requirements,
+    parity_report,
 )
 from conformance.live.boot import Target
 from tests.helpers import ROOT, code_under_test
@@ -288,16 +289,26 @@ def test_ctrl_c_stops_the_comparison_and_exits_130(short_tmp: Path) -> None:
 
 def test_corpus_parity_sorts_each_domain_into_its_bucket(daemon: PrivateLibvirtd, x86_target: Target,
                                                          tmp_path: Path) -> None:
-    """--corpus-parity on a corpus of three: one both accept, one both refuse, one libvirt 9.0 refuses (the
-    passt backend, added after 9.0) while the suite (11.3) builds it."""
+    """--corpus-parity on a corpus of four: one both accept, one both refuse, one libvirt 9.0 refuses (the
+    passt backend, added after 9.0) while the suite (11.3) builds it, and one 9.0 defines and refuses only when
+    starting (a 3 MiB shmem: its pretend start says so) while 11.3 and the suite refuse it at once, which
+    PARITY_EXPLAINED explains under the corpus case's name."""
     domains = {"fine": NET.format(n=1, model="virtio", inner=""),
                "dup": PARITY["duplicate-alias"],
-               "passt": NET.format(n=1, model="virtio", inner="<backend type='passt'/>")}
+               "passt": NET.format(n=1, model="virtio", inner="<backend type='passt'/>"),
+               "shmem-invalid-size": "<shmem name='s'><model type='ivshmem-plain'/><size unit='M'>3</size></shmem>"}
     cases = []
     for name, devices in domains.items():
         (tmp_path / f"{name}.xml").write_text(DOMAIN.format(name=name, emulator="/usr/bin/x", devices=devices))
         cases.append({"name": name, "variants": [{"tree": "libvirt-11.3.0", "needs": [], "input": f"{name}.xml",
                                                   "outputs": [{"arch": "x86_64", "kind": "argv"}]}]})
     (tmp_path / "index.json").write_text(json.dumps({"cases": cases}))
-    found = {o.case: o.bucket for o in corpus_parity(daemon, x86_target.caps, tmp_path)}
-    assert found == {"fine": "both accept", "dup": "both refuse", "passt": "libvirt only refuses"}
+    outcomes = {o.case: o for o in corpus_parity(daemon, x86_target.caps, tmp_path)}
+    assert {c: o.bucket for c, o in outcomes.items()} == {
+        "fine": "both accept", "dup": "both refuse", "passt": "libvirt only refuses",
+        "shmem-invalid-size": "suite only refuses"}
+    shmem = outcomes["shmem-invalid-size"]
+    assert "power of two" in (shmem.start or "") and shmem.explained is not None
+    assert outcomes["fine"].start is None and outcomes["passt"].start is None
+    lines, unexplained = parity_report(list(outcomes.values()))
+    assert unexplained == 1 and lines[-1].endswith("1 unexplained")  # "passt" is no corpus case
