@@ -98,9 +98,15 @@ def _shard_option(value: str) -> str:
 
 def _machines_option(value: str) -> str:
     """``type=`` of --conformance-machines: checked here, kept as a str (xdist sends options to its workers)."""
+    import argparse
+
     from conformance.machines import machine_arg
 
-    return machine_arg(value).spec
+    choice = machine_arg(value)
+    if choice.classes:  # ClassPlanner reads the builds' property values: `qemu-conformance run` only
+        raise argparse.ArgumentTypeError(f"{value} is for `qemu-conformance run` only (docs/machines.md); "
+                                         "use newest, all or a regular expression here")
+    return choice.spec
 
 
 def item_of(kind: str, test_id: str) -> WorkItem:

@@ -3,6 +3,7 @@ the builds' capabilities, and how the machine type travels into ids, shard keys,
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from conformance.machines import (
     swept_machine,
 )
 from conformance.plan import WorkItem, plan
-from conformance.pytest_plugin import item_of
+from conformance.pytest_plugin import _machines_option, item_of
 from conformance.report.html import write_report
 from conformance.results import junit
 from conformance.results.records import QemuBuild, ResultWriter, StageResult, read_results
@@ -162,3 +163,11 @@ def test_the_machine_a_migration_records_whichever_way_it_was_chosen() -> None:
     assert _migration_machine(case, old, new, "pc-q35-4.2", cross=True) == ("pc-q35-4.2", "")
     assert _migration_machine(case, new, old, "pc-q35-7.2", cross=True) == \
         (None, "machine type pc-q35-7.2 unknown to QEMU 5.2.0")
+
+
+@pytest.mark.parametrize("spec", ["classes", "differences"])
+def test_the_pytest_plugin_refuses_class_sampling_as_a_usage_error(spec: str) -> None:
+    """classes/differences need `qemu-conformance run`'s ClassPlanner: the option says so, not a collection error."""
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{spec} is for `qemu-conformance run` only"):
+        _machines_option(spec)
+    assert _machines_option("all") == "all"
