@@ -119,6 +119,16 @@ def _disk(disk: Disk) -> str:
     return f"<disk target='{disk.target_dev}'>"
 
 
+def _disk_bus(disk: Disk) -> str:
+    """A disk's bus as libvirt completes it when <target> names none (virDomainDiskDefPostParse)."""
+    if disk.target_bus:
+        return disk.target_bus
+    if disk.device == "floppy":
+        return "fdc"
+    prefixes = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"), ("ubd", "uml"))
+    return next((bus for prefix, bus in prefixes if disk.target_dev.startswith(prefix)), "ide")
+
+
 # --- controllers and PCI addresses --------------------------------------------------------------------
 
 
@@ -328,10 +338,11 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
             yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is only valid for block type disk source",
                           disk)
         bus = disk.target_bus or ""
-        if disk.vendor is not None and bus != "scsi":
+        # qemuValidateDomainDeviceDefDiskFrontend, on the bus post-parse gives a disk without one
+        if disk.vendor is not None and _disk_bus(disk) != "scsi":
             yield Refusal(_disk(disk), f"{UNSUPPORTED}Only scsi disk supports 'vendor'", disk)
-        if disk.product is not None and bus != "scsi" and bus != "sata":
-            yield Refusal(_disk(disk), f"{UNSUPPORTED}Only scsi disk supports 'product'", disk)
+        if disk.product is not None and _disk_bus(disk) not in ("ide", "sata", "scsi"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}Only ide, sata and scsi disk supports 'product'", disk)
         if disk.vendor is not None and len(disk.vendor) > 8:
             yield Refusal(_disk(disk), f"{UNSUPPORTED}disk vendor is more than 8 characters", disk)
         if disk.product is not None and len(disk.product) > 16:
@@ -350,7 +361,7 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
                           by_qemu=True)
         addr = disk.address
         # virDomainDiskDefValidate (virDomainDiskAddressDiskBusCompatibility): these buses take a drive address only
-        drive_bus = bus or {"hd": "ide", "sd": "scsi", "fd": "fdc"}.get(disk.target_dev[:2], "")
+        drive_bus = _disk_bus(disk)
         if addr is not None and addr.type not in ("", "none", "drive") and drive_bus in ("ide", "fdc", "scsi", "sata"):
             yield Refusal(_disk(disk), f"{UNSUPPORTED}Invalid address type '{addr.type}' for the disk "
                                        f"'{disk.target_dev}' with the bus type '{drive_bus}'", disk)

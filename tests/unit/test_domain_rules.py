@@ -135,7 +135,7 @@ def test_discard_no_unref_needs_the_qcow2_option() -> None:
     ("<target dev='hda' bus='ide'/>", "type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'",
      "Invalid address type 'pci' for the disk 'hda' with the bus type 'ide'"),
     ("<target dev='fda'/>", "type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'",
-     "Invalid address type 'pci' for the disk 'fda' with the bus type 'fdc'"),
+     "Invalid address type 'pci' for the disk 'fda' with the bus type 'ide'"),  # a device='disk' fda is IDE
     ("<target dev='sda' bus='sata'/>", "type='usb' bus='0' port='1'",
      "Invalid address type 'usb' for the disk 'sda' with the bus type 'sata'"),
     ("<target dev='sda' bus='scsi'/>", "type='drive' controller='0' bus='0' target='0' unit='0'", None),
@@ -185,3 +185,22 @@ def test_enrolled_keys_need_secure_boot(enrolled: str, secure: str | None, refus
     found = first_refusal(parse_domain(xml), None)
     message = "firmware feature 'enrolled-keys' cannot be enabled when firmware feature 'secure-boot' is disabled"
     assert (found is not None and found.message == message and found.element == "<firmware>") is refused
+
+
+@pytest.mark.parametrize(("target", "vpd", "refused"), [
+    ("<target dev='hda' bus='ide'/>", "<product>P</product>", None),
+    ("<target dev='hda'/>", "<product>P</product>", None),
+    ("<target dev='sda' bus='sata'/>", "<product>P</product>", None),
+    ("<target dev='vda' bus='virtio'/>", "<product>P</product>", "Only ide, sata and scsi disk supports 'product'"),
+    ("<target dev='sda'/>", "<vendor>V</vendor>", None),
+    ("<target dev='hda' bus='ide'/>", "<vendor>V</vendor>", "Only scsi disk supports 'vendor'"),
+])
+def test_disk_vendor_and_product_buses(target: str, vpd: str, refused: str | None) -> None:
+    """qemuValidateDomainDeviceDefDiskFrontend: a product on an IDE, SATA or SCSI disk (an IDE disk's becomes
+    ide-hd's model=), a vendor on SCSI only, on the bus virDomainDiskDefPostParse gives a disk without one (sd*
+    is SCSI). The suite refused a product on IDE and a vendor on an sd* disk with no bus attribute."""
+    found = refusal(f"<disk type='file' device='disk'><source file='/a.img'/>{target}{vpd}</disk>")
+    if refused is None:
+        assert found is None, found
+    else:
+        assert found is not None and refused in found.message
