@@ -7,7 +7,7 @@ from typing import Any
 from conformance.argv.chardev import reconnect_option
 from conformance.argv.context import Ctx
 from conformance.argv.defaults import backing_chain, disk_bus, disk_index, throttle_filters
-from conformance.argv.harness import HOST_CDROM_PATHS, domain_dir
+from conformance.argv.harness import HOST_CDROM_PATHS, VDPA_DISK_FD, domain_dir
 from conformance.argv.options import escape_opt_value
 from conformance.argv.storage_source import (
     child,
@@ -63,6 +63,9 @@ def _storage_props(ctx: Ctx, disk: Disk, node: str, refs: dict[str, Any]) -> dic
                 "node-name": node}
     if disk.type == "network":
         return {**network_props(ctx, disk, refs), "node-name": node}
+    if disk.type == "vhostvdpa":  # qemuBlockStorageSourceGetVhostVdpaProps: the opened device in an fd set
+        fdset = ctx.pass_fd(f"{node}-vdpa", VDPA_DISK_FD)
+        return {"driver": "virtio-blk-vhost-vdpa", "path": f"/dev/fdset/{fdset}", "node-name": node}
     raise UnsupportedByQemu(f"disk type {disk.type!r} is not supported", path=ctx.domain.source, line=disk.line)
 
 

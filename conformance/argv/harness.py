@@ -23,6 +23,9 @@ TPM_FD, TPM_CANCEL_FD = 1730, 1731
 VSOCK_FD = 6789
 VHOST_SCSI_FD = 3  # the vhost-scsi device's pre-opened fd  # the vhost-vsock device's pre-opened fd
 VDPA_FD = 1732  # an opened vhost-vdpa device (the harness's qemuVDPAConnect)
+# a <disk type='vhostvdpa'> device: the harness opens it only where a test names it (ARG_VDPA_FD; its one test
+# passes /dev/vhost-vdpa-0 as fd 201) and hands the fd to the disk's fd set
+VDPA_DISK_FD = 201
 SCSI_GENERIC_DEVICE = "/dev/sg0"  # a SCSI host device's /dev/sg node: libvirt reads it from sysfs, the harness fixes it
 HARNESS_VSOCK_CID = 42  # the guest CID the harness hands out for <cid auto='yes'/>
 # the swtpm socket of <tpm><backend type='emulator'/>: the harness replaces libvirt's

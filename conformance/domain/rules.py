@@ -431,6 +431,38 @@ def vhost_user(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
             yield Refusal("<interface type='vhostuser'>", f"{UNSUPPORTED}'interface' requires shared memory", net)
 
 
+def _guest_memory_shared(domain: Domain) -> bool:
+    """libvirt's test of shared guest RAM for vhost back-ends (qemuValidateDomainDefVhostUserRequireSharedMemory):
+    without NUMA cells the domain's <access mode='shared'/>; with cells every cell shared, by its own memAccess or,
+    where it has none, by the domain's (a private cell is never shared)."""
+    mb = domain.memory_backing
+    shared = any(c.tag == "access" and c.get("mode") == "shared" for c in (mb.children if mb is not None else []))
+    cells = domain.cpu.numa if domain.cpu is not None else []
+    if not cells:
+        return shared
+    return all(c.attrs.get("memAccess") == "shared" or (not c.attrs.get("memAccess") and shared) for c in cells)
+
+
+@rule
+def vhost_disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """qemuValidateDomainDeviceDefDisk on vhost-user and vhost-vdpa disks: QEMU's device, shared guest RAM, and
+    for vDPA a cache mode that bypasses the host page cache."""
+    for disk in domain.devices.disks:
+        if disk.type not in ("vhostuser", "vhostvdpa"):
+            continue
+        flag = "vhost-user-blk" if disk.type == "vhostuser" else "virtio-blk-vhost-vdpa"
+        if caps is not None and not caps.has(flag):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}{disk.type} disk is not supported with this QEMU binary", disk,
+                          by_qemu=True)
+            continue
+        if not _guest_memory_shared(domain):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}'{disk.type}' requires shared memory", disk)
+            continue
+        if disk.type == "vhostvdpa" and disk.driver.get("cache") not in ("directsync", "none"):
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk type 'vhostvdpa' requires cache mode 'directsync' or "
+                                       "'none'", disk)
+
+
 @rule
 def inputs(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     ps2 = domain.features.get("ps2")

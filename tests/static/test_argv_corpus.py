@@ -21,7 +21,7 @@ from conformance.argv.firmware import ENV_FIRMWARE_DIRS, find_harness_firmware_d
 
 # The share of scored outputs that PASS today: a ratchet, raised as the builder follows more of libvirt's
 # rules (the goal, in `nox -s libvirt-corpus`, is 85%).
-PASS_FLOOR = 0.959
+PASS_FLOOR = 0.960
 
 
 @dataclass(frozen=True)
