@@ -92,6 +92,46 @@ def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) 
     return bool(dev_flags & bus_flags & TYPES)
 
 
+# what a device of each connect type needs, for libvirt's refusal (virDomainPCIAddressFlagsCompatible), in the order
+# it tests them
+_CONNECT_NAMES = ((PCI_DEVICE, "standard PCI device"), (PCIE_DEVICE, "PCI Express device"),
+                  (ROOT_PORT, "pcie-root-port"), (SWITCH_UP, "pcie-switch-upstream-port"),
+                  (SWITCH_DOWN, "pcie-switch-downstream-port"), (DMI_BRIDGE, "dmi-to-pci-bridge"),
+                  (PCIE_TO_PCI, "pcie-to-pci-bridge"), (PXB, "pci-expander-bus"), (PXB_PCIE, "pcie-expander-bus"),
+                  (PCI_BRIDGE, "pci-bridge"))
+# the controller that a device of these connect flags is, for libvirt's refusal when no bus can be added for it
+# (virDomainPCIControllerConnectTypeToModel)
+_CONNECT_MODELS = ((ROOT_PORT, "pcie-root-port"), (SWITCH_UP, "pcie-switch-upstream-port"),
+                   (SWITCH_DOWN, "pcie-switch-downstream-port"), (DMI_BRIDGE, "dmi-to-pci-bridge"),
+                   (PXB, "pci-expander-bus"), (PXB_PCIE, "pcie-expander-bus"), (PCI_BRIDGE, "pci-bridge"))
+
+
+def _incompatibility(addr: Address, bus_flags: int, dev_flags: int, from_config: bool) -> str:
+    """libvirt's message for a device whose connect flags the bus at its address does not take (the checks of
+    virDomainPCIAddressFlagsCompatible in its order); an XML error for an address from the domain, an internal
+    error for one libvirt picked."""
+    kind = "XML error: " if from_config else "internal error: "
+    where, b = _where(addr), addr.bus or 0
+    if dev_flags & INTEGRATED:
+        if b != 0:
+            return f"{kind}The device at PCI address {where} needs to be an integrated device (bus=0)"
+        bus_flags |= AUTOASSIGN | PCI_DEVICE
+    if from_config:
+        if bus_flags & ENDPOINT:
+            bus_flags |= ENDPOINT
+        if dev_flags & PCI_BRIDGE:
+            dev_flags |= PCI_DEVICE
+    elif dev_flags & AUTOASSIGN and not bus_flags & AUTOASSIGN:
+        return (f"{kind}The device at PCI address {where} was auto-assigned this address, but the PCI controller "
+                f"with index='{b}' doesn't allow auto-assignment")
+    if dev_flags & HOTPLUGGABLE and not bus_flags & HOTPLUGGABLE:
+        return (f"{kind}The device at PCI address {where} requires hotplug capability, but the PCI controller with "
+                f"index='{b}' doesn't support hotplug")
+    needs = next((name for flag, name in _CONNECT_NAMES if dev_flags & flag), "device")
+    return (f"{kind}The device at PCI address {where} cannot be plugged into the PCI controller with index='{b}'. "
+            f"It requires a controller that accepts a {needs}.")
+
+
 def _where(addr: Address) -> str:
     """0000:00:1f.2 (formatted only for an error: reserve runs for every device of every combination)."""
     return f"{addr.domain or 0:04x}:{addr.bus or 0:02x}:{addr.slot or 0:02x}.{addr.function or 0}"
@@ -124,8 +164,12 @@ class AddressSet:
                     addr.bus = (addr.bus or 0) + 1
         elif flags & (PCIE_DEVICE | SWITCH_UP):
             model = "pcie-root-port"
-        else:
-            raise self.fail("no PCI slot for a PCI controller, and none can be added automatically")
+        else:  # virDomainPCIAddressSetGrow
+            model = next((name for flag, name in _CONNECT_MODELS if flags & flag), None)
+            raise self.fail(f"internal error: a PCI slot is needed to connect a PCI controller model='{model}', but "
+                            "none is available, and it cannot be automatically added" if model else
+                            f"internal error: Cannot automatically add a new PCI bus for a device with connect flags "
+                            f"{flags & TYPES:02x}")
         new: list[Bus] = []
         if need_dmi:
             new.append(_bus("dmi-to-pci-bridge", hotplug=False))
@@ -148,8 +192,7 @@ class AddressSet:
                             "are available")
         bus = self.buses[b]
         if not _compatible(b, bus.flags, flags, from_config):
-            raise self.fail(f"the device at PCI address {_where(addr)} cannot be plugged into the PCI controller "
-                            f"with index='{b}' ({bus.model})")
+            raise self.fail(_incompatibility(addr, bus.flags, flags, from_config))
         if slot < bus.min_slot or slot > bus.max_slot:
             raise self.fail(f"invalid PCI address {_where(addr)}: slot must be {bus.min_slot}..{bus.max_slot}")
         if bus.functions[slot] & (1 << fn):

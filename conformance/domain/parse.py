@@ -183,8 +183,9 @@ def _domain(ctx: _Ctx, root: etree._Element) -> Domain:
             dom.extra.append(el)
     if not dom.name:
         raise ctx.fail("the domain has no <name>", root, hint="add <name>guest</name>")
-    if dom.memory_kib is None and dom.max_memory_kib is None and not (dom.cpu and dom.cpu.numa):
-        raise ctx.fail("the domain has no <memory>", root, hint="add <memory unit='MiB'>512</memory>")
+    if not dom.memory_kib and not (dom.cpu and dom.cpu.numa):  # virDomainDefPostParseMemory: no initial memory
+        raise ctx.fail("XML error: Memory size must be specified via <memory> or in the <numa> configuration", root,
+                       hint="add <memory unit='MiB'>512</memory>")
     return dom
 
 

@@ -441,3 +441,30 @@ def test_serial_without_a_port_takes_one_past_the_highest() -> None:
     first, given, third = Chardev(), Chardev(target_attrs={"port": "0"}), Chardev()
     ports = serial_ports([first, given, third])
     assert [ports[id(c)] for c in (first, given, third)] == [1, 0, 2]
+
+
+
+def test_pci_refusals_say_what_libvirt_says(caps_10) -> None:
+    """virDomainPCIAddressFlagsCompatible and virDomainPCIAddressSetGrow: an integrated device (virtio-iommu) off
+    bus 0, a device on a bus that does not take its kind, and a controller no bus can be added for are refused
+    with libvirt's messages (an XML error for an address the domain gave)."""
+    acpi = "<features><acpi/></features>"
+    iommu = ("<iommu model='virtio'>"
+             "<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></iommu>")
+    with pytest.raises(DomainInvalid, match=r"XML error: The device at PCI address 0000:01:00\.0 needs to be an "
+                                            r"integrated device \(bus=0\)"):
+        argv_of(domain(iommu, extra=acpi), caps_10)
+    upstream = ("<controller type='pci' index='1' model='pcie-root-port'/>"
+                "<controller type='pci' index='2' model='pcie-switch-upstream-port'/>"
+                "<interface type='user'><model type='e1000e'/>"
+                "<address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/></interface>")
+    with pytest.raises(DomainInvalid, match=r"XML error: The device at PCI address 0000:02:00\.0 cannot be plugged "
+                                            r"into the PCI controller with index='2'\. It requires a controller that "
+                                            r"accepts a PCI Express device\."):
+        argv_of(domain(upstream), caps_10)
+    port = ("<controller type='pci' index='1' model='pcie-root-port'>"
+            "<address type='pci' domain='0x0000' bus='0x05' slot='0x00' function='0x0'/></controller>")
+    with pytest.raises(DomainInvalid, match="internal error: a PCI slot is needed to connect a PCI controller "
+                                            "model='pcie-root-port', but none is available, and it cannot be "
+                                            "automatically added"):
+        argv_of(domain(port), caps_10)

@@ -216,3 +216,17 @@ def test_virtio_iommu_on_x86_needs_qemu_6_2(corpus: Path) -> None:
     dom = parse_domain((corpus / "cases" / "virtio-iommu-x86_64" / "virtio-iommu-x86_64.xml").read_bytes())
     with pytest.raises(UnsupportedByQemu, match="virtio"):
         validate_domain(dom, resolve(str(corpus / "caps" / "libvirt-9.0.0" / "caps_6.1.0.x86_64.xml")))
+
+
+@pytest.mark.parametrize("memory", ["", "<memory unit='KiB'>0</memory>",
+                                    "<maxMemory slots='4' unit='GiB'>4</maxMemory>"])
+def test_no_initial_memory_is_libvirts_xml_error(memory: str) -> None:
+    """virDomainDefPostParseMemory: a domain without initial memory (no <memory>, or 0, and no NUMA cells giving
+    it; a <maxMemory> alone does not) is refused with libvirt's message."""
+    xml = (f"<domain type='qemu'><name>g</name>{memory}<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+           "<devices/></domain>")
+    with pytest.raises(DomainInvalid, match="XML error: Memory size must be specified via <memory> or in the <numa> "
+                                            "configuration"):
+        parse_domain(xml)
+    cells = "<vcpu>1</vcpu><cpu><numa><cell id='0' cpus='0' memory='512' unit='MiB'/></numa></cpu>"
+    assert parse_domain(xml.replace("<os>", f"{cells}<os>")).cpu is not None
