@@ -829,9 +829,11 @@ def load_failure(state: CheckedState, target: Target, exc: RestoreFailed, vms: l
     details: dict[str, Any] = {"pair": pair_label(target, target), "direction": "same", "machine": state.machine,
                                "machine_from": FROM_CASE, "state_load": state.record(output), **exc.evidence}
     loaded = vms[0] if vms else None
+    reason = f"its own build does not load the checked state saved by the {state.origin}: {exc.message}"
     if loaded is not None:
         details["exits"] = {"destination": loaded.process.exit.describe()}
-    reason = f"its own build does not load the checked state saved by the {state.origin}: {exc.message}"
+        if not loaded.process.exit.requested and loaded.process.exit.returncode is not None:
+            reason += f"; destination {_side_error(loaded)}"  # as a migration says it (what known bugs match)
     verdict, reason = explain("fail", reason, [loaded] if loaded else [], caps, "migrate", details,
                               peer=caps.version, side="destination", accel=target.accel.accel,
                               argv=exc.evidence.get("restore_argv"))
