@@ -410,12 +410,7 @@ def backing_chain(disk: Disk) -> tuple[list[Disk], bool]:
     while el is not None and el.get("type"):
         fmt = next((c for c in el if c.tag == "format"), None)
         src = next((c for c in el if c.tag == "source"), None)
-        source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
-        for c in src if src is not None else []:
-            if c.tag == "host":
-                source.hosts.append(dict(c.attrib))
-            elif isinstance(c.tag, str):
-                source.children.append(c)
+        source = DiskSource.of(src)
         driver = dict(inherited)
         if fmt is not None and fmt.get("type"):
             driver["type"] = fmt.get("type")

@@ -91,13 +91,7 @@ def data_store(disk: Disk) -> Disk | None:
     el = child(disk.source, "dataStore")
     if el is None:
         return None
-    src = el.find("source")
-    source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
-    for c in src if src is not None else []:
-        if c.tag == "host":
-            source.hosts.append(dict(c.attrib))
-        elif isinstance(c.tag, str):
-            source.children.append(c)
+    source = DiskSource.of(el.find("source"))
     fmt = el.find("format")
     driver = {k: v for k, v in disk.driver.items() if k in ("name", "cache", "io", "discard")}
     driver["type"] = fmt.get("type", "raw") if fmt is not None else "raw"
@@ -112,13 +106,7 @@ def nvram_source(ctx: Ctx) -> Disk | None:
     el = root.find("os/nvram") if root is not None else None
     if el is None or el.get("type") not in ("network", "block"):
         return None
-    src = el.find("source")
-    source = DiskSource(attrs=dict(src.attrib) if src is not None else {})
-    for c in src if src is not None else []:
-        if c.tag == "host":
-            source.hosts.append(dict(c.attrib))
-        elif isinstance(c.tag, str):
-            source.children.append(c)
+    source = DiskSource.of(el.find("source"))
     return Disk(type=el.get("type", ""), device="disk", source=source, driver={"type": el.get("format", "raw")},
                 target_dev="", line=el.sourceline)
 

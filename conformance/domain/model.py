@@ -62,6 +62,18 @@ class DiskSource:
         a = self.attrs
         return a.get("file") or a.get("dev") or a.get("dir") or a.get("name")
 
+    @classmethod
+    def of(cls, el: Any) -> DiskSource:
+        """A <source> element (of a disk, a backing layer, a data store or an NVRAM) as a DiskSource: its
+        attributes, its <host>s and its other children; None gives an empty source."""
+        source = cls(attrs=dict(el.attrib) if el is not None else {})
+        for c in el if el is not None else []:
+            if c.tag == "host":
+                source.hosts.append(dict(c.attrib))
+            elif isinstance(c.tag, str):
+                source.children.append(c)
+        return source
+
 
 @dataclass(slots=True, kw_only=True)
 class Disk(Device):

@@ -382,12 +382,7 @@ def _disk(ctx: _Ctx, el: etree._Element) -> Disk:
                 line=el.sourceline)
 
     def source(c: etree._Element) -> None:
-        disk.source = DiskSource(attrs=_a(c))
-        for s in c:
-            if s.tag == "host":
-                disk.source.hosts.append(_a(s))
-            elif isinstance(s.tag, str):
-                disk.source.children.append(s)
+        disk.source = DiskSource.of(c)
 
     def target(c: etree._Element) -> None:
         disk.target_dev = c.get("dev", "")
