@@ -324,19 +324,22 @@ links_up() {
 }
 
 # SIG := what a re-report depends on: PCI devices and their drivers, disks and their sizes,
-# interfaces, their links and states, online CPUs. No forks: this runs every heartbeat.
+# interfaces (their ifindex: a device unplugged and plugged back between two heartbeats, as a
+# failover primary across a fast migration, comes back as a new interface), their links and states,
+# online CPUs. No forks: this runs every heartbeat.
 signature() {
-    local n s
+    local n s i
     set -- /sys/bus/pci/devices/* /sys/bus/pci/devices/*/driver /sys/class/net/*/master \
         /sys/class/net/*/lower_* /sys/class/tty/hvc* /sys/class/virtio-ports/* /dev/snd/*
     SIG="$*"
     for n in /sys/class/net/* /sys/block/*; do
         s=-
+        i=-
         case $n in
         /sys/block/*) read -r s <"$n/size" ;;
-        *) read -r s <"$n/operstate" ;;
+        *) read -r s <"$n/operstate"; read -r i <"$n/ifindex" ;;
         esac
-        SIG="$SIG ${n##*/}=$s"
+        SIG="$SIG ${n##*/}=$s/$i"
     done
     s=-
     read -r s </sys/devices/system/cpu/online
