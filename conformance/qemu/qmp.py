@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import time
@@ -96,10 +97,12 @@ class EventListener:
             self.session.listeners.remove(self)
 
 
-def _quiet_client(name: str) -> Any:
+@functools.cache
+def _quiet_client_class() -> Any:
     """A qemu.qmp QMPClient whose message hooks format a message for the debug log only when that log is on:
     the library's own hooks call str() on every message (a JSON dump of each reply: 0.9 s of the 6 probes of a
-    cached vmstate sweep). The hooks are the library's documented extension points for subclasses."""
+    cached vmstate sweep). The hooks are the library's documented extension points for subclasses. Made once,
+    on first use: qemu.qmp is imported only by runs that talk to a QEMU."""
     import logging
 
     from qemu.qmp import QMPClient
@@ -115,7 +118,11 @@ def _quiet_client(name: str) -> Any:
                 return super()._cb_inbound(msg)
             return msg
 
-    return QuietClient(name)
+    return QuietClient
+
+
+def _quiet_client(name: str) -> Any:
+    return _quiet_client_class()(name)
 
 
 class QmpSession:
