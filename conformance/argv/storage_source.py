@@ -138,17 +138,16 @@ def validate(ctx: Ctx, disk: Disk, top: bool) -> None:
     if auth is not None and protocol == "ssh":
         _fail(ctx, disk, "unsupported configuration: an ssh disk with a password is built by nbdkit, which the "
                          "suite does not model (qemu.conf storage_use_nbdkit)", unsupported=True)
-    if auth is not None:
+    if auth is not None and disk.type == "network":  # virDomainDiskDefValidateSourceChainOne: network sources only
+        if protocol not in ("iscsi", "rbd", *CURL_PROTOCOLS):
+            _fail(ctx, disk, f"unsupported configuration: authentication is not supported for protocol '{protocol}'")
         secret = auth.find("secret")
         kind = secret.get("type") if secret is not None else None
-        if kind not in ("iscsi", "ceph"):
+        if kind not in ("none", "volume", "ceph", "iscsi", "tls", "vtpm"):  # virSecretUsageType's names
             _fail(ctx, disk, f"unsupported configuration: unknown secret type '{kind or '<null>'}'")
         wanted = {"iscsi": "iscsi", "rbd": "ceph"}.get(protocol)
         if wanted and kind != wanted:
             _fail(ctx, disk, f"unsupported configuration: invalid secret type '{kind}'")
-        if disk.type != "network" or protocol not in ("iscsi", "rbd", *CURL_PROTOCOLS):
-            _fail(ctx, disk, "unsupported configuration: authentication is supported only for iSCSI, RBD and "
-                             "HTTP(S)/FTP(S) network disks", unsupported=True)
     enc = encryption_of(ctx, disk, top)
     if enc is not None:
         _validate_encryption(ctx, disk, enc, protocol)
@@ -159,9 +158,6 @@ def validate(ctx: Ctx, disk: Disk, top: bool) -> None:
         if not ctx.caps.has("pr-manager-helper"):
             _fail(ctx, disk, "unsupported configuration: reservations not supported with this QEMU binary",
                   unsupported=True)
-        if disk.type not in ("file", "block"):  # only qemuBlockStorageSourceGetFileProps takes a pr-manager
-            _fail(ctx, disk, "unsupported configuration: persistent reservations are built for local (file or "
-                             "block) storage only", unsupported=True)
         if pr.get("managed") != "yes":  # virStorageSourcePRDefParseXML
             psrc = pr.find("source")
             for attr in ("type", "path", "mode"):
@@ -181,25 +177,20 @@ def validate(ctx: Ctx, disk: Disk, top: bool) -> None:
             _fail(ctx, disk, "unsupported configuration: <dataStore> feature available only with qcow2 images")
         fmt = store.find("format")
         if fmt is not None and fmt.get("type", "raw") != "raw":
-            _fail(ctx, disk, "unsupported configuration: <dataStore> format must be 'raw'")
-    if src.attrs.get("tls") == "yes" and protocol != "nbd":
-        _fail(ctx, disk, f"unsupported configuration: TLS is built for NBD disks only, not '{protocol or disk.type}'",
-              unsupported=True)
-    curl_only = [t for t in ("cookies", "ssl", "readahead", "timeout") if child(src, t) is not None]
-    if src.attrs.get("query"):
-        curl_only.append("query")
-    if curl_only and protocol not in CURL_PROTOCOLS:
-        _fail(ctx, disk, f"unsupported configuration: <{curl_only[0]}> is supported only with HTTP(S)/FTP(S) "
-                         "disks (qemuBlockStorageSourceGetCURLProps)")
-    if child(src, "cookies") is not None and protocol not in ("http", "https"):
-        _fail(ctx, disk, "unsupported configuration: http cookies are supported only with HTTP(S) protocol")
-    if child(src, "ssl") is not None and protocol not in ("https", "ftps"):
-        _fail(ctx, disk, "unsupported configuration: ssl verification is supported only with HTTPS/FTPS protocol")
+            _fail(ctx, disk, "unsupported configuration: only 'raw' images supported as <dataStore>")
+    # libvirt's parser (virDomainDiskSourceNetworkParse) reads <ssl> for HTTPS/FTPS sources only, <cookies> and
+    # query= for HTTP(S), <readahead>/<timeout> for HTTP(S)/FTP(S), <identity> for SSH and NFS, and reads none of
+    # them, nor tls=, for a source that is not network: elsewhere they are ignored, not refused, and the argv
+    # builder ignores them the same way (network_props). qemuDomainValidateStorageSource's own checks of these
+    # options (ssl verification, http cookies, readahead, timeout, query) cannot fire for a parsed domain, nor can
+    # virDomainDiskDefValidateSourceChainOne's <snapshot>/<config> one (it refuses them only on a source that is
+    # neither network nor RBD, where the parser never reads them); an <initiator> is used by iSCSI only.
+    if src.attrs.get("tls") == "yes" and protocol not in ("", "nbd"):  # qemuDomainPrepareStorageSourceTLS
+        _fail(ctx, disk, f"unsupported configuration: TLS transport is not supported for disk protocol '{protocol}'")
     identity = child(src, "identity")
-    if identity is not None and (protocol != "nfs" or any(identity.get(a) for a in ("username", "keyfile",
-                                                                                      "agentsock"))):
-        _fail(ctx, disk, "unsupported configuration: <identity> is built for NFS disks (user, group) only",
-              unsupported=True)
+    if identity is not None and protocol == "ssh":
+        _fail(ctx, disk, "unsupported configuration: an ssh <identity> is used through nbdkit, which the suite "
+                         "does not model (qemu.conf storage_use_nbdkit)", unsupported=True)
     if disk.type == "nvme":
         if not ctx.caps.has("drive-nvme"):
             _fail(ctx, disk, "unsupported configuration: NVMe disks are not supported with this QEMU binary",
@@ -212,44 +203,55 @@ def validate(ctx: Ctx, disk: Disk, top: bool) -> None:
     if protocol == "nbd" and src.attrs.get("tlsHostname") and not ctx.caps.has("blockdev.nbd.tls-hostname"):
         _fail(ctx, disk, "unsupported configuration: 'tlsHostname' field is not supported by this QEMU",
               unsupported=True)
-    for tag, allowed in (("snapshot", "rbd"), ("config", "rbd"), ("initiator", "iscsi")):
-        if child(src, tag) is not None and protocol != allowed:
-            _fail(ctx, disk, f"unsupported configuration: <{tag}> is supported only with the '{allowed}' protocol")
     if protocol in ("nbd", "nfs", "iscsi", "ssh", "sheepdog", "vxhs", "tftp", *CURL_PROTOCOLS) and \
             len(src.hosts) > 1:
         _fail(ctx, disk, f"internal error: {protocol} protocol accepts only one host")
 
 
 def _validate_encryption(ctx: Ctx, disk: Disk, enc: etree._Element, protocol: str) -> None:
-    for tag in ("cipher", "ivgen"):
-        if enc.find(tag) is not None:
-            _fail(ctx, disk, f"unsupported configuration: supplying <{tag}> for domain disk definition is "
+    """virStorageEncryptionParseNode, virDomainDiskDefValidateSourceChainOne and qemuDomainValidateStorageSource,
+    in libvirt's order."""
+    fmt = enc.get("format")
+    if not fmt:
+        _fail(ctx, disk, "XML error: unknown volume encryption format")
+    if fmt == "luks":  # <cipher> and <ivgen> are read for LUKS only (elsewhere ignored)
+        if enc.find("ivgen") is not None and enc.find("cipher") is None:
+            _fail(ctx, disk, "XML error: ivgen element found, but cipher is missing")
+        if enc.find("cipher") is not None:
+            _fail(ctx, disk, "unsupported configuration: supplying <cipher> for domain disk definition is "
                              "unnecessary")
-    fmt = enc.get("format", "default")
+    if fmt in ("default", "qcow"):
+        _fail(ctx, disk, "unsupported configuration: old qcow/qcow2 encryption is not supported")
     engine = enc.get("engine", "qemu")
     secrets = enc.findall("secret")
     if engine == "librbd":
-        if protocol != "rbd":
-            _fail(ctx, disk, "unsupported configuration: librbd encryption is supported only with RBD backed "
-                             "disks")
         if not ctx.caps.has("rbd-encryption"):
             _fail(ctx, disk, "unsupported configuration: librbd encryption is not supported by this QEMU binary",
                   unsupported=True)
-        if fmt == "luks-any" and not ctx.caps.has("rbd-encryption-luks-any"):
-            _fail(ctx, disk, "unsupported configuration: luks-any encryption is not supported by this QEMU "
-                             "binary", unsupported=True)
+        # libvirt refuses it on a source that is neither network nor RBD: any network source passes, and only the
+        # RBD node takes the encryption (network_props), as in libvirt
+        if disk.type != "network":
+            _fail(ctx, disk, "unsupported configuration: librbd encryption is supported only with RBD backed "
+                             "disks")
         if len(secrets) > 1 and not ctx.caps.has("rbd-encryption-layering"):
             _fail(ctx, disk, "unsupported configuration: librbd encryption layering is not supported by this "
                              "QEMU binary", unsupported=True)
+        if fmt == "luks-any" and not ctx.caps.has("rbd-encryption-luks-any"):
+            _fail(ctx, disk, "unsupported configuration: luks-any encryption is not supported by this QEMU "
+                             "binary", unsupported=True)
         return
-    if fmt != "luks":
+    if fmt != "luks":  # luks2, luks-any
         _fail(ctx, disk, f"unsupported configuration: '{fmt}' is currently not supported by the qemu encryption "
                          "engine")
     if (disk.driver.get("type") or "raw") not in ("raw", "qcow2"):
         _fail(ctx, disk, "unsupported configuration: encryption is supported only with 'raw' and 'qcow2' image "
                          "format")
-    if len(secrets) != 1:
-        _fail(ctx, disk, "unsupported configuration: the qemu encryption engine takes exactly one <secret>")
+    if len(secrets) > 1:
+        _fail(ctx, disk, "unsupported configuration: qemu encryption engine expects only a single secret")
+    # without a <secret> no key is prepared (qemuDomainSecretStorageSourcePrepareEncryption): a raw image's LUKS
+    # layer cannot be built (qemuBlockStorageSourceGetFormatLUKSProps), a qcow2 image gets no encrypt option
+    if not secrets and (disk.driver.get("type") or "raw") == "raw":
+        _fail(ctx, disk, "internal error: missing secret info for 'luks' driver")
 
 
 # --- the objects a source refers to ----------------------------------------------------------------
@@ -323,7 +325,7 @@ def storage_objects(ctx: Ctx, disk: Disk, n: int | str, top: bool) -> dict[str, 
                 layer["parent"] = encrypt
             encrypt = layer
         refs["rbd-encrypt"] = encrypt
-    elif qemu_luks(enc):
+    elif qemu_luks(enc) and enc.find("secret") is not None:
         secret = f"{fmt}-encryption-secret0"
         secret_object(ctx, secret)
         refs["key-secret"] = secret
@@ -358,7 +360,7 @@ def _url(src: DiskSource, protocol: str) -> str:
     host = src.hosts[0] if src.hosts else {}
     name = src.attrs.get("name", "")
     url = f"{protocol}://{host.get('name', '')}:{host.get('port') or DEFAULT_PORTS[protocol]}/{name.lstrip('/')}"
-    if src.attrs.get("query"):
+    if src.attrs.get("query") and protocol in ("http", "https"):  # parsed for HTTP(S) only
         url += f"?{src.attrs['query']}"
     return url
 

@@ -312,6 +312,27 @@ def usb_disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 # --- disks --------------------------------------------------------------------------------------------
 
 
+def _lun_source(disk: Disk) -> Iterator[Refusal]:
+    """virDomainDiskDefSourceLUNValidate: a LUN is an iSCSI network source or a host block device (or a pool
+    volume), raw, whole and not encrypted."""
+    src = disk.source
+    children = src.children if src is not None else []
+    if disk.type == "network":
+        protocol = src.attrs.get("protocol", "") if src is not None else ""
+        if protocol != "iscsi":
+            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is not supported for protocol='{protocol}'",
+                          disk)
+    elif disk.type not in ("block", "volume"):
+        yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is only valid for block type disk source", disk)
+    if disk.driver.get("type") not in (None, "", "raw"):
+        yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device 'lun' must use 'raw' format", disk)
+    if any(c.tag == "slices" and c.find("slice[@type='storage']") is not None for c in children):
+        yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device 'lun' doesn't support storage slice", disk)
+    encryption = [e for e in (*children, *disk.extra) if getattr(e, "tag", None) == "encryption"]
+    if any(e.get("format", "default") != "default" for e in encryption[:1]):
+        yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device 'lun' doesn't support encryption", disk)
+
+
 @rule
 def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     drive_addresses: dict[tuple, Disk] = {}
@@ -330,13 +351,12 @@ def disks(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
         if fmt == "iso":
             yield Refusal(_disk(disk), f"{UNSUPPORTED}storage format 'iso' is not directly supported by QEMU, "
                                        "use 'raw' instead", disk)
+        if disk.device == "lun":  # virDomainDiskDefSourceLUNValidate: the domain's own checks come first
+            yield from _lun_source(disk)
         if caps is not None and disk.device == "lun" and disk.target_bus == "virtio" and \
                 not caps.has("virtio-blk-pci.scsi"):
             yield Refusal(_disk(disk), f"{UNSUPPORTED}This QEMU doesn't support SCSI emulation with 'virtio-blk' "
                                        "device", disk, by_qemu=True)
-        if disk.device == "lun" and disk.type not in ("block", "network", "volume"):
-            yield Refusal(_disk(disk), f"{UNSUPPORTED}disk device='lun' is only valid for block type disk source",
-                          disk)
         bus = disk.target_bus or ""
         # qemuValidateDomainDeviceDefDiskFrontend, on the bus post-parse gives a disk without one
         if disk.vendor is not None and _disk_bus(disk) != "scsi":
