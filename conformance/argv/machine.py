@@ -617,7 +617,13 @@ def clock_and_pm(ctx: Ctx) -> None:
     hpet = _timer(ctx, "hpet")
     if hpet and hpet.get("present") == "no" and not ctx.caps.has("machine-hpet") and ctx.arch in ("x86_64", "i686"):
         ctx.add("-no-hpet")  # a PC's, before QEMU 8.0 (later: -machine hpet=off)
-    ctx.add("-no-shutdown")
+    # qemuBuildPMCommandLine: with set-action (QEMU 6.0+) the lifecycle actions are set over QMP; before it,
+    # -no-reboot when the domain allows no reboot (qemuProcessRebootAllowed; libvirt's defaults when absent)
+    if not ctx.caps.has("set-action") and d.on_reboot == "destroy" and (d.on_poweroff or "destroy") == "destroy" \
+            and (d.on_crash or "destroy") in ("destroy", "coredump-destroy"):
+        ctx.add("-no-reboot")
+    else:
+        ctx.add("-no-shutdown")
     if (ctx.is_x86 or ctx.arch == "aarch64") and "acpi" not in d.features and \
             (ctx.machine is None or ctx.machine.acpi is None):
         ctx.add("-no-acpi")

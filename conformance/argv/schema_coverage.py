@@ -6,6 +6,7 @@ Every element, attribute and enumerated attribute value libvirt's domain RelaxNG
     /domain/devices/input                  an element
     /domain/devices/input/@bus             an attribute
     /domain/devices/input[@type='evdev']   one value of an attribute the schema enumerates
+    /domain/on_reboot[.='destroy']         one value of an element's text the schema enumerates
 
 ``schema_classes.toml`` (beside this module) classifies every item by rule, in one of four classes:
 
@@ -22,7 +23,11 @@ not know is dropped in silence. ``qemu-conformance argv --schema-coverage`` prin
 A rule's ``path`` is an item path in which ``*`` matches one name (or part of one) and ``/**`` any
 number of steps, none included; of the rules that match an item, the most specific (most literal
 characters) wins, and of two as specific the earlier in the file.
-A value item that no value rule matches takes its attribute's class.
+A value item that no value rule matches takes its attribute's (or element's) class.
+
+Values are items only where the schema enumerates them (``<value>``s, a ``<choice>`` of them): an attribute
+or element text the schema types as data (a number, a path, a name) is one item, its attribute or element,
+whatever the value; a yes/no or on/off switch is its attribute too.
 """
 
 from __future__ import annotations
@@ -111,6 +116,25 @@ def _name_of(el: etree._Element) -> str:
     return f"{prefix}:{name}" if prefix else name
 
 
+def _text_values(el: etree._Element, grammar: _Grammar, refs: tuple[str, ...] = ()) -> list[str]:
+    """The literal values an element's own text may take (its <value>s, not its attributes' or children's)."""
+    values: list[str] = []
+    for c in el:
+        tag = c.tag
+        if not isinstance(tag, str) or tag in (_q("element"), _q("attribute")):
+            continue
+        if tag == _q("value"):
+            values.append((c.text or "").strip())
+        elif tag == _q("ref"):
+            name = c.get("name", "")
+            if name not in refs and len(refs) < 8:
+                for d in grammar.defines.get(name, []):
+                    values += _text_values(d, grammar, (*refs, name))
+        else:
+            values += _text_values(c, grammar, refs)
+    return values
+
+
 def _literal_values(el: etree._Element, grammar: _Grammar, depth: int = 0) -> list[str] | None:
     """The literal values an attribute's content enumerates (<value> or a choice of them), else None."""
     values: list[str] = []
@@ -143,7 +167,7 @@ def schema_items(domain_rng: Path) -> list[Item]:
     """Every item of the domain schema, in schema order (each path once)."""
     grammar = _Grammar(domain_rng)
     found: dict[str, Item] = {}
-    values: dict[tuple[str, str], list[str]] = {}  # (element path, attribute) -> every literal value allowed
+    values: dict[tuple[str, str], list[str]] = {}  # (element path, @attribute or . for its text) -> literal values
 
     def add(path: str, kind: str) -> None:
         found.setdefault(path, Item(path, kind))
@@ -158,11 +182,12 @@ def schema_items(domain_rng: Path) -> list[Item]:
                 sub = f"{path}/{name}"
                 add(sub, "element")
                 if name != "*":
+                    values.setdefault((sub, "."), []).extend(_text_values(c, grammar))
                     walk(c, sub, refs)
             elif tag == _q("attribute"):
                 name = _name_of(c)
                 add(f"{path}/@{name}", "attribute")
-                values.setdefault((path, name), []).extend(_literal_values(c, grammar) or [])
+                values.setdefault((path, f"@{name}"), []).extend(_literal_values(c, grammar) or [])
             elif tag == _q("ref"):
                 name = c.get("name", "")
                 if name in refs:  # recursion (a backing chain's <backingStore>): walked once
@@ -177,11 +202,11 @@ def schema_items(domain_rng: Path) -> list[Item]:
 
     for start in grammar.start:
         walk(start, "", ())
-    for (path, name), allowed in values.items():  # an attribute's values, when the schema enumerates them
+    for (path, key), allowed in values.items():  # an attribute's or a text's values, when the schema enumerates them
         unique = list(dict.fromkeys(allowed))
         if len(unique) > 1 and not set(unique) <= _SWITCHES:  # a yes/no or on/off switch is its attribute
             for value in unique:
-                add(f"{path}[@{name}='{value}']", "value")
+                add(f"{path}[{key}='{value}']", "value")
     return list(found.values())
 
 
@@ -229,6 +254,15 @@ def load_rules(path: Path = CLASSES_FILE) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+# a value item: ``elem[@attr='v']`` (group 2 is ``@attr``) or ``elem[.='v']`` (group 2 is ``.``, the text)
+_VALUE_ITEM = re.compile(r"(.*)\[(@[^=\]]+|\.)='.*'\]", re.S)
+
+
+def _unvalued(value: re.Match[str]) -> str:
+    """The item a value item's value belongs to: its attribute, or for a text value its element."""
+    return value[1] if value[2] == "." else f"{value[1]}/{value[2]}"
+
+
 class Classifier:
     """Item path -> the rule that classifies it (memoised: a domain's walk repeats the same paths)."""
 
@@ -239,15 +273,17 @@ class Classifier:
         # item is matched only against the rules of its own ancestor folders
         self._buckets: dict[tuple[bool, str], list[Rule]] = {}
         for r in rules:
-            literal = r.path.split("*", 1)[0].split("[@", 1)[0]
-            self._buckets.setdefault(("[@" in r.path, literal[:literal.rfind("/") + 1]), []).append(r)
-        # value rules, by the attribute they are about: only those attributes look at values at run time
-        self._valued = [_compile(m[1] + "/@" + m[2]) for r in rules
-                        if (m := re.fullmatch(r"(.*)\[@([^=\]]+)=.*\]", r.path))]
+            literal = re.split(r"\[[@.]", r.path.split("*", 1)[0], maxsplit=1)[0]
+            valued = _VALUE_ITEM.fullmatch(r.path) is not None
+            self._buckets.setdefault((valued, literal[:literal.rfind("/") + 1]), []).append(r)
+        # value rules, by the attribute (``elem/@attr``) or element text (``elem/.``) they are about: only those
+        # look at values at run time
+        self._valued = [_compile(f"{m[1]}/{m[2]}") for r in rules if (m := _VALUE_ITEM.fullmatch(r.path))]
         self._valued_memo: dict[str, bool] = {}
 
     def valued(self, apath: str) -> bool:
-        """Whether some rule names values of this attribute (its values are then classified one by one)."""
+        """Whether some rule names values of this attribute (``elem/@attr``) or element text (``elem/.``): its
+        values are then classified one by one."""
         try:
             return self._valued_memo[apath]
         except KeyError:
@@ -255,13 +291,13 @@ class Classifier:
             return found
 
     def rule(self, path: str) -> Rule | None:
-        """The most specific rule for an item; a value item (``elem[@attr='v']``) is classified by the
-        value rules, else as its attribute."""
+        """The most specific rule for an item; a value item (``elem[@attr='v']``, ``elem[.='v']``) is classified
+        by the value rules, else as its attribute (or element)."""
         try:
             return self._memo[path]
         except KeyError:
             pass
-        value = re.fullmatch(r"(.*)\[@([^=\]]+)='.*'\]", path, re.S)
+        value = _VALUE_ITEM.fullmatch(path)
         best: Rule | None = None
         steps = (value[1] if value else path).split("/")
         for i in range(1, len(steps)):
@@ -269,7 +305,7 @@ class Classifier:
                 if r.regex.match(path) and (best is None or (r.weight, -r.order) > (best.weight, -best.order)):
                     best = r
         if best is None and value:
-            best = self.rule(f"{value[1]}/@{value[2]}")
+            best = self.rule(_unvalued(value))
         self._memo[path] = best
         return best
 
@@ -353,11 +389,14 @@ def _tag(el: etree._Element) -> str:
 
 def domain_items(root: etree._Element) -> Iterator[tuple[str, etree._Element]]:
     """The item paths a domain uses, each with the element it is on, in document order: elements and
-    attributes, an attribute some rule names by value as its value item (``elem[@attr='value']``)."""
+    attributes, an attribute some rule names by value as its value item (``elem[@attr='value']``), and an
+    element whose text some rule names by value also as its text's value item (``elem[.='value']``)."""
     cl = classifier()
 
     def walk(el: etree._Element, path: str) -> Iterator[tuple[str, etree._Element]]:
         yield path, el
+        if el.text is not None and cl.valued(f"{path}/.") and el.text.strip():
+            yield f"{path}[.='{el.text.strip()}']", el
         for key, value in el.attrib.items():
             apath = f"{path}/@{key}"
             yield (f"{path}[@{key}='{value}']" if cl.valued(apath) else apath), el

@@ -938,6 +938,31 @@ def shmems(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 
 @rule
+def os_type(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """qemuValidateDomainDef: QEMU runs hvm guests only (not Xen's linux/xen/xenpvh, nor a container's exe)."""
+    if domain.os.type != "hvm":
+        arch = domain.os.arch or (caps.arch if caps is not None else "x86_64")
+        emulator = domain.devices.emulator or f"/usr/bin/qemu-system-{arch}"
+        yield Refusal("<os><type>", f"{UNSUPPORTED}Emulator '{emulator}' does not support os type '{domain.os.type}'")
+
+
+@rule
+def lifecycle_actions(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """qemuValidateLifecycleAction: rename-restart and (but on a crash) preserve have no meaning in the QEMU
+    driver, nor does a power-off that restarts with a reboot that destroys."""
+    actions = (domain.on_poweroff, domain.on_reboot, domain.on_crash)
+    if "rename-restart" in actions:
+        yield Refusal("<on_*>", f"{UNSUPPORTED}qemu driver doesn't support the 'rename-restart' action for "
+                                "'on_reboot'/'on_poweroff'/'on_crash'")
+    elif "preserve" in actions[:2]:
+        yield Refusal("<on_*>", f"{UNSUPPORTED}qemu driver doesn't support the 'preserve' action for "
+                                "'on_reboot'/'on_poweroff'")
+    elif domain.on_poweroff == "restart" and domain.on_reboot == "destroy":
+        yield Refusal("<on_reboot>", f"{UNSUPPORTED}qemu driver doesn't support 'onReboot' set to 'destroy and "
+                                     "'onPoweroff' set to 'reboot'")
+
+
+@rule
 def virt_type(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     """virQEMUCapsIsVirtTypeSupported: an hvf domain needs a QEMU built with the hvf accelerator (macOS)."""
     if domain.type == "hvf" and caps is not None and not caps.has("hvf"):

@@ -264,3 +264,19 @@ def test_cli_prints_args_style_and_json(tmp_path: Path, corpus: Path, capsys) ->
     text = capsys.readouterr().out
     assert text == format_args(argv)
     assert " \\\n-machine " in text and "'{\"driver\"" in text
+
+
+@pytest.mark.parametrize(("spec", "lifecycle", "want"), [
+    ("5.2.0:x86_64", "<on_reboot>destroy</on_reboot>", "-no-reboot"),
+    ("5.2.0:x86_64", "<on_reboot>destroy</on_reboot><on_crash>restart</on_crash>", "-no-shutdown"),
+    ("5.2.0:x86_64", "", "-no-shutdown"),
+    ("7.2.0:x86_64", "<on_reboot>destroy</on_reboot>", "-no-shutdown"),  # set-action: actions over QMP
+])
+def test_no_reboot_before_set_action(spec: str, lifecycle: str, want: str) -> None:
+    """qemuBuildPMCommandLine: a QEMU without set-action gets -no-reboot when the domain allows no reboot
+    (qemuProcessRebootAllowed, libvirt's defaults for what is absent), else -no-shutdown."""
+    xml = ("<domain type='qemu'><name>l</name><memory unit='MiB'>512</memory>"
+           f"<os><type arch='x86_64' machine='pc'>hvm</type></os>{lifecycle}"
+           "<devices><memballoon model='none'/></devices></domain>")
+    argv = argv_of(xml, resolve(spec))
+    assert want in argv and not {"-no-reboot", "-no-shutdown"} - {want} & set(argv)

@@ -253,3 +253,24 @@ def test_vhost_vdpa_disk_numa_cells_and_capability() -> None:
     assert old.message == "unsupported configuration: vhostvdpa disk is not supported with this QEMU binary"
     modern = resolve("10.0.2:x86_64")  # Debian's build has no libblkio: add the block driver's flag
     assert first_refusal(shared, replace(modern, extra_flags=modern.extra_flags | {"virtio-blk-vhost-vdpa"})) is None
+
+
+@pytest.mark.parametrize(("extra", "os_type", "message"), [
+    ("<on_reboot>rename-restart</on_reboot>", "hvm",
+     "qemu driver doesn't support the 'rename-restart' action for 'on_reboot'/'on_poweroff'/'on_crash'"),
+    ("<on_poweroff>preserve</on_poweroff>", "hvm",
+     "qemu driver doesn't support the 'preserve' action for 'on_reboot'/'on_poweroff'"),
+    ("<on_poweroff>restart</on_poweroff><on_reboot>destroy</on_reboot>", "hvm",
+     "qemu driver doesn't support 'onReboot' set to 'destroy and 'onPoweroff' set to 'reboot'"),
+    ("", "linux", "Emulator '/usr/bin/qemu-system-x86_64' does not support os type 'linux'"),
+])
+def test_lifecycle_actions_and_os_type_in_libvirts_words(extra: str, os_type: str, message: str) -> None:
+    xml = BASE.format(machine="pc", devices="").replace(">hvm<", f">{os_type}<").replace("</os>", f"</os>{extra}")
+    found = first_refusal(parse_domain(xml), None)
+    assert found is not None and found.message == f"unsupported configuration: {message}"
+
+
+def test_lifecycle_actions_libvirt_accepts() -> None:
+    xml = BASE.format(machine="pc", devices="").replace(
+        "</os>", "</os><on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>preserve</on_crash>")
+    assert first_refusal(parse_domain(xml), None) is None

@@ -71,6 +71,23 @@ def test_walk_names_elements_attributes_and_enumerated_values(schema: Path) -> N
     assert items["/domain/qemu:commandline/qemu:arg"] == "element"  # namespaced, the schema's own prefix
     assert "/domain/metadata/*" in items  # any element: not walked further
     assert not any(p.endswith("[@readonly='yes']") for p in items)  # a yes/no switch is its attribute
+    assert items["/domain/on_reboot[.='destroy']"] == "value"  # an element's text the schema enumerates
+    assert items["/domain/os/type[.='hvm']"] == "value"
+    assert not any("/domain/name[." in p for p in items)  # free text (data) is its element
+
+
+def test_text_values_are_classified_and_walked() -> None:
+    from lxml import etree
+
+    from conformance.argv.schema_coverage import classifier, domain_items
+
+    cl = classifier()
+    assert cl.rule("/domain/on_reboot[.='destroy']").cls == "a"
+    assert cl.rule("/domain/on_crash[.='rename-restart']").cls == "c"
+    assert cl.rule("/domain/on_lockfailure[.='pause']").cls == "b"
+    root = etree.fromstring("<domain><on_reboot> destroy </on_reboot><name>x</name></domain>")
+    paths = [p for p, _ in domain_items(root)]
+    assert paths == ["/domain", "/domain/on_reboot", "/domain/on_reboot[.='destroy']", "/domain/name"]
 
 
 def test_rules_need_no_schema() -> None:
