@@ -47,6 +47,8 @@ def source_of(r: dict) -> str:
         return "skipped"
     if d.get("state_load"):
         return "a state its own build did not load (a result of its own)"
+    if "resumed" in d:
+        return "resumed: the source kept after the key's migration before (cont)"
     if "restored" in d and "checks" in d["restored"]:
         return "restored from a checked state"
     if "restored" in d:
@@ -57,8 +59,11 @@ def source_of(r: dict) -> str:
     if not why:
         return "own boot: a key used once (a pinned machine type)" if d.get("machine_from") == FROM_NEWEST \
             else "own boot: no checked state (single run, bisection)"
+    if why.startswith("a boot of its own, kept"):
+        return "own boot, kept for the key's next migrations (no state saved: not a failover guest)"
     why = why.removeprefix("a boot of its own: ")
-    for words, label in (("did not boot", "the checked source did not boot"), ("did not start", "QEMU did not start"),
+    for words, label in (("not tried: known bug", "the save not tried (known bug: the primary is never released)"),
+                         ("did not boot", "the checked source did not boot"), ("did not start", "QEMU did not start"),
                          ("failed its boot checks", "the checked source failed its checks"),
                          ("saving the checked guest ended", "the save did not complete (failover wait-unplug)"),
                          ("could not save", "the save failed"), ("did not load", "its build did not load the state"),
@@ -124,8 +129,9 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
         d = r.get("details", {})
         ph = phases.setdefault(src, Counter())
         restored = d.get("restored") if isinstance(d.get("restored"), dict) else {}
-        ph["restore (load, first heartbeat, QMP checks)"] += restored.get("seconds", 0.0)
-        ph["of which the load"] += restored.get("load_s", 0.0)
+        ph["restore (load, first heartbeat, QMP checks)"] += restored.get("seconds", 0.0) if "resumed" not in d else 0
+        ph["resume (cont, first heartbeat, QMP checks)"] += d.get("resumed", {}).get("seconds", 0.0)
+        ph["of which the load"] += restored.get("load_s", 0.0) if "resumed" not in d else 0
         ph["the stream (total-time)"] += (d.get("stats", {}).get("total-time") or 0) / 1000
         ram = d.get("ram") if isinstance(d.get("ram"), dict) else {}
         ph["RAM check"] += ram.get("seconds", 0.0)

@@ -10,7 +10,9 @@ there), and on each raw pair once it has migrated (the destination loaded and pa
 stopped), both ways: read from each QEMU's memory, and by pmemsave (what it did before).
 Per pair, the source is made ready two ways, each timed with the CPU seconds of its QEMUs: booted and
 checked (what every migration did before), and restored from a checked state saved once
-(conformance/live/checked.py: what a run does now); a pair's cost is that plus the checked migration.
+(conformance/live/checked.py: what a run does for a failover guest); a pair's cost is that plus the checked
+migration. A third way for the plain case: the source kept after the migration before it, resumed with cont
+(what a run does for a key's second and later migrations of a guest that is not a failover one).
 A failover guest is saved running, on QEMU 9.0 or later only: on an older build its pairs boot (said so).
 ``--memory-mib`` sizes the guests (default: the catalogue's, 256 MiB); ``--qemu`` another x86_64 build
 than the host's. The last line is the headline.
@@ -21,6 +23,7 @@ than the host's. The last line is the headline.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -34,9 +37,17 @@ from typing import NamedTuple
 from conformance.argv.options import devices
 from conformance.cases import load_catalogue
 from conformance.live.boot import launch, prepare_vm
-from conformance.live.checked import CheckedState, restore
+from conformance.live.checked import CheckedState, restore, resume
 from conformance.live.checks import failover_pairs
-from conformance.live.migrate import MigrationTimeouts, _alias_to, make_checked, migrate_vms, source_key, start_pair
+from conformance.live.migrate import (
+    MigrationTimeouts,
+    _alias_to,
+    _keepable,
+    make_checked,
+    migrate_vms,
+    source_key,
+    start_pair,
+)
 from conformance.live.ramcheck import compare_ram, ram_region_names
 from conformance.live.vm import GuestVm
 from conformance.runner import make_target
@@ -121,6 +132,62 @@ def checked(target, case_name: str, memory_mib: int | None, folder: Path) -> Che
     return make_checked(case, target, catalogue, folder, None, key, "benchmark")
 
 
+def _process_cpu(pid: int | None) -> float:
+    """CPU s of a running process (user + system), from /proc: a kept source is not reaped between its runs."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def resumed(target, case_name: str, runs: int, memory_mib: int | None) -> list[Run]:  # type: ignore[no-untyped-def]
+    """Per run, the source kept after the migration before it (conformance/live/checked.py Resumable) resumed with
+    cont and migrated into a fresh destination (what a run does for a key's second and later migrations, when the
+    source is not a failover guest); each with the CPU s of its destination and the source's share meanwhile."""
+    catalogue = load_catalogue()
+    if memory_mib:
+        catalogue.defaults["memory_kib"] = memory_mib * 1024
+    case = catalogue.get(case_name)
+    out: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-resumed-") as tmp:
+        folder = Path(tmp)
+        (folder / "src").mkdir()
+        (folder / "d0").mkdir()
+        src = prepare_vm(case, target, catalogue, folder, folder / "src")
+        vms: list[GuestVm] = []
+        try:
+            source, destination = start_pair(src, prepare_vm(case, target, catalogue, folder, folder / "d0",
+                                                             image_dir=folder / "src"), vms)
+            mig = migrate_vms(source, destination, failover=[], timeouts=MigrationTimeouts.from_env())
+            kept = _keepable(source, destination, src, {}, "d0") if mig.verdict == "pass" else None
+            destination.stop()
+            for i in range(1, runs + 1):
+                if kept is None:
+                    raise SystemExit(f"{case_name}: the source could not be kept: {mig.verdict}: {mig.reason}")
+                (folder / f"d{i}").mkdir()
+                dst = prepare_vm(case, target, catalogue, folder, folder / f"d{i}", image_dir=folder / "src")
+                started, cpu = time.monotonic(), _process_cpu(source.process.pid) + _children_cpu()
+                source, record = resume(kept, src, _alias_to(target.caps))
+                ready = time.monotonic() - started
+                destination = launch(dst, f"{case_name} destination {i}", incoming=True)
+                vms.append(destination)
+                started_mig = time.monotonic()
+                mig = migrate_vms(source, destination, failover=[], timeouts=MigrationTimeouts.from_env())
+                total = time.monotonic() - started_mig
+                if mig.verdict != "pass":
+                    raise SystemExit(f"{case_name}: resumed run {i}: {mig.verdict}: {mig.reason}")
+                kept = _keepable(source, destination, src, {"resumed": record}, f"d{i}")
+                source_cpu = _process_cpu(source.process.pid)
+                destination.stop()
+                completed = next(s["t"] for s in mig.timeline if s["side"] == "source" and s["status"] == "completed")
+                out.append(Run(completed, total, mig.evidence.get("ram", {}).get("seconds", 0.0), "", ready=ready,
+                               cpu=source_cpu + _children_cpu() - cpu))
+        finally:
+            for vm in vms:
+                vm.stop()
+    return out
+
+
 def timed(run: Callable[[], Run]) -> Run:
     """A run with the CPU seconds of its QEMUs."""
     before = _children_cpu()
@@ -181,10 +248,16 @@ def main() -> int:
           f"failover {fs:.2f} s (raw {ff:.2f} s, {fs - ff:+.2f} s; checked {ffull:.1f} s); RAM check {pram:.3f} s "
           f"plain, {fram:.3f} s failover per {mib} MiB (pmemsave on the same pairs {pslow:.2f} s, now {pfast:.3f} s), "
           f"x86_64 TCG")
+    kept = resumed(target, "q35-minimal", args.runs, args.memory_mib)
+    kr, kc = statistics.median(r.ready + r.total for r in kept), statistics.median(r.cpu for r in kept)
+    print(f"plain (q35-minimal) per pair from a kept source (cont after the migration before): resumed "
+          f"{statistics.median(r.ready for r in kept):.2f} s + checked migration "
+          f"{statistics.median(r.total for r in kept):.2f} s = {kr:.2f} s ({kc:.1f} CPU s)")
     (pb, pr, pc, pbc, prc), (fb, fr, fc, fbc, frc) = pairs["plain"], pairs["failover"]
     print(f"migrate per pair: plain {pr:.2f} s from the checked state (checked migration {pc:.2f} s) against "
           f"{pb:.2f} s booting its source, {prc:.1f} against {pbc:.1f} CPU s; failover {fr:.2f} s ({fc:.2f} s) against "
-          f"{fb:.2f} s, {frc:.1f} against {fbc:.1f} CPU s; QEMU {target.caps.version} x86_64 TCG")
+          f"{fb:.2f} s, {frc:.1f} against {fbc:.1f} CPU s; plain from a kept source {kr:.2f} s, {kc:.1f} CPU s; "
+          f"QEMU {target.caps.version} x86_64 TCG, load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

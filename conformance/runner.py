@@ -210,6 +210,8 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
                     counts[_write_interrupted(planned, writer, "not started")] += 1
                 continue
             work = longest_first(work, lambda p: history.get(p.item.id) or estimate(p))
+            if name == "migrate":
+                work = chained(work, lambda p: _source_key(p, output), (jobs or os.cpu_count() or 1) + 1)
             timed: dict[str, float] = {}
             counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output, checked), writer, say,
                                     jobs or os.cpu_count() or 1, timed))
@@ -270,6 +272,36 @@ def save_durations(timed: dict[str, float]) -> None:
         tmp.replace(path)
     except OSError:
         pass
+
+
+def chained(work: Sequence[Planned[Target]], key_of: Callable[[Planned[Target]], Any], width: int
+            ) -> list[Planned[Target]]:
+    """The migrations in an order for sources kept from one migration to the next of their key (case, source
+    build, machine type: conformance/live/checked.py ``Resumable``): keys in the order of their first item,
+    ``width`` keys at a time taking turns, so that a key's next item starts about ``width`` items after the
+    one before (its source is then free) and at most ``width`` kept sources wait at once. Items with no key
+    keep their place in the turns."""
+    groups: dict[Any, list[Planned[Target]]] = {}
+    for index, planned in enumerate(work):
+        key = key_of(planned)
+        groups.setdefault(key if key is not None else ("item", index), []).append(planned)
+    queue = list(groups.values())
+    window: list[list[Planned[Target]]] = []
+    ordered: list[Planned[Target]] = []
+    while queue or window:
+        while queue and len(window) < width:
+            window.append(queue.pop(0))
+        for group in list(window):
+            ordered.append(group.pop(0))
+            if not group:
+                window.remove(group)
+    return ordered
+
+
+def _source_key(planned: Planned[Target], output: Path) -> Any:
+    from conformance.live.migrate import source_key
+
+    return source_key(planned.case, planned.build, planned.peer or planned.build, planned.item.machine, output)
 
 
 def checked_states(items: Sequence[Planned[Target]], output: Path) -> CheckedStates:

@@ -27,6 +27,12 @@ runner asks; conformance/runner.py), else the first migration that needs it, whe
 A source that fails its checks, or a state that cannot be saved, is never shared: each migration then
 boots its own source as before (``details.source_from`` says why), so its verdict is the same as before.
 
+A source also serves the next migration of its key (``Resumable``, ``resume``): after a migration that passed,
+its destination stopped and its guest's disks unwritten by it, the source (``postmigrate``) is kept paused and
+the next migration resumes it with ``cont``, proved by the same heartbeat going on; a key of a guest that is not
+a failover one saves no state (its first migration boots and keeps its source). A failover source is never kept:
+QEMU leaves its primary unplugged after a completed migration.
+
 Two outcomes are results of their own rather than only reasons:
 - a source that never came up in this run's boot stage (same build, argv and machine type; a known-bug
   hang, a crash, a QEMU that did not start) is not booted again by its migrations: each is judged on that
@@ -70,10 +76,16 @@ SAVE_TIMEOUT = 30.0  # s for the save
 #: s in wait-unplug before the save gives up: a failover primary's release takes 6.5 s under native PCIe
 #: hotplug (pc-q35-5.2), never with the known bug pcie-native-hotplug-plug-read-as-unplug (QEMU 5.2)
 SAVE_UNPLUG_TIMEOUT = 8.0
+#: known bugs under which a failover guest never releases its primary: its save (which waits for the release) is
+#: not tried (it only waited SAVE_UNPLUG_TIMEOUT; measured: every 5.2 failover guest on q35 root ports)
+NEVER_RELEASED = ("pcie-native-hotplug-plug-read-as-unplug",)
 #: the first QEMU whose live migration under TCG keeps every guest write (tcg-migration-lost-dirty-pages)
 LIVE_SAVE_FROM = QemuVersion(9, 0, 0)
 LOAD_TIMEOUT = 30.0  # s for the restore to load the state
 SETTLE_TIMEOUT = 10.0  # s for the first heartbeat, and the re-plug of a failover primary, after the restore
+#: restored sources kept paused (postmigrate) at once for the next migration of their key: each holds its guest's
+#: RAM; one past this is stopped instead (its key's next migration restores, as without keeping)
+IDLE_SOURCES = 4
 
 #: (output folder, case, binary, machine type the state names): what the runner counts migrations by
 Key = tuple[str, str, str, str]
@@ -183,6 +195,9 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
     releases its primary when QEMU asks): ``same_ram`` then compares the stopped guest with the loaded state."""
     q = vm.process.qmp
     failover = bool(failover_pairs(devices(prepared.live.argv)))
+    never = never_released(prepared) if failover else ""
+    if never:
+        raise LiveError(never)
     vm.expect_stop = True
     started = time.monotonic()
     try:
@@ -214,6 +229,18 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
     return CheckedState(key, prepared.vm_dir, list(prepared.live.argv), key[3], text[:text.rfind(b"\n") + 1],
                         vm.report.last_heartbeat, len(vm.report.reports), image_names(prepared), origin,
                         {"save_s": round(took, 3), "bytes": state.stat().st_size})
+
+
+def never_released(prepared: PreparedVm) -> str:
+    """Why a failover guest's save is not tried: a known bug (NEVER_RELEASED) concerns its argv on its build, so
+    QEMU would wait for a primary the guest never releases; '' when none does."""
+    from conformance.knownbugs.matcher import bugs_concerning
+
+    caps = prepared.target.caps
+    found = [b.id for b in bugs_concerning(caps.version, prepared.live.argv, caps.arch) if b.id in NEVER_RELEASED]
+    return (f"not tried: known bug {found[0]} concerns this failover guest on QEMU {caps.version} (the guest never "
+            f"releases its primary, so the save would only wait {SAVE_UNPLUG_TIMEOUT:g} s in wait-unplug)") \
+        if found else ""
 
 
 def saved_live(prepared: PreparedVm) -> bool:
@@ -322,6 +349,71 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
     return vm, record
 
 
+@dataclass
+class Resumable:
+    """A migration's source after the migration passed: stopped by it (``postmigrate``), its destination stopped,
+    kept so that the next migration of its key (case, build, machine type; same argv) resumes it with ``cont``
+    instead of starting a source again (a restore, or a boot)."""
+
+    vm: GuestVm
+    prepared: PreparedVm  # the migration's source that started it: its folder holds its console and disks
+    restored: dict[str, Any]  # ``details.restored`` when it was restored from a checked state, else empty
+    served: list[str]  # the migrations it was the source of, in order ("7.2.22->10.0.2 @pc-q35-7.2 (folder)")
+    heartbeat: int | None  # the guest's last heartbeat when its last migration completed
+
+
+def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], str | None]
+           ) -> tuple[GuestVm, dict[str, Any]]:
+    """``cont`` a kept source for the migration whose source ``prepared`` is, and prove it is still the guest
+    that was checked: its argv is the one ``prepared`` runs, QEMU goes from ``postmigrate`` to running (``cont``
+    re-activates the disks the completed migration inactivated: qmp_cont in 5.2, 7.2 and 10.0 alike), the
+    heartbeat goes on after the last one before that migration with no GUEST-INIT, and QMP agrees with the
+    guest's report. The record for ``details.resumed``; RestoreFailed with the evidence otherwise."""
+    vm = source.vm
+    record: dict[str, Any] = {"after": list(source.served), "folder": source.prepared.vm_dir.name,
+                              "heartbeat_before": source.heartbeat}
+
+    def failed(why: str) -> RestoreFailed:
+        return RestoreFailed(f"resuming the kept source ({source.prepared.vm_dir.name}) failed: {why}",
+                             {"resumed": record, "resume_stderr_tail": vm.process.stderr_tail(10),
+                              "resume_console_tail": vm.console_tail(15)})
+
+    ours = comparable_argv(prepared.live.argv, prepared.vm_dir, alias_to)
+    theirs = comparable_argv(source.prepared.live.argv, source.prepared.vm_dir, alias_to)
+    if ours != theirs:
+        raise failed("this source's argv is not the kept one's")
+    started = time.monotonic()
+    inits = vm.report.inits
+    try:
+        status = str(vm.process.qmp.cmd("query-status", timeout=5).get("status", ""))
+        if status != "postmigrate":
+            raise failed(f"QEMU is {status}, not postmigrate")
+        vm.process.qmp.cmd("cont")
+        vm.expect_stop = False
+        vm.cont_at = time.monotonic()
+    except QmpError as exc:
+        raise failed(f"QMP: {exc.message}") from None
+    saved = source.heartbeat
+
+    def beat(report: Any) -> bool:
+        return report.inits > inits or (report.last_heartbeat is not None
+                                        and (saved is None or report.last_heartbeat > saved))
+
+    waited = vm.wait_report(beat, SETTLE_TIMEOUT)
+    if vm.report.inits > inits:
+        raise failed("the guest booted again (GUEST-INIT on its console)")
+    if not waited.ok:
+        raise failed(f"no heartbeat after HB {saved} within {SETTLE_TIMEOUT:g} s ({waited.reason})")
+    checks = [f"argv is the kept source's; cont from postmigrate after {len(source.served)} passed migration(s)",
+              f"heartbeat HB {vm.report.last_heartbeat} after HB {saved} (its last migration), no new boot"]
+    cross = qmp_cross_check(vm, devices(prepared.live.argv), {})
+    if cross:
+        raise failed("; ".join(cross))
+    checks.append("QMP peripheral and query-pci agree with the guest's report")
+    record.update(heartbeat=vm.report.last_heartbeat, checks=checks, seconds=round(time.monotonic() - started, 3))
+    return vm, record
+
+
 class CheckedStates:
     """The checked states of one run, each made at most once (threads needing one being made wait for it).
 
@@ -335,6 +427,9 @@ class CheckedStates:
         self._states: dict[tuple[Key, str], CheckedState | SourceDown | str] = {}  # a str: why there is none
         self._making: dict[tuple[Key, str], threading.Lock] = {}
         self._findings: list[Any] = []  # StageResults of states their own build cannot load
+        self._idle: dict[tuple[Key, str], list[Resumable]] = {}  # kept sources, paused, per key and argv
+        self._busy: Counter[tuple[Key, str]] = Counter()  # migrations running that may keep their source
+        self._kept = threading.Condition(self._lock)
 
     def finding(self, result: Any) -> None:
         """A result of its own (a state its build cannot load), for the runner to write."""
@@ -375,18 +470,57 @@ class CheckedStates:
                 self.add(key, digest, found)
             return found
 
+    def lend(self, key: Key, digest: str, wait: float = 0.0) -> Resumable | None:
+        """A kept source of ``key`` for this argv, or None: then the caller starts one. Either way the caller may
+        keep its source afterwards and must call ``keep`` when its migration is over. When none is kept but
+        another migration of the key is running (and may keep its source), wait up to ``wait`` s for it."""
+        deadline = time.monotonic() + wait
+        with self._kept:
+            while not self._idle.get((key, digest)) and self._busy[(key, digest)] > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._kept.wait(left)
+            self._busy[(key, digest)] += 1
+            idle = self._idle.get((key, digest))
+            return idle.pop() if idle else None
+
+    def keep(self, key: Key, digest: str, source: Resumable | None) -> bool:
+        """A migration that ``lend`` was asked for is over: keep its ``source`` (passed, postmigrate, its
+        destination stopped) for the next one of ``key`` (the migration is not counted ``used`` yet). False
+        when there is none, no migration of the key is left, or IDLE_SOURCES are kept already: the caller
+        stops it."""
+        with self._kept:
+            self._busy[(key, digest)] -= 1
+            kept = source is not None and self.uses[key] > 1 \
+                and sum(len(v) for v in self._idle.values()) < IDLE_SOURCES
+            if kept and source is not None:
+                self._idle.setdefault((key, digest), []).append(source)
+            self._kept.notify_all()
+            return kept
+
     def used(self, key: Key) -> None:
-        """One planned migration of ``key`` is done: the last one deletes its state files."""
+        """One planned migration of ``key`` is done: the last one deletes its state files and stops the sources
+        kept for it."""
         with self._lock:
             self.uses[key] -= 1
             done = [s for (k, _), s in self._states.items() if k == key and isinstance(s, CheckedState)] \
                 if self.uses[key] <= 0 else []
+            kept = [r for (k, _), idle in self._idle.items() if k == key for r in idle] if self.uses[key] <= 0 else []
+            for found in [k for k in self._idle if k[0] == key] if kept else []:
+                del self._idle[found]
         for state in done:
             state.state_file.unlink(missing_ok=True)
+        for source in kept:
+            source.vm.stop()
 
     def close(self) -> None:
-        """The run is over: delete every state file left."""
+        """The run is over: delete every state file left, stop every source still kept."""
         with self._lock:
             states = [s for s in self._states.values() if isinstance(s, CheckedState)]
+            kept = [r for idle in self._idle.values() for r in idle]
+            self._idle.clear()
         for state in states:
             state.state_file.unlink(missing_ok=True)
+        for source in kept:
+            source.vm.stop()

@@ -72,9 +72,11 @@ from conformance.live.checked import (
     CheckedStates,
     Key,
     RestoreFailed,
+    Resumable,
     SourceDown,
     argv_digest,
     restore,
+    resume,
     same_ram,
     save,
     saved_live,
@@ -567,6 +569,10 @@ def _cancelled(mig: Migration, problem: str, source: GuestVm, destination: Guest
 
 # --- the stage ----------------------------------------------------------------------------------
 
+#: s a migration waits for the source another migration of its key is running, to resume it after that one,
+#: before it starts a source of its own (waiting costs a job slot, not CPU: a generic guest's boot costs more)
+CHAIN_WAIT = 120.0
+
 def source_key(case: Case, source: Target, destination: Target, machine: str, output: Path) -> Key | None:
     """The checked state (conformance/live/checked.py) a migration's source can start from: (output, case,
     source binary, the machine type both sides run), or None when it runs none (a skip, a bisection run)."""
@@ -627,6 +633,9 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
     argv_machine = None if details["machine_from"] == FROM_CASE else pinned  # one build: the case's alias
     vms: list[GuestVm] = []
     seen: NotUp | None = None  # a source not booted again: what the boot stage's boot of it saw
+    kept: Resumable | None = None  # a source that may serve the next migration of its key
+    asked: str | None = None  # the argv digest a kept source was asked for (CheckedStates.lend)
+    verdict, reason = "", ""
     try:
         try:
             src_prep = prepare_vm(case, source, catalogue, output, src_dir, machine=argv_machine)
@@ -649,11 +658,28 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         artifacts.update({f"destination-{k}": v for k, v in dst_prep.artifacts.items()})
         state: CheckedState | SourceDown | str | None = None
         mig: Migration | None = None
-        if checked is not None and key is not None:
+        digest = argv_digest(src_prep.live.argv, src_dir)
+        # a source that served a passed migration of the same key, kept paused, is resumed instead of started:
+        # every non-failover one (a failover source's primary stays unplugged after a completed migration)
+        chain = checked is not None and key is not None and not failover_pairs(devices(src_prep.live.argv))
+        lent = None
+        if chain and checked is not None and key is not None:
+            asked, lent = digest, checked.lend(key, digest, wait=CHAIN_WAIT)
+        if lent is not None:
+            verdict, reason, mig, dst_prep = _resume_then_migrate(
+                lent, src_prep, vms, timeouts, details, partial(prepare_vm, case, destination, catalogue, output,
+                                                                 dst_dir, machine=argv_machine))
+            details["destination"] = dst_prep.details
+            if "resumed" not in details:  # it could not be resumed: the key's next source starts as without it
+                lent = None
+        if lent is None and checked is not None and key is not None:
             origin = f"migration {pair_label(source, destination)}"
-            state = checked.get(key, argv_digest(src_prep.live.argv, src_dir), partial(
+            # a chained key's sources boot (the first, then any run at the same time) and are kept: no state
+            state = checked.get(key, digest, None if chain else partial(
                 make_checked, case, source, catalogue, output, argv_machine, key, origin, checked.finding))
-        if isinstance(state, SourceDown):  # the boot stage's source, same argv, never came up: not booted again
+        if lent is not None:
+            pass
+        elif isinstance(state, SourceDown):  # the boot stage's source, same argv, never came up: not booted again
             details["source_from"] = f"this run's boot stage, not booted again: {state.boot}"
             details["source_boot"] = state.record()
             verdict, reason, seen = "fail", state.not_up.why, state.not_up
@@ -663,18 +689,33 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         else:
             if state is not None:
                 details["source_from"] = f"a boot of its own: {state}"
+            elif chain and checked is not None and key is not None and checked.uses[key] > 1:
+                details["source_from"] = "a boot of its own, kept for the next migrations from it (no checked state " \
+                                         "is saved for a source that is not a failover guest)"
             verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
+        if chain and verdict == "pass" and mig is not None and len(vms) == 2:
+            kept = _keepable(vms[0], vms[1], lent.prepared if lent is not None else src_prep, details,
+                             f"{pair_label(source, destination)}" + (f" @{pinned}" if machine else "")
+                             + f" ({dst_dir.parent.relative_to(output)})")
         if mig is not None:
             details.update({"timeline": mig.timeline, "events": mig.events, "stats": mig.stats,
                             "checks": mig.checks, **mig.evidence})
     finally:
         for vm, side in zip(vms, ("source", "destination"), strict=False):
-            details.setdefault("exits", {})[side] = vm.stop().describe()
+            if kept is None or vm is not kept.vm:  # a kept source: stopped once its destination is, or kept
+                details.setdefault("exits", {})[side] = vm.stop().describe()
             artifacts.update({f"{side}-{k}": v for k, v in vm_artifacts(vm, output).items()})
             if details.get("machine_deprecated"):  # QEMU's warning, as evidence that it only warned
                 said = [line for line in vm.process.stderr_tail(50).splitlines() if "deprecated" in line.lower()]
                 if said:
                     details.setdefault("machine_deprecated_warnings", {})[side] = said[0].strip()
+        if asked is not None and checked is not None and key is not None:  # lend was asked: keep, or let go
+            # kept once its destination is stopped: never two running VMs on the disks they share
+            if checked.keep(key, asked, kept):
+                details["exits"]["source"] = "kept paused (postmigrate) for the next migration from this source"
+                details["source_kept"] = True
+            elif kept is not None:
+                details["exits"]["source"] = kept.vm.stop().describe()
     if verdict == "fail":
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             details[f"{side}_console_tail"] = vm.console_tail(15)
@@ -894,6 +935,36 @@ def _restore_then_migrate(state: CheckedState, src_prep: PreparedVm, dst_prep: P
     except RestoreFailed as exc:
         details.update(exc.evidence)
         return "error", exc.message, None
+    return _migrate_to(source, src_prep, dst_prep, vms, timeouts)
+
+
+def _resume_then_migrate(lent: Resumable, src_prep: PreparedVm, vms: list[GuestVm], timeouts: MigrationTimeouts,
+                         details: dict[str, Any], prepare_destination: Callable[..., PreparedVm]
+                         ) -> tuple[str, str, Migration | None, PreparedVm]:
+    """A source kept after an earlier passed migration of the same key, resumed (``details.resumed``), then
+    migrated into a destination that shares that source's disks (prepared again by ``prepare_destination``).
+    One that cannot be resumed is stopped, with ``details.resume_failed``, and no verdict (the caller starts the
+    source as without it)."""
+    dst_prep = prepare_destination(image_dir=lent.prepared.vm_dir)
+    vms.append(lent.vm)
+    try:
+        source, details["resumed"] = resume(lent, src_prep, _alias_to(src_prep.target.caps))
+    except RestoreFailed as exc:
+        details["resume_failed"] = {"why": exc.message, **exc.evidence}
+        vms.remove(lent.vm)
+        lent.vm.stop()
+        return "", "", None, prepare_destination(image_dir=src_prep.vm_dir)
+    details["source_from"] = f"resumed: the source of {'; '.join(lent.served)}, cont after its last migration"
+    if lent.restored:
+        details["restored"] = lent.restored
+    verdict, reason, mig = _migrate_to(source, src_prep, dst_prep, vms, timeouts)
+    return verdict, reason, mig, dst_prep
+
+
+def _migrate_to(source: GuestVm, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],
+                timeouts: MigrationTimeouts) -> tuple[str, str, Migration | None]:
+    """Start the destination (appended to ``vms``) and migrate a running, checked source into it."""
+    name = f"{src_prep.case.name} {pair_label(src_prep.target, dst_prep.target)}"
     try:
         destination = launch(dst_prep, f"{name} destination", incoming=True)
     except LiveError as exc:
@@ -903,6 +974,24 @@ def _restore_then_migrate(state: CheckedState, src_prep: PreparedVm, dst_prep: P
     mig = migrate_vms(source, destination, failover=failover_pairs(devices(src_prep.live.argv)), timeouts=timeouts,
                       has_driver=guest.has_driver if guest else lambda _module: False, bandwidth=stage_bandwidth())
     return mig.verdict, mig.reason, mig
+
+
+def _keepable(source: GuestVm, destination: GuestVm, prepared: PreparedVm, details: dict[str, Any], served: str
+              ) -> Resumable | None:
+    """A restored source that may serve the next migration of its checked state, after one that passed: it is
+    ``postmigrate`` and the destination's guest wrote nothing to the disks both share (query-blockstats: no
+    write operation), so what the source resumes on is what its guest left. None otherwise (it is stopped)."""
+    try:
+        stats = destination.process.qmp.cmd("query-blockstats", timeout=5)
+    except QmpError:
+        return None
+    writes = sum(int(d.get("stats", {}).get("wr_operations", 0)) + int(d.get("stats", {}).get("wr_bytes", 0))
+                 for d in stats)
+    if writes or _status(source) != "postmigrate":
+        return None
+    source.reader.poll_file(source.console)  # its console up to the stop: the last heartbeat before it
+    before = details.get("resumed", {}).get("after", [])
+    return Resumable(source, prepared, details.get("restored", {}), [*before, served], source.report.last_heartbeat)
 
 
 def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],

@@ -12,9 +12,17 @@ from types import SimpleNamespace
 import pytest
 
 from conformance.cases import load_catalogue
-from conformance.live.checked import CheckedState, CheckedStates, argv_digest, comparable_argv, resolved_machine
+from conformance.live.checked import (
+    IDLE_SOURCES,
+    CheckedState,
+    CheckedStates,
+    Resumable,
+    argv_digest,
+    comparable_argv,
+    resolved_machine,
+)
 from conformance.plan import Planned, WorkItem, longest_first
-from conformance.runner import durations, estimate, save_durations
+from conformance.runner import chained, durations, estimate, save_durations
 from conformance.stages import stage
 
 ALIASES = {"q35": "pc-q35-7.2", "pc": "pc-i440fx-7.2"}.get
@@ -185,3 +193,83 @@ def test_the_guest_heartbeat_is_half_a_second_unless_told(monkeypatch: pytest.Mo
     assert heartbeat_append() == ""  # the guest's own period
     monkeypatch.setenv("QEMU_CONFORMANCE_GUEST_HEARTBEAT", "0.25")
     assert heartbeat_append() == "guest.hb=0.25"
+
+
+class _Vm:
+    """A kept source's VM, as far as CheckedStates needs one (stop)."""
+
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def _kept(vm: _Vm) -> Resumable:
+    return Resumable(vm, None, {}, ["7.2.22->10.0.2"], 7)  # type: ignore[arg-type]
+
+
+def test_a_kept_source_serves_the_next_migration_of_its_key_and_goes_after_the_last(tmp_path: Path) -> None:
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({key: 3}))
+    assert states.lend(key, "d") is None  # the first migration starts its own source
+    first = _Vm()
+    assert states.keep(key, "d", _kept(first))  # two more to run: kept
+    states.used(key)
+    assert states.lend(key, "another argv") is None  # only for its own argv
+    assert states.keep(key, "another argv", None) is False
+    lent = states.lend(key, "d")
+    assert lent is not None and lent.vm is first
+    assert states.keep(key, "d", lent)
+    states.used(key)
+    assert first.stopped == 0
+    states.used(key)  # the last migration of the key: what is still kept is stopped
+    assert first.stopped == 1 and states.lend(key, "d") is None
+
+
+def test_no_source_is_kept_for_a_key_with_no_migration_left_nor_past_the_limit(tmp_path: Path) -> None:
+    keys = [(str(tmp_path), "case", "/qemu", f"pc-q35-{n}.0") for n in range(IDLE_SOURCES + 1)]
+    states = CheckedStates(Counter({k: 2 for k in keys}))
+    kept = []
+    for key in keys:
+        assert states.lend(key, "d") is None
+        kept.append(states.keep(key, "d", _kept(_Vm())))
+    assert kept == [True] * IDLE_SOURCES + [False]
+    last = (str(tmp_path), "case", "/qemu", "pc-q35-9.2")
+    states = CheckedStates(Counter({last: 1}))
+    assert states.lend(last, "d") is None
+    assert states.keep(last, "d", _kept(_Vm())) is False
+    vm = _Vm()
+    states = CheckedStates(Counter({last: 2}))
+    states.lend(last, "d")
+    states.keep(last, "d", _kept(vm))
+    states.close()
+    assert vm.stopped == 1
+
+
+def test_a_migration_waits_for_the_source_another_one_of_its_key_runs(tmp_path: Path) -> None:
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    states = CheckedStates(Counter({key: 2}))
+    assert states.lend(key, "d") is None  # the first one runs ...
+    vm = _Vm()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(states.lend(key, "d", wait=5.0)))
+    waiter.start()
+    time.sleep(0.1)
+    assert not got  # ... the second waits for its source
+    states.keep(key, "d", _kept(vm))
+    waiter.join()
+    assert got and getattr(got[0], "vm", None) is vm
+    other = (str(tmp_path), "case", "/qemu", "pc-q35-5.2")
+    states = CheckedStates(Counter({other: 2}))
+    states.lend(other, "d")
+    started = time.monotonic()
+    threading.Timer(0.1, lambda: states.keep(other, "d", None)).start()  # it failed: nothing kept
+    assert states.lend(other, "d", wait=5.0) is None and time.monotonic() - started < 2
+
+
+def test_migrations_of_one_source_key_take_turns_a_few_keys_at_a_time() -> None:
+    items = [f"{key}{n}" for key, count in (("a", 3), ("b", 2), ("c", 1), ("d", 2)) for n in range(count)]
+    items.insert(3, "-")  # no key (a bisection, a skip): a turn of its own
+    order = chained(items, lambda item: None if item == "-" else item[0], 2)  # type: ignore[arg-type]
+    assert order == ["a0", "-", "a1", "b0", "a2", "b1", "c0", "d0", "d1"]
