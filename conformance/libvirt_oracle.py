@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from conformance.live.boot import Target
 
 COMMANDS = {"libvirtd": "libvirt-daemon", "virtlogd": "libvirt-daemon", "virsh": "libvirt-clients",
-            "unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2"}
+            "unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2", "openssl": "openssl"}
 START_TIMEOUT = 30.0  # s until libvirtd answers (measured 3-7 s on 2 loaded cores; its QEMU probes come later)
 VIRSH_TIMEOUT = 120.0  # s per virsh call; the first `create` waits for libvirt's QEMU probe (2-5 s per binary)
 STOP_TIMEOUT = 15.0  # s for the daemons to end after SIGTERM before everything in the namespace is killed
@@ -62,13 +62,18 @@ STOP_TIMEOUT = 15.0  # s for the daemons to end after SIGTERM before everything 
 MOUNTS = {"/etc/libvirt": "etc", "/run/libvirt": "run", "/var/lib/libvirt": "lib", "/var/log/libvirt": "log",
           "/var/cache/libvirt": "cache"}
 
-QEMU_CONF = """\
+# SPICE TLS on, as libvirt's test harness has it: the certificates are made for each run in the private root
+# (OUTPUT/libvirtd/etc/pki-spice, /etc/libvirt/pki-spice inside the namespace), never in the host's /etc/pki
+SPICE_TLS_DIR = "pki-spice"
+QEMU_CONF = f"""\
 # a private libvirtd of qemu-conformance (conformance/libvirt_oracle.py)
 user = "root"
 group = "root"
 security_driver = "none"
 cgroup_controllers = [ ]
 remember_owner = 0
+spice_tls = 1
+spice_tls_x509_cert_dir = "/etc/libvirt/{SPICE_TLS_DIR}"
 """
 
 LIBVIRTD_CONF = """\
@@ -85,6 +90,28 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 VIRTLOGD_CONF = """\
 log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 """
+
+
+
+def make_test_certificates(folder: Path) -> None:
+    """A throw-away CA and a server certificate signed by it, as QEMU's x509 credentials folder wants them
+    (ca-cert.pem, server-cert.pem, server-key.pem): for SPICE TLS ports in the private libvirtd only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+
+    def openssl(*args: str) -> None:
+        proc = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+        if proc.returncode:
+            raise LibvirtUnavailable(f"openssl {args[0]} failed making test certificates in {folder}: "
+                                     f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=qemu-conformance test CA",
+            "-keyout", "ca-key.pem", "-out", "ca-cert.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server-key.pem",
+            "-out", "server.csr")
+    openssl("x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
+            "-set_serial", "1", "-out", "server-cert.pem")
+
 
 # the namespace's init (PID 1): bind the private folders over libvirt's paths, start virtlogd and libvirtd,
 # reap every process that ends in the namespace (QEMU is daemonised by libvirt: its parent is this init),
@@ -218,6 +245,7 @@ class PrivateLibvirtd:
         began = time.monotonic()
         for sub in MOUNTS.values():
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        make_test_certificates(self.root / "etc" / SPICE_TLS_DIR)
         (self.root / "etc" / "qemu.conf").write_text(QEMU_CONF)
         (self.root / "etc" / "libvirtd.conf").write_text(LIBVIRTD_CONF)
         (self.root / "etc" / "virtlogd.conf").write_text(VIRTLOGD_CONF)
@@ -928,10 +956,6 @@ def _v(kind: str, refusal: str, reason: str) -> ParityVerdict:
 _FIRMWARE = "firmware auto-selection runs at define from 9.2.0 (qemuDomainDefBootPostParse -> qemuFirmwareFillDomain " \
             "with ABI update), at start before; this host has no x86_64 firmware descriptor, so 11.3 refuses the " \
             "define as the suite does and 9.0 refuses the start"
-_TCG_HOST_MODEL = "host-model under TCG: the suite's probe of the host's QEMU carries no TCG host CPU expansion, so " \
-                  "the builder refuses it by name; libvirt expands it when starting"
-_SPICE_TLS = "a SPICE TLS port with spice_tls off in this qemu.conf (qemuValidateDomainDeviceDefSPICEGraphics); " \
-             "libvirt's harness turns spiceTLS on"
 _HOST_NUMA = "qemuBuildNumaCommandLine (virDomainNumatuneNodesetIsAvailable): the host has no such NUMA node"
 _SHMEM_SIZE = "11.3 checks the size at define (qemuValidateDomainDeviceDefShmem); 9.0 only when starting"
 
@@ -939,9 +963,6 @@ _SHMEM_SIZE = "11.3 checks the size at define (qemuValidateDomainDeviceDefShmem)
 PARITY_EXPLAINED: dict[str, ParityVerdict] = {
     # suite only refuses
     "chardev-backends-json": _v(UNSUPPORTED, "@tls='yes'", "TLS on a TCP chardev (tls-creds-x509) is not built yet"),
-    "cpu-host-model-cmt": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
-    "cpu-host-model-nofallback-tcg": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
-    "cpu-host-model-vendor": _v(UNSUPPORTED, "host CPU expansion under TCG", _TCG_HOST_MODEL),
     "cpu-qemu-host-passthrough": _v(START_TIME, "CPU mode 'host-passthrough'", "qemuProcessUpdateGuestCPU refuses "
                                     "host-passthrough under TCG when starting, with the suite's message"),
     "disk-cdrom-usb-empty": _v(VERSION, "'usb' disk must not be empty", "11.3 refuses an empty USB disk at define "
@@ -982,9 +1003,6 @@ PARITY_EXPLAINED: dict[str, ParityVerdict] = {
     "net-usb": _v(VERSION, "new PCI bus", "a usb-net NIC gets a USB address from 10.3.0; 9.0 looks for a PCI slot"),
     "net-user-passt": _v(VERSION, "'passt'", "the host's 9.0 refuses <backend type='passt'> at parse; 11.3 builds it"),
     "vhost-user-fs-readonly": _v(VERSION, "read-only mode", "a read-only virtiofs from 11.0.0; 9.0 refuses it"),
-    **{name: _v(HOST, "spice TLS port", _SPICE_TLS) for name in (
-        "graphics-spice-agent-file-xfer", "graphics-spice-agentmouse", "graphics-spice-compression",
-        "graphics-spice-qxl-vga", "graphics-spice-sasl", "graphics-spice-usb-redir", "serial-spiceport")},
 }
 
 
@@ -1151,6 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _corpus_parity_main(output: Path) -> int:
     from dataclasses import asdict
 
+    from conformance.caps.probe import probe_binary
     from conformance.interrupt import stop_on_signals
     from conformance.paths import libvirt_corpus_dir
     from conformance.runner import make_target
@@ -1159,7 +1178,9 @@ def _corpus_parity_main(output: Path) -> int:
     if not (corpus / "index.json").exists():
         print(f"libvirt oracle: no libvirt corpus at {corpus} (QEMU_CONFORMANCE_SHARED)", file=sys.stderr)
         return 2
-    caps = make_target(Path("/usr/bin/qemu-system-x86_64"), lambda _m: None).caps
+    # with libvirt's TCG probe of the CPU too (the corpus's type='qemu' host-model domains)
+    caps = make_target(Path("/usr/bin/qemu-system-x86_64"), lambda _m: None,
+                       caps=probe_binary(Path("/usr/bin/qemu-system-x86_64"), tcg_host_cpu=True)).caps
     output.mkdir(parents=True, exist_ok=True)
     with stop_on_signals(lambda m: print(m, file=sys.stderr)), \
             private_libvirtd(output / "libvirtd-parity", keep=True) as daemon:

@@ -15,6 +15,7 @@ import socket
 import stat
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,13 @@ def _check_binary(binary: Path) -> None:
 
 
 def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float = PROBE_TIMEOUT,
-                 transcript: Path | None = None) -> Capabilities:
+                 transcript: Path | None = None, tcg_host_cpu: bool = False) -> Capabilities:
     """Start ``binary``, ask it everything over QMP, stop it, return its Capabilities.
 
     ``transcript``: where to keep the QMP conversation (qmp.jsonl lines), for replaying it later
-    through ``replies_from_transcript`` and ``capabilities_from_replies`` without a QEMU."""
+    through ``replies_from_transcript`` and ``capabilities_from_replies`` without a QEMU.
+    ``tcg_host_cpu``: when the probe ran under KVM, also ask a second QEMU under TCG what libvirt's TCG
+    probe reads for ``<cpu mode='host-model'>`` in a ``type='qemu'`` domain (``probe_tcg_cpu``)."""
     path = Path(binary)
     _check_binary(path)
     accels = [accel] if accel else (["kvm", "tcg"] if kvm_openable() else ["tcg"])
@@ -102,7 +105,40 @@ def probe_binary(binary: str | Path, *, accel: str | None = None, timeout: float
                 transcript.write_bytes(qemu.transcript_path.read_bytes())
     kvm = _ok(replies.get("query-kvm"), {})
     used = "kvm" if kvm.get("enabled") else accels[-1]
-    return capabilities_from_replies(replies, binary=str(path.absolute()), accel=used)
+    caps = capabilities_from_replies(replies, binary=str(path.absolute()), accel=used)
+    if tcg_host_cpu and used != "tcg" and caps.host_cpu("tcg") is None:
+        host, models = probe_tcg_cpu(path, caps.arch, timeout)
+        caps = replace(caps, host_cpus=caps.host_cpus + ((host,) if host is not None else ()),
+                       cpu_models=caps.cpu_models + models)
+    return caps
+
+
+def probe_tcg_cpu(binary: Path, arch: str, timeout: float = PROBE_TIMEOUT) -> tuple[HostCpu | None,
+                                                                                     tuple[CpuModel, ...]]:
+    """libvirt's second probe of a binary, under TCG (virQEMUCapsInitQMPSingle with TCG): the CPU models QEMU
+    offers there (query-cpu-definitions) and its host CPU, the expansion of ``max`` (virQEMUCapsProbeQMPHostCPU,
+    the queries of ``host_cpu_queries``). A KVM probe cannot answer for TCG: the expansion is the accelerator's."""
+    args = ["-machine", "none", "-nodefaults", "-no-user-config", "-display", "none", "-accel", "tcg"]
+    with tempfile.TemporaryDirectory(prefix="qemu-conformance-probe-") as tmp:
+        qemu = QemuProcess(binary, args, tmp, name=f"probe {binary} (TCG CPU)", qmp_timeout=timeout)
+        try:
+            qemu.start()
+        except LiveError as exc:
+            raise ProbeFailed(f"under TCG: {exc.message}", path=binary) from None
+        try:
+            answers = qemu.qmp.cmd_many([("query-cpu-definitions", {})] + [
+                ("query-cpu-model-expansion", q) for q in host_cpu_queries(arch, kvm=False)], timeout)
+        except (LaunchFailed, QmpMonitorGone) as exc:
+            raise ProbeFailed(_why(qemu, f"under TCG: {exc}", timeout), path=binary) from None
+        finally:
+            qemu.stop(timeout=2.0)
+    models = tuple(
+        CpuModel(name=c["name"], typename=c.get("typename"),
+                 usable=(not c["unavailable-features"]) if "unavailable-features" in c else None,
+                 deprecated=bool(c.get("deprecated")), blockers=tuple(c.get("unavailable-features", ())),
+                 accel="tcg")
+        for c in _ok(answers[0], []))
+    return host_cpu_from_replies(answers[1:], "tcg"), models
 
 
 class RecordedFailure(Exception):

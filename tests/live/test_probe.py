@@ -100,3 +100,32 @@ def test_probe_records_host_cpu_of_its_accelerator(qemu_x86_64: Path) -> None:
     assert caps.has("cpu-unavailable-features")
     # the CPU properties the flag rules name, not the hundreds of feature properties
     assert caps.type_properties["max-x86_64-cpu"] == {"unavailable-features": "strList", "migratable": "bool"}
+
+
+def test_probe_asks_tcg_for_its_host_cpu_as_libvirt_does(qemu_x86_64: Path) -> None:
+    """tcg_host_cpu: libvirt's second probe under TCG (the expansion of max, the TCG CPU models), which a KVM
+    probe cannot answer; the host-model CPU of a type='qemu' domain is then built from it."""
+    from conformance.argv import build_argv
+    from conformance.domain.parse import parse_domain
+    from conformance.domain.semantics import validate_domain
+
+    caps = probe_binary(qemu_x86_64, tcg_host_cpu=True)
+    tcg = caps.host_cpu("tcg")
+    assert tcg is not None and tcg.model == "base" and tcg.migratability
+    assert {"vendor", "family", "model"} <= {p.name for p in tcg.properties}
+    assert caps.cpu_models_for("tcg") and all(c.accel == "tcg" for c in caps.cpu_models_for("tcg"))
+    if caps.provenance.accel == "kvm":  # both halves, as libvirt's capabilities have them
+        assert caps.host_cpu("kvm") is not None and caps.cpu_models_for("kvm") != caps.cpu_models_for("tcg")
+    from conformance.argv.cpu_map import find_cpu_map
+    from conformance.errors import UnsupportedByQemu
+
+    try:
+        find_cpu_map()
+    except UnsupportedByQemu as exc:
+        pytest.skip(f"a host-model CPU is decoded with libvirt's CPU map: {exc}")
+    dom = parse_domain("<domain type='qemu'><name>h</name><memory unit='MiB'>256</memory><os><type arch='x86_64' "
+                       "machine='pc'>hvm</type></os><cpu mode='host-model'/><devices><memballoon model='none'/>"
+                       "</devices></domain>")
+    validate_domain(dom, caps)
+    argv = build_argv(dom, caps)
+    assert argv[argv.index("-cpu") + 1].split(",")[0] not in ("", "host", "max")  # a named model, decoded

@@ -173,3 +173,23 @@ def test_parity_verdicts_agree_with_libvirts_own_tests() -> None:
         assert verdict.refusal in (corpus / err["file"]).read_text(), case
         checked += 1
     assert checked >= 12
+
+
+def test_spice_tls_is_on_with_certificates_made_in_the_private_root(tmp_path) -> None:
+    """qemu.conf turns spice_tls on, as libvirt's harness does, with a certificate folder inside the private
+    root (/etc/libvirt is bind-mounted from it): the corpus's SPICE TLS domains define, and the certificates
+    made for the run verify against their CA."""
+    import shutil
+    import subprocess
+
+    from conformance.libvirt_oracle import QEMU_CONF, SPICE_TLS_DIR, make_test_certificates
+
+    assert "spice_tls = 1" in QEMU_CONF and f'spice_tls_x509_cert_dir = "/etc/libvirt/{SPICE_TLS_DIR}"' in QEMU_CONF
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (apt-get install openssl)")
+    folder = tmp_path / "etc" / SPICE_TLS_DIR
+    make_test_certificates(folder)
+    assert {"ca-cert.pem", "server-cert.pem", "server-key.pem"} <= {p.name for p in folder.iterdir()}
+    verified = subprocess.run(["openssl", "verify", "-CAfile", "ca-cert.pem", "server-cert.pem"], cwd=folder,
+                              capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stderr
