@@ -2,7 +2,8 @@
 
 Speaks the batch protocol of libvirt_argv_compare.py (``--batch``): each stdin line is a JSON object
 ``{"domain": PATH, "caps": PATH}`` (optionally ``"abi_update": true``: libvirt's output for a new definition,
-its .abi-update files); each stdout line answers one input, in order, with ``{"argv": [...]}`` or
+its .abi-update files; ``"migrate_from": URI``: a start for an incoming migration, -incoming URI);
+each stdout line answers one input, in order, with ``{"argv": [...]}`` or
 ``{"error": "one-line message"}``. ``--jobs N`` forks N workers (default: the
 number of cores) that share the parsed capability fixtures; answers keep the input order.
 """
@@ -24,9 +25,12 @@ def answer(request: dict) -> dict:
     """One request -> one reply; a bug in the builder is an error reply that says so, never a crash."""
     from conformance.argv.command import argv_for_file
     from conformance.argv.firmware import NEW_DEFINITION
+    from conformance.argv.harness import INCOMING
 
-    # "abi_update": libvirt's output for a new definition (its .abi-update files), not a loaded one
+    # "abi_update": libvirt's output for a new definition (its .abi-update files), not a loaded one;
+    # "migrate_from": a start for an incoming migration (the harness's ARG_MIGRATE_FROM: -incoming URI)
     token = NEW_DEFINITION.set(bool(request.get("abi_update")))
+    incoming = INCOMING.set(request.get("migrate_from") or None)
     try:
         return {"argv": argv_for_file(Path(request["domain"]), str(request["caps"]))}
     except ConformanceError as exc:
@@ -34,6 +38,7 @@ def answer(request: dict) -> dict:
     except Exception as exc:  # the batch goes on; the reply names the bug
         return {"error": f"internal error: {type(exc).__name__}: {exc}"}
     finally:
+        INCOMING.reset(incoming)
         NEW_DEFINITION.reset(token)
 
 

@@ -89,6 +89,7 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     misc.watchdogs(ctx)
     chardev.redirdevs(ctx)
     hostdev.hostdevs(ctx)
+    machine.incoming(ctx)
     misc.memballoon(ctx)
     misc.rngs(ctx)
     misc.vmcoreinfo(ctx)

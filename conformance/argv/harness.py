@@ -8,6 +8,14 @@ replace.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+# the harness's ARG_MIGRATE_FROM: a start for an incoming migration or a restore (-incoming URI), not a new start
+# (libvirt's VIR_QEMU_PROCESS_START_NEW unset): the memory sizes stay as the source ran them, unaligned
+# (qemuProcessPrepareDomain runs qemuDomainAlignMemorySizes for a new start only). The batch protocol's
+# "migrate_from" sets it per request; None is a new start.
+INCOMING: ContextVar[str | None] = ContextVar("incoming", default=None)
+
 DOMAIN_ID = -1  # domain--1-NAME folders, -1-NAME sockets
 HARNESS_GENERATED_UUID = "00010203-0405-4607-8809-0a0b0c0d0e0f"  # what a UUID libvirt generates is in the harness
 HARNESS_NOW = 1234567890  # the harness's clock (2009-02-13T23:31:30Z): <clock offset='variable'> counts from it

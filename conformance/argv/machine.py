@@ -15,6 +15,7 @@ from conformance.argv.harness import (
     HARNESS_UTC_OFFSET,
     HOST_CPU_EXTRA_FEATURES,
     HOST_CPU_MODEL,
+    INCOMING,
 )
 from conformance.argv.memory import backend_objects, cell_needs_backend, check_host_nodes, legacy_memory_args
 from conformance.argv.misc import intel_iommu_driver
@@ -370,17 +371,34 @@ def default_cpu_model(ctx: Ctx) -> str | None:
     return typename
 
 
+def _cell_kib(kib: int) -> int:
+    """A NUMA cell's or maxMemory's size as libvirt passes it: aligned for a new start, as defined for an
+    incoming migration (harness.INCOMING)."""
+    return kib if INCOMING.get() else aligned_kib(kib)
+
+
+def incoming(ctx: Ctx) -> None:
+    """-incoming URI for a start that receives a migration (qemuBuildCommandLine, right before the balloon)."""
+    uri = INCOMING.get()
+    if uri:
+        ctx.add("-incoming", uri)
+
+
 def memory(ctx: Ctx) -> None:
     check_host_nodes(ctx)
     d = ctx.domain
     cells = d.cpu.numa if d.cpu else []
-    total = sum(aligned_kib(c.memory_kib) for c in cells) if cells else aligned_kib(d.memory_kib or 0)
+    if INCOMING.get():  # not aligned: the defined total (the cells' sum without <memory>), -m in 512 KiB steps
+        initial = d.memory_kib or sum(c.memory_kib for c in cells)  # (qemuBuildMemCommandLine)
+        total = initial if d.max_memory_kib is not None else initial & ~0x1FF
+    else:
+        total = initial = sum(aligned_kib(c.memory_kib) for c in cells) if cells else aligned_kib(d.memory_kib or 0)
     if ctx.modern_libvirt or d.max_memory_kib is not None:
         opt = f"size={total}k"
         if d.max_memory_kib is not None:
             if d.max_memory_slots is not None:
                 opt += f",slots={d.max_memory_slots}"
-            opt += f",maxmem={aligned_kib(d.max_memory_kib)}k"
+            opt += f",maxmem={_cell_kib(d.max_memory_kib)}k"
     else:  # libvirt before 10: MiB, maxmem in MiB too
         opt = str(total // 1024)
         if d.max_memory_kib is not None:
@@ -389,7 +407,7 @@ def memory(ctx: Ctx) -> None:
             opt += f",maxmem={aligned_kib(d.max_memory_kib) // 1024}M"
     ctx.add("-m", opt)
     if uses_default_ram_backend(ctx):
-        for obj in backend_objects(ctx, ctx.machine.default_ram_id, total * 1024, system=True):  # type: ignore[union-attr]
+        for obj in backend_objects(ctx, ctx.machine.default_ram_id, initial * 1024, system=True):  # type: ignore[union-attr]
             ctx.object(obj)
     locked = d.memory_backing is not None and any(c.tag == "locked" for c in d.memory_backing.children)
     ctx.add("-overcommit", f"mem-lock={'on' if locked else 'off'}")
@@ -564,7 +582,7 @@ def numa(ctx: Ctx) -> None:
         cpus[0] = set(range(d.vcpus)).difference(*(c for node, c in sets.items() if node != 0))
     for node, cell in numbered:
         if need_backend:
-            for obj in backend_objects(ctx, f"ram-node{node}", aligned_kib(cell.memory_kib) * 1024, node=node,
+            for obj in backend_objects(ctx, f"ram-node{node}", _cell_kib(cell.memory_kib) * 1024, node=node,
                                        access=cell.attrs.get("memAccess"), discard=cell.attrs.get("discard")):
                 ctx.object(obj)
         opt = f"node,nodeid={node}"
@@ -572,7 +590,7 @@ def numa(ctx: Ctx) -> None:
             opt += "".join(f",cpus={run}" for run in _cpu_runs(cpus[node]))
         if _hmat(d):
             opt += f",initiator={_initiator(d, node, cell, numbered)}"
-        opt += f",memdev=ram-node{node}" if need_backend else f",mem={aligned_kib(cell.memory_kib) // 1024}"
+        opt += f",memdev=ram-node{node}" if need_backend else f",mem={_cell_kib(cell.memory_kib) // 1024}"
         ctx.add("-numa", opt)
     given: dict[tuple[int, int], str] = {}
     for node, cell in numbered:
