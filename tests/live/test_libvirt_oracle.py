@@ -164,6 +164,80 @@ def test_suite_refuses_exactly_what_libvirt_refuses(daemon: PrivateLibvirtd, nam
     assert theirs in ours  # the same message, libvirt's words
 
 
+# storage sources and lifecycle actions, defined without the schema (libvirt's parser and validation) and, when
+# libvirt defines them, through its pretend start (virsh domxml-to-native): the suite's argv stage must agree
+DISK = ("<disk type='{type}' device='{device}'><driver name='qemu' type='{fmt}'/>{source}"
+        "<target dev='{dev}' bus='{bus}'/></disk>")
+STORAGE_PARITY = {  # name -> (devices, lifecycle elements, what libvirt says: '' when it builds the domain)
+    # the parser reads these options for HTTP(S)/FTP(S) sources only, <snapshot>/<config> are RBD's: ignored on NBD
+    "nbd-with-http-options": (DISK.format(
+        type="network", device="disk", fmt="raw", dev="vda", bus="virtio",
+        source="<source protocol='nbd' name='e' query='a=b'><host name='h'/><cookies><cookie name='c'>v</cookie>"
+               "</cookies><ssl verify='no'/><readahead size='65536'/><timeout seconds='10'/><snapshot name='s'/>"
+               "<config file='/c'/></source>"), "", ""),
+    "iscsi-lun-reservations": (DISK.format(
+        type="network", device="lun", fmt="raw", dev="sda", bus="scsi",
+        source="<source protocol='iscsi' name='iqn.2013-07.com.example:t/1'><host name='h'/><reservations "
+               "managed='no'><source type='unix' path='/run/pr.sock' mode='client'/></reservations></source>")
+        + "<controller type='scsi' index='0' model='virtio-scsi'/>", "", ""),
+    "qcow-encryption": (DISK.format(
+        type="file", device="disk", fmt="qcow2", dev="vda", bus="virtio",
+        source="<source file='/var/lib/x.qcow2'><encryption format='qcow'><secret type='passphrase' "
+               "uuid='0a81f5b2-8403-7b23-c8d6-21ccc2f80d6f'/></encryption></source>"), "",
+        "old qcow/qcow2 encryption is not supported"),
+    "http-tls": (DISK.format(type="network", device="disk", fmt="raw", dev="vda", bus="virtio",
+                             source="<source protocol='http' name='d.img' tls='yes'><host name='h'/></source>"), "",
+                 "TLS transport is not supported for disk protocol 'http'"),
+    "nbd-auth": (DISK.format(type="network", device="disk", fmt="raw", dev="vda", bus="virtio",
+                             source="<source protocol='nbd' name='e'><host name='h'/><auth username='u'><secret "
+                                    "type='iscsi' usage='x'/></auth></source>"), "",
+                 "authentication is not supported for protocol 'nbd'"),
+    "lun-over-nbd": (DISK.format(type="network", device="lun", fmt="raw", dev="sda", bus="scsi",
+                                 source="<source protocol='nbd' name='e'><host name='h'/></source>")
+                     + "<controller type='scsi' index='0' model='virtio-scsi'/>", "",
+                     "disk device='lun' is not supported for protocol='nbd'"),
+    "lun-qcow2": (DISK.format(type="block", device="lun", fmt="qcow2", dev="sda", bus="scsi",
+                              source="<source dev='/dev/sdb'/>")
+                  + "<controller type='scsi' index='0' model='virtio-scsi'/>", "",
+                  "disk device 'lun' must use 'raw' format"),
+    "reboot-rename-restart": ("", "<on_reboot>rename-restart</on_reboot>",
+                              "qemu driver doesn't support the 'rename-restart' action"),
+    "poweroff-preserve": ("", "<on_poweroff>preserve</on_poweroff>",
+                          "qemu driver doesn't support the 'preserve' action"),
+}
+
+
+@pytest.fixture(scope="module")
+def host_caps():  # the host's QEMU, probed once
+    from conformance.caps.probe import probe_binary
+
+    return probe_binary("/usr/bin/qemu-system-x86_64")
+
+
+@pytest.mark.parametrize("name", list(STORAGE_PARITY))
+def test_storage_and_lifecycle_refusals_as_libvirt(daemon: PrivateLibvirtd, host_caps, name: str,
+                                                    tmp_path: Path) -> None:
+    from conformance.libvirt_oracle import pretend_start
+    from conformance.pipeline import domain_argv
+
+    devices, lifecycle, want = STORAGE_PARITY[name]
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(DOMAIN.format(name=name, emulator="/usr/bin/qemu-system-x86_64", devices=devices)
+                   .replace("</os>", f"</os>{lifecycle}"))
+    done = daemon.virsh("define", str(xml), check=False)
+    theirs = libvirt_message(done.stderr) if done.returncode else ""
+    if not done.returncode:
+        daemon.virsh("undefine", name, check=False)
+        theirs = pretend_start(daemon, xml) or ""
+    try:
+        domain_argv(parse_domain(xml.read_text(), source=str(xml)), host_caps)
+        ours = ""
+    except ConformanceError as exc:
+        ours = exc.message
+    assert want in theirs and bool(want) == bool(theirs), f"libvirt: {theirs or 'accepts'}"
+    assert want in ours and bool(want) == bool(ours), f"suite: {ours or 'accepts'}; libvirt: {theirs or 'accepts'}"
+
+
 def test_libvirt_drops_the_aliases_the_suite_drops(daemon: PrivateLibvirtd, tmp_path: Path) -> None:
     for name in ("alias-without-prefix", "alias-with-bad-characters"):
         xml = tmp_path / f"{name}.xml"
