@@ -60,7 +60,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from conformance.caps.fixture import to_xml, write_fixture
     from conformance.caps.probe import probe_binary
 
-    caps = probe_binary(args.binary, accel=args.accel)
+    # as libvirt probes a binary: under KVM, and under TCG again for the CPU (the TCG host CPU and CPU models)
+    caps = probe_binary(args.binary, accel=args.accel, tcg_host_cpu=args.accel is None)
     if args.output:
         write_fixture(caps, args.output)
         print(f"{args.output}: QEMU {caps.version} {caps.arch} ({caps.package or 'no package string'}), "

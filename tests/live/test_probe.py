@@ -59,6 +59,10 @@ def test_probe_cli_writes_fixture_and_is_quick(qemu_x86_64: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes().startswith(b"<?xml")
     assert "x86_64" in proc.stderr and "flags" in proc.stderr
+    # the fixture carries the TCG host CPU as libvirt's capabilities do (a second probe under TCG when KVM ran)
+    from conformance.caps.fixture import read_fixture
+
+    assert read_fixture(out).host_cpu("tcg") is not None
 
 
 def test_probe_5_2_records_its_netdev_union() -> None:
