@@ -196,7 +196,9 @@ class AddressSet:
         if slot < bus.min_slot or slot > bus.max_slot:
             raise self.fail(f"invalid PCI address {_where(addr)}: slot must be {bus.min_slot}..{bus.max_slot}")
         if bus.functions[slot] & (1 << fn):
-            raise self.fail(f"attempted double use of PCI address {_where(addr)}")
+            # virDomainPCIAddressReserveAddrInternal: an XML error for an address the domain gave
+            raise self.fail(f"{'XML' if from_config else 'internal'} error: Attempted double use of PCI Address "
+                            f"{_where(addr)}")
         if not bus.functions[slot] and flags & AGGREGATE:
             bus.aggregate[slot] = True
         bus.functions[slot] |= 1 << fn

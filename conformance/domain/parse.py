@@ -404,7 +404,11 @@ def _disk(ctx: _Ctx, el: etree._Element) -> Disk:
         "vendor": setter("vendor", None), "product": setter("product", None),
     })
     if not disk.target_dev:
-        raise ctx.fail("<disk> has no <target dev=...>", el, hint="add e.g. <target dev='vda' bus='virtio'/>")
+        # virDomainDiskDefValidate (VIR_ERR_NO_TARGET), naming the source
+        src = disk.source
+        what = (f"pool = '{src.attrs.get('pool')}', volume = '{src.attrs.get('volume')}'" if src is not None and
+                src.attrs.get("pool") else f"missing target information for device {src.path if src else ''}".rstrip())
+        raise ctx.fail(f"<disk> has no <target dev=...>: {what}", el, hint="add e.g. <target dev='vda' bus='virtio'/>")
     return disk
 
 

@@ -526,6 +526,10 @@ def videos(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
 
 @rule
 def acpi_needs_uefi(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
+    """qemuValidateDomainDef: ACPI on a machine type QEMU reports without it, then aarch64's ACPI without UEFI."""
+    machine = caps.machine(domain.os.machine) if caps is not None and domain.os.machine else None
+    if machine is not None and machine.acpi is False and "acpi" in domain.features:
+        yield Refusal("<acpi>", f"{UNSUPPORTED}machine type '{domain.os.machine}' does not support ACPI")
     arch = domain.os.arch or (caps.arch if caps else "")
     loader = domain.os.loader
     uefi = domain.os.firmware == "efi" or (loader is not None and loader.attrs.get("type") == "pflash")

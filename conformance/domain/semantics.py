@@ -98,7 +98,8 @@ def _capabilities(domain: Domain, caps: Capabilities) -> None:
         raise _unsupported(domain, TEAMING_UNSUPPORTED, hint="needs QEMU 4.2+ (virtio-net-pci 'failover')")
     ps2 = domain.features.get("ps2")
     if ps2 is not None and "state" in ps2.attrs and not caps.has("machine-i8042-opt"):
-        raise _unsupported(domain, "unsupported configuration: i8042 is not supported with this QEMU binary",
+        raise _unsupported(domain, "unsupported configuration: ps2 feature state cannot be controlled with this "
+                                   "QEMU binary",
                            hint="needs QEMU 7.0+")
     if d.iommu is not None and d.iommu.model == "virtio":
         # libvirt: virtio-iommu on x86 (q35) needs QEMU 6.2+ (ACPI VIOT)

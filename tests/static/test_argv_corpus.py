@@ -143,7 +143,7 @@ def test_refusals_say_what_libvirt_says(score: dict[str, Outcome]) -> None:
     element it names): a ratchet on that count."""
     errors = [o for o in score.values() if o.kind == "error"]
     same = [o for o in errors if o.status == "PASS" and o.libvirt_error and o.libvirt_error in o.detail]
-    assert len(same) >= 137, f"{len(same)} of {len(errors)} refused with libvirt's message"
+    assert len(same) >= 142, f"{len(same)} of {len(errors)} refused with libvirt's message"
 
 
 def test_incoming_migrations_pass(score: dict[str, Outcome]) -> None:
