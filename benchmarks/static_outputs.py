@@ -4,7 +4,7 @@ changed no verdict, reason or argv.
 
     python3 benchmarks/static_outputs.py dump OUT.json [--corpus DIR]
     python3 benchmarks/static_outputs.py compare BEFORE.json AFTER.json
-    python3 benchmarks/static_outputs.py prove COMMIT... [--keep DIR]
+    python3 benchmarks/static_outputs.py prove [COMMIT...] [--working PATH...] [--keep DIR]
 
 A dump holds
 - ``run``: every result of `qemu-conformance run --stages parse,argv --caps all` (run in this process, into
@@ -17,7 +17,9 @@ A dump holds
 
 To compare two code states on the same tree (others change argv behaviour meanwhile), dump both from the
 same moment: `prove` copies the working tree's code and data twice, reverts the given commits in the
-"before" copy (newest first), dumps both copies (PYTHONPATH=COPY) and compares them.
+"before" copy (newest first; ``--working PATH...``: the uncommitted changes of those paths too, to prove a
+change before committing it; a new, untracked file stays in both copies), dumps both copies (PYTHONPATH=COPY)
+and compares them.
 `compare` and `prove` exit 1 when anything differs and print the first differences.
 """
 
@@ -138,16 +140,20 @@ def _copy_tree(root: Path, into: Path) -> None:
             shutil.copy2(src, into / name)
 
 
-def prove(commits: list[str], keep: Path | None, corpus: Path) -> int:
-    """Dump the working tree as it is now and as it is with ``commits`` reverted, and compare."""
+def prove(commits: list[str], keep: Path | None, corpus: Path, working: list[str] | None = None) -> int:
+    """Dump the working tree as it is now and as it is with ``commits`` reverted (and the uncommitted changes
+    of the ``working`` paths, before a commit), and compare."""
     root = Path(__file__).resolve().parent.parent
     work = Path(tempfile.mkdtemp(prefix="static-prove-")) if keep is None else keep
     before, after = work / "before", work / "after"
     _copy_tree(root, after)
     shutil.copytree(after, before)
-    for commit in reversed(commits):  # newest first
-        diff = subprocess.run(["git", "-C", str(root), "show", "--format=", commit, "--", "conformance", "capsdata",
-                               "templates"], check=True, capture_output=True, text=True).stdout
+    reverts = [(commit, ["show", "--format=", commit, "--", "conformance", "capsdata", "templates"])
+               for commit in reversed(commits)]  # newest first
+    if working:
+        reverts.insert(0, ("the uncommitted changes", ["diff", "HEAD", "--", *working]))
+    for commit, command in reverts:
+        diff = subprocess.run(["git", "-C", str(root), *command], check=True, capture_output=True, text=True).stdout
         if diff.strip() and subprocess.run(["git", "apply", "-R", "-"], cwd=before, input=diff, text=True).returncode:
             raise SystemExit(f"cannot revert {commit} in {before}: later changes touch the same lines")
     for tree in (before, after):
@@ -170,14 +176,18 @@ def main() -> int:
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
     p = sub.add_parser("prove")
-    p.add_argument("commits", nargs="+", help="the commits to revert in the 'before' copy, oldest first")
+    p.add_argument("commits", nargs="*", help="the commits to revert in the 'before' copy, oldest first")
+    p.add_argument("--working", nargs="+", metavar="PATH",
+                   help="revert the uncommitted changes of these paths too (the proof before a commit)")
     p.add_argument("--keep", type=Path, help="leave the copies and dumps in this (new) folder")
     p.add_argument("--corpus", type=Path, default=CORPUS)
     ns = ap.parse_args()
     if ns.command == "dump":
         return dump(ns.out, ns.corpus)
     if ns.command == "prove":
-        return prove(ns.commits, ns.keep, ns.corpus)
+        if not ns.commits and not ns.working:
+            ap.error("prove: give commits, --working paths, or both")
+        return prove(ns.commits, ns.keep, ns.corpus, ns.working)
     return compare(ns.before, ns.after)
 
 
