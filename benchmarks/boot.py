@@ -66,7 +66,7 @@ def main() -> int:
         for i in range(ns.runs):
             folder = Path(tmp) / f"raw{i}"
             folder.mkdir()
-            raw.append(raw_boot(Path(binary), machine, target.guest.boot_args(), target.accel.accel, folder))
+            raw.append(raw_boot(Path(binary), machine, target.guest.boot_args(direct=True), target.accel.accel, folder))
             started = time.perf_counter()
             result = run_boot(case, target, catalogue, Path(tmp) / "suite").result
             suite.append(time.perf_counter() - started)

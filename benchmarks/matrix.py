@@ -90,6 +90,7 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
     boots = Counter()
     boot_n = Counter()
     boot_wait = Counter()
+    boot_cpu = Counter()
     for r in results:
         if r["stage"] != "boot" or r["verdict"] == "skip":
             continue
@@ -97,12 +98,13 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
         boots[key] += r["duration_s"]
         boot_n[key] += 1
         boot_wait[key] += r["details"].get("boot_s", 0.0)
+        boot_cpu[key] += r["details"].get("cpu_s", 0.0)
     total = sum(boots.values())
-    lines.append(f"profile: boots {sum(boot_n.values())} items, {total:.0f} item s"
-                 + (f" (~{total / jobs:.0f} s wall at {jobs} jobs)" if jobs else ""))
+    lines.append(f"profile: boots {sum(boot_n.values())} items, {total:.0f} item s, {sum(boot_cpu.values()):.0f} "
+                 "QEMU CPU s" + (f" (~{total / jobs:.0f} s wall at {jobs} jobs)" if jobs else ""))
     for key, seconds in boots.most_common():
-        lines.append(f"  boot {key}: {boot_n[key]} in {seconds:.0f} s ({seconds / boot_n[key]:.1f} s each; "
-                     f"to the boot report {boot_wait[key]:.0f} s)")
+        lines.append(f"  boot {key}: {boot_n[key]} in {seconds:.0f} s ({seconds / boot_n[key]:.1f} s each, "
+                     f"{boot_cpu[key] / boot_n[key]:.1f} CPU s; to the boot report {boot_wait[key]:.0f} s)")
     hangs = [r for r in results if r["stage"] == "boot" and r["duration_s"] > 50]
     if hangs:
         lines.append(f"  of which boots over 50 s: {len(hangs)} in {sum(r['duration_s'] for r in hangs):.0f} s "
@@ -135,6 +137,9 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
         ph["the stream (total-time)"] += (d.get("stats", {}).get("total-time") or 0) / 1000
         ram = d.get("ram") if isinstance(d.get("ram"), dict) else {}
         ph["RAM check"] += ram.get("seconds", 0.0)
+        cpu = d.get("cpu_s") if isinstance(d.get("cpu_s"), dict) else {}
+        ph["QEMU CPU source"] += cpu.get("source", 0.0)
+        ph["QEMU CPU destination"] += cpu.get("destination", 0.0)
     total = sum(by.values())
     lines.append(f"profile: migrations {len(migs)} items, {total:.0f} item s"
                  + (f" (~{total / jobs:.0f} s wall at {jobs} jobs)" if jobs else ""))

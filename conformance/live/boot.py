@@ -197,7 +197,8 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     prepared.argv = domain_argv(domain, caps)
     images = _create_images(domain, images_in)
     prepared.live = adapt_for_live(prepared.argv, binary=str(target.binary), accel=target.accel.accel,
-                                   vm_dir=vm_dir, boot_args=target.guest.boot_args(heartbeat_append()),
+                                   vm_dir=vm_dir, boot_args=target.guest.boot_args(
+                                       heartbeat_append(), direct=caps.version >= DIRECT_KERNEL_FROM),
                                    substitutes=case.substitutes, macs=_hostdev_macs(domain))
     if case.devices_only is not None:  # a bisection run (conformance/live/bisect.py): a subset of the devices
         from conformance.live.bisect import keep_devices
@@ -214,6 +215,11 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
 #: heartbeat" costs up to a period: after a restore it took a whole one (median 1.06 s of a restore's 1.3 s in
 #: the 6-build matrix at 991f9a6), after a migration half a one on average
 HEARTBEAT = 0.5
+
+
+#: the first QEMU whose x86 -kernel enters an ELF kernel at its PVH entry point (pvh.bin): from it the guest's
+#: kernel is booted from its ELF image, not decompressed by the emulated CPU (conformance/live/guest.py direct_kernel)
+DIRECT_KERNEL_FROM = QemuVersion(4, 0, 0)
 
 
 def heartbeat_append() -> str:
@@ -302,6 +308,7 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
                     raise
             if vm is not None:
                 details["exit"] = vm.stop().describe()
+                details["cpu_s"] = round(vm.cpu_seconds(), 2)  # QEMU's, its save and load check for others aside
                 run.report, run.events = vm.report, vm.process.events
                 artifacts.update(vm_artifacts(vm, output))
             if down:

@@ -360,6 +360,7 @@ class Resumable:
     restored: dict[str, Any]  # ``details.restored`` when it was restored from a checked state, else empty
     served: list[str]  # the migrations it was the source of, in order ("7.2.22->10.0.2 @pc-q35-7.2 (folder)")
     heartbeat: int | None  # the guest's last heartbeat when its last migration completed
+    cpu_seconds: float = 0.0  # QEMU's CPU s when it was kept (what the next migration's own share starts from)
 
 
 def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], str | None]

@@ -634,6 +634,7 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
     vms: list[GuestVm] = []
     seen: NotUp | None = None  # a source not booted again: what the boot stage's boot of it saw
     kept: Resumable | None = None  # a source that may serve the next migration of its key
+    lent: Resumable | None = None  # a source kept by the key's migration before, resumed for this one
     asked: str | None = None  # the argv digest a kept source was asked for (CheckedStates.lend)
     verdict, reason = "", ""
     try:
@@ -662,7 +663,6 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         # a source that served a passed migration of the same key, kept paused, is resumed instead of started:
         # every non-failover one (a failover source's primary stays unplugged after a completed migration)
         chain = checked is not None and key is not None and not failover_pairs(devices(src_prep.live.argv))
-        lent = None
         if chain and checked is not None and key is not None:
             asked, lent = digest, checked.lend(key, digest, wait=CHAIN_WAIT)
         if lent is not None:
@@ -704,6 +704,9 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             if kept is None or vm is not kept.vm:  # a kept source: stopped once its destination is, or kept
                 details.setdefault("exits", {})[side] = vm.stop().describe()
+            # QEMU CPU s this migration used (a resumed source: since its previous migration ended)
+            details.setdefault("cpu_s", {})[side] = round(vm.cpu_seconds() - (
+                lent.cpu_seconds if side == "source" and lent is not None else 0.0), 2)
             artifacts.update({f"{side}-{k}": v for k, v in vm_artifacts(vm, output).items()})
             if details.get("machine_deprecated"):  # QEMU's warning, as evidence that it only warned
                 said = [line for line in vm.process.stderr_tail(50).splitlines() if "deprecated" in line.lower()]
@@ -991,7 +994,8 @@ def _keepable(source: GuestVm, destination: GuestVm, prepared: PreparedVm, detai
         return None
     source.reader.poll_file(source.console)  # its console up to the stop: the last heartbeat before it
     before = details.get("resumed", {}).get("after", [])
-    return Resumable(source, prepared, details.get("restored", {}), [*before, served], source.report.last_heartbeat)
+    return Resumable(source, prepared, details.get("restored", {}), [*before, served], source.report.last_heartbeat,
+                     source.cpu_seconds())
 
 
 def _boot_then_migrate(case: Case, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],

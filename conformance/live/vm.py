@@ -9,6 +9,7 @@ and a guest that stops with internal-error or guest-panicked.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class GuestVm:
         self.trouble: str | None = None  # why the guest stopped running, once seen
         self.expect_stop = False  # a STOP the suite asked for (pause, migration) is no trouble
         self._watch: EventListener | None = None
+        self._cpu_at_stop: float | None = None
 
     @property
     def report(self) -> GuestReport:
@@ -99,7 +101,23 @@ class GuestVm:
     def console_tail(self, lines: int = 30) -> str:
         return file_tail(self.console, lines)
 
+    def cpu_seconds(self) -> float:
+        """CPU s (user + system) QEMU used so far: read from /proc while it runs, the figure at its stop after
+        (0.0 when it never started or /proc could not be read)."""
+        if self._cpu_at_stop is not None:
+            return self._cpu_at_stop
+        pid = self.process.pid
+        if pid is None or not self.process.is_running():
+            return 0.0
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def stop(self) -> Exit:
+        if self._cpu_at_stop is None:
+            self._cpu_at_stop = self.cpu_seconds() or None
         return self.process.stop()
 
     def __enter__(self) -> GuestVm:

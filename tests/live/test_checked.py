@@ -155,3 +155,9 @@ def test_a_source_serves_the_next_migration_of_its_key_after_cont(x86_target: Ta
         assert r["details"]["source_from"].startswith("resumed: the source of "), r["details"]["source_from"]
     first = [r for r in results if "resumed" not in r["details"]]
     assert all(r["details"].get("source_kept") for r in first), [r["details"].get("exits") for r in first]
+    assert all(r["details"]["cpu_s"]["source"] > 0 and r["details"]["cpu_s"]["destination"] > 0 for r in results)
+    # a resumed source's share is its CPU since it was kept, not its boot's: below the booted ones'
+    assert max(r["details"]["cpu_s"]["source"] for r in resumed) < min(r["details"]["cpu_s"]["source"] for r in first)
+    argv = json.loads((tmp_path / first[0]["artifacts"]["source-cmdline"]).read_text())
+    argv = argv["argv"] if isinstance(argv, dict) else argv
+    assert Path(argv[argv.index("-kernel") + 1]).name.startswith("vmlinux-"), "QEMU 4.0+: the direct kernel"

@@ -266,3 +266,52 @@ def test_an_unknown_flavour_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(GuestBuildError, match="unknown guest flavour 'tiny'") as err:
         build_guest("x86_64", flavour="tiny", cache=tmp_path)
     assert "cloud, generic" in str(err.value)
+
+
+def _elf_with_notes(notes: list[tuple[bytes, int, bytes]]) -> bytes:
+    """A 64-bit little-endian ELF with one PT_NOTE segment holding ``notes`` (name, type, desc)."""
+    blob = b""
+    for name, ntype, desc in notes:
+        name0 = name + b"\0"
+        blob += struct.pack("<III", len(name0), len(desc), ntype)
+        blob += name0.ljust((len(name0) + 3) // 4 * 4, b"\0") + desc.ljust((len(desc) + 3) // 4 * 4, b"\0")
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", header, 0x36, 56, 1)  # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(blob), len(blob), 4)
+    return bytes(header) + phdr + blob
+
+
+def _bzimage(payload_elf: bytes) -> bytes:
+    """A bzImage as far as direct_kernel reads one: setup sectors, 'HdrS', payload offset and length, an XZ
+    payload that ends in the uncompressed size."""
+    import lzma
+
+    payload = lzma.compress(payload_elf, format=lzma.FORMAT_XZ) + struct.pack("<I", len(payload_elf))
+    setup = bytearray(5 * 512)
+    setup[0x1F1] = 4
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", setup, 0x248, 0, len(payload))
+    return bytes(setup) + payload
+
+
+def test_the_direct_kernel_is_the_bzimages_elf_when_it_has_a_pvh_entry(tmp_path: Path) -> None:
+    from conformance.live.guest import Guest, direct_kernel
+
+    def guest(folder: str, elf: bytes, arch: str = "x86_64") -> Guest:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "vmlinuz-6.1").write_bytes(_bzimage(elf))
+        (tmp_path / folder / "initrd.img").write_bytes(b"")
+        return Guest(arch, tmp_path / folder / "vmlinuz-6.1", tmp_path / folder / "initrd.img", "6.1", "ttyS0",
+                     "console=ttyS0", "k")
+
+    pvh = _elf_with_notes([(b"Xen", 6, b"linux"), (b"Xen", 18, b"\x50\x08\x00\x01")])
+    with_entry = guest("pvh", pvh)
+    assert direct_kernel(with_entry) == tmp_path / "pvh" / "vmlinux-6.1"
+    assert (tmp_path / "pvh" / "vmlinux-6.1").read_bytes() == pvh
+    assert with_entry.boot_args(direct=True)[1] == str(tmp_path / "pvh" / "vmlinux-6.1")
+    assert with_entry.boot_args()[1] == str(with_entry.kernel)  # the bzImage unless asked
+    no_entry = guest("plain", _elf_with_notes([(b"Xen", 6, b"linux"), (b"GNU", 18, b"x")]))
+    assert direct_kernel(no_entry) is None and no_entry.boot_args(direct=True)[1] == str(no_entry.kernel)
+    assert direct_kernel(guest("arm", pvh, "aarch64")) is None  # an arm64 Image is QEMU's to unpack
