@@ -25,6 +25,7 @@ import ctypes
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +55,22 @@ def _die_with_parent(parent: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+
+
+#: util-linux's ``setpriv`` sets the parent-death signal in C and a shell checks, once it is set, that the
+#: parent is still the one that forked (what _die_with_parent does): no Python runs between fork and exec, so
+#: the spawn needs no copy of this process (a ``preexec_fn`` forces one: 18 ms of CPU per QEMU and 22 ms more
+#: in the child, measured with a 300 MB heap; 1,430 QEMUs in a cold vmstate sweep).
+_SETPRIV = shutil.which("setpriv")
+_SH_CHECK = 'test "$PPID" = "$0" && exec "$@"; exit 1'
+
+
+def _spawn_argv(argv: list[str], parent: int) -> list[str] | None:
+    """``argv`` behind setpriv and the parent check (None without setpriv, or for a binary that is missing or
+    not executable: then _die_with_parent runs and Popen says what is wrong, as before)."""
+    if _SETPRIV is None or shutil.which(argv[0]) is None:
+        return None
+    return [_SETPRIV, "--pdeathsig", "SIGKILL", "--", "/bin/sh", "-c", _SH_CHECK, str(parent), *argv]
 
 
 def die_with_parent_self() -> None:
@@ -213,11 +230,12 @@ class QemuProcess:
             pass_fds = (child_sock.fileno(),)
         (self.workdir / "cmdline.json").write_text(json.dumps(argv) + "\n")
         stderr = self.stderr_path.open("wb")
+        spawned = _spawn_argv(argv, os.getpid())
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, pass_fds=pass_fds,
-                env=self.env, preexec_fn=functools.partial(_die_with_parent, os.getpid()), cwd=self.workdir,
-                close_fds=True,
+                spawned or argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, pass_fds=pass_fds,
+                env=self.env, start_new_session=spawned is not None, cwd=self.workdir, close_fds=True,
+                preexec_fn=None if spawned else functools.partial(_die_with_parent, os.getpid()),
             )
         except FileNotFoundError:
             self._close_sockets()
