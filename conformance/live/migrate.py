@@ -948,8 +948,8 @@ def _resume_then_migrate(lent: Resumable, src_prep: PreparedVm, vms: list[GuestV
     migrated into a destination that shares that source's disks (prepared again by ``prepare_destination``).
     One that cannot be resumed is stopped, with ``details.resume_failed``, and no verdict (the caller starts the
     source as without it)."""
+    vms.append(lent.vm)  # from here on the caller stops it, whatever happens
     dst_prep = prepare_destination(image_dir=lent.prepared.vm_dir)
-    vms.append(lent.vm)
     try:
         source, details["resumed"] = resume(lent, src_prep, _alias_to(src_prep.target.caps))
     except RestoreFailed as exc:
