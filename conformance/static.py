@@ -66,6 +66,7 @@ class StaticRunner:
         self._property_problems: dict[int, tuple[Capabilities, dict[tuple[str, str], list[str]]]] = {}
         # (id(case), id(caps)) -> (case, caps, outcomes) computed ahead by prefetch (the objects kept alive)
         self._ahead: dict[tuple[int, int], tuple[Case, Capabilities, list[StaticOutcome]]] = {}
+        self._layouts: Any = None  # conformance.argv.layout_memo.LayoutMemo: layouts reused across fixtures
 
     def prefetch(self, pairs: Sequence[tuple[Case, Capabilities]], jobs: int) -> None:
         """Compute the outcomes of these (case, fixture) pairs ahead in ``jobs`` forked processes; ``run`` then
@@ -178,13 +179,20 @@ class StaticRunner:
         return outcomes
 
     def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
+        from conformance.argv.layout_memo import LAYOUTS, LayoutMemo
+
         label = caps.label
+        if self._layouts is None:
+            self._layouts = LayoutMemo()
+        token = LAYOUTS.set(self._layouts)
         try:
             argv = domain_argv(rendered.domain, caps, checked=True)  # the rules without caps passed in prepare
         except (UnsupportedByQemu, DomainInvalid) as exc:
             if expect_error and expect_error in exc.message:
                 return StaticOutcome(case.name, label, "pass", "argv", f"rejected as expected: {exc.message}")
             return StaticOutcome(case.name, label, "fail", "argv", str(exc))
+        finally:
+            LAYOUTS.reset(token)
         if expect_error:
             return StaticOutcome(case.name, label, "fail", "argv",
                                  f"expected the error {expect_error!r}, got an argv", argv)

@@ -8,6 +8,7 @@ from conformance.argv.ccw import assign_ccw_addresses
 from conformance.argv.context import Ctx
 from conformance.argv.device_types import check_device_types
 from conformance.argv.firmware import resolve_firmware
+from conformance.argv.layout_memo import LAYOUTS
 from conformance.argv.pci import assign_pci_addresses
 from conformance.argv.schema_coverage import check_domain
 from conformance.caps.model import Capabilities
@@ -40,6 +41,11 @@ def new_context(domain: Domain, caps: Capabilities) -> Ctx:
     return Ctx(domain=domain, caps=caps, arch=arch, machine_name=name, machine=found)  # type: ignore[arg-type]
 
 
+def _firmware(ctx: Ctx) -> None:
+    firmware = resolve_firmware(ctx)
+    ctx.pflash, ctx.bios = (None, firmware) if isinstance(firmware, str) else (firmware, None)
+
+
 def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     """The QEMU command line libvirt would build for this domain on a QEMU with these capabilities.
 
@@ -48,10 +54,13 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     """
     check_domain(domain.xml, domain.source)
     ctx = new_context(domain, misc.namespace_capabilities(domain, caps))
-    defaults.prepare(ctx)
-    firmware = resolve_firmware(ctx)
-    ctx.pflash, ctx.bios = (None, firmware) if isinstance(firmware, str) else (firmware, None)
-    assign_pci_addresses(ctx)
+    memo = LAYOUTS.get()  # the static stages reuse a domain's layout across fixtures (argv/layout_memo.py)
+    if memo is None:
+        defaults.prepare(ctx)
+        _firmware(ctx)
+        assign_pci_addresses(ctx)
+    else:
+        memo.lay_out(ctx, defaults.prepare, _firmware, assign_pci_addresses)
     assign_ccw_addresses(ctx)
     ctx.add(domain.devices.emulator or f"/usr/bin/qemu-system-{ctx.arch}")
     misc.device_overrides(ctx)

@@ -161,12 +161,14 @@ class Ctx:
         self.is_i440fx = name == "pc" or name.startswith(("pc-i440fx", "pc-0.", "pc-1."))
         self.is_q35 = name == "q35" or name.startswith("pc-q35")
         self.is_x86 = self.arch in ("x86_64", "i686")
+        self.is_isapc = self.is_x86 and name == "isapc"  # an ISA-only PC: no PCI root, no USB
         self.is_arm_virt = self.arch in ("aarch64", "armv7l") and (name == "virt" or name.startswith("virt-"))
         self.is_s390 = self.arch.startswith("s390")
         # machines with a PCI bus (qemuDomainSupportsPCI); on Arm only virt has several (multibus)
         arm = self.arch in ("aarch64", "armv7l")
         self.supports_pci = not arm or self.is_arm_virt or name == "versatilepb"
         self.pci_multibus = not arm or self.is_arm_virt
+        self.is_arm_usb_board = arm and name.startswith(("realview", "versatile"))  # Arm boards that come with USB
 
     # --- emitting options --------------------------------------------------------------
 

@@ -210,7 +210,7 @@ def _controllers(ctx: Ctx) -> None:
     def have(type_: str, index: int | None = None) -> bool:
         return any(c.type == type_ and (index is None or c.index == index) for c in conts)
 
-    isapc = ctx.is_x86 and ctx.machine_name == "isapc"  # an ISA-only PC: no PCI root, no USB
+    isapc = ctx.is_isapc  # an ISA-only PC: no PCI root, no USB
     if not have("pci", 0) and (ctx.is_q35 or ctx.is_arm_virt):
         insert_controller(conts, Controller(type="pci", index=0, model="pcie-root"))
     elif not have("pci", 0) and not isapc and (ctx.is_x86 or ctx.arch.startswith("ppc") or
@@ -221,7 +221,7 @@ def _controllers(ctx: Ctx) -> None:
     if ctx.is_i440fx and not have("ide", 0):
         insert_controller(conts, Controller(type="ide", index=0))
     # PCs but isapc, and Arm boards that come with USB, get a default controller (qemuDomainDefAddDefaultDevices)
-    arm_usb = ctx.arch in ("aarch64", "armv7l") and ctx.machine_name.startswith(("realview", "versatile"))
+    arm_usb = ctx.is_arm_usb_board
     if ((ctx.is_x86 and not isapc) or arm_usb) and not have("usb"):
         insert_controller(conts, Controller(type="usb", index=0, model=default_usb_model(ctx, implicit=True)))
     # controllers the disks and channels need

@@ -1,0 +1,183 @@
+"""The device layout of one parsed domain (libvirt's post-parse defaults, conformance/argv/defaults.py, then the
+PCI addresses, conformance/argv/pci.py) reused across the fixtures that answer it the same way.
+
+The static stages build one parsed domain's argv on many fixtures; its implicit devices, aliases and PCI
+addresses read only a few of a fixture's answers (whether QEMU has qemu-xhci, lsi, pcie-pci-bridge, the machine
+family...). A LayoutMemo records, while the two steps run, every answer they read: each attribute of the build
+context that the steps do not write themselves (arch, machine type and its family, the firmware libvirt picked,
+...) and each capability read or asked (``caps.has(flag)`` with its answer). It keeps the context's state after
+the steps. Another build of the same domain object whose context and capabilities give the same answers (same
+type, equal value) to the same questions, in order, gets that state (lists and dicts copied) instead of
+running the steps: the steps are deterministic functions of the domain, those answers and the fresh context
+they start from, so they would have produced the same state. A step that raises is not kept (a later build
+runs it again). Only successes are reused, and firmware (run between the two steps, as build_argv runs them)
+is run for every build, so errors surface as without the memo.
+
+The devices the steps create (controller copies, implicit devices, addresses) are shared by the builds that
+reuse them: no later step mutates a device (they read them and fill the context's own dicts and lists).
+Active only where a LayoutMemo is set in LAYOUTS (the static stages, conformance/static.py); benchmarks/
+static_outputs.py proves the argvs, verdicts and reasons identical with and without it.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import fields
+from typing import Any
+
+from conformance.argv.context import Ctx
+
+# the context's fields the layout steps write (its state); every other attribute they read is an answer
+_FIXED = {"domain", "caps", "arch", "machine_name", "machine", "pflash", "bios"}
+_STATE = tuple(f.name for f in fields(Ctx) if f.name not in _FIXED)
+_PLAIN = (str, int, float, bool, type(None))
+MAX_LAYOUTS = 16  # per domain: different answers beyond that are built without the memo
+
+LAYOUTS: ContextVar[LayoutMemo | None] = ContextVar("LAYOUTS", default=None)
+
+
+_UNCOMPARABLE = ("uncomparable",)  # a read whose answer cannot be asked again (a callable argument...)
+
+
+class _ReadingCaps:
+    """The capabilities as a step sees them, each attribute read and each method call (with plain arguments)
+    recorded with its answer."""
+
+    __slots__ = ("_caps", "_reads")
+
+    def __init__(self, caps: Any, reads: list[tuple[Any, ...]]) -> None:
+        self._caps = caps
+        self._reads = reads
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._caps, name)
+        if isinstance(value, types.MethodType):
+            return self._method(name, value)
+        self._reads.append(("caps", name, value))
+        return value
+
+    def _method(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if all(isinstance(a, _PLAIN) for a in (*args, *kwargs.values())):
+                self._reads.append(("call", name, args, tuple(sorted(kwargs.items())), result))
+            else:  # the layout is not kept
+                self._reads.append(_UNCOMPARABLE)
+            return result
+        return call
+
+
+class _ReadingCtx:
+    """The build context as a step sees it: its state read and written through, every other attribute read
+    recorded with its value; the context's methods and properties run on this view, so what they read is
+    recorded too (the class gets a descriptor per state field and method below: no lookup fails for them)."""
+
+    __slots__ = ("_caps", "_ctx", "_reads")
+
+    def __init__(self, ctx: Ctx, reads: list[tuple[Any, ...]]) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+        object.__setattr__(self, "_reads", reads)
+        object.__setattr__(self, "_caps", _ReadingCaps(ctx.caps, reads))
+
+    @property
+    def caps(self) -> Any:
+        return self._caps
+
+    @property
+    def domain(self) -> Any:
+        return self._ctx.domain  # the memo's key (the same object), not an answer
+
+    def __getattr__(self, name: str) -> Any:  # the answers: fixed fields and what __post_init__ derives
+        value = getattr(self._ctx, name)
+        self._reads.append(("ctx", name, value))
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _STATE:  # a step that sets an answer: its layout is not kept
+            self._reads.append(_UNCOMPARABLE)
+        setattr(self._ctx, name, value)
+
+
+def _through(name: str) -> property:
+    return property(lambda view: getattr(view._ctx, name))
+
+
+for _name in _STATE:
+    setattr(_ReadingCtx, _name, _through(_name))
+for _name, _found in vars(Ctx).items():
+    if isinstance(_found, (types.FunctionType, property)) and not _name.startswith("__"):
+        setattr(_ReadingCtx, _name, _found)  # runs on the view
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _answers(reads: list[tuple[Any, ...]], ctx: Ctx) -> bool:
+    """Whether this context and its capabilities give the recorded answers."""
+    caps = ctx.caps
+    for read in reads:
+        kind, name = read[0], read[1]
+        if kind == "ctx":
+            now = getattr(ctx, name)
+        elif kind == "caps":
+            now = getattr(caps, name)
+        else:
+            now = getattr(caps, name)(*read[2], **dict(read[3]))
+        if not _same(now, read[-1]):
+            return False
+    return True
+
+
+def _state(ctx: Ctx) -> dict[str, Any]:
+    out = {}
+    for name in _STATE:
+        value = getattr(ctx, name)
+        out[name] = list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+    return out
+
+
+class LayoutMemo:
+    """The layouts computed so far, per parsed domain (kept alive here, so its id stays its own)."""
+
+    def __init__(self) -> None:
+        # id(domain) -> (domain, [(answers before firmware, answers after it, state after the steps)])
+        self._layouts: dict[int, tuple[Any, list[tuple[list[Any], list[Any], dict[str, Any]]]]] = {}
+        self.reused = self.built = 0
+
+    def lay_out(self, ctx: Ctx, before: Callable[[Any], None], firmware: Callable[[Ctx], None],
+                after: Callable[[Any], None]) -> None:
+        """before(ctx); firmware(ctx); after(ctx) -- or the state they left for the same answers."""
+        entry = self._layouts.get(id(ctx.domain))
+        if entry is not None and entry[0] is not ctx.domain:
+            entry = None
+        if entry is not None:
+            fired = False
+            for answers_before, answers_after, state in entry[1]:
+                if not _answers(answers_before, ctx):
+                    continue
+                if not fired:  # before() succeeded on these answers: firmware runs next, as without the memo
+                    firmware(ctx)
+                    fired = True
+                if _answers(answers_after, ctx):
+                    for name, value in state.items():
+                        setattr(ctx, name, list(value) if isinstance(value, list)
+                                else dict(value) if isinstance(value, dict) else value)
+                    self.reused += 1
+                    return
+            if fired:
+                ctx.pflash = ctx.bios = None  # as fresh as new_context left it
+        self.built += 1
+        reads_before: list[Any] = []
+        reads_after: list[Any] = []
+        before(_ReadingCtx(ctx, reads_before))
+        firmware(ctx)
+        after(_ReadingCtx(ctx, reads_after))
+        if any(r is _UNCOMPARABLE for r in (*reads_before, *reads_after)):
+            return
+        if entry is None:
+            entry = self._layouts[id(ctx.domain)] = (ctx.domain, [])
+        if len(entry[1]) < MAX_LAYOUTS:
+            entry[1].append((reads_before, reads_after, _state(ctx)))
