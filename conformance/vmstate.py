@@ -695,6 +695,11 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
         if (family, name) in learned.refused and name not in facts.devices:
             facts.devices[name] = {"error": learned.refused[family, name]}
     wanted = [t for t in types if t not in facts.devices]
+    for name in wanted:  # a likely refusal alone first: one small QEMU instead of a failed batch and that one
+        if _suspect(name, family, _version_of(machine), learn):
+            _plug(binary, machine, [name], folder, facts, learned, learned.level.get(name, 0), learn, alone=True)
+            if "error" not in facts.devices.get(name, {"error": ""}):
+                del facts.devices[name]  # it plugs here: read in its batch, as without the hint
     levels: dict[int, list[list[str]]] = {}
     for t in wanted:
         levels.setdefault(learned.level.get(t, 0), [[]])[0].append(t)
@@ -705,8 +710,8 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
         levels[0] = [[]]  # no type to plug: the bare machine still says what it adds
     while levels:
         level = min(levels)
-        for batch in levels.pop(level):
-            _plug(binary, machine, batch, folder, facts, learned, level, learn)
+        for batch in levels.pop(level):  # the batches as without the hints, less what was refused alone
+            _plug(binary, machine, [t for t in batch if t not in facts.devices], folder, facts, learned, level, learn)
 
 
 def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: MachineProps, learned: _Learned,
@@ -810,10 +815,38 @@ def _first_failing(binary: Path, machine: str, pending: list[str], folder: Path,
 
 
 def _refuse(name: str, why: str, machine: str, facts: MachineProps, learned: _Learned, learn: bool) -> None:
-    """QEMU refuses ``name`` alone under ``machine``; under the family's newest type, for the whole family."""
+    """QEMU refuses ``name`` alone under ``machine``; under the family's newest type, for the whole family.
+    Either is a hint for the probes to come (_suspect)."""
     facts.devices[name] = {"error": why}
     if learn:
         learned.refused[machine_family(machine), name] = why
+    with _HINTS_LOCK:
+        if learn:
+            _REFUSED_NEWEST.add(name)
+        else:
+            key = (machine_family(machine), name)
+            _REFUSED_OLD[key] = max(_REFUSED_OLD.get(key, ()), _version_of(machine))
+
+
+#: Refusals seen so far, by any build: under a family's newest type (device types), under an older type
+#: ((family, device type) -> the newest such type's version). Hints only: which QEMUs run, not what they say.
+_REFUSED_NEWEST: set[str] = set()
+_REFUSED_OLD: dict[tuple[str, str], tuple[int, ...]] = {}
+_HINTS_LOCK = threading.Lock()
+
+
+def _suspect(name: str, family: str, version: tuple[int, ...], learn: bool) -> bool:
+    """Whether ``name`` is likely refused under this machine type, so that it is plugged alone first: while a
+    build learns (its family's newest type), a type some build refused under a newest type (a missing
+    backend or host device: vfio-pci, the CAN cards); under an older type, a type some build refused under
+    this family's type of this version or a newer one (what an old machine type lacks: pc-i440fx-2.4 and
+    older have no fw_cfg DMA for vmgenid). A wrong hint costs one small QEMU; the facts are the same either
+    way (the alone QEMU is the one a failed batch would have started; a type that plugs alone is read in its
+    batch)."""
+    with _HINTS_LOCK:
+        if learn:
+            return name in _REFUSED_NEWEST
+        return bool(version) and _REFUSED_OLD.get((family, name), ()) >= version
 
 
 def _placeholder_owner(stderr: str, pending: list[str]) -> str | None:

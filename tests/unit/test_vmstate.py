@@ -298,3 +298,61 @@ def test_c1_takes_only_what_no_differing_compat_entry_can_reach(monkeypatch: pyt
     vm._derive(older, facts, vm.compat_touched(Path("/qemu-10.0"), "pc-i440fx-2.4", "pc-i440fx-2.5") or set(),
                ["e1000"], learned)
     assert older.devices == {} and older.machine_devices is None
+
+
+def test_a_refusal_seen_under_a_newer_type_is_tried_alone_first_and_the_facts_stay_the_same(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """vmgenid is refused under pc-i440fx-2.4 and older (no fw_cfg DMA). Under 2.4 the batch fails on it and it
+    is tried alone (two QEMUs); under 2.3 that refusal is a hint: alone first, one QEMU, and the batch plugs
+    the rest at once. What each machine type says is what it says without the hints (a QEMU stand-in)."""
+    import conformance.vmstate as vm
+    from conformance.qemu.process import Exit, LaunchFailed
+    from conformance.qemu.qmp import QmpCommandFailed
+
+    started: list[list[str]] = []
+
+    class Qmp:
+        def __init__(self, devices: list[str]) -> None:
+            self.devices = devices
+
+        def cmd(self, name: str, **_: object) -> str:
+            if name != "human-monitor-command":
+                raise QmpCommandFailed(name, None, "CommandNotFound", "no")
+            return "".join(f'dev: {d}, id "cov{n}"\n  x = "{d}"\n' for n, d in enumerate(self.devices))
+
+    class Paused:
+        def __init__(self, devices: list[str]) -> None:
+            self.qmp = Qmp(devices)
+
+        def stop(self) -> None:
+            pass
+
+    def fake_paused(_binary: Path, machine: str, _folder: Path, args: list[str], name: str = "") -> Paused:
+        devices = [a.split(",")[0] for i, a in enumerate(args) if i and args[i - 1] == "-device"]
+        started.append(devices)
+        if "vmgenid" in devices and machine <= "pc-i440fx-2.4":
+            n = devices.index("vmgenid")
+            raise LaunchFailed(name, Exit(1), [], f"-device vmgenid,id=cov{n}: vmgenid requires DMA write support\n")
+        return Paused(devices)
+
+    def read(machine: str, *, hints: bool) -> tuple[dict[str, object], int]:
+        if not hints:
+            monkeypatch.setattr(vm, "_REFUSED_OLD", {})
+        before = len(started)
+        facts = vm.MachineProps(machine)
+        vm._probe(Path("qemu"), machine, ["e1000", "vmgenid", "VGA"], tmp_path, facts)
+        return facts.devices, len(started) - before
+
+    monkeypatch.setattr(vm, "paused", fake_paused)
+    monkeypatch.setattr(vm, "_LEARNED", {"qemu": vm._Learned(buses={})})
+    monkeypatch.setattr(vm, "_REFUSED_OLD", {})
+    monkeypatch.setattr(vm, "_REFUSED_NEWEST", set())
+    newer, newer_qemus = read("pc-i440fx-2.4", hints=True)
+    assert newer_qemus == 3 and "error" in newer["vmgenid"]  # batch fails, vmgenid alone fails, batch again
+    older, older_qemus = read("pc-i440fx-2.3", hints=True)
+    assert (older_qemus, started[-2:]) == (2, [["vmgenid"], ["e1000", "VGA"]])
+    assert older == newer == read("pc-i440fx-2.3", hints=False)[0]
+    vm._REFUSED_OLD[("pc-i440fx", "vmgenid")] = (2, 6)  # a wrong hint costs one QEMU, not a fact
+    plugs, plugs_qemus = read("pc-i440fx-2.5", hints=True)
+    assert (plugs_qemus, started[-2:]) == (2, [["vmgenid"], ["e1000", "vmgenid", "VGA"]])
+    assert plugs == read("pc-i440fx-2.5", hints=False)[0] and "props" in plugs["vmgenid"]
