@@ -131,6 +131,18 @@ def _answers(reads: list[tuple[Any, ...]], ctx: Ctx) -> bool:
     return True
 
 
+def _questions(reads: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Each question once, at its first place: while a step runs, its answers cannot change (it writes no
+    answer, the capabilities are immutable), so a repeated question gets the same answer when checked again."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for read in reads:
+        if read[:-1] not in seen:
+            seen.add(read[:-1])
+            out.append(read)
+    return out
+
+
 def _state(ctx: Ctx) -> dict[str, Any]:
     out = {}
     for name in _STATE:
@@ -180,4 +192,4 @@ class LayoutMemo:
         if entry is None:
             entry = self._layouts[id(ctx.domain)] = (ctx.domain, [])
         if len(entry[1]) < MAX_LAYOUTS:
-            entry[1].append((reads_before, reads_after, _state(ctx)))
+            entry[1].append((_questions(reads_before), _questions(reads_after), _state(ctx)))
