@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -198,7 +199,8 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
     images = _create_images(domain, images_in)
     prepared.live = adapt_for_live(prepared.argv, binary=str(target.binary), accel=target.accel.accel,
                                    vm_dir=vm_dir, boot_args=target.guest.boot_args(
-                                       heartbeat_append(), direct=caps.version >= DIRECT_KERNEL_FROM),
+                                       heartbeat_append(), direct=direct_boot(caps, machine or case.machine_for(
+                                           caps.arch) or "")),
                                    substitutes=case.substitutes, macs=_hostdev_macs(domain))
     if case.devices_only is not None:  # a bisection run (conformance/live/bisect.py): a subset of the devices
         from conformance.live.bisect import keep_devices
@@ -217,9 +219,22 @@ def prepare_vm(case: Case, target: Target, catalogue: Catalogue, output: Path, v
 HEARTBEAT = 0.5
 
 
-#: the first QEMU whose x86 -kernel enters an ELF kernel at its PVH entry point (pvh.bin): from it the guest's
-#: kernel is booted from its ELF image, not decompressed by the emulated CPU (conformance/live/guest.py direct_kernel)
+#: the first QEMU whose x86 -kernel enters an ELF kernel at its PVH entry point (pvh.bin): from it, under pc machine
+#: types of 4.0 and later (``direct_boot``), the guest's kernel is booted from its ELF image, not decompressed by the
+#: emulated CPU (conformance/live/guest.py direct_kernel)
 DIRECT_KERNEL_FROM = QemuVersion(4, 0, 0)
+
+
+def direct_boot(caps: Capabilities, machine: str) -> bool:
+    """Whether QEMU enters an ELF kernel at its PVH entry under this machine type: QEMU 4.0 or later and an x86
+    pc machine type of 4.0 or later (QEMU's compat turns PVH off for the pc types of 3.1 and older, which then
+    refuse the ELF with an initrd: "linux kernel too old to load a ram disk")."""
+    if caps.version < DIRECT_KERNEL_FROM:
+        return False
+    found = caps.machine(machine) if machine else None
+    name = found.name if found is not None else machine
+    versioned = re.fullmatch(r"pc-(?:q35|i440fx)-(\d+)\.(\d+)", name)
+    return versioned is not None and (int(versioned[1]), int(versioned[2])) >= (4, 0)
 
 
 def heartbeat_append() -> str:
