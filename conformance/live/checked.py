@@ -167,10 +167,11 @@ def comparable_argv(argv: list[str], folder: Path, alias_to: Callable[[str], str
     return out
 
 
-def argv_digest(argv: list[str], folder: Path) -> str:
-    """What tells the checked states of one key apart: the argv without its folder (a state is restored only
-    into the same command line; the machine type is the key's)."""
-    return hashlib.sha256("\0".join(comparable_argv(argv, folder, lambda _n: None)).encode()).hexdigest()[:16]
+def argv_digest(argv: list[str], folder: Path, alias_to: Callable[[str], str | None] = lambda _n: None) -> str:
+    """What tells the checked states of one key apart: the argv without its folder, its machine alias resolved
+    by ``alias_to`` (a state is restored only into the same command line, as ``restore`` compares them: the
+    boot stage's ``q35`` and a migration's ``pc-q35-10.0`` on 10.0 are one)."""
+    return hashlib.sha256("\0".join(comparable_argv(argv, folder, alias_to)).encode()).hexdigest()[:16]
 
 
 def image_names(prepared: PreparedVm) -> list[str]:

@@ -659,7 +659,7 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         artifacts.update({f"destination-{k}": v for k, v in dst_prep.artifacts.items()})
         state: CheckedState | SourceDown | str | None = None
         mig: Migration | None = None
-        digest = argv_digest(src_prep.live.argv, src_dir)
+        digest = argv_digest(src_prep.live.argv, src_dir, _alias_to(source.caps))
         # a source that served a passed migration of the same key, kept paused, is resumed instead of started:
         # every non-failover one (a failover source's primary stays unplugged after a completed migration)
         chain = checked is not None and key is not None and not failover_pairs(devices(src_prep.live.argv))
@@ -902,7 +902,8 @@ def note_boot(checked: CheckedStates, case: Case, target: Target, output: Path, 
         return
     folder = down.folder.relative_to(output) if down.folder.is_relative_to(output) else down.folder
     label = f"boot {case.name} on QEMU {target.caps.version} {target.caps.arch}: {run.result.verdict} ({folder})"
-    checked.add(key, argv_digest(run.argv, down.folder), SourceDown(down, label, run.result.verdict))
+    checked.add(key, argv_digest(run.argv, down.folder, _alias_to(target.caps)),
+                SourceDown(down, label, run.result.verdict))
 
 
 def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: Catalogue, output: Path
@@ -920,7 +921,7 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
             state: CheckedState | str = f"the boot stage could not save its guest: {exc.message}"
         else:
             state = loads(saved, case, target, catalogue, output, None, vm, saved_live(prepared), checked.finding)
-        checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir), state)
+        checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir, _alias_to(target.caps)), state)
         return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
             if isinstance(state, CheckedState) else state
 

@@ -15,7 +15,7 @@ from conformance.caps.model import QemuVersion
 from conformance.cases import load_catalogue
 from conformance.live.boot import Target
 from conformance.live.checked import LIVE_SAVE_FROM, CheckedStates, argv_digest
-from conformance.live.migrate import make_checked, run_migrate, source_key
+from conformance.live.migrate import _alias_to, make_checked, run_migrate, source_key
 from conformance.machines import MachineChoice
 from conformance.qemu.process import running_count
 from conformance.runner import run_stages
@@ -76,7 +76,7 @@ def test_a_state_that_does_not_restore_is_an_error_with_its_evidence(x86_target:
     assert not isinstance(state, str), state
     state.state_file.write_bytes(state.state_file.read_bytes()[:4096])  # cut short: QEMU cannot load it
     states = CheckedStates(Counter({key: 2}))
-    states.add(key, argv_digest(state.argv, state.folder), state)
+    states.add(key, argv_digest(state.argv, state.folder, _alias_to(x86_target.caps)), state)
     result = run_migrate(case, x86_target, x86_target, catalogue, tmp_path, checked=states)
     assert result.verdict == "error", result.reason
     assert result.reason.startswith("restoring the checked source"), result.reason

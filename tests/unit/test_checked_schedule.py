@@ -43,6 +43,9 @@ def test_two_sources_of_one_state_differ_only_by_folder_and_alias(tmp_path: Path
     assert comparable_argv(a, one, ALIASES) != comparable_argv(other, two, ALIASES)
     assert argv_digest(b, two) == argv_digest([x.replace(str(two), str(one)) for x in b], one)
     assert argv_digest(b, two) != argv_digest(other, two)
+    # the boot stage's alias and a migration's explicit type are one state's argv once the alias is resolved
+    assert argv_digest(a, one, ALIASES) == argv_digest(b, two, ALIASES) != argv_digest(other, two, ALIASES)
+    assert argv_digest(a, one) != argv_digest(b, two)
 
 
 def _state(tmp_path: Path, key: tuple[str, str, str, str]) -> CheckedState:
