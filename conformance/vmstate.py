@@ -722,6 +722,7 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
     under this machine type), until QEMU starts; then everything read (and what the machine adds, unless
     ``alone``: the batch's QEMU reads that)."""
     while pending or (facts.machine_devices is None and not alone):
+        used = {name: learned.extra.get(name) for name in pending}  # the placeholders this QEMU gets
         args = _batch_args(pending, learned, machine)
         try:
             qemu = paused(binary, machine, folder, args, name=f"vmstate properties {machine}")
@@ -742,7 +743,9 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
                 _probe(binary, machine, pending[half:], folder, facts, learn=learn)
                 return
             why = _reason(exc.stderr_tail, culprit)
-            fix = _placeholder(why, learned.extra.get(culprit))
+            if learned.extra.get(culprit) != used.get(culprit):  # another probe gave it a placeholder meanwhile
+                continue  # (judged against that one, QEMU's words about the old argv would read as a refusal)
+            fix = _placeholder(why, used.get(culprit))
             if fix is not None:
                 learned.extra[culprit] = fix
             elif len(pending) > 1:  # it may only clash with another one (two IDE units, two VGAs): alone
