@@ -61,6 +61,30 @@ def test_a_field_the_destination_reads_but_the_source_does_not_send() -> None:
     assert hazards == ["[V3] sysbusespscsi: the destination reads esp.drq_state, which the source does not send"]
 
 
+def test_esp_5_2_loads_on_7_2_and_10_0s_drq_state_alone_is_the_hazard() -> None:
+    """Live (docs/machines.md, second session): every 5.2.0 -> 7.2.22 migration of q35-storage-rich and
+    pc-storage-rich (am53c974, dc390: the esp struct this section nests) loaded, every q35 and pc type; every
+    5.2.0 -> 10.0.2 one broke on 10.0's unguarded drq_state. 6.0 kept the old fields for version-4 esp
+    streams as mig_* (V4: not a rename of meaning) and reads its new ones, the Fifo8 structs included, only
+    behind a version test (V3: conditional)."""
+    assert compare_entry("sysbus-esp", DUMPS["52"]["esp"], DUMPS["72"]) == []
+    assert compare_entry("sysbus-esp", DUMPS["52"]["esp"], DUMPS["100"]) == \
+        ["[V3] sysbusespscsi: the destination reads esp.drq_state, which the source does not send"]
+
+
+def test_a_struct_behind_a_run_time_test_is_conditional_to_its_last_field() -> None:
+    """The leaves of a struct field with field_exists are conditional; the same struct without it is read."""
+    dst = copy.deepcopy(DUMPS["72"])
+    esp = next(f for f in dst["sysbus-esp"]["Description"]["Fields"] if f.get("field") == "esp")["Description"]
+    fifo = next(f for f in esp["Fields"] if f.get("field") == "fifo")
+    assert fifo["field_exists"] and isinstance(fifo["Description"], dict)
+    assert compare_entry("sysbus-esp", DUMPS["52"]["esp"], dst) == []
+    fifo["field_exists"] = False
+    hazards = compare_entry("sysbus-esp", DUMPS["52"]["esp"], dst)
+    assert hazards == ["[V3] sysbusespscsi: the destination reads esp.fifo.data, esp.fifo.head, esp.fifo.num, "
+                       "which the source does not send"], hazards
+
+
 def test_a_missing_section_and_a_missing_subsection() -> None:
     assert compare_entry("virtio-rng-device", DUMPS["72"]["virtio-rng-device"], {}) == \
         ["[V1] section virtio-rng: the destination has no state description for virtio-rng-device"]
@@ -88,6 +112,20 @@ def test_property_rules() -> None:
     assert compare_properties({"x-old": "true"}, {}, {"x-old": "true"}, {}, **kw) == []
     # not compared: backend names and per-instance identities
     assert compare_properties({"netdev": '"a"', "mac": "1"}, {"netdev": '"b"', "mac": "2"}, {}, {}, **kw) == []
+
+
+def test_intel_iommus_dma_translation_on_is_what_5_2_did() -> None:
+    """P2 on live evidence: intel-iommu's dma-translation (7.2.22 and 10.0.2 have it, 5.2.0 not) reads true under
+    every q35 type as under the newest; the 5.2.0 <-> 7.2.22 and 10.0.2 migrations of q35-misc-rich that
+    carried it passed or broke for another reason (fw_cfg slots, vmgenid, the 10.0 TCG abort). True is DMA
+    remapping, which 5.2.0 always did: no hazard. The same reading of a switch with no such evidence stays one."""
+    kw: dict[str, Any] = {"machine": "pc-q35-2.11", "src_label": "5.2.0-x86_64", "dst_label": "7.2.22-x86_64",
+                          "newer": "7.2.22-x86_64"}
+    iommu = {"intremap": "false", "aw-bits": "39"}
+    assert compare_properties(iommu, {**iommu, "dma-translation": "true"}, iommu,
+                              {**iommu, "dma-translation": "true"}, **kw) == []
+    hazards = compare_properties(iommu, {**iommu, "x-switch": "true"}, iommu, {**iommu, "x-switch": "true"}, **kw)
+    assert len(hazards) == 1 and hazards[0].startswith("[P2] x-switch: only 7.2.22-x86_64 has it")
 
 
 def test_parse_qtree_nests_devices_under_their_buses() -> None:
