@@ -27,7 +27,7 @@ def test_static_items_run_alone_and_keep_their_argv(qemu_x86_64: Path, tmp_path:
 @pytest.mark.live
 def test_a_vmstate_item_predicts_instead_of_skipping(qemu_x86_64: Path, tmp_path: Path) -> None:
     """The avocado default stages include vmstate: its item is a prediction, not a skip (a build with itself
-    asks nothing beyond its cached dump; the machine type is the one the resolver planned)."""
+    asks only what it refuses under the machine type; the machine type is the one the resolver planned)."""
     same = run_item("q35-minimal", "vmstate", qemu_x86_64, None, tmp_path / "a", machine="pc-q35-7.1")
     assert same.stage == "vmstate" and same.verdict == "pass", same.reason
     assert same.details["machine"] == "pc-q35-7.1" and same.details["same_build"]
