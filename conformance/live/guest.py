@@ -830,16 +830,33 @@ def _has_pvh_entry(elf: bytes) -> bool:
     return False
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256, computed once per (path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def direct_kernel(guest: Guest) -> Path | None:
-    """The guest kernel's own ELF image (``vmlinux-VERSION`` beside it), for QEMU to enter at its PVH entry point:
-    x86_64 only, made once from the bzImage's payload (decompressed on the host) and None when the payload cannot
-    be decompressed here or the kernel has no PVH entry. Under TCG the bzImage's decompressor is emulated: Debian's
-    generic kernel (XZ, 8 MB to 66 MB) spent about 4 of its 8.4 CPU s to the boot report there (4.3 s direct; the
-    cloud kernel, LZ4: 2.5 -> 2.15 s), measured 2026-12-07 on QEMU 7.2 at load 11 (docs/guest.md)."""
+    """The guest kernel's own ELF image (``vmlinux-VERSION-DIGEST`` in the guest's folder, DIGEST that of the
+    bzImage), for QEMU to enter at its PVH entry point: x86_64 only, made once from the bzImage's payload
+    (decompressed on the host) and None when the payload cannot be decompressed here or the kernel has no PVH
+    entry. Under TCG the bzImage's decompressor is emulated: Debian's generic kernel (XZ, 8 MB to 66 MB) spent
+    about 4 of its 8.4 CPU s to the boot report there (4.3 s direct; the cloud kernel, LZ4: 2.5 -> 2.15 s),
+    measured 2026-12-07 on QEMU 7.2 at load 11 (docs/guest.md)."""
     if guest.arch != "x86_64":
         return None
-    direct = guest.folder / f"vmlinux-{guest.kernel_version}"
-    absent = guest.folder / f".vmlinux-{guest.kernel_version}.none"  # tried: none can be made here
+    try:  # named by the bzImage's content: another kernel file never gets this one's ELF
+        name = f"vmlinux-{guest.kernel_version}-{_file_digest(guest.kernel)}"
+    except OSError:
+        return None
+    direct = guest.folder / name
+    absent = guest.folder / f".{name}.none"  # tried: none can be made here
     if direct.is_file():
         return direct
     if absent.exists():

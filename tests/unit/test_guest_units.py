@@ -4,6 +4,7 @@ requests. The real builds and boots are tests/live/test_guest.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import subprocess
@@ -308,13 +309,19 @@ def test_the_direct_kernel_is_the_bzimages_elf_when_it_has_a_pvh_entry(tmp_path:
 
     pvh = _elf_with_notes([(b"Xen", 6, b"linux"), (b"Xen", 18, b"\x50\x08\x00\x01")])
     with_entry = guest("pvh", pvh)
-    assert direct_kernel(with_entry) == tmp_path / "pvh" / "vmlinux-6.1"
-    assert (tmp_path / "pvh" / "vmlinux-6.1").read_bytes() == pvh
-    assert with_entry.boot_args(direct=True)[1] == str(tmp_path / "pvh" / "vmlinux-6.1")
+    made = direct_kernel(with_entry)
+    assert made is not None and made.parent == tmp_path / "pvh" and made.name.startswith("vmlinux-6.1-")
+    assert made.read_bytes() == pvh
+    assert with_entry.boot_args(direct=True)[1] == str(made)
     assert with_entry.boot_args()[1] == str(with_entry.kernel)  # the bzImage unless asked
     no_entry = guest("plain", _elf_with_notes([(b"Xen", 6, b"linux"), (b"GNU", 18, b"x")]))
     assert direct_kernel(no_entry) is None and no_entry.boot_args(direct=True)[1] == str(no_entry.kernel)
     assert direct_kernel(guest("arm", pvh, "aarch64")) is None  # an arm64 Image is QEMU's to unpack
+    # another kernel file in the same guest folder, same version: never the first kernel's ELF
+    corrupt = tmp_path / "vmlinuz-corrupt"
+    corrupt.write_bytes(b"\0" * 4096)
+    other = dataclasses.replace(with_entry, kernel=corrupt)
+    assert direct_kernel(other) is None and other.boot_args(direct=True)[1] == str(corrupt)
 
 
 def test_the_direct_kernel_only_under_pc_types_that_enter_pvh() -> None:
