@@ -226,10 +226,13 @@ DIRECT_KERNEL_FROM = QemuVersion(4, 0, 0)
 
 
 def direct_boot(caps: Capabilities, machine: str) -> bool:
-    """Whether QEMU enters an ELF kernel at its PVH entry under this machine type: QEMU 4.0 or later and an x86
-    pc machine type of 4.0 or later (QEMU's compat turns PVH off for the pc types of 3.1 and older, which then
+    """Whether the live stages boot the kernel's ELF at its PVH entry under this machine type: only when
+    QEMU_CONFORMANCE_DIRECT_KERNEL=1 asks for it (off by default: pc-usb-sound-rich's guest found its initramfs
+    corrupt, "Initramfs unpacking failed", in 19 of ~150 boots under pc types of 4.0 and later on 7.2.22 and
+    10.0.2 with it, never with the bzImage; not understood yet, docs/guest.md), QEMU 4.0 or later and an x86 pc
+    machine type of 4.0 or later (QEMU's compat turns PVH off for the pc types of 3.1 and older, which then
     refuse the ELF with an initrd: "linux kernel too old to load a ram disk")."""
-    if caps.version < DIRECT_KERNEL_FROM:
+    if os.environ.get("QEMU_CONFORMANCE_DIRECT_KERNEL", "").strip() != "1" or caps.version < DIRECT_KERNEL_FROM:
         return False
     found = caps.machine(machine) if machine else None
     name = found.name if found is not None else machine

@@ -324,7 +324,7 @@ def test_the_direct_kernel_is_the_bzimages_elf_when_it_has_a_pvh_entry(tmp_path:
     assert direct_kernel(other) is None and other.boot_args(direct=True)[1] == str(corrupt)
 
 
-def test_the_direct_kernel_only_under_pc_types_that_enter_pvh() -> None:
+def test_the_direct_kernel_only_under_pc_types_that_enter_pvh(monkeypatch: pytest.MonkeyPatch) -> None:
     """QEMU's pc compat turns PVH off for the 3.1 types and older (measured on 7.2: pc-i440fx-3.1 refuses the ELF
     with an initrd, "linux kernel too old to load a ram disk"; pc-i440fx-4.0 and pc-q35-4.0 boot it)."""
     from types import SimpleNamespace
@@ -335,6 +335,9 @@ def test_the_direct_kernel_only_under_pc_types_that_enter_pvh() -> None:
     aliases = {"q35": "pc-q35-7.2", "pc": "pc-i440fx-7.2"}
     caps = SimpleNamespace(version=QemuVersion(7, 2, 0),
                            machine=lambda n: SimpleNamespace(name=aliases.get(n, n)))
+    monkeypatch.delenv("QEMU_CONFORMANCE_DIRECT_KERNEL", raising=False)
+    assert not direct_boot(caps, "pc-q35-7.2")  # type: ignore[arg-type]  # off unless asked for
+    monkeypatch.setenv("QEMU_CONFORMANCE_DIRECT_KERNEL", "1")
     assert [direct_boot(caps, m) for m in ("q35", "pc", "pc-i440fx-4.0", "pc-q35-5.2")] == [True] * 4  # type: ignore[arg-type]
     assert not any(direct_boot(caps, m) for m in ("pc-i440fx-3.1", "pc-q35-2.12", "isapc", ""))  # type: ignore[arg-type]
     old = SimpleNamespace(version=QemuVersion(3, 1, 0), machine=caps.machine)
