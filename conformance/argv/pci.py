@@ -75,10 +75,14 @@ def _bus(model: str, hotplug: bool = True) -> Bus:
                         hint="use pci-root, pcie-root, pci-bridge, pcie-root-port, dmi-to-pci-bridge, ...")
 
 
-def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) -> bool:
+def _mismatch(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) -> tuple[str, int] | None:
+    """Why a bus does not take a device of these connect flags (virDomainPCIAddressFlagsCompatible, its checks in
+    its order): ("integrated" | "autoassign" | "hotplug" | "type", the device's flags as the last check saw them),
+    or None when it does. Returns a key, not libvirt's message: the hot path of PCI assignment asks for every
+    device of every combination (_incompatibility words a refusal)."""
     if dev_flags & INTEGRATED:
         if bus_no != 0:
-            return False
+            return "integrated", dev_flags
         bus_flags |= AUTOASSIGN | PCI_DEVICE  # the root bus takes an integrated device of either kind
     if from_config:
         if bus_flags & ENDPOINT:
@@ -86,10 +90,10 @@ def _compatible(bus_no: int, bus_flags: int, dev_flags: int, from_config: bool) 
         if dev_flags & PCI_BRIDGE:
             dev_flags |= PCI_DEVICE
     elif dev_flags & AUTOASSIGN and not bus_flags & AUTOASSIGN:
-        return False
+        return "autoassign", dev_flags
     if dev_flags & HOTPLUGGABLE and not bus_flags & HOTPLUGGABLE:
-        return False
-    return bool(dev_flags & bus_flags & TYPES)
+        return "hotplug", dev_flags
+    return None if dev_flags & bus_flags & TYPES else ("type", dev_flags)
 
 
 # what a device of each connect type needs, for libvirt's refusal (virDomainPCIAddressFlagsCompatible), in the order
@@ -107,24 +111,17 @@ _CONNECT_MODELS = ((ROOT_PORT, "pcie-root-port"), (SWITCH_UP, "pcie-switch-upstr
 
 
 def _incompatibility(addr: Address, bus_flags: int, dev_flags: int, from_config: bool) -> str:
-    """libvirt's message for a device whose connect flags the bus at its address does not take (the checks of
-    virDomainPCIAddressFlagsCompatible in its order); an XML error for an address from the domain, an internal
-    error for one libvirt picked."""
+    """libvirt's message for a device whose connect flags the bus at its address does not take (_mismatch); an XML
+    error for an address from the domain, an internal error for one libvirt picked."""
     kind = "XML error: " if from_config else "internal error: "
     where, b = _where(addr), addr.bus or 0
-    if dev_flags & INTEGRATED:
-        if b != 0:
-            return f"{kind}The device at PCI address {where} needs to be an integrated device (bus=0)"
-        bus_flags |= AUTOASSIGN | PCI_DEVICE
-    if from_config:
-        if bus_flags & ENDPOINT:
-            bus_flags |= ENDPOINT
-        if dev_flags & PCI_BRIDGE:
-            dev_flags |= PCI_DEVICE
-    elif dev_flags & AUTOASSIGN and not bus_flags & AUTOASSIGN:
+    why, dev_flags = _mismatch(b, bus_flags, dev_flags, from_config) or ("type", dev_flags)
+    if why == "integrated":
+        return f"{kind}The device at PCI address {where} needs to be an integrated device (bus=0)"
+    if why == "autoassign":
         return (f"{kind}The device at PCI address {where} was auto-assigned this address, but the PCI controller "
                 f"with index='{b}' doesn't allow auto-assignment")
-    if dev_flags & HOTPLUGGABLE and not bus_flags & HOTPLUGGABLE:
+    if why == "hotplug":
         return (f"{kind}The device at PCI address {where} requires hotplug capability, but the PCI controller with "
                 f"index='{b}' doesn't support hotplug")
     needs = next((name for flag, name in _CONNECT_NAMES if dev_flags & flag), "device")
@@ -191,7 +188,7 @@ class AddressSet:
             raise self.fail(f"invalid PCI address {_where(addr)}: only PCI buses up to {len(self.buses) - 1} "
                             "are available")
         bus = self.buses[b]
-        if not _compatible(b, bus.flags, flags, from_config):
+        if _mismatch(b, bus.flags, flags, from_config):
             raise self.fail(_incompatibility(addr, bus.flags, flags, from_config))
         if slot < bus.min_slot or slot > bus.max_slot:
             raise self.fail(f"invalid PCI address {_where(addr)}: slot must be {bus.min_slot}..{bus.max_slot}")
@@ -205,7 +202,7 @@ class AddressSet:
 
     def _find_on_bus(self, b: int, flags: int) -> Address | None:
         bus = self.buses[b]
-        if not _compatible(b, bus.flags, flags, False):
+        if _mismatch(b, bus.flags, flags, False):
             return None
         if not flags & AGGREGATE:  # the first free slot
             try:
