@@ -1432,9 +1432,13 @@ def explain_hazards(bad: dict[str, str], reason: str, source: Any, destination: 
     named = ", ".join(f"{device} ({record['id']})" for device, record in explained.items())
     if left:
         return "fail", "; ".join(f"{k}: {v}" for k, v in left.items()) + f"; explained by known bugs: {named}"
-    records = list({record["id"]: record for record in explained.values()}.values())
-    first, others = records[0], [r["id"] for r in records[1:]]
-    details["known_bug"] = first
+    records: dict[str, dict[str, Any]] = {}  # every bug that explains a device, each device's primary first
+    for record in explained.values():
+        for one in (record, *record.get("also", ())):
+            records.setdefault(one["id"], {k: v for k, v in one.items() if k != "also"})
+    first, *rest = records.values()
+    others = [r["id"] for r in rest]
+    details["known_bug"] = {**first, "also": rest} if rest else first  # the report and JUnit name each
     also = f"; also explained by {', '.join(others)}" if others else ""
     return "known-bug", f"known bug {first['id']} ({first['title']}; fixed: {first['fixed']}){also}: {reason}"
 

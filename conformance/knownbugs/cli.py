@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,9 @@ def retriage(result: StageResult, folder: Path) -> Retriaged:
     except ValueError as exc:
         out.why = f"not matched: {exc}"
         return out
+    hazards = _hazards(result) if purpose == "explain" else {}
+    if hazards:
+        return _retriage_hazards(out, hazards, [(side, found.facts) for side, found in sides])
     for side, found in sides:
         holding = ranked(found.checked)
         if holding:
@@ -173,6 +176,51 @@ def retriage(result: StageResult, folder: Path) -> Retriaged:
         versions = ", ".join(sorted({str(found.facts.version) for _, found in sides}))
         out.why = f"no known bug of QEMU {versions} at stage {result.stage} " + (
             "shows this symptom" if purpose == "explain" else "is expected here")
+    return out
+
+
+def _hazards(result: StageResult) -> dict[str, str]:
+    """A vmstate result's hazards, {device type: its reason}, when it names more than one device: the stage
+    explains each on its own (conformance/vmstate.py, explain_hazards), and so does the re-match."""
+    devices = result.details.get("devices") if result.stage == "vmstate" else None
+    if not isinstance(devices, dict):
+        return {}
+    bad = {str(k): str(v) for k, v in devices.items() if v != "compatible"}
+    if len(bad) < 2:
+        return {}
+    reason = _own_reason(result)  # the stage's order (a stored record's details have their keys sorted)
+    at = {k: reason.find(f"{k}: {v}") for k, v in bad.items()}
+    return {k: bad[k] for k in sorted(bad, key=lambda k: (at[k] < 0, at[k]))}
+
+
+def _retriage_hazards(out: Retriaged, hazards: dict[str, str], sides: list[tuple[str, Facts]]) -> Retriaged:
+    """Each device's hazard matched on its own, the source's facts first, as the vmstate stage does: the bugs
+    only when every hazard is explained (primary first, then the others in the order they first explain a
+    device), so that a bug explaining one device never hides another device's unexplained hazard."""
+    found_by: dict[str, list[Applicability]] = {}
+    whys, left = [], []
+    for device, hazard in hazards.items():
+        for side, facts in sides:
+            one = replace(facts, text=f"{device}: {hazard}")
+            found = Explanation(one, match(one, "explain"))
+            holding = ranked(found.checked)
+            if holding:
+                found_by[device] = holding
+                whys.append(f"{device}: {found.why(side)}")
+                break
+        else:
+            left.append(device)
+    if left:
+        out.why = (f"hazards of {', '.join(left)} explained by no known bug"
+                   + (f"; explained: {', '.join(f'{d} ({a[0].bug.id})' for d, a in found_by.items())}"
+                      if found_by else ""))
+        return out
+    bugs: dict[str, Applicability] = {}
+    for holding in found_by.values():
+        for a in holding:
+            bugs.setdefault(a.bug.id, a)
+    out.bugs = list(bugs.values())
+    out.why = " || ".join(whys)
     return out
 
 
