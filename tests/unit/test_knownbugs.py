@@ -22,6 +22,7 @@ from conformance.knownbugs.matcher import (
     load_bugs,
     ranked,
 )
+from conformance.results.records import StageResult
 from tests.helpers import DATA
 
 EVIDENCE = DATA / "knownbugs"
@@ -446,3 +447,60 @@ def test_the_live_explain_step_names_every_bug_in_its_reason_and_record() -> Non
     ids = [details["known_bug"]["id"], *[b["id"] for b in details["known_bug"]["also"]]]
     assert verdict == "known-bug" and sorted(ids) == ["failover-cancel-in-wait-unplug", "failover-paused-guest"]
     assert why.startswith(f"known bug {ids[0]} (") and f"; also explained by {ids[1]}: {reason}" in why
+
+
+# ------------------------------------------------------------------- a vmstate row with several hazards
+
+def _row(folder: str, sub: str) -> tuple[StageResult, Path]:
+    """The real vmstate record of an evidence folder whose argvs are in ``sub``."""
+    path = EVIDENCE / folder
+    return next(r for r in read_records(path / "results.jsonl")
+                if r.stage == "vmstate" and r.artifacts.get("source-argv", "").startswith(sub + "/")), path
+
+
+def test_a_vmstate_row_explained_by_two_entries_names_both_in_the_stage_and_the_rematch() -> None:
+    """pc-misc-rich 5.2.0 -> 7.2.22 under pc-i440fx-2.4 (issue 17's sweep): 5.2.0 cannot plug vmgenid nor
+    vmcoreinfo (vmgenid-needs-fw-cfg-dma) and i2c-ddc's EDID resolution differs (the EDID entry). The stage
+    names both, the primary in the record and the other under ``also`` (what the report and JUnit list);
+    ``bugs explain`` gives the same two, in the same order."""
+    from conformance.caps.fixture import read_fixture
+    from conformance.vmstate import explain_hazards
+    from tests.helpers import ROOT
+
+    record, folder = _row("vmgenid-needs-fw-cfg-dma", "vmstate-pc-misc-rich")
+    assert [a.bug.id for a in retriage(record, folder).bugs] == [
+        "vmgenid-needs-fw-cfg-dma", "edid-default-resolution-changed-no-compat"]
+    old, new = (read_fixture(ROOT / "capsdata" / f"qemu-{v}-x86_64.xml") for v in ("5.2.0", "7.2.22"))
+    pinned = [json.loads((folder / "vmstate-pc-misc-rich" / f"{side}-argv.json").read_text())
+              for side in ("source", "destination")]
+    bad = {d: record.details["devices"][d] for d in ("vmgenid", "vmcoreinfo", "i2c-ddc")}
+    details: dict = {}
+    verdict, reason = explain_hazards(bad, "whole", old, new, pinned, details)
+    assert verdict == "known-bug" and details["known_bug"]["id"] == "vmgenid-needs-fw-cfg-dma"
+    assert [b["id"] for b in details["known_bug"]["also"]] == ["edid-default-resolution-changed-no-compat"]
+    assert "also explained by edid-default-resolution-changed-no-compat" in reason
+    assert details["explained"] == {"vmgenid": "vmgenid-needs-fw-cfg-dma", "vmcoreinfo": "vmgenid-needs-fw-cfg-dma",
+                                    "i2c-ddc": "edid-default-resolution-changed-no-compat"}
+    # one more device's hazard that no entry explains: the row is a fail, in the stage and in the re-match
+    other = "[P1] x-made-up: on on 5.2.0-x86_64, off on 7.2.22-x86_64 under pc-i440fx-2.4"
+    details = {}
+    verdict, reason = explain_hazards({**bad, "virtio-rng-pci": other}, "whole", old, new, pinned, details)
+    assert verdict == "fail" and "known_bug" not in details and reason.startswith("virtio-rng-pci: [P1] x-made-up")
+    more = dataclasses.replace(record, verdict="fail",
+                               details={**record.details, "devices": {**bad, "virtio-rng-pci": other}})
+    got = retriage(more, folder)
+    assert got.bugs == [] and got.why.startswith("hazards of virtio-rng-pci explained by no known bug")
+
+
+def test_the_fw_cfg_dma_entry_explains_each_device_that_refuses_without_it() -> None:
+    """vmgenid, vmcoreinfo and ramfb each refuse to realize without fw_cfg DMA (one cause: hw_compat_2_4 turns
+    it off); the entry explains each one's refusal, at boot and in the vmstate stage, under 2.4 and not 2.5."""
+    for device, text in (("vmgenid", "vmgenid requires DMA write support in fw_cfg, which this machine type does "
+                                     "not provide"),
+                         ("vmcoreinfo", "vmcoreinfo device requires fw_cfg with DMA"),
+                         ("ramfb", "ramfb device requires fw_cfg with DMA")):
+        for machine, want in (("pc-i440fx-2.4", ["vmgenid-needs-fw-cfg-dma"]), ("pc-q35-2.5", [])):
+            argv = ("qemu", "-machine", machine, "-device", f"{device},id=d0")
+            for stage, reason in (("boot", f"QEMU did not start (exit code 1): -device {device}: {text}"),
+                                  ("vmstate", f"{device}: 10.0.2-x86_64 cannot plug it under {machine}: {text}")):
+                assert explained(version=V("10.0.2"), stage=stage, arch="x86_64", argv=argv, text=reason) == want
