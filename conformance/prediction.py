@@ -132,7 +132,9 @@ class Row:
         if self.vmstate is None:
             return "no vmstate result"
         if self.hazard:
-            return "; ".join(f"{device}: {reason}" for device, _, reason in self.hazards) or self.vmstate.reason
+            known = self.explained
+            return "; ".join(f"{device}: {reason}" + (f" (known bug {known[device]})" if device in known else "")
+                             for device, _, reason in self.hazards) or self.vmstate.reason
         if self.predicted == "pass":
             text = "compatible" + (" (one build with itself)" if self.vmstate.details.get("same_build") else "")
             if self.conditional:
@@ -142,14 +144,22 @@ class Row:
         return f"{self.vmstate.verdict}: {self.vmstate.reason}"
 
     @property
+    def explained(self) -> dict[str, str]:
+        """{device: the known bug that explains its hazard}: each device's hazard is matched on its own (the
+        vmstate stage's ``details.explained``), so a row's hazards may name several bugs, or some none."""
+        return {str(k): str(v) for k, v in (self.vmstate.details.get("explained") or {}).items()} \
+            if self.vmstate is not None else {}
+
+    @property
     def rules(self) -> list[str]:
         return sorted({tag for _, tag, _ in self.hazards})
 
     def as_dict(self) -> dict[str, Any]:
+        known = self.explained
         return {"case": self.case, "arch": self.migrate.arch, "machine": self.machine, "direction": self.direction,
                 "source": _build(self.migrate.qemu), "destination": _build(self.migrate.peer or self.migrate.qemu),
-                "predicted": self.predicted, "hazards": [{"device": d, "rule": t, "reason": r} for d, t, r in
-                                                         self.hazards],
+                "predicted": self.predicted, "hazards": [{"device": d, "rule": t, "reason": r,
+                                                          "known_bug": known.get(d, "")} for d, t, r in self.hazards],
                 "observed": self.migrate.verdict, "observed_reason": self.migrate.reason, "class": self.klass,
                 "conditional": self.conditional}
 

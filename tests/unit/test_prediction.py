@@ -119,3 +119,31 @@ def test_conditional_subsections_are_shown_and_counted_apart() -> None:
     assert rows[0].klass == "agree" and rows[0].hazards == []
     assert rows[0].prediction_text.startswith("compatible; conditional (a break only if sent): isa-i8259: [V5]")
     assert [(r.rule, r.predicted, r.conditional) for r in rule_record(rows)] == [("V5", 0, 1)]
+
+
+def test_each_hazard_names_the_known_bug_that_explains_it() -> None:
+    """A row whose hazards two entries explain (the real pc-misc-rich 5.2.0 -> 7.2.22 prediction under
+    pc-i440fx-2.4, tests/data/knownbugs/vmgenid-needs-fw-cfg-dma/) names each hazard's own bug, and a hazard no
+    entry explains names none: one bug does not stand for the row."""
+    import dataclasses
+
+    from conformance.knownbugs.cli import read_records
+    from tests.helpers import DATA
+
+    record = next(r for r in read_records(DATA / "knownbugs" / "vmgenid-needs-fw-cfg-dma" / "results.jsonl")
+                  if r.stage == "vmstate" and r.case == "pc-misc-rich" and r.verdict == "known-bug")
+    other = "[P1] x-made-up: on on 5.2.0-x86_64, off on 7.2.22-x86_64 under pc-i440fx-2.4"
+    devices = {**record.details["devices"], "pci-serial": other}
+    unexplained = dataclasses.replace(record, case="pc-misc-rich-2", verdict="fail",
+                                      details={**record.details, "devices": devices})
+    assert record.qemu is not None and record.peer is not None
+    lives = [migrate_result(c, record.qemu, record.peer, "pc-i440fx-2.4", "known-bug", "source: QEMU did not start")
+             for c in ("pc-misc-rich", "pc-misc-rich-2")]
+    rows = {r.case: r for r in join([record, unexplained, *lives])}
+    named = {h["device"]: h["known_bug"] for h in rows["pc-misc-rich"].as_dict()["hazards"]}
+    assert named == {"i2c-ddc": "edid-default-resolution-changed-no-compat", "vmcoreinfo": "vmgenid-needs-fw-cfg-dma",
+                     "vmgenid": "vmgenid-needs-fw-cfg-dma"}
+    assert rows["pc-misc-rich"].klass == rows["pc-misc-rich-2"].klass == "confirmed"
+    text = rows["pc-misc-rich-2"].prediction_text
+    assert "(known bug edid-default-resolution-changed-no-compat)" in text
+    assert text.split("pci-serial: ")[1].startswith(other) and not text.endswith(")"), "its own hazard, no bug"
