@@ -220,18 +220,24 @@ HEARTBEAT = 0.5
 
 
 #: the first QEMU whose x86 -kernel enters an ELF kernel at its PVH entry point (pvh.bin): from it, under pc machine
-#: types of 4.0 and later (``direct_boot``), the guest's kernel is booted from its ELF image, not decompressed by the
-#: emulated CPU (conformance/live/guest.py direct_kernel)
+#: types of 4.0 and later, the guest's kernel can be booted from its ELF image, not decompressed by the emulated CPU
+#: (conformance/live/guest.py direct_kernel), when ``direct_boot`` allows it (off by default)
 DIRECT_KERNEL_FROM = QemuVersion(4, 0, 0)
 
 
 def direct_boot(caps: Capabilities, machine: str) -> bool:
     """Whether the live stages boot the kernel's ELF at its PVH entry under this machine type: only when
-    QEMU_CONFORMANCE_DIRECT_KERNEL=1 asks for it (off by default: pc-usb-sound-rich's guest found its initramfs
-    corrupt, "Initramfs unpacking failed", in 19 of ~150 boots under pc types of 4.0 and later on 7.2.22 and
-    10.0.2 with it, never with the bzImage; not understood yet, docs/guest.md), QEMU 4.0 or later and an x86 pc
-    machine type of 4.0 or later (QEMU's compat turns PVH off for the pc types of 3.1 and older, which then
-    refuse the ELF with an initrd: "linux kernel too old to load a ram disk")."""
+    QEMU_CONFORMANCE_DIRECT_KERNEL=1 asks for it, QEMU 4.0 or later and an x86 pc machine type of 4.0 or later
+    (QEMU's compat turns PVH off for the pc types of 3.1 and older, which then refuse the ELF with an initrd:
+    "linux kernel too old to load a ram disk").
+
+    Off by default because QEMU's PVH loader (pvh.bin) copies the initrd to the address x86_load_linux chose,
+    the top of below-4G RAM minus acpi_data_size (160 KiB), without checking the firmware's E820 map as the
+    bzImage's loader (linuxboot_dma.bin, by E801) does: when SeaBIOS keeps more than that at the top of RAM
+    (pc-usb-sound-rich's 13 USB controllers: 180 KiB), the initrd's tail overwrites the USB schedules the
+    controllers keep running, and their DMA corrupts it ("Initramfs unpacking failed"). How much the firmware
+    keeps depends on the VM's devices and the firmware build; the bzImage's loader keeps clear by
+    construction. Evidence and figures: docs/guest.md, "Why it is off"."""
     if os.environ.get("QEMU_CONFORMANCE_DIRECT_KERNEL", "").strip() != "1" or caps.version < DIRECT_KERNEL_FROM:
         return False
     found = caps.machine(machine) if machine else None
