@@ -69,9 +69,10 @@ class StaticRunner:
         self._layouts: Any = None  # conformance.argv.layout_memo.LayoutMemo: layouts reused across fixtures
 
     def prefetch(self, pairs: Sequence[tuple[Case, Capabilities]], jobs: int) -> None:
-        """Compute the outcomes of these (case, fixture) pairs ahead in ``jobs`` forked processes; ``run`` then
-        hands each out once. A case's pairs stay in one process, so its rendering and parsing are done once
-        per arch as in one process; the first pair of each arch runs here first, so the module caches the
+        """Compute the outcomes of these (case, fixture) pairs ahead in ``jobs`` processes (this one and
+        ``jobs - 1`` forked workers); ``run`` then hands each out once. A case's pairs stay in one process, so
+        its rendering and parsing are done once per arch as in one process; the processes take the cases in
+        turn from a shared counter. The first pair of each arch runs here first, so the module caches the
         processes share (schema coverage rules, CPU maps, templates) are filled once. The outcomes are those
         ``run`` computes (each is a pure function of the case and the fixture): compared by
         benchmarks/static_outputs.py."""
@@ -85,21 +86,45 @@ class StaticRunner:
         for i, (case, caps) in enumerate(pairs):
             if (id(case), id(caps)) not in self._ahead:
                 groups.setdefault(id(case), []).append(i)
+        import gc
         import multiprocessing
 
         global _PREFETCH
-        _PREFETCH = (self, pairs)
-        pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
+        context = multiprocessing.get_context("fork")
+        _PREFETCH = (self, pairs, list(groups.values()), context.Value("i", 0))
+        workers = []
+        # the objects so far are left out of garbage collections from here on: a collection in a worker does
+        # not copy their pages, and one here does not walk them again
+        gc.freeze()
         try:
-            for done in pool.imap_unordered(_prefetched, groups.values()):
-                for i, outcomes in done:
-                    case, caps = pairs[i]
-                    self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
-            pool.close()  # the workers end when the tasks are done
-            pool.join()
+            for _ in range(jobs - 1):
+                receive, send = context.Pipe(duplex=False)
+                worker = context.Process(target=_prefetch_worker, args=(send,), daemon=True)
+                worker.start()
+                send.close()
+                workers.append((worker, receive))
+            done = _take_groups()
+            for worker, receive in workers:
+                try:
+                    failed, theirs = receive.recv()
+                except EOFError:
+                    worker.join()
+                    raise RuntimeError(f"a static prefetch worker ended without its outcomes (exit code "
+                                       f"{worker.exitcode})") from None
+                if failed:
+                    raise theirs
+                done += theirs
+            for i, outcomes in done:
+                case, caps = pairs[i]
+                self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
         finally:
             _PREFETCH = None
-            pool.terminate()  # on an error or Ctrl-C: no worker outlives the call
+            gc.unfreeze()
+            for worker, receive in workers:
+                if worker.is_alive():
+                    worker.terminate()  # on an error or Ctrl-C: no worker outlives the call
+                worker.join()
+                receive.close()
 
     def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
         return render_case(case, caps, machine, defaults=self.catalogue.defaults, image_dir=self.image_dir,
@@ -210,23 +235,42 @@ class StaticRunner:
         return StaticOutcome(case.name, label, "pass", "argv", "", argv)
 
 
-_PREFETCH: tuple[StaticRunner, list[tuple[Case, Capabilities]]] | None = None  # what forked workers inherit
+# what forked workers inherit: the runner, the pairs, the groups of pair indices, the next group to take
+_PREFETCH: tuple[StaticRunner, list[tuple[Case, Capabilities]], list[list[int]], Any] | None = None
 
 
-def _worker_signals() -> None:
-    """A prefetch worker dies of SIGTERM (Pool.terminate) and leaves Ctrl-C to its parent: it must not keep the
-    handlers of conformance/interrupt.py it inherits, whose first signal only asks the run to stop."""
+def _take_groups() -> list[tuple[int, list[StaticOutcome]]]:
+    """The outcomes of the groups of StaticRunner.prefetch this process takes, one after the other, until none
+    is left."""
+    assert _PREFETCH is not None
+    runner, pairs, groups, taken = _PREFETCH
+    done = []
+    while True:
+        with taken.get_lock():
+            g = taken.value
+            taken.value = g + 1
+        if g >= len(groups):
+            return done
+        done += [(i, runner.run(*pairs[i])) for i in groups[g]]
+
+
+def _prefetch_worker(send: Any) -> None:
+    """A forked prefetch worker: takes groups, then sends their outcomes (or what it failed with) at once. It
+    dies of SIGTERM (the parent's terminate) and leaves Ctrl-C to its parent: it must not keep the handlers of
+    conformance/interrupt.py it inherits, whose first signal only asks the run to stop."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _prefetched(indices: list[int]) -> list[tuple[int, list[StaticOutcome]]]:
-    """In a forked worker: the outcomes of some pairs of StaticRunner.prefetch."""
-    assert _PREFETCH is not None
-    runner, pairs = _PREFETCH
-    return [(i, runner.run(*pairs[i])) for i in indices]
+    try:
+        outcome: tuple[bool, Any] = (False, _take_groups())
+    except Exception as exc:  # the parent raises it
+        outcome = (True, exc)
+    try:
+        send.send(outcome)
+    except Exception as exc:  # one that does not pickle: its words
+        send.send((True, RuntimeError(f"a static prefetch worker failed: {exc!r}")))
+    send.close()
 
 
 def to_result(outcome: StaticOutcome, caps: Capabilities, duration_s: float = 0.0) -> StageResult:
