@@ -21,6 +21,8 @@ from pathlib import Path
 __all__ = ["Console", "Disk", "GuestReport", "NetIf", "PciDevice", "Port", "ReportReader", "Snapshot",
            "SoundNode", "SystemInfo", "parse_report"]
 
+STARVED_CAP = 5.0  # a wait stretched for a starved QEMU ends at this many times its timeout, whatever the load
+
 
 @dataclass(frozen=True)
 class PciDevice:
@@ -422,16 +424,31 @@ class ReportReader:
         return self.feed(data)
 
     def wait_file(self, path: Path, until: Callable[[GuestReport], bool], *, timeout: float,
-                  interval: float = 0.02, alive: Callable[[], bool] | None = None) -> bool:
+                  interval: float = 0.02, alive: Callable[[], bool] | None = None,
+                  starved: Callable[[], float] | None = None) -> bool:
         """Tail ``path`` until ``until(report)`` holds (True), ``timeout`` s pass, the guest
-        panics or ``alive()`` turns False (False in those cases)."""
-        deadline = time.monotonic() + timeout
+        panics or ``alive()`` turns False (False in those cases).
+
+        ``starved()``, when given, tells how many seconds the guest has so far waited for a CPU that other
+        processes held (QEMU runnable, not running): the deadline moves by that much, so a loaded host does
+        not turn a slow boot into a timeout, up to STARVED_CAP times ``timeout`` in all. A guest that hangs
+        (busy or halted) on a quiet host still times out after ``timeout`` s."""
+        started = time.monotonic()
+        deadline, granted = started + timeout, 0.0
         while True:
             self.poll_file(path)
             if until(self.report):
                 return True
-            if self.report.panic is not None or time.monotonic() >= deadline:
+            if self.report.panic is not None:
                 return False
+            now = time.monotonic()
+            if now >= deadline:
+                more = starved() - granted if starved is not None else 0.0
+                cap = started + STARVED_CAP * timeout
+                if more < interval or now >= cap:
+                    return False
+                granted += more
+                deadline = min(deadline + more, cap)
             if alive is not None and not alive():
                 self.poll_file(path)
                 return until(self.report)

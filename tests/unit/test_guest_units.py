@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from conformance.live.guest import (
     read_modinfo,
     strip_signature,
 )
-from conformance.live.guest_report import ReportReader, parse_report
+from conformance.live.guest_report import STARVED_CAP, ReportReader, parse_report
 
 # --------------------------------------------------------------------------------------------
 # Recorded console output (x86_64 q35, failover pair + plain NIC + virtio-blk), with kernel
@@ -147,6 +148,56 @@ def test_report_reader_incremental(tmp_path: Path) -> None:
         handle.write(data[end - 3:])
     assert tail.wait_file(log, lambda r: len(r.reports) == 1, timeout=5)
     assert not tail.wait_file(log, lambda r: r.heartbeats > 5, timeout=0.2)
+
+
+def test_wait_gives_back_time_a_loaded_host_took(tmp_path: Path) -> None:
+    """A starved QEMU's wait is stretched by its run-queue wait (up to STARVED_CAP x the timeout); a guest
+    that is not starved times out on time, and a report arriving in the stretched time is seen."""
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"")
+    clock = {"starved": 0.0}
+
+    def starved() -> float:  # each look finds 0.1 s more of waiting for a CPU
+        clock["starved"] += 0.1
+        return clock["starved"]
+
+    started = time.monotonic()
+    assert not ReportReader().wait_file(log, lambda r: r.heartbeats > 0, timeout=0.1, interval=0.01, starved=starved)
+    assert STARVED_CAP * 0.1 - 0.05 <= time.monotonic() - started < STARVED_CAP * 0.1 + 1.0  # ended at the cap
+    started = time.monotonic()
+    assert not ReportReader().wait_file(log, lambda r: r.heartbeats > 0, timeout=0.1, interval=0.01,
+                                        starved=lambda: 0.0)
+    assert time.monotonic() - started < 0.1 * STARVED_CAP - 0.1  # not starved: no stretch
+
+    reader, looks = ReportReader(), {"n": 0}
+
+    def starved_then_report() -> float:  # the report arrives while the wait is stretched
+        looks["n"] += 1
+        if looks["n"] == 2:
+            log.write_bytes(b"HB 1 2.5\n")
+        return 0.05 * looks["n"]
+
+    assert reader.wait_file(log, lambda r: r.heartbeats > 0, timeout=0.05, interval=0.01, starved=starved_then_report)
+
+
+def test_run_queue_wait_reads_a_real_process(tmp_path: Path) -> None:
+    """GuestVm.run_queue_wait reads the kernel's schedstat of the process's threads: a number for a running
+    process (never negative, and it never goes back), 0.0 once it has gone."""
+    from conformance.live.vm import GuestVm
+
+    vm = GuestVm(sys.executable, [], tmp_path, tmp_path / "console.log")
+    busy_then_idle = "import time; [sum(range(10**5)) for _ in range(50)]; time.sleep(5)"
+    proc = subprocess.Popen([sys.executable, "-c", busy_then_idle])
+    try:
+        vm.process.proc = proc  # type: ignore[assignment]  # the reader needs only the pid
+        first = vm.run_queue_wait()
+        time.sleep(0.2)
+        second = vm.run_queue_wait()
+        assert 0.0 <= first <= second
+    finally:
+        proc.kill()
+        proc.wait()
+    assert vm.run_queue_wait() == 0.0
 
 
 # --------------------------------------------------------------------------------------------
