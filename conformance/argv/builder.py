@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from conformance.argv import audio, chardev, controllers, defaults, disk, graphics, hostdev, input, machine, misc, net
 from conformance.argv import video as video_
 from conformance.argv.ccw import assign_ccw_addresses
@@ -46,6 +48,68 @@ def _firmware(ctx: Ctx) -> None:
     ctx.pflash, ctx.bios = (None, firmware) if isinstance(firmware, str) else (firmware, None)
 
 
+# the steps after the layout, in libvirt's option order (qemuBuildCommandLine); each takes the build context
+_STEPS: tuple[Callable[[Ctx], None], ...] = (
+    misc.device_overrides,
+    misc.compat_deprecated,
+    machine.pflash,
+    machine.machine,
+    machine.cpu,
+    machine.loader_globals,
+    machine.memory,
+    machine.smp,
+    machine.iothreads,
+    machine.throttle_groups,
+    machine.numa,
+    machine.clock_and_pm,
+    machine.boot,
+    misc.iommu,
+    controllers.controllers,
+    misc.memory_devices,
+    misc.hubs,
+    controllers.ccid_controllers,
+    disk.disks,
+    disk.filesystems,
+    net.interfaces,
+    chardev.smartcards,
+    chardev.serials,
+    chardev.parallels,
+    chardev.channels,
+    chardev.consoles,
+    misc.tpms,
+    input.inputs,
+    audio.audiodevs,
+    graphics.graphics,
+    video_.videos,
+    audio.sounds,
+    misc.watchdogs,
+    chardev.redirdevs,
+    hostdev.hostdevs,
+    machine.incoming,
+    misc.memballoon,
+    misc.rngs,
+    misc.vmcoreinfo,
+    misc.launch_security,
+    # qemuBuildCommandLine: the <qemu:commandline> args come before -sandbox and the devices after it
+    misc.qemu_commandline,
+    misc.panics,
+    misc.shmems,
+    misc.vsocks,
+    misc.cryptos,
+    misc.pstores,
+    misc.async_teardown,  # qemuBuildAsyncTeardownCommandLine: the last option
+)
+
+
+_DEVICES = _STEPS.index(misc.iommu)  # from here on the steps read no versioned name (argv/layout_memo.py)
+
+
+def _devices(ctx: Ctx) -> None:
+    """The device steps, kept as one by the static stages' memo."""
+    for step in _STEPS[_DEVICES:]:
+        step(ctx)
+
+
 def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
     """The QEMU command line libvirt would build for this domain on a QEMU with these capabilities.
 
@@ -63,53 +127,12 @@ def build_argv(domain: Domain, caps: Capabilities) -> list[str]:
         memo.lay_out(ctx, defaults.prepare, _firmware, assign_pci_addresses)
     assign_ccw_addresses(ctx)
     ctx.add(domain.devices.emulator or f"/usr/bin/qemu-system-{ctx.arch}")
-    misc.device_overrides(ctx)
-    misc.compat_deprecated(ctx)
-    machine.pflash(ctx)
-    machine.machine(ctx)
-    machine.cpu(ctx)
-    machine.loader_globals(ctx)
-    machine.memory(ctx)
-    machine.smp(ctx)
-    machine.iothreads(ctx)
-    machine.throttle_groups(ctx)
-    machine.numa(ctx)
-    machine.clock_and_pm(ctx)
-    machine.boot(ctx)
-    misc.iommu(ctx)
-    controllers.controllers(ctx)
-    misc.memory_devices(ctx)
-    misc.hubs(ctx)
-    controllers.ccid_controllers(ctx)
-    disk.disks(ctx)
-    disk.filesystems(ctx)
-    net.interfaces(ctx)
-    chardev.smartcards(ctx)
-    chardev.serials(ctx)
-    chardev.parallels(ctx)
-    chardev.channels(ctx)
-    chardev.consoles(ctx)
-    misc.tpms(ctx)
-    input.inputs(ctx)
-    audio.audiodevs(ctx)
-    graphics.graphics(ctx)
-    video_.videos(ctx)
-    audio.sounds(ctx)
-    misc.watchdogs(ctx)
-    chardev.redirdevs(ctx)
-    hostdev.hostdevs(ctx)
-    machine.incoming(ctx)
-    misc.memballoon(ctx)
-    misc.rngs(ctx)
-    misc.vmcoreinfo(ctx)
-    misc.launch_security(ctx)
-    # qemuBuildCommandLine: the <qemu:commandline> args come before -sandbox and the devices after it
-    misc.qemu_commandline(ctx)
-    misc.panics(ctx)
-    misc.shmems(ctx)
-    misc.vsocks(ctx)
-    misc.cryptos(ctx)
-    misc.pstores(ctx)
-    misc.async_teardown(ctx)  # qemuBuildAsyncTeardownCommandLine: the last option
+    if memo is None:
+        for step in _STEPS:
+            step(ctx)
+    else:  # the device steps reused across fixtures that answer them the same way (argv/layout_memo.py)
+        for step in _STEPS[:_DEVICES]:
+            step(ctx)
+        memo.step(ctx, _devices)
     check_device_types(ctx.argv, domain, caps)
     return ctx.argv

@@ -15,6 +15,12 @@ is run for every build, so errors surface as without the memo.
 
 The devices the steps create (controller copies, implicit devices, addresses) are shared by the builds that
 reuse them: no later step mutates a device (they read them and fill the context's own dicts and lists).
+
+The device steps after the layout (conformance/argv/builder.py, from the IOMMU to the last option) are kept the
+same way, as one step (LayoutMemo.step), per kept layout: the answers they read, the state they read and
+wrote, the argv they added. Across fixtures they differ mostly in the option syntax (JSON -device, -blockdev),
+so most builds reuse them. The machine steps before them read the machine type's versioned name, so they run
+for every build.
 Active only where a LayoutMemo is set in LAYOUTS (the static stages, conformance/static.py); benchmarks/
 static_outputs.py proves the argvs, verdicts and reasons identical with and without it.
 """
@@ -158,10 +164,17 @@ class LayoutMemo:
         # id(domain) -> (domain, [(answers before firmware, answers after it, state after the steps)])
         self._layouts: dict[int, tuple[Any, list[tuple[list[Any], list[Any], dict[str, Any]]]]] = {}
         self.reused = self.built = 0
+        # the build whose steps may be reused: (its context, the kept layout state it got or left); None: none
+        self._laid: tuple[Ctx, dict[str, Any]] | None = None
+        # (id(layout state), step) -> [(answers, state read at entry, argv added, state written)]
+        self._steps: dict[tuple[int, Callable[[Any], None]], list[tuple[list[Any], list[tuple[str, Any]],
+                                                                         list[str], list[tuple[str, Any]]]]] = {}
+        self.steps_reused = self.steps_run = 0
 
     def lay_out(self, ctx: Ctx, before: Callable[[Any], None], firmware: Callable[[Ctx], None],
                 after: Callable[[Any], None]) -> None:
         """before(ctx); firmware(ctx); after(ctx) -- or the state they left for the same answers."""
+        self._laid = None
         entry = self._layouts.get(id(ctx.domain))
         if entry is not None and entry[0] is not ctx.domain:
             entry = None
@@ -178,6 +191,7 @@ class LayoutMemo:
                         setattr(ctx, name, list(value) if isinstance(value, list)
                                 else dict(value) if isinstance(value, dict) else value)
                     self.reused += 1
+                    self._laid = (ctx, state)
                     return
             if fired:
                 ctx.pflash = ctx.bios = None  # as fresh as new_context left it
@@ -193,3 +207,130 @@ class LayoutMemo:
             entry = self._layouts[id(ctx.domain)] = (ctx.domain, [])
         if len(entry[1]) < MAX_LAYOUTS:
             entry[1].append((_questions(reads_before), _questions(reads_after), _state(ctx)))
+            self._laid = (ctx, entry[1][-1][2])
+
+    def step(self, ctx: Ctx, step: Callable[[Any], None]) -> None:
+        """step(ctx) -- or what it added to the argv and wrote to the context's state, for the same answers.
+
+        A step after the layout reads answers (as the layout steps do) and the context's state, adds to the
+        argv and writes state. It is kept per layout (the kept layout state's identity: the same devices) with
+        the answers it read, the state fields it read (their values at entry; a field is read before it
+        changes), the argv it added and the state fields it changed. Another build with the same layout,
+        answers and state read gets the same argv added and state written. A step that reads the argv built
+        so far, or writes an answer, is not kept; nor is a step of a build whose layout was not kept."""
+        laid = self._laid
+        if laid is None or laid[0] is not ctx:
+            step(ctx)
+            return
+        key = (id(laid[1]), step)
+        kept = self._steps.get(key)
+        if kept is not None:
+            for answers, read, added, written in kept:
+                if _answers(answers, ctx) and all(_same(getattr(ctx, name), value) for name, value in read):
+                    ctx.argv += added
+                    for name, value in written:
+                        setattr(ctx, name, _copy(value))
+                    self.steps_reused += 1
+                    return
+        self.steps_run += 1
+        reads: list[Any] = []
+        argv = _ArgvSoFar(ctx.argv)
+        view = _StepCtx(ctx, reads, argv)
+        step(view)
+        added = list.__getitem__(argv, slice(len(ctx.argv), None))
+        ctx.argv += added
+        if argv.read or any(r is _UNCOMPARABLE for r in reads):
+            return
+        if kept is None:
+            kept = self._steps[key] = []
+        if len(kept) < MAX_LAYOUTS:
+            read = list(view._read.items())  # a state field can only change after it was read
+            written = [(name, _copy(getattr(ctx, name))) for name, value in read
+                       if not _same(getattr(ctx, name), value)]
+            kept.append((_questions(reads), read, added, written))
+
+
+_STEP_STATE = tuple(name for name in _STATE if name != "argv")
+
+
+def _copy(value: Any) -> Any:
+    """Lists and dicts copied all the way down (a step may extend a list inside a dict), other values kept."""
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+class _ArgvSoFar(list):  # type: ignore[type-arg]
+    """The argv built so far as one step sees it (a copy it extends): reading it marks the step as one that
+    depends on it."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, items: list[str]) -> None:
+        super().__init__(items)
+        self.read = False
+
+
+def _reading(name: str) -> Callable[..., Any]:
+    method = getattr(list, name)
+
+    def reading(self: _ArgvSoFar, *args: Any) -> Any:
+        self.read = True
+        return method(self, *args)
+    return reading
+
+
+for _name in ("__iter__", "__reversed__", "__contains__", "__getitem__", "__len__", "__eq__", "__ne__", "__lt__",
+              "__le__", "__gt__", "__ge__", "__add__", "__mul__", "__rmul__", "__repr__", "index", "count", "copy"):
+    setattr(_ArgvSoFar, _name, _reading(_name))
+
+
+class _StepCtx:
+    """The build context as a step after the layout sees it: answers recorded as _ReadingCtx records them, the
+    state fields it reads noted, the argv built so far given as an _ArgvSoFar."""
+
+    __slots__ = ("_argv", "_caps", "_ctx", "_read", "_reads")
+
+    def __init__(self, ctx: Ctx, reads: list[tuple[Any, ...]], argv: _ArgvSoFar) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+        object.__setattr__(self, "_reads", reads)
+        object.__setattr__(self, "_caps", _ReadingCaps(ctx.caps, reads))
+        object.__setattr__(self, "_argv", argv)
+        object.__setattr__(self, "_read", {})
+
+    caps = _ReadingCtx.caps
+    domain = _ReadingCtx.domain
+    __getattr__ = _ReadingCtx.__getattr__
+
+    @property
+    def argv(self) -> _ArgvSoFar:
+        return self._argv
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "argv":
+            if value is not self._argv:
+                self._reads.append(_UNCOMPARABLE)
+            return
+        if name not in _STATE:
+            self._reads.append(_UNCOMPARABLE)
+        elif name not in self._read:  # a write without a read: noted as read, so its entry value is compared
+            self._read[name] = _copy(getattr(self._ctx, name))
+        setattr(self._ctx, name, value)
+
+
+def _noting(name: str) -> property:
+    def get(view: _StepCtx) -> Any:
+        value = getattr(view._ctx, name)
+        if name not in view._read:  # its value at entry: the first read comes before any change
+            view._read[name] = _copy(value)
+        return value
+    return property(get)
+
+
+for _name in _STEP_STATE:
+    setattr(_StepCtx, _name, _noting(_name))
+for _name, _found in vars(Ctx).items():
+    if isinstance(_found, (types.FunctionType, property)) and not _name.startswith("__"):
+        setattr(_StepCtx, _name, _found)  # runs on the view
