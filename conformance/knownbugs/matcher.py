@@ -605,9 +605,12 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", packa
     on what an argv says (version, arch, machine, concerns, and the package version when known: a bug a
     fixture's package has the fix for is not flagged); a bug that says no configuration is not flagged."""
     facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv), package=package)
-    # the rule's version and concerns conditions, cheap first (the static stages ask for every combination)
+    # the rule's version, machine and concerns conditions as plain tests first (the static stages ask for every
+    # combination); ``check`` decides for the bugs that pass them
     candidates = [b for b in _flaggable(version, arch) if b.concerns is not None
-                  and b.concerns.may_match(facts.joined)]
+                  and b.concerns.may_match(facts.joined)
+                  and (b.concerns.machine is None or bool(facts.machine and b.concerns.machine.search(facts.machine)))
+                  and b.concerns.devices_match(facts.devices)]
     return [b for b in candidates if check(b, facts, "concern", full=False).holds]
 
 
