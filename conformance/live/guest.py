@@ -21,8 +21,11 @@ Where the pieces come from (nothing is installed on the host):
 The initramfs (cpio newc written here) holds busybox, the modules (the closure of
 :data:`MODULE_ROOTS` over each module's ``.modinfo`` ``depends=``, in load order), /dev/console,
 /dev/null and ``/init`` (guest_init.sh; its serial protocol is documented there and parsed by
-conformance/live/guest_report.py). Roots the kernel has built in or lacks are recorded in
-``Guest.builtin`` / ``Guest.missing`` (Debian's cloud kernel has no ahci, e1000, e1000e).
+conformance/live/guest_report.py). /init loads only the modules the VM's devices ask for: the builder
+writes their alias patterns and dependencies as a shell script (:func:`modalias_script`) that /init
+matches the devices' modaliases against (docs/guest.md, "Which modules /init loads"). Roots the kernel
+has built in or lacks are recorded in ``Guest.builtin`` / ``Guest.missing`` (Debian's cloud kernel has no
+ahci, e1000, e1000e).
 
 Boot time, option by option (why the kernel command line is ``console=X`` + ``_APPEND_COMMON``, why
 module signatures are stripped, what is left): docs/guest.md, measured 2026-11-26.
@@ -55,11 +58,12 @@ from conformance.data import package_file
 from conformance.errors import GuestBuildError
 from conformance.paths import cache_dir
 
-#: Bump when the builder's output changes for the same inputs.
-BUILDER_VERSION = "1"
+#: Bump when the builder's output changes for the same inputs (2: /init loads only the modules the VM's devices
+#: need, lib/modules/modalias.sh).
+BUILDER_VERSION = "2"
 
-#: Modules the guest loads when the kernel has them, with everything they depend on.
-#: Every module costs ~4 ms of boot under TCG: keep the list short.
+#: Modules the guest has when the kernel has them, with everything they depend on (/init loads those the VM's
+#: devices ask for). Every module loaded costs ~4 ms of boot under TCG.
 MODULE_ROOTS: tuple[str, ...] = (
     "virtio_pci",      # virtio over PCI (+ virtio, virtio_ring, virtio_pci_*_dev)
     "virtio_mmio",     # virtio-mmio transports (aarch64 virt: -device virtio-*-device)
@@ -102,6 +106,33 @@ FLAVOURS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cloud": ("linux-image-cloud-{debarch}", MODULE_ROOTS),
     "generic": ("linux-image-{debarch}", MODULE_ROOTS + DEVICE_MODULE_ROOTS),
 }
+
+#: Modules that no device's modalias names at the moment /init looks, loaded with the module given
+#: (conformance/live/guest_init.sh loads only what the VM's devices ask for, docs/guest.md):
+IMPLIED_MODULES: dict[str, tuple[str, ...]] = {
+    # disks and CD-ROMs appear when their host adapter probes (ATA ports asynchronously), and most adapters load
+    # after sd_mod and sr_mod: they must be there first
+    "scsi_mod": ("sd_mod", "sr_mod"),
+    # USB devices enumerate in the background once their host controller's driver has probed
+    "usbcore": ("usbhid", "usb_storage", "uas"),
+    # an SD card is found after its host controller probes
+    "mmc_core": ("mmc_block",),
+    # QEMU's HD-audio codecs (vendor 1af4) match no codec module's alias: the generic parser binds them, and it
+    # must be loaded before snd_hda_intel probes its codecs (docs/guest.md)
+    "snd_hda_core": ("snd_hda_codec_generic",),
+    # the 9p filesystem over its virtio transport (its alias is fs-9p: no device names it)
+    "9pnet_virtio": ("9p",),
+}
+
+#: Modules after whose loading /init looks at the devices again: the virtio transports create the virtio devices
+#: (virtio-net, -blk, ...) as they probe, and only then can those ask for their drivers. Both are the first
+#: roots, so the drivers of virtio devices and everything they need come after them in the load order.
+RESCAN_AFTER: tuple[str, ...] = ("virtio_pci", "virtio_mmio")
+
+#: Drivers of a failover primary: QEMU hot-plugs the primary once a virtio-net device negotiated failover
+#: (VIRTIO_NET_F_STANDBY), after the boot's look at the devices; /init loads these then, so that the primary
+#: binds as it appears.
+FAILOVER_PRIMARY_MODULES: tuple[str, ...] = ("vmxnet3", "e1000e", "e1000")
 
 #: arch -> (Debian architecture, console)
 _ARCHES: dict[str, tuple[str, str]] = {
@@ -675,6 +706,8 @@ class _ModulePlan:
     blobs: dict[str, bytes]   # name -> .ko as loaded
     builtin: list[str]
     missing: list[str]
+    depends: dict[str, list[str]] = field(default_factory=dict)  # name -> the modules it needs (not built in)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # name -> its device aliases (modalias patterns)
 
 
 def _read_config(path: Path | None) -> dict[str, str] | None:
@@ -711,6 +744,8 @@ def _plan_modules(folder: Path | None, *, strip: bool, roots: tuple[str, ...] = 
     order: list[str] = []
     blobs: dict[str, bytes] = {}
     visiting: set[str] = set()
+    depends: dict[str, list[str]] = {}
+    aliases: dict[str, list[str]] = {}
 
     def visit(name: str) -> bool:
         if name in blobs or name in builtin:
@@ -732,11 +767,116 @@ def _plan_modules(folder: Path | None, *, strip: bool, roots: tuple[str, ...] = 
                                       path=folder, hint="pass the complete lib/modules/<version>")
         visiting.discard(name)
         blobs[name] = strip_signature(data) if strip else data
+        depends[name] = [d for d in (_modname(d) for v in info.get("depends", []) for d in v.split(",") if d)
+                         if d not in builtin]
+        aliases[name] = [a for a in info.get("alias", []) if _is_device_alias(a)]
         order.append(name)
         return True
 
     missing = [root for root in roots if not visit(root)]
-    return _ModulePlan(order, blobs, [r for r in roots if r in builtin], missing)
+    return _ModulePlan(order, blobs, [r for r in roots if r in builtin], missing, depends, aliases)
+
+
+def _is_device_alias(alias: str) -> bool:
+    """Whether a module alias is a device's modalias pattern ("pci:v00008086d0000100Esv*...", "virtio:d00000001v*"),
+    not a name the kernel asks for by itself (char-major-*, fs-*, devname:*, crypto-*)."""
+    return ":" in alias and not alias.startswith("devname:")
+
+
+#: an alias's bus -> the sysfs buses whose devices carry such modaliases (others: the bus of that name)
+_SYSFS_BUSES: dict[str, tuple[str, ...]] = {"of": ("platform",), "acpi": ("acpi", "platform")}
+
+#: characters a modalias pattern keeps as they are in a shell ``case`` pattern (the rest is escaped)
+_CASE_SAFE = re.compile(r"[A-Za-z0-9*?\[\]!:,._+/=-]")
+
+
+def _case_pattern(alias: str) -> str:
+    return "".join(c if _CASE_SAFE.fullmatch(c) else f"\\{c}" for c in alias)
+
+
+def modules_wanted(plan_order: list[str], depends: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Module -> everything /init loads when it is wanted: the module, what it depends on, and the modules it
+    implies (:data:`IMPLIED_MODULES`, with what they need), in load order."""
+    position = {name: i for i, name in enumerate(plan_order)}
+    wanted: dict[str, list[str]] = {}
+
+    def closure(name: str, seen: set[str]) -> None:
+        if name in seen or name not in position:
+            return
+        seen.add(name)
+        for dep in depends.get(name, []):
+            closure(dep, seen)
+        for extra in IMPLIED_MODULES.get(name, ()):
+            closure(extra, seen)
+
+    for name in plan_order:
+        found: set[str] = set()
+        closure(name, found)
+        wanted[name] = sorted(found, key=position.__getitem__)
+    return wanted
+
+
+def modalias_script(plan: _ModulePlan) -> str:
+    """``lib/modules/modalias.sh``, sourced by /init: ``need MODULE`` (adds the module and everything it brings,
+    :func:`modules_wanted`, to NEED) and ``modalias_needs MODALIAS`` (``need``s every module with an alias pattern
+    the device's modalias matches: the modules' own ``alias=`` patterns, fnmatch-style as modprobe matches them,
+    grouped by bus and, for PCI, by vendor so that a device is tried against its own few patterns)."""
+    wanted = modules_wanted(plan.order, plan.depends)
+    named = {d for deps in plan.depends.values() for d in deps} | {m for ms in IMPLIED_MODULES.values() for m in ms}
+    always = [m for m in plan.order if not plan.aliases.get(m) and m not in named]  # nothing would ask for them
+    buses: list[str] = []  # the sysfs buses whose devices can name a module /init does not load with another
+    implied = {m for ms in IMPLIED_MODULES.values() for m in ms}
+    for name in plan.order:
+        for alias in (() if name in implied else plan.aliases.get(name, [])):
+            prefix = re.match(r"[a-z0-9_]*", alias)
+            for bus in _SYSFS_BUSES.get(prefix.group(0) if prefix else "", (prefix.group(0) if prefix else "*",)):
+                if bus not in buses:
+                    buses.append(bus or "*")
+    lines = ["# Written by conformance/live/guest.py (modalias_script) from the modules' .modinfo: sourced by /init.",
+             f"MODALIAS_FILES=\"{' '.join(f'/sys/bus/{bus}/devices/*/modalias' for bus in buses)}\"",
+             f"ALWAYS=\"{' '.join(always)}\"",
+             f"RESCAN_AFTER=\"{' '.join(m for m in RESCAN_AFTER if m in plan.order)}\"",
+             f"FAILOVER_PRIMARIES=\"{' '.join(m for m in FAILOVER_PRIMARY_MODULES if m in plan.order)}\"",
+             "", "need() {", "    local m", "    case $1 in"]
+    for name in plan.order:
+        if wanted[name] != [name]:
+            lines.append(f"    {name}) set -- {' '.join(wanted[name])} ;;")
+    lines += ["    esac", "    for m; do", "        case $NEED in *\" $m \"*) ;; *) NEED=\"$NEED$m \" ;; esac",
+              "    done", "}", ""]
+    # bus ("pci:") -> bucket (PCI vendor "pci:v00008086", or "" for patterns without a literal vendor) -> module
+    # -> patterns; patterns whose bus is not literal are tried on every modalias
+    buses: dict[str, dict[str, dict[str, list[str]]]] = {}
+    anywhere: dict[str, list[str]] = {}
+    for name in plan.order:
+        for alias in plan.aliases.get(name, []):
+            literal = re.split(r"[*?\[]", alias, maxsplit=1)[0]
+            bus, colon, _ = literal.partition(":")
+            if not colon:
+                anywhere.setdefault(name, []).append(_case_pattern(alias))
+                continue
+            bucket = literal[:13] if bus == "pci" and len(literal) >= 13 else ""
+            buses.setdefault(f"{bus}:", {}).setdefault(bucket, {}).setdefault(name, []).append(_case_pattern(alias))
+
+    def tries(by_module: dict[str, list[str]], indent: str) -> list[str]:
+        return [f"{indent}case $1 in {'|'.join(patterns)}) need {name} ;; esac" for name, patterns in by_module.items()]
+
+    lines += ["modalias_needs() {", "    case $1 in"]
+    for bus, buckets in buses.items():
+        lines.append(f"    {_case_pattern(bus)}*)")
+        vendors = {key: by_module for key, by_module in buckets.items() if key}
+        if vendors:
+            lines.append("        case $1 in")
+            for key, by_module in vendors.items():
+                lines.append(f"        {_case_pattern(key)}*)")
+                lines += tries(by_module, " " * 12)
+                lines.append("            ;;")
+            lines.append("        esac")
+        lines += tries(buckets.get("", {}), " " * 8)
+        lines.append("        ;;")
+    lines.append("    esac")
+    lines += tries(anywhere, " " * 4)
+    lines += ["}", ""]
+    return "\n".join(lines)
 
 
 def _elf_static_for(path: Path, arch: str) -> bool:
@@ -966,6 +1106,7 @@ def _initramfs(init_text: str, key: str, busybox: bytes, plan: _ModulePlan) -> b
     for name in plan.order:
         cpio.add_file(f"lib/modules/{name}.ko", plan.blobs[name])
     cpio.add_file("lib/modules/load.list", "".join(f"{name}\n" for name in plan.order).encode())
+    cpio.add_file("lib/modules/modalias.sh", modalias_script(plan).encode())
     init = init_text.replace("@GUEST_INIT_VERSION@", f"{BUILDER_VERSION}-{key}")
     cpio.add_file("init", init.encode(), 0o755)
     archive = cpio.finish()
@@ -1021,10 +1162,10 @@ def _build(arch: str, key: str, out: Path, init_text: str, *, debs: dict[str, _D
             "builder": BUILDER_VERSION}
 
 
-__all__ = ["DEVICE_MODULE_ROOTS", "FLAVOURS", "MODULE_ROOTS", "CpioEntry", "CpioWriter", "Guest",
-           "GuestDownloadError", "build_guest", "describe", "direct_kernel", "init_script_text", "kernel_version_of",
-           "read_cpio", "read_modinfo",
-           "recommended_append", "strip_signature"]
+__all__ = ["DEVICE_MODULE_ROOTS", "FAILOVER_PRIMARY_MODULES", "FLAVOURS", "IMPLIED_MODULES", "MODULE_ROOTS",
+           "RESCAN_AFTER", "CpioEntry", "CpioWriter", "Guest", "GuestDownloadError", "build_guest", "describe",
+           "direct_kernel", "init_script_text", "kernel_version_of", "modalias_script", "modules_wanted", "read_cpio",
+           "read_modinfo", "recommended_append", "strip_signature"]
 
 
 # --------------------------------------------------------------------------------------------

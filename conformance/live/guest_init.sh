@@ -4,7 +4,7 @@
 # console, one fact a line; conformance/live/guest_report.py parses it.
 #
 #   GUEST-INIT start version=<v>
-#   MODFAIL <module> rc=<n>                         (only when insmod failed)
+#   MODFAIL <module> rc=<n>                         (only when insmod of a module the devices need failed)
 #   BOOT-OK uptime=<s>
 #   SYS kernel=<release> cpus=<online list> mem=<MemTotal kB>
 #   PCI <addr> <vendor>:<device> class=<class> drv=<driver|-> vdrv=<virtio driver|->
@@ -40,15 +40,86 @@ exec 2>/dev/null
 /bin/busybox --install -s
 mkdir -p /tmp /run
 
-# Modules in dependency order, one name a line (written by the builder).
-if [ -r /lib/modules/load.list ]; then
+# Modules: only those the VM's devices ask for. The builder writes /lib/modules/load.list (every module, in
+# dependency order) and /lib/modules/modalias.sh: `modalias_needs MODALIAS` adds to NEED each module whose
+# alias patterns the device's modalias (/sys/bus/*/devices/*/modalias) matches, as modprobe would, and
+# `need MODULE` the module with what it depends on and the modules it implies (their devices appear later:
+# disks, USB devices, HD-audio codecs; conformance/live/guest.py IMPLIED_MODULES). They load in load.list
+# order, so drivers probe in the order they always did (same interface and disk names).
+NEED=" "
+LOADED=" "
+PCI_SEEN=
+if [ -r /lib/modules/modalias.sh ]; then
+    . /lib/modules/modalias.sh
+else
+    need() { NEED="$NEED$1 "; }
+    modalias_needs() { :; }
+    MODALIAS_FILES=
+    ALWAYS=
+    RESCAN_AFTER=
+    FAILOVER_PRIMARIES=
+fi
+
+# NEED += what the devices present now on the buses of $1 ask for (sysfs modalias files: one cat, not a read
+# a file, which reads a byte a syscall); PCI_SEEN := the PCI devices present.
+scan_devices() {
+    local a found IFS=' '
+    found=$(cat $1)
+    IFS='
+'
+    set -f
+    for a in $found; do
+        modalias_needs "$a"
+    done
+    set +f
+    IFS=' '
+    set -- /sys/bus/pci/devices/*
+    PCI_SEEN="$*"
+}
+
+# Whether a virtio-net device negotiated failover (VIRTIO_NET_F_STANDBY, bit 62 of its features): QEMU then
+# hot-plugs its primary.
+standby_negotiated() {
+    local f v
+    for f in /sys/bus/virtio/drivers/virtio_net/virtio*/features; do
+        v=
+        read -r v <"$f"
+        case $v in ??????????????????????????????????????????????????????????????1*) return 0 ;; esac
+    done
+    return 1
+}
+
+# Load, in load.list order, each module in NEED not loaded yet. A virtio transport (RESCAN_AFTER) creates the
+# virtio devices as it probes: they ask for their drivers next. After virtio_net, a failover standby's primary
+# is about to be hot-plugged: its possible drivers (FAILOVER_PRIMARIES) are loaded before it appears.
+load_needed() {
+    local m rc p
+    [ -r /lib/modules/load.list ] || return
     while read -r m; do
-        [ -n "$m" ] || continue
+        case $NEED in *" $m "*) ;; *) continue ;; esac
+        case $LOADED in *" $m "*) continue ;; esac
         insmod "/lib/modules/$m.ko"
         rc=$?
         [ "$rc" = 0 ] || echo "MODFAIL $m rc=$rc"
+        LOADED="$LOADED$m "
+        case " $RESCAN_AFTER " in *" $m "*) scan_devices "/sys/bus/virtio/devices/*/modalias" ;; esac
+        if [ "$m" = virtio_net ] && standby_negotiated; then
+            for p in $FAILOVER_PRIMARIES; do need "$p"; done
+        fi
     done </lib/modules/load.list
-fi
+}
+
+# A PCI device that was not there before (hot-plugged) asks for its driver too.
+load_for_new_devices() {
+    local d
+    for d in /sys/bus/pci/devices/*; do
+        case " $PCI_SEEN " in *" $d "*) ;; *) scan_devices "$MODALIAS_FILES"; load_needed; return ;; esac
+    done
+}
+
+for m in $ALWAYS; do need "$m"; done
+scan_devices "$MODALIAS_FILES"
+load_needed
 
 uptime_now() {
     UP=-
@@ -391,6 +462,7 @@ while :; do
     echo "HB $hb $UP"
     signature
     if [ "$SIG" != "$last" ]; then
+        load_for_new_devices
         links_up
         signature
         last=$SIG

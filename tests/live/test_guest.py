@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conformance.live.guest import (
+    BUILDER_VERSION,
     MODULE_ROOTS,
     Guest,
     GuestDownloadError,
@@ -75,7 +76,7 @@ def _check_guest(guest: Guest, arch: str, console: str, machine: int) -> None:
 
     entries = {e.name: e for e in read_cpio(guest.initrd.read_bytes())}
     init = entries["init"]
-    assert init.mode == 0o100755 and f"GUEST_INIT_VERSION=1-{guest.key}" in init.data.decode()
+    assert init.mode == 0o100755 and f"GUEST_INIT_VERSION={BUILDER_VERSION}-{guest.key}" in init.data.decode()
     assert entries["bin/sh"].data == b"busybox"
     busybox = entries["bin/busybox"].data
     assert busybox[:4] == b"\x7fELF" and struct.unpack_from("<H", busybox, 0x12)[0] == machine

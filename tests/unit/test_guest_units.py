@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,3 +394,72 @@ def test_the_direct_kernel_only_under_pc_types_that_enter_pvh(monkeypatch: pytes
     assert not any(direct_boot(caps, m) for m in ("pc-i440fx-3.1", "pc-q35-2.12", "isapc", ""))  # type: ignore[arg-type]
     old = SimpleNamespace(version=QemuVersion(3, 1, 0), machine=caps.machine)
     assert not direct_boot(old, "pc-q35-7.2")  # type: ignore[arg-type]
+
+
+def _modalias_plan() -> Any:
+    from conformance.live.guest import _ModulePlan
+
+    order = ["virtio_ring", "virtio", "virtio_pci", "virtio_mmio", "failover", "net_failover", "virtio_net",
+             "scsi_common", "scsi_mod", "sd_mod", "cdrom", "sr_mod", "vmxnet3", "libata", "ata_piix", "usb_common",
+             "usbcore", "uhci_hcd", "odd"]
+    depends = {"virtio": ["virtio_ring"], "virtio_pci": ["virtio", "virtio_ring"], "virtio_mmio": ["virtio"],
+               "net_failover": ["failover"], "virtio_net": ["net_failover", "virtio"], "scsi_mod": ["scsi_common"],
+               "sd_mod": ["scsi_mod"], "sr_mod": ["cdrom", "scsi_mod"], "libata": ["scsi_mod"],
+               "ata_piix": ["libata"], "usbcore": ["usb_common"], "uhci_hcd": ["usbcore"]}
+    aliases = {"virtio_pci": ["pci:v00001AF4d*sv*sd*bc*sc*i*"], "virtio_mmio": ["acpi*:LNRO0005:*"],
+               "virtio_net": ["virtio:d00000001v*"], "sd_mod": ["scsi:t-0x00*"], "sr_mod": ["scsi:t-0x05*"],
+               "vmxnet3": ["pci:v000015ADd000007B0sv*sd*bc*sc*i*"],
+               "ata_piix": ["pci:v00008086d00007010sv*sd*bc*sc*i*", "pci:v00008086d0000[1-2]9C?sv*sd*bc*sc*i*"],
+               "uhci_hcd": ["pci:v*d*sv*sd*bc0Csc03i00*"], "odd": ["of:N*T*Cweird|name (x)"]}
+    return _ModulePlan(order, {}, [], [], {m: depends.get(m, []) for m in order}, aliases)
+
+
+@pytest.mark.parametrize(("modaliases", "wanted"), [
+    # IDE on the pc machine: ata_piix with what it needs, and the disk drivers its devices will ask for later
+    (["pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"],
+     "scsi_common scsi_mod sd_mod cdrom sr_mod libata ata_piix"),
+    # a bracket range in a pattern, a class match whatever the vendor, and a device nothing drives
+    (["pci:v00008086d000029C0sv00001AF4sd00001100bc06sc00i00", "pci:v00001033d00000194sv0sd0bc0Csc03i00",
+      "cpu:type:x86,ven0000fam0006mod003F:feature:,0000", "pci:v00008086d00002930sv00001AF4sd00001100bc0Csc05i00"],
+     "scsi_common scsi_mod sd_mod cdrom sr_mod libata ata_piix usb_common usbcore uhci_hcd"),
+    # a virtio transport, then (after it probed) a virtio-net device; a pattern whose bus has a wildcard
+    (["pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", "virtio:d00000001v00001AF4", "acpi:LNRO0005:"],
+     "virtio_ring virtio virtio_pci virtio_mmio failover net_failover virtio_net"),
+    # shell metacharacters in a pattern are literal
+    (["of:NfooTbarCweird|name (x)", "of:NfooTbarCweird"], "odd"),
+    ([], ""),
+])
+def test_modalias_script_needs_what_the_devices_ask_for(tmp_path: Path, modaliases: list[str], wanted: str) -> None:
+    """The script /init sources (lib/modules/modalias.sh) matches modaliases as modprobe does (the modules' own
+    patterns) and adds each module with its dependencies and the modules it implies, in load order."""
+    from conformance.live.guest import modalias_script
+
+    sh = shutil.which("busybox") or shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh to run the generated script with")
+    plan = _modalias_plan()
+    script = tmp_path / "modalias.sh"
+    script.write_text(modalias_script(plan))
+    driver = (f'. "{script}"\nNEED=" "\nfor a in "$@"; do modalias_needs "$a"; done\n'
+              'for m in $(cat "$0.order"); do case $NEED in *" $m "*) printf "%s " "$m" ;; esac; done\n')
+    (tmp_path / "drive.sh").write_text(driver)
+    (tmp_path / "drive.sh.order").write_text("\n".join(plan.order))
+    argv = [sh, *(["sh"] if sh.endswith("busybox") else []), str(tmp_path / "drive.sh"), *modaliases]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == wanted.split()
+
+
+def test_modalias_script_loads_virtio_drivers_after_their_transports() -> None:
+    """What /init relies on: the transports it looks at the devices again after come before every module the
+    virtio devices ask for, in the load order; the failover primaries and the modules nothing names are listed."""
+    from conformance.live.guest import IMPLIED_MODULES, modalias_script, modules_wanted
+
+    plan = _modalias_plan()
+    text = modalias_script(plan)
+    assert 'RESCAN_AFTER="virtio_pci virtio_mmio"' in text and 'FAILOVER_PRIMARIES="vmxnet3"' in text
+    assert 'ALWAYS=""' in text  # every module here is named by an alias, a dependency or IMPLIED_MODULES
+    wanted = modules_wanted(plan.order, plan.depends)
+    assert wanted["virtio_net"] == ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net"]
+    assert wanted["scsi_mod"] == ["scsi_common", "scsi_mod", "sd_mod", "cdrom", "sr_mod"]
+    assert set(IMPLIED_MODULES["scsi_mod"]) <= set(wanted["ata_piix"])
