@@ -307,6 +307,38 @@ def test_boot_x86_64_failover_disk_hotplug(tmp_path: Path, guest_x86_64: Guest) 
 
 
 @pytest.mark.live
+def test_a_hot_plugged_device_gets_a_driver_not_loaded_at_boot(tmp_path: Path, guest_x86_64: Guest) -> None:
+    """/init loads only what the devices present ask for (docs/guest.md): a q35 with no virtio device boots
+    without virtio_pci and virtio_blk; a virtio-blk disk hot-plugged then makes the heartbeat loop load both,
+    and the re-report shows the disk driven by virtio_blk."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    qemu = _qemu_binary("qemu-system-x86_64")
+    log, qmp_sock = tmp_path / "serial.log", tmp_path / "qmp.sock"
+    argv = [qemu, "-accel", "tcg", "-machine", "q35", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", *guest_x86_64.boot_args("guest.hb=0.5"), "-serial", f"file:{log}",
+            "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+            "-device", "pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x3",
+            "-drive", f"file={_disk(tmp_path, 16)},format=raw,if=none,id=d0"]
+    reader = ReportReader()
+    with _running(argv, tmp_path) as proc:
+        rep = _wait(reader, log, proc, tmp_path, lambda r: r.boot_complete, "END-OF-BOOT-REPORT", BOOT_TIMEOUT)
+        assert rep.boot is not None and not rep.boot.disks and not rep.module_failures
+        qmp = QEMUMonitorProtocol(str(qmp_sock))
+        qmp.settimeout(10)
+        qmp.connect()
+        try:
+            qmp.cmd("device_add", driver="virtio-blk-pci", drive="d0", id="vd0", bus="rp1")
+        finally:
+            qmp.close()
+        rep = _wait(reader, log, proc, tmp_path, lambda r: bool(r.latest and r.latest.disk("vda")),
+                    "the hot-plugged disk", REPORT_TIMEOUT)
+        vda = rep.latest.disk("vda")  # type: ignore[union-attr]
+        assert vda is not None and vda.driver == "virtio_blk" and vda.sectors == 16 * 2048
+        assert not rep.module_failures and rep.panic is None
+
+
+@pytest.mark.live
 def test_boot_aarch64_virt(tmp_path: Path, guest_aarch64: Guest) -> None:
     qemu = _qemu_binary("qemu-system-aarch64")
     log = tmp_path / "serial.log"
