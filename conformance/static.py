@@ -93,9 +93,10 @@ class StaticRunner:
         context = multiprocessing.get_context("fork")
         _PREFETCH = (self, pairs, list(groups.values()), context.Value("i", 0))
         workers = []
-        # the objects so far are left out of garbage collections from here on: a collection in a worker does
-        # not copy their pages, and one here does not walk them again
-        gc.freeze()
+        # no garbage collection while the processes compute (the outcomes and memos they build are kept, little
+        # is garbage): a collection would walk the whole heap again and, in a worker, copy its pages
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             for _ in range(jobs - 1):
                 receive, send = context.Pipe(duplex=False)
@@ -119,7 +120,8 @@ class StaticRunner:
                 self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
         finally:
             _PREFETCH = None
-            gc.unfreeze()
+            if collecting:
+                gc.enable()
             for worker, receive in workers:
                 if worker.is_alive():
                     worker.terminate()  # on an error or Ctrl-C: no worker outlives the call
