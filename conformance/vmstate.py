@@ -664,6 +664,8 @@ class _Learned:
     buses: dict[str, str | None] | None = None  # ``-device help``: type -> the bus type it needs
     machines: list[dict[str, Any]] | None = None  # ``query-machines`` with compat-props ([]: before 9.1)
     applies: dict[str, set[str]] | None = None  # a compat entry's qom-type -> every type it applies to
+    hinted: set[str] = field(default_factory=set)  # types whose ``extra`` another binary taught (_hint)
+    unhinted: set[str] = field(default_factory=set)  # types whose hint failed here: learnt from scratch
 
 
 #: PCI functions the probe places devices at itself (slot, then function; multifunction): slots 0x10-0x1e
@@ -673,6 +675,11 @@ PCI_SLOTS = range(0x10, 0x1f)
 #: Device types per QEMU while a binary learns (its first machine type of a family): each refusal restarts
 #: QEMU, with a chunk rather than every type (measured: 115 types per restart made learning half the cold run).
 LEARN_CHUNK = 24
+#: At most this many device types in one QEMU of the main batch once learnt: a QEMU's start costs ~0.05 CPU s
+#: plus a part that grows with the square of its PCI devices (every memory transaction rebuilds every PCI
+#: device's address space view: 5.2.0 pc-q35-4.0, 107 types 0.22 s, two halves 0.10 + 0.08, bare 0.05), so
+#: two QEMUs of ~55 cost less than one of ~110.
+MAIN_CHUNK = 64
 
 
 def _placement(name: str, index: int, learned: _Learned, machine: str) -> str:
@@ -711,9 +718,10 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
            learn: bool = False) -> None:
     """Plug ``types`` (each with placeholders for the backends and buses it insists on) under ``machine``
     and read everything back into ``facts``: one QEMU per level (types that clash with a lower level's go
-    one level up, learnt once); a batch QEMU refuses without naming a device is split in halves, each its
-    own QEMU. ``learn``: the family's newest type, whose refusals count for the family's other types; it
-    plugs LEARN_CHUNK types per QEMU."""
+    one level up, learnt once), the main level in even parts of at most MAIN_CHUNK types; a batch QEMU
+    refuses without naming a device is split in halves, each its own QEMU. ``learn``: the family's newest
+    type, whose refusals count for the family's other types; it plugs LEARN_CHUNK types per QEMU, with the
+    placeholders other binaries learnt for them (_hint)."""
     learned = _learned(binary)
     family = machine_family(machine)
     for name in types:
@@ -728,9 +736,10 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
     levels: dict[int, list[list[str]]] = {}
     for t in wanted:
         levels.setdefault(learned.level.get(t, 0), [[]])[0].append(t)
-    if learn and levels.get(0) and len(levels[0][0]) > LEARN_CHUNK:
+    if levels.get(0) and len(levels[0][0]) > (LEARN_CHUNK if learn else MAIN_CHUNK):
         main = levels[0][0]
-        levels[0] = [main[i:i + LEARN_CHUNK] for i in range(0, len(main), LEARN_CHUNK)]
+        size = LEARN_CHUNK if learn else -(-len(main) // -(-len(main) // MAIN_CHUNK))  # even parts
+        levels[0] = [main[i:i + size] for i in range(0, len(main), size)]
     if not levels and facts.machine_devices is None:
         levels[0] = [[]]  # no type to plug: the bare machine still says what it adds
     while levels:
@@ -746,6 +755,8 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
     under this machine type), until QEMU starts; then everything read (and what the machine adds, unless
     ``alone``: the batch's QEMU reads that)."""
     while pending or (facts.machine_devices is None and not alone):
+        if learn:
+            _hint(pending, learned)
         used = {name: learned.extra.get(name) for name in pending}  # the placeholders this QEMU gets
         args = _batch_args(pending, learned, machine)
         try:
@@ -758,6 +769,8 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
                     facts.machine_devices = {}
                     return
                 if len(pending) == 1:
+                    if _unhint(pending[0], learned, used):
+                        continue
                     _refuse(pending[0], _reason(exc.stderr_tail, pending[0]), machine, facts, learned, learn)
                     return
                 culprit = _first_failing(binary, machine, pending, folder, learned)
@@ -772,6 +785,12 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
             fix = _placeholder(why, used.get(culprit))
             if fix is not None:
                 learned.extra[culprit] = fix
+                with _HINTS_LOCK:
+                    _PLACEHOLDER_HINTS[culprit] = fix
+                    if any(o.startswith(UNHINTED) for o in fix[1]):
+                        del _PLACEHOLDER_HINTS[culprit]
+            elif _unhint(culprit, learned, used):
+                continue
             elif len(pending) > 1:  # it may only clash with another one (two IDE units, two VGAs): alone
                 pending.remove(culprit)
                 _plug(binary, machine, [culprit], folder, facts, learned, level + 1, learn, alone=True)
@@ -808,6 +827,37 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
         finally:
             qemu.stop()
         return
+
+
+#: The placeholders some binary learnt per device type: a hint for the binaries still learning (_hint).
+_PLACEHOLDER_HINTS: dict[str, tuple[str, list[str]]] = {}
+#: Placeholders never passed on as a hint: without an audiodev a build falls back to a default audio backend,
+#: which may work or not (5.2's and 7.2's gus: "No voice"), so another build's audiodev would change what
+#: this build says (80 predictions of the sweep; measured), not only what it costs.
+UNHINTED = ("none,id=vmsa",)
+
+
+def _hint(pending: list[str], learned: _Learned) -> None:
+    """While a binary learns, a type it has no placeholders for gets those another binary learnt for it (a
+    drive, a bus, a chassis number are what the type needs in every build): one QEMU instead of one failed
+    start per placeholder. A hint that fails is dropped (_unhint) and the type learns from scratch."""
+    with _HINTS_LOCK:
+        for name in pending:
+            if name not in learned.extra and name not in learned.unhinted and name in _PLACEHOLDER_HINTS:
+                learned.extra[name] = _PLACEHOLDER_HINTS[name]
+                learned.hinted.add(name)
+
+
+def _unhint(name: str, learned: _Learned, used: dict[str, Any]) -> bool:
+    """Drop the hint ``name`` failed with (QEMU refused it with another binary's placeholders: the
+    placeholders may be the cause), so that it is tried again with none: True when there was one."""
+    if name not in learned.hinted or learned.extra.get(name) != used.get(name):
+        return False
+    with _HINTS_LOCK:
+        learned.extra.pop(name, None)
+        learned.hinted.discard(name)
+        learned.unhinted.add(name)
+    return True
 
 
 def _batch_args(pending: list[str], learned: _Learned, machine: str) -> list[str]:
@@ -1063,6 +1113,7 @@ EQUIVALENT_VALUES: dict[str, tuple[frozenset[str], str]] = {
 }
 
 
+@functools.lru_cache(maxsize=65536)
 def _plain(value: str) -> str:
     """A printed value without quotes, booleans spelt one way (5.2 prints "on" where 10.0 prints "true")."""
     value = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
@@ -1073,6 +1124,7 @@ def _off(value: str) -> bool:
     return _plain(value).lower() in {"false", "0", "", "off", "none", "disabled"}
 
 
+@functools.lru_cache(maxsize=16384)
 def not_compared(name: str) -> str | None:
     """Why a property is not compared, or None."""
     if name in NOT_COMPARED:
@@ -1181,15 +1233,14 @@ def predict(src: Side, dst: Side, machine: str, src_argv: Sequence[str], dst_arg
     s_new = src.props(src.newest(machine), list(s_devs))
     d_new = dst.props(dst.newest(machine), list(d_devs | s_devs))
     newer = dst.label if dst.version >= src.version else src.label
-    compat = None
+    names = None  # the property names the destination's compat entries set, on any type (parents set them too)
     if d_facts.compat_props is not None:
-        compat = {f"{c.get('qom-type')}.{c.get('property')}" for c in d_facts.compat_props}
+        names = {f"{c.get('qom-type')}.{c.get('property')}".split(".", 1)[1] for c in d_facts.compat_props}
     out: dict[str, str] = {}
 
     def props_hazards(kind: str, a: dict[str, str], b: dict[str, str], an: dict[str, str], bn: dict[str, str],
                       explicit: tuple[dict[str, str], dict[str, str]] = ({}, {})) -> list[str]:
         a, b = {**a, **explicit[0]}, {**b, **explicit[1]}
-        names = None if compat is None else {n.split(".", 1)[1] for n in compat}  # any type: parents set it too
         return compare_properties(a, b, an, bn, machine=machine, src_label=src.label, dst_label=dst.label,
                                   newer=newer, dst_compat=names)
 
@@ -1225,7 +1276,7 @@ def predict(src: Side, dst: Side, machine: str, src_argv: Sequence[str], dst_arg
         return "; ".join(dict.fromkeys(reasons)) or COMPATIBLE
 
     for kind, argv_props in s_devs.items():
-        memo = (src.key, dst.key, machine, kind, _json(argv_props), _json(d_devs.get(kind, {})))
+        memo = (src.key, dst.key, machine, kind, _json_once(argv_props), _json_once(d_devs.get(kind, _NONE)))
         if memo in _MEMO:
             out[kind] = _MEMO[memo]
             continue
@@ -1285,6 +1336,18 @@ def _as_dict(result: Any) -> dict[str, Any]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+_NONE: dict[str, str] = {}
+_JSONS: dict[int, tuple[Any, str]] = {}
+
+
+def _json_once(value: dict[str, str]) -> str:
+    """_json of a case's device settings (case_devices keeps each argv's dicts), once per dict object."""
+    have = _JSONS.get(id(value))
+    if have is None or have[0] is not value:
+        have = _JSONS[id(value)] = (value, _json(value))
+    return have[1]
 
 
 #: Per (source, destination, machine type, device, argv settings): its verdict text (every case shares them).

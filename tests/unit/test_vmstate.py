@@ -293,7 +293,8 @@ def test_a_clash_qemu_names_no_device_for_is_bisected_once_and_learnt(monkeypatc
         def stop(self) -> None:
             pass
 
-    def fake_paused(_binary: Path, _machine: str, _folder: Path, args: list[str], name: str = "") -> Paused:
+    def fake_paused(_binary: Path, _machine: str, _folder: Path, args: list[str], name: str = "",
+                    **_: object) -> Paused:
         devices = [a.split(",")[0] for i, a in enumerate(args) if i and args[i - 1] == "-device"]
         started.append(devices)
         if {"VGA", "cirrus-vga"} <= set(devices):
@@ -398,7 +399,8 @@ def test_a_refusal_seen_under_a_newer_type_is_tried_alone_first_and_the_facts_st
         def stop(self) -> None:
             pass
 
-    def fake_paused(_binary: Path, machine: str, _folder: Path, args: list[str], name: str = "") -> Paused:
+    def fake_paused(_binary: Path, machine: str, _folder: Path, args: list[str], name: str = "",
+                    **_: object) -> Paused:
         devices = [a.split(",")[0] for i, a in enumerate(args) if i and args[i - 1] == "-device"]
         started.append(devices)
         if "vmgenid" in devices and machine <= "pc-i440fx-2.4":
@@ -427,3 +429,99 @@ def test_a_refusal_seen_under_a_newer_type_is_tried_alone_first_and_the_facts_st
     plugs, plugs_qemus = read("pc-i440fx-2.5", hints=True)
     assert (plugs_qemus, started[-2:]) == (2, [["vmgenid"], ["e1000", "vmgenid", "VGA"]])
     assert plugs == read("pc-i440fx-2.5", hints=False)[0] and "props" in plugs["vmgenid"]
+
+
+class _StandIn:
+    """A QEMU stand-in for the probe: refuses what ``refuse(machine, devices, args)`` names (QEMU's words, or
+    None to start), answers ``info qtree`` with every plugged device and its placeholders' properties."""
+
+    def __init__(self, refuse: Any) -> None:
+        self.refuse = refuse
+        self.started: list[list[str]] = []
+
+    def paused(self, _binary: Path, machine: str, _folder: Path, args: list[str], name: str = "", **_: object
+               ) -> Any:
+        from conformance.qemu.process import Exit, LaunchFailed
+        from conformance.qemu.qmp import QmpCommandFailed
+
+        devices = [a for i, a in enumerate(args) if i and args[i - 1] == "-device" and ",id=cov" in a]
+        self.started.append([d.split(",")[0] for d in devices])
+        why = self.refuse(machine, devices, args)
+        if why:
+            raise LaunchFailed(name, Exit(1), [], why)
+
+        class Qmp:
+            def cmd(self, command: str, **_: object) -> str:
+                if command != "human-monitor-command":
+                    raise QmpCommandFailed(command, None, "CommandNotFound", "no")
+                return "".join(f'dev: {d.split(",")[0]}, id "cov{n}"\n  drive = "{"drive=" in d}"\n'
+                               for n, d in enumerate(devices))
+
+        class Paused:
+            qmp = Qmp()
+
+            def stop(self) -> None:
+                pass
+
+        return Paused()
+
+
+def test_a_big_main_batch_is_read_in_even_parts_with_the_same_facts(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """Once learnt, a machine type's main batch goes in QEMUs of at most MAIN_CHUNK types (a QEMU's start grows
+    with the square of its PCI devices): 150 types in 3 QEMUs of 50, each type read as in one QEMU."""
+    import conformance.vmstate as vm
+
+    qemu = _StandIn(lambda *_: None)
+    monkeypatch.setattr(vm, "paused", qemu.paused)
+    monkeypatch.setattr(vm, "_LEARNED", {"qemu": vm._Learned(buses={})})
+    types = [f"dev{n:03}" for n in range(150)]
+    facts = vm.MachineProps("pc-q35-4.0")
+    vm._probe(Path("qemu"), "pc-q35-4.0", types, tmp_path, facts)
+    assert [len(s) for s in qemu.started] == [50, 50, 50]
+    monkeypatch.setattr(vm, "MAIN_CHUNK", 1000)
+    whole = vm.MachineProps("pc-q35-4.0")
+    vm._probe(Path("qemu"), "pc-q35-4.0", types, tmp_path, whole)
+    assert [len(s) for s in qemu.started[3:]] == [150]
+    assert facts.devices == whole.devices and set(facts.devices) == set(types)
+
+
+def test_a_binary_learning_takes_the_placeholders_another_learnt_and_drops_a_wrong_hint(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """scsi-hd needs a drive on every build: the first binary learns it (a failed start), the second plugs it
+    at once. A hint a build refuses (its 'ide-cd' has no such placeholder to take) is dropped and the type
+    learns from scratch: the facts are those read without hints."""
+    import conformance.vmstate as vm
+
+    def refuse(machine: str, devices: list[str], _args: list[str]) -> str | None:
+        for d in devices:
+            kind = d.split(",")[0]
+            if kind == "scsi-hd" and "drive=" not in d:
+                return f"-device {d}: drive property not set\n"
+            if kind == "ide-cd" and "drive=" in d and machine.endswith("10.0"):
+                return f"-device {d}: Property 'ide-cd.drive' not found\n"  # the 10.0 stand-in refuses the hint
+            if kind == "ide-cd" and "drive=" not in d and machine.endswith("5.2"):
+                return f"-device {d}: No drive specified\n"
+        return None
+
+    qemu = _StandIn(refuse)
+    monkeypatch.setattr(vm, "paused", qemu.paused)
+    monkeypatch.setattr(vm, "_LEARNED", {"a": vm._Learned(buses={}), "b": vm._Learned(buses={}),
+                                         "c": vm._Learned(buses={})})
+    monkeypatch.setattr(vm, "_PLACEHOLDER_HINTS", {})
+    monkeypatch.setattr(vm, "_REFUSED_NEWEST", set())
+    types = ["e1000", "ide-cd", "scsi-hd"]
+
+    def learn(binary: str, machine: str) -> tuple[dict[str, Any], int]:
+        before = len(qemu.started)
+        facts = vm.MachineProps(machine)
+        vm._probe(Path(binary), machine, types, tmp_path, facts, learn=True)
+        return facts.devices, len(qemu.started) - before
+
+    first, first_qemus = learn("a", "pc-q35-5.2")
+    assert first_qemus == 3 and "error" not in first["scsi-hd"] and "error" not in first["ide-cd"]
+    second, second_qemus = learn("b", "pc-q35-5.2")
+    assert (second, second_qemus) == (first, 1)
+    third, third_qemus = learn("c", "pc-q35-10.0")  # ide-cd's hint refused: dropped, then plugged without
+    assert third_qemus == 2 and third["ide-cd"]["props"]["drive"] == '"False"' and "error" not in third["scsi-hd"]
+    assert vm._LEARNED["c"].unhinted == {"ide-cd"} and "ide-cd" not in vm._LEARNED["c"].extra
