@@ -62,6 +62,8 @@ class StaticRunner:
         self.catalogue = catalogue or load_catalogue()
         self.image_dir = image_dir
         self._rendered: dict[tuple[str, str, str, tuple[str, ...]], Rendered] = {}
+        # (case, arch, machine, the fixture's syntax flags) -> the case's qemu_args written for them
+        self._written: dict[tuple[str, str, str, tuple[bool, bool]], Any] = {}
         # per fixture (by identity, the fixture kept alive): (option, value) -> its property problems
         self._property_problems: dict[int, tuple[Capabilities, dict[tuple[str, str], list[str]]]] = {}
         # (id(case), id(caps)) -> (case, caps, outcomes) computed ahead by prefetch (the objects kept alive)
@@ -138,11 +140,19 @@ class StaticRunner:
         written = None
         layers = (self.catalogue.defaults, case.vars, case.arch_vars.get(caps.arch, {}))
         if any("qemu_args" in layer for layer in layers):  # the variables' other layers hold no qemu_args
-            try:  # written for this fixture: the one part of the variables that may fail
-                written = case_variables(case, caps, machine, image_dir=self.image_dir,
-                                         defaults=self.catalogue.defaults).get("qemu_args")
-            except ConformanceError as exc:
-                return Rendered("", error=exc)
+            from conformance.domain.commandline import syntax_flags
+
+            # written for this fixture's syntax (all qemu_args_for reads of it when it succeeds)
+            syntax = (case.name, caps.arch, machine, syntax_flags(caps))
+            if syntax in self._written:
+                written = self._written[syntax]
+            else:
+                try:  # the one part of the variables that may fail
+                    written = case_variables(case, caps, machine, image_dir=self.image_dir,
+                                             defaults=self.catalogue.defaults).get("qemu_args")
+                except ConformanceError as exc:
+                    return Rendered("", error=exc)
+                self._written[syntax] = written
         key = (case.name, caps.arch, machine, tuple(written) if isinstance(written, list) else ())
         cached = self._rendered.get(key)
         if cached is not None:

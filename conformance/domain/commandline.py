@@ -17,13 +17,20 @@ from conformance.caps.model import Capabilities
 from conformance.errors import CaseError
 
 
+def syntax_flags(caps: Capabilities) -> tuple[bool, bool]:
+    """All that qemu_args_for reads of the capabilities when it succeeds: whether -device and -object take JSON
+    (flags device.json, object.qapified); an error also names the version."""
+    return caps.has("device.json"), caps.has("object.qapified")
+
+
 def qemu_args_for(entries: list[Any], caps: Capabilities, *, where: str, case_name: str = "") -> list[str]:
     """A case's ``qemu_args`` (its <qemu:commandline>) written for these capabilities. A ``-device`` value
     written as JSON stays JSON on builds that take JSON ``-device`` (flag device.json) and is written in
     comma syntax on the others; ``-object`` the same by flag object.qapified. Every build gets the same
     devices: a migration between two builds needs them on both sides (a device some builds lack goes in a
     case whose ``needs`` say so, which the planner checks on both)."""
-    syntax = {"-device": ("driver", caps.has("device.json")), "-object": ("qom-type", caps.has("object.qapified"))}
+    json_device, json_object = syntax_flags(caps)
+    syntax = {"-device": ("driver", json_device), "-object": ("qom-type", json_object)}
     args: list[str] = []
     for entry in entries:
         value = str(entry)
