@@ -675,11 +675,6 @@ PCI_SLOTS = range(0x10, 0x1f)
 #: Device types per QEMU while a binary learns (its first machine type of a family): each refusal restarts
 #: QEMU, with a chunk rather than every type (measured: 115 types per restart made learning half the cold run).
 LEARN_CHUNK = 24
-#: At most this many device types in one QEMU of the main batch once learnt: a QEMU's start costs ~0.05 CPU s
-#: plus a part that grows with the square of its PCI devices (every memory transaction rebuilds every PCI
-#: device's address space view: 5.2.0 pc-q35-4.0, 107 types 0.22 s, two halves 0.10 + 0.08, bare 0.05), so
-#: two QEMUs of ~55 cost less than one of ~110.
-MAIN_CHUNK = 64
 
 
 def _placement(name: str, index: int, learned: _Learned, machine: str) -> str:
@@ -718,10 +713,9 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
            learn: bool = False) -> None:
     """Plug ``types`` (each with placeholders for the backends and buses it insists on) under ``machine``
     and read everything back into ``facts``: one QEMU per level (types that clash with a lower level's go
-    one level up, learnt once), the main level in even parts of at most MAIN_CHUNK types; a batch QEMU
-    refuses without naming a device is split in halves, each its own QEMU. ``learn``: the family's newest
-    type, whose refusals count for the family's other types; it plugs LEARN_CHUNK types per QEMU, with the
-    placeholders other binaries learnt for them (_hint)."""
+    one level up, learnt once); a batch QEMU refuses without naming a device is split in halves, each its
+    own QEMU. ``learn``: the family's newest type, whose refusals count for the family's other types; it
+    plugs LEARN_CHUNK types per QEMU, with the placeholders other binaries learnt for them (_hint)."""
     learned = _learned(binary)
     family = machine_family(machine)
     for name in types:
@@ -736,10 +730,9 @@ def _probe(binary: Path, machine: str, types: list[str], folder: Path, facts: Ma
     levels: dict[int, list[list[str]]] = {}
     for t in wanted:
         levels.setdefault(learned.level.get(t, 0), [[]])[0].append(t)
-    if levels.get(0) and len(levels[0][0]) > (LEARN_CHUNK if learn else MAIN_CHUNK):
+    if learn and levels.get(0) and len(levels[0][0]) > LEARN_CHUNK:
         main = levels[0][0]
-        size = LEARN_CHUNK if learn else -(-len(main) // -(-len(main) // MAIN_CHUNK))  # even parts
-        levels[0] = [main[i:i + size] for i in range(0, len(main), size)]
+        levels[0] = [main[i:i + LEARN_CHUNK] for i in range(0, len(main), LEARN_CHUNK)]
     if not levels and facts.machine_devices is None:
         levels[0] = [[]]  # no type to plug: the bare machine still says what it adds
     while levels:

@@ -466,26 +466,6 @@ class _StandIn:
         return Paused()
 
 
-def test_a_big_main_batch_is_read_in_even_parts_with_the_same_facts(monkeypatch: pytest.MonkeyPatch,
-                                                                    tmp_path: Path) -> None:
-    """Once learnt, a machine type's main batch goes in QEMUs of at most MAIN_CHUNK types (a QEMU's start grows
-    with the square of its PCI devices): 150 types in 3 QEMUs of 50, each type read as in one QEMU."""
-    import conformance.vmstate as vm
-
-    qemu = _StandIn(lambda *_: None)
-    monkeypatch.setattr(vm, "paused", qemu.paused)
-    monkeypatch.setattr(vm, "_LEARNED", {"qemu": vm._Learned(buses={})})
-    types = [f"dev{n:03}" for n in range(150)]
-    facts = vm.MachineProps("pc-q35-4.0")
-    vm._probe(Path("qemu"), "pc-q35-4.0", types, tmp_path, facts)
-    assert [len(s) for s in qemu.started] == [50, 50, 50]
-    monkeypatch.setattr(vm, "MAIN_CHUNK", 1000)
-    whole = vm.MachineProps("pc-q35-4.0")
-    vm._probe(Path("qemu"), "pc-q35-4.0", types, tmp_path, whole)
-    assert [len(s) for s in qemu.started[3:]] == [150]
-    assert facts.devices == whole.devices and set(facts.devices) == set(types)
-
-
 def test_a_binary_learning_takes_the_placeholders_another_learnt_and_drops_a_wrong_hint(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """scsi-hd needs a drive on every build: the first binary learns it (a failed start), the second plugs it
