@@ -285,7 +285,9 @@ OFF_VALUES = (False, 0, "", "off", "none", "disabled", None)
 BACKEND_PLACEHOLDERS: tuple[tuple[str, str, list[str]], ...] = (
     (r"\bdrive\b", "drive=vmsd{n}", ["-blockdev", "driver=null-co,node-name=vmsd{n},read-zeroes=on"]),
     (r"chardev|char device", "chardev=vmsc{n}", ["-chardev", "null,id=vmsc{n}"]),
-    (r"audiodev|audio driver", "audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"]),
+    # "No voice": 5.2's and 7.2's gus without an audiodev, whose default audio backend opens no voice here (libvirt
+    # gives every sound device an audiodev; with one, gus plugs under every type)
+    (r"audiodev|audio driver|No voice", "audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"]),
     (r"memdev", "memdev=vmsm{n}", ["-object", "memory-backend-ram,id=vmsm{n},size=4M,share=on"]),
     (r"cryptodev", "cryptodev=vmsy{n}", ["-object", "cryptodev-backend-builtin,id=vmsy{n}"]),
     (r"\bbmc\b", "bmc=vmsb{n}", ["-device", "ipmi-bmc-sim,id=vmsb{n}"]),
@@ -825,8 +827,8 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
 #: The placeholders some binary learnt per device type: a hint for the binaries still learning (_hint).
 _PLACEHOLDER_HINTS: dict[str, tuple[str, list[str]]] = {}
 #: Placeholders never passed on as a hint: without an audiodev a build falls back to a default audio backend,
-#: which may work or not (5.2's and 7.2's gus: "No voice"), so another build's audiodev would change what
-#: this build says (80 predictions of the sweep; measured), not only what it costs.
+#: which may work or not, so another build's audiodev could change what this build says, not only what it
+#: costs (before "No voice" was read as a missing audiodev, it changed 80 predictions: 5.2's and 7.2's gus).
 UNHINTED = ("none,id=vmsa",)
 
 

@@ -505,3 +505,13 @@ def test_a_binary_learning_takes_the_placeholders_another_learnt_and_drops_a_wro
     third, third_qemus = learn("c", "pc-q35-10.0")  # ide-cd's hint refused: dropped, then plugged without
     assert third_qemus == 2 and third["ide-cd"]["props"]["drive"] == '"False"' and "error" not in third["scsi-hd"]
     assert vm._LEARNED["c"].unhinted == {"ide-cd"} and "ide-cd" not in vm._LEARNED["c"].extra
+
+
+def test_no_voice_is_a_missing_audiodev() -> None:
+    """5.2's and 7.2's gus say "No voice" without an audiodev (their default backend opens none here); with
+    the placeholder it plugs under every type, as libvirt's argv, which always names an audiodev, has it."""
+    from conformance.vmstate import _placeholder
+
+    assert _placeholder("-device gus,id=cov3: No voice", None) == (
+        ",audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"])
+    assert _placeholder("-device gus,id=cov3: No voice", (",audiodev=vmsa{n}", [])) is None  # no second one
