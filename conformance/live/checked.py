@@ -39,7 +39,8 @@ Two outcomes are results of their own rather than only reasons:
   boot's evidence (``SourceDown``), as its own boot would have been, and names the boot it relies on
   (``details.source_from``, ``details.source_boot``). An unexplained hang is booted again (the load may
   have caused it);
-- a saved state its own build cannot load (the check right after the save) is a ``migrate`` result of the
+- a saved state its own build cannot load (the check right after the save; for a state saved stopped that one
+  migration uses, that migration's restore, which then boots its own source) is a ``migrate`` result of the
   build with itself (``details.state_load``), with the loading QEMU's exit, signal and stderr tail.
 """
 
@@ -113,6 +114,10 @@ class CheckedState:
     images: list[str]  # disk images in ``folder`` (names), copied into each restored source's folder
     origin: str  # "boot stage" or "migration <id>"
     saved: dict[str, Any] = field(default_factory=dict)  # seconds and bytes of the save
+    #: loaded once by its own build right after the save (conformance/live/migrate.py ``loads``); False: not, as
+    #: the one migration that uses it loads it (a load that fails there is the same finding, and that migration
+    #: boots its own source)
+    verified: bool = True
 
     @property
     def digest(self) -> str:
@@ -272,11 +277,11 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
     record: dict[str, Any] = state.record(output)
     evidence: dict[str, Any] = {"restore_argv": prepared.live.argv}
 
-    def failed(why: str, vm: GuestVm | None = None) -> RestoreFailed:
+    def failed(why: str, vm: GuestVm | None = None, *, loading: bool = False) -> RestoreFailed:
         if vm is not None:
             evidence.update(restore_stderr_tail=vm.process.stderr_tail(10), restore_console_tail=vm.console_tail(15))
         return RestoreFailed(f"restoring the checked source ({record['folder']}) failed: {why}",
-                             {"restored": record, **evidence})
+                             {"restored": record, **evidence, **({"restore_phase": "load"} if loading else {})})
 
     machine = resolved_machine(prepared.live.argv, alias_to)
     ours = comparable_argv(prepared.live.argv, prepared.vm_dir, alias_to)
@@ -293,7 +298,7 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
     try:
         vm = launch(prepared, name, incoming=True, role="restored source")
     except LiveError as exc:
-        raise failed(launch_failure(exc)) from None
+        raise failed(launch_failure(exc), loading=True) from None
     vms.append(vm)
     q = vm.process.qmp
     try:
@@ -306,7 +311,7 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
             time.sleep(0.02)
         if status != "paused":
             raise failed(f"QEMU is {status or 'gone'} after the load, not paused"
-                         + ("" if vm.process.is_running() else f" ({vm.process.exit.describe()})"), vm)
+                         + ("" if vm.process.is_running() else f" ({vm.process.exit.describe()})"), vm, loading=True)
         record["load_s"] = round(time.monotonic() - started, 3)
         if load_only:
             return vm, record
@@ -314,7 +319,7 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
         q.cmd("cont")
         vm.cont_at = time.monotonic()
     except QmpError as exc:
-        raise failed(f"QMP: {exc.message}", vm) from None
+        raise failed(f"QMP: {exc.message}", vm, loading=vm.cont_at is None) from None
     checks = [f"argv is the checked VM's (machine {machine})", f"loaded in {record['load_s']:.2f} s"]
     saved = state.heartbeat
     inits = vm.report.inits

@@ -685,7 +685,22 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
             verdict, reason, seen = "fail", state.not_up.why, state.not_up
         elif isinstance(state, CheckedState):
             artifacts["source-checked"] = str(state.folder.relative_to(output))
-            verdict, reason, mig = _restore_then_migrate(state, src_prep, dst_prep, vms, timeouts, details, output)
+            try:
+                verdict, reason, mig = _restore_then_migrate(state, src_prep, dst_prep, vms, timeouts, details,
+                                                             output)
+            except _Unloaded as unloaded:  # as ``loads`` judges a state its build does not load, then a boot
+                state.state_file.unlink(missing_ok=True)
+                for vm in vms:  # a QEMU whose monitor went away mid-load is dying: its own end, not a stop
+                    vm.process.wait(2.0)
+                    vm.stop()
+                if checked is not None:
+                    checked.finding(load_failure(state, source, unloaded.failure, vms, output))
+                vms.clear()
+                del artifacts["source-checked"]
+                tail = unloaded.failure.evidence.get("restore_stderr_tail", "").strip().splitlines()[-1:]
+                details["source_from"] = (f"a boot of its own: its own build did not load the saved state: "
+                                          f"{unloaded.failure.message}" + (f" ({tail[0]})" if tail else ""))
+                verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
         else:
             if state is not None:
                 details["source_from"] = f"a boot of its own: {state}"
@@ -920,7 +935,15 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
         except LiveError as exc:
             state: CheckedState | str = f"the boot stage could not save its guest: {exc.message}"
         else:
-            state = loads(saved, case, target, catalogue, output, None, vm, saved_live(prepared), checked.finding)
+            live = saved_live(prepared)
+            if checked.uses[key] == 1 and not live:
+                # its one migration's restore loads it (a load that fails there is the same finding, and that
+                # migration boots its own source): a load of its own here would only load it twice
+                saved.verified = False
+                saved.saved["load_check"] = "left to the one migration that restores it"
+                state = saved
+            else:
+                state = loads(saved, case, target, catalogue, output, None, vm, live, checked.finding)
         checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir, _alias_to(target.caps)), state)
         return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
             if isinstance(state, CheckedState) else state
@@ -928,15 +951,26 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
     return keep
 
 
+class _Unloaded(Exception):
+    """A checked state that was not loaded after its save (``CheckedState.verified`` False) did not load here."""
+
+    def __init__(self, failure: RestoreFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
 def _restore_then_migrate(state: CheckedState, src_prep: PreparedVm, dst_prep: PreparedVm, vms: list[GuestVm],
                           timeouts: MigrationTimeouts, details: dict[str, Any], output: Path
                           ) -> tuple[str, str, Migration | None]:
-    """The source restored from its checked state (a failed restore: an error of the suite), then migrated."""
+    """The source restored from its checked state (a failed restore: an error of the suite), then migrated.
+    _Unloaded when a state not loaded after its save does not load: what ``loads`` would have found."""
     name = f"{src_prep.case.name} {pair_label(src_prep.target, dst_prep.target)}"
     try:
         source, details["restored"] = restore(state, src_prep, vms, f"{name} source (restored)", output,
                                               _alias_to(src_prep.target.caps))
     except RestoreFailed as exc:
+        if not state.verified and exc.evidence.get("restore_phase") == "load":
+            raise _Unloaded(exc) from None
         details.update(exc.evidence)
         return "error", exc.message, None
     return _migrate_to(source, src_prep, dst_prep, vms, timeouts)

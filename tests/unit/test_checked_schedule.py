@@ -276,3 +276,64 @@ def test_migrations_of_one_source_key_take_turns_a_few_keys_at_a_time() -> None:
     items.insert(3, "-")  # no key (a bisection, a skip): a turn of its own
     order = chained(items, lambda item: None if item == "-" else item[0], 2)  # type: ignore[arg-type]
     assert order == ["a0", "-", "a1", "b0", "a2", "b1", "c0", "d0", "d1"]
+
+
+@pytest.mark.parametrize(("uses", "live", "loaded"), [
+    (1, False, False),  # its one migration's restore loads it: not loaded twice
+    (2, False, True),  # shared: loaded once first, so that a state that does not load spares every migration
+    (1, True, True),  # saved running (failover before 9.0): its RAM must be compared with the saved guest's
+])
+def test_the_boot_stage_loads_a_new_state_only_when_more_than_its_restore_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uses: int, live: bool, loaded: bool) -> None:
+    from conformance.live import migrate
+
+    key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
+    monkeypatch.setattr(migrate, "source_key", lambda *_a: key)
+    state = CheckedState(key, tmp_path, ["-machine", "q35"], "pc-q35-7.2", b"", 1, 0, [], "boot stage")
+    monkeypatch.setattr(migrate, "save", lambda *_a: state)
+    monkeypatch.setattr(migrate, "saved_live", lambda _p: live)
+    calls: list[CheckedState] = []
+    monkeypatch.setattr(migrate, "loads", lambda s, *_a: calls.append(s) or s)
+    states = CheckedStates(Counter({key: uses}))
+    target = SimpleNamespace(caps=SimpleNamespace(version="7.2.22", arch="x86_64", machine=lambda _n: None))
+    keep = migrate.keep_checked(states, SimpleNamespace(name="case"), target, None, tmp_path)  # type: ignore[arg-type]
+    assert keep is not None
+    prepared = SimpleNamespace(live=SimpleNamespace(argv=["-machine", "q35"]), vm_dir=tmp_path)
+    assert keep(None, prepared).startswith("saved for the migrations")  # type: ignore[arg-type]
+    assert (calls == [state]) is loaded
+    assert state.verified is loaded
+    assert ("load_check" in state.saved) is not loaded
+
+
+def test_a_state_not_loaded_after_its_save_that_does_not_load_is_no_error_of_the_migration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its one migration's restore is where it is loaded first: a load that fails there is raised as _Unloaded
+    (the caller makes the finding and boots the source, as ``loads`` would have led to); a failure once it
+    loaded, or of a state loaded before, stays an error of the suite."""
+    from conformance.live import migrate
+    from conformance.live.checked import RestoreFailed
+
+    state = CheckedState(("o", "case", "/qemu", "pc-q35-7.2"), tmp_path, [], "pc-q35-7.2", b"", 1, 0, [], "boot stage")
+    prep = SimpleNamespace(case=SimpleNamespace(name="case"), target=SimpleNamespace(caps=None))
+    monkeypatch.setattr(migrate, "pair_label", lambda *_a: "7.2.22 -> 7.2.22")
+    monkeypatch.setattr(migrate, "_alias_to", lambda _c: None)
+    phase: dict[str, str] = {}
+
+    def restore(*_a: object, **_k: object) -> None:
+        raise RestoreFailed("restoring the checked source failed: QEMU is gone after the load, not paused",
+                            {"restored": {}, **phase})
+
+    monkeypatch.setattr(migrate, "restore", restore)
+
+    def run() -> tuple[str, str, object]:
+        return migrate._restore_then_migrate(state, prep, prep, [], None, {}, tmp_path)  # type: ignore[arg-type]
+
+    assert run()[0] == "error"  # verified (the default): as before
+    state.verified = False
+    assert run()[0] == "error"  # not a load failure (after cont: the proof of identity)
+    phase["restore_phase"] = "load"
+    with pytest.raises(migrate._Unloaded) as raised:
+        run()
+    assert raised.value.failure.evidence["restore_phase"] == "load"
+    state.verified = True
+    assert run()[0] == "error"
