@@ -117,9 +117,11 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
     for origin in ("boot stage", "migration"):
         made = [s for s in states.values() if str(s.get("origin", "")).startswith(origin)]
         if made:
+            first = sum(1 for s in made if "load_check" in s)  # loaded first by their one migration's restore
             lines.append(f"  checked states made by the {origin}: {len(made)}, saving "
                          f"{sum(s.get('save_s', 0) for s in made):.0f} s + load check "
-                         f"{sum(s.get('verify_load_s', 0) for s in made):.0f} s (+ RAM compares)")
+                         f"{sum(s.get('verify_load_s', 0) for s in made):.0f} s (+ RAM compares)"
+                         + (f"; {first} loaded first by the one migration that restores it" if first else ""))
     migs = [r for r in results if r["stage"] == "migrate"]
     by = Counter()
     by_n = Counter()
