@@ -142,8 +142,10 @@ from conformance.paths import cache_dir
 from conformance.qemu.process import LaunchFailed
 from conformance.qemu.qmp import QmpCommandFailed, QmpError
 
-CACHE_FORMAT = 3  # 2: refusals learnt per family under the newest type, ipmi-bmc-sim placeholders (16fda59);
-# 3: a device's values may be taken from a newer machine type of the build (C1, ``same_as``)
+CACHE_FORMAT = 4  # 2: refusals learnt per family under the newest type, ipmi-bmc-sim placeholders (16fda59);
+# 3: a device's values may be taken from a newer machine type of the build (C1, ``same_as``); 4: readings of a
+# type given a placeholder property it lacks were errors ("Property 'usb-kbd.audiodev' not found", _misplaced),
+# and readings written during the session of 2026-12-07 held a floppy drive-type no cold run reproduces
 COMPATIBLE = "compatible"
 
 Say = Callable[[str], None]
@@ -668,6 +670,9 @@ class _Learned:
     applies: dict[str, set[str]] | None = None  # a compat entry's qom-type -> every type it applies to
     hinted: set[str] = field(default_factory=set)  # types whose ``extra`` another binary taught (_hint)
     unhinted: set[str] = field(default_factory=set)  # types whose hint failed here: learnt from scratch
+    #: (type, property) a backend placeholder gave a type that has no such property (a message that named no
+    #: device, "No voice", blamed on it by bisection): taken back, never given to it again (_misplaced)
+    lacks: set[tuple[str, str]] = field(default_factory=set)
 
 
 #: PCI functions the probe places devices at itself (slot, then function; multifunction): slots 0x10-0x1e
@@ -777,7 +782,9 @@ def _plug(binary: Path, machine: str, pending: list[str], folder: Path, facts: M
             why = _reason(exc.stderr_tail, culprit)
             if learned.extra.get(culprit) != used.get(culprit):  # another probe gave it a placeholder meanwhile
                 continue  # (judged against that one, QEMU's words about the old argv would read as a refusal)
-            fix = _placeholder(why, used.get(culprit))
+            if culprit not in learned.hinted and _misplaced(culprit, why, used.get(culprit), learned):
+                continue  # (a hint QEMU refuses is dropped whole below: _unhint)
+            fix = _placeholder(why, used.get(culprit), {p for t, p in learned.lacks if t == culprit})
             if fix is not None:
                 learned.extra[culprit] = fix
                 with _HINTS_LOCK:
@@ -932,16 +939,38 @@ def _placeholder_owner(stderr: str, pending: list[str]) -> str | None:
     return None
 
 
-def _placeholder(why: str, have: tuple[str, list[str]] | None) -> tuple[str, list[str]] | None:
-    """The suffix and options that give a device what QEMU said it lacks, or None (nothing more to try)."""
+def _placeholder(why: str, have: tuple[str, list[str]] | None, lacks: Iterable[str] = ()
+                 ) -> tuple[str, list[str]] | None:
+    """The suffix and options that give a device what QEMU said it lacks, or None (nothing more to try).
+    ``lacks``: properties the device is known not to have (no backend placeholder sets them)."""
     suffix, opts = have or ("", [])
     bus = re.search(r"No '([^']+)' bus found", why)
     if bus and bus.group(1) in BUS_PROVIDERS and not any(o.startswith(BUS_PROVIDERS[bus.group(1)]) for o in opts):
         return suffix, [*opts, "-device", f"{BUS_PROVIDERS[bus.group(1)]},id=vmsbus{{n}}"]
     for pattern, prop, more in BACKEND_PLACEHOLDERS:
-        if re.search(pattern, why, re.IGNORECASE) and prop not in suffix:
+        if re.search(pattern, why, re.IGNORECASE) and prop not in suffix and prop.split("=", 1)[0] not in lacks:
             return f"{suffix},{prop}", [*opts, *more]
     return None
+
+
+def _misplaced(name: str, why: str, used: tuple[str, list[str]] | None, learned: _Learned) -> bool:
+    """QEMU says ``name`` has no property a backend placeholder gave it ("Property 'usb-kbd.audiodev' not
+    found": 7.2's "No voice" names no device, and the bisection can blame a device before the audio one):
+    take that placeholder back, remember the type lacks the property, and say so (True: try again)."""
+    found = re.search(r"Property '([^']+)\.([^'.]+)' not found", why)
+    if not found or found.group(1) != name or used is None:
+        return False
+    prop = found.group(2)
+    for _pattern, setting, more in BACKEND_PLACEHOLDERS:
+        if setting.split("=", 1)[0] == prop and f",{setting}" in used[0]:
+            suffix, opts = used[0].replace(f",{setting}", "", 1), list(used[1])
+            start = next((i for i in range(len(opts) - len(more) + 1) if opts[i:i + len(more)] == more), None)
+            if start is not None:
+                del opts[start:start + len(more)]
+            learned.extra[name] = (suffix, opts)
+            learned.lacks.add((name, prop))
+            return True
+    return False
 
 
 def _machine_devices(everything: list[QtreeDevice], ours: dict[str, QtreeDevice]) -> dict[str, dict[str, list[str]]]:

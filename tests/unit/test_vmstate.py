@@ -515,3 +515,24 @@ def test_no_voice_is_a_missing_audiodev() -> None:
     assert _placeholder("-device gus,id=cov3: No voice", None) == (
         ",audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"])
     assert _placeholder("-device gus,id=cov3: No voice", (",audiodev=vmsa{n}", [])) is None  # no second one
+
+
+def test_a_placeholder_property_the_device_lacks_is_taken_back() -> None:
+    """7.2's "No voice" names no device, and the bisection can blame one before the audio device (usb-kbd under
+    pc-i440fx-2.1 got an audiodev, then 'Property usb-kbd.audiodev not found' read as a refusal: 18 false fails
+    of a cold sweep). The audiodev is taken back, and never given to that type again; its other placeholders
+    stay."""
+    from conformance.vmstate import _Learned, _misplaced, _placeholder
+
+    learned = _Learned()
+    used = (",audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}", "-device", "piix3-usb-uhci,id=vmsbus{n}"])
+    learned.extra["usb-kbd"] = used
+    assert _misplaced("usb-kbd", "Property 'usb-kbd.audiodev' not found", used, learned)
+    assert learned.extra["usb-kbd"] == ("", ["-device", "piix3-usb-uhci,id=vmsbus{n}"])
+    assert ("usb-kbd", "audiodev") in learned.lacks
+    lacks = {p for t, p in learned.lacks if t == "usb-kbd"}
+    assert _placeholder("No voice", learned.extra["usb-kbd"], lacks) is None  # not guessed again
+    assert _placeholder("No voice", None) is not None  # another type still gets it
+    # a property the probe did not give, or another device's: QEMU's words stand (a refusal)
+    assert not _misplaced("usb-kbd", "Property 'usb-kbd.foo' not found", used, learned)
+    assert not _misplaced("usb-mouse", "Property 'usb-kbd.audiodev' not found", used, learned)
