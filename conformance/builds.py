@@ -21,10 +21,13 @@ binary in a private mount namespace (``unshare --mount``, root only) with the bu
 module folder bound over that path, puts the build's extra libraries (5.2 needs bullseye's
 liburing1, Xen 4.14 and virglrenderer) on LD_LIBRARY_PATH for that binary only, and adds
 ``-L`` for the build's firmware folders ahead of the compiled-in /usr/share/qemu,
-/usr/share/seabios and /usr/lib/ipxe/qemu. Every step execs (sh -> unshare -> sh -> env
--> qemu), so the wrapper's pid is QEMU's, inherited file descriptors (``-chardev
-socket,fd=N``) reach QEMU, and a PR_SET_PDEATHSIG set by the parent before exec survives.
-When the host has no QEMU module folder there is nothing to hide and no namespace is made.
+/usr/share/seabios and /usr/lib/ipxe/qemu. Every step execs (sh -> unshare -> sh -> qemu;
+only ``mount --bind`` is a child), so the wrapper's pid is QEMU's, inherited file descriptors
+(``-chardev socket,fd=N``) reach QEMU, and a PR_SET_PDEATHSIG set by the parent before exec
+survives. Whether the namespace can be made is checked with shell builtins (CAP_SYS_ADMIN in
+/proc/self/status): a cold static prediction starts 1,300 QEMUs, and each program the wrapper
+starts is paid 1,300 times. When the host has no QEMU module folder there is nothing to hide
+and no namespace is made.
 
 What the builds lack: modules from packages not fetched (qemu-system-gui,
 qemu-system-modules-*, qemu-block-extra), so no GTK/SDL/OpenGL/spice and no curl, iSCSI,
@@ -63,7 +66,11 @@ DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 STAMP_NAME = "prepared.stamp"
 BUILD_JSON_NAME = "build.json"
 # Bump when the folder layout or the wrapper text changes: prepared builds are redone.
-WRAPPER_FORMAT = 2
+WRAPPER_FORMAT = 3
+# Older formats whose folders differ from this one's only in the wrappers' text: a build prepared by one of
+# them gets new wrappers in place (``builds fetch``, which setup.sh runs: no download). 2 -> 3: the root check
+# is made with shell builtins (no ``unshare -- true`` before each QEMU), LD_LIBRARY_PATH without ``env``.
+REWRAP_FORMATS = (2,)
 
 APT_TIMEOUT = 900.0  # seconds for one apt-get run (update or download)
 QEMU_TIMEOUT = 30.0  # seconds for one self-check run of a wrapper
@@ -223,6 +230,7 @@ def list_builds(base: Path | None = None) -> list[dict[str, Any]]:
         spec = KNOWN_BUILDS.get(str(info.get("name")))
         info["path"] = str(folder)
         info["current"] = spec is not None and stamp_text == fingerprint(spec, folder.resolve())
+        info["rewrap"] = spec is not None and not info["current"] and _old_wrappers(spec, folder.resolve())
         found.append(info)
     return found
 
@@ -236,9 +244,10 @@ def is_prepared(name: str, *, base: Path | None = None) -> bool:
 # --- text of the files we write ---------------------------------------------------------------
 
 
-def fingerprint(spec: BuildSpec, folder: Path) -> str:
-    """Identifies a prepared build: the recipe, where it lives, the wrapper format."""
-    data = {"spec": asdict(spec), "folder": str(folder), "format": WRAPPER_FORMAT}
+def fingerprint(spec: BuildSpec, folder: Path, wrapper_format: int | None = None) -> str:
+    """Identifies a prepared build: the recipe, where it lives, the wrapper format (default: the current)."""
+    data = {"spec": asdict(spec), "folder": str(folder),
+            "format": WRAPPER_FORMAT if wrapper_format is None else wrapper_format}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -287,41 +296,58 @@ def wrapper_script(spec: BuildSpec, root: Path, arch: str, *, package_version: s
                    mount: str = "/bin/mount") -> str:
     """The /bin/sh wrapper that runs ``root``'s qemu-system-``arch`` (see the module docstring).
 
-    Library and firmware folders that ``root`` lacks are left out."""
+    Library and firmware folders that ``root`` lacks are left out. Before the namespace, the wrapper checks
+    CAP_SYS_ADMIN (bit 21 of CapEff in /proc/self/status) with shell builtins only: no program starts
+    but unshare, one mount and QEMU (a QEMU start is the static prediction's unit of cost)."""
     host_modules = host_module_dir if host_module_dir is not None else spec.host_module_dir
     lib_dirs = [d for d in spec.library_dirs if (root / d).is_dir()]
-    command: list[str] = []
-    if lib_dirs:
-        paths = ":".join(f"$root/{d}" for d in lib_dirs)
-        command.append(f'env "LD_LIBRARY_PATH={paths}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"')
-    command.append(f'"$root/{spec.binary(arch)}"')
+    command = [f'"$root/{spec.binary(arch)}"']
     command += [f'-L "$root/{firmware}"' for firmware in spec.firmware_dirs if (root / firmware).is_dir()]
     command.append('"$@"')
-    inner = (f'{shlex.quote(mount)} --bind "$1" "$2" || {{ echo "qemu-conformance: cannot bind $1 over'
-             ' $2: a private mount namespace needs root" >&2; exit 126; }; shift 2; exec "$@"')
-    about = f"QEMU {spec.name} build" + (f" (Debian {package_version})" if package_version else "")
-    return "\n".join([
+    bind = (f'{shlex.quote(mount)} --bind "$1" "$2" || {{ echo "qemu-conformance: cannot bind $1 over'
+            ' $2: a private mount namespace needs root" >&2; exit 126; }')
+    lines = [
         "#!/bin/sh",
-        f"# qemu-system-{arch} of the {about}, written by qemu-conformance",
+        f"# qemu-system-{arch} of the QEMU {spec.name} build"
+        + (f" (Debian {package_version})" if package_version else "") + ", written by qemu-conformance",
         "# (conformance/builds.py). Every step execs: this pid becomes QEMU's, inherited fds and",
         "# a parent-death signal set before exec survive. With a host QEMU module folder present,",
         "# QEMU runs in a private mount namespace with the build's module folder bound over it, so",
         '# it never loads the host\'s modules ("Only modules from the same build can be loaded").',
         f"root={shlex.quote(str(root))}",
         f"host_modules={shlex.quote(host_modules)}",
+    ]
+    if lib_dirs:  # for QEMU only: set by the last shell before it execs QEMU, not for unshare or mount
+        paths = ":".join(f"$root/{d}" for d in lib_dirs)
+        lines.append(f'qemu_libs="{paths}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"')
+        inner = f'{bind}; LD_LIBRARY_PATH=$3; export LD_LIBRARY_PATH; shift 3; exec "$@"'
+        inner_args, direct = '"$qemu_libs" ', ['LD_LIBRARY_PATH=$qemu_libs', "export LD_LIBRARY_PATH"]
+    else:
+        inner, inner_args, direct = f'{bind}; shift 2; exec "$@"', "", []
+    lines += [
         "set -- " + " \\\n    ".join(command),
         'if [ -d "$host_modules" ]; then',
-        f"    if ! {shlex.quote(unshare)} --mount -- true 2>/dev/null; then",
-        f'        echo "qemu-conformance: QEMU {spec.name} needs a private mount namespace to hide the host\'s'
+        "    # CAP_SYS_ADMIN (CapEff bit 21) makes the namespace: read with builtins, no program started",
+        "    caps=",
+        "    while read -r key value; do",
+        '        if [ "$key" = CapEff: ]; then caps=$value; break; fi',
+        "    done </proc/self/status",
+        '    case $caps in',
+        "        ''|*[!0-9a-fA-F]*) ;;  # unreadable: unshare says why if it fails",
+        "        *) if [ $(( (0x$caps >> 21) & 1 )) = 0 ]; then",
+        f'               echo "qemu-conformance: QEMU {spec.name} needs a private mount namespace to hide the host\'s'
         ' QEMU modules in $host_modules: run it as root" >&2',
-        "        exit 126",
-        "    fi",
+        "               exit 126",
+        "           fi ;;",
+        "    esac",
         f"    exec {shlex.quote(unshare)} --mount -- /bin/sh -c {shlex.quote(inner)} qemu-conformance \\",
-        f'        "$root/{spec.module_dir}" "$host_modules" "$@"',
+        f'        "$root/{spec.module_dir}" "$host_modules" {inner_args}"$@"',
         "fi",
+        *direct,
         'exec "$@"',
         "",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 # --- preparing --------------------------------------------------------------------------------
@@ -341,6 +367,12 @@ def prepare_build(name: str, *, dest: Path | None = None, log: Callable[[str], N
     folder = build_folder(name, dest).resolve()
     if _is_current(spec, folder):
         return folder
+    if _old_wrappers(spec, folder):
+        with _locked(folder / ".lock"):
+            if not _is_current(spec, folder) and _old_wrappers(spec, folder):
+                _rewrap(spec, folder, log)
+        if _is_current(spec, folder):
+            return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -360,6 +392,52 @@ def _is_current(spec: BuildSpec, folder: Path) -> bool:
         return False
     return stamp == fingerprint(spec, folder) and all(
         (folder / "bin" / f"qemu-system-{arch}").is_file() for arch in spec.arches)
+
+
+def _old_wrappers(spec: BuildSpec, folder: Path) -> bool:
+    """Whether ``folder`` was prepared by a format of REWRAP_FORMATS: only its wrappers are out of date."""
+    try:
+        stamp = (folder / STAMP_NAME).read_text().strip()
+    except OSError:
+        return False
+    return (any(stamp == fingerprint(spec, folder, old) for old in REWRAP_FORMATS)
+            and (folder / BUILD_JSON_NAME).is_file() and (folder / "root").is_dir())
+
+
+def _write_wrappers(spec: BuildSpec, folder: Path, package_version: str, tools: dict[str, str]) -> None:
+    """bin/qemu-system-<arch> for each arch, each written beside and renamed over the old one (a QEMU
+    starting meanwhile runs the old wrapper or the new, whole)."""
+    bindir = folder / "bin"
+    bindir.mkdir(exist_ok=True)
+    for arch in spec.arches:
+        wrapper = bindir / f"qemu-system-{arch}"
+        new = wrapper.with_name(f".{wrapper.name}.new")
+        new.write_text(wrapper_script(spec, folder / "root", arch, package_version=package_version,
+                                      unshare=tools["unshare"], mount=tools["mount"]))
+        new.chmod(0o755)
+        new.replace(wrapper)
+
+
+def _rewrap(spec: BuildSpec, folder: Path, log: Callable[[str], None]) -> None:
+    """New wrappers for a build prepared by an older wrapper format (_old_wrappers), checked as
+    _prepare checks them (--version, modules), then the current stamp. No download."""
+    info = json.loads((folder / BUILD_JSON_NAME).read_text())
+    tools = {tool: _which(tool) or f"/usr/bin/{tool}" for tool in ("unshare", "mount")}
+    _write_wrappers(spec, folder, str(info.get("package_version", "")), tools)
+    for arch in spec.arches:
+        wrapper = folder / "bin" / f"qemu-system-{arch}"
+        line = qemu_version_line(wrapper)
+        if line != info.get("version_line", line):
+            raise QemuBuildError(f"QEMU {spec.name}: the new {wrapper.name} says {line!r}, build.json "
+                                 f"{info.get('version_line')!r}",
+                                 hint=f"delete {folder} and run `qemu-conformance builds fetch {spec.name}`")
+        qmp_module_check(wrapper)
+    (folder / STAMP_NAME).write_text(fingerprint(spec, folder) + "\n")
+    log(f"QEMU {spec.name}: wrappers rewritten (format {WRAPPER_FORMAT}), nothing downloaded -> {folder / 'bin'}")
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 @contextmanager
@@ -404,12 +482,7 @@ def _prepare(spec: BuildSpec, folder: Path, log: Callable[[str], None]) -> None:
 
     qemu_package = next((p["version"] for p in packages if p["name"] == "qemu-system-common"), "")
     bindir = folder / "bin"
-    bindir.mkdir()
-    for arch in spec.arches:
-        wrapper = bindir / f"qemu-system-{arch}"
-        wrapper.write_text(wrapper_script(spec, root, arch, package_version=qemu_package,
-                                          unshare=tools["unshare"], mount=tools["mount"]))
-        wrapper.chmod(0o755)
+    _write_wrappers(spec, folder, qemu_package, tools)
 
     arches: dict[str, Any] = {}
     version = ""
@@ -452,7 +525,7 @@ def _host_tools(spec: BuildSpec) -> dict[str, str]:
     """Absolute paths of the host tools needed; checks the mount namespace works if needed."""
     tools: dict[str, str] = {}
     for tool in ("apt-get", "dpkg-deb", "unshare", "mount"):
-        path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin")
+        path = _which(tool)
         if path is None:
             raise QemuBuildError(f"cannot prepare QEMU {spec.name}: `{tool}` not found",
                                  hint="run on Debian or Ubuntu (apt, dpkg, util-linux)")
@@ -742,7 +815,8 @@ def cli_builds(args: argparse.Namespace) -> int:
             if info is None:
                 print(f"{name:6} not prepared ({spec.title}): run `qemu-conformance builds fetch {name}`")
                 continue
-            stale = "" if info.get("current") else "  [recipe changed: fetch again]"
+            stale = ("" if info.get("current") else "  [older wrappers: `builds fetch` rewrites them, no download]"
+                     if info.get("rewrap") else "  [recipe changed: fetch again]")
             print(f"{name:6} {info.get('version', '?'):8} {','.join(info.get('arches', [])):16} "
                   f"{Path(info['path']) / 'bin'}  (Debian {info.get('package_version', '?')}){stale}")
         for name, info in prepared.items():

@@ -221,13 +221,65 @@ def test_wrapper_text_is_valid_sh_and_always_execs(tmp_path: Path) -> None:
         assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
         assert text.startswith("#!/bin/sh\n")
         assert "(Debian 1:9.9)" in text
-        # the only commands that start a program are execs: the pid stays QEMU's
-        commands = [line.strip() for line in text.splitlines()
-                    if line.strip() and not line.startswith(("#", " ", "root=", "host_modules=", "set --"))
-                    and line.strip() not in {"fi", 'if [ -d "$host_modules" ]; then'} and not line.endswith("\\")]
-        assert commands == ['exec "$@"'], commands
+        # no program started before QEMU but unshare and the bind's mount; every start is an exec
+        assert "--mount -- true" not in text and "env " not in text
+        code = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
+        assert sum(line.startswith("exec ") for line in code) == 2  # unshare (then QEMU inside), or QEMU
         assert "exec /usr/bin/unshare --mount -- /bin/sh -c" in text
         assert ("LD_LIBRARY_PATH=" in text) == bool(spec.library_dirs)
+
+
+def _strace_works() -> bool:
+    strace = shutil.which("strace")
+    return strace is not None and subprocess.run([strace, "-o", "/dev/null", "true"], capture_output=True,
+                                                 check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _namespace_works() or not _strace_works(), reason="needs root (a mount namespace) and strace")
+@pytest.mark.parametrize("name", list(KNOWN_BUILDS))
+def test_wrapper_starts_only_unshare_mount_and_qemu(tmp_path: Path, name: str) -> None:
+    """Each program the wrapper starts is paid once per QEMU (1,300 in a cold static prediction): the real
+    script under /bin/sh, every execve and fork counted by strace."""
+    spec = KNOWN_BUILDS[name]
+    root = _fake_root(tmp_path, spec)
+    host_modules = tmp_path / "host-modules"
+    host_modules.mkdir()
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules),
+                                             unshare=shutil.which("unshare") or "/usr/bin/unshare",
+                                             mount=shutil.which("mount") or "/bin/mount"))
+    wrapper.chmod(0o755)
+    trace = tmp_path / "trace"
+    env = {"PATH": os.environ["PATH"], "QC_OUT": str(tmp_path / "out"), "QC_MODULES": str(host_modules),
+           "LD_LIBRARY_PATH": "/outer"}
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-o", str(trace),
+                           "/bin/sh", str(wrapper), "-name", "x"], env=env, capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    programs = [Path(m.group(1)).name for m in re.finditer(r'execve\("([^"]+)"', trace.read_text())
+                if "= 0" in m.string[m.end():m.string.index("\n", m.end())]]
+    assert programs == ["sh", "unshare", "sh", "mount", "qemu-system-x86_64"], programs
+    report = {k: v for k, _, v in (line.partition("=") for line in (tmp_path / "out").read_text().splitlines())}
+    assert report["modules"] == "build-module.so"
+    # the build's libraries for QEMU alone, ahead of the caller's
+    assert report["ld"] == (f"{root}/{spec.library_dirs[0]}:/outer" if spec.library_dirs else "/outer")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_wrapper_run_as_root_without_cap_sys_admin_says_it_needs_root(tmp_path: Path) -> None:
+    """Root in a container that dropped CAP_SYS_ADMIN cannot make the namespace either: the builtin check
+    reads the effective capabilities, not the uid."""
+    spec = KNOWN_BUILDS["5.2"]
+    root = _fake_root(tmp_path, spec)
+    host_modules = tmp_path / "host-modules"
+    host_modules.mkdir()
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules)))
+    wrapper.chmod(0o755)
+    proc = subprocess.run(["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", str(wrapper),
+                           "--version"], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 126, proc.stderr
+    assert "QEMU 5.2 needs a private mount namespace" in proc.stderr and "run it as root" in proc.stderr
 
 
 def test_wrapper_without_host_modules_execs_the_binary_with_firmware_dirs(tmp_path: Path) -> None:
@@ -344,6 +396,49 @@ def test_list_builds_reports_prepared_builds_and_stale_recipes(tmp_path: Path) -
     (folder / builds.STAMP_NAME).write_text("an older recipe\n")
     assert builds.list_builds(tmp_path)[0]["current"] is False
     assert not builds.is_prepared("5.2", base=tmp_path)
+
+
+def test_older_wrappers_are_rewritten_in_place_without_a_download(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build prepared by a format of REWRAP_FORMATS differs only in its wrappers: ``builds fetch``
+    (setup.sh) rewrites them, checks them and stamps the build current, with nothing downloaded."""
+    assert builds.REWRAP_FORMATS and builds.WRAPPER_FORMAT not in builds.REWRAP_FORMATS
+    folder = _fake_prepared(tmp_path, "5.2")
+    (folder / "root").mkdir()
+    (folder / builds.STAMP_NAME).write_text(builds.fingerprint(KNOWN_BUILDS["5.2"], folder,
+                                                               builds.REWRAP_FORMATS[-1]) + "\n")
+    listed = builds.list_builds(tmp_path)
+    assert [(b["current"], b["rewrap"]) for b in listed] == [(False, True)]
+    checked: list[str] = []
+    monkeypatch.setattr(builds, "qemu_version_line", lambda w: checked.append(w.name) or "QEMU emulator version 5.2.7")
+    monkeypatch.setattr(builds, "qmp_module_check", lambda w: checked.append(f"modules {w.name}") or 1)
+    monkeypatch.setattr(builds, "_prepare", lambda *a: pytest.fail("a full prepare (download) for new wrappers"))
+    lines: list[str] = []
+    assert builds.prepare_build("5.2", dest=tmp_path, log=lines.append) == folder
+    assert builds.is_prepared("5.2", base=tmp_path)
+    assert checked == ["qemu-system-x86_64", "modules qemu-system-x86_64",
+                       "qemu-system-aarch64", "modules qemu-system-aarch64"]
+    for arch in KNOWN_BUILDS["5.2"].arches:
+        text = (folder / "bin" / f"qemu-system-{arch}").read_text()
+        assert "CapEff" in text and f"root={folder / 'root'}" in text and "(Debian 1:5.2)" in text
+        assert os.access(folder / "bin" / f"qemu-system-{arch}", os.X_OK)
+    assert "nothing downloaded" in lines[-1]
+    # a stamp of no known format (another recipe) is not rewrapped: a full prepare
+    (folder / builds.STAMP_NAME).write_text("an older recipe\n")
+    assert builds.list_builds(tmp_path)[0]["rewrap"] is False
+    with pytest.raises(pytest.fail.Exception, match="a full prepare"):
+        builds.prepare_build("5.2", dest=tmp_path, log=lines.append)
+
+
+def test_rewrapped_build_whose_version_changed_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_prepared(tmp_path, "10.0")
+    (folder / "root").mkdir()
+    (folder / builds.STAMP_NAME).write_text(builds.fingerprint(KNOWN_BUILDS["10.0"], folder,
+                                                               builds.REWRAP_FORMATS[-1]) + "\n")
+    monkeypatch.setattr(builds, "qemu_version_line", lambda w: "QEMU emulator version 10.1.0")
+    with pytest.raises(QemuBuildError, match=r"says 'QEMU emulator version 10.1.0'.*\n?.*builds fetch 10.0"):
+        builds.prepare_build("10.0", dest=tmp_path, log=lambda line: None)
+    assert not builds.is_prepared("10.0", base=tmp_path)
 
 
 def test_prepare_build_returns_at_once_when_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
