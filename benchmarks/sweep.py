@@ -126,15 +126,17 @@ def _short(binary: str) -> str:
 # --- the prediction set, item by item -------------------------------------------------------------------
 
 def _items(path: Path) -> dict[tuple[str, ...], dict[str, Any]]:
-    """results.jsonl -> {(case, arch, source, destination, machine): what a prediction says} (vmstate only)."""
+    """results.jsonl -> {(case, arch, source, destination, machine): what a prediction says} (vmstate only); a
+    build is named by its folder (``qemu-10.0/x86_64``, ``host/x86_64``), so that runs whose builds live
+    elsewhere (a private QEMU_CONFORMANCE_BUILDS) compare."""
     out: dict[tuple[str, ...], dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if record.get("stage") != "vmstate":
             continue
         qemu, peer, details = record.get("qemu") or {}, record.get("peer") or {}, record.get("details") or {}
-        key = (record["case"], record.get("arch", ""), f"{qemu.get('path')}@{qemu.get('version')}",
-               f"{peer.get('path')}@{peer.get('version')}", str(details.get("machine", "")))
+        key = (record["case"], record.get("arch", ""), f"{_short(str(qemu.get('path')))}@{qemu.get('version')}",
+               f"{_short(str(peer.get('path')))}@{peer.get('version')}", str(details.get("machine", "")))
         out[key] = {"verdict": record["verdict"], "devices": details.get("devices"),
                     "conditional": details.get("conditional"), "explained": details.get("explained"),
                     "reason": record.get("reason", "")}
@@ -192,10 +194,17 @@ def compare_props(old: Path, new: Path, say: Any = print) -> int:
 
     same = differ = taken = noise = 0
     shown_diffs: list[str] = []
+    old_names, theirs = _build_names(old), {name: key for key, name in _build_names(new).items()}
+    files = unpaired = 0
     for path in sorted(old.glob("*/*.json")):
-        other = new / path.parent.name / path.name
-        if not other.is_file():
+        key = path.parent.name
+        if old_names and theirs:  # both kept their builds' names: paired by name (keys follow the wrappers)
+            key = theirs.get(old_names.get(key, ""), "")
+        other = new / key / path.name
+        if not key or not other.is_file():
+            unpaired += 1
             continue
+        files += 1
         a, b = json.loads(path.read_text()), json.loads(other.read_text())
         plugged = set(a["devices"]) | set(b["devices"])
         pairs = [(name, shown(entry, plugged), shown(b["devices"][name], plugged))
@@ -213,12 +222,34 @@ def compare_props(old: Path, new: Path, say: Any = print) -> int:
             differ += 1
             if len(shown_diffs) < 10:
                 shown_diffs.append(f"  {path.parent.name[:8]} {path.stem} {name}: {_delta(x, y)[:400]}")
-    say(f"property caches: {same} device readings equal, {differ} taken from a newer machine type differ from "
+    say(f"property caches: {files} machine types of a build in both ({unpaired} only in the first); "
+        f"{same} device readings equal, {differ} taken from a newer machine type differ from "
         f"what the old run read ({taken} taken in all), {noise} read by both runs differ (values the probe chose "
         "itself, such as a placeholder's chassis number: not the rule's doing)")
     for line in shown_diffs:
         say(line)
     return differ
+
+
+BUILD_NAMES = "builds.json"  # in a kept props/ folder: cache key -> the build's name (_short)
+
+
+def _build_names(props: Path) -> dict[str, str]:
+    """A kept property cache's keys -> build names ({} for a folder kept before they were written)."""
+    try:
+        return dict(json.loads((props / BUILD_NAMES).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def keep_props(cache: Path, binaries: list[Path], keep: Path) -> None:
+    """The cold run's property cache into ``keep``/props, with the build each cache key is (a wrapper's key
+    follows its text: builds of another folder or wrapper format have other keys, the same names)."""
+    from conformance.coverage import binary_key
+
+    shutil.copytree(cache / "vmstate" / "props", keep / "props", dirs_exist_ok=True)
+    names = {binary_key(b): _short(str(b)) for b in binaries}
+    (keep / "props" / BUILD_NAMES).write_text(json.dumps(names, indent=1, sort_keys=True) + "\n")
 
 
 LIVE_CASES = ["*-rich", "pc-isa-vga", "*-newer-misc"]  # issue 17's device-rich cases
@@ -289,7 +320,7 @@ def main() -> None:
             own_vmstate_cache(Path(cache))
             wall, cpu, stage, qemus = sweep(binaries, args.keep / "results.jsonl" if args.keep else None)
             if args.keep:  # what each build said under each machine type, for a rule's check
-                shutil.copytree(Path(cache) / "vmstate" / "props", args.keep / "props", dirs_exist_ok=True)
+                keep_props(Path(cache), binaries, args.keep)
             print(f"cold:   {wall:.1f} s wall, {cpu:.1f} s CPU, {_qemus(qemus)}; {stage}")
             parts.append(f"cold {wall:.1f} s ({cpu:.1f} s CPU, {sum(qemus.values())} QEMUs)")
         wall, cpu, stage, qemus = sweep(binaries, args.keep / "cached.jsonl" if args.keep else None)
