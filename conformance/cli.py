@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the earlier run's results.jsonl, report.html, junit.xml, shard.json, coverage.json, "
                         "prediction.json, live/, argv/, caps/")
     p.add_argument("-j", "--jobs", type=int,
-                   help="live runs at a time (default: the number of cores)")
+                   help="live runs at a time (default: the cores + 2 for migrations; boots: at most the cores)")
     _shard_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "prediction.json, live/, argv/, caps/")
     p.add_argument("--no-boot", action="store_true", help="static stages only (no guest boots)")
     p.add_argument("-j", "--jobs", type=int,
-                   help="live runs at a time (default: the number of cores)")
+                   help="live runs at a time (default: the cores + 2 for migrations; boots: at most the cores)")
     _shard_option(p)
     p.set_defaults(func=cmd_qualify)
 

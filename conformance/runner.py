@@ -3,12 +3,13 @@
 For each binary: probe it (its capabilities decide the argv), decide the
 accelerator once per host, build the test guest for its arch once, then run
 the work items the planner (conformance/plan.py) makes of the requested stages:
-the static ones per build, then the live ones (every boot, then every migration
+the static ones per build, then the live ones (the boots, and the migrations
 on every pair of builds of one arch, each build with itself and across builds
-both ways). Live work runs in parallel (``jobs``, default: the number of cores,
-one executor: ``_run_live``); each VM has its own folder under OUTPUT/live/, and
-results are appended to OUTPUT/results.jsonl as they finish, with a progress line
-per result.
+both ways, each as soon as the boot it starts from is done). Live work runs in
+parallel (``jobs``; by default the cores' worth of boots and LATENCY_JOBS more
+items for migrations; one executor: ``_run_live``); each VM has its own folder
+under OUTPUT/live/, and results are appended to OUTPUT/results.jsonl as they
+finish, with a progress line per result.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,18 +191,47 @@ def resolve_fixtures(specs: list[str]) -> list[Capabilities]:
     return list(found.values())
 
 
+#: items a live run keeps going at once beyond the cores (when --jobs is not given): migrations only, since a
+#: migration's guests idle most of the time (a checked migration: about 0.7 QEMU CPU s in 1.9 s of wall) while a
+#: boot is CPU-bound (a host qualification's 73 boots: 188 QEMU CPU s in 112.6 s on 2 cores). Evidence: docs/live.md
+#: "How many at a time".
+LATENCY_JOBS = 2
+
+
+@dataclass
+class LiveStage:
+    """One live stage's work for the executor: its items in the order to start them, the function that runs
+    one, and how many of them may run at once."""
+
+    name: str
+    work: list[Planned[Target]]
+    run: LiveRun
+    limit: int
+
+
+def live_jobs(jobs: int | None) -> tuple[int, int]:
+    """(items at a time, boots at a time): ``jobs`` given, that many items and at most the cores' worth of
+    boots; by default the cores plus LATENCY_JOBS items, the cores' worth of boots."""
+    cores = os.cpu_count() or 1
+    total = max(1, jobs) if jobs else cores + LATENCY_JOBS
+    return total, min(total, cores)
+
+
 def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: Catalogue, output: Path, say: Say,
              jobs: int | None = None) -> Counter[str]:
-    """The planned live items, stage by stage in pipeline order (every boot, then every migration),
-    ``jobs`` at a time (default: the cores). A migration's guests idle most of the time, so more jobs are
-    faster (on 2 cores, 24 migrations took 89-102 s with 2 jobs, 58-68 s with 3-4), but the default stays
-    at the cores: with 4 jobs one CI run of 44 saw a destination guest write nothing for 20 s after RESUME
-    (under investigation). Each stage runs its longest items first (conformance/plan.py: longest_first), by
-    the seconds earlier runs took (the cache's durations.json), else by ``estimate``."""
+    """The planned live items, the stages overlapping: a migration starts as soon as the boot whose checked
+    guest it starts from is done (the same case, build and machine type: conformance/live/checked.py), not
+    after every boot. At most ``jobs`` items at a time and no more boots than the cores (``live_jobs``; by
+    default the cores plus LATENCY_JOBS items, the room above the cores for migrations, which idle most of
+    the time). Boots start first when both can (they are the CPU-bound part); each stage runs its longest
+    items first (conformance/plan.py: longest_first), by the seconds earlier runs took (the cache's
+    durations.json), else by ``estimate``."""
     counts: Counter[str] = Counter()
     checked = checked_states(items, output)
     history = durations()
+    total, boots = live_jobs(jobs)
     try:
+        stages = []
         for name in LIVE_STAGES:
             work = [p for p in items if p.stage.name == name]
             if not work:
@@ -211,19 +242,39 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
                 continue
             work = longest_first(work, lambda p: history.get(p.item.id) or estimate(p))
             if name == "migrate":
-                work = chained(work, lambda p: _source_key(p, output), (jobs or os.cpu_count() or 1) + 1)
-            timed: dict[str, float] = {}
-            counts.update(_run_live(name, work, live_stage_runner(name, catalogue, output, checked), writer, say,
-                                    jobs or os.cpu_count() or 1, timed))
-            for found in checked.take_findings():  # a checked state its own build cannot load: a result
-                writer.write(found)
-                counts[found.verdict] += 1
-                say(f"  migrate {found.case} on QEMU {found.qemu.version if found.qemu else '?'} through its checked "
-                    f"state: {found.verdict.upper()} {found.reason}")
-            save_durations(timed)
+                work = chained(work, lambda p: _source_key(p, output), total + 1)
+            stages.append(LiveStage(name, work, live_stage_runner(name, catalogue, output, checked),
+                                    boots if name == "boot" else total))
+        timed: dict[str, float] = {}
+        counts.update(_run_live(stages, writer, say, total, timed, after=boot_first(items, output)))
+        for found in checked.take_findings():  # a checked state its own build cannot load: a result
+            writer.write(found)
+            counts[found.verdict] += 1
+            say(f"  migrate {found.case} on QEMU {found.qemu.version if found.qemu else '?'} through its checked "
+                f"state: {found.verdict.upper()} {found.reason}")
+        save_durations(timed)
     finally:
         checked.close()
     return counts
+
+
+def boot_first(items: Sequence[Planned[Target]], output: Path) -> dict[int, Planned[Target]]:
+    """{id of a migration: the boot it waits for}: the planned boot that keeps (or finds down) the checked guest
+    the migration starts from (conformance/live/migrate.py keep_checked, note_boot: the same source key). A
+    migration started before that boot ended would boot its own source instead."""
+    by_key = {}
+    for p in items:
+        if p.stage.name == "boot":
+            key = _source_key(p, output)
+            if key is not None:
+                by_key[key] = p
+    waits = {}
+    for p in items:
+        if p.stage.name == "migrate":
+            key = _source_key(p, output)
+            if key is not None and key in by_key:
+                waits[id(p)] = by_key[key]
+    return waits
 
 
 #: s per live item before any run timed it: medians of a 6-build matrix (a517aec, 2 shared cores, TCG)
@@ -368,29 +419,93 @@ def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: Ch
                            hint="give it one in conformance/runner.py: live_stage_runner")
 
 
-def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer: ResultWriter, say: Say,
-              jobs: int, timed: dict[str, float] | None = None) -> Counter[str]:
-    """The executor: run live work items ``jobs`` at a time, in the order given, writing each result and a
-    progress line as it finishes; ``timed`` gets the seconds of each item that ran to a verdict on QEMU."""
+def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs: int,
+              timed: dict[str, float] | None = None, after: dict[int, Planned[Target]] | None = None
+              ) -> Counter[str]:
+    """The executor: run the stages' items ``jobs`` at a time, each stage at most its ``limit`` at a time, an
+    item only once the item ``after`` names for it (by id) is done. Free slots go to the first stage (in the
+    order given) with an item that may start, and within a stage to its first such item. Each result and a
+    progress line are written as it finishes, and a line per stage when its last item ends; ``timed`` gets the
+    seconds of each item that ran to a verdict on QEMU."""
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
     from conformance.progress import RunProgress  # rich: not for a process that runs one avocado test
 
     counts: Counter[str] = Counter()
-    if not work:
+    queues = {s.name: list(s.work) for s in stages if s.work}
+    if not queues:
         return counts
+    sizes = {s.name: len(s.work) for s in stages}
+    limits = {s.name: max(1, s.limit) for s in stages}
+    runs = {s.name: s.run for s in stages}
+    after = after or {}
     jobs = max(1, jobs)
     started = time.monotonic()
-    done = 0
-    with RunProgress(stage, len(work), say) as progress, \
-            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=stage) as pool:
-        futures = {pool.submit(run, p.case, p.build, p.peer, p.item.machine): p for p in work}
-        for future in as_completed(futures):
-            planned = futures[future]
+    running: Counter[str] = Counter()
+    ended: set[int] = set()  # ids of the items done
+    per_stage: dict[str, Counter[str]] = {name: Counter() for name in queues}
+    cpu: Counter[str] = Counter()  # QEMU CPU s per stage, as the results record them
+    futures: dict[Future[StageResult], tuple[str, Planned[Target]]] = {}
+
+    def next_ready() -> tuple[str, Planned[Target]] | None:
+        for name, queue in queues.items():
+            if running[name] >= limits[name]:
+                continue
+            for index, planned in enumerate(queue):
+                before = after.get(id(planned))
+                if before is None or id(before) in ended:
+                    return name, queue.pop(index)
+        return None
+
+    def finish(name: str, planned: Planned[Target], result: StageResult) -> None:
+        note_layer(result.details, planned.case.layer)
+        if planned.case.domain is not None:  # a user's domain (--domain): what the live stage changed in it
+            from conformance.domain.user import domain_details
+
+            result.details.update(domain_details(
+                planned.case, emulator=str(planned.build.binary), live=True, accel=planned.build.accel.accel,
+                machine=str(result.details.get("machine") or planned.item.machine or "")))
+        writer.write(result)
+        if timed is not None and result.verdict not in ("skip", "interrupted", "error"):
+            timed[planned.item.id] = round(result.duration_s, 2)
+        ended.add(id(planned))
+        counts[result.verdict] += 1
+        per_stage[name][result.verdict] += 1
+        cpu[name] += _qemu_cpu(result)
+        done = sum(per_stage[name].values())
+        why = "" if result.verdict == "pass" else f" {result.reason}"
+        progress.done(result.verdict, f"  [{done}/{sizes[name]}] {name} {planned.case.name} on {_on(planned)}: "
+                                      f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
+        if done == sizes[name]:
+            say(f"  {name}: {sizes[name]} runs in {time.monotonic() - started:.1f} s ({cpu[name]:.1f} QEMU CPU s), "
+                f"at most {min(limits[name], jobs)} at a time of {jobs} jobs "
+                f"({', '.join(f'{v} {n}' for v, n in sorted(per_stage[name].items()))})")
+
+    with RunProgress(", ".join(queues), sum(sizes.values()), say) as progress, \
+            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="live") as pool:
+        while any(queues.values()) or futures:
             if interrupt.STOP.is_set():  # Ctrl-C/SIGTERM: nothing queued starts (the running ones end now)
-                for queued in futures:
-                    queued.cancel()
-            if future.cancelled():
-                result = _error_result(planned, "interrupted", f"{interrupt.reason()}; not started")
-            else:
+                for name, queue in queues.items():
+                    for planned in queue:
+                        finish(name, planned, _error_result(planned, "interrupted",
+                                                            f"{interrupt.reason()}; not started"))
+                    queue.clear()
+            while len(futures) < jobs and (picked := next_ready()) is not None:
+                name, planned = picked
+                running[name] += 1
+                futures[pool.submit(runs[name], planned.case, planned.build, planned.peer,
+                                    planned.item.machine)] = picked
+            if not futures:  # nothing runs and nothing may start: an item waits for one that is not planned
+                for name, queue in queues.items():
+                    for planned in queue:
+                        finish(name, planned, _error_result(planned, "error", "suite error: it waited for an "
+                                                            "item that never ran"))
+                    queue.clear()
+                break
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name, planned = futures.pop(future)
+                running[name] -= 1
                 try:
                     result = future.result()
                 except Exception as exc:
@@ -399,24 +514,16 @@ def _run_live(stage: str, work: Sequence[Planned[Target]], run: LiveRun, writer:
                     # its QEMUs were ended under it: what it saw is no verdict on QEMU
                     result.details["seen_before_the_stop"] = f"{result.verdict}: {result.reason}"
                     result.verdict, result.reason = "interrupted", f"{interrupt.reason()}; it saw: {result.reason}"
-            note_layer(result.details, planned.case.layer)
-            if planned.case.domain is not None:  # a user's domain (--domain): what the live stage changed in it
-                from conformance.domain.user import domain_details
-
-                result.details.update(domain_details(
-                    planned.case, emulator=str(planned.build.binary), live=True, accel=planned.build.accel.accel,
-                    machine=str(result.details.get("machine") or planned.item.machine or "")))
-            writer.write(result)
-            if timed is not None and result.verdict not in ("skip", "interrupted", "error"):
-                timed[planned.item.id] = round(result.duration_s, 2)
-            counts[result.verdict] += 1
-            done += 1
-            why = "" if result.verdict == "pass" else f" {result.reason}"
-            progress.done(result.verdict, f"  [{done}/{len(work)}] {stage} {planned.case.name} on {_on(planned)}: "
-                                          f"{result.verdict.upper()} ({result.duration_s:.1f} s){why}")
-    say(f"  {stage}: {len(work)} runs in {time.monotonic() - started:.1f} s with {jobs} jobs "
-        f"({', '.join(f'{v} {n}' for v, n in sorted(counts.items()))})")
+                finish(name, planned, result)
     return counts
+
+
+def _qemu_cpu(result: StageResult) -> float:
+    """The QEMU CPU s a live result records (a boot's, a migration's two sides)."""
+    found = result.details.get("cpu_s")
+    if isinstance(found, dict):
+        return sum(float(v) for v in found.values() if isinstance(v, int | float))
+    return float(found) if isinstance(found, int | float) else 0.0
 
 
 def run_stages(stages: list[str], binaries: list[Path], case_globs: list[str], output: Path, say: Say, *,

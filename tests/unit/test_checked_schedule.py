@@ -337,3 +337,63 @@ def test_a_state_not_loaded_after_its_save_that_does_not_load_is_no_error_of_the
     assert raised.value.failure.evidence["restore_phase"] == "load"
     state.verified = True
     assert run()[0] == "error"
+
+
+def test_the_stages_overlap_a_migration_starting_once_its_boot_is_done(tmp_path: Path) -> None:
+    """The live executor: at most ``jobs`` items at a time and each stage's limit (boots: the cores), and a
+    migration only after the boot it waits for (runner.boot_first), not after every boot."""
+    from conformance.results.records import ResultWriter, StageResult
+    from conformance.runner import LiveStage, _run_live
+
+    cases = ["q35-minimal", "pc-minimal", "teaming-q35"]
+    catalogue = load_catalogue()
+    target = SimpleNamespace(caps=SimpleNamespace(arch="x86_64", version="7.2.22"))
+    boots = [Planned(catalogue.get(case), stage("boot"), target, None, WorkItem(case, "boot", "7.2.22-x86_64"))
+             for case in cases]
+    migrations = [Planned(catalogue.get(case), stage("migrate"), target, target,
+                          WorkItem(case, "migrate", "7.2.22-x86_64", "7.2.22-x86_64")) for case in cases]
+    lock = threading.Lock()
+    events: list[tuple[str, str, str]] = []  # (start|end, stage, case)
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+
+    def runner(stage_name: str, seconds: dict[str, float]) -> object:
+        def run(case: object, _build: object, _peer: object, _machine: str) -> StageResult:
+            name = case.name  # type: ignore[attr-defined]
+            with lock:
+                events.append(("start", stage_name, name))
+                running[stage_name] += 1
+                running["all"] += 1
+                for k, v in running.items():
+                    most[k] = max(most[k], v)
+            time.sleep(seconds[name])
+            with lock:
+                events.append(("end", stage_name, name))
+                running[stage_name] -= 1
+                running["all"] -= 1
+            return StageResult(case=name, stage=stage_name, verdict="pass", details={"cpu_s": 1.0})
+        return run
+
+    boot_s = {"q35-minimal": 0.1, "pc-minimal": 0.3, "teaming-q35": 0.5}
+    stages = [LiveStage("boot", boots, runner("boot", boot_s), 2),  # type: ignore[arg-type]
+              LiveStage("migrate", migrations, runner("migrate", dict.fromkeys(cases, 0.05)), 4)]  # type: ignore[arg-type]
+    lines: list[str] = []
+    counts = _run_live(stages, ResultWriter(tmp_path), lines.append, 4,
+                       after={id(m): b for m, b in zip(migrations, boots, strict=True)})  # type: ignore[arg-type]
+    assert counts == Counter({"pass": 6})
+    assert most["boot"] == 2 and most["all"] <= 4
+    for case in cases:
+        assert events.index(("end", "boot", case)) < events.index(("start", "migrate", case))
+    # q35-minimal's migration ran while the other boots still ran: the stages overlapped
+    assert events.index(("end", "migrate", "q35-minimal")) < events.index(("end", "boot", "teaming-q35"))
+    assert any(line.startswith("  boot: 3 runs in") and "(3.0 QEMU CPU s)" in line for line in lines), lines
+    assert any(line.startswith("  migrate: 3 runs in") for line in lines), lines
+
+
+def test_the_default_jobs_are_the_cores_for_boots_and_more_for_migrations(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.live_jobs(None) == (2 + runner.LATENCY_JOBS, 2)
+    assert runner.live_jobs(1) == (1, 1)  # --jobs 1: one item at a time
+    assert runner.live_jobs(6) == (6, 2)  # boots never more than the cores
