@@ -20,7 +20,7 @@ from conformance.cases import Case, Catalogue, case_variables, load_catalogue, p
 from conformance.domain.schema import SchemaStatus
 from conformance.domain.semantics import validate_domain
 from conformance.errors import ConformanceError, DomainInvalid, UnsupportedByQemu
-from conformance.knownbugs.matcher import bugs_concerning
+from conformance.knownbugs.matcher import FlagMemo, bugs_concerning
 from conformance.pipeline import domain_argv, parse_xml, render_case
 from conformance.qemu.host import package_version
 from conformance.results.records import QemuBuild, StageResult
@@ -69,6 +69,7 @@ class StaticRunner:
         # (id(case), id(caps)) -> (case, caps, outcomes) computed ahead by prefetch (the objects kept alive)
         self._ahead: dict[tuple[int, int], tuple[Case, Capabilities, list[StaticOutcome]]] = {}
         self._layouts: Any = None  # conformance.argv.layout_memo.LayoutMemo: layouts reused across fixtures
+        self._flags = FlagMemo()  # what the known-bug flags keep across argvs (conformance/knownbugs/matcher.py)
 
     def prefetch(self, pairs: Sequence[tuple[Case, Capabilities]], jobs: int) -> None:
         """Compute the outcomes of these (case, fixture) pairs ahead in ``jobs`` processes (this one and
@@ -211,7 +212,7 @@ class StaticRunner:
             outcome = self._argv(case, caps, rendered, what.expect_error)
             if outcome.argv:
                 outcome.known_bugs = [b.record() for b in bugs_concerning(  # package: fixed_in_packages
-                    caps.version, outcome.argv, caps.arch, package_version(None, caps.package))]
+                    caps.version, outcome.argv, caps.arch, package_version(None, caps.package), self._flags)]
             outcomes.append(outcome)
         return outcomes
 

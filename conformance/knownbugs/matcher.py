@@ -147,6 +147,13 @@ class Concerns:
         return tuple(v if k == "driver" and v else (k,) for pattern in self.devices for k, v in pattern
                      if k != JSON_KEY)
 
+    @cached_property
+    def anchors(self) -> tuple[frozenset[str | tuple[str, str]], ...]:
+        """Per property of each pattern, what an argv's -devices all together must have for the pattern to
+        match one of them: one of the accepted (name, value) pairs, or the name (see _device_tokens)."""
+        return tuple(frozenset((k, w) for w in want) if want else frozenset((k,))
+                     for pattern in self.devices for k, want in pattern)
+
     def devices_match(self, devs: list[dict[str, str]]) -> bool:
         """``devs``: the -device dicts, values normalised (_norm), JSON ones with JSON_KEY on."""
         return all(any(all(k in d and (not want or d[k] in want) for k, want in pattern) for d in devs)
@@ -185,6 +192,56 @@ def _device_props(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(props.items())
 
 
+class FlagMemo:
+    """What bugs_concerning keeps across the argvs of one static run (conformance/static.py): the database as
+    read at the first call, each -device value's tokens (a function of the string), and the rule's verdict per
+    bug and per the facts it reads besides the devices (whose test the candidate passed just before)."""
+
+    def __init__(self) -> None:
+        self.bugs: tuple[KnownBug, ...] = ()
+        self.anchored: frozenset[str | tuple[str, str]] = frozenset()  # every token some bug's anchors name
+        self.tokens: dict[str, frozenset[str | tuple[str, str]]] = {}  # a -device value -> its anchored tokens
+        # (id(bug), version, arch, machine, package) -> (bug, whether check holds)
+        self.holds: dict[tuple[int, QemuVersion, str, str, str], tuple[KnownBug, bool]] = {}
+
+
+def _device_tokens(argv: list[str], memo: FlagMemo) -> frozenset[str | tuple[str, str]]:
+    """The property names and (name, value) pairs of every -device of the argv together, as Facts.devices
+    gives them (JSON_KEY included), those some bug's anchors name (``memo.anchored``): a pattern of
+    Concerns.devices matches one -device only if each of its Concerns.anchors meets these (the converse does
+    not hold: a cheap test before the argv is joined and parsed). Each -device value's are kept in ``memo``
+    (the static stages meet the same -device strings on many fixtures)."""
+    found: list[frozenset[str | tuple[str, str]]] = []
+    # options() pairs every "-device" with the next word unless that starts with "-" (so "-device" is never a value)
+    for value in [argv[i + 1] for i in range(1, len(argv) - 1) if argv[i] == "-device"]:
+        if not value or value[0] == "-":
+            continue
+        tokens = memo.tokens.get(value)
+        if tokens is None:
+            props = _device_props(value)
+            tokens = memo.tokens[value] = memo.anchored.intersection([*props, *(k for k, _ in props)])
+        if tokens:
+            found.append(tokens)
+    return frozenset().union(*found)
+
+
+def argv_machine(argv: list[str] | tuple[str, ...]) -> str:
+    """The -machine type of an argv ('' without one): the value of its first -machine that has one, as
+    options() pairs them ("-machine" is never a value: values do not start with "-")."""
+    i = 0
+    while True:
+        try:
+            i = argv.index("-machine", i + 1)
+        except ValueError:
+            return ""
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if value and not value.startswith("-"):
+            break
+    if value.startswith("{"):
+        return str(parse_props(value).get("type", ""))
+    return value.split(",")[0].removeprefix("type=")
+
+
 @dataclass(frozen=True)
 class Facts:
     """What a stage result says about itself, as the rule reads it. An empty string or None: not known."""
@@ -208,10 +265,7 @@ class Facts:
     @cached_property
     def machine(self) -> str:
         """The -machine type of the argv ('' without one)."""
-        value = next((v for _, opt, v in options(list(self.argv or ())) if opt == "-machine" and v), "")
-        if value.startswith("{"):
-            return str(parse_props(value).get("type", ""))
-        return value.split(",")[0].removeprefix("type=")
+        return argv_machine(self.argv or ())
 
     @cached_property
     def devices(self) -> list[dict[str, str]]:
@@ -600,30 +654,59 @@ def fixed_by_package(facts: Facts) -> list[KnownBug]:
             if a.failed and all(c.name == "package" for c in a.failed)]
 
 
-def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", package: str = "") -> list[KnownBug]:
+def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", package: str = "",
+                    memo: FlagMemo | None = None) -> list[KnownBug]:
     """Known bugs of this QEMU version whose configuration this argv has (the static flags): the same rule
     on what an argv says (version, arch, machine, concerns, and the package version when known: a bug a
-    fixture's package has the fix for is not flagged); a bug that says no configuration is not flagged."""
-    facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv), package=package)
+    fixture's package has the fix for is not flagged); a bug that says no configuration is not flagged.
+    ``memo``: what one caller keeps across its calls (FlagMemo)."""
+    if memo is None:
+        memo = FlagMemo()
+    if not memo.bugs:
+        memo.bugs = load_bugs()
+        memo.anchored = frozenset(t for b in memo.bugs if b.concerns is not None for a in b.concerns.anchors for t in a)
+    flaggable = _flaggable(version, arch, memo.bugs)
+    if not flaggable:
+        return []
     # the rule's version, machine and concerns conditions as plain tests first (the static stages ask for every
-    # combination); ``check`` decides for the bugs that pass them
-    candidates = [b for b in _flaggable(version, arch) if b.concerns is not None
-                  and b.concerns.may_match(facts.joined)
-                  and (b.concerns.machine is None or bool(facts.machine and b.concerns.machine.search(facts.machine)))
+    # combination): the -devices' properties all together and the machine type first (no bug they rule out is
+    # tested further), then the joined argv and each -device; ``check`` decides for the bugs that pass them
+    unmet = _device_tokens(argv, memo).isdisjoint
+    maybe = [b for b in flaggable if b.concerns is not None and not any(map(unmet, b.concerns.anchors))]
+    if not maybe:
+        return []
+    machine = argv_machine(argv)
+    maybe = [b for b in maybe if b.concerns is not None
+             and (b.concerns.machine is None or bool(machine and b.concerns.machine.search(machine)))]
+    if not maybe:
+        return []
+    facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv), package=package)
+    candidates = [b for b in maybe if b.concerns is not None and b.concerns.may_match(facts.joined)
                   and b.concerns.devices_match(facts.devices)]
-    return [b for b in candidates if check(b, facts, "concern", full=False).holds]
+    # for the "concern" purpose check reads the version, arch, machine type, package and the concerns, which a
+    # candidate has just passed with these same tests (_concerns): its verdict is kept per the others
+    found = []
+    for b in candidates:
+        key = (id(b), version, arch, machine, package)
+        kept = memo.holds.get(key)
+        if kept is None or kept[0] is not b:
+            kept = memo.holds[key] = (b, check(b, facts, "concern", full=False).holds)
+        if kept[1]:
+            found.append(b)
+    return found
 
 
 # (version, arch) -> (the database it was filtered from, the bugs bugs_concerning considers)
 _FLAGGABLE: dict[tuple[QemuVersion, str], tuple[tuple[KnownBug, ...], tuple[KnownBug, ...]]] = {}
 
 
-def _flaggable(version: QemuVersion, arch: str) -> tuple[KnownBug, ...]:
+def _flaggable(version: QemuVersion, arch: str, bugs: tuple[KnownBug, ...] | None = None) -> tuple[KnownBug, ...]:
     """The bugs bugs_concerning considers for this version and arch, in file order: those that say a
     configuration, whose affected range has the version and whose arches (if any) have the arch. Filtered once
     per version and arch (and again when the database is reloaded), not for every argv; ``check`` still
-    decides."""
-    bugs = load_bugs()
+    decides. ``bugs``: the database as the caller read it (default: load_bugs())."""
+    if bugs is None:
+        bugs = load_bugs()
     entry = _FLAGGABLE.get((version, arch))
     if entry is None or entry[0] is not bugs:
         entry = _FLAGGABLE[(version, arch)] = (bugs, tuple(

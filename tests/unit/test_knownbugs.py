@@ -221,6 +221,40 @@ def test_concerns_match_the_argv_not_the_case_name() -> None:
     assert "vfio-irqchip-notifier-unplug-segv" not in {b.id for b in bugs_concerning(V("4.2.0"), plain, "x86_64")}
 
 
+def test_static_flags_with_one_memo_across_argvs_are_the_rules() -> None:
+    """bugs_concerning with one FlagMemo kept across many argvs (as the static stages keep it: -device tokens per
+    string, the rule's verdict per bug, version, arch, machine type and package) flags exactly the bugs whose
+    conditions hold by the rule (check) on each argv alone: no kept answer leaks from one argv to another."""
+    from conformance.knownbugs.matcher import FlagMemo
+
+    argvs = [VF_Q35, TEAM_Q35, PLAIN_Q35,
+             tuple(a.replace("pc-q35-4.2", "pc-i440fx-4.2") for a in VF_Q35),
+             ("qemu", "-machine", "pc-q35-7.2,usb=off", "-device", "pcie-root-port,id=p1", "-device", "-foo"),
+             ("qemu", "-machine", '{"type":"pc-q35-7.2"}', "-device", '{"driver":"pcie-root-port","id":"p1"}'),
+             ("qemu", "-machine", "pc-i440fx-7.1", "-device", "isa-vga,id=v", "-device", "isa-cirrus-vga"),
+             ("qemu", "-machine", "pc-i440fx-2.4", "-device", "vmgenid,id=g", "-device", "virtio-blk-pci,id=d"),
+             ("qemu", "-machine", "virt-6.1", "-device", "pcie-root-port,id=p1"),
+             ("qemu", "-machine", "virt-7.2", "-device", "ioh3420,id=p1"),
+             ("qemu", "-device", '{"driver":"virtio-net-pci","failover":true,"id":"n"}',
+              "-device", "vfio-pci,failover_pair_id=n"),
+             ("qemu", "-machine", "pc-q35-6.1", "-device", "e1000e,failover_pair_id=n"),
+             ("qemu", "-machine", "pc-q35-4.2", "-device", "vfio-pci,id=x", "-device", "e1000e,failover_pair_id=n"),
+             ("qemu",)]
+    memo = FlagMemo()
+    seen = 0
+    for version in ("4.2.0", "6.1.0", "6.2.0", "7.2.22", "8.0.0", "9.1.0", "10.0.2"):
+        for arch in ("x86_64", "aarch64", ""):
+            for package in ("", "1:7.2+dfsg-7+deb12u18"):
+                for argv in argvs:
+                    facts = Facts(version=V(version), stage="", arch=arch, argv=argv, package=package)
+                    want = [b.id for b in load_bugs() if b.concerns is not None and check(b, facts, "concern").holds]
+                    assert [b.id for b in bugs_concerning(V(version), list(argv), arch, package, memo)] == want, \
+                        (version, arch, package, argv)
+                    assert [b.id for b in bugs_concerning(V(version), list(argv), arch, package)] == want
+                    seen += bool(want)
+    assert seen > 40  # the table meets bugs, not only their absence
+
+
 def test_concerns_accept_any_of_a_list_and_json_only_devices() -> None:
     aer = next(b for b in load_bugs() if b.id == "pcie-aer-uncor-mask-migration")
     json_dd = next(b for b in load_bugs() if b.id == "device-json-breaks-device-deleted")
