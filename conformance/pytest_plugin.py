@@ -17,7 +17,8 @@ stages whose pytest column in the stage table (conformance/stages.py) names the 
 - a test that asks for ``vmstate_combo`` runs the static migration prediction (conformance/vmstate.py)
   once per case that lists vmstate x the same (source, destination) pairs and machine types as
   ``migrate_combo``, with the same ids (``teaming-q35[7.2.22-x86_64->10.0.2-x86_64@pc-q35-7.2]``); no guest
-  boots (each build answers paused, its answers cached), so it is not marked ``live``.
+  boots, but each build answers from paused QEMUs (its answers cached by the build: a cold cache starts
+  them), so it is marked ``live``, and ``smoke`` where the migration is.
 
 Options:
 
@@ -334,11 +335,14 @@ def vmstate_params(binaries: list[Path], case_globs: list[str], machines: str = 
 
     cases = [c for c in _catalogue().cases.values() if _matches(c.name, case_globs)]
     chosen = planner_machines(MachineChoice.parse(machines), _binary_caps)
+    planned = [p for p in plan(cases, binaries, _stages_of("vmstate_combo"), _binary_names, machines=chosen)
+               if p.peer is not None]
+    smoke = _smoke_migrations(planned)  # the predictions of the migrations in the smoke set
     return [pytest.param(VmstateCombo(p.case.name, p.build, p.peer, p.item.machine),
                          id=f"{p.case.name}[{p.item.build}->{p.item.peer}"
-                            f"{'@' + p.item.machine if p.item.machine else ''}]")
-            for p in plan(cases, binaries, _stages_of("vmstate_combo"), _binary_names, machines=chosen)
-            if p.peer is not None]
+                            f"{'@' + p.item.machine if p.item.machine else ''}]",
+                         marks=[pytest.mark.live, *([pytest.mark.smoke] if i in smoke else [])])
+            for i, p in enumerate(planned)]
 
 
 def _smoke_migrations(planned: list[Any]) -> set[int]:
