@@ -156,7 +156,7 @@ def profile(path: Path, jobs: int | None = None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's, the cores)")
+    parser.add_argument("--jobs", type=int, help="live jobs at a time (default: the runner's, the cores + 2)")
     parser.add_argument("-o", "--output", type=Path, help="keep the results here (default: a temporary folder)")
     parser.add_argument("--qemu", action="append", type=Path, help="these binaries instead (repeatable)")
     parser.add_argument("--cases", nargs="+", default=[], metavar="GLOB", help="only these cases (default: all)")
