@@ -10,10 +10,11 @@ of them (`lsi` for an lsilogic controller, `ahci` for a SATA one): ``qom_type`` 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from conformance.argv.controllers import SCSI_DRIVERS
-from conformance.argv.options import devices
+from conformance.argv.options import options, parse_props
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Domain
 from conformance.errors import UnsupportedByQemu
@@ -33,11 +34,20 @@ def qom_type(driver: str, types: set[str] | frozenset[str]) -> str | None:
     return target if target in types else None
 
 
+@lru_cache(maxsize=4096)
+def _driver(value: str) -> str:
+    """The driver of one -device value: a function of the string, kept (the static matrix builds the same
+    -device strings on many fixtures)."""
+    return str(parse_props(value).get("driver", ""))
+
+
 def check_device_types(argv: list[str], domain: Domain, caps: Capabilities) -> None:
     if caps.provenance.source != "probe":
         return
-    for device in devices(argv):
-        driver = str(device.get("driver", ""))
+    for _, opt, value in options(argv):
+        if opt != "-device" or not value:
+            continue
+        driver = _driver(value)
         if driver and qom_type(driver, caps.qom_types) is None:
             element = next((d for d in domain.all_devices() if _writes(d, driver)), None)
             tag = type(element).__name__.lower() if element is not None else "device"

@@ -51,16 +51,21 @@ class _ReadingCaps:
     """The capabilities as a step sees them, each attribute read and each method call (with plain arguments)
     recorded with its answer."""
 
-    __slots__ = ("_caps", "_reads")
+    __slots__ = ("_calls", "_caps", "_reads")
 
     def __init__(self, caps: Any, reads: list[tuple[Any, ...]]) -> None:
         self._caps = caps
         self._reads = reads
+        self._calls: dict[str, Callable[..., Any]] = {}  # a method's recording wrapper, made once per view
 
     def __getattr__(self, name: str) -> Any:
+        call = self._calls.get(name)
+        if call is not None:
+            return call
         value = getattr(self._caps, name)
         if isinstance(value, types.MethodType):
-            return self._method(name, value)
+            call = self._calls[name] = self._method(name, value)
+            return call
         self._reads.append(("caps", name, value))
         return value
 
@@ -110,8 +115,25 @@ def _through(name: str) -> property:
     return property(lambda view: getattr(view._ctx, name))
 
 
+# the answers the steps read most (the fixed fields and what Ctx.__post_init__ derives): a recording property each
+# on the views, which records as __getattr__ does without a failed lookup first (__getattr__ records the others)
+_ANSWERS = ("arch", "machine_name", "machine", "pflash", "bios", "json_device", "json_netdev", "json_object",
+            "blockdev", "modern_libvirt", "is_i440fx", "is_q35", "is_x86", "is_isapc", "is_arm_virt", "is_s390",
+            "supports_pci", "pci_multibus", "is_arm_usb_board")
+
+
+def _answer(name: str) -> property:
+    def get(view: Any) -> Any:
+        value = getattr(view._ctx, name)
+        view._reads.append(("ctx", name, value))
+        return value
+    return property(get)
+
+
 for _name in _STATE:
     setattr(_ReadingCtx, _name, _through(_name))
+for _name in _ANSWERS:
+    setattr(_ReadingCtx, _name, _answer(_name))
 for _name, _found in vars(Ctx).items():
     if isinstance(_found, (types.FunctionType, property)) and not _name.startswith("__"):
         setattr(_ReadingCtx, _name, _found)  # runs on the view
@@ -122,7 +144,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _answers(reads: list[tuple[Any, ...]], ctx: Ctx) -> bool:
-    """Whether this context and its capabilities give the recorded answers."""
+    """Whether this context and its capabilities give the recorded answers (each _same as recorded)."""
     caps = ctx.caps
     for read in reads:
         kind, name = read[0], read[1]
@@ -132,7 +154,8 @@ def _answers(reads: list[tuple[Any, ...]], ctx: Ctx) -> bool:
             now = getattr(caps, name)
         else:
             now = getattr(caps, name)(*read[2], **dict(read[3]))
-        if not _same(now, read[-1]):
+        was = read[-1]
+        if type(now) is not type(was) or now != was:  # _same (same type: != is not ==)
             return False
     return True
 
@@ -226,7 +249,7 @@ class LayoutMemo:
         kept = self._steps.get(key)
         if kept is not None:
             for answers, read, added, written in kept:
-                if _answers(answers, ctx) and all(_same(getattr(ctx, name), value) for name, value in read):
+                if _answers(answers, ctx) and _state_is(ctx, read):
                     ctx.argv += added
                     for name, value in written:
                         setattr(ctx, name, _copy(value))
@@ -253,12 +276,21 @@ class LayoutMemo:
 _STEP_STATE = tuple(name for name in _STATE if name != "argv")
 
 
+def _state_is(ctx: Ctx, read: list[tuple[str, Any]]) -> bool:
+    """Whether each of these state fields of the context is _same as the value given."""
+    for name, value in read:
+        now = getattr(ctx, name)
+        if type(now) is not type(value) or now != value:
+            return False
+    return True
+
+
 def _copy(value: Any) -> Any:
     """Lists and dicts copied all the way down (a step may extend a list inside a dict), other values kept."""
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_copy(v) if isinstance(v, (list, dict)) else v for v in value]
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: _copy(v) if isinstance(v, (list, dict)) else v for k, v in value.items()}
     return value
 
 
@@ -331,6 +363,8 @@ def _noting(name: str) -> property:
 
 for _name in _STEP_STATE:
     setattr(_StepCtx, _name, _noting(_name))
+for _name in _ANSWERS:
+    setattr(_StepCtx, _name, _answer(_name))
 for _name, _found in vars(Ctx).items():
     if isinstance(_found, (types.FunctionType, property)) and not _name.startswith("__"):
         setattr(_StepCtx, _name, _found)  # runs on the view
