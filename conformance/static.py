@@ -75,9 +75,9 @@ class StaticRunner:
         """Compute the outcomes of these (case, fixture) pairs ahead in ``jobs`` processes (this one and
         ``jobs - 1`` forked workers); ``run`` then hands each out once. A case's pairs stay in one process, so
         its rendering and parsing are done once per arch as in one process; the processes take the cases in
-        turn from a shared counter. The first pair of each arch runs here first, so the module caches the
-        processes share (schema coverage rules, CPU maps, templates) are filled once. The outcomes are those
-        ``run`` computes (each is a pure function of the case and the fixture): compared by
+        turn from a shared counter, those with the most pairs first. The first pair of each arch runs here first,
+        so the module caches the processes share (schema coverage rules, CPU maps, templates) are filled once. The
+        outcomes are those ``run`` computes (each is a pure function of the case and the fixture): compared by
         benchmarks/static_outputs.py."""
         pairs = [p for key, p in {(id(p[0]), id(p[1])): p for p in pairs}.items() if key not in self._ahead]
         if jobs <= 1 or len(pairs) < 4 * jobs:
@@ -89,12 +89,14 @@ class StaticRunner:
         for i, (case, caps) in enumerate(pairs):
             if (id(case), id(caps)) not in self._ahead:
                 groups.setdefault(id(case), []).append(i)
+        # the largest groups first, so the last ones taken are small and the processes end close together
+        ordered = sorted(groups.values(), key=len, reverse=True)
         import gc
         import multiprocessing
 
         global _PREFETCH
         context = multiprocessing.get_context("fork")
-        _PREFETCH = (self, pairs, list(groups.values()), context.Value("i", 0))
+        _PREFETCH = (self, pairs, ordered, context.Value("i", 0))
         workers = []
         # no garbage collection while the processes compute (the outcomes and memos they build are kept, little
         # is garbage): a collection would walk the whole heap again and, in a worker, copy its pages
