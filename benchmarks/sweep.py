@@ -2,7 +2,7 @@
 and every case (issue 17): cold (an empty vmstate cache) and from the cache. Prints both figures, wall and
 CPU seconds (this process and its QEMUs: other work shares the cores) and the load average, as its last line.
 
-    python benchmarks/sweep.py [--cached-only] [--keep DIR] [--save-hints]
+    python benchmarks/sweep.py [--cached-only] [--keep DIR]
     python benchmarks/sweep.py --compare OLD NEW   (two --keep folders, or two results.jsonl)
 
 
@@ -10,9 +10,7 @@ The cold run gets a vmstate cache of its own (a temporary $QEMU_CONFORMANCE_CACH
 builds and the probes, are the real ones), so the benchmark never empties the cache other runs use; the
 cached run reads what the cold run wrote. ``--cached-only`` measures the real cache as it is. Each figure
 counts the QEMUs started (paused probes; ``-device help`` and ``-dump-vmstate`` runs apart) and names the
-builds that started most. ``--save-hints`` writes what the cold run learnt (each type's placeholders, the types
-refused under a newest machine type) to conformance/vmstate_hints.json, the hints every cold run starts from
-(conformance/vmstate.py HINTS_FILE). ``--keep DIR`` keeps the cold run's results.jsonl (the cached run's as
+builds that started most. ``--keep DIR`` keeps the cold run's results.jsonl (the cached run's as
 cached.jsonl, the cold run's property cache as props/); ``--compare`` compares two such folders item by
 item (each prediction by case, source, destination, machine type: verdict, per-device verdicts,
 conditional notes, reason; each device reading by build, machine type and device type: its compared
@@ -304,8 +302,6 @@ def main() -> None:
                         "DIR/props/ (the cold run's property cache)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                         help="compare two --keep folders (or results.jsonl files) item by item; exit 1 on a difference")
-    parser.add_argument("--save-hints", action="store_true", help="after the cold run, write the placeholders and "
-                        "refusals it learnt to conformance/vmstate_hints.json (the next cold runs' hints)")
     parser.add_argument("--live", choices=["plan", "all", "classes", "differences"], help="the live sweep instead")
     args = parser.parse_args()
     if args.live:
@@ -326,10 +322,6 @@ def main() -> None:
             if args.keep:  # what each build said under each machine type, for a rule's check
                 keep_props(Path(cache), binaries, args.keep)
             print(f"cold:   {wall:.1f} s wall, {cpu:.1f} s CPU, {_qemus(qemus)}; {stage}")
-            if args.save_hints:
-                from conformance.vmstate import HINTS_FILE, save_hints
-
-                print(f"hints: {save_hints()} types' placeholders -> {HINTS_FILE}")
             parts.append(f"cold {wall:.1f} s ({cpu:.1f} s CPU, {sum(qemus.values())} QEMUs)")
         wall, cpu, stage, qemus = sweep(binaries, args.keep / "cached.jsonl" if args.keep else None)
         print(f"cached: {wall:.1f} s wall, {cpu:.1f} s CPU, {_qemus(qemus)}; {stage}")

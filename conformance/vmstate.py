@@ -108,10 +108,7 @@ host device a case substitutes for a live run counts as its substitute, as the l
 device children, and the devices the machine type adds itself. A device the case argv sets a property of
 compares the argv's value instead of the probed one (and the two argvs may differ). Everything a build
 says is cached under ``$QEMU_CONFORMANCE_CACHE/vmstate/`` keyed by the binary's content (a build's
-wrapper: its text and reported version), the machine type and the device type: a re-run costs seconds. A
-cold run starts from the hints the last sweep learnt (``vmstate_hints.json``: each type's placeholders, the
-types refused under a newest type), checked like another binary's: they decide which QEMUs start, not what
-the builds say.
+wrapper: its text and reported version), the machine type and the device type: a re-run costs seconds.
 """
 
 from __future__ import annotations
@@ -707,7 +704,6 @@ def machine_family(machine: str) -> str:
 
 
 def _learned(binary: Path) -> _Learned:
-    _seed_hints()
     with _LEARNED_LOCK:
         learned = _LEARNED.setdefault(str(binary), _Learned())
         if learned.buses is None:
@@ -839,42 +835,6 @@ _PLACEHOLDER_HINTS: dict[str, tuple[str, list[str]]] = {}
 #: which may work or not, so another build's audiodev could change what this build says, not only what it
 #: costs (before "No voice" was read as a missing audiodev, it changed 80 predictions: 5.2's and 7.2's gus).
 UNHINTED = ("none,id=vmsa",)
-#: The hints the last full sweep ended with (``benchmarks/sweep.py --save-hints``): each type's placeholders and
-#: the types some build refused under a family's newest type. A cold run starts from them as from another
-#: binary's (the six builds learnt at once, so that each taught the others little: 215 of the 295 QEMUs under
-#: the newest types failed). Hints, never facts: a hint QEMU refuses is dropped and the type learns from scratch
-#: (_unhint), a suspect that plugs costs one small QEMU (_suspect).
-HINTS_FILE = Path(__file__).with_name("vmstate_hints.json")
-_SEEDED: list[bool] = []
-
-
-def _seed_hints() -> None:
-    """Load HINTS_FILE into the hints once (no file, or a bad one: no seed)."""
-    with _HINTS_LOCK:
-        if _SEEDED:
-            return
-        _SEEDED.append(True)
-        try:
-            data = json.loads(HINTS_FILE.read_text())
-            placeholders = {str(k): (str(v[0]), [str(o) for o in v[1]]) for k, v in data["placeholders"].items()}
-            refused = {str(t) for t in data["refused_newest"]}
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return
-        for name, fix in placeholders.items():
-            if not any(o.startswith(UNHINTED) for o in fix[1]):
-                _PLACEHOLDER_HINTS.setdefault(name, fix)
-        _REFUSED_NEWEST.update(refused)
-
-
-def save_hints(path: Path = HINTS_FILE) -> int:
-    """Write this process's hints (placeholders, refusals under a newest type) to ``path``: how many types."""
-    with _HINTS_LOCK:
-        data = {"about": "conformance/vmstate.py HINTS_FILE: hints for a cold run, written by "
-                         "benchmarks/sweep.py --save-hints",
-                "placeholders": {k: list(v) for k, v in sorted(_PLACEHOLDER_HINTS.items())},
-                "refused_newest": sorted(_REFUSED_NEWEST)}
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return len(data["placeholders"])
 
 
 def _hint(pending: list[str], learned: _Learned) -> None:

@@ -30,14 +30,6 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "vmstate" / "x86_64-sectio
 DUMPS: dict[str, dict[str, Any]] = json.loads(DATA.read_text())
 
 
-@pytest.fixture(autouse=True)
-def _no_seeded_hints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The probe's tests start from the hints they set: the shipped seed (HINTS_FILE) is not loaded."""
-    import conformance.vmstate as vm
-
-    monkeypatch.setattr(vm, "_SEEDED", [True])
-
-
 def test_e1000e_unused_padding_of_an_array_lines_up_between_7_2_and_10_0() -> None:
     """10.0 replaced 7.2's 5-byte eitr_intr_pending array by 5 bytes of padding: the dump gives the element
     size (1) only, and the fields after it line up by name, so the wire is the same both ways."""
@@ -513,41 +505,6 @@ def test_a_binary_learning_takes_the_placeholders_another_learnt_and_drops_a_wro
     third, third_qemus = learn("c", "pc-q35-10.0")  # ide-cd's hint refused: dropped, then plugged without
     assert third_qemus == 2 and third["ide-cd"]["props"]["drive"] == '"False"' and "error" not in third["scsi-hd"]
     assert vm._LEARNED["c"].unhinted == {"ide-cd"} and "ide-cd" not in vm._LEARNED["c"].extra
-
-
-def test_a_cold_run_starts_from_the_saved_hints_never_an_audiodev(monkeypatch: pytest.MonkeyPatch,
-                                                                   tmp_path: Path) -> None:
-    """The seed (HINTS_FILE, written by ``sweep.py --save-hints``) is loaded once, before the first binary
-    learns: placeholders as another binary's hints (an audiodev never: UNHINTED) and the suspects; a file
-    that is missing or bad seeds nothing. The shipped file loads and holds every build's usual needs."""
-    import conformance.vmstate as vm
-
-    hints = {"scsi-hd": ("drive=vmsd{n}", ["-blockdev", "driver=null-co,node-name=vmsd{n},read-zeroes=on"]),
-             "gus": (",audiodev=vmsa{n}", ["-audiodev", "none,id=vmsa{n}"])}
-    monkeypatch.setattr(vm, "_PLACEHOLDER_HINTS", dict(hints))
-    monkeypatch.setattr(vm, "_REFUSED_NEWEST", {"vfio-pci"})
-    saved = tmp_path / "hints.json"
-    assert vm.save_hints(saved) == 2
-    for content, expected in ((saved.read_text(), ({"scsi-hd": hints["scsi-hd"]}, {"vfio-pci"})),
-                              ("{not json", ({}, set())), (None, ({}, set()))):
-        monkeypatch.setattr(vm, "_PLACEHOLDER_HINTS", {})
-        monkeypatch.setattr(vm, "_REFUSED_NEWEST", set())
-        monkeypatch.setattr(vm, "_SEEDED", [])
-        monkeypatch.setattr(vm, "HINTS_FILE", tmp_path / "seed.json")
-        if content is not None:
-            vm.HINTS_FILE.write_text(content)
-        vm._seed_hints()
-        vm.HINTS_FILE.write_text(json.dumps({"placeholders": {"ide-hd": ["", []]}, "refused_newest": []}))
-        vm._seed_hints()  # once: a later change is not read
-        seeded = (vm._PLACEHOLDER_HINTS, vm._REFUSED_NEWEST)
-        assert seeded == expected
-        vm.HINTS_FILE.unlink(missing_ok=True)
-    monkeypatch.setattr(vm, "HINTS_FILE", Path(vm.__file__).with_name("vmstate_hints.json"))
-    monkeypatch.setattr(vm, "_PLACEHOLDER_HINTS", {})
-    monkeypatch.setattr(vm, "_SEEDED", [])
-    vm._seed_hints()
-    assert "drive=" in vm._PLACEHOLDER_HINTS["scsi-hd"][0] and "vfio-pci" in vm._REFUSED_NEWEST
-    assert not any(o.startswith(vm.UNHINTED) for _, opts in vm._PLACEHOLDER_HINTS.values() for o in opts)
 
 
 def test_no_voice_is_a_missing_audiodev() -> None:
