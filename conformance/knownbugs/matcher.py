@@ -154,6 +154,19 @@ class Concerns:
         return tuple(frozenset((k, w) for w in want) if want else frozenset((k,))
                      for pattern in self.devices for k, want in pattern)
 
+    @cached_property
+    def _pattern_anchors(self) -> tuple[tuple[frozenset[str | tuple[str, str]], ...], ...]:
+        """The anchors (see ``anchors``) of each pattern apart."""
+        return tuple(tuple(frozenset((k, w) for w in want) if want else frozenset((k,)) for k, want in pattern)
+                     for pattern in self.devices)
+
+    def devices_meet(self, devs: list[frozenset[str | tuple[str, str]]]) -> bool:
+        """devices_match on each -device's tokens (_device_tokens: its names and (name, value) pairs that some
+        anchor names) instead of its dict: a pattern matches a -device exactly when each of its anchors meets that
+        -device's tokens (a device's dict has one value per name)."""
+        return all(any(not any(map(tokens.isdisjoint, anchors)) for tokens in devs)
+                   for anchors in self._pattern_anchors)
+
     def devices_match(self, devs: list[dict[str, str]]) -> bool:
         """``devs``: the -device dicts, values normalised (_norm), JSON ones with JSON_KEY on."""
         return all(any(all(k in d and (not want or d[k] in want) for k, want in pattern) for d in devs)
@@ -205,12 +218,12 @@ class FlagMemo:
         self.holds: dict[tuple[int, QemuVersion, str, str, str], tuple[KnownBug, bool]] = {}
 
 
-def _device_tokens(argv: list[str], memo: FlagMemo) -> frozenset[str | tuple[str, str]]:
-    """The property names and (name, value) pairs of every -device of the argv together, as Facts.devices
-    gives them (JSON_KEY included), those some bug's anchors name (``memo.anchored``): a pattern of
-    Concerns.devices matches one -device only if each of its Concerns.anchors meets these (the converse does
-    not hold: a cheap test before the argv is joined and parsed). Each -device value's are kept in ``memo``
-    (the static stages meet the same -device strings on many fixtures)."""
+def _device_tokens(argv: list[str], memo: FlagMemo) -> list[frozenset[str | tuple[str, str]]]:
+    """Per -device of the argv, in the order of Facts.devices, its property names and (name, value) pairs as
+    Facts.devices gives them (JSON_KEY included), those some bug's anchors name (``memo.anchored``). All together,
+    a pattern of Concerns.devices matches one -device only if each of its Concerns.anchors meets them (the converse
+    does not hold: a cheap test before the argv is joined); one by one, Concerns.devices_meet. Each -device
+    value's are kept in ``memo`` (the static stages meet the same -device strings on many fixtures)."""
     found: list[frozenset[str | tuple[str, str]]] = []
     # options() pairs every "-device" with the next word unless that starts with "-" (so "-device" is never a value)
     for value in [argv[i + 1] for i in range(1, len(argv) - 1) if argv[i] == "-device"]:
@@ -220,9 +233,8 @@ def _device_tokens(argv: list[str], memo: FlagMemo) -> frozenset[str | tuple[str
         if tokens is None:
             props = _device_props(value)
             tokens = memo.tokens[value] = memo.anchored.intersection([*props, *(k for k, _ in props)])
-        if tokens:
-            found.append(tokens)
-    return frozenset().union(*found)
+        found.append(tokens)
+    return found
 
 
 def argv_machine(argv: list[str] | tuple[str, ...]) -> str:
@@ -671,7 +683,8 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", packa
     # the rule's version, machine and concerns conditions as plain tests first (the static stages ask for every
     # combination): the -devices' properties all together and the machine type first (no bug they rule out is
     # tested further), then the joined argv and each -device; ``check`` decides for the bugs that pass them
-    unmet = _device_tokens(argv, memo).isdisjoint
+    devices = _device_tokens(argv, memo)
+    unmet = frozenset().union(*devices).isdisjoint
     maybe = [b for b in flaggable if b.concerns is not None and not any(map(unmet, b.concerns.anchors))]
     if not maybe:
         return []
@@ -682,7 +695,7 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", packa
         return []
     facts = Facts(version=version, stage="", arch=arch, argv=tuple(argv), package=package)
     candidates = [b for b in maybe if b.concerns is not None and b.concerns.may_match(facts.joined)
-                  and b.concerns.devices_match(facts.devices)]
+                  and b.concerns.devices_meet(devices)]
     # for the "concern" purpose check reads the version, arch, machine type, package and the concerns, which a
     # candidate has just passed with these same tests (_concerns): its verdict is kept per the others
     found = []

@@ -253,6 +253,14 @@ def test_static_flags_with_one_memo_across_argvs_are_the_rules() -> None:
                     assert [b.id for b in bugs_concerning(V(version), list(argv), arch, package)] == want
                     seen += bool(want)
     assert seen > 40  # the table meets bugs, not only their absence
+    from conformance.knownbugs.matcher import _device_tokens
+
+    for argv in argvs:  # the per-device token test is devices_match, bug by bug
+        tokens = _device_tokens(list(argv), memo)
+        devices = Facts(version=V("8.0.0"), stage="", argv=argv).devices
+        for bug in load_bugs():
+            if bug.concerns is not None:
+                assert bug.concerns.devices_meet(tokens) == bug.concerns.devices_match(devices), (bug.id, argv)
 
 
 def test_concerns_accept_any_of_a_list_and_json_only_devices() -> None:
