@@ -221,11 +221,12 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
              jobs: int | None = None) -> Counter[str]:
     """The planned live items, the stages overlapping: a migration starts as soon as the boot whose checked
     guest it starts from is done (the same case, build and machine type: conformance/live/checked.py), not
-    after every boot. At most ``jobs`` items at a time and no more boots than the cores (``live_jobs``; by
-    default the cores plus LATENCY_JOBS items, the room above the cores for migrations, which idle most of
-    the time). Boots start first when both can (they are the CPU-bound part); each stage runs its longest
-    items first (conformance/plan.py: longest_first), by the seconds earlier runs took (the cache's
-    durations.json), else by ``estimate``."""
+    after every boot. At most ``jobs`` items at a time, and no more items that boot a guest than the cores
+    (boots, and migrations that boot their own source: ``cpu_bound``; ``live_jobs``: by default the cores plus
+    LATENCY_JOBS items, the room above the cores for migrations, which idle most of the time). Boots start
+    first when both can (they are the CPU-bound part); each stage runs its longest items first
+    (conformance/plan.py: longest_first), by the seconds earlier runs took (the cache's durations.json), else
+    by ``estimate``."""
     counts: Counter[str] = Counter()
     checked = checked_states(items, output)
     history = durations()
@@ -246,7 +247,9 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
             stages.append(LiveStage(name, work, live_stage_runner(name, catalogue, output, checked),
                                     boots if name == "boot" else total))
         timed: dict[str, float] = {}
-        counts.update(_run_live(stages, writer, say, total, timed, after=boot_first(items, output)))
+        waits = boot_first(items, output)
+        counts.update(_run_live(stages, writer, say, total, timed, after=waits,
+                                heavy=(cpu_bound([p for s in stages for p in s.work], waits, output), boots)))
         for found in checked.take_findings():  # a checked state its own build cannot load: a result
             writer.write(found)
             counts[found.verdict] += 1
@@ -256,6 +259,23 @@ def run_live(items: Sequence[Planned[Target]], writer: ResultWriter, catalogue: 
     finally:
         checked.close()
     return counts
+
+
+def cpu_bound(work: Sequence[Planned[Target]], waits: dict[int, Planned[Target]], output: Path) -> set[int]:
+    """Ids of the items that boot a guest, which at most the cores' worth run at once: every boot, and each
+    migration that boots its own source: one whose source no planned boot keeps (``waits``) and that is the first
+    of its source key in ``work`` (the key's later ones restore the state it saves, or resume its source). A skip
+    (no source key) boots nothing."""
+    heavy, keys = set(), set()
+    for p in work:
+        if p.stage.name == "boot":
+            heavy.add(id(p))
+        elif p.stage.name == "migrate" and id(p) not in waits:
+            key = _source_key(p, output)
+            if key is not None and key not in keys:
+                heavy.add(id(p))
+                keys.add(key)
+    return heavy
 
 
 def boot_first(items: Sequence[Planned[Target]], output: Path) -> dict[int, Planned[Target]]:
@@ -420,10 +440,11 @@ def live_stage_runner(name: str, catalogue: Catalogue, output: Path, checked: Ch
 
 
 def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs: int,
-              timed: dict[str, float] | None = None, after: dict[int, Planned[Target]] | None = None
-              ) -> Counter[str]:
+              timed: dict[str, float] | None = None, after: dict[int, Planned[Target]] | None = None,
+              heavy: tuple[set[int], int] | None = None) -> Counter[str]:
     """The executor: run the stages' items ``jobs`` at a time, each stage at most its ``limit`` at a time, an
-    item only once the item ``after`` names for it (by id) is done. Free slots go to the first stage (in the
+    item only once the item ``after`` names for it (by id) is done, and of the items ``heavy`` names (ids, and
+    a limit: those that boot a guest) at most that many at a time. Free slots go to the first stage (in the
     order given) with an item that may start, and within a stage to its first such item. Each result and a
     progress line are written as it finishes, and a line per stage when its last item ends; ``timed`` gets the
     seconds of each item that ran to a verdict on QEMU."""
@@ -439,6 +460,8 @@ def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs:
     limits = {s.name: max(1, s.limit) for s in stages}
     runs = {s.name: s.run for s in stages}
     after = after or {}
+    heavy_ids, heavy_limit = heavy if heavy is not None else (set(), jobs)
+    heavy_running = 0
     jobs = max(1, jobs)
     started = time.monotonic()
     running: Counter[str] = Counter()
@@ -452,6 +475,8 @@ def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs:
             if running[name] >= limits[name]:
                 continue
             for index, planned in enumerate(queue):
+                if id(planned) in heavy_ids and heavy_running >= heavy_limit:
+                    continue
                 before = after.get(id(planned))
                 if before is None or id(before) in ended:
                     return name, queue.pop(index)
@@ -493,6 +518,7 @@ def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs:
             while len(futures) < jobs and (picked := next_ready()) is not None:
                 name, planned = picked
                 running[name] += 1
+                heavy_running += id(planned) in heavy_ids
                 futures[pool.submit(runs[name], planned.case, planned.build, planned.peer,
                                     planned.item.machine)] = picked
             if not futures:  # nothing runs and nothing may start: an item waits for one that is not planned
@@ -506,6 +532,7 @@ def _run_live(stages: Sequence[LiveStage], writer: ResultWriter, say: Say, jobs:
             for future in finished:
                 name, planned = futures.pop(future)
                 running[name] -= 1
+                heavy_running -= id(planned) in heavy_ids
                 try:
                     result = future.result()
                 except Exception as exc:

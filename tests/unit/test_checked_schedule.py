@@ -397,3 +397,38 @@ def test_the_default_jobs_are_the_cores_for_boots_and_more_for_migrations(monkey
     assert runner.live_jobs(None) == (2 + runner.LATENCY_JOBS, 2)
     assert runner.live_jobs(1) == (1, 1)  # --jobs 1: one item at a time
     assert runner.live_jobs(6) == (6, 2)  # boots never more than the cores
+
+
+def test_items_that_boot_a_guest_run_at_most_their_limit_at_once(tmp_path: Path) -> None:
+    """Migrations that boot their own source count against the boots' limit (runner.cpu_bound); the others fill
+    the remaining jobs."""
+    from conformance.results.records import ResultWriter, StageResult
+    from conformance.runner import LiveStage, _run_live
+
+    catalogue = load_catalogue()
+    target = SimpleNamespace(caps=SimpleNamespace(arch="x86_64", version="7.2.22"))
+    cases = ["q35-minimal", "pc-minimal", "teaming-q35", "balloon-rng", "disk-virtio-raw", "video-none"]
+    work = [Planned(catalogue.get(case), stage("migrate"), target, target,
+                    WorkItem(case, "migrate", "7.2.22-x86_64", "7.2.22-x86_64")) for case in cases]
+    heavy = {id(p) for p in work[:4]}
+    lock = threading.Lock()
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+
+    def run(case: object, _build: object, _peer: object, _machine: str) -> StageResult:
+        kind = "heavy" if case.name in cases[:4] else "light"  # type: ignore[attr-defined]
+        with lock:
+            running[kind] += 1
+            running["all"] += 1
+            for k, v in running.items():
+                most[k] = max(most[k], v)
+        time.sleep(0.1)
+        with lock:
+            running[kind] -= 1
+            running["all"] -= 1
+        return StageResult(case=case.name, stage="migrate", verdict="pass")  # type: ignore[attr-defined]
+
+    counts = _run_live([LiveStage("migrate", work, run, 4)], ResultWriter(tmp_path), lambda _line: None, 4,
+                       heavy=(heavy, 2))
+    assert counts == Counter({"pass": 6})
+    assert most["heavy"] == 2 and most["all"] == 4
