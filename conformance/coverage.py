@@ -65,6 +65,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {"x86_64": ("q35", "pc"), "aarch64": ("vi
 EXCLUSIONS = package_file("coverage_exclusions.toml")  # package data (conformance/data.py)
 EXCLUSION_KINDS = ("host hardware", "host service", "TCG", "family")
 CACHE_FORMAT = 4  # 4: migration blockers (query-migrate) make a type unmigratable
+CODE_KEY = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]  # a cache of other code is not read
 MAX_ROUNDS = 4  # cold-plug rounds per family (measured: 2-3 bring every bus)
 START_TIMEOUT = 10.0  # s for a paused QEMU's QMP greeting
 SKIP_CHILD_TYPES = ("memory-region",)  # QOM children not worth walking (hundreds, never devices)
@@ -945,7 +946,7 @@ def coverage_for(binary: Path, say: Say = lambda _m: None, *, use_cache: bool = 
         if use_cache and path.is_file():
             try:
                 data = json.loads(path.read_text())
-                if data.get("format") == CACHE_FORMAT:
+                if data.get("format") == CACHE_FORMAT and data.get("code") == CODE_KEY:
                     build = BuildFacts.from_json(data["build"])
                     case_cache = dict(data.get("cases", {}))
             except (OSError, ValueError, TypeError, KeyError):
@@ -959,7 +960,7 @@ def coverage_for(binary: Path, say: Say = lambda _m: None, *, use_cache: bool = 
             case_folder.mkdir(parents=True, exist_ok=True)
             case_types(binary, build, case_folder, say, cache=case_cache)
         with tempfile.NamedTemporaryFile("w", dir=root, prefix=f"{key}.", suffix=".tmp", delete=False) as out:
-            json.dump({"format": CACHE_FORMAT, "build": build.to_json(), "cases": case_cache}, out)
+            json.dump({"format": CACHE_FORMAT, "code": CODE_KEY, "build": build.to_json(), "cases": case_cache}, out)
         Path(out.name).replace(path)
     return build
 

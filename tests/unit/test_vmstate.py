@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from conformance.vmstate import (
+    CACHE_FORMAT,
     COMPATIBLE,
     CONDITIONAL,
     SUBSECTION_GATES,
@@ -536,3 +537,22 @@ def test_a_placeholder_property_the_device_lacks_is_taken_back() -> None:
     # a property the probe did not give, or another device's: QEMU's words stand (a refusal)
     assert not _misplaced("usb-kbd", "Property 'usb-kbd.foo' not found", used, learned)
     assert not _misplaced("usb-mouse", "Property 'usb-kbd.audiodev' not found", used, learned)
+
+
+def test_a_props_file_of_other_code_is_read_again(tmp_path: Path) -> None:
+    """A device reading cached by other probe code is not handed out (the 66 false gus fails of a props
+    folder written before 94a308c): the file must name this code's RULES_KEY."""
+    from conformance.vmstate import RULES_KEY, cached_props
+
+    entry = {"format": CACHE_FORMAT, "code": RULES_KEY, "devices": {"gus": {"props": {"irq": 7}}},
+             "machine_devices": {}, "compat_props": None, "machine_same_as": ""}
+    path = tmp_path / "pc-q35-7.2.json"
+    path.write_text(json.dumps(entry))
+    assert cached_props(path, "pc-q35-7.2").devices == {"gus": {"props": {"irq": 7}}}
+    for stale in ({**entry, "code": "0" * 12}, {k: v for k, v in entry.items() if k != "code"},
+                  {**entry, "format": CACHE_FORMAT - 1}):
+        path.write_text(json.dumps(stale))
+        read = cached_props(path, "pc-q35-7.2")
+        assert read.devices == {} and read.machine_devices is None
+    path.write_text("[]")  # not an entry at all
+    assert cached_props(path, "pc-q35-7.2").devices == {}
