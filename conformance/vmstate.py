@@ -1503,25 +1503,24 @@ def explain_hazards(bad: dict[str, str], reason: str, source: Any, destination: 
     ``pinned`` to the machine type): ``known-bug`` only when every hazard is explained, naming the bugs;
     otherwise ``fail`` naming the hazards left, so that a known bug of one device never hides another's
     break. ``details["explained"]``: {device: bug id}."""
+    from conformance.knownbugs.matcher import each_hazard
     from conformance.live.boot import explain
 
-    explained: dict[str, dict[str, Any]] = {}
-    for device, hazard in bad.items():
-        for caps, peer, side, argv in ((source, destination, "source", pinned[0]),
-                                       (destination, source, "destination", pinned[1])):
-            found: dict[str, Any] = {}
-            verdict, _ = explain("fail", f"{device}: {hazard}", [], caps, "vmstate", found, peer=peer.version,
-                                 side=side, argv=argv)
-            if verdict == "known-bug":
-                explained[device] = found["known_bug"]
-                break
+    def attempt(device: str, hazard: str, on: tuple[Any, Any, str, list[str]]) -> dict[str, Any] | None:
+        caps, peer, side, argv = on
+        found: dict[str, Any] = {}
+        verdict, _ = explain("fail", f"{device}: {hazard}", [], caps, "vmstate", found, peer=peer.version,
+                             side=side, argv=argv)
+        return found["known_bug"] if verdict == "known-bug" else None
+
+    explained, left = each_hazard(bad, ((source, destination, "source", pinned[0]),
+                                        (destination, source, "destination", pinned[1])), attempt)
     if not explained:
         return "fail", reason
     details["explained"] = {device: record["id"] for device, record in explained.items()}
-    left = {k: v for k, v in bad.items() if k not in explained}
     named = ", ".join(f"{device} ({record['id']})" for device, record in explained.items())
     if left:
-        return "fail", "; ".join(f"{k}: {v}" for k, v in left.items()) + f"; explained by known bugs: {named}"
+        return "fail", "; ".join(f"{k}: {bad[k]}" for k in left) + f"; explained by known bugs: {named}"
     records: dict[str, dict[str, Any]] = {}  # every bug that explains a device, each device's primary first
     for record in explained.values():
         for one in (record, *record.get("also", ())):

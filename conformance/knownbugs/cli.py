@@ -25,6 +25,7 @@ from conformance.knownbugs.matcher import (
     Facts,
     KnownBug,
     Purpose,
+    each_hazard,
     load_bugs,
     match,
     ranked,
@@ -197,19 +198,18 @@ def _retriage_hazards(out: Retriaged, hazards: dict[str, str], sides: list[tuple
     """Each device's hazard matched on its own, the source's facts first, as the vmstate stage does: the bugs
     only when every hazard is explained (primary first, then the others in the order they first explain a
     device), so that a bug explaining one device never hides another device's unexplained hazard."""
-    found_by: dict[str, list[Applicability]] = {}
-    whys, left = [], []
-    for device, hazard in hazards.items():
-        for side, facts in sides:
-            one = replace(facts, text=f"{device}: {hazard}")
-            found = Explanation(one, match(one, "explain"))
-            holding = ranked(found.checked)
-            if holding:
-                found_by[device] = holding
-                whys.append(f"{device}: {found.why(side)}")
-                break
-        else:
-            left.append(device)
+    whys: list[str] = []
+
+    def attempt(device: str, hazard: str, on: tuple[str, Facts]) -> list[Applicability] | None:
+        side, facts = on
+        one = replace(facts, text=f"{device}: {hazard}")
+        found = Explanation(one, match(one, "explain"))
+        holding = ranked(found.checked)
+        if holding:
+            whys.append(f"{device}: {found.why(side)}")
+        return holding or None
+
+    found_by, left = each_hazard(hazards, sides, attempt)
     if left:
         out.why = (f"hazards of {', '.join(left)} explained by no known bug"
                    + (f"; explained: {', '.join(f'{d} ({a[0].bug.id})' for d, a in found_by.items())}"

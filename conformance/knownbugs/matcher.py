@@ -34,16 +34,19 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from conformance.argv.options import options, parse_props
 from conformance.caps.model import QemuVersion
 from conformance.data import BASE_NAMES, bugs_files, layer_of, package_file
 from conformance.errors import CaseError
+
+S = TypeVar("S")  # one side of a pair, as a caller describes it
+T = TypeVar("T")  # what explains a hazard, as a caller records it
 
 BUGS_FILE = package_file("knownbugs", "bugs.toml")  # ours; data layers add theirs (conformance/data.py)
 
@@ -471,6 +474,25 @@ def ranked(found: Iterable[Applicability]) -> list[Applicability]:
     holding = [a for a in found if a.holds]
     order = {id(a): i for i, a in enumerate(holding)}
     return sorted(holding, key=lambda a: (-a.specificity, _span(a.bug), order[id(a)]))
+
+
+def each_hazard(hazards: Mapping[str, str], sides: Sequence[S],
+                attempt: Callable[[str, str, S], T | None]) -> tuple[dict[str, T], list[str]]:
+    """The per-hazard rule of a prediction that names several devices (the ``vmstate`` stage and ``bugs
+    explain`` both follow it): each device's hazard is matched on its own, the sides in order (the source's
+    first), the first side's match kept. Returns {device: match} and the devices no side explains; a caller
+    says known-bug only when none is left, so that a bug of one device never hides another device's break."""
+    explained: dict[str, T] = {}
+    left: list[str] = []
+    for device, hazard in hazards.items():
+        for side in sides:
+            found = attempt(device, hazard, side)
+            if found is not None:
+                explained[device] = found
+                break
+        else:
+            left.append(device)
+    return explained, left
 
 
 def _span(bug: KnownBug) -> tuple[int, int, int]:
