@@ -3,11 +3,13 @@
 
     python3 benchmarks/boot.py [--arch x86_64|aarch64] [--qemu PATH] [--case q35-minimal]
                                [--machine TYPE] [--flavour cloud|generic] [-n RUNS] [--raw-only]
+                               [--initrd NAME=FILE ...]
 
 raw:   QEMU started by hand (machine, -kernel/-initrd/-append, a console file), timed from spawn to the
        guest's END-OF-BOOT-REPORT: the floor. On x86_64 each run boots the bzImage and then the kernel's
        own ELF at its PVH entry (conformance/live/guest.py direct_kernel), when it has one; the CPU seconds
-       QEMU used (user + system) are its own, read from the process's rusage.
+       QEMU used (user + system) are its own, read from the process's rusage. Each --initrd NAME=FILE adds
+       a raw bzImage boot with FILE in place of the guest's initramfs (e.g. the same cpio packed otherwise).
 suite: run_boot() of a case (render, schema, parse, argv, live adaptation, QEMU under QMP, boot report,
        in-guest and QMP checks, stop), timed end to end, with the suite's own kernel choice
        (conformance/live/boot.py direct_boot). --raw-only skips it.
@@ -71,6 +73,8 @@ def main() -> int:
     ap.add_argument("--flavour", default="cloud", choices=["cloud", "generic"], help="guest of the raw boots")
     ap.add_argument("-n", "--runs", type=int, default=7)
     ap.add_argument("--raw-only", action="store_true", help="only the raw boots, not the suite's")
+    ap.add_argument("--initrd", action="append", default=[], metavar="NAME=FILE",
+                    help="also boot the bzImage raw with FILE as its initramfs (repeatable)")
     ns = ap.parse_args()
     binary = str(ns.qemu) if ns.qemu else shutil.which(f"qemu-system-{ns.arch}")
     if not binary or not Path(binary).exists():
@@ -87,6 +91,13 @@ def main() -> int:
     kinds = {"bzImage": guest.boot_args()}
     if direct_kernel(guest) is not None:
         kinds["ELF"] = guest.boot_args(direct=True)
+    for item in ns.initrd:
+        name, sep, file = item.partition("=")
+        if not sep or not Path(file).is_file():
+            raise SystemExit(f"--initrd {item}: want NAME=FILE, an existing initramfs file")
+        args = guest.boot_args()
+        args[args.index("-initrd") + 1] = file
+        kinds[name] = args
     catalogue = load_catalogue()
     case = catalogue.get(case_name)
     raw: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}

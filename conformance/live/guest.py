@@ -18,7 +18,7 @@ Where the pieces come from (nothing is installed on the host):
   or a folder holding it), e.g. on another distribution; busybox then comes from ``busybox=``,
   Debian's busybox-static when apt works, or a static busybox on PATH.
 
-The initramfs (cpio newc written here) holds busybox, the modules (the closure of
+The initramfs (an uncompressed cpio newc written here) holds busybox, the modules (the closure of
 :data:`MODULE_ROOTS` over each module's ``.modinfo`` ``depends=``, in load order), /dev/console,
 /dev/null and ``/init`` (guest_init.sh; its serial protocol is documented there and parsed by
 conformance/live/guest_report.py). /init loads only the modules the VM's devices ask for: the builder
@@ -144,8 +144,10 @@ _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 #: Kernel command line after console= (docs/guest.md says what each option gains).
 _APPEND_COMMON = "panic=-1 quiet cryptomgr.notests scsi_mod.scan=sync"
 
-#: gzip level of the initramfs (no measurable boot difference between none, 1 and 9).
-_GZIP_LEVEL = 1
+#: gzip level of the initramfs, 0: an uncompressed cpio. The kernel inflates a gzip one on the emulated CPU
+#: (0.07-0.11 QEMU CPU s a cloud boot, 0.3 a generic one); QEMU puts the larger file in guest RAM by a host-side
+#: copy (docs/guest.md, "The initramfs is not compressed"). Part of the recipe: changing it changes the cache key.
+_GZIP_LEVEL = 0
 
 _APT_TIMEOUT = 300
 _INIT_SCRIPT = "guest_init.sh"

@@ -463,3 +463,17 @@ def test_modalias_script_loads_virtio_drivers_after_their_transports() -> None:
     assert wanted["virtio_net"] == ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net"]
     assert wanted["scsi_mod"] == ["scsi_common", "scsi_mod", "sd_mod", "cdrom", "sr_mod"]
     assert set(IMPLIED_MODULES["scsi_mod"]) <= set(wanted["ata_piix"])
+
+
+def test_the_initramfs_is_an_uncompressed_cpio() -> None:
+    """The kernel reads a plain newc cpio with no inflate on the emulated CPU (docs/guest.md, issue 21)."""
+    from conformance.live.guest import _initramfs
+
+    plan = _modalias_plan()
+    plan = dataclasses.replace(plan, order=["virtio_ring"], blobs={"virtio_ring": b"\x7fELF-module"})
+    archive = _initramfs("#!/bin/sh\necho @GUEST_INIT_VERSION@\n", "k3y", b"\x7fELF-busybox", plan)
+    assert archive.startswith(b"070701"), archive[:8]  # not gzip (1f 8b)
+    entries = {e.name: e for e in read_cpio(archive)}
+    assert entries["bin/busybox"].data == b"\x7fELF-busybox"
+    assert entries["lib/modules/virtio_ring.ko"].data == b"\x7fELF-module"
+    assert entries["init"].mode == 0o100755 and entries["init"].data.endswith(b"-k3y\n")
