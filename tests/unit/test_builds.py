@@ -189,13 +189,19 @@ def _fake_root(tmp_path: Path, spec: BuildSpec, arch: str = "x86_64") -> Path:
     return root
 
 
-def _run_wrapper(tmp_path: Path, spec: BuildSpec, root: Path, host_modules: Path,
-                 pass_fd: int | None = None) -> tuple[int, dict[str, list[str]]]:
+def _write_wrapper(tmp_path: Path, spec: BuildSpec, root: Path, host_modules: Path) -> Path:
+    """The real wrapper text for ``root``, with this host's unshare and mount, as tmp_path/qemu-system-x86_64."""
     wrapper = tmp_path / "qemu-system-x86_64"
     wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules),
                                              unshare=shutil.which("unshare") or "/usr/bin/unshare",
                                              mount=shutil.which("mount") or "/bin/mount"))
     wrapper.chmod(0o755)
+    return wrapper
+
+
+def _run_wrapper(tmp_path: Path, spec: BuildSpec, root: Path, host_modules: Path,
+                 pass_fd: int | None = None) -> tuple[int, dict[str, list[str]]]:
+    wrapper = _write_wrapper(tmp_path, spec, root, host_modules)
     out = tmp_path / "out.txt"
     env = {"PATH": os.environ["PATH"], "QC_OUT": str(out), "QC_MODULES": str(host_modules)}
     if pass_fd is not None:
@@ -244,11 +250,7 @@ def test_wrapper_starts_only_unshare_mount_and_qemu(tmp_path: Path, name: str) -
     root = _fake_root(tmp_path, spec)
     host_modules = tmp_path / "host-modules"
     host_modules.mkdir()
-    wrapper = tmp_path / "qemu-system-x86_64"
-    wrapper.write_text(builds.wrapper_script(spec, root, "x86_64", host_module_dir=str(host_modules),
-                                             unshare=shutil.which("unshare") or "/usr/bin/unshare",
-                                             mount=shutil.which("mount") or "/bin/mount"))
-    wrapper.chmod(0o755)
+    wrapper = _write_wrapper(tmp_path, spec, root, host_modules)
     trace = tmp_path / "trace"
     env = {"PATH": os.environ["PATH"], "QC_OUT": str(tmp_path / "out"), "QC_MODULES": str(host_modules),
            "LD_LIBRARY_PATH": "/outer"}
