@@ -154,8 +154,7 @@ class Concerns:
     def anchors(self) -> tuple[frozenset[str | tuple[str, str]], ...]:
         """Per property of each pattern, what an argv's -devices all together must have for the pattern to
         match one of them: one of the accepted (name, value) pairs, or the name (see _device_tokens)."""
-        return tuple(frozenset((k, w) for w in want) if want else frozenset((k,))
-                     for pattern in self.devices for k, want in pattern)
+        return tuple(anchor for pattern in self._pattern_anchors for anchor in pattern)
 
     @cached_property
     def _pattern_anchors(self) -> tuple[tuple[frozenset[str | tuple[str, str]], ...], ...]:
