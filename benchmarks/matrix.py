@@ -47,6 +47,10 @@ def source_of(r: dict) -> str:
         return "skipped"
     if d.get("state_load"):
         return "a state its own build did not load (a result of its own)"
+    if "resumed" in d and not d["resumed"].get("after"):
+        return "handed over: the boot stage's checked VM, paused, resumed (cont)"
+    if "resume_failed" in d and "the boot stage's checked VM" in str(d["resume_failed"].get("why", "")):
+        return "hand-over failed (error)"
     if "resumed" in d:
         return "resumed: the source kept after the key's migration before (cont)"
     if "restored" in d and "checks" in d["restored"]:

@@ -295,12 +295,14 @@ def launch_failure(exc: LiveError) -> str:
 
 
 def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
-             timeout: float = BOOT_TIMEOUT, keep: Callable[[GuestVm, PreparedVm], str] | None = None) -> BootRun:
+             timeout: float = BOOT_TIMEOUT, keep: Callable[[GuestVm, PreparedVm], tuple[str, bool]] | None = None
+             ) -> BootRun:
     """Boot one case on one QEMU binary; always returns a result (never raises for a QEMU problem).
 
     plan -> prepare -> start -> check -> explain; the result is built once, at the end. ``keep``: given the
-    VM that passed its checks, before it stops (the migrations' checked state: conformance/live/checked.py);
-    what it says goes to ``details.checked_state`` and changes no verdict."""
+    VM that passed its checks, before it stops (the migrations' checked source: conformance/live/checked.py);
+    what it says goes to ``details.checked_state`` and changes no verdict; when it says it took the VM (handed
+    over to the migration from it), the boot does not stop it."""
     caps = target.caps
     started = time.monotonic()
     verdict, reason = "error", "not run"
@@ -322,18 +324,20 @@ def run_boot(case: Case, target: Target, catalogue: Catalogue, output: Path, *,
             artifacts, details = prepared.artifacts, prepared.details
             run.argv = prepared.live.argv
             verdict, reason, vm, down, launch_error = _start_and_check(prepared, timeout, details)
+            handed = False  # the VM went, paused, to the migration from it, which stops it
             if keep is not None and vm is not None and verdict == "pass":
                 try:
-                    details["checked_state"] = keep(vm, prepared)
+                    details["checked_state"], handed = keep(vm, prepared)
                 except Exception as exc:  # the boot's verdict stands; its migrations then boot their source
                     details["checked_state"] = f"not saved: {type(exc).__name__}: {exc}"
                 except BaseException:
                     vm.stop()
                     raise
             if vm is not None:
-                details["exit"] = vm.stop().describe()
+                details["exit"] = "running, paused: handed over to the migration from it" if handed \
+                    else vm.stop().describe()
                 details["cpu_s"] = round(vm.cpu_seconds(), 2)  # QEMU's, its save and load check for others aside
-                run.report, run.events = vm.report, vm.process.events
+                run.report, run.events = vm.report, list(vm.process.events)
                 artifacts.update(vm_artifacts(vm, output))
             if down:
                 ended = (launch_error is not None and launch_error.exit.returncode is not None) if vm is None \

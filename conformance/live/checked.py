@@ -22,8 +22,14 @@ The restored guest is proved to be the checked one, and the proof is in the resu
 A restore that fails any of these is a RestoreFailed with its evidence (argv, stderr and console tails):
 the migration's result is an ``error`` of the suite, never a fresh boot in its place.
 
-Where a checked state comes from: the boot stage's own VM when the plan migrates from that build (the
-runner asks; conformance/runner.py), else the first migration that needs it, when more than one will.
+Where a checked source comes from: the boot stage's own VM when the plan migrates from that build (the
+runner asks; conformance/runner.py), else the first migration that needs it, when more than one will. A key
+with one planned migration (a host qualification: each case migrates once, on its own build) saves no state:
+the boot stage hands its checked VM over, paused, to that migration (``hand``, ``take``), which resumes it
+with ``cont`` and proves it as a kept source is proved (``resume``: the same argv, the heartbeat going on from
+the last one before the pause, no GUEST-INIT, QMP agreeing with the guest's report); a hand-over that fails
+that proof is an ``error`` of the suite with its evidence (``details.resume_failed``), never a boot in its
+place. A boot VM past HANDED_MAX waiting at once is saved instead, as before.
 A source that fails its checks, or a state that cannot be saved, is never shared: each migration then
 boots its own source as before (``details.source_from`` says why), so its verdict is the same as before.
 
@@ -87,6 +93,9 @@ SETTLE_TIMEOUT = 10.0  # s for the first heartbeat, and the re-plug of a failove
 #: restored sources kept paused (postmigrate) at once for the next migration of their key: each holds its guest's
 #: RAM; one past this is stopped instead (its key's next migration restores, as without keeping)
 IDLE_SOURCES = 4
+#: boot stage VMs handed over, paused, to their key's one migration and waiting for it at once (each holds its
+#: guest's RAM); one past this is saved to a state file instead, as a key with several migrations is
+HANDED_MAX = 6
 
 #: (output folder, case, binary, machine type the state names): what the runner counts migrations by
 Key = tuple[str, str, str, str]
@@ -218,7 +227,7 @@ def save(vm: GuestVm, prepared: PreparedVm, key: Key, origin: str) -> CheckedSta
                 break
             if status == "wait-unplug" and time.monotonic() - started > SAVE_UNPLUG_TIMEOUT:
                 break
-            time.sleep(0.02)
+            time.sleep(0.05)
         if status != "completed":
             info = q.cmd("query-migrate", timeout=5)
             with contextlib.suppress(QmpError):
@@ -308,7 +317,7 @@ def restore(state: CheckedState, prepared: PreparedVm, vms: list[GuestVm], name:
             status = str(q.cmd("query-status", timeout=5).get("status", ""))
             if status != "inmigrate":
                 break
-            time.sleep(0.02)
+            time.sleep(0.05)
         if status != "paused":
             raise failed(f"QEMU is {status or 'gone'} after the load, not paused"
                          + ("" if vm.process.is_running() else f" ({vm.process.exit.describe()})"), vm, loading=True)
@@ -365,8 +374,26 @@ class Resumable:
     prepared: PreparedVm  # the migration's source that started it: its folder holds its console and disks
     restored: dict[str, Any]  # ``details.restored`` when it was restored from a checked state, else empty
     served: list[str]  # the migrations it was the source of, in order ("7.2.22->10.0.2 @pc-q35-7.2 (folder)")
-    heartbeat: int | None  # the guest's last heartbeat when its last migration completed
+    heartbeat: int | None  # the guest's last heartbeat when its last migration completed (or it was paused)
     cpu_seconds: float = 0.0  # QEMU's CPU s when it was kept (what the next migration's own share starts from)
+    #: the run state QEMU waits in: ``postmigrate`` after a migration, ``paused`` for the boot stage's checked VM
+    #: handed over (``hand_over``), which no migration has served yet (``served`` empty)
+    status: str = "postmigrate"
+
+
+def hand_over(vm: GuestVm, prepared: PreparedVm) -> Resumable:
+    """The boot stage's checked VM, paused (``stop``) with its console read up to the pause, for its key's one
+    migration to ``resume``; LiveError when QEMU does not pause."""
+    vm.expect_stop = True
+    try:
+        vm.process.qmp.cmd("stop", timeout=5)
+        status = str(vm.process.qmp.cmd("query-status", timeout=5).get("status", ""))
+    except QmpError as exc:
+        raise LiveError(f"pausing the checked guest: {exc.message}") from None
+    if status != "paused":
+        raise LiveError(f"pausing the checked guest: QEMU is {status}, not paused")
+    vm.reader.poll_file(vm.console)  # its console up to the pause: the last heartbeat before it
+    return Resumable(vm, prepared, {}, [], vm.report.last_heartbeat, vm.cpu_seconds(), status="paused")
 
 
 def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], str | None]
@@ -379,9 +406,10 @@ def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], st
     vm = source.vm
     record: dict[str, Any] = {"after": list(source.served), "folder": source.prepared.vm_dir.name,
                               "heartbeat_before": source.heartbeat}
+    what = "kept source" if source.served else "boot stage's checked VM (handed over)"
 
     def failed(why: str) -> RestoreFailed:
-        return RestoreFailed(f"resuming the kept source ({source.prepared.vm_dir.name}) failed: {why}",
+        return RestoreFailed(f"resuming the {what} ({source.prepared.vm_dir.name}) failed: {why}",
                              {"resumed": record, "resume_stderr_tail": vm.process.stderr_tail(10),
                               "resume_console_tail": vm.console_tail(15)})
 
@@ -393,8 +421,8 @@ def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], st
     inits = vm.report.inits
     try:
         status = str(vm.process.qmp.cmd("query-status", timeout=5).get("status", ""))
-        if status != "postmigrate":
-            raise failed(f"QEMU is {status}, not postmigrate")
+        if status != source.status:
+            raise failed(f"QEMU is {status}, not {source.status}")
         vm.process.qmp.cmd("cont")
         vm.expect_stop = False
         vm.cont_at = time.monotonic()
@@ -411,8 +439,11 @@ def resume(source: Resumable, prepared: PreparedVm, alias_to: Callable[[str], st
         raise failed("the guest booted again (GUEST-INIT on its console)")
     if not waited.ok:
         raise failed(f"no heartbeat after HB {saved} within {SETTLE_TIMEOUT:g} s ({waited.reason})")
-    checks = [f"argv is the kept source's; cont from postmigrate after {len(source.served)} passed migration(s)",
-              f"heartbeat HB {vm.report.last_heartbeat} after HB {saved} (its last migration), no new boot"]
+    checks = [f"argv is the kept source's; cont from postmigrate after {len(source.served)} passed migration(s)"
+              if source.served else "argv is the boot stage's checked VM's; cont from paused (paused right after "
+                                    "its boot checks passed)",
+              f"heartbeat HB {vm.report.last_heartbeat} after HB {saved} "
+              f"({'its last migration' if source.served else 'the pause'}), no new boot"]
     cross = qmp_cross_check(vm, devices(prepared.live.argv), {})
     if cross:
         raise failed("; ".join(cross))
@@ -435,6 +466,7 @@ class CheckedStates:
         self._making: dict[tuple[Key, str], threading.Lock] = {}
         self._findings: list[Any] = []  # StageResults of states their own build cannot load
         self._idle: dict[tuple[Key, str], list[Resumable]] = {}  # kept sources, paused, per key and argv
+        self._handed: dict[tuple[Key, str], Resumable] = {}  # boot stage VMs handed over, per key and argv
         self._busy: Counter[tuple[Key, str]] = Counter()  # migrations running that may keep their source
         self._kept = threading.Condition(self._lock)
 
@@ -477,6 +509,20 @@ class CheckedStates:
                 self.add(key, digest, found)
             return found
 
+    def hand(self, key: Key, digest: str, source: Resumable) -> bool:
+        """The boot stage hands its checked VM (paused: ``hand_over``) to the one migration of ``key``; False
+        when the key has more (they share a saved state) or HANDED_MAX wait already: the caller then saves it."""
+        with self._lock:
+            if self.uses[key] != 1 or (key, digest) in self._handed or len(self._handed) >= HANDED_MAX:
+                return False
+            self._handed[(key, digest)] = source
+            return True
+
+    def take(self, key: Key, digest: str) -> Resumable | None:
+        """The VM the boot stage handed over for this migration's argv, or None."""
+        with self._lock:
+            return self._handed.pop((key, digest), None)
+
     def lend(self, key: Key, digest: str, wait: float = 0.0) -> Resumable | None:
         """A kept source of ``key`` for this argv, or None: then the caller starts one. Either way the caller may
         keep its source afterwards and must call ``keep`` when its migration is over. When none is kept but
@@ -516,6 +562,8 @@ class CheckedStates:
             kept = [r for (k, _), idle in self._idle.items() if k == key for r in idle] if self.uses[key] <= 0 else []
             for found in [k for k in self._idle if k[0] == key] if kept else []:
                 del self._idle[found]
+            for found in [k for k in self._handed if k[0] == key] if self.uses[key] <= 0 else []:
+                kept.append(self._handed.pop(found))  # handed over to a migration that never took it
         for state in done:
             state.state_file.unlink(missing_ok=True)
         for source in kept:
@@ -525,8 +573,9 @@ class CheckedStates:
         """The run is over: delete every state file left, stop every source still kept."""
         with self._lock:
             states = [s for s in self._states.values() if isinstance(s, CheckedState)]
-            kept = [r for idle in self._idle.values() for r in idle]
+            kept = [r for idle in self._idle.values() for r in idle] + list(self._handed.values())
             self._idle.clear()
+            self._handed.clear()
         for state in states:
             state.state_file.unlink(missing_ok=True)
         for source in kept:

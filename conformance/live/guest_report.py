@@ -424,7 +424,7 @@ class ReportReader:
         return self.feed(data)
 
     def wait_file(self, path: Path, until: Callable[[GuestReport], bool], *, timeout: float,
-                  interval: float = 0.02, alive: Callable[[], bool] | None = None,
+                  interval: float = 0.05, alive: Callable[[], bool] | None = None,
                   starved: Callable[[], float] | None = None) -> bool:
         """Tail ``path`` until ``until(report)`` holds (True), ``timeout`` s pass, the guest
         panics or ``alive()`` turns False (False in those cases).

@@ -75,6 +75,7 @@ from conformance.live.checked import (
     Resumable,
     SourceDown,
     argv_digest,
+    hand_over,
     restore,
     resume,
     same_ram,
@@ -313,7 +314,7 @@ def migrate_vms(source: GuestVm, destination: GuestVm, *, failover: list[tuple[d
         if now > deadline:
             problem = f"migration timeout: status {seen['source'] or 'none'} after {timeouts.migration:g} s"
             break
-        src_q.poll(0.02)
+        src_q.poll(0.05)  # returns at the first event: the wait only spaces the looks
     mig.evidence["source_status_final"] = seen["source"]
     if problem:
         return _cancelled(mig, problem, source, destination, failover, negotiated, timeouts)
@@ -663,14 +664,22 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         # a source that served a passed migration of the same key, kept paused, is resumed instead of started:
         # every non-failover one (a failover source's primary stays unplugged after a completed migration)
         chain = checked is not None and key is not None and not failover_pairs(devices(src_prep.live.argv))
-        if chain and checked is not None and key is not None:
+        # the boot stage's checked VM, handed over paused to the key's one migration: resumed, and a hand-over
+        # that fails its proof is an error of the suite (never a boot in its place)
+        handed = checked.take(key, digest) if checked is not None and key is not None else None
+        if handed is not None:
+            chain = False  # the key's one migration: nothing to keep its source for
+            lent = handed
+        elif chain and checked is not None and key is not None:
             asked, lent = digest, checked.lend(key, digest, wait=CHAIN_WAIT)
         if lent is not None:
             verdict, reason, mig, dst_prep = _resume_then_migrate(
                 lent, src_prep, vms, timeouts, details, partial(prepare_vm, case, destination, catalogue, output,
                                                                  dst_dir, machine=argv_machine))
             details["destination"] = dst_prep.details
-            if "resumed" not in details:  # it could not be resumed: the key's next source starts as without it
+            if "resumed" not in details and handed is not None:  # the hand-over failed its proof: an error
+                verdict, reason = "error", details["resume_failed"]["why"]
+            elif "resumed" not in details:  # it could not be resumed: the key's next source starts as without it
                 lent = None
         if lent is None and checked is not None and key is not None:
             origin = f"migration {pair_label(source, destination)}"
@@ -708,7 +717,7 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
                 details["source_from"] = "a boot of its own, kept for the next migrations from it (no checked state " \
                                          "is saved for a source that is not a failover guest)"
             verdict, reason, mig = _boot_then_migrate(case, src_prep, dst_prep, vms, timeouts)
-        if chain and verdict == "pass" and mig is not None and len(vms) == 2:
+        if chain and asked is not None and verdict == "pass" and mig is not None and len(vms) == 2:
             kept = _keepable(vms[0], vms[1], lent.prepared if lent is not None else src_prep, details,
                              f"{pair_label(source, destination)}" + (f" @{pinned}" if machine else "")
                              + f" ({dst_dir.parent.relative_to(output)})")
@@ -719,9 +728,10 @@ def _run_migrate(case: Case, source: Target, destination: Target, catalogue: Cat
         for vm, side in zip(vms, ("source", "destination"), strict=False):
             if kept is None or vm is not kept.vm:  # a kept source: stopped once its destination is, or kept
                 details.setdefault("exits", {})[side] = vm.stop().describe()
-            # QEMU CPU s this migration used (a resumed source: since its previous migration ended)
-            details.setdefault("cpu_s", {})[side] = round(vm.cpu_seconds() - (
-                lent.cpu_seconds if side == "source" and lent is not None else 0.0), 2)
+            # QEMU CPU s this migration used (a resumed source: since its previous migration ended, or its hand-over;
+            # a QEMU that died reads 0: its share is then 0, not the negative of what it used before)
+            details.setdefault("cpu_s", {})[side] = round(max(0.0, vm.cpu_seconds() - (
+                lent.cpu_seconds if side == "source" and lent is not None else 0.0)), 2)
             artifacts.update({f"{side}-{k}": v for k, v in vm_artifacts(vm, output).items()})
             if details.get("machine_deprecated"):  # QEMU's warning, as evidence that it only warned
                 said = [line for line in vm.process.stderr_tail(50).splitlines() if "deprecated" in line.lower()]
@@ -922,14 +932,26 @@ def note_boot(checked: CheckedStates, case: Case, target: Target, output: Path, 
 
 
 def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: Catalogue, output: Path
-                 ) -> Callable[[GuestVm, PreparedVm], str] | None:
-    """For the boot stage: save its checked VM as the state its build's migrations start from, when the run
-    migrates from this build under this machine type (None: it does not)."""
+                 ) -> Callable[[GuestVm, PreparedVm], tuple[str, bool]] | None:
+    """For the boot stage: when the run migrates from this build under this machine type (None: it does not),
+    hand its checked VM over, paused, to the key's one migration (``CheckedStates.hand``; the VM is then the
+    migration's to stop), else save it as the state its build's migrations start from. (What it did, whether
+    it took the VM.)"""
     key = source_key(case, target, target, "", output)
     if key is None or not checked.wanted(key):
         return None
 
-    def keep(vm: GuestVm, prepared: PreparedVm) -> str:
+    def keep(vm: GuestVm, prepared: PreparedVm) -> tuple[str, bool]:
+        digest = argv_digest(prepared.live.argv, prepared.vm_dir, _alias_to(target.caps))
+        if checked.uses[key] == 1:
+            try:
+                handed = hand_over(vm, prepared)
+            except LiveError as exc:
+                return f"not handed over: {exc.message}", False
+            if checked.hand(key, digest, handed):
+                return (f"handed over paused (HB {handed.heartbeat}) to the migration from it, which resumes it",
+                        True)
+            vm.process.qmp.cmd("cont")  # HANDED_MAX wait already: saved as before (save stops it again)
         try:
             saved = save(vm, prepared, key, "boot stage")
         except LiveError as exc:
@@ -944,9 +966,9 @@ def keep_checked(checked: CheckedStates, case: Case, target: Target, catalogue: 
                 state = saved
             else:
                 state = loads(saved, case, target, catalogue, output, None, vm, live, checked.finding)
-        checked.add(key, argv_digest(prepared.live.argv, prepared.vm_dir, _alias_to(target.caps)), state)
-        return f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})" \
-            if isinstance(state, CheckedState) else state
+        checked.add(key, digest, state)
+        return (f"saved for the migrations from it ({prepared.vm_dir.name}/{STATE_FILE})"
+                if isinstance(state, CheckedState) else state), False
 
     return keep
 
@@ -992,7 +1014,9 @@ def _resume_then_migrate(lent: Resumable, src_prep: PreparedVm, vms: list[GuestV
         vms.remove(lent.vm)
         lent.vm.stop()
         return "", "", None, prepare_destination(image_dir=src_prep.vm_dir)
-    details["source_from"] = f"resumed: the source of {'; '.join(lent.served)}, cont after its last migration"
+    details["source_from"] = (f"resumed: the source of {'; '.join(lent.served)}, cont after its last migration"
+                              if lent.served else f"the boot stage's checked VM ({lent.prepared.vm_dir.name}), "
+                                                  "handed over paused, resumed with cont")
     if lent.restored:
         details["restored"] = lent.restored
     verdict, reason, mig = _migrate_to(source, src_prep, dst_prep, vms, timeouts)

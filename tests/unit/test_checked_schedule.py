@@ -13,6 +13,7 @@ import pytest
 
 from conformance.cases import load_catalogue
 from conformance.live.checked import (
+    HANDED_MAX,
     IDLE_SOURCES,
     CheckedState,
     CheckedStates,
@@ -250,6 +251,33 @@ def test_no_source_is_kept_for_a_key_with_no_migration_left_nor_past_the_limit(t
     assert vm.stopped == 1
 
 
+def test_the_boot_stage_hands_its_vm_to_a_keys_one_migration_only(tmp_path: Path) -> None:
+    once, twice = ((str(tmp_path), "case", "/qemu", m) for m in ("pc-q35-7.2", "pc-i440fx-7.2"))
+    states = CheckedStates(Counter({once: 1, twice: 2}))
+    vm = _Vm()
+    handed = Resumable(vm, None, {}, [], 3, status="paused")  # type: ignore[arg-type]
+    assert not states.hand(twice, "d", handed)  # several migrations share a saved state instead
+    assert states.hand(once, "d", handed)
+    assert not states.hand(once, "d", handed)  # one VM per key and argv
+    assert states.take(once, "another argv") is None  # only for its own argv
+    assert states.take(once, "d") is handed and states.take(once, "d") is None  # taken once
+    # one its migration never took (a skip before the source starts) is stopped after the key's last use
+    states.hand(once, "d", handed)
+    states.used(once)
+    assert vm.stopped == 1
+
+
+def test_no_more_than_handed_max_vms_wait_for_their_migration(tmp_path: Path) -> None:
+    keys = [(str(tmp_path), "case", "/qemu", f"pc-q35-{n}.0") for n in range(HANDED_MAX + 1)]
+    states = CheckedStates(Counter({k: 1 for k in keys}))
+    vms = [_Vm() for _ in keys]
+    took = [states.hand(k, "d", Resumable(v, None, {}, [], None, status="paused"))  # type: ignore[arg-type]
+            for k, v in zip(keys, vms, strict=True)]
+    assert took == [True] * HANDED_MAX + [False]  # the one past the limit is saved instead
+    states.close()
+    assert [v.stopped for v in vms] == [1] * HANDED_MAX + [0]
+
+
 def test_a_migration_waits_for_the_source_another_one_of_its_key_runs(tmp_path: Path) -> None:
     key = (str(tmp_path), "case", "/qemu", "pc-q35-7.2")
     states = CheckedStates(Counter({key: 2}))
@@ -279,6 +307,7 @@ def test_migrations_of_one_source_key_take_turns_a_few_keys_at_a_time() -> None:
 
 
 @pytest.mark.parametrize(("uses", "live", "loaded"), [
+    # a key with one migration is saved only when HANDED_MAX boot VMs wait already (else it is handed over)
     (1, False, False),  # its one migration's restore loads it: not loaded twice
     (2, False, True),  # shared: loaded once first, so that a state that does not load spares every migration
     (1, True, True),  # saved running (failover before 9.0): its RAM must be compared with the saved guest's
@@ -295,11 +324,17 @@ def test_the_boot_stage_loads_a_new_state_only_when_more_than_its_restore_would(
     calls: list[CheckedState] = []
     monkeypatch.setattr(migrate, "loads", lambda s, *_a: calls.append(s) or s)
     states = CheckedStates(Counter({key: uses}))
+    monkeypatch.setattr(migrate, "hand_over", lambda *_a: None)
+    monkeypatch.setattr(states, "hand", lambda *_a: False)  # HANDED_MAX wait already
+    sent: list[str] = []
+    vm = SimpleNamespace(process=SimpleNamespace(qmp=SimpleNamespace(cmd=lambda name, **_k: sent.append(name))))
     target = SimpleNamespace(caps=SimpleNamespace(version="7.2.22", arch="x86_64", machine=lambda _n: None))
     keep = migrate.keep_checked(states, SimpleNamespace(name="case"), target, None, tmp_path)  # type: ignore[arg-type]
     assert keep is not None
     prepared = SimpleNamespace(live=SimpleNamespace(argv=["-machine", "q35"]), vm_dir=tmp_path)
-    assert keep(None, prepared).startswith("saved for the migrations")  # type: ignore[arg-type]
+    said, took = keep(vm, prepared)  # type: ignore[arg-type]
+    assert said.startswith("saved for the migrations") and not took
+    assert sent == (["cont"] if uses == 1 else [])  # a VM paused for a hand-over that was refused runs again
     assert (calls == [state]) is loaded
     assert state.verified is loaded
     assert ("load_check" in state.saved) is not loaded
