@@ -11,7 +11,7 @@ per combination at most.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,7 @@ class StaticRunner:
         context = multiprocessing.get_context("fork")
         _PREFETCH = (self, pairs, ordered, context.Value("i", 0))
         workers = []
+        receiving: list[tuple[Any, Any, list[tuple[int, list[StaticOutcome]]]]] = []  # workers not ended yet
         # no garbage collection while the processes compute (the outcomes and memos they build are kept, little
         # is garbage): a collection would walk the whole heap again and, in a worker, copy its pages
         collecting = gc.isenabled()
@@ -105,33 +106,34 @@ class StaticRunner:
         try:
             for _ in range(jobs - 1):
                 receive, send = context.Pipe(duplex=False)
+                _widen(send)
                 worker = context.Process(target=_prefetch_worker, args=(send,), daemon=True)
                 worker.start()
                 send.close()
                 workers.append((worker, receive))
-            done = _take_groups()
-            for worker, receive in workers:
-                try:
-                    failed, theirs = receive.recv()
-                except EOFError:
-                    worker.join()
-                    raise RuntimeError(f"a static prefetch worker ended without its outcomes (exit code "
-                                       f"{worker.exitcode})") from None
-                if failed:
-                    raise theirs
-                done += theirs
+            done: list[tuple[int, list[StaticOutcome]]] = []
+            receiving += [(worker, receive, done) for worker, receive in workers]
+            done += _take_groups(lambda: _receive(receiving, wait=False))
+            _receive(receiving, wait=True)
             for i, outcomes in done:
                 case, caps = pairs[i]
                 self._ahead[(id(case), id(caps))] = (case, caps, outcomes)
         finally:
             _PREFETCH = None
             if collecting:
+                if not gc.get_freeze_count():
+                    # what the pass built is kept (outcomes, memos): into the oldest generation at once (two
+                    # list moves), not walked by the young collection that re-enabling would start next
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()
             for worker, receive in workers:
-                if worker.is_alive():
-                    worker.terminate()  # on an error or Ctrl-C: no worker outlives the call
-                worker.join()
                 receive.close()
+                if any(worker is entry[0] for entry in receiving) and worker.is_alive():
+                    worker.terminate()  # on an error or Ctrl-C: no worker outlives the call
+                    worker.join()
+                else:  # it sent its last message and closed its pipe: reaped if it is gone, else by multiprocessing
+                    worker.join(0)  # on its next start or at exit (its own exit costs 5-15 ms, not waited for)
 
     def render(self, case: Case, caps: Capabilities, machine: str, overrides: dict[str, Any] | None = None) -> str:
         return render_case(case, caps, machine, defaults=self.catalogue.defaults, image_dir=self.image_dir,
@@ -254,9 +256,11 @@ class StaticRunner:
 _PREFETCH: tuple[StaticRunner, list[tuple[Case, Capabilities]], list[list[int]], Any] | None = None
 
 
-def _take_groups() -> list[tuple[int, list[StaticOutcome]]]:
+def _take_groups(between: Callable[[], None] | None = None,
+                 send: Any = None) -> list[tuple[int, list[StaticOutcome]]]:
     """The outcomes of the groups of StaticRunner.prefetch this process takes, one after the other, until none
-    is left."""
+    is left. ``between``: called after each group (the parent reads what the workers sent meanwhile); ``send``:
+    a worker's pipe, each group's outcomes sent as soon as they are computed, and none returned."""
     assert _PREFETCH is not None
     runner, pairs, groups, taken = _PREFETCH
     done = []
@@ -266,25 +270,67 @@ def _take_groups() -> list[tuple[int, list[StaticOutcome]]]:
             taken.value = g + 1
         if g >= len(groups):
             return done
-        done += [(i, runner.run(*pairs[i])) for i in groups[g]]
+        computed = [(i, runner.run(*pairs[i])) for i in groups[g]]
+        if send is not None:  # as plain tuples: a third of the pickling and unpickling of the dataclasses
+            send.send((_PART, [(i, [(o.case, o.caps, o.verdict, o.stage, o.reason, o.argv, o.known_bugs)
+                                    for o in outcomes]) for i, outcomes in computed]))
+        else:
+            done += computed
+        if between is not None:
+            between()
+
+
+_PART, _END, _FAILED = range(3)  # a prefetch worker's messages: outcomes of a group, the last one, its error
+
+
+def _widen(send: Any) -> None:
+    """A prefetch pipe as wide as Linux lets an unprivileged process make it (1 MiB by default against 64 KiB),
+    so a worker sending a group's outcomes never waits for the parent to read them; where it cannot be widened
+    the worker waits and the parent reads between its own groups."""
+    import contextlib
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(send.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+
+
+def _receive(receiving: list[tuple[Any, Any, list[tuple[int, list[StaticOutcome]]]]], wait: bool) -> None:
+    """Read what the prefetch workers sent into their ``done`` lists: what is there (``wait`` false), or until
+    each sent its last message; a worker's error is raised here."""
+    for entry in list(receiving):
+        worker, receive, done = entry
+        while wait or receive.poll():
+            try:
+                kind, what = receive.recv()
+            except EOFError:
+                worker.join()
+                raise RuntimeError(f"a static prefetch worker ended without its outcomes (exit code "
+                                   f"{worker.exitcode})") from None
+            if kind == _FAILED:
+                raise what
+            if kind == _END:
+                receiving.remove(entry)
+                break
+            done += [(i, [StaticOutcome(*o) for o in outcomes]) for i, outcomes in what]
 
 
 def _prefetch_worker(send: Any) -> None:
-    """A forked prefetch worker: takes groups, then sends their outcomes (or what it failed with) at once. It
-    dies of SIGTERM (the parent's terminate) and leaves Ctrl-C to its parent: it must not keep the handlers of
-    conformance/interrupt.py it inherits, whose first signal only asks the run to stop."""
+    """A forked prefetch worker: takes groups and sends each one's outcomes, then that it ended (or what it
+    failed with). It dies of SIGTERM (the parent's terminate) and leaves Ctrl-C to its parent: it must not keep
+    the handlers of conformance/interrupt.py it inherits, whose first signal only asks the run to stop."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        outcome: tuple[bool, Any] = (False, _take_groups())
+        _take_groups(send=send)
+        outcome: tuple[int, Any] = (_END, None)
     except Exception as exc:  # the parent raises it
-        outcome = (True, exc)
+        outcome = (_FAILED, exc)
     try:
         send.send(outcome)
     except Exception as exc:  # one that does not pickle: its words
-        send.send((True, RuntimeError(f"a static prefetch worker failed: {exc!r}")))
+        send.send((_FAILED, RuntimeError(f"a static prefetch worker failed: {exc!r}")))
     send.close()
 
 

@@ -4,8 +4,10 @@ outcomes one process computes pair after pair. No QEMU."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+from conformance import static
 from conformance.caps.store import fixture_files, load
 from conformance.cases import load_catalogue
 from conformance.cli import main
@@ -42,3 +44,34 @@ def test_run_caps_with_one_job_and_with_two_write_the_same_results(tmp_path: Pat
             f"{r[0]}.args" for r in written[jobs] if r[1] == "argv" and r[5])
     assert written["1"] == written["2"]
     assert len(written["1"]) > 2 * len(CASES) and os.cpu_count()
+
+
+class _FailsInWorker(StaticRunner):
+    """A runner whose pairs fail in a forked prefetch worker (not in the process that made it, which is slow
+    once the worker is forked, so the worker takes groups)."""
+
+    parent = os.getpid()
+
+    def run(self, case, caps):  # type: ignore[no-untyped-def]
+        if os.getpid() != self.parent:
+            raise ValueError(f"failed in the worker on {case.name}")
+        if static._PREFETCH is not None:
+            time.sleep(0.05)
+        return super().run(case, caps)
+
+
+def test_a_worker_error_is_raised_and_no_worker_is_left() -> None:
+    import multiprocessing
+
+    catalogue = load_catalogue()
+    fixtures = [load(p) for p in fixture_files()]
+    pairs = [(catalogue.get(name), caps) for name in CASES for caps in fixtures
+             if caps.arch in catalogue.get(name).arches]
+    runner = _FailsInWorker(catalogue)
+    try:
+        runner.prefetch(pairs, 2)
+    except ValueError as exc:
+        assert "failed in the worker on" in str(exc)
+    else:
+        raise AssertionError("the worker's error was not raised")
+    assert not multiprocessing.active_children(), "no worker outlives a failed prefetch"
