@@ -12,12 +12,15 @@ Per pair, the source is made ready two ways, each timed with the CPU seconds of 
 checked (what every migration did before), and restored from a checked state saved once
 (conformance/live/checked.py: what a run does for a failover guest); a pair's cost is that plus the checked
 migration. A third way for the plain case: the source kept after the migration before it, resumed with cont
-(what a run does for a key's second and later migrations of a guest that is not a failover one).
+(what a run does for a key's second and later migrations of a guest that is not a failover one). A fourth, for
+both cases: the boot stage's checked VM handed over, paused, to the key's one migration (what a one-build
+qualification does for every case): the boot with its checks, then the suite's run_migrate, timed and priced
+alone (``--handed-only`` prints only these lines).
 A failover guest is saved running, on QEMU 9.0 or later only: on an older build its pairs boot (said so).
 ``--memory-mib`` sizes the guests (default: the catalogue's, 256 MiB); ``--qemu`` another x86_64 build
 than the host's. The last line is the headline.
 
-    python3 benchmarks/migrate.py [--runs 3] [--memory-mib 1024] [--qemu PATH]
+    python3 benchmarks/migrate.py [--runs 3] [--memory-mib 1024] [--qemu PATH] [--handed-only]
 """
 
 from __future__ import annotations
@@ -188,6 +191,53 @@ def resumed(target, case_name: str, runs: int, memory_mib: int | None) -> list[R
     return out
 
 
+def handed(target, case_name: str, runs: int, memory_mib: int | None  # type: ignore[no-untyped-def]
+           ) -> list[tuple[float, float, str]]:
+    """Per run, the boot stage's run_boot of the case with the key's one migration waiting (CheckedStates: the VM
+    handed over paused), then that run_migrate: its seconds, its QEMUs' CPU s (``details.cpu_s``: the source's
+    share after the hand-over, the destination's) and how the source was proved."""
+    from collections import Counter
+
+    from conformance.live.boot import run_boot
+    from conformance.live.checked import CheckedStates
+    from conformance.live.migrate import keep_checked, run_migrate
+
+    catalogue = load_catalogue()
+    if memory_mib:
+        catalogue.defaults["memory_kib"] = memory_mib * 1024
+    case = catalogue.get(case_name)
+    out = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench-handed-") as tmp:
+            folder = Path(tmp)
+            key = source_key(case, target, target, "", folder)
+            assert key is not None, case_name
+            states = CheckedStates(Counter({key: 1}))
+            try:
+                boot = run_boot(case, target, catalogue, folder,
+                                keep=keep_checked(states, case, target, catalogue, folder))
+                if not str(boot.result.details.get("checked_state", "")).startswith("handed over"):
+                    raise SystemExit(f"{case_name}: not handed over: {boot.result.verdict}: "
+                                     f"{boot.result.details.get('checked_state', boot.result.reason)}")
+                result = run_migrate(case, target, target, catalogue, folder, checked=states)
+            finally:
+                states.close()
+            if result.verdict != "pass":
+                raise SystemExit(f"{case_name}: handed-over run: {result.verdict}: {result.reason}")
+            cpu = sum(float(v) for v in result.details.get("cpu_s", {}).values())
+            out.append((result.duration_s, cpu, result.details["resumed"]["checks"][0]))
+    return out
+
+
+def handed_lines(target, runs: int, memory_mib: int | None) -> None:  # type: ignore[no-untyped-def]
+    for case, label in (("q35-minimal", "plain"), ("teaming-q35", "failover")):
+        found = handed(target, case, runs, memory_mib)
+        print(f"{label} ({case}) per pair from the boot stage's VM handed over: checked migration "
+              f"{statistics.median(f[0] for f in found):.2f} s ({statistics.median(f[1] for f in found):.2f} QEMU "
+              f"CPU s, median of {runs}), QEMU {target.caps.version} x86_64 TCG, load "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
 def timed(run: Callable[[], Run]) -> Run:
     """A run with the CPU seconds of its QEMUs."""
     before = _children_cpu()
@@ -200,12 +250,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-mib", type=int, default=None, help="guest RAM (default: the catalogue's)")
     parser.add_argument("--qemu", type=Path, help="this x86_64 build (default: the host's qemu-system-x86_64)")
+    parser.add_argument("--handed-only", action="store_true", help="only the pairs from a handed-over boot VM")
     args = parser.parse_args()
     binary = args.qemu or shutil.which("qemu-system-x86_64")
     if not binary:
         print("qemu-system-x86_64 not installed", file=sys.stderr)
         return 2
     target = make_target(Path(binary), lambda _t: None)
+    if args.handed_only:
+        handed_lines(target, args.runs, args.memory_mib)
+        return 0
     mib = args.memory_mib or load_catalogue().defaults["memory_kib"] // 1024
     figures = {}
     pairs = {}
@@ -248,6 +302,7 @@ def main() -> int:
           f"failover {fs:.2f} s (raw {ff:.2f} s, {fs - ff:+.2f} s; checked {ffull:.1f} s); RAM check {pram:.3f} s "
           f"plain, {fram:.3f} s failover per {mib} MiB (pmemsave on the same pairs {pslow:.2f} s, now {pfast:.3f} s), "
           f"x86_64 TCG")
+    handed_lines(target, args.runs, args.memory_mib)
     kept = resumed(target, "q35-minimal", args.runs, args.memory_mib)
     kr, kc = statistics.median(r.ready + r.total for r in kept), statistics.median(r.cpu for r in kept)
     print(f"plain (q35-minimal) per pair from a kept source (cont after the migration before): resumed "
