@@ -23,7 +23,6 @@ backend of this QEMU has it. A libvirt caps XML import carries no QAPI schema, a
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from conformance.argv.options import parse_props
@@ -52,10 +51,24 @@ def _compatible(value: Any, qom_type: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=256)
+# id(record) -> (the record, kept alive so its id stays its own; its _scope): found by identity, not by hashing
+# and comparing the record's fact sets (property_problems asks once per argv)
+_SCOPES: dict[int, tuple[Recorded, tuple[frozenset[str], frozenset[str], frozenset[str]] | None]] = {}
+
+
 def _scope(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
     """(types whose every property is recorded, single recorded "TYPE.PROP" facts, types with any) of a
     fixture's property record; None: it records every property of every type."""
+    kept = _SCOPES.get(id(recorded))
+    if kept is not None and kept[0] is recorded:
+        return kept[1]
+    if len(_SCOPES) >= 256:
+        _SCOPES.clear()
+    found = _SCOPES[id(recorded)] = (recorded, _scope_of(recorded))
+    return found[1]
+
+
+def _scope_of(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
     if recorded.only is None or recorded.never:
         return None
     whole = frozenset(f[:-2] for f in recorded.only if f.endswith(".*"))

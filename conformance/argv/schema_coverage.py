@@ -391,20 +391,23 @@ def domain_items(root: etree._Element) -> Iterator[tuple[str, etree._Element]]:
     """The item paths a domain uses, each with the element it is on, in document order: elements and
     attributes, an attribute some rule names by value as its value item (``elem[@attr='value']``), and an
     element whose text some rule names by value also as its text's value item (``elem[.='value']``)."""
-    cl = classifier()
+    valued = classifier().valued
+    items: list[tuple[str, etree._Element]] = []  # listed by a plain recursion: no generator chain per level
+    add = items.append
 
-    def walk(el: etree._Element, path: str) -> Iterator[tuple[str, etree._Element]]:
-        yield path, el
-        if el.text is not None and cl.valued(f"{path}/.") and el.text.strip():
-            yield f"{path}[.='{el.text.strip()}']", el
+    def walk(el: etree._Element, path: str) -> None:
+        add((path, el))
+        if el.text is not None and valued(f"{path}/.") and el.text.strip():
+            add((f"{path}[.='{el.text.strip()}']", el))
         for key, value in el.attrib.items():
             apath = f"{path}/@{key}"
-            yield (f"{path}[@{key}='{value}']" if cl.valued(apath) else apath), el
+            add(((f"{path}[@{key}='{value}']" if valued(apath) else apath), el))
         for c in el:
             if isinstance(c.tag, str):
-                yield from walk(c, f"{path}/{_tag(c)}")
+                walk(c, f"{path}/{_tag(c)}")
 
-    yield from walk(root, f"/{_tag(root)}")
+    walk(root, f"/{_tag(root)}")
+    return iter(items)
 
 
 def refusal(root: etree._Element) -> tuple[str, etree._Element, Rule | None] | None:

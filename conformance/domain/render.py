@@ -45,22 +45,28 @@ def render_template(name: str, variables: dict[str, Any], folder: Path | None = 
     """Render templates/NAME (``folder``, default: every data layer's templates/domains/, the upper layer's
     first) with ``variables``; TemplateError on any problem."""
     folders = [folder] if folder else domain_dirs()
-    path = next((f / name for f in folders if (f / name).exists()), folders[0] / name)
-    folder = path.parent
     env = environment(tuple(str(f) for f in folders))
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound:
+        path = _path(name, folders)
         raise TemplateError("template not found", path=path,
-                            hint=f"templates live in {folder}") from None
+                            hint=f"templates live in {path.parent}") from None
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", path=exc.filename or path,
+        raise TemplateError(f"template syntax error: {exc.message}", path=exc.filename or _path(name, folders),
                             line=exc.lineno) from None
     try:
         return template.render(**variables)
     except jinja2.UndefinedError as exc:
+        path = _path(name, folders)
         raise TemplateError(f"undefined variable: {exc.message}", path=path, line=_template_line(exc, path),
                             hint="define it in the case's vars in templates/cases.toml or pass --set NAME=VALUE"
                             ) from None
     except jinja2.TemplateError as exc:
+        path = _path(name, folders)
         raise TemplateError(f"template error: {exc}", path=path, line=_template_line(exc, path)) from None
+
+
+def _path(name: str, folders: list[Path]) -> Path:
+    """The template file an error names: the first folder's that has it (else the first folder's)."""
+    return next((f / name for f in folders if (f / name).exists()), folders[0] / name)
