@@ -218,6 +218,9 @@ class FlagMemo:
         self.tokens: dict[str, frozenset[str | tuple[str, str]]] = {}  # a -device value -> its anchored tokens
         # (id(bug), version, arch, machine, package) -> (bug, whether check holds)
         self.holds: dict[tuple[int, QemuVersion, str, str, str], tuple[KnownBug, bool]] = {}
+        # (id(flaggable bugs), the argv's anchored tokens) -> (those bugs, the ones whose every anchor meets them)
+        self.anchored_bugs: dict[tuple[int, frozenset[str | tuple[str, str]]],
+                                 tuple[tuple[KnownBug, ...], list[KnownBug]]] = {}
 
 
 def _device_tokens(argv: list[str], memo: FlagMemo) -> list[frozenset[str | tuple[str, str]]]:
@@ -705,8 +708,13 @@ def bugs_concerning(version: QemuVersion, argv: list[str], arch: str = "", packa
     # combination): the -devices' properties all together and the machine type first (no bug they rule out is
     # tested further), then the joined argv and each -device; ``check`` decides for the bugs that pass them
     devices = _device_tokens(argv, memo)
-    unmet = frozenset().union(*devices).isdisjoint
-    maybe = [b for b in flaggable if b.concerns is not None and not any(map(unmet, b.concerns.anchors))]
+    tokens = frozenset().union(*devices)
+    met = memo.anchored_bugs.get((id(flaggable), tokens))
+    if met is None or met[0] is not flaggable:  # a function of the bugs and the tokens: kept for other argvs
+        unmet = tokens.isdisjoint
+        met = memo.anchored_bugs[(id(flaggable), tokens)] = (flaggable, [
+            b for b in flaggable if b.concerns is not None and not any(map(unmet, b.concerns.anchors))])
+    maybe = met[1]
     if not maybe:
         return []
     machine = argv_machine(argv)
