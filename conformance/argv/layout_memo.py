@@ -210,9 +210,10 @@ class LayoutMemo:
                     firmware(ctx)
                     fired = True
                 if _answers(answers_after, ctx):
+                    fields = vars(ctx)  # a plain dataclass: setting its fields is setting these entries
                     for name, value in state.items():
-                        setattr(ctx, name, list(value) if isinstance(value, list)
-                                else dict(value) if isinstance(value, dict) else value)
+                        kind = type(value)
+                        fields[name] = list(value) if kind is list else dict(value) if kind is dict else value
                     self.reused += 1
                     self._laid = (ctx, state)
                     return
