@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.argv.layout_memo import LAYOUTS, LayoutMemo
+from conformance.argv.schema_check import property_problems
 from conformance.caps.model import Capabilities
 from conformance.cases import Case, Catalogue, case_variables, load_catalogue, plan
 from conformance.domain.schema import SchemaStatus
@@ -221,8 +223,6 @@ class StaticRunner:
         return outcomes
 
     def _argv(self, case: Case, caps: Capabilities, rendered: Rendered, expect_error: str | None) -> StaticOutcome:
-        from conformance.argv.layout_memo import LAYOUTS, LayoutMemo
-
         label = caps.label
         if self._layouts is None:
             self._layouts = LayoutMemo()
@@ -242,8 +242,6 @@ class StaticRunner:
         missing = [w for w in case.argv_contains if not _contains(joined, w)]
         if missing:
             return StaticOutcome(case.name, label, "fail", "argv", f"argv lacks {', '.join(missing)}", argv)
-        from conformance.argv.schema_check import property_problems
-
         memo = self._property_problems.get(id(caps))
         if memo is None or memo[0] is not caps:
             memo = self._property_problems[id(caps)] = (caps, {})

@@ -10,6 +10,7 @@ from conformance.argv.harness import CHANNEL_TARGET_DIR, CHARDEV_LOG_FD, CHARDEV
 from conformance.argv.input import usb_bus_props
 from conformance.argv.options import escape_opt_value
 from conformance.domain.model import Chardev
+from conformance.domain.parse import chardev_from_element
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 _SPICEVMC_NAMES = {"redirdev": "usbredir", "smartcard": "smartcard"}
@@ -148,8 +149,6 @@ def serials(ctx: Ctx) -> None:
 def smartcards(ctx: Ctx) -> None:
     """<smartcard>: an emulated card (the host's NSS database or given certificates) or a passthrough
     chardev, on its CCID controller's bus."""
-    from conformance.domain.parse import chardev_from_element
-
     for dev, el in ctx.smartcards:
         alias = ctx.alias(dev)
         addr = dev.address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from conformance.argv.context import Ctx
 from conformance.argv.cpu_host import host_model_cpu
@@ -21,6 +22,7 @@ from conformance.argv.memory import backend_objects, cell_needs_backend, check_h
 from conformance.argv.misc import intel_iommu_driver
 from conformance.argv.options import compact_json, escape_opt_value
 from conformance.argv.storage_source import nvram_source
+from conformance.caps.model import QemuVersion
 from conformance.domain.model import Cpu
 from conformance.domain.rules import _bitmap
 from conformance.errors import UnsupportedByQemu
@@ -437,8 +439,6 @@ def smp(ctx: Ctx) -> None:
 
 
 def _v(major: int, minor: int):
-    from conformance.caps.model import QemuVersion
-
     return QemuVersion(major, minor)
 
 
@@ -685,8 +685,6 @@ def sysinfo_args(ctx: Ctx) -> None:
 def _rtc_base(clock) -> str:
     """-rtc base= from <clock offset=>: an absolute start or a variable adjustment counts from the
     harness's fixed "now" (HARNESS_NOW)."""
-    from datetime import UTC, datetime
-
     if clock is None:
         return "utc"
     if clock.offset in ("localtime", "timezone"):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from conformance.caps.model import Capabilities
 from conformance.domain.model import Controller, Device, Disk, Domain
@@ -1033,17 +1034,28 @@ def memory_alignment(domain: Domain, caps: Capabilities | None) -> Iterator[Refu
         yield Refusal("<maxMemory>", f"{UNSUPPORTED}maximum memory size overflowed after alignment")
 
 
+_CPU_MAP: list[Any] = []  # conformance.argv.cpu_map, imported at the first use (it imports this module)
+
+
+def _cpu_map() -> Any:
+    """conformance.argv.cpu_map (an import statement in a rule run for every build costs more than the check)."""
+    if not _CPU_MAP:
+        from conformance.argv import cpu_map
+
+        _CPU_MAP.append(cpu_map)
+    return _CPU_MAP[0]
+
+
 @rule
 def cpu_feature_names(domain: Domain, caps: Capabilities | None) -> Iterator[Refusal]:
     """virCPUValidateFeatures (cpu.c, run when a domain starts): every <feature> of <cpu> must be a feature
     of libvirt's CPU map for the guest's arch. Without a map on this host there is nothing to check against."""
-    from conformance.argv.cpu_map import feature_names, find_cpu_map, map_arch
-
-    section = map_arch(domain.os.arch or (caps.arch if caps else ""))
+    cpu_map = _cpu_map()
+    section = cpu_map.map_arch(domain.os.arch or (caps.arch if caps else ""))
     if domain.cpu is None or not domain.cpu.features or section is None:
         return
     try:
-        known = feature_names(find_cpu_map(), section)
+        known = cpu_map.feature_names(cpu_map.find_cpu_map(), section)
     except UnsupportedByQemu:
         return
     for _policy, name in domain.cpu.features:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from conformance.caps.model import Capabilities, QemuVersion
 from conformance.domain.model import Device, Domain
+from conformance.domain.rules import first_refusal
 from conformance.errors import DomainInvalid, UnsupportedByQemu
 
 _UNSUPPORTED = "unsupported configuration: "
@@ -27,8 +28,6 @@ def validate_domain(domain: Domain, caps: Capabilities | None = None, *, caps_on
 
     ``caps_only``: ``validate_domain(domain)`` (no caps) already passed, so only the checks that read caps
     run (the same verdict as running them all, each rule run once)."""
-    from conformance.domain.rules import first_refusal
-
     if not caps_only:
         _aliases(domain)
         _teaming(domain)
