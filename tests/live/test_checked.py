@@ -13,9 +13,9 @@ import pytest
 
 from conformance.builds import find_qemu
 from conformance.caps.model import QemuVersion
-from conformance.cases import load_catalogue
+from conformance.cases import Case, Catalogue, load_catalogue
 from conformance.live.boot import Target
-from conformance.live.checked import LIVE_SAVE_FROM, CheckedStates, argv_digest
+from conformance.live.checked import LIVE_SAVE_FROM, CheckedState, CheckedStates, argv_digest
 from conformance.live.migrate import _alias_to, make_checked, run_migrate, source_key
 from conformance.machines import MachineChoice
 from conformance.qemu.process import running_count
@@ -124,18 +124,25 @@ def test_a_failed_hand_over_is_an_error_with_its_evidence_not_a_boot(x86_target:
     assert running_count() == 0
 
 
-def test_a_failover_source_is_restored_with_its_primary_plugged_back(x86_10_target: Target, tmp_path: Path) -> None:
-    """A key with two migrations shares a saved state: on 9.0 or later a failover guest is saved running, and
-    each restore re-plugs its primary."""
-    target = x86_10_target
-    catalogue = load_catalogue()
-    case = catalogue.get("teaming-q35")
+def _shared_state(case: Case, target: Target, catalogue: Catalogue, tmp_path: Path
+                  ) -> tuple[CheckedState, CheckedStates]:
+    """A checked state of the case made on the target, shared by its key's two planned migrations."""
     key = source_key(case, target, target, "", tmp_path)
     assert key is not None
     state = make_checked(case, target, catalogue, tmp_path, None, key, "test")
     assert not isinstance(state, str), state
     states = CheckedStates(Counter({key: 2}))
     states.add(key, argv_digest(state.argv, state.folder, _alias_to(target.caps)), state)
+    return state, states
+
+
+def test_a_failover_source_is_restored_with_its_primary_plugged_back(x86_10_target: Target, tmp_path: Path) -> None:
+    """A key with two migrations shares a saved state: on 9.0 or later a failover guest is saved running, and
+    each restore re-plugs its primary."""
+    target = x86_10_target
+    catalogue = load_catalogue()
+    case = catalogue.get("teaming-q35")
+    states = _shared_state(case, target, catalogue, tmp_path)[1]
     try:
         result = run_migrate(case, target, target, catalogue, tmp_path, checked=states)
     finally:
@@ -150,13 +157,8 @@ def test_a_failover_source_is_restored_with_its_primary_plugged_back(x86_10_targ
 def test_a_state_that_does_not_restore_is_an_error_with_its_evidence(x86_target: Target, tmp_path: Path) -> None:
     catalogue = load_catalogue()
     case = catalogue.get("q35-minimal")
-    key = source_key(case, x86_target, x86_target, "", tmp_path)
-    assert key is not None
-    state = make_checked(case, x86_target, catalogue, tmp_path, None, key, "test")
-    assert not isinstance(state, str), state
+    state, states = _shared_state(case, x86_target, catalogue, tmp_path)
     state.state_file.write_bytes(state.state_file.read_bytes()[:4096])  # cut short: QEMU cannot load it
-    states = CheckedStates(Counter({key: 2}))
-    states.add(key, argv_digest(state.argv, state.folder, _alias_to(x86_target.caps)), state)
     result = run_migrate(case, x86_target, x86_target, catalogue, tmp_path, checked=states)
     assert result.verdict == "error", result.reason
     assert result.reason.startswith("restoring the checked source"), result.reason

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from conformance import static
+from conformance.caps.model import Capabilities
 from conformance.caps.store import fixture_files, load
-from conformance.cases import load_catalogue
+from conformance.cases import Case, Catalogue, load_catalogue
 from conformance.cli import main
 from conformance.results.records import read_results
 from conformance.static import StaticRunner
@@ -17,11 +18,16 @@ from conformance.static import StaticRunner
 CASES = ("q35-minimal", "virt-minimal", "teaming-q35", "q35-storage-rich", "pc-nic-rich", "virt-misc-rich")
 
 
+def _pairs(catalogue: Catalogue) -> list[tuple[Case, Capabilities]]:
+    """Every (case of CASES, stored fixture of one of its arches)."""
+    fixtures = [load(p) for p in fixture_files()]
+    return [(catalogue.get(name), caps) for name in CASES for caps in fixtures
+            if caps.arch in catalogue.get(name).arches]
+
+
 def test_prefetched_outcomes_are_those_of_one_process() -> None:
     catalogue = load_catalogue()
-    fixtures = [load(p) for p in fixture_files()]
-    pairs = [(catalogue.get(name), caps) for name in CASES for caps in fixtures
-             if caps.arch in catalogue.get(name).arches]
+    pairs = _pairs(catalogue)
     one = StaticRunner(catalogue)
     alone = [one.run(case, caps) for case, caps in pairs]
     ahead = StaticRunner(catalogue)
@@ -64,9 +70,7 @@ def test_a_worker_error_is_raised_and_no_worker_is_left() -> None:
     import multiprocessing
 
     catalogue = load_catalogue()
-    fixtures = [load(p) for p in fixture_files()]
-    pairs = [(catalogue.get(name), caps) for name in CASES for caps in fixtures
-             if caps.arch in catalogue.get(name).arches]
+    pairs = _pairs(catalogue)
     runner = _FailsInWorker(catalogue)
     earlier = set(multiprocessing.active_children())  # a worker of an earlier prefetch may still be exiting
     try:
