@@ -51,31 +51,6 @@ def _compatible(value: Any, qom_type: str) -> bool:
     return True
 
 
-# id(record) -> (the record, kept alive so its id stays its own; its _scope): found by identity, not by hashing
-# and comparing the record's fact sets (property_problems asks once per argv)
-_SCOPES: dict[int, tuple[Recorded, tuple[frozenset[str], frozenset[str], frozenset[str]] | None]] = {}
-
-
-def _scope(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
-    """(types whose every property is recorded, single recorded "TYPE.PROP" facts, types with any) of a
-    fixture's property record; None: it records every property of every type."""
-    kept = _SCOPES.get(id(recorded))
-    if kept is not None and kept[0] is recorded:
-        return kept[1]
-    if len(_SCOPES) >= 256:
-        _SCOPES.clear()
-    found = _SCOPES[id(recorded)] = (recorded, _scope_of(recorded))
-    return found[1]
-
-
-def _scope_of(recorded: Recorded) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
-    if recorded.only is None or recorded.never:
-        return None
-    whole = frozenset(f[:-2] for f in recorded.only if f.endswith(".*"))
-    single = frozenset(f for f in recorded.only if not f.endswith(".*"))
-    return whole, single, whole | frozenset(f.rpartition(".")[0] for f in single)
-
-
 def _head(value: str) -> str | None:
     """The driver / qom-type of a -device/-object value without parsing all of it (None: cannot tell)."""
     for lead in ('{"driver":"', '{"qom-type":"'):
@@ -172,7 +147,7 @@ def property_problems(argv: list[str], caps: Capabilities,
     static stages check the same -device strings for many cases on one fixture)."""
     problems: list[str] = []
     recorded = caps.records["properties"]
-    scope = _scope(recorded)
+    scope = recorded.property_scope
     for i in range(1, len(argv) - 1):
         opt = argv[i]
         if opt not in _CHECKED_OPTIONS:
@@ -193,7 +168,7 @@ def property_problems(argv: list[str], caps: Capabilities,
 def option_problems(opt: str, value: str, caps: Capabilities, recorded: Recorded | None = None,
                     scope: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None) -> list[str]:
     """The problems of one -device/-object/-netdev/-blockdev/-chardev value against the fixture's QEMU
-    (``recorded``, ``scope``: the fixture's property record and its _scope, when the caller has them)."""
+    (``recorded``, ``scope``: the fixture's property record and its property_scope, when the caller has them)."""
     if opt in _QAPI_OPTIONS:  # the fixture's QAPI schema, where it records one (conformance/argv/qapi_check.py)
         found = qapi_problems(opt, value, caps)
         if found is not None:
@@ -202,7 +177,7 @@ def option_problems(opt: str, value: str, caps: Capabilities, recorded: Recorded
         return member_problems(opt, value, caps) if caps.option_members else []
     if recorded is None:
         recorded = caps.records["properties"]
-        scope = _scope(recorded)
+        scope = recorded.property_scope
     checked = scope[2] if scope is not None else None
     head = _head(value)
     if checked is not None and head is not None and head not in checked and "qom-type=" not in value:

@@ -194,6 +194,17 @@ class Recorded:
             dot = fact.find(".", dot + 1)
         return self.outside, self.because
 
+    @cached_property
+    def property_scope(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+        """Of a property record: (types whose every property is recorded, single recorded "TYPE.PROP" facts,
+        types with any); None: it records every property of every type. Kept on the record (the argv's property
+        check asks once per argv)."""
+        if self.only is None or self.never:
+            return None
+        whole = frozenset(f[:-2] for f in self.only if f.endswith(".*"))
+        single = frozenset(f for f in self.only if not f.endswith(".*"))
+        return whole, single, whole | frozenset(f.rpartition(".")[0] for f in single)
+
 
 def _is_machine_or_cpu_type(qom_type: str) -> bool:
     """QOM types behind machine types and CPU models (``pc-q35-7.2-machine``, ``max-x86_64-cpu``)."""

@@ -1034,16 +1034,13 @@ def memory_alignment(domain: Domain, caps: Capabilities | None) -> Iterator[Refu
         yield Refusal("<maxMemory>", f"{UNSUPPORTED}maximum memory size overflowed after alignment")
 
 
-_CPU_MAP: list[Any] = []  # conformance.argv.cpu_map, imported at the first use (it imports this module)
-
-
+@cache
 def _cpu_map() -> Any:
-    """conformance.argv.cpu_map (an import statement in a rule run for every build costs more than the check)."""
-    if not _CPU_MAP:
-        from conformance.argv import cpu_map
+    """conformance.argv.cpu_map, imported at the first use (it imports this module), then kept: an import
+    statement in a rule run for every build costs more than the check."""
+    from conformance.argv import cpu_map
 
-        _CPU_MAP.append(cpu_map)
-    return _CPU_MAP[0]
+    return cpu_map
 
 
 @rule
